@@ -44,8 +44,8 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, pad_to: int = 8):
     tokens = np.full((len(seqs), width), pad_id, np.int32)
     mask = np.zeros((len(seqs), width), np.int32)
     for i, s in enumerate(seqs):
-        tokens[i, width - len(s):] = s
-        mask[i, width - len(s):] = 1
+        tokens[i, width - len(s) :] = s
+        mask[i, width - len(s) :] = 1
     return tokens, mask
 
 
@@ -55,6 +55,6 @@ def length_sorted_batches(
     """Yield (indices, tokens_BxS, mask_BxS) over length-sorted chunks of the data."""
     order = np.argsort([len(s) for s in seqs], kind="stable")
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         tokens, mask = left_pad([seqs[i] for i in idx], pad_id, pad_to)
         yield idx, tokens, mask

@@ -33,7 +33,9 @@ def predict(model, task: TaskSpec, examples: list[dict], batch_size: int = 32, p
     preds = np.zeros(len(examples), np.int64)
     batches = list(length_sorted_batches(seqs, batch_size, pad_id))
     for idx, tokens, mask in tqdm(batches, desc=f"zero-shot {task.name}", disable=not progress):
-        scores = class_scores(model.params, model.cfg, jnp.asarray(tokens), jnp.asarray(mask), cands)
+        scores = class_scores(
+            model.params, model.cfg, jnp.asarray(tokens), jnp.asarray(mask), cands
+        )
         preds[idx] = np.asarray(jnp.argmax(scores, axis=-1))
     return preds
 

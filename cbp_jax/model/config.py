@@ -69,7 +69,9 @@ class LlamaConfig:
         if not self.rope_theta > 0 or not self.rms_norm_eps > 0:
             raise ValueError("LlamaConfig.rope_theta and rms_norm_eps must be positive")
         if self.dtype not in _DTYPES:
-            raise ValueError(f"LlamaConfig.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+            raise ValueError(
+                f"LlamaConfig.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}"
+            )
 
     @property
     def jnp_dtype(self):

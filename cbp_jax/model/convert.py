@@ -65,12 +65,12 @@ def assemble_params(cfg: LlamaConfig, tensors: dict[str, np.ndarray]) -> Params:
 
     layers = {
         "attn_norm": layer("input_layernorm.weight"),
-        "w_qkv": np.concatenate(
-            [linear(f"self_attn.{p}_proj.weight") for p in "qkv"], axis=2
-        ),
+        "w_qkv": np.concatenate([linear(f"self_attn.{p}_proj.weight") for p in "qkv"], axis=2),
         "w_o": linear("self_attn.o_proj.weight"),
         "mlp_norm": layer("post_attention_layernorm.weight"),
-        "w_gate_up": np.concatenate([linear("mlp.gate_proj.weight"), linear("mlp.up_proj.weight")], 2),
+        "w_gate_up": np.concatenate(
+            [linear("mlp.gate_proj.weight"), linear("mlp.up_proj.weight")], 2
+        ),
         "w_down": linear("mlp.down_proj.weight"),
     }
     if cfg.qkv_bias:

@@ -65,7 +65,7 @@ def config_from_gguf(reader: gguf.GGUFReader, dtype: str = "float32") -> LlamaCo
     for key in reader.fields:
         if not key.startswith("llama."):
             continue
-        sub = key[len("llama."):]
+        sub = key[len("llama.") :]
         if sub not in _ARCH_FIELDS:
             raise UnsupportedConfigError(f"unsupported GGUF config field {key!r}")
         values[sub] = field_value(reader, key)
@@ -73,8 +73,15 @@ def config_from_gguf(reader: gguf.GGUFReader, dtype: str = "float32") -> LlamaCo
     head_dim = int(values.get("rope.dimension_count", values["embedding_length"] // n_heads))
     for sub in ("attention.key_length", "attention.value_length"):
         if sub in values and int(values[sub]) != head_dim:
-            raise UnsupportedConfigError(f"unsupported GGUF llama.{sub}={values[sub]} != {head_dim}")
-    vocab = values.get("vocab_size", len(reader.fields["tokenizer.ggml.tokens"].data))
+            raise UnsupportedConfigError(
+                f"unsupported GGUF llama.{sub}={values[sub]} != {head_dim}"
+            )
+    if "vocab_size" in values:
+        vocab = values["vocab_size"]
+    elif "tokenizer.ggml.tokens" in reader.fields:
+        vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+    else:
+        raise UnsupportedConfigError("GGUF file states no vocabulary size (llama.vocab_size)")
     has_head = any(t.name == "output.weight" for t in reader.tensors)
     return LlamaConfig(
         vocab_size=int(vocab),
@@ -107,7 +114,9 @@ def hf_name(gguf_name: str) -> str:
     return f"model.layers.{layer}.{_TENSOR_NAMES[kind]}.{suffix}"
 
 
-def load_gguf(path: str | pathlib.Path, dtype: str = "float32") -> tuple[LlamaConfig, Params, gguf.GGUFReader]:
+def load_gguf(
+    path: str | pathlib.Path, dtype: str = "float32"
+) -> tuple[LlamaConfig, Params, gguf.GGUFReader]:
     """Config, float32 numpy params and the open reader (for the tokenizer)."""
     path = pathlib.Path(path)
     if not path.is_file():

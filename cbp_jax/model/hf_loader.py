@@ -26,11 +26,29 @@ class UnsupportedConfigError(ValueError):
 SUPPORTED_TYPES = ("llama", "qwen2")
 # Keys that carry no architecture (bookkeeping, generation defaults, HF training flags).
 _BOOKKEEPING = {
-    "architectures", "model_type", "transformers_version", "dtype", "torch_dtype",
-    "bos_token_id", "eos_token_id", "pad_token_id", "initializer_range", "use_cache",
-    "max_position_embeddings", "attention_dropout", "id2label", "label2id", "return_dict",
-    "output_attentions", "output_hidden_states", "problem_type", "chunk_size_feed_forward",
-    "is_encoder_decoder", "tie_encoder_decoder", "max_window_layers", "task_specific_params",
+    "architectures",
+    "model_type",
+    "transformers_version",
+    "dtype",
+    "torch_dtype",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "initializer_range",
+    "use_cache",
+    "max_position_embeddings",
+    "attention_dropout",
+    "id2label",
+    "label2id",
+    "return_dict",
+    "output_attentions",
+    "output_hidden_states",
+    "problem_type",
+    "chunk_size_feed_forward",
+    "is_encoder_decoder",
+    "tie_encoder_decoder",
+    "max_window_layers",
+    "task_specific_params",
 }
 # Keys that must hold exactly these values (anything else is unsupported).
 _REQUIRED_VALUES = {
@@ -38,13 +56,23 @@ _REQUIRED_VALUES = {
     "mlp_bias": (False,),
     "pretraining_tp": (1,),
     "use_sliding_window": (False,),
-    "sliding_window": (None,) ,
+    "sliding_window": (None,),
     "rope_scaling": (None,),
 }
 _ARCH_KEYS = {
-    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-    "num_attention_heads", "num_key_value_heads", "head_dim", "rope_theta", "rope_parameters",
-    "rms_norm_eps", "tie_word_embeddings", "attention_bias", "layer_types",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rope_theta",
+    "rope_parameters",
+    "rms_norm_eps",
+    "tie_word_embeddings",
+    "attention_bias",
+    "layer_types",
 }
 
 
@@ -59,7 +87,11 @@ def config_from_hf(raw: dict, dtype: str = "float32") -> LlamaConfig:
         if key.startswith("_") or key in _BOOKKEEPING or key in _ARCH_KEYS:
             continue
         if key in _REQUIRED_VALUES:
-            if model_type == "qwen2" and key == "sliding_window" and not raw.get("use_sliding_window"):
+            if (
+                model_type == "qwen2"
+                and key == "sliding_window"
+                and not raw.get("use_sliding_window")
+            ):
                 continue  # Qwen2 stores a window size even when sliding windows are off
             if value not in _REQUIRED_VALUES[key]:
                 raise UnsupportedConfigError(f"unsupported config field {key}={value!r}")

@@ -4,6 +4,9 @@ Shape suffixes: B batch, S text length, T prompt length, P = T + S full sequence
 D hidden, H query heads, K key/value heads, G = H / K, E head dim, F MLP width,
 V vocabulary, C candidate answer tokens, L layers.
 
+Numerics: the residual stream, norms, RoPE and softmax run in float32; matmul inputs are
+cast to cfg.dtype (float32 or bfloat16) with float32 accumulation.
+
 Params are a plain dict (see `param_shapes`); decoder blocks are stacked on a leading L
 axis and run under `lax.scan`. q/k/v and gate/up projections are stored fused so each is one
 matmul. Only what is asked is computed: by default the head runs at one answer position per
@@ -58,22 +61,27 @@ def param_shapes(cfg: LlamaConfig) -> dict[str, Any]:
 
 
 def rms_norm(x, weight, eps):
-    """RMSNorm in float32, cast back to the input dtype before the gain (as in Llama)."""
+    """RMSNorm, computed and returned in float32."""
     x32 = x.astype(jnp.float32)
     x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-    return weight * x32.astype(x.dtype)
+    return weight.astype(jnp.float32) * x32
+
+
+def dense(x, w):
+    """x @ w with inputs in w's dtype and float32 accumulation and output."""
+    return jnp.matmul(x.astype(w.dtype), w, preferred_element_type=jnp.float32)
 
 
 def rope(x_BxPxNxE, positions_BxP, theta):
-    """Rotary embedding, rotate-half layout (HF Llama); angles in float32."""
+    """Rotary embedding, rotate-half layout (HF Llama), in float32."""
     e = x_BxPxNxE.shape[-1]
     inv_freq = theta ** (-jnp.arange(0, e, 2, dtype=jnp.float32) / e)
     angles = positions_BxP[..., None].astype(jnp.float32) * inv_freq  # B x P x E/2
     cos = jnp.cos(jnp.concatenate([angles, angles], -1))[:, :, None, :]
     sin = jnp.sin(jnp.concatenate([angles, angles], -1))[:, :, None, :]
-    x1, x2 = jnp.split(x_BxPxNxE.astype(jnp.float32), 2, axis=-1)
-    rotated = jnp.concatenate([-x2, x1], axis=-1)
-    return (x_BxPxNxE * cos + rotated * sin).astype(x_BxPxNxE.dtype)
+    x = x_BxPxNxE.astype(jnp.float32)
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return x * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
 
 
 def _block(cfg: LlamaConfig, h_BxPxD, layer, positions_BxP, allowed_Bx1x1xPxP):
@@ -81,22 +89,27 @@ def _block(cfg: LlamaConfig, h_BxPxD, layer, positions_BxP, allowed_Bx1x1xPxP):
     b, p, _ = h_BxPxD.shape
     n_h, n_k, e = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     x = rms_norm(h_BxPxD, layer["attn_norm"], cfg.rms_norm_eps)
-    qkv = x @ layer["w_qkv"]
+    qkv = dense(x, layer["w_qkv"])
     if "b_qkv" in layer:
         qkv = qkv + layer["b_qkv"]
     q, k, v = jnp.split(qkv, [n_h * e, (n_h + n_k) * e], axis=-1)
-    q = rope(q.reshape(b, p, n_h, e), positions_BxP, cfg.rope_theta)
-    k = rope(k.reshape(b, p, n_k, e), positions_BxP, cfg.rope_theta)
+    dtype = layer["w_qkv"].dtype
+    q = rope(q.reshape(b, p, n_h, e), positions_BxP, cfg.rope_theta).astype(dtype)
+    k = rope(k.reshape(b, p, n_k, e), positions_BxP, cfg.rope_theta).astype(dtype)
     q_BxPxKxGxE = q.reshape(b, p, n_k, cfg.q_per_kv, e)
-    v_BxPxKxE = v.reshape(b, p, n_k, e)
-    scores = jnp.einsum("bqkge,bske->bkgqs", q_BxPxKxGxE, k) / np.sqrt(e).astype(np.float32)
-    scores = jnp.where(allowed_Bx1x1xPxP, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+    v_BxPxKxE = v.reshape(b, p, n_k, e).astype(dtype)
+    scores = jnp.einsum(
+        "bqkge,bske->bkgqs", q_BxPxKxGxE, k, preferred_element_type=jnp.float32
+    ) / np.sqrt(e).astype(np.float32)
+    scores = jnp.where(allowed_Bx1x1xPxP, scores, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    attn = jnp.einsum("bkgqs,bske->bqkge", weights, v_BxPxKxE).reshape(b, p, n_h * e)
-    h_BxPxD = h_BxPxD + attn @ layer["w_o"]
+    attn = jnp.einsum(
+        "bkgqs,bske->bqkge", weights, v_BxPxKxE, preferred_element_type=jnp.float32
+    ).reshape(b, p, n_h * e)
+    h_BxPxD = h_BxPxD + dense(attn, layer["w_o"])
     x = rms_norm(h_BxPxD, layer["mlp_norm"], cfg.rms_norm_eps)
-    gate, up = jnp.split(x @ layer["w_gate_up"], 2, axis=-1)
-    return h_BxPxD + (jax.nn.silu(gate) * up) @ layer["w_down"]
+    gate, up = jnp.split(dense(x, layer["w_gate_up"]), 2, axis=-1)
+    return h_BxPxD + dense(jax.nn.silu(gate) * up, layer["w_down"])
 
 
 def embed_tokens(params: Params, tokens_BxS):
@@ -125,8 +138,10 @@ def head_matrix(params: Params, candidates=None):
         full = params["lm_head"]
         if candidates is None:
             return full
-        return jnp.take(full, candidates, axis=1) if candidates.ndim == 1 else jnp.moveaxis(
-            jnp.take(full, candidates, axis=1), 1, 0
+        return (
+            jnp.take(full, candidates, axis=1)
+            if candidates.ndim == 1
+            else jnp.moveaxis(jnp.take(full, candidates, axis=1), 1, 0)
         )
     if candidates is None:
         return params["embed"].T
@@ -172,12 +187,12 @@ def forward(
     params = jax.tree.map(lambda w: w.astype(dtype), params)
     b, s = tokens_BxS.shape
     mask_BxS = jnp.ones((b, s), jnp.int32) if mask_BxS is None else mask_BxS.astype(jnp.int32)
-    h = embed_tokens(params, tokens_BxS)
+    h = embed_tokens(params, tokens_BxS).astype(jnp.float32)  # residual stream in float32
     if deep_prompts_LxBxTxD is not None and prompt_BxTxD is None:
         prompt_BxTxD = deep_prompts_LxBxTxD[0]
     t = 0 if prompt_BxTxD is None else prompt_BxTxD.shape[1]
     if t:
-        h = jnp.concatenate([prompt_BxTxD.astype(dtype), h], axis=1)
+        h = jnp.concatenate([prompt_BxTxD.astype(dtype).astype(jnp.float32), h], axis=1)
     full_mask_BxP = jnp.concatenate([jnp.ones((b, t), jnp.int32), mask_BxS], axis=1)
     positions_BxP = jnp.maximum(jnp.cumsum(full_mask_BxP, axis=1) - 1, 0)
     causal_PxP = jnp.tril(jnp.ones((t + s, t + s), bool))
@@ -186,7 +201,7 @@ def forward(
     def step(h_BxPxD, xs):
         layer, deep_BxTxD = xs
         if deep_BxTxD is not None:
-            h_BxPxD = h_BxPxD.at[:, :t].set(deep_BxTxD.astype(dtype))
+            h_BxPxD = h_BxPxD.at[:, :t].set(deep_BxTxD.astype(dtype).astype(jnp.float32))
         return _block(cfg, h_BxPxD, layer, positions_BxP, allowed), None
 
     h, _ = jax.lax.scan(step, h, (params["layers"], deep_prompts_LxBxTxD))
@@ -194,15 +209,19 @@ def forward(
     hidden = rms_norm(h_text, params["final_norm"], cfg.rms_norm_eps) if return_hidden else None
     cands = None if candidates is None else jnp.asarray(candidates)
     if full_logits:
-        x = hidden if hidden is not None else rms_norm(h_text, params["final_norm"], cfg.rms_norm_eps)
+        x = (
+            hidden
+            if hidden is not None
+            else rms_norm(h_text, params["final_norm"], cfg.rms_norm_eps)
+        )
         w = head_matrix(params, cands)
-        logits = jnp.einsum("bsd,bdc->bsc", x, w) if w.ndim == 3 else x @ w
+        logits = jnp.einsum("bsd,bdc->bsc", x.astype(w.dtype), w) if w.ndim == 3 else dense(x, w)
     else:
         idx = last_token_index(mask_BxS) if answer_index_B is None else answer_index_B
         x = jnp.take_along_axis(h_text, idx[:, None, None], axis=1)[:, 0]
         x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
         w = head_matrix(params, cands)
-        logits = jnp.einsum("bd,bdc->bc", x, w) if w.ndim == 3 else x @ w
+        logits = jnp.einsum("bd,bdc->bc", x.astype(w.dtype), w) if w.ndim == 3 else dense(x, w)
     pooled = mean_pooled_embeddings(params, tokens_BxS, mask_BxS) if return_pooled else None
     return ModelOutput(logits.astype(jnp.float32), hidden, pooled)
 
@@ -227,7 +246,8 @@ def validate_inputs(cfg, tokens_BxS, mask_BxS, prompt_BxTxD, deep_prompts_LxBxTx
         shape = deep_prompts_LxBxTxD.shape
         if len(shape) != 4 or (shape[0], shape[1], shape[3]) != (cfg.num_layers, b, d):
             raise ValueError(
-                f"deep prompts must be L x B x T x D = {cfg.num_layers} x {b} x T x {d}, got {shape}"
+                f"deep prompts must be L x B x T x D = {cfg.num_layers} x {b} x T x {d}, "
+                f"got {shape}"
             )
         if prompt_BxTxD is not None and prompt_BxTxD.shape[1] != shape[2]:
             raise ValueError("shallow and deep prompts must have the same length T")
@@ -236,5 +256,11 @@ def validate_inputs(cfg, tokens_BxS, mask_BxS, prompt_BxTxD, deep_prompts_LxBxTx
             ids = np.asarray(ids)
             if ids.size and (ids.min() < 0 or ids.max() >= cfg.vocab_size):
                 raise ValueError(
-                    f"{name} ids out of range [0, {cfg.vocab_size}): min {ids.min()}, max {ids.max()}"
+                    f"{name} ids out of range [0, {cfg.vocab_size}): "
+                    f"min {ids.min()}, max {ids.max()}"
                 )
+
+
+STATIC_ARGNAMES = ("cfg", "full_logits", "return_hidden", "return_pooled")
+forward_jit = jax.jit(forward, static_argnames=STATIC_ARGNAMES)
+forward_jit.__doc__ = "`forward` under `jax.jit` with the config and output switches static."

@@ -26,7 +26,9 @@ class _Group(nnx.Module):
 class Llama(nnx.Module):
     """Llama-family decoder; parameters mirror `param_shapes(cfg)` exactly."""
 
-    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs | None = None, params: Params | None = None):
+    def __init__(
+        self, cfg: LlamaConfig, *, rngs: nnx.Rngs | None = None, params: Params | None = None
+    ):
         self.cfg = cfg
         if params is None:
             if rngs is None:
@@ -50,8 +52,12 @@ def init_params(cfg: LlamaConfig, key: jax.Array, std: float = 0.02) -> Params:
     """Random params (normal weights, unit norm gains, zero biases) in cfg.dtype."""
     shapes = param_shapes(cfg)
     leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
-    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(
-        shapes, is_leaf=lambda x: isinstance(x, tuple))[0]]
+    paths = [
+        jax.tree_util.keystr(p)
+        for p, _ in jax.tree_util.tree_flatten_with_path(
+            shapes, is_leaf=lambda x: isinstance(x, tuple)
+        )[0]
+    ]
     keys = jax.random.split(key, len(leaves))
     arrays = []
     for path, shape, k in zip(paths, leaves, keys, strict=True):

@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny random config and the real embedded default model (loaded once)."""
+
+import jax
+import pytest
+
+from cbp_jax.model import LlamaConfig, init_params, load_model
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    return LlamaConfig(
+        vocab_size=101,
+        hidden_size=48,
+        intermediate_size=80,
+        num_layers=3,
+        num_heads=6,
+        num_kv_heads=2,
+        head_dim=8,
+        rope_theta=500.0,
+        tie_embeddings=False,
+        qkv_bias=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_params(tiny_cfg):
+    return init_params(tiny_cfg, jax.random.key(0), std=0.2)
+
+
+@pytest.fixture(scope="session")
+def real_model():
+    return load_model("smollm2-135m")
