@@ -90,6 +90,15 @@ def test_deep_prompts(tiny_cfg, tiny_params):
     shallow = forward(params1, one_layer, tokens, prompt_BxTxD=prompt).logits
     deep = forward(params1, one_layer, tokens, deep_prompts_LxBxTxD=prompt[None]).logits
     np.testing.assert_allclose(deep, shallow, atol=1e-6)
+    zeros = jnp.zeros((tiny_cfg.num_layers, *prompt.shape))
+    with_zero_deep = forward(
+        tiny_params, tiny_cfg, tokens, prompt_BxTxD=prompt, deep_prompts_LxBxTxD=zeros
+    ).logits
+    np.testing.assert_allclose(
+        with_zero_deep,
+        forward(tiny_params, tiny_cfg, tokens, prompt_BxTxD=prompt).logits,
+        atol=1e-6,
+    )
     # in a deeper model, changing a later layer's prompt changes the answer
     deep3 = jnp.repeat(prompt[None], tiny_cfg.num_layers, 0)
     base = forward(tiny_params, tiny_cfg, tokens, deep_prompts_LxBxTxD=deep3).logits

@@ -172,9 +172,10 @@ def forward(
       mask_BxS: 1 for real tokens, 0 for padding (default: all real). Positions count real
         tokens only, so a padded row gives the same answer as the unpadded sequence.
       prompt_BxTxD: soft prompt embeddings placed before the text (shallow prompt).
-      deep_prompts_LxBxTxD: per-layer prompts (BBTv2): before layer l the hidden states at
-        the T prompt slots are replaced by `deep_prompts_LxBxTxD[l]`. If no shallow prompt is
-        given, the slots are created from layer 0's prompt.
+      deep_prompts_LxBxTxD: per-layer prompts (BBTv2): before layer l, `deep[l]` is added to
+        the hidden states at the T prompt slots. The slots start from the shallow prompt, or
+        from zeros when none is given (so a one-layer deep prompt equals a shallow one, and
+        an all-zero deep prompt leaves a shallow one unchanged).
       answer_index_B: text index whose next-token logits are returned (default: the last
         real token of each row).
       candidates: C or B x C token ids; logits are computed only for them.
@@ -189,7 +190,7 @@ def forward(
     mask_BxS = jnp.ones((b, s), jnp.int32) if mask_BxS is None else mask_BxS.astype(jnp.int32)
     h = embed_tokens(params, tokens_BxS).astype(jnp.float32)  # residual stream in float32
     if deep_prompts_LxBxTxD is not None and prompt_BxTxD is None:
-        prompt_BxTxD = deep_prompts_LxBxTxD[0]
+        prompt_BxTxD = jnp.zeros(deep_prompts_LxBxTxD.shape[1:], jnp.float32)
     t = 0 if prompt_BxTxD is None else prompt_BxTxD.shape[1]
     if t:
         h = jnp.concatenate([prompt_BxTxD.astype(dtype).astype(jnp.float32), h], axis=1)
@@ -201,7 +202,7 @@ def forward(
     def step(h_BxPxD, xs):
         layer, deep_BxTxD = xs
         if deep_BxTxD is not None:
-            h_BxPxD = h_BxPxD.at[:, :t].set(deep_BxTxD.astype(dtype).astype(jnp.float32))
+            h_BxPxD = h_BxPxD.at[:, :t].add(deep_BxTxD.astype(dtype).astype(jnp.float32))
         return _block(cfg, h_BxPxD, layer, positions_BxP, allowed), None
 
     h, _ = jax.lax.scan(step, h, (params["layers"], deep_prompts_LxBxTxD))

@@ -1,0 +1,148 @@
+"""The pure scoring function behind the service, and the in-process `Oracle` handle.
+
+`score_population` runs the whole population x batch in one call: each candidate's prompt
+is built by a provider-side adapter (identity for BBT's soft prompts, the prompt generator
+for CBP), the model runs with logits at the answer position only, and the log-softmax is
+read at the candidate token ids. Population is the leading axis (vmap, or lax.map in
+chunks for very large populations); shard it with `jax.sharding` from the outside.
+
+`Oracle` is what the compiled in-process loop receives instead of a network client: a
+pytree whose leaves are the provider's arrays (so jit takes them as arguments, not as
+constants) and whose only method returns candidate log-probs. User code never reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Protocol
+
+import jax
+import jax.numpy as jnp
+
+from cbp_jax.model.config import LlamaConfig
+from cbp_jax.model.llama import forward
+
+
+class PromptAdapter(Protocol):
+    """Provider-side map from one candidate's payload to model prompts."""
+
+    kind: str
+    payload_axis: int  # population axis of the payload
+
+    def payload_shape(self, cfg: LlamaConfig) -> tuple | None: ...
+
+    def prompts(self, adapter_params, model_params, cfg, payload, tokens_BxS, mask_BxS):
+        """-> (prompt_BxTxD or None, deep_prompts_LxBxTxD or None) for one candidate."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NoPrompt:
+    kind: ClassVar[str] = "none"
+    payload_axis: ClassVar[int] = 0
+
+    def payload_shape(self, cfg):
+        return None
+
+    def prompts(self, adapter_params, model_params, cfg, payload, tokens_BxS, mask_BxS):
+        return None, None
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftPrompt:
+    """BBT: the payload is the prompt itself, T x D per candidate, shared by all examples."""
+
+    kind: ClassVar[str] = "prompt"
+    payload_axis: ClassVar[int] = 0
+
+    def payload_shape(self, cfg):
+        return (None, None, cfg.hidden_size)
+
+    def prompts(self, adapter_params, model_params, cfg, prompt_TxD, tokens_BxS, mask_BxS):
+        b = tokens_BxS.shape[0]
+        return jnp.broadcast_to(prompt_TxD, (b, *prompt_TxD.shape)), None
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepPrompt:
+    """BBTv2: one T x D prompt per layer, L x T x D per candidate."""
+
+    kind: ClassVar[str] = "deep_prompt"
+    payload_axis: ClassVar[int] = 1
+
+    def payload_shape(self, cfg):
+        return (cfg.num_layers, None, None, cfg.hidden_size)
+
+    def prompts(self, adapter_params, model_params, cfg, deep_LxTxD, tokens_BxS, mask_BxS):
+        b = tokens_BxS.shape[0]
+        deep = jnp.broadcast_to(
+            deep_LxTxD[:, None], (deep_LxTxD.shape[0], b, *deep_LxTxD.shape[1:])
+        )
+        return None, deep
+
+
+def score_population(
+    model_params,
+    adapter_params,
+    payload,
+    tokens_BxS,
+    mask_BxS,
+    candidates_CxW,
+    *,
+    cfg: LlamaConfig,
+    adapter: PromptAdapter,
+    population_chunk: int | None = None,
+):
+    """Candidate-token log-probs, P x B x C x W, for every candidate in the payload."""
+    c, w = candidates_CxW.shape
+    flat = candidates_CxW.reshape(-1)
+
+    def one(payload_i):
+        prompt, deep = adapter.prompts(
+            adapter_params, model_params, cfg, payload_i, tokens_BxS, mask_BxS
+        )
+        logits = forward(
+            model_params, cfg, tokens_BxS, mask_BxS, prompt_BxTxD=prompt, deep_prompts_LxBxTxD=deep
+        ).logits
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        return logp[:, flat].reshape(-1, c, w)
+
+    if payload is None:
+        return one(None)[None]
+    payload = jnp.moveaxis(payload, adapter.payload_axis, 0)
+    if population_chunk:
+        return jax.lax.map(one, payload, batch_size=population_chunk)
+    return jax.vmap(one)(payload)
+
+
+@jax.tree_util.register_pytree_node_class
+class Oracle:
+    """In-process, jittable stand-in for the service: payload + inputs -> log-probs only."""
+
+    def __init__(self, arrays: tuple[Any, Any], static: tuple):
+        self._arrays = arrays
+        self._static = static
+
+    def tree_flatten(self):
+        return (self._arrays,), self._static
+
+    @classmethod
+    def tree_unflatten(cls, static, children):
+        return cls(children[0], static)
+
+    def __call__(self, payload, tokens_BxS, mask_BxS, candidates_CxW):
+        cfg, adapter, chunk = self._static
+        model_params, adapter_params = self._arrays
+        return score_population(
+            model_params,
+            adapter_params,
+            payload,
+            tokens_BxS,
+            mask_BxS,
+            candidates_CxW,
+            cfg=cfg,
+            adapter=adapter,
+            population_chunk=chunk,
+        )
+
+    def __repr__(self):
+        return f"Oracle(kind={self._static[1].kind!r})"
