@@ -7,9 +7,34 @@ padding FLOPs stay small and the number of compiled shapes stays bounded.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 
+import jax.numpy as jnp
 import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """User-side data: tokenized inputs, candidate ids and (never sent) labels."""
+
+    tokens_BxS: np.ndarray
+    mask_BxS: np.ndarray
+    candidates_CxW: np.ndarray
+    labels_B: np.ndarray
+
+    def __post_init__(self):
+        b = self.tokens_BxS.shape[0]
+        if self.mask_BxS.shape != self.tokens_BxS.shape or self.labels_B.shape != (b,):
+            raise ValueError("tokens, mask and labels disagree on the number of examples")
+        if self.labels_B.min() < 0 or self.labels_B.max() >= self.candidates_CxW.shape[0]:
+            raise ValueError("labels out of range of the candidate classes")
+
+    def device(self):
+        return tuple(
+            jnp.asarray(x, jnp.int32)
+            for x in (self.tokens_BxS, self.mask_BxS, self.candidates_CxW, self.labels_B)
+        )
 
 
 def candidate_ids(tokenizer, label_words: Sequence[Sequence[str]]) -> np.ndarray:
@@ -58,3 +83,13 @@ def length_sorted_batches(
         idx = order[start : start + batch_size]
         tokens, mask = left_pad([seqs[i] for i in idx], pad_id, pad_to)
         yield idx, tokens, mask
+
+
+def make_inputs(tokenizer, task, examples: Sequence[dict], pad_to: int = 8) -> Inputs:
+    """Render, tokenize and left-pad examples of a task into one `Inputs` set."""
+    if not examples:
+        raise ValueError(f"task {task.name}: no examples to encode")
+    seqs = encode(tokenizer, [task.render(ex) for ex in examples])
+    tokens, mask = left_pad(seqs, tokenizer.pad_token_id or 0, pad_to)
+    labels = np.array([ex["label"] for ex in examples], np.int32)
+    return Inputs(tokens, mask, candidate_ids(tokenizer, task.label_words), labels)

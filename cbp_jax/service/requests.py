@@ -73,7 +73,8 @@ def validate_request(req: ScoreRequest, *, vocab_size: int, payload_shape: dict)
         _fail(f"unknown request kind {req.kind!r}; known: {PAYLOAD_KINDS}")
     if req.kind not in payload_shape:
         _fail(
-            f"this service does not accept {req.kind!r} requests; it accepts {sorted(payload_shape)}"
+            f"this service does not accept {req.kind!r} requests; "
+            f"it accepts {sorted(payload_shape)}"
         )
     tokens, mask, cands = (
         np.asarray(x) for x in (req.tokens_BxS, req.mask_BxS, req.candidates_CxW)

@@ -1,0 +1,115 @@
+"""White-box soft-prompt tuning with optax: gradients through the frozen model.
+
+The upper bound for the black-box methods (and the inner loop POST runs on its student).
+Loss = cross-entropy over verbalizer class scores at the answer position; the prompt is
+initialised from embeddings of random vocabulary tokens; the best prompt on the k-shot dev
+set is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from cbp_jax.data.batching import Inputs
+from cbp_jax.methods.losses import accuracy, class_scores, cross_entropy
+from cbp_jax.model.config import LlamaConfig
+from cbp_jax.model.llama import forward
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptTuningConfig:
+    prompt_len: int = 50
+    learning_rate: float = 3e-3
+    epochs: int = 30
+    batch_size: int = 8
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    init_vocab: int = 5000  # initialise from embeddings of random ids below this
+    seed: int = 0
+
+    def __post_init__(self):
+        if min(self.prompt_len, self.epochs, self.batch_size, self.init_vocab) <= 0:
+            raise ValueError("prompt_len, epochs, batch_size and init_vocab must be positive")
+        if self.learning_rate <= 0:
+            raise ValueError("learning_rate must be positive")
+
+
+def prompt_scores(params, cfg: LlamaConfig, prompt_TxD, tokens_BxS, mask_BxS, cands_CxW):
+    """Class scores B x C for one shared prompt."""
+    b = tokens_BxS.shape[0]
+    prompt = jnp.broadcast_to(prompt_TxD, (b, *prompt_TxD.shape))
+    logits = forward(params, cfg, tokens_BxS, mask_BxS, prompt_BxTxD=prompt).logits
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    c, w = cands_CxW.shape
+    return class_scores(logp[:, cands_CxW.reshape(-1)].reshape(b, c, w))
+
+
+def _loss(prompt, params, cfg, tokens, mask, cands, labels):
+    return cross_entropy(prompt_scores(params, cfg, prompt, tokens, mask, cands), labels)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "opt"))
+def _step(prompt, opt_state, params, cfg, opt, tokens, mask, cands, labels):
+    loss, grad = jax.value_and_grad(_loss)(prompt, params, cfg, tokens, mask, cands, labels)
+    updates, opt_state = opt.update(grad, opt_state, prompt)
+    return optax.apply_updates(prompt, updates), opt_state, loss
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def evaluate_prompt(params, cfg, prompt, tokens, mask, cands, labels):
+    scores = prompt_scores(params, cfg, prompt, tokens, mask, cands)
+    return cross_entropy(scores, labels), accuracy(scores, labels)
+
+
+def tune_prompt(
+    params,
+    cfg: LlamaConfig,
+    train: Inputs,
+    dev: Inputs,
+    pt: PromptTuningConfig,
+    init_prompt_TxD=None,
+    progress: bool = True,
+):
+    """Returns (best prompt T x D, best dev accuracy, history list)."""
+    key_init, key_order = jax.random.split(jax.random.key(pt.seed))
+    if init_prompt_TxD is None:
+        ids = jax.random.randint(key_init, (pt.prompt_len,), 0, min(pt.init_vocab, cfg.vocab_size))
+        init_prompt_TxD = params["embed"][ids].astype(jnp.float32)
+    prompt = jnp.asarray(init_prompt_TxD, jnp.float32)
+    opt = optax.chain(
+        optax.clip_by_global_norm(pt.clip_norm),
+        optax.adamw(pt.learning_rate, weight_decay=pt.weight_decay),
+    )
+    opt_state = opt.init(prompt)
+    tr, dv = train.device(), dev.device()
+    n = tr[0].shape[0]
+    rng = np.random.default_rng(int(jax.random.randint(key_order, (), 0, 2**31 - 1)))
+    best = (-1.0, float("inf"), prompt)
+    history = []
+    for epoch in tqdm(range(pt.epochs), desc="prompt tuning", disable=not progress):
+        order = rng.permutation(n)
+        losses = []
+        for start in range(0, n, pt.batch_size):
+            idx = jnp.asarray(order[start : start + pt.batch_size])
+            batch = [x[idx] for x in (tr[0], tr[1])] + [tr[2], tr[3][idx]]
+            prompt, opt_state, loss = _step(prompt, opt_state, params, cfg, opt, *batch)
+            losses.append(float(loss))
+        dev_loss, dev_acc = (float(x) for x in evaluate_prompt(params, cfg, prompt, *dv))
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)),
+                "dev_loss": dev_loss,
+                "dev_acc": dev_acc,
+            }
+        )
+        if (dev_acc, -dev_loss) > (best[0], -best[1]):
+            best = (dev_acc, dev_loss, prompt)
+    return np.asarray(best[2]), best[0], history

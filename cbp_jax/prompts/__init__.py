@@ -1,0 +1,1 @@
+"""Prompt parameterisations: BBT's random projection (and, later, CBP's generator)."""
