@@ -1,70 +1,133 @@
-"""Task registry: how each dataset becomes a prompt and a set of candidate answers.
+"""Task registry: each shipped task's prompt template and label words, and the entry points.
 
-A task is a template over an example's text fields plus, per class, one or more label words
-(the verbalizer). Class scores are read at the position after the prompt, over the first
-token of each label word.
+`get_task(name)` gives the TaskSpec; `load_examples(name, split)` reads the task's "train"
+pool, "test" pool or "all" through its TFDS builder (see sources.py for what each pool
+holds). A name may also be the path of a custom task config (see custom.py).
+
+Templates ("/" marks a line break; long fields are truncated at render time):
+  sst2: Review: {sentence} / Sentiment (positive or negative):  -> negative, positive
+  ag_news: Title: {title} / Article: {description} / Topic (World, Sports, Business or
+    Technology):  -> World, Sports, Business, Technology|Science
+  boolq: Passage: {passage} / Question: {question}? / Answer (yes or no):  -> no, yes
+  piqa: Goal: {goal} / A. {A} / B. {B} / Answer:  -> A, B
+  copa: Premise: {premise} / Question: What was the {question}? / A. {A} / B. {B} / Answer:
+  arc_easy, arc_challenge, medqa_usmle, mmlu_medical: Question: {question} / A. {A} / ... /
+    D. {D} / Answer:  -> A, B, C, D
+  pubmedqa: Context: {context} / Question: {question} / Answer (yes, no or maybe):
+  financial_phrasebank: Sentence: {sentence} / Sentiment (negative, neutral or positive):
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 
-from cbp_jax.data.paths import data_dir
+from cbp_jax.data import builders, custom
+from cbp_jax.data.batching import candidate_ids
+from cbp_jax.data.sources import SOURCES, Source
+from cbp_jax.data.spec import TaskSpec
 
+__all__ = ["TaskSpec", "get_task", "load_examples", "task_names", "check_first_tokens"]
 
-@dataclasses.dataclass(frozen=True)
-class TaskSpec:
-    """A classification task as text: template + verbalizer.
+MC4_TEMPLATE = "Question: {question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\nAnswer:"
+MC4_WORDS = (("A",), ("B",), ("C",), ("D",))
+AB_WORDS = (("A",), ("B",))
 
-    template: format string over the example's fields, e.g. "Review: {sentence}\\nSentiment:".
-    label_words: per class, the words that name it; each word's first token is scored.
-    """
-
-    name: str
-    template: str
-    label_words: tuple[tuple[str, ...], ...]
-
-    def __post_init__(self):
-        if len(self.label_words) < 2 or any(not ws for ws in self.label_words):
-            raise ValueError(f"task {self.name}: needs >= 2 classes, each with >= 1 label word")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.label_words)
-
-    def render(self, example: dict) -> str:
-        try:
-            return self.template.format(**example)
-        except KeyError as e:
-            raise KeyError(f"task {self.name}: template field {e} missing from example") from e
-
-
-def read_sst2(split: str, root=None) -> list[dict]:
-    """SST-2 (GLUE). Only the dev split is shipped; label 0 negative, 1 positive."""
-    if split != "dev":
-        raise ValueError(f"sst2: only the 'dev' split is shipped, got {split!r}")
-    path = data_dir(root) / "sst2" / "dev.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [{"sentence": r["sentence"].strip(), "label": int(r["label"])} for r in rows]
-
-
-TASKS = {
-    "sst2": TaskSpec(
-        "sst2",
-        "Review: {sentence}\nSentiment (positive or negative):",
-        (("negative",), ("positive",)),
-    ),
+TASKS: dict[str, TaskSpec] = {
+    t.name: t
+    for t in [
+        TaskSpec(
+            "sst2",
+            "Review: {sentence}\nSentiment (positive or negative):",
+            (("negative",), ("positive",)),
+            domain="sentiment",
+        ),
+        TaskSpec(
+            "ag_news",
+            "Title: {title}\nArticle: {description}\n"
+            "Topic (World, Sports, Business or Technology):",
+            (("World",), ("Sports",), ("Business",), ("Technology", "Science")),
+            domain="sentiment",  # grouped with sst2 in data/README.md
+        ),
+        TaskSpec(
+            "boolq",
+            "Passage: {passage}\nQuestion: {question}?\nAnswer (yes or no):",
+            (("no",), ("yes",)),
+            domain="commonsense",
+            truncate_fields=("passage",),
+        ),
+        TaskSpec("piqa", "Goal: {goal}\nA. {A}\nB. {B}\nAnswer:", AB_WORDS, "commonsense"),
+        TaskSpec(
+            "copa",
+            "Premise: {premise}\nQuestion: What was the {question}?\nA. {A}\nB. {B}\nAnswer:",
+            AB_WORDS,
+            domain="commonsense",
+        ),
+        TaskSpec("arc_easy", MC4_TEMPLATE, MC4_WORDS, domain="commonsense"),
+        TaskSpec("arc_challenge", MC4_TEMPLATE, MC4_WORDS, domain="commonsense"),
+        TaskSpec(
+            "pubmedqa",
+            "Context: {context}\nQuestion: {question}\nAnswer (yes, no or maybe):",
+            (("yes",), ("no",), ("maybe",)),
+            domain="medical",
+            truncate_fields=("context",),
+        ),
+        TaskSpec("medqa_usmle", MC4_TEMPLATE, MC4_WORDS, domain="medical"),
+        TaskSpec("mmlu_medical", MC4_TEMPLATE, MC4_WORDS, domain="medical"),
+        TaskSpec(
+            "financial_phrasebank",
+            "Sentence: {sentence}\nSentiment (negative, neutral or positive):",
+            (("negative",), ("neutral",), ("positive",)),
+            domain="financial",
+        ),
+    ]
 }
-READERS = {"sst2": read_sst2}
+assert TASKS.keys() == SOURCES.keys()
 
 
-def get_task(name: str) -> TaskSpec:
-    if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; known: {sorted(TASKS)}")
-    return TASKS[name]
+def task_names() -> list[str]:
+    """The shipped tasks."""
+    return list(TASKS)
 
 
-def load_examples(name: str, split: str, root=None) -> list[dict]:
-    get_task(name)
-    return READERS[name](split, root)
+def _resolve(name: str) -> tuple[TaskSpec, Source]:
+    if name in TASKS:
+        return TASKS[name], SOURCES[name]
+    task = custom.load_custom_task(name) if custom.is_config_path(name) else None
+    task = task or custom.registered(name)
+    if task is None:
+        raise KeyError(
+            f"unknown task {name!r}; shipped tasks: {task_names()} "
+            "(or give the path of a custom task config ending in .json)"
+        )
+    return task.spec, task.source
+
+
+def get_task(name: str, *, max_chars: int | None = None) -> TaskSpec:
+    """The task's spec; `max_chars` overrides its truncation budget for long fields."""
+    spec = _resolve(name)[0]
+    return spec if max_chars is None else dataclasses.replace(spec, max_chars=max_chars)
+
+
+def load_examples(name: str, split: str, data_dir=None, *, cache_dir=None) -> list[dict]:
+    """Examples of split "train" (train pool), "test" (test pool) or "all", via TFDS.
+
+    Each example is a dict with "id", the task's text fields and an int "label".
+    data_dir: the task files (default: CBP_JAX_DATA_DIR, then the repo's data/);
+    cache_dir: where built TFDS files go (default: CBP_JAX_TFDS_DIR, then ~/.cache).
+    """
+    return builders.load_split(_resolve(name)[1], split, data_dir, cache_dir)
+
+
+def check_first_tokens(task: TaskSpec, tokenizer) -> None:
+    """Raise if two classes' label words start with the same token (scores would tie)."""
+    ids = candidate_ids(tokenizer, task.label_words)
+    owner: dict[int, tuple[int, str]] = {}
+    for c, (words, row) in enumerate(zip(task.label_words, ids, strict=False)):
+        for w, tok in zip(words, row, strict=False):
+            tok = int(tok)
+            if tok in owner and owner[tok][0] != c:
+                raise ValueError(
+                    f"task {task.name}: label words {owner[tok][1]!r} (class {owner[tok][0]}) "
+                    f"and {w!r} (class {c}) share their first token {tok}"
+                )
+            owner[tok] = (c, w)

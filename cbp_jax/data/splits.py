@@ -1,0 +1,88 @@
+"""Seeded k-shot sampling: k train and k dev examples per class, plus a disjoint test set.
+
+Train and dev are drawn from the task's train pool, the test set from its test pool; the
+pools are fixed and disjoint by content (see pools.py), so no seed can make them overlap.
+Randomness comes from numpy's PCG64 seeded with SeedSequence([seed, stream]): stream 0
+draws train/dev, stream 1 the optional test subsample, so the test subsample for a seed
+does not depend on shots_per_class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from cbp_jax.data.tasks import get_task, load_examples
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSplits:
+    train: list[dict]  # k per class, shuffled
+    dev: list[dict]  # k per class, shuffled, disjoint from train
+    test: list[dict]  # the test pool or a seeded subsample of it, in pool order
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, stream]))
+
+
+def train_pool(name: str, data_dir=None, *, cache_dir=None) -> list[dict]:
+    """Every example that may be used for training; disjoint from the test pool."""
+    return load_examples(name, "train", data_dir, cache_dir=cache_dir)
+
+
+def test_pool(name: str, data_dir=None, *, cache_dir=None) -> list[dict]:
+    """The fixed, seed-independent evaluation pool."""
+    return load_examples(name, "test", data_dir, cache_dir=cache_dir)
+
+
+test_pool.__test__ = False  # not a pytest test when imported into a test module
+
+
+def kshot_splits(
+    name: str,
+    shots_per_class: int,
+    seed: int,
+    test_size: int | None = None,
+    data_dir=None,
+    *,
+    cache_dir=None,
+) -> TaskSplits:
+    """k-shot train and dev sets (k per class each) and a test set that overlaps neither."""
+    if not _is_int(shots_per_class) or shots_per_class < 1:
+        raise ValueError(f"shots_per_class must be an integer >= 1, got {shots_per_class!r}")
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if test_size is not None and (not _is_int(test_size) or test_size < 1):
+        raise ValueError(f"test_size must be a positive integer or None, got {test_size!r}")
+    task = get_task(name)
+    pool = train_pool(name, data_dir, cache_dir=cache_dir)
+    rng = _rng(int(seed), 0)
+    train, dev = [], []
+    for c in range(task.num_classes):
+        members = [ex for ex in pool if ex["label"] == c]
+        if len(members) < 2 * shots_per_class:
+            raise ValueError(
+                f"task {task.name}: class {c} {task.label_words[c]} has {len(members)} examples "
+                f"in the train pool; {shots_per_class} train + {shots_per_class} dev shots "
+                "per class need twice that"
+            )
+        picked = rng.permutation(len(members))[: 2 * shots_per_class]
+        train += [members[i] for i in picked[:shots_per_class]]
+        dev += [members[i] for i in picked[shots_per_class:]]
+    train = [train[i] for i in rng.permutation(len(train))]
+    dev = [dev[i] for i in rng.permutation(len(dev))]
+    test = test_pool(name, data_dir, cache_dir=cache_dir)
+    if test_size is not None:
+        if test_size > len(test):
+            raise ValueError(
+                f"task {task.name}: test_size {test_size} exceeds its test pool ({len(test)})"
+            )
+        keep = np.sort(_rng(int(seed), 1).choice(len(test), size=test_size, replace=False))
+        test = [test[i] for i in keep]
+    return TaskSplits(train=train, dev=dev, test=test)
