@@ -25,6 +25,7 @@ from cbp_jax.ckpt import Checkpointer
 from cbp_jax.data.batching import Inputs
 from cbp_jax.es import make_strategy
 from cbp_jax.methods.losses import accuracy, class_scores, get_loss
+from cbp_jax.sharding import check_divisible, population_sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,9 +146,8 @@ def run_blackbox(
     train_d, dev_d = train.device(), dev.device()
     per_gen = cfg.population * train.tokens_BxS.shape[0]
     per_eval = dev.tokens_BxS.shape[0]
-    z_sharding = None
-    if mesh is not None:
-        z_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("pop"))
+    check_divisible(cfg.population, mesh)
+    z_sharding = None if mesh is None else population_sharding(mesh)
     evaluate = make_eval_fn(param, cfg)
     best = {"z": np.asarray(mean0), "acc": -1.0, "loss": float("inf")}
     gen, calls, history = 0, 0, []

@@ -1,0 +1,167 @@
+"""Run one method on one task: `python -m cbp_jax.run --task sst2 --method bbt --seed 42`.
+
+Methods: zero_shot, bbt, bbtv2 (black-box, through the service with an API budget) and
+prompt_tuning (white-box upper bound). Data: seeded k-shot train/dev, disjoint test.
+Writes `<out>/<task>/<method>/seed<seed>/result.json` (plus the ES log and checkpoint;
+an interrupted run resumes from them) and prints the result with its command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import shlex
+import sys
+import time
+
+import jax
+import numpy as np
+
+METHODS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    task: str = "sst2"
+    method: str = "bbt"
+    model: str = "smollm2-135m"
+    shots: int = 16  # per class, train and dev each
+    seed: int = 42
+    test_size: int | None = 500
+    budget: int = 8000
+    population: int = 20
+    num_dims: int = 500
+    prompt_len: int = 50
+    sigma0: float = 1.0
+    strategy: str = "lazy_cma"
+    loss: str = "ce"
+    chunk: int = 5
+    bbtv2_layers: str = ""  # comma-separated layer ids; empty: all layers
+    pt_epochs: int = 30
+    pt_lr: float = 3e-3
+    out: str = "checkpoints/runs"
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; known: {METHODS}")
+        if self.shots <= 0:
+            raise ValueError("shots must be positive")
+
+    @property
+    def run_dir(self) -> pathlib.Path:
+        return pathlib.Path(self.out) / self.task / self.method / f"seed{self.seed}"
+
+
+def run(cfg: RunConfig, progress: bool = True) -> dict:
+    from cbp_jax.data.batching import make_inputs
+    from cbp_jax.data.splits import kshot_splits
+    from cbp_jax.data.tasks import get_task
+    from cbp_jax.methods import evaluate
+    from cbp_jax.methods.bbt import bbt_parameterization, run_bbtv2
+    from cbp_jax.methods.blackbox import BlackBoxConfig, run_blackbox
+    from cbp_jax.methods.prompt_tuning import PromptTuningConfig, tune_prompt
+    from cbp_jax.model import load_model
+    from cbp_jax.prompts.projection import ProjectionConfig
+    from cbp_jax.service import ScoringService
+    from cbp_jax.service.oracle import DeepPrompt, NoPrompt, SoftPrompt
+
+    start = time.time()
+    task = get_task(cfg.task)
+    splits = kshot_splits(cfg.task, cfg.shots, cfg.seed, test_size=cfg.test_size)
+    model = load_model(cfg.model)
+    tok = model.tokenizer
+    train, dev = make_inputs(tok, task, splits.train), make_inputs(tok, task, splits.dev)
+    kinds = (NoPrompt(), SoftPrompt(), DeepPrompt())
+    # The experimenter's own unlimited evaluation channel (held-out test scoring only).
+    evaluator = ScoringService(model, kinds)
+    result = {
+        "config": dataclasses.asdict(cfg),
+        "n_train": len(splits.train),
+        "n_dev": len(splits.dev),
+        "n_test": len(splits.test),
+    }
+    kind, payload = "none", None
+    if cfg.method in ("bbt", "bbtv2"):
+        service = ScoringService(model, kinds, budget=cfg.budget)
+        bb = BlackBoxConfig(
+            strategy=cfg.strategy,
+            population=cfg.population,
+            sigma0=cfg.sigma0,
+            budget=cfg.budget,
+            loss=cfg.loss,
+            chunk=cfg.chunk,
+            seed=cfg.seed,
+        )
+        proj = ProjectionConfig(num_dims=cfg.num_dims, prompt_len=cfg.prompt_len)
+        if cfg.method == "bbt":
+            param = bbt_parameterization(jax.random.key(cfg.seed), service.public_info(), proj)
+            res = run_blackbox(
+                service, param, train, dev, bb, run_dir=cfg.run_dir / "es", progress=progress
+            )
+            kind, payload = (
+                "prompt",
+                np.asarray(param.payload_fn(param.payload_params, res.best_z[None])),
+            )
+            result.update(
+                dev_acc=res.best_dev_acc, generations=res.generations, history=res.history
+            )
+        else:
+            layers = tuple(int(x) for x in cfg.bbtv2_layers.split(",") if x) or None
+            deep, phases = run_bbtv2(
+                service,
+                train,
+                dev,
+                bb,
+                proj,
+                layers=layers,
+                run_dir=cfg.run_dir / "es",
+                progress=progress,
+            )
+            kind, payload = "deep_prompt", deep[:, None]
+            result.update(
+                dev_acc=phases[-1].best_dev_acc, history=[h for p in phases for h in p.history]
+            )
+        result["calls"] = service.calls_used
+    elif cfg.method == "prompt_tuning":
+        pt = PromptTuningConfig(
+            prompt_len=cfg.prompt_len, epochs=cfg.pt_epochs, learning_rate=cfg.pt_lr, seed=cfg.seed
+        )
+        prompt, dev_acc, history = tune_prompt(
+            model.params, model.cfg, train, dev, pt, progress=progress
+        )
+        kind, payload = "prompt", prompt[None]
+        result.update(dev_acc=dev_acc, history=history)
+    result["test_acc"] = evaluate.accuracy(
+        evaluator, tok, task, splits.test, kind=kind, payload=payload, progress=progress
+    )
+    result["seconds"] = time.time() - start
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.run_dir / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cbp_jax.run", description=__doc__)
+    for f in dataclasses.fields(RunConfig):
+        typ = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
+        p.add_argument("--" + f.name.replace("_", "-"), type=typ, default=f.default)
+    return p
+
+
+def main(argv=None) -> dict:
+    args = parser().parse_args(argv)
+    cfg = RunConfig(**vars(args))
+    result = run(cfg)
+    print(f"command: python -m cbp_jax.run {shlex.join(sys.argv[1:] if argv is None else argv)}")
+    print(
+        f"{cfg.method} on {cfg.task} seed {cfg.seed}: test accuracy {result['test_acc']:.4f}"
+        f" (dev {result.get('dev_acc', float('nan')):.4f}, calls {result.get('calls', 0)},"
+        f" {result['seconds']:.0f}s)"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()

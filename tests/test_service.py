@@ -1,0 +1,107 @@
+"""The service boundary: what crosses, API-call accounting, budget, malformed requests."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from cbp_jax.model import LlamaConfig, init_params
+from cbp_jax.model.registry import LoadedModel
+from cbp_jax.service import (
+    BudgetExhaustedError,
+    MalformedRequestError,
+    ScoreRequest,
+    ScoreResponse,
+    ScoringService,
+)
+from cbp_jax.service.oracle import DeepPrompt, NoPrompt, SoftPrompt
+
+CFG = LlamaConfig(101, 48, 80, 2, 6, 2, 8)
+KINDS = (NoPrompt(), SoftPrompt(), DeepPrompt())
+
+
+@pytest.fixture(scope="module")
+def model():
+    return LoadedModel(CFG, init_params(CFG, jax.random.key(0), std=0.2), None, "tiny")
+
+
+def _request(p=5, b=4, t=3, kind="prompt"):
+    r = np.random.default_rng(0)
+    tokens = r.integers(0, CFG.vocab_size, (b, 6))
+    payload = r.normal(size=(p, t, CFG.hidden_size)).astype(np.float32)
+    return ScoreRequest(kind, payload, tokens, np.ones_like(tokens), np.array([[3], [7]]))
+
+
+def test_serial_and_batched_cost_the_same_and_agree(model):
+    serial, batched = ScoringService(model, KINDS), ScoringService(model, KINDS)
+    req = _request(p=5, b=4)
+    whole = batched.score(req)
+    parts = [
+        serial.score(dataclasses.replace(req, payload=req.payload[i : i + 1])) for i in range(5)
+    ]
+    assert batched.calls_used == serial.calls_used == 20 == whole.calls
+    np.testing.assert_allclose(
+        np.concatenate([p.logprobs_PxBxCxW for p in parts]), whole.logprobs_PxBxCxW, atol=1e-5
+    )
+
+
+def test_budget_exhaustion_refuses_the_whole_request(model):
+    service = ScoringService(model, KINDS, budget=30)
+    service.score(_request(p=5, b=4))
+    with pytest.raises(BudgetExhaustedError, match="20 of 30 calls used, request needs 20"):
+        service.score(_request(p=5, b=4))
+    assert service.calls_used == 20
+    service.score(_request(p=2, b=4))
+    with pytest.raises(BudgetExhaustedError):
+        service.reserve(11)
+
+
+def test_only_scores_cross(model):
+    assert {f.name for f in dataclasses.fields(ScoreRequest)} == {
+        "kind",
+        "payload",
+        "tokens_BxS",
+        "mask_BxS",
+        "candidates_CxW",
+    }
+    assert {f.name for f in dataclasses.fields(ScoreResponse)} == {"logprobs_PxBxCxW", "calls"}
+    service = ScoringService(model, KINDS)
+    resp = service.score(_request(p=2, b=3))
+    assert resp.logprobs_PxBxCxW.shape == (2, 3, 2, 1)
+    assert (resp.logprobs_PxBxCxW <= 0).all()
+    info = service.public_info()
+    arrays = [v for v in vars(info).values() if isinstance(v, np.ndarray | jax.Array)]
+    assert arrays == [] and isinstance(info.embedding_std, float)
+    assert not any(isinstance(v, dict) for v in vars(resp).values())
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(kind="gradient"), "unknown request kind"),
+        (dict(payload=np.zeros((2, 3, 47), np.float32)), "payload must have shape"),
+        (dict(payload=np.zeros((2, 3, 48), np.int32)), "floating point"),
+        (dict(payload=np.full((2, 3, 48), np.nan, np.float32)), "NaN or inf"),
+        (dict(payload=np.full((2, 3, 48), np.inf, np.float32)), "NaN or inf"),
+        (dict(tokens_BxS=np.full((4, 6), 101)), r"token ids out of range \[0, 101\)"),
+        (dict(tokens_BxS=np.zeros((4, 6), np.float32)), "must be integers"),
+        (dict(mask_BxS=np.ones((4, 5), np.int64)), "mask shape"),
+        (dict(mask_BxS=np.zeros((4, 6), np.int64)), "at least one real token"),
+        (dict(candidates_CxW=np.array([[3], [500]])), "candidate ids out of range"),
+        (dict(candidates_CxW=np.array([3, 5])), "C x W"),
+        (dict(kind="none"), "carry no payload"),
+        (dict(kind="deep_prompt"), "payload must have shape 2 x"),
+    ],
+)
+def test_malformed_requests_raise(model, change, message):
+    service = ScoringService(model, KINDS, budget=100)
+    with pytest.raises(MalformedRequestError, match=message):
+        service.score(dataclasses.replace(_request(), **change))
+    assert service.calls_used == 0  # nothing charged for a refused request
+
+
+def test_service_refuses_kinds_it_was_not_built_for(model):
+    service = ScoringService(model, (NoPrompt(),))
+    with pytest.raises(MalformedRequestError, match="does not accept 'prompt'"):
+        service.score(_request())
