@@ -1,0 +1,59 @@
+"""Evolution strategies for black-box prompt tuning, all in evosax 0.3's interface.
+
+`make_strategy(name, population_size, num_dims, sigma0)` returns `(es, params)` for
+
+- "lazy_cma": `LazyCMA_ES`, full-covariance CMA-ES that decomposes C only every
+  `params.lazy_gap` generations (pycma's rule); the default full-covariance choice.
+- "cma": evosax's `CMA_ES` (eigendecomposition every generation), kept as the reference.
+- "sep_cma": evosax's `Sep_CMA_ES` (diagonal covariance, O(P d) per generation), the choice
+  for large d (thousands of dimensions and up) where a d x d covariance is too costly.
+
+All minimise; NaN fitness ranks worst. `init/ask/tell` are jitted with the strategy object
+static, so build `es` and `params` outside `jax.jit` and pass them in.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+from evosax.algorithms import CMA_ES, Sep_CMA_ES
+
+from cbp_jax.es.lazy_cma import LazyCMA_ES, pycma_lazy_gap
+
+STRATEGIES: dict[str, type] = {"cma": CMA_ES, "lazy_cma": LazyCMA_ES, "sep_cma": Sep_CMA_ES}
+
+__all__ = [
+    "CMA_ES",
+    "STRATEGIES",
+    "LazyCMA_ES",
+    "Sep_CMA_ES",
+    "make_strategy",
+    "pycma_lazy_gap",
+]
+
+
+def make_strategy(name: str, population_size: int, num_dims: int, sigma0: float = 1.0):
+    """Build an evosax-style strategy over a flat `num_dims` vector and its default params.
+
+    `sigma0` becomes `params.std_init`, the initial step size. Returns `(es, params)`; use
+    `es.init(key, mean, params)`, `es.ask(key, state, params)` and
+    `es.tell(key, population, fitness, state, params)`.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown ES strategy {name!r}; expected one of {sorted(STRATEGIES)}")
+    if isinstance(population_size, bool) or not isinstance(population_size, int):
+        raise TypeError(f"population_size must be an int, got {population_size!r}")
+    if population_size < 2:
+        raise ValueError(f"population_size must be at least 2, got {population_size}")
+    if isinstance(num_dims, bool) or not isinstance(num_dims, int) or num_dims < 1:
+        raise ValueError(f"num_dims must be a positive int, got {num_dims!r}")
+    try:
+        sigma = float(sigma0)
+    except (TypeError, ValueError):
+        raise TypeError(f"sigma0 must be a number, got {sigma0!r}") from None
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma0 must be a positive finite number, got {sigma0!r}")
+    es = STRATEGIES[name](population_size=population_size, solution=jnp.zeros(num_dims))
+    params = es.default_params.replace(std_init=jnp.asarray(sigma, dtype=jnp.float32))
+    return es, params
