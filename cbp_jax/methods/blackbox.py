@@ -37,12 +37,13 @@ class BlackBoxConfig:
     loss: str = "ce"
     score_reduce: str = "logsumexp"
     chunk: int = 10  # generations per compiled call; dev eval, log and checkpoint after each
+    buckets: int = 4  # length buckets of the train/dev sets (less padding, same calls)
     seed: int = 0
 
     def __post_init__(self):
         if self.population < 2:
             raise ValueError(f"population must be >= 2, got {self.population}")
-        if self.sigma0 <= 0 or self.budget <= 0 or self.chunk <= 0:
+        if self.sigma0 <= 0 or self.budget <= 0 or self.chunk <= 0 or self.buckets <= 0:
             raise ValueError("sigma0, budget and chunk must be positive")
         get_loss(self.loss)
 
@@ -72,10 +73,11 @@ class BlackBoxResult:
     generations: int
 
 
-def _scores(oracle, param, payload_params, z_PxR, data, reduce):
-    tokens, mask, cands, _ = data
-    logp = oracle(param.payload_fn(payload_params, z_PxR), tokens, mask, cands)
-    return class_scores(logp, reduce)
+def _scores(oracle, param, payload_params, z_PxR, buckets, reduce):
+    """Class scores P x B x C, bucket by bucket (each bucket one oracle call)."""
+    payload = param.payload_fn(payload_params, z_PxR)
+    parts = [class_scores(oracle(payload, *bucket), reduce) for bucket in buckets]
+    return jnp.concatenate(parts, axis=1)
 
 
 def make_chunk_fn(
@@ -90,13 +92,14 @@ def make_chunk_fn(
         z_PxR, es_state = es.ask(k_ask, es_state, es_params)
         if z_sharding is not None:
             z_PxR = jax.lax.with_sharding_constraint(z_PxR, z_sharding)
-        scores = _scores(oracle, param, payload_params, z_PxR, data, cfg.score_reduce)
-        losses_P = loss_fn(scores, data[3])
+        buckets, labels = data
+        scores = _scores(oracle, param, payload_params, z_PxR, buckets, cfg.score_reduce)
+        losses_P = loss_fn(scores, labels)
         es_state, _ = es.tell(k_tell, z_PxR, losses_P, es_state, es_params)
         metrics = {
             "loss_mean": losses_P.mean(),
             "loss_min": losses_P.min(),
-            "acc_max": accuracy(scores, data[3]).max(),
+            "acc_max": accuracy(scores, labels).max(),
         }
         return (es_state, key), metrics
 
@@ -114,8 +117,9 @@ def make_eval_fn(param: Parameterization, cfg: BlackBoxConfig):
 
     @jax.jit
     def evaluate(z_R, oracle, payload_params, data):
-        scores = _scores(oracle, param, payload_params, z_R[None], data, cfg.score_reduce)
-        return loss_fn(scores, data[3])[0], accuracy(scores, data[3])[0]
+        buckets, labels = data
+        scores = _scores(oracle, param, payload_params, z_R[None], buckets, cfg.score_reduce)
+        return loss_fn(scores, labels)[0], accuracy(scores, labels)[0]
 
     return evaluate
 
@@ -143,7 +147,7 @@ def run_blackbox(
     key_init, key_run = jax.random.split(jax.random.key(cfg.seed))
     carry = (es.init(key_init, mean0, es_params), key_run)
     oracle = service.oracle(param.kind)
-    train_d, dev_d = train.device(), dev.device()
+    train_d, dev_d = train.buckets(cfg.buckets), dev.buckets(cfg.buckets)
     per_gen = cfg.population * train.tokens_BxS.shape[0]
     per_eval = dev.tokens_BxS.shape[0]
     check_divisible(cfg.population, mesh)
