@@ -12,8 +12,9 @@ settings of pycma's time over lazy_cma's (> 1 means ours is faster everywhere).
 
 Run: `.venv/bin/python experiments/bench_es_step.py [--configs 500x20,500x200,2000x100]
 [--n-gens 20 --repeats 5 --blas-threads 1 --json out.json]`. Needs `pip install cma`.
-On a shared machine pass `--blas-threads 1`: multi-threaded OpenBLAS (used by pycma's numpy
-and by JAX's CPU eigh) spin-waits and can slow an eigh 10-100x when the cores are contended.
+`--blas-threads` (default 1; 0 leaves OpenBLAS's own default) sets OPENBLAS_NUM_THREADS for
+both sides: multi-threaded OpenBLAS (pycma's numpy, and JAX's CPU eigh through scipy's
+LAPACK) spin-waits and slowed single eighs 10-100x, erratically, on a contended 2-core box.
 """
 
 from __future__ import annotations
@@ -32,14 +33,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--n-gens", type=int, default=20, help="generations per timed window")
     ap.add_argument("--repeats", type=int, default=5, help="windows per strategy")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--blas-threads", type=int, default=None, help="sets OPENBLAS_NUM_THREADS")
+    ap.add_argument(
+        "--blas-threads", type=int, default=1, help="OPENBLAS_NUM_THREADS; 0: leave as is"
+    )
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     return ap.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.blas_threads is not None:  # must precede the first numpy/scipy import
+    if args.blas_threads > 0:  # must precede the first numpy/scipy import
         os.environ["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)
     from cbp_jax.es.bench import PYCMA, compare_steps
 
