@@ -141,7 +141,8 @@ def test_gap_one_matches_evosax_cma_step_by_step():
     d, P = D_SMALL, P_SMALL
     f = rotated_ellipsoid(d, seed=3)
     ref, ref_params = _cached_strategy("cma", d, P, 0.5)
-    es, params = lazy_es(d, P, lazy_gap=1.0)
+    _, params = lazy_es(d, P, lazy_gap=1.0)
+    es = LazyCMA_ES(population_size=P, solution=jnp.zeros(d), symmetric_sampling=False)
     assert set(ref_params.__dataclass_fields__) < set(params.__dataclass_fields__)
     state = ref.init(jax.random.key(0), jnp.ones(d), ref_params)
     key = jax.random.key(2)

@@ -30,8 +30,14 @@ Usage is the same as evosax's::
     population, state = es.ask(key_ask, state, params)
     state, metrics = es.tell(key_tell, population, fitness, state, params)  # minimises
 
-Set `params.lazy_gap` to 1 for an eigendecomposition every generation (then the updates match
-evosax's `CMA_ES` up to float rounding).
+Sampling uses the symmetric square root, y = B D B^T z, by default: the same distribution as
+evosax's y = B D z, but continuous in C. B is only defined up to rotations inside
+near-degenerate eigenspaces (C starts at I), so with B D z a last-bit change in C (a sharded
+reduction, another BLAS) gives another sample path; B D B^T z does not, which is what makes a
+population sharded over devices reproduce the unsharded run.
+
+Set `params.lazy_gap` to 1 and `symmetric_sampling=False` for an eigendecomposition every
+generation and evosax's sampling (then the updates match evosax's `CMA_ES` up to rounding).
 """
 
 from __future__ import annotations
@@ -71,6 +77,12 @@ class LazyCMA_ES(_cma.CMA_ES):
     `Params` adds `lazy_gap` (float, generations) and `State` adds `last_eigen_update`.
     """
 
+    def __init__(
+        self, population_size: int, solution, *args, symmetric_sampling: bool = True, **kwargs
+    ):
+        super().__init__(population_size, solution, *args, **kwargs)
+        self.symmetric_sampling = symmetric_sampling
+
     @property
     def _default_params(self) -> Params:
         base = super()._default_params
@@ -107,7 +119,10 @@ class LazyCMA_ES(_cma.CMA_ES):
         )
 
         z = jax.random.normal(key, (self.population_size, self.num_dims))  # Eq. (38)
-        y = (z * D) @ B.T  # Eq. (39), without forming diag(D)
+        if self.symmetric_sampling:  # y = C^1/2 z with the symmetric root B D B^T
+            y = ((z @ B) * D) @ B.T
+        else:  # Eq. (39), y = B D z, without forming diag(D)
+            y = (z * D) @ B.T
         population = state.mean + state.std * y  # Eq. (40)
         return population, state.replace(B=B, D=D, last_eigen_update=last)
 

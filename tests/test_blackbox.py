@@ -1,0 +1,148 @@
+"""The compiled CMA-ES engine on a tiny random model: learning, budget, resume, sharding."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from cbp_jax.data.batching import Inputs
+from cbp_jax.methods.bbt import bbt_parameterization, run_bbtv2
+from cbp_jax.methods.blackbox import BlackBoxConfig, run_blackbox
+from cbp_jax.model import LlamaConfig, init_params
+from cbp_jax.model.registry import LoadedModel
+from cbp_jax.prompts.projection import ProjectionConfig
+from cbp_jax.service import BudgetExhaustedError, ScoringService
+from cbp_jax.service.oracle import DeepPrompt, NoPrompt, SoftPrompt
+
+CFG = LlamaConfig(101, 48, 80, 3, 6, 2, 8)
+PROJ = ProjectionConfig(num_dims=16, prompt_len=4, sigma=1.0)
+KINDS = (NoPrompt(), SoftPrompt(), DeepPrompt())
+
+
+def _data(seed, n=8):
+    r = np.random.default_rng(seed)
+    tokens = r.integers(0, CFG.vocab_size, (n, 6))
+    return Inputs(tokens, np.ones_like(tokens), np.array([[5], [9]]), r.integers(0, 2, n))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return LoadedModel(CFG, init_params(CFG, jax.random.key(0), std=0.2), None, "tiny")
+
+
+def _run(model, budget=1200, run_dir=None, service=None, **kw):
+    service = service or ScoringService(model, KINDS, budget=budget)
+    param = bbt_parameterization(jax.random.key(1), service.public_info(), PROJ)
+    cfg = BlackBoxConfig(population=8, budget=budget, chunk=3, **kw)
+    return run_blackbox(service, param, _data(0), _data(1), cfg, run_dir=run_dir, progress=False)
+
+
+def test_learns_and_counts_calls_exactly(model):
+    service = ScoringService(model, KINDS, budget=1200)
+    res = _run(model, service=service)
+    # per generation P x B_train = 64 calls, per chunk of 3 one dev evaluation of 8 calls
+    chunks = -(-res.generations // 3)
+    assert res.calls_used == service.calls_used == res.generations * 64 + chunks * 8 <= 1200
+    assert res.generations >= 15
+    first, last = res.history[0]["loss_mean"], res.history[-1]["loss_mean"]
+    assert last < 0.8 * first
+    assert res.best_z.shape == (16,)
+
+
+def test_budget_too_small_for_a_generation_runs_nothing(model):
+    res = _run(model, budget=70)
+    assert res.generations == 0 and res.calls_used == 0
+
+
+class _KilledService:
+    """Wraps a service and dies at the n-th reservation (a killed process)."""
+
+    def __init__(self, inner, die_at):
+        self.inner, self.die_at, self.n = inner, die_at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def reserve(self, calls):
+        self.n += 1
+        if self.n == self.die_at:
+            raise KeyboardInterrupt("killed")
+        self.inner.reserve(calls)
+
+
+def test_resume_after_kill_equals_uninterrupted(model, tmp_path):
+    whole = _run(model)
+    killed = _KilledService(ScoringService(model, KINDS, budget=1200), die_at=4)
+    with pytest.raises(KeyboardInterrupt):
+        _run(model, run_dir=tmp_path, service=killed)
+    resumed_service = ScoringService(model, KINDS, budget=1200)
+    resumed = _run(model, run_dir=tmp_path, service=resumed_service)
+    np.testing.assert_array_equal(resumed.best_z, whole.best_z)
+    np.testing.assert_array_equal(resumed.final_mean, whole.final_mean)
+    assert resumed.history == whole.history
+    assert resumed_service.calls_used == whole.calls_used
+    logged = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logged == whole.history
+
+
+def test_bbtv2_layer_by_layer(model):
+    service = ScoringService(model, KINDS, budget=1500)
+    cfg = BlackBoxConfig(population=8, budget=1500, chunk=3)
+    deep, phases = run_bbtv2(service, _data(0), _data(1), cfg, PROJ, progress=False)
+    assert deep.shape == (CFG.num_layers, PROJ.prompt_len, CFG.hidden_size)
+    assert len(phases) == CFG.num_layers and service.calls_used <= 1500
+    assert all(np.abs(deep[l]).sum() > 0 for l in range(CFG.num_layers))
+
+
+def test_exhausted_service_raises(model):
+    service = ScoringService(model, KINDS, budget=100)
+    service.reserve(90)
+    with pytest.raises(BudgetExhaustedError):
+        service.reserve(20)
+
+
+SHARDED = textwrap.dedent(
+    """
+    import jax, numpy as np
+    assert jax.device_count() == 4, jax.devices()
+    from tests.test_blackbox import _data, KINDS, CFG, PROJ
+    from cbp_jax.model import init_params
+    from cbp_jax.model.registry import LoadedModel
+    from cbp_jax.service import ScoringService
+    from cbp_jax.methods.bbt import bbt_parameterization
+    from cbp_jax.methods.blackbox import BlackBoxConfig, run_blackbox
+    model = LoadedModel(CFG, init_params(CFG, jax.random.key(0), std=0.2), None, "tiny")
+    mesh = jax.make_mesh((4,), ("pop",))
+    out = {}
+    for name, m in (("plain", None), ("sharded", mesh)):
+        service = ScoringService(model, KINDS, budget=600)
+        param = bbt_parameterization(jax.random.key(1), service.public_info(), PROJ)
+        cfg = BlackBoxConfig(population=8, budget=600, chunk=3)
+        r = run_blackbox(service, param, _data(0), _data(1), cfg, mesh=m, progress=False)
+        out[name] = (r.final_mean, [h["loss_mean"] for h in r.history])
+    np.testing.assert_allclose(out["plain"][0], out["sharded"][0], atol=1e-4)
+    np.testing.assert_allclose(out["plain"][1], out["sharded"][1], atol=1e-4)
+    print("SHARDED_OK")
+    """
+)
+
+
+def test_sharded_population_equals_unsharded():
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDED],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert "SHARDED_OK" in proc.stdout, proc.stderr[-3000:]
