@@ -146,3 +146,35 @@ class Oracle:
 
     def __repr__(self):
         return f"Oracle(kind={self._static[1].kind!r})"
+
+
+@dataclasses.dataclass(frozen=True)
+class CBPGenerator:
+    """CBP-Tuning: the payload is a task vector z (P x R); the provider's prompt generator
+    turns it and each example's mean-pooled input embeddings into that example's T x D
+    prompt (METHODS.md, CBP-Tuning). adapter_params: {"params", "A_DxR"} of a generator
+    (`GeneratorArtifact.adapter_params()`); they never leave the provider."""
+
+    task_dims: int
+    kind: ClassVar[str] = "task_vector"
+    payload_axis: ClassVar[int] = 0
+
+    def __post_init__(self):
+        if not isinstance(self.task_dims, int) or self.task_dims <= 0:
+            raise ValueError(f"CBPGenerator.task_dims must be a positive int, got {self.task_dims}")
+
+    def payload_shape(self, cfg):
+        return (None, self.task_dims)
+
+    def prompts(self, adapter_params, model_params, cfg, z_R, tokens_BxS, mask_BxS):
+        from cbp_jax.model.llama import mean_pooled_embeddings
+        from cbp_jax.prompts.generator import generator_apply
+
+        a_DxR = adapter_params["A_DxR"]
+        if a_DxR.shape != (cfg.hidden_size, self.task_dims):
+            raise ValueError(
+                f"generator A is {a_DxR.shape}, expected D x R = {cfg.hidden_size} x "
+                f"{self.task_dims} (generator made for another model or task_dims?)"
+            )
+        pooled_BxD = mean_pooled_embeddings(model_params, tokens_BxS, mask_BxS)
+        return generator_apply(adapter_params["params"], a_DxR, pooled_BxD, z_R), None
