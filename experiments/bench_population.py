@@ -10,13 +10,18 @@ prompts on a batch of real SST-2 inputs (candidate-token log-probs at the answer
 All three compute the same numbers (checked). Then the cost per candidate of ours from
 P = 10 to 200, and the ES step (ask + tell) against pycma at three (d, P), plus the share
 of a generation the ES step takes.
-Run: `.venv/bin/python experiments/bench_population.py` (about 10 minutes on 2 cores).
+Run: `.venv/bin/python experiments/bench_population.py` (about 15 minutes on 2 cores).
 Ends with `RESULT speedup_vs_loop <x>` and `RESULT es_step_vs_pycma_min <x>`.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# One OpenBLAS thread: multi-threaded eigh on 2 shared cores was erratic for pycma and us.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
 import dataclasses
 import datetime
 import json
@@ -45,7 +50,7 @@ class BenchConfig:
     population: int = 20
     examples: int = 32
     prompt_len: int = 50
-    repeats: int = 3
+    repeats: int = 2
     scaling_populations: tuple[int, ...] = (10, 50, 200)
     scaling_examples: int = 4
     es_points: tuple[tuple[int, int], ...] = ((500, 20), (500, 200), (2000, 100))

@@ -18,6 +18,7 @@ from cbp_jax.model.registry import LoadedModel
 from cbp_jax.prompts.projection import ProjectionConfig
 from cbp_jax.service import BudgetExhaustedError, ScoringService
 from cbp_jax.service.oracle import DeepPrompt, NoPrompt, SoftPrompt
+from tests.helpers import KilledService
 
 CFG = LlamaConfig(101, 48, 80, 3, 6, 2, 8)
 PROJ = ProjectionConfig(num_dims=16, prompt_len=4, sigma=1.0)
@@ -59,25 +60,9 @@ def test_budget_too_small_for_a_generation_runs_nothing(model):
     assert res.generations == 0 and res.calls_used == 0
 
 
-class _KilledService:
-    """Wraps a service and dies at the n-th reservation (a killed process)."""
-
-    def __init__(self, inner, die_at):
-        self.inner, self.die_at, self.n = inner, die_at, 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def reserve(self, calls):
-        self.n += 1
-        if self.n == self.die_at:
-            raise KeyboardInterrupt("killed")
-        self.inner.reserve(calls)
-
-
 def test_resume_after_kill_equals_uninterrupted(model, tmp_path):
     whole = _run(model)
-    killed = _KilledService(ScoringService(model, KINDS, budget=1200), die_at=4)
+    killed = KilledService(ScoringService(model, KINDS, budget=1200), die_at=4)
     with pytest.raises(KeyboardInterrupt):
         _run(model, run_dir=tmp_path, service=killed)
     resumed_service = ScoringService(model, KINDS, budget=1200)

@@ -32,6 +32,7 @@ from cbp_jax.model.registry import LoadedModel
 from cbp_jax.prompts.generator import GeneratorConfig, PromptGenerator, generator_apply
 from cbp_jax.service import MalformedRequestError, ScoreRequest, ScoreResponse
 from cbp_jax.service.oracle import CBPGenerator
+from tests.helpers import KilledService
 
 CFG = LlamaConfig(101, 48, 80, 3, 6, 2, 8)
 GEN = GeneratorConfig(hidden_size=48, task_dims=16, bottleneck=12, prompt_len=3, init_vocab=100)
@@ -242,22 +243,6 @@ def test_generator_for_another_model_is_refused(trained, tmp_path):
         load_generator(tmp_path / "gen", expected_model=wider)
 
 
-class _KilledService:
-    """Wraps a service and dies at the n-th reservation (a killed process)."""
-
-    def __init__(self, inner, die_at):
-        self.inner, self.die_at, self.n = inner, die_at, 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def reserve(self, calls):
-        self.n += 1
-        if self.n == self.die_at:
-            raise KeyboardInterrupt("killed")
-        self.inner.reserve(calls)
-
-
 def test_stage2_resumes_and_saved_vector_reproduces_accuracy(model, trained, tmp_path):
     tok, art = model.tokenizer, trained.artifact
     release = art.release()
@@ -271,7 +256,7 @@ def test_stage2_resumes_and_saved_vector_reproduces_accuracy(model, trained, tmp
     whole = run(cbp_service(model, art, budget=300))
     assert whole.generations >= 6 and whole.calls_used <= 300
     with pytest.raises(KeyboardInterrupt):
-        run(_KilledService(cbp_service(model, art, budget=300), die_at=2), tmp_path / "es")
+        run(KilledService(cbp_service(model, art, budget=300), die_at=2), tmp_path / "es")
     resumed = run(cbp_service(model, art, budget=300), tmp_path / "es")
     np.testing.assert_array_equal(resumed.best_z, whole.best_z)
     assert resumed.history == whole.history

@@ -145,7 +145,12 @@ def run_blackbox(
     if mean0.shape != (param.num_dims,):
         raise ValueError(f"init_mean must have shape ({param.num_dims},), got {mean0.shape}")
     key_init, key_run = jax.random.split(jax.random.key(cfg.seed))
-    carry = (es.init(key_init, mean0, es_params), key_run)
+    # Strong-type the initial state (evosax leaves weak types that tell() makes strong,
+    # which would compile the chunk function twice).
+    es_state = jax.tree.map(
+        lambda x: jnp.array(x, dtype=x.dtype), es.init(key_init, mean0, es_params)
+    )
+    carry = (es_state, key_run)
     oracle = service.oracle(param.kind)
     train_d, dev_d = train.buckets(cfg.buckets), dev.buckets(cfg.buckets)
     per_gen = cfg.population * train.tokens_BxS.shape[0]
