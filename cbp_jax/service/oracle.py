@@ -80,6 +80,12 @@ class DeepPrompt:
         return None, deep
 
 
+# Measured on 2 CPU cores (SmolLM2, P=8 x 32 examples x 114 tokens): one candidate per
+# lax.map step ran 1.5x faster than vmapping the whole population (13.3 vs 8.9
+# candidate-examples/s); very large activations fall out of cache. "auto" chunks to this.
+TOKENS_PER_CHUNK = 4096
+
+
 def score_population(
     model_params,
     adapter_params,
@@ -90,7 +96,7 @@ def score_population(
     *,
     cfg: LlamaConfig,
     adapter: PromptAdapter,
-    population_chunk: int | None = None,
+    population_chunk: int | str | None = "auto",
 ):
     """Candidate-token log-probs, P x B x C x W, for every candidate in the payload."""
     c, w = candidates_CxW.shape
@@ -109,7 +115,10 @@ def score_population(
     if payload is None:
         return one(None)[None]
     payload = jnp.moveaxis(payload, adapter.payload_axis, 0)
-    if population_chunk:
+    if population_chunk == "auto":  # ~TOKENS_PER_CHUNK prompt+text tokens per mapped step
+        rows = tokens_BxS.shape[0] * tokens_BxS.shape[1]
+        population_chunk = max(1, TOKENS_PER_CHUNK // rows)
+    if population_chunk and population_chunk < payload.shape[0]:
         return jax.lax.map(one, payload, batch_size=population_chunk)
     return jax.vmap(one)(payload)
 

@@ -44,7 +44,7 @@ class ScoringService:
         adapters: tuple[PromptAdapter, ...] = (NoPrompt(), SoftPrompt()),
         adapter_params: Any = None,
         budget: int | None = None,
-        population_chunk: int | None = None,
+        population_chunk: int | str | None = "auto",
         model_name: str = "",
     ):
         self._model = model
