@@ -2,9 +2,10 @@
 
 `score_population` runs the whole population x batch in one call: each candidate's prompt
 is built by a provider-side adapter (identity for BBT's soft prompts, the prompt generator
-for CBP), the model runs with logits at the answer position only, and the log-softmax is
-read at the candidate token ids. Population is the leading axis (vmap, or lax.map in
-chunks for very large populations); shard it with `jax.sharding` from the outside.
+for CBP), the model runs with logits at the answer position only (a prompt shared by the
+whole batch, as in BBT/BBTv2, is computed once per candidate: `model.shared_prefix`), and
+the log-softmax is read at the candidate token ids. Population is the leading axis (vmap,
+or lax.map in chunks for very large populations); shard it with `jax.sharding` from the outside.
 
 `Oracle` is what the compiled in-process loop receives instead of a network client: a
 pytree whose leaves are the provider's arrays (so jit takes them as arguments, not as
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 
 from cbp_jax.model.config import LlamaConfig
 from cbp_jax.model.llama import forward
+from cbp_jax.model.shared_prefix import forward_shared_prompt
 
 
 class PromptAdapter(Protocol):
@@ -57,9 +59,14 @@ class SoftPrompt:
     def payload_shape(self, cfg):
         return (None, None, cfg.hidden_size)
 
+    shared: ClassVar[bool] = True  # one prompt for the whole batch: computed once
+
     def prompts(self, adapter_params, model_params, cfg, prompt_TxD, tokens_BxS, mask_BxS):
         b = tokens_BxS.shape[0]
         return jnp.broadcast_to(prompt_TxD, (b, *prompt_TxD.shape)), None
+
+    def shared_prompts(self, adapter_params, cfg, prompt_TxD):
+        return prompt_TxD, None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,12 +79,17 @@ class DeepPrompt:
     def payload_shape(self, cfg):
         return (cfg.num_layers, None, None, cfg.hidden_size)
 
+    shared: ClassVar[bool] = True
+
     def prompts(self, adapter_params, model_params, cfg, deep_LxTxD, tokens_BxS, mask_BxS):
         b = tokens_BxS.shape[0]
         deep = jnp.broadcast_to(
             deep_LxTxD[:, None], (deep_LxTxD.shape[0], b, *deep_LxTxD.shape[1:])
         )
         return None, deep
+
+    def shared_prompts(self, adapter_params, cfg, deep_LxTxD):
+        return None, deep_LxTxD
 
 
 # Measured on 2 CPU cores (SmolLM2, P=8 x 32 examples x 114 tokens): one candidate per
@@ -102,7 +114,21 @@ def score_population(
     c, w = candidates_CxW.shape
     flat = candidates_CxW.reshape(-1)
 
+    shared = getattr(adapter, "shared", False)
+
     def one(payload_i):
+        if shared:  # prompt rows computed once per candidate, not once per example
+            prompt_TxD, deep_LxTxD = adapter.shared_prompts(adapter_params, cfg, payload_i)
+            logits = forward_shared_prompt(
+                model_params,
+                cfg,
+                tokens_BxS,
+                mask_BxS,
+                prompt_TxD=prompt_TxD,
+                deep_prompts_LxTxD=deep_LxTxD,
+            )
+            logp = jax.nn.log_softmax(logits, axis=-1)
+            return logp[:, flat].reshape(-1, c, w)
         prompt, deep = adapter.prompts(
             adapter_params, model_params, cfg, payload_i, tokens_BxS, mask_BxS
         )
@@ -115,7 +141,7 @@ def score_population(
     if payload is None:
         return one(None)[None]
     payload = jnp.moveaxis(payload, adapter.payload_axis, 0)
-    if population_chunk == "auto":  # ~TOKENS_PER_CHUNK prompt+text tokens per mapped step
+    if population_chunk == "auto":  # ~TOKENS_PER_CHUNK text tokens per mapped step
         rows = tokens_BxS.shape[0] * tokens_BxS.shape[1]
         population_chunk = max(1, TOKENS_PER_CHUNK // rows)
     if population_chunk and population_chunk < payload.shape[0]:
