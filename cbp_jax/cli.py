@@ -1,8 +1,16 @@
-"""Command line: `cbp-jax <command>` (or `python -m cbp_jax.cli`)."""
+"""Command line: `cbp-jax <command>` (or `python -m cbp_jax.cli`).
+
+- `zero-shot`: accuracy of a model on a task with the template only.
+- `train-generator`: CBP stage 1 (provider) on one domain's tasks, optionally leaving one
+  out; writes a generator directory (resumes an interrupted run in the same directory).
+- `customize`: CBP stage 2 (user) on one task with a saved generator: zero-shot, z0 and
+  customized test accuracy, and the saved task vector.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 import time
@@ -27,6 +35,72 @@ def _zero_shot(args) -> None:
     )
 
 
+def _train_generator(args) -> None:
+    from cbp_jax.data.tasks import domain_tasks
+    from cbp_jax.methods.cbp import Stage1Config, train_generator
+    from cbp_jax.model import load_model
+    from cbp_jax.prompts.generator import GeneratorConfig
+
+    exclude = tuple(x for x in args.exclude.split(",") if x)
+    tasks = tuple(x for x in args.tasks.split(",") if x) or domain_tasks(args.domain, exclude)
+    cfg = Stage1Config(
+        tasks=tasks,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        z0_learning_rate=args.z0_lr,
+        warmup=min(args.warmup, args.steps - 1),
+        max_len=args.max_len,
+        sampling=args.sampling,
+        seed=args.seed,
+    )
+    model = load_model(args.model)
+    gen_cfg = GeneratorConfig(hidden_size=model.cfg.hidden_size, prompt_len=args.prompt_len)
+    start = time.time()
+    result = train_generator(model, cfg, gen_cfg, run_dir=args.out)
+    last = result.history[-20:]
+    loss = sum(h["loss"] for h in last) / max(len(last), 1)
+    print(f"command: cbp-jax {shlex.join(sys.argv[1:])}")
+    print(
+        f"CBP stage 1 on {', '.join(tasks)}: {cfg.steps} steps, mean loss of the last "
+        f"{len(last)} steps {loss:.4f}; generator {result.artifact.generator_id} saved to "
+        f"{args.out}/generator [{time.time() - start:.0f}s]"
+    )
+
+
+def _customize(args) -> None:
+    from cbp_jax.model import load_model
+    from cbp_jax.run import RunConfig, run
+
+    start = time.time()
+    model = load_model(args.model)
+    base = RunConfig(
+        task=args.task,
+        method="cbp",
+        model=args.model,
+        shots=args.shots,
+        seed=args.seed,
+        test_size=args.test_size,
+        budget=args.budget,
+        population=args.population,
+        generator=args.generator,
+        cbp_sigma0=args.sigma0,
+        out=args.out,
+        tag=args.tag,
+    )
+    zero = run(dataclasses.replace(base, method="zero_shot", generator=""), model=model)
+    cbp = run(base, model=model)
+    print(f"command: cbp-jax {shlex.join(sys.argv[1:])}")
+    print(f"CBP-Tuning on {args.task} ({base.shots} shots per class, seed {base.seed}):")
+    print(f"  test accuracy, zero-shot           {zero['test_acc']:.4f}")
+    print(f"  test accuracy, CBP z0 (no stage 2) {cbp['test_acc_z0']:.4f}")
+    print(
+        f"  test accuracy, CBP (stage 2)       {cbp['test_acc']:.4f}  "
+        f"[{cbp['calls']} API calls, dev {cbp['dev_acc']:.4f}]"
+    )
+    print(f"  task vector: {base.run_dir / 'task_vector'}  [{time.time() - start:.0f}s]")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="cbp-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +113,37 @@ def main(argv=None) -> None:
     zs.add_argument("--batch-size", type=int, default=32)
     zs.add_argument("--data-dir", default=None)
     zs.set_defaults(func=_zero_shot)
+
+    tg = sub.add_parser("train-generator", help="CBP stage 1: train a domain's generator")
+    tg.add_argument("--domain", default="financial", help="commonsense, medical, financial")
+    tg.add_argument("--exclude", default="", help="comma-separated tasks to leave out")
+    tg.add_argument("--tasks", default="", help="explicit comma-separated tasks (no domain)")
+    tg.add_argument("--out", required=True, help="run directory (checkpoints, log, generator)")
+    tg.add_argument("--model", default="smollm2-135m")
+    tg.add_argument("--steps", type=int, default=300)
+    tg.add_argument("--batch-size", type=int, default=8)
+    tg.add_argument("--lr", type=float, default=1e-3)
+    tg.add_argument("--z0-lr", type=float, default=1e-2)
+    tg.add_argument("--warmup", type=int, default=30)
+    tg.add_argument("--max-len", type=int, default=192)
+    tg.add_argument("--prompt-len", type=int, default=10)
+    tg.add_argument("--sampling", default="uniform")
+    tg.add_argument("--seed", type=int, default=0)
+    tg.set_defaults(func=_train_generator)
+
+    cu = sub.add_parser("customize", help="CBP stage 2: tune one task vector with CMA-ES")
+    cu.add_argument("--task", default="sst2")
+    cu.add_argument("--generator", required=True, help="saved generator directory")
+    cu.add_argument("--model", default="smollm2-135m")
+    cu.add_argument("--shots", type=int, default=16, help="per class, train and dev each")
+    cu.add_argument("--seed", type=int, default=42)
+    cu.add_argument("--test-size", type=int, default=500)
+    cu.add_argument("--budget", type=int, default=4000, help="API calls, train + dev")
+    cu.add_argument("--population", type=int, default=20)
+    cu.add_argument("--sigma0", type=float, default=0.5)
+    cu.add_argument("--out", default="checkpoints/runs")
+    cu.add_argument("--tag", default="", help="run-dir suffix, e.g. the generator's name")
+    cu.set_defaults(func=_customize)
     args = parser.parse_args(argv)
     args.func(args)
 

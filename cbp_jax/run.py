@@ -1,9 +1,12 @@
 """Run one method on one task: `python -m cbp_jax.run --task sst2 --method bbt --seed 42`.
 
-Methods: zero_shot, bbt, bbtv2 (black-box, through the service with an API budget) and
-prompt_tuning (white-box upper bound). Data: seeded k-shot train/dev, disjoint test.
-Writes `<out>/<task>/<method>/seed<seed>/result.json` (plus the ES log and checkpoint;
-an interrupted run resumes from them) and prints the result with its command.
+Methods: zero_shot, bbt, bbtv2 (black-box, through the service with an API budget),
+prompt_tuning (white-box upper bound), and CBP-Tuning with a trained generator
+(`--generator PATH`): cbp_z0 (the provider's z0, no stage 2) and cbp (stage 2: CMA-ES over
+z from z0 within the budget; the result also reports z0's accuracy and saves the vector).
+Data: seeded k-shot train/dev, disjoint test. Writes
+`<out>/<task>/<method>[-<tag>]/seed<seed>/result.json` (plus the ES log and checkpoint; an
+interrupted run resumes from them) and prints the result with its command.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 import jax
 import numpy as np
 
-METHODS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning")
+METHODS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning", "cbp_z0", "cbp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,20 +44,27 @@ class RunConfig:
     bbtv2_layers: str = ""  # comma-separated layer ids; empty: all layers
     pt_epochs: int = 30
     pt_lr: float = 3e-3
+    generator: str = ""  # CBP: path of a saved generator (stage 1)
+    cbp_sigma0: float = 0.5  # CBP: CMA-ES step size around z0
     out: str = "checkpoints/runs"
+    tag: str = ""  # extra run-dir level, e.g. the generator's name
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; known: {METHODS}")
         if self.shots <= 0:
             raise ValueError("shots must be positive")
+        if self.method.startswith("cbp") and not self.generator:
+            raise ValueError(f"method {self.method} needs --generator PATH (a stage-1 generator)")
 
     @property
     def run_dir(self) -> pathlib.Path:
-        return pathlib.Path(self.out) / self.task / self.method / f"seed{self.seed}"
+        method = f"{self.method}-{self.tag}" if self.tag else self.method
+        return pathlib.Path(self.out) / self.task / method / f"seed{self.seed}"
 
 
-def run(cfg: RunConfig, progress: bool = True) -> dict:
+def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
+    """Run `cfg`; `model`: an already loaded LoadedModel for cfg.model (saves a reload)."""
     from cbp_jax.data.batching import make_inputs
     from cbp_jax.data.splits import kshot_splits
     from cbp_jax.data.tasks import get_task
@@ -70,7 +80,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     start = time.time()
     task = get_task(cfg.task)
     splits = kshot_splits(cfg.task, cfg.shots, cfg.seed, test_size=cfg.test_size)
-    model = load_model(cfg.model)
+    model = load_model(cfg.model) if model is None else model
     tok = model.tokenizer
     train, dev = make_inputs(tok, task, splits.train), make_inputs(tok, task, splits.dev)
     kinds = (NoPrompt(), SoftPrompt(), DeepPrompt())
@@ -133,6 +143,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         )
         kind, payload = "prompt", prompt[None]
         result.update(dev_acc=dev_acc, history=history)
+    elif cfg.method in ("cbp_z0", "cbp"):
+        evaluator, kind, payload = _run_cbp(cfg, model, task, splits, train, dev, result, progress)
     result["test_acc"] = evaluate.accuracy(
         evaluator, tok, task, splits.test, kind=kind, payload=payload, progress=progress
     )
@@ -140,6 +152,45 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     (cfg.run_dir / "result.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def _run_cbp(cfg: RunConfig, model, task, splits, train, dev, result: dict, progress: bool):
+    """CBP: -> (provider-side evaluator service, kind, payload); fills `result`."""
+    from cbp_jax.methods import evaluate
+    from cbp_jax.methods.blackbox import BlackBoxConfig
+    from cbp_jax.methods.cbp import cbp_service, customize, load_generator, save_task_vector
+
+    artifact = load_generator(cfg.generator, expected_model=model)
+    release = artifact.release()  # all the user gets: r, z0, ids
+    evaluator = cbp_service(model, artifact)
+    result["generator"] = {"path": cfg.generator, "id": release.generator_id, **artifact.info}
+    z = release.z0_R
+    if cfg.method == "cbp":
+        result["test_acc_z0"] = evaluate.accuracy(
+            evaluator, model.tokenizer, task, splits.test, kind="task_vector", payload=z[None]
+        )
+        service = cbp_service(model, artifact, budget=cfg.budget)
+        bb = BlackBoxConfig(
+            strategy=cfg.strategy,
+            population=cfg.population,
+            sigma0=cfg.cbp_sigma0,
+            budget=cfg.budget,
+            loss=cfg.loss,
+            chunk=cfg.chunk,
+            seed=cfg.seed,
+        )
+        res = customize(
+            service, release, train, dev, bb, run_dir=cfg.run_dir / "es", progress=progress
+        )
+        z = np.asarray(res.best_z, np.float32)
+        save_task_vector(cfg.run_dir / "task_vector", z, task=cfg.task, release=release)
+        result.update(
+            dev_acc=res.best_dev_acc,
+            generations=res.generations,
+            history=res.history,
+            calls=service.calls_used,
+        )
+    return evaluator, "task_vector", z[None]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -2,15 +2,20 @@
 
 What: throughput in candidate-examples per second of scoring a CMA-ES population of soft
 prompts on a batch of real SST-2 inputs (candidate-token log-probs at the answer position):
-- ours: the service's `Oracle` (whole population x batch in one jitted vmapped call);
+- ours: the engine's scoring path, the service's `Oracle` in one jitted call over the whole
+  population, the batch split into the engine's 4 length buckets (`Inputs.buckets`, as
+  `run_blackbox` scores it); the soft prompt, shared by the batch, runs once per candidate
+  (`model.shared_prefix`). Also timed on one padded batch (`ours_one_batch`);
 - torch loop: transformers PyTorch on the same GGUF weights, a Python loop over
-  candidates, each a batched forward with `inputs_embeds` = [prompt; text] (BBT's code);
+  candidates, each a batched forward with `inputs_embeds` = [prompt; text] on the batch
+  padded to its longest example (BBT's code); `torch_loop_buckets` runs the loop on our
+  4 buckets, so `speedup_same_padding` compares equal padding;
 - torch concat: all candidates' copies of the batch concatenated into one forward, logits
   split afterwards (the other common variant).
-All three compute the same numbers (checked). Then the cost per candidate of ours from
+All compute the same numbers (checked). Then the cost per candidate of ours from
 P = 10 to 200, and the ES step (ask + tell) against pycma at three (d, P), plus the share
 of a generation the ES step takes.
-Run: `.venv/bin/python experiments/bench_population.py` (about 15 minutes on 2 cores).
+Run: `.venv/bin/python experiments/bench_population.py` (about 20 minutes on 2 cores).
 Ends with `RESULT speedup_vs_loop <x>` and `RESULT es_step_vs_pycma_min <x>`.
 """
 
@@ -55,6 +60,7 @@ class BenchConfig:
     scaling_examples: int = 4
     es_points: tuple[tuple[int, int], ...] = ((500, 20), (500, 200), (2000, 100))
     es_strategy: str = "lazy_cma"
+    buckets: int = 4  # the engine's default (BlackBoxConfig.buckets)
 
     def __post_init__(self):
         if min(self.population, self.examples, self.prompt_len, self.repeats) <= 0:
@@ -71,7 +77,7 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def torch_scorers(source: str, tokens, mask, cands):
+def torch_scorers(source: str, batches, cands):
     """BBT-style references on the same weights: a loop over candidates, and concat-split."""
     import pathlib as _p
 
@@ -83,11 +89,12 @@ def torch_scorers(source: str, tokens, mask, cands):
     model = transformers.AutoModelForCausalLM.from_pretrained(
         str(path.parent), gguf_file=path.name, dtype=torch.float32
     ).eval()
-    tok_t, mask_t = torch.tensor(tokens), torch.tensor(mask)
     flat = torch.tensor(cands.reshape(-1))
-    b = tokens.shape[0]
+    batches_t = [(torch.tensor(np.asarray(t)), torch.tensor(np.asarray(m))) for t, m in batches]
 
-    def run(prompts_PxTxD):  # one forward over len(prompts) * b rows
+    def run(prompts_PxTxD, batch=0):  # one forward over len(prompts) * b rows
+        tok_t, mask_t = batches_t[batch]
+        b = tok_t.shape[0]
         p, t, _ = prompts_PxTxD.shape
         text = model.get_input_embeddings()(tok_t).repeat(p, 1, 1)
         prompt = prompts_PxTxD.repeat_interleave(b, 0)
@@ -101,15 +108,18 @@ def torch_scorers(source: str, tokens, mask, cands):
         ).logits[:, -1]
         return torch.log_softmax(out, -1)[:, flat].reshape(p, b, *cands.shape)
 
-    def loop(prompts):
+    def loop(prompts, batch=0):
         with torch.inference_mode():
-            return torch.cat([run(prompts[i : i + 1]) for i in range(prompts.shape[0])])
+            return torch.cat([run(prompts[i : i + 1], batch) for i in range(prompts.shape[0])])
+
+    def loop_buckets(prompts):
+        return torch.cat([loop(prompts, i) for i in range(1, len(batches_t))], 1)
 
     def concat(prompts):
         with torch.inference_mode():
             return run(prompts)
 
-    return loop, concat, torch
+    return loop, loop_buckets, concat, torch
 
 
 def main(argv=None) -> dict:
@@ -126,6 +136,9 @@ def main(argv=None) -> dict:
     tokens, mask, cands = data.tokens_BxS, data.mask_BxS, data.candidates_CxW
     oracle = ScoringService(model, (SoftPrompt(),)).oracle("prompt")
     score = jax.jit(lambda o, p, t, m, c: o(p, t, m, c))
+    buckets, _ = data.buckets(cfg.buckets)
+    score_buckets = jax.jit(lambda o, p, bs: jnp.concatenate([o(p, *b) for b in bs], axis=1))
+    bucket_order = np.argsort(mask.sum(axis=1), kind="stable")  # the buckets' row order
     emb_std = float(jnp.std(model.params["embed"]))
     rng = np.random.default_rng(0)
 
@@ -135,21 +148,40 @@ def main(argv=None) -> dict:
 
     pop = prompts(cfg.population)
     dev = [jnp.asarray(x) for x in (tokens, mask, cands)]
-    ours_out = np.asarray(score(oracle, jnp.asarray(pop), *dev))
-    loop, concat, torch = torch_scorers(model.source, tokens, mask, cands)
+    ours_one = np.asarray(score(oracle, jnp.asarray(pop), *dev))
+    ours_out = np.asarray(score_buckets(oracle, jnp.asarray(pop), buckets))
+    batches = [(tokens, mask)] + [b[:2] for b in buckets]
+    loop, loop_buckets, concat, torch = torch_scorers(model.source, batches, cands)
     pop_t = torch.tensor(pop)
-    diff = float(np.abs(loop(pop_t).numpy() - ours_out).max())
-    print(f"max |log-prob difference| ours vs torch: {diff:.2e}")
+    ref = loop(pop_t).numpy()
+    diff = max(
+        float(np.abs(ref - ours_one).max()),
+        float(np.abs(ref[:, bucket_order] - ours_out).max()),
+        float(np.abs(loop_buckets(pop_t).numpy() - ours_out).max()),
+    )
+    print(f"max |log-prob difference| ours vs torch (all variants): {diff:.2e}")
+    real = int(mask.sum())
+    widths = [int(b[0].shape[1]) for b in buckets]
+    print(
+        f"{cfg.examples} examples, {real} real tokens; one batch {tokens.shape[1]} wide "
+        f"({tokens.size} slots), {len(buckets)} buckets {widths} "
+        f"({sum(int(b[0].size) for b in buckets)} slots)"
+    )
     n = cfg.population * cfg.examples
     sec = {
         "ours": median_time(
+            lambda: jax.block_until_ready(score_buckets(oracle, jnp.asarray(pop), buckets)),
+            cfg.repeats,
+        ),
+        "ours_one_batch": median_time(
             lambda: score(oracle, jnp.asarray(pop), *dev).block_until_ready(), cfg.repeats
         ),
         "torch_loop": median_time(lambda: loop(pop_t), cfg.repeats),
+        "torch_loop_buckets": median_time(lambda: loop_buckets(pop_t), cfg.repeats),
         "torch_concat": median_time(lambda: concat(pop_t), cfg.repeats),
     }
     for name, s in sec.items():
-        print(f"{name:>13}: {s:7.2f} s per generation, {n / s:8.1f} candidate-examples/s")
+        print(f"{name:>18}: {s:7.2f} s per generation, {n / s:8.1f} candidate-examples/s")
     small = [jnp.asarray(x[: cfg.scaling_examples]) for x in (tokens, mask)] + [dev[2]]
     per_candidate = {}
     for p in cfg.scaling_populations:
@@ -169,6 +201,8 @@ def main(argv=None) -> dict:
     key = f"500x{cfg.population}" if f"500x{cfg.population}" in es else next(iter(es))
     figures = {
         "speedup_vs_loop": sec["torch_loop"] / sec["ours"],
+        "speedup_same_padding": sec["torch_loop_buckets"] / sec["ours"],
+        "speedup_one_batch": sec["torch_loop"] / sec["ours_one_batch"],
         "speedup_vs_concat": sec["torch_concat"] / sec["ours"],
         "ours_candidate_examples_per_s": n / sec["ours"],
         "per_candidate_ratio_max_over_min": max(per_candidate.values())

@@ -89,6 +89,21 @@ def task_names() -> list[str]:
     return list(TASKS)
 
 
+def domain_tasks(domain: str, exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Shipped tasks of one domain (CBP stage 1 trains on them), minus `exclude`."""
+    names = tuple(n for n, t in TASKS.items() if t.domain == domain)
+    if not names:
+        known = sorted({t.domain for t in TASKS.values()})
+        raise KeyError(f"unknown domain {domain!r}; known: {known}")
+    unknown = set(exclude) - set(names)
+    if unknown:
+        raise KeyError(f"cannot exclude {sorted(unknown)}: not in domain {domain} {names}")
+    kept = tuple(n for n in names if n not in exclude)
+    if not kept:
+        raise ValueError(f"excluding {exclude} leaves domain {domain} without tasks")
+    return kept
+
+
 def _resolve(name: str) -> tuple[TaskSpec, Source]:
     if name in TASKS:
         return TASKS[name], SOURCES[name]

@@ -1,0 +1,289 @@
+"""CBP-Tuning per domain: stage-1 generators, then every method on every task, as tables.
+
+    python experiments/cbp_domains.py all          # train, run, write the tables
+    python experiments/cbp_domains.py train        # stage 1 only (one generator per domain,
+                                                   #   plus one per leave-one-task-out task)
+    python experiments/cbp_domains.py run --tasks copa,arc_easy
+    python experiments/cbp_domains.py table        # tables + plot from finished runs only
+
+For each domain (METHODS.md: commonsense, medical, financial) a generator is trained on the
+TRAIN pools of the domain's tasks (`cbp-jax train-generator`); for each leave-one-out task
+X another generator is trained on the domain without X. Then, per task and seed, zero-shot,
+BBT, BBTv2, white-box prompt tuning and CBP (stage 2 from z0; the same run reports z0's
+accuracy without stage 2) run through `cbp_jax.run.run` at the same API budget. Every run
+resumes from its checkpoint or is read back from its result.json, so an interrupted sweep
+continues where it stopped. `table` writes experiments/results/cbp.md (mean and std over
+seeds, per task and per domain average, with the commands) and cbp_vs_bbt.png (dev accuracy
+of the ES mean against API calls). A cell whose runs did not all finish says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+
+from cbp_jax.data.tasks import domain_tasks
+from cbp_jax.run import RunConfig, run
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "experiments" / "results"
+DOMAINS = ("financial", "medical", "commonsense")
+METHODS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning", "cbp")
+COLUMNS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning", "cbp_z0", "cbp")
+LABELS = {
+    "zero_shot": "zero-shot",
+    "bbt": "BBT",
+    "bbtv2": "BBTv2",
+    "prompt_tuning": "white-box PT",
+    "cbp_z0": "CBP z0 only",
+    "cbp": "CBP",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """shots per class (train and dev each); budget: API calls per black-box run (train +
+    dev); steps_per_task: stage-1 steps per domain task (min 150); leave_one_out: tasks
+    whose domain is also trained without them."""
+
+    domains: tuple[str, ...] = DOMAINS
+    leave_one_out: tuple[str, ...] = ("copa",)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    shots: int = 8
+    budget: int = 1000
+    population: int = 20
+    test_size: int = 200
+    pt_epochs: int = 10
+    bbtv2_layers: str = "0,10,20"
+    steps_per_task: int = 50
+    stage1_max_len: int = 128
+    out: str = "checkpoints/cbp_domains"
+
+    def __post_init__(self):
+        for d in self.domains:
+            domain_tasks(d)  # raises on an unknown domain
+        for t in self.leave_one_out:
+            if not any(t in domain_tasks(d) for d in self.domains):
+                raise ValueError(f"leave-one-out task {t!r} is in none of {self.domains}")
+        if min(self.shots, self.budget, self.population, self.test_size) <= 0:
+            raise ValueError("shots, budget, population and test_size must be positive")
+
+    def generators(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """name -> (domain, excluded tasks)."""
+        out = {d: (d, ()) for d in self.domains}
+        for t in self.leave_one_out:
+            d = next(d for d in self.domains if t in domain_tasks(d))
+            out[f"{d}-minus-{t}"] = (d, (t,))
+        return out
+
+    def generator_dir(self, name: str) -> pathlib.Path:
+        return ROOT / self.out / "generators" / name
+
+
+def train(cfg: SweepConfig) -> None:
+    for name, (domain, exclude) in cfg.generators().items():
+        if (cfg.generator_dir(name) / "generator" / "meta.json").exists():
+            print(f"generator {name}: done")
+            continue
+        steps = max(150, cfg.steps_per_task * len(domain_tasks(domain, exclude)))
+        cmd = [
+            sys.executable, "-m", "cbp_jax.cli", "train-generator", "--domain", domain,
+            "--exclude", ",".join(exclude), "--steps", str(steps),
+            "--max-len", str(cfg.stage1_max_len), "--out", str(cfg.generator_dir(name)),
+        ]  # fmt: skip
+        print("+", shlex.join(cmd), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def run_config(cfg: SweepConfig, task: str, method: str, seed: int, gen: str = "") -> RunConfig:
+    return RunConfig(
+        task=task,
+        method=method,
+        seed=seed,
+        shots=cfg.shots,
+        budget=cfg.budget,
+        population=cfg.population,
+        test_size=cfg.test_size,
+        pt_epochs=cfg.pt_epochs,
+        bbtv2_layers=cfg.bbtv2_layers,
+        generator=str(cfg.generator_dir(gen) / "generator") if gen else "",
+        tag=gen,
+        out=str(ROOT / cfg.out / "runs"),
+    )
+
+
+def planned(cfg: SweepConfig, tasks: tuple[str, ...] = ()) -> list[RunConfig]:
+    """Every run, cheap tasks and in-domain first (so partial sweeps fill whole rows)."""
+    rows = []
+    for domain in cfg.domains:
+        for task in domain_tasks(domain):
+            if tasks and task not in tasks:
+                continue
+            for method in METHODS:
+                for seed in cfg.seeds if method != "zero_shot" else cfg.seeds[:1]:
+                    rows.append(
+                        run_config(cfg, task, method, seed, domain if method == "cbp" else "")
+                    )
+            if task in cfg.leave_one_out:
+                for seed in cfg.seeds:
+                    rows.append(run_config(cfg, task, "cbp", seed, f"{domain}-minus-{task}"))
+    return rows
+
+
+def run_all(cfg: SweepConfig, tasks: tuple[str, ...] = ()) -> None:
+    from cbp_jax.model import load_model
+
+    model = load_model("smollm2-135m")
+    todo = [rc for rc in planned(cfg, tasks) if not (rc.run_dir / "result.json").exists()]
+    print(f"{len(todo)} runs to do", flush=True)
+    for i, rc in enumerate(todo):
+        print(f"[{i + 1}/{len(todo)}] {rc.task} {rc.method} {rc.tag} seed {rc.seed}", flush=True)
+        res = run(rc, progress=False, model=model)
+        print(f"    test {res['test_acc']:.4f}  [{res['seconds']:.0f}s]", flush=True)
+
+
+def _read(rc: RunConfig) -> dict | None:
+    path = rc.run_dir / "result.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _cell(values: list[float], expected: int) -> str:
+    if not values:
+        return "not run"
+    text = f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
+    return text if len(values) == expected else f"{text} ({len(values)}/{expected} seeds)"
+
+
+def _values(cfg: SweepConfig, task: str, column: str, gen: str) -> list[float]:
+    if column == "zero_shot":
+        res = _read(run_config(cfg, task, "zero_shot", cfg.seeds[0]))
+        return [] if res is None else [res["test_acc"]] * len(cfg.seeds)
+    method, key = ("cbp", "test_acc_z0") if column == "cbp_z0" else (column, "test_acc")
+    out = []
+    for seed in cfg.seeds:
+        res = _read(run_config(cfg, task, method, seed, gen if method == "cbp" else ""))
+        if res is not None:
+            out.append(res[key])
+    return out
+
+
+def table(cfg: SweepConfig, command: str) -> str:
+    n = len(cfg.seeds)
+    lines = [
+        "# CBP-Tuning per domain (SmolLM2-135M-Instruct, CPU)",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Test accuracy (%), mean ± std over seeds {list(cfg.seeds)}; {cfg.shots} shots per "
+        f"class for train and dev each; {cfg.test_size} test examples (never trained on, not "
+        f"even by stage 1); black-box methods (BBT, BBTv2, CBP) at the same budget of "
+        f"{cfg.budget} API calls (train + dev), population {cfg.population}. Zero-shot is "
+        "deterministic (one run shown for every seed). White-box PT: gradients through the "
+        f"model, {cfg.pt_epochs} epochs, no budget (upper bound). CBP z0 only: the provider's "
+        "stage-1 vector, no stage 2 (costs no API calls).",
+        "",
+    ]
+    for domain in cfg.domains:
+        tasks = domain_tasks(domain)
+        lines += [f"## {domain}", "", f"Generator trained on: {', '.join(tasks)}.", ""]
+        lines += ["| task | " + " | ".join(LABELS[c] for c in COLUMNS) + " |"]
+        lines += ["|---" * (len(COLUMNS) + 1) + "|"]
+        means = {c: [] for c in COLUMNS}
+        for task in tasks:
+            cells = []
+            for c in COLUMNS:
+                v = _values(cfg, task, c, domain)
+                cells.append(_cell(v, n))
+                means[c].append(np.mean(v) if len(v) == n else np.nan)
+            lines.append(f"| {task} | " + " | ".join(cells) + " |")
+        avg = [
+            f"{100 * np.mean(means[c]):.1f}" if not np.isnan(means[c]).any() else "incomplete"
+            for c in COLUMNS
+        ]
+        lines += ["| **average** | " + " | ".join(avg) + " |", ""]
+    if cfg.leave_one_out:
+        lines += [
+            "## Leave-one-task-out (held-out tasks)",
+            "",
+            "The generator is trained on the domain without the task, then customized on it.",
+            "",
+            "| task | BBT | CBP z0 in-domain | CBP in-domain | CBP z0 held-out | CBP held-out |",
+            "|---|---|---|---|---|---|",
+        ]
+        for task in cfg.leave_one_out:
+            d = next(d for d in cfg.domains if task in domain_tasks(d))
+            held = f"{d}-minus-{task}"
+            cells = [
+                _cell(_values(cfg, task, "bbt", ""), n),
+                _cell(_values(cfg, task, "cbp_z0", d), n),
+                _cell(_values(cfg, task, "cbp", d), n),
+                _cell(_values(cfg, task, "cbp_z0", held), n),
+                _cell(_values(cfg, task, "cbp", held), n),
+            ]
+            lines.append(f"| {task} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(cfg: SweepConfig, path: pathlib.Path) -> None:
+    """Dev accuracy of the ES mean vs API calls, CBP vs BBT, one panel per domain."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(cfg.domains), figsize=(5 * len(cfg.domains), 3.6))
+    for ax, domain in zip(np.atleast_1d(axes), cfg.domains, strict=True):
+        for task in domain_tasks(domain):
+            for method, style in (("bbt", "--"), ("cbp", "-")):
+                for seed in cfg.seeds:
+                    res = _read(
+                        run_config(cfg, task, method, seed, domain if method == "cbp" else "")
+                    )
+                    if res is None:
+                        continue
+                    pts = [(h["calls"], h["dev_acc"]) for h in res["history"] if "dev_acc" in h]
+                    if pts:
+                        x, y = zip(*pts, strict=True)
+                        label = f"{task} {LABELS[method]}" if seed == cfg.seeds[0] else None
+                        ax.plot(x, y, style, alpha=0.6, label=label)
+        ax.set(title=domain, xlabel="API calls", ylabel="dev accuracy (ES mean)")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("stage", choices=["all", "train", "run", "table"])
+    parser.add_argument("--tasks", default="", help="comma-separated subset of tasks to run")
+    parser.add_argument("--budget", type=int, default=SweepConfig.budget)
+    parser.add_argument("--seeds", default=",".join(map(str, SweepConfig.seeds)))
+    args = parser.parse_args(argv)
+    cfg = SweepConfig(budget=args.budget, seeds=tuple(int(s) for s in args.seeds.split(",")))
+    tasks = tuple(t for t in args.tasks.split(",") if t)
+    if args.stage in ("all", "train"):
+        train(cfg)
+    if args.stage in ("all", "run"):
+        run_all(cfg, tasks)
+    if args.stage in ("all", "table"):
+        command = "python experiments/cbp_domains.py all" + (
+            f" --budget {args.budget}" if args.budget != SweepConfig.budget else ""
+        )
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "cbp.md").write_text(table(cfg, command) + "\n")
+        plot(cfg, RESULTS / "cbp_vs_bbt.png")
+        print((RESULTS / "cbp.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The CBP command line end to end on the real default model, at toy sizes: stage 1 via
+`cbp-jax train-generator`, stage 2 via `cbp-jax customize`, and the saved vector reloaded
+reproduces the reported test accuracy."""
+
+import json
+
+import pytest
+
+from cbp_jax import cli
+from cbp_jax.data.tasks import domain_tasks
+
+
+def test_domain_tasks():
+    assert domain_tasks("medical") == ("pubmedqa", "medqa_usmle", "mmlu_medical")
+    assert "copa" not in domain_tasks("commonsense", exclude=("copa",))
+    with pytest.raises(KeyError, match="unknown domain"):
+        domain_tasks("legal")
+    with pytest.raises(KeyError, match="not in domain"):
+        domain_tasks("financial", exclude=("sst2",))
+    with pytest.raises(ValueError, match="without tasks"):
+        domain_tasks("financial", exclude=("financial_phrasebank",))
+
+
+def test_train_generator_then_customize(tmp_path, capsys, real_model, monkeypatch):
+    from cbp_jax.data.splits import kshot_splits
+    from cbp_jax.data.tasks import get_task
+    from cbp_jax.methods import cbp as cbp_mod
+    from cbp_jax.methods.cbp import load_generator, load_task_vector, task_vector_accuracy
+
+    monkeypatch.setattr("cbp_jax.model.load_model", lambda *a, **k: real_model)
+    gen_dir = tmp_path / "gen"
+    cli.main(
+        ["train-generator", "--domain", "financial", "--steps", "2", "--batch-size", "2",
+         "--warmup", "0", "--max-len", "32", "--out", str(gen_dir)]
+    )  # fmt: skip
+    assert "CBP stage 1 on financial_phrasebank: 2 steps" in capsys.readouterr().out
+    out = tmp_path / "runs"
+    cli.main(
+        ["customize", "--task", "financial_phrasebank", "--generator", str(gen_dir / "generator"),
+         "--shots", "2", "--test-size", "12", "--budget", "60", "--population", "4",
+         "--out", str(out)]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "test accuracy, zero-shot" in printed and "CBP (stage 2)" in printed
+    result = json.loads(
+        (out / "financial_phrasebank" / "cbp" / "seed42" / "result.json").read_text()
+    )
+    assert 0 < result["calls"] <= 60
+    artifact = load_generator(gen_dir / "generator", expected_model=real_model)
+    release = artifact.release()
+    vec = load_task_vector(
+        out / "financial_phrasebank" / "cbp" / "seed42" / "task_vector", release=release
+    )
+    test = kshot_splits("financial_phrasebank", 2, 42, test_size=12).test
+    acc = task_vector_accuracy(
+        cbp_mod.cbp_service(real_model, artifact), real_model.tokenizer,
+        get_task("financial_phrasebank"), test, vec.z_R, release.task_dims,
+    )  # fmt: skip
+    assert acc == result["test_acc"]
