@@ -18,8 +18,14 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# CBP-Tuning stage 2 with the shipped financial-domain generator (stage 1 made it with
+# `python experiments/cbp_domains.py train`; see checkpoints/README.md).
+DEMO_GENERATOR := checkpoints/shipped/financial-generator
+
 demo: $(VENV)/.installed
-	$(PY) -m cbp_jax.cli zero-shot --task sst2 --split dev --limit 200
+	rm -rf checkpoints/demo
+	$(PY) -m cbp_jax.cli customize --task financial_phrasebank --generator $(DEMO_GENERATOR) \
+		--shots 8 --test-size 200 --budget 1000 --seed 0 --out checkpoints/demo
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check cbp_jax tests experiments
