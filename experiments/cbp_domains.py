@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import pathlib
 import shlex
@@ -102,6 +103,13 @@ def train(cfg: SweepConfig) -> None:
         subprocess.run(cmd, check=True, cwd=ROOT)
 
 
+@functools.cache
+def _test_pool_size(task: str) -> int:
+    from cbp_jax.data.splits import test_pool
+
+    return len(test_pool(task))
+
+
 def run_config(cfg: SweepConfig, task: str, method: str, seed: int, gen: str = "") -> RunConfig:
     return RunConfig(
         task=task,
@@ -110,7 +118,7 @@ def run_config(cfg: SweepConfig, task: str, method: str, seed: int, gen: str = "
         shots=cfg.shots,
         budget=cfg.budget,
         population=cfg.population,
-        test_size=cfg.test_size,
+        test_size=min(cfg.test_size, _test_pool_size(task)),  # copa's pool has 49
         pt_epochs=cfg.pt_epochs,
         bbtv2_layers=cfg.bbtv2_layers,
         generator=str(cfg.generator_dir(gen) / "generator") if gen else "",
@@ -119,21 +127,29 @@ def run_config(cfg: SweepConfig, task: str, method: str, seed: int, gen: str = "
     )
 
 
+# Cheapest (shortest inputs) first, so a sweep cut short still fills whole rows.
+PRIORITY = (
+    "financial_phrasebank", "copa", "arc_easy", "piqa", "arc_challenge", "mmlu_medical",
+    "boolq", "medqa_usmle", "pubmedqa",
+)  # fmt: skip
+
+
 def planned(cfg: SweepConfig, tasks: tuple[str, ...] = ()) -> list[RunConfig]:
-    """Every run, cheap tasks and in-domain first (so partial sweeps fill whole rows)."""
+    """Every run, tasks in PRIORITY order: first zero-shot, BBT and CBP (in-domain and
+    held-out) on every task, then BBTv2 and white-box PT (the headline comparison first)."""
+    domain_of = {t: d for d in cfg.domains for t in domain_tasks(d)}
+    order = [t for t in PRIORITY if t in domain_of] + [t for t in domain_of if t not in PRIORITY]
+    order = [t for t in order if not tasks or t in tasks]
     rows = []
-    for domain in cfg.domains:
-        for task in domain_tasks(domain):
-            if tasks and task not in tasks:
-                continue
-            for method in METHODS:
-                for seed in cfg.seeds if method != "zero_shot" else cfg.seeds[:1]:
-                    rows.append(
-                        run_config(cfg, task, method, seed, domain if method == "cbp" else "")
-                    )
-            if task in cfg.leave_one_out:
-                for seed in cfg.seeds:
-                    rows.append(run_config(cfg, task, "cbp", seed, f"{domain}-minus-{task}"))
+    for methods in (("zero_shot", "bbt", "cbp"), ("bbtv2", "prompt_tuning")):
+        for task in order:
+            domain = domain_of[task]
+            for method in methods:
+                gen = domain if method == "cbp" else ""
+                rows += [run_config(cfg, task, method, seed, gen) for seed in cfg.seeds]
+            if task in cfg.leave_one_out and "cbp" in methods:
+                held = f"{domain}-minus-{task}"
+                rows += [run_config(cfg, task, "cbp", seed, held) for seed in cfg.seeds]
     return rows
 
 
@@ -162,9 +178,6 @@ def _cell(values: list[float], expected: int) -> str:
 
 
 def _values(cfg: SweepConfig, task: str, column: str, gen: str) -> list[float]:
-    if column == "zero_shot":
-        res = _read(run_config(cfg, task, "zero_shot", cfg.seeds[0]))
-        return [] if res is None else [res["test_acc"]] * len(cfg.seeds)
     method, key = ("cbp", "test_acc_z0") if column == "cbp_z0" else (column, "test_acc")
     out = []
     for seed in cfg.seeds:
@@ -182,11 +195,12 @@ def table(cfg: SweepConfig, command: str) -> str:
         f"Command: `{command}`",
         "",
         f"Test accuracy (%), mean ± std over seeds {list(cfg.seeds)}; {cfg.shots} shots per "
-        f"class for train and dev each; {cfg.test_size} test examples (never trained on, not "
-        f"even by stage 1); black-box methods (BBT, BBTv2, CBP) at the same budget of "
-        f"{cfg.budget} API calls (train + dev), population {cfg.population}. Zero-shot is "
-        "deterministic (one run shown for every seed). White-box PT: gradients through the "
-        f"model, {cfg.pt_epochs} epochs, no budget (upper bound). CBP z0 only: the provider's "
+        f"class for train and dev each; {cfg.test_size} test examples (copa: its whole "
+        "49-example test pool), never trained on, not even by stage 1. Black-box methods "
+        f"(BBT, BBTv2, CBP) at the same budget of {cfg.budget} API calls (train + dev), "
+        f"population {cfg.population}. Each seed draws its own k-shot sets and test subset "
+        "(all methods of a seed share them). White-box PT: gradients through the model, "
+        f"{cfg.pt_epochs} epochs, no budget (upper bound). CBP z0 only: the provider's "
         "stage-1 vector, no stage 2 (costs no API calls).",
         "",
     ]
