@@ -1,0 +1,274 @@
+"""POST step 1, provider side: distil a few-layer student from the teacher (METHODS.md, POST).
+
+The student is the teacher truncated to a few decoder blocks (default: the first and the
+last), with the token embeddings, final norm and LM head copied. It is trained on a public
+corpus of token windows x_1..x_S to match the teacher (Wang et al., ICML 2025, after
+DistilBERT):
+
+    L = w_kl * tau^2 * mean_i KL( softmax(z^T_i / tau) || softmax(z^S_i / tau) )
+      + w_lm * mean_i -log softmax(z^S_i)[x_{i+1}]
+      + w_cos * mean_i (1 - cos(h^S_i, h^T_i)),
+
+z the next-token logits and h the final normalised hidden states at every position i, tau = 2
+and (w_kl, w_lm, w_cos) = (5, 2, 1). The teacher is frozen; every student parameter trains.
+
+Data: windows of `seq_len` tokens cut from the concatenated, EOS-separated token stream of
+public text. `public_corpus` uses rendered text of shipped tasks that are never private here
+(default: the ag_news train pool; the private tasks are sst2 and financial_phrasebank, see
+transfer.PRIVATE_TASKS); `corpus_from_file` reads a user-supplied text file. Step s trains on
+the windows drawn by numpy's PCG64 seeded with (seed, s), so a batch is a pure function of
+(seed, step) and a resumed run sees exactly the batches the killed one would have. An Orbax
+checkpoint (student params, optimiser state, step) is written every `checkpoint_every` steps
+and at the end; one JSONL line per step goes to run_dir/log.jsonl.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from cbp_jax.ckpt import Checkpointer
+from cbp_jax.model.config import LlamaConfig
+from cbp_jax.model.llama import forward
+
+DEFAULT_PUBLIC = ("ag_news",)
+
+
+def default_layers(num_layers: int) -> tuple[int, ...]:
+    """The first and the last block (one block if the teacher has one)."""
+    return (0,) if num_layers == 1 else (0, num_layers - 1)
+
+
+def make_student(params, cfg: LlamaConfig, layers: Sequence[int] | None = None):
+    """(student params, student config): the teacher's chosen blocks, embeddings and head."""
+    layers = default_layers(cfg.num_layers) if layers is None else tuple(layers)
+    if not layers or list(layers) != sorted(set(layers)):
+        raise ValueError(f"student layers must be strictly increasing, got {layers}")
+    if layers[0] < 0 or layers[-1] >= cfg.num_layers:
+        raise ValueError(f"student layers {layers} out of range [0, {cfg.num_layers})")
+    idx = jnp.asarray(layers)
+    student = {k: v for k, v in params.items() if k != "layers"}
+    student["layers"] = jax.tree.map(lambda w: w[idx], params["layers"])
+    return student, cfg.replace(num_layers=len(layers))
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """layers: teacher blocks kept (None: first + last); steps / batch_size: optimiser steps
+    and windows per step; seq_len: tokens per window; temperature: tau of the KL term;
+    weights: (w_kl, w_lm, w_cos); clip_norm: global-norm clip before AdamW."""
+
+    layers: tuple[int, ...] | None = None
+    steps: int = 2000
+    batch_size: int = 8
+    seq_len: int = 128
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    temperature: float = 2.0
+    weights: tuple[float, float, float] = (5.0, 2.0, 1.0)
+    checkpoint_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+        for name in ("steps", "batch_size", "seq_len", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"DistillConfig.{name} must be a positive int, got {value!r}")
+        if self.seq_len < 2:
+            raise ValueError("DistillConfig.seq_len must be >= 2 (next-token targets)")
+        if not (self.learning_rate > 0 and self.clip_norm > 0 and self.temperature > 0):
+            raise ValueError("DistillConfig learning_rate, clip_norm, temperature must be > 0")
+        if self.weight_decay < 0:
+            raise ValueError("DistillConfig.weight_decay must be >= 0")
+        if len(self.weights) != 3 or min(self.weights) < 0 or sum(self.weights) == 0:
+            raise ValueError(f"DistillConfig.weights must be 3 non-negative, got {self.weights}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"DistillConfig.seed must be an int >= 0, got {self.seed!r}")
+
+
+# ---------------------------------------------------------------------------- corpus
+
+
+def pack(seqs: Sequence[Sequence[int]], seq_len: int, eos_id: int) -> np.ndarray:
+    """Concatenate token lists (EOS after each) and cut into N x seq_len windows."""
+    stream = [t for s in seqs for t in (*s, eos_id)]
+    n = len(stream) // seq_len
+    if n == 0:
+        raise ValueError(f"corpus has {len(stream)} tokens, fewer than one window ({seq_len})")
+    return np.asarray(stream[: n * seq_len], np.int32).reshape(n, seq_len)
+
+
+def _eos(tokenizer) -> int:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return int(eos if eos is not None else tokenizer.pad_token_id or 0)
+
+
+def public_corpus(tokenizer, names: Sequence[str] = DEFAULT_PUBLIC, seq_len: int = 128):
+    """N x seq_len token windows of the rendered TRAIN-pool text of public shipped tasks.
+
+    Refuses the private tasks (sst2, financial_phrasebank): the student is a public artefact.
+    """
+    from cbp_jax.data.splits import train_pool
+    from cbp_jax.data.tasks import get_task
+    from cbp_jax.post.transfer import PRIVATE_TASKS
+
+    names = (names,) if isinstance(names, str) else tuple(names)
+    private = [n for n in names if n in PRIVATE_TASKS]
+    if not names or private:
+        raise ValueError(f"public corpus needs public task names; private: {private}")
+    texts = [get_task(n).render(ex) for n in names for ex in train_pool(n)]
+    seqs = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    return pack(seqs, seq_len, _eos(tokenizer))
+
+
+def corpus_from_file(path, tokenizer, seq_len: int = 128) -> np.ndarray:
+    """N x seq_len windows of a UTF-8 text file (one document per non-empty line)."""
+    lines = [x.strip() for x in pathlib.Path(path).read_text("utf-8").splitlines()]
+    seqs = [tokenizer(x, add_special_tokens=False)["input_ids"] for x in lines if x]
+    if not seqs:
+        raise ValueError(f"{path}: no text")
+    return pack(seqs, seq_len, _eos(tokenizer))
+
+
+def batch_indices(cfg: DistillConfig, n: int, step: int) -> np.ndarray:
+    """Window indices of a step: a pure function of (seed, step)."""
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, step]))
+    return rng.choice(n, size=cfg.batch_size, replace=n < cfg.batch_size)
+
+
+# ---------------------------------------------------------------------------- loss and step
+
+
+def distill_loss(student, s_cfg, teacher, t_cfg, tokens_BxS, temperature, weights):
+    """(total, {kl, lm, cos}) of the student on a batch of full windows."""
+    t_out = forward(teacher, t_cfg, tokens_BxS, full_logits=True, return_hidden=True)
+    t_logits, t_hidden = jax.lax.stop_gradient((t_out.logits, t_out.hidden_BxSxD))
+    s_out = forward(student, s_cfg, tokens_BxS, full_logits=True, return_hidden=True)
+    tau = temperature
+    p_t = jax.nn.log_softmax(t_logits / tau, axis=-1)
+    p_s = jax.nn.log_softmax(s_out.logits / tau, axis=-1)
+    kl = tau**2 * (jnp.exp(p_t) * (p_t - p_s)).sum(-1).mean()
+    logp = jax.nn.log_softmax(s_out.logits[:, :-1], axis=-1)
+    lm = -jnp.take_along_axis(logp, tokens_BxS[:, 1:, None], axis=-1).mean()
+    h_s, h_t = s_out.hidden_BxSxD, t_hidden
+    cos = (h_s * h_t).sum(-1) / (
+        jnp.linalg.norm(h_s, axis=-1) * jnp.linalg.norm(h_t, axis=-1) + 1e-8
+    )
+    parts = {"kl": kl, "lm": lm, "cos": (1.0 - cos).mean()}
+    total = weights[0] * parts["kl"] + weights[1] * parts["lm"] + weights[2] * parts["cos"]
+    return total, parts
+
+
+def make_optimizer(cfg: DistillConfig) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.clip_norm),
+        optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _step_fn(s_cfg: LlamaConfig, t_cfg: LlamaConfig, cfg: DistillConfig):
+    opt = make_optimizer(cfg)
+
+    @jax.jit
+    def step(student, opt_state, teacher, tokens_BxS):
+        (loss, parts), grads = jax.value_and_grad(distill_loss, has_aux=True)(
+            student, s_cfg, teacher, t_cfg, tokens_BxS, cfg.temperature, cfg.weights
+        )
+        updates, opt_state = opt.update(grads, opt_state, student)
+        return optax.apply_updates(student, updates), opt_state, {"loss": loss, **parts}
+
+    return opt, step
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+@dataclasses.dataclass
+class DistillResult:
+    params: dict
+    cfg: LlamaConfig
+    history: list[dict]
+
+
+def distill(
+    teacher_params,
+    cfg: LlamaConfig,
+    corpus_NxS,
+    dcfg: DistillConfig,
+    run_dir: str | pathlib.Path | None = None,
+    *,
+    progress: bool = True,
+    on_step: Callable[[int, dict], None] | None = None,
+) -> DistillResult:
+    """Distil the student from `teacher_params` on token windows `corpus_NxS` (ids).
+
+    run_dir: Orbax checkpoints and log.jsonl; an existing run there resumes (same config
+    required). on_step(step, row) is called after every step (1-based).
+    """
+    corpus_NxS = np.asarray(corpus_NxS)
+    if corpus_NxS.ndim != 2 or corpus_NxS.shape[0] == 0:
+        raise ValueError(f"corpus must be a non-empty N x S array of ids, got {corpus_NxS.shape}")
+    if corpus_NxS.shape[1] < dcfg.seq_len:
+        raise ValueError(f"corpus windows ({corpus_NxS.shape[1]}) shorter than seq_len")
+    corpus_NxS = corpus_NxS[:, : dcfg.seq_len]
+    student, s_cfg = make_student(teacher_params, cfg, dcfg.layers)
+    opt, step_fn = _step_fn(s_cfg, cfg, dcfg)
+    opt_state = opt.init(student)
+    record = json.loads(json.dumps(dataclasses.asdict(dcfg)))
+    step, history = 0, []
+    ckpt = Checkpointer(run_dir) if run_dir is not None else None
+    log_path = pathlib.Path(run_dir) / "log.jsonl" if run_dir is not None else None
+    if ckpt is not None and ckpt.latest_step() is not None:
+        state, meta = ckpt.restore({"student": student, "opt_state": opt_state})
+        if meta["config"] != record:
+            raise ValueError(f"{run_dir} holds a distillation run with another config")
+        student, opt_state, step = state["student"], state["opt_state"], meta["step"]
+        if log_path.exists():
+            rows = [json.loads(x) for x in log_path.read_text().splitlines()]
+            history = [h for h in rows if h["step"] <= step]
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    bar = tqdm(total=dcfg.steps, initial=step, desc="POST distil", disable=not progress)
+    log = None if log_path is None else log_path.open("a")
+    try:
+        while step < dcfg.steps:
+            tokens = jnp.asarray(corpus_NxS[batch_indices(dcfg, len(corpus_NxS), step)])
+            student, opt_state, metrics = step_fn(student, opt_state, teacher_params, tokens)
+            step += 1
+            row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+            history.append(row)
+            if log is not None:
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+            if ckpt is not None and (step % dcfg.checkpoint_every == 0 or step == dcfg.steps):
+                ckpt.save(
+                    step,
+                    {"student": student, "opt_state": opt_state},
+                    {"step": step, "config": record},
+                )
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+            if on_step is not None:
+                on_step(step, row)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+        if ckpt is not None:
+            ckpt.close()
+    return DistillResult(student, s_cfg, history)

@@ -1,0 +1,235 @@
+"""POST step 2, user side: soft-prompt tuning on the student with DP-SGD (Abadi et al. 2016).
+
+The user's prompt p (T x D) is trained locally on the student with the classification loss of
+prompt tuning (cross-entropy over class scores s_c = logsumexp over the class's label-word
+log-probs at the answer position). With DP, each step
+
+  1. Poisson-samples the batch: example i is included independently with probability q;
+  2. computes per-example gradients g_i = grad_p loss(p; x_i) (`jax.vmap(jax.grad(.))`);
+  3. clips each: g_i <- g_i * min(1, C / ||g_i||_2);
+  4. adds noise and normalises by the expected batch size q N:
+         g = (sum_{i in batch} g_i + N(0, sigma^2 C^2 I)) / (q N);
+  5. takes an optimiser step (SGD by default, as in the paper).
+
+The sampled batch has a variable size; it is processed in fixed-size chunks of
+`physical_batch` rows, padded and masked, so nothing is truncated and compiled shapes stay
+fixed. The noise multiplier sigma is the smallest one whose spent epsilon after
+steps = round(epochs / q) compositions of the Poisson-subsampled Gaussian mechanism is at most
+the target (epsilon, delta = 1/N by default), found by bisection with Google's
+`dp_accounting` (RDP accountant by default, PLD as an alternative).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+
+import dp_accounting
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from cbp_jax.data.batching import Inputs
+from cbp_jax.methods.losses import cross_entropy
+from cbp_jax.methods.prompt_tuning import evaluate_prompt, prompt_scores
+
+ACCOUNTANTS = ("rdp", "pld")
+
+
+# ---------------------------------------------------------------------------- accounting
+
+
+def _check_privacy_args(epsilon, delta, q, steps) -> None:
+    if epsilon is not None and not epsilon > 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    if not 0 < q <= 1:
+        raise ValueError(f"sampling rate q must be in (0, 1], got {q!r}")
+    if not isinstance(steps, int | np.integer) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+
+
+def spent_epsilon(sigma: float, q: float, steps: int, delta: float, accountant="rdp") -> float:
+    """Epsilon of `steps` Poisson-subsampled (rate q) Gaussian steps with noise sigma."""
+    _check_privacy_args(None, delta, q, steps)
+    if not sigma > 0:
+        raise ValueError(f"noise multiplier must be > 0, got {sigma!r}")
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), int(steps)
+    )
+    if accountant == "rdp":
+        acc = dp_accounting.rdp.RdpAccountant()
+    elif accountant == "pld":
+        acc = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-3)
+    else:
+        raise ValueError(f"unknown accountant {accountant!r}; known: {ACCOUNTANTS}")
+    absl = logging.getLogger("absl")  # fractional RDP orders that fail to converge are
+    level = absl.level  # dropped with one warning each; keep the bisection quiet
+    absl.setLevel(logging.ERROR)
+    try:
+        return float(acc.compose(event).get_epsilon(delta))
+    finally:
+        absl.setLevel(level)
+
+
+def noise_multiplier_for(
+    epsilon: float, delta: float, q: float, steps: int, accountant="rdp", rtol: float = 1e-3
+) -> float:
+    """Smallest sigma (to rtol) with spent_epsilon(sigma, q, steps, delta) <= epsilon."""
+    _check_privacy_args(epsilon, delta, q, steps)
+    lo, hi = 0.0, 1.0
+    while spent_epsilon(hi, q, steps, delta, accountant) > epsilon:
+        lo, hi = hi, 2 * hi
+        if hi > 1e6:
+            raise ValueError(f"no noise multiplier reaches epsilon {epsilon} (delta {delta})")
+    while hi - lo > rtol * hi:
+        mid = (lo + hi) / 2
+        if spent_epsilon(mid, q, steps, delta, accountant) > epsilon:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+# ---------------------------------------------------------------------------- the DP gradient
+
+
+def clip_per_example(grads_BxTxD, clip_norm):
+    """(clipped grads, norms before clipping): each row scaled to L2 norm <= clip_norm."""
+    b = grads_BxTxD.shape[0]
+    norms_B = jnp.linalg.norm(grads_BxTxD.reshape(b, -1), axis=-1)
+    scale_B = jnp.minimum(1.0, clip_norm / jnp.maximum(norms_B, 1e-12))
+    return grads_BxTxD * scale_B.reshape((b,) + (1,) * (grads_BxTxD.ndim - 1)), norms_B
+
+
+def example_loss(prompt_TxD, params, cfg, tokens_S, mask_S, cands_CxW, label):
+    """Cross-entropy of one example (the unit DP-SGD clips)."""
+    scores = prompt_scores(params, cfg, prompt_TxD, tokens_S[None], mask_S[None], cands_CxW)
+    return cross_entropy(scores, label[None])
+
+
+def per_example_grads(prompt_TxD, params, cfg, tokens_BxS, mask_BxS, cands_CxW, labels_B):
+    """B x T x D gradients, one per example, with jax.vmap(jax.grad(.))."""
+    grad_fn = jax.vmap(jax.grad(example_loss), in_axes=(None, None, None, 0, 0, None, 0))
+    return grad_fn(prompt_TxD, params, cfg, tokens_BxS, mask_BxS, cands_CxW, labels_B)
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def clipped_grad_sum(
+    prompt_TxD, params, cfg, tokens_BxS, mask_BxS, cands_CxW, labels_B, keep_B, clip_norm
+):
+    """Sum over kept rows of clipped per-example gradients (T x D), and their raw norms."""
+    grads = per_example_grads(prompt_TxD, params, cfg, tokens_BxS, mask_BxS, cands_CxW, labels_B)
+    clipped, norms_B = clip_per_example(grads, clip_norm)
+    return jnp.einsum("b,btd->td", keep_B.astype(clipped.dtype), clipped), norms_B
+
+
+def noisy_gradient(key_noise, grad_sum_TxD, clip_norm, noise_multiplier, expected_batch):
+    """(sum + N(0, (sigma C)^2 I)) / (q N)."""
+    noise = jax.random.normal(key_noise, grad_sum_TxD.shape, grad_sum_TxD.dtype)
+    return (grad_sum_TxD + noise_multiplier * clip_norm * noise) / expected_batch
+
+
+def poisson_sample(seed: int, step: int, n: int, q: float) -> np.ndarray:
+    """Indices of the examples in step `step`'s batch (each kept with probability q)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 1, step]))
+    return np.flatnonzero(rng.random(n) < q)
+
+
+# ---------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass(frozen=True)
+class DPConfig:
+    """DP-SGD prompt tuning. epsilon None = no privacy (no clipping, no noise; the same
+    Poisson batches). delta None = 1 / N. expected_batch_size: q N. physical_batch: rows per
+    compiled chunk. optimizer: "sgd" (paper) or "adam"."""
+
+    prompt_len: int = 100
+    epochs: int = 20
+    expected_batch_size: int = 16
+    physical_batch: int = 16
+    learning_rate: float = 1e-3
+    optimizer: str = "sgd"
+    clip_norm: float = 1.0
+    epsilon: float | None = 8.0
+    delta: float | None = None
+    accountant: str = "rdp"
+    init_vocab: int = 5000
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("prompt_len", "epochs", "expected_batch_size", "physical_batch", "init_vocab"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"DPConfig.{name} must be a positive int, got {value!r}")
+        if not (self.learning_rate > 0 and self.clip_norm > 0):
+            raise ValueError("DPConfig learning_rate and clip_norm must be > 0")
+        if self.epsilon is not None and not self.epsilon > 0:
+            raise ValueError(f"DPConfig.epsilon must be > 0 (or None), got {self.epsilon!r}")
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise ValueError(f"DPConfig.delta must be in (0, 1), got {self.delta!r}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"DPConfig.optimizer must be sgd or adam, got {self.optimizer!r}")
+        if self.accountant not in ACCOUNTANTS:
+            raise ValueError(f"DPConfig.accountant must be one of {ACCOUNTANTS}")
+
+
+@dataclasses.dataclass
+class DPResult:
+    prompt_TxD: np.ndarray
+    noise_multiplier: float  # 0 without DP
+    epsilon: float | None  # spent, by the accountant
+    delta: float | None
+    steps: int
+    history: list[dict]
+
+
+def dp_tune_prompt(
+    params, cfg, train: Inputs, dev: Inputs | None, dcfg: DPConfig, progress: bool = True
+) -> DPResult:
+    """Tune a soft prompt on (params, cfg) with DP-SGD; returns the LAST prompt (picking the
+    best on dev would spend privacy on the dev set)."""
+    n = train.tokens_BxS.shape[0]
+    q = min(1.0, dcfg.expected_batch_size / n)
+    steps = max(1, round(dcfg.epochs / q))
+    private = dcfg.epsilon is not None
+    delta = (dcfg.delta or 1.0 / n) if private else None
+    sigma = noise_multiplier_for(dcfg.epsilon, delta, q, steps, dcfg.accountant) if private else 0
+    clip = dcfg.clip_norm if private else math.inf
+    key_init, key_noise = jax.random.split(jax.random.key(dcfg.seed))
+    ids = jax.random.randint(key_init, (dcfg.prompt_len,), 0, min(dcfg.init_vocab, cfg.vocab_size))
+    prompt = params["embed"][ids].astype(jnp.float32)
+    opt = (optax.sgd if dcfg.optimizer == "sgd" else optax.adam)(dcfg.learning_rate)
+    opt_state = opt.init(prompt)
+    update = jax.jit(lambda g, s, p: opt.update(g, s, p))
+    tokens, mask, cands, labels = train.device()
+    pb = dcfg.physical_batch
+    history = []
+    for step in tqdm(range(steps), desc="DP prompt tuning", disable=not progress):
+        idx = poisson_sample(dcfg.seed, step, n, q)
+        grad_sum = jnp.zeros_like(prompt)
+        for start in range(0, max(len(idx), 1), pb):
+            chunk = idx[start : start + pb]
+            rows = jnp.asarray(np.pad(chunk, (0, pb - len(chunk))), jnp.int32)
+            keep = jnp.arange(pb) < len(chunk)
+            part, _ = clipped_grad_sum(
+                prompt, params, cfg, tokens[rows], mask[rows], cands, labels[rows], keep, clip
+            )
+            grad_sum = grad_sum + part
+        grad = noisy_gradient(
+            jax.random.fold_in(key_noise, step), grad_sum, dcfg.clip_norm, sigma, q * n
+        )
+        updates, opt_state = update(grad, opt_state, prompt)
+        prompt = optax.apply_updates(prompt, updates)
+        history.append({"step": step + 1, "batch": int(len(idx))})
+    if dev is not None:
+        loss, acc = (float(x) for x in evaluate_prompt(params, cfg, prompt, *dev.device()))
+        history.append({"step": steps, "dev_loss": loss, "dev_acc": acc})
+    spent = spent_epsilon(sigma, q, steps, delta, dcfg.accountant) if private else None
+    return DPResult(np.asarray(prompt), float(sigma), spent, delta, steps, history)

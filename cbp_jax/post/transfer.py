@@ -1,0 +1,268 @@
+"""POST step 3, provider side: transfer the user's student prompt to the teacher, public data only.
+
+Given the student S with the user's prompt p_s, the provider trains the teacher's prompt p_t
+(initialised to p_s; both live in the same embedding space) on public inputs x rendered in
+the private task's template, matching next-token logits z at the answer position:
+
+    L = (1 - a) KL( softmax(T(p_t + x) / tau) || softmax(S(p_s + x) / tau) )
+        + a KL( softmax((T(p_t + x) - T(x)) / tau) || softmax((S(p_s + x) - S(x)) / tau) ),
+
+times tau^2, tau = 2, over the full vocabulary. The second term transfers the prompt's
+*effect* (the change it makes to the model's output) rather than the student's output itself,
+which helps when the student is weak. a = min((ZS - RG) / (C - RG), 1) clipped at 0, with
+ZS the teacher's zero-shot accuracy, C the compressed (student) model's accuracy with the
+prompt and RG random guessing (`alpha_heuristic`), or set by hand. Fixed number of steps.
+
+Privacy boundary, enforced in code: `transfer` accepts only a `PublicData`, which can only be
+built by its constructors from public sources (registry tasks that are not private, plain
+text, a text file); they refuse the private tasks, examples carrying the private marker
+(`mark_private`) and examples whose id or text belongs to a private task's data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from cbp_jax.data.batching import Inputs, candidate_ids, encode, left_pad
+from cbp_jax.data.spec import TaskSpec, truncate
+from cbp_jax.model.config import LlamaConfig
+from cbp_jax.model.llama import forward
+
+PRIVATE_TASKS = ("sst2", "financial_phrasebank")
+PRIVATE_MARKER = "_private"
+_BUILD = object()  # only this module's constructors hold it
+
+
+class PrivacyBoundaryError(ValueError):
+    """Private data was offered to the provider-side transfer."""
+
+
+def mark_private(examples: Sequence[dict]) -> list[dict]:
+    """Copies of the user's examples carrying the private marker."""
+    return [{**ex, PRIVATE_MARKER: True} for ex in examples]
+
+
+@functools.lru_cache(maxsize=4)
+def _private_keys(tasks: tuple[str, ...]) -> tuple[frozenset, frozenset]:
+    """(ids, texts) of every example of the private tasks (both pools)."""
+    from cbp_jax.data.tasks import get_task, load_examples
+
+    ids, texts = set(), set()
+    for name in tasks:
+        for ex in load_examples(name, "all"):
+            ids.add(ex["id"])
+            texts.update(str(ex[f]).strip() for f in get_task(name).fields)
+    return frozenset(ids), frozenset(texts)
+
+
+def _check_public(examples: Sequence[dict], private_tasks: Sequence[str]) -> None:
+    marked = [i for i, ex in enumerate(examples) if ex.get(PRIVATE_MARKER)]
+    if marked:
+        raise PrivacyBoundaryError(
+            f"{len(marked)} examples carry the private marker (e.g. #{marked[0]})"
+        )
+    ids, texts = _private_keys(tuple(private_tasks))
+    for ex in examples:
+        if ex.get("id") in ids:
+            raise PrivacyBoundaryError(f"example id {ex['id']!r} belongs to a private task")
+        hit = [k for k, v in ex.items() if isinstance(v, str) and v.strip() in texts]
+        if hit:
+            raise PrivacyBoundaryError(f"example field {hit[0]!r} is text of a private task")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PublicData:
+    """Public inputs in the private task's template: tokens, mask, candidates; no labels."""
+
+    tokens_BxS: np.ndarray
+    mask_BxS: np.ndarray
+    candidates_CxW: np.ndarray
+    source: str
+    _key: object = dataclasses.field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self._key is not _BUILD:
+            raise PrivacyBoundaryError(
+                "build PublicData with PublicData.from_task / from_texts / from_file"
+            )
+        if self.tokens_BxS.shape[0] == 0:
+            raise ValueError(f"public set {self.source!r} is empty")
+
+    @classmethod
+    def from_examples(
+        cls,
+        tokenizer,
+        task: TaskSpec,
+        examples: Sequence[dict],
+        source: str,
+        private_tasks: Sequence[str] = PRIVATE_TASKS,
+        pad_to: int = 8,
+    ):
+        """Examples (dicts with the template's fields) rendered in `task`'s template."""
+        if not examples:
+            raise ValueError(f"public set {source!r} is empty")
+        _check_public(examples, private_tasks)
+        tokens, mask = left_pad(
+            encode(tokenizer, [task.render(ex) for ex in examples]),
+            tokenizer.pad_token_id or 0,
+            pad_to,
+        )
+        return cls(tokens, mask, candidate_ids(tokenizer, task.label_words), source, _BUILD)
+
+    @classmethod
+    def from_texts(
+        cls,
+        tokenizer,
+        task: TaskSpec,
+        texts: Sequence[str],
+        source: str,
+        private_tasks: Sequence[str] = PRIVATE_TASKS,
+        max_chars: int = 400,
+    ):
+        """Plain texts placed in the single text field of `task`'s template."""
+        if len(task.fields) != 1:
+            raise ValueError(f"task {task.name} has fields {task.fields}; use from_examples")
+        examples = [{task.fields[0]: truncate(t.strip(), max_chars)} for t in texts if t.strip()]
+        return cls.from_examples(tokenizer, task, examples, source, private_tasks)
+
+    @classmethod
+    def from_task(
+        cls,
+        tokenizer,
+        task: TaskSpec,
+        public_name: str,
+        n: int,
+        seed: int = 0,
+        private_tasks: Sequence[str] = PRIVATE_TASKS,
+        max_chars: int = 400,
+    ):
+        """n texts of a shipped public task's TRAIN pool (its text fields joined by '. ')."""
+        if public_name in private_tasks:
+            raise PrivacyBoundaryError(f"{public_name!r} is a private task")
+        from cbp_jax.data.splits import train_pool
+        from cbp_jax.data.tasks import get_task
+
+        pool = train_pool(public_name)
+        fields = [f for f in get_task(public_name).fields if f not in ("A", "B", "C", "D")]
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+        pick = rng.permutation(len(pool))[:n]
+        _check_public([pool[i] for i in pick], private_tasks)
+        texts = [". ".join(str(pool[i][f]).strip() for f in fields) for i in pick]
+        return cls.from_texts(
+            tokenizer, task, texts, f"{public_name}[{n}]", private_tasks, max_chars
+        )
+
+    @classmethod
+    def from_file(cls, tokenizer, task: TaskSpec, path, private_tasks=PRIVATE_TASKS, **kw):
+        """One public text per non-empty line of a UTF-8 file."""
+        lines = pathlib.Path(path).read_text("utf-8").splitlines()
+        return cls.from_texts(tokenizer, task, lines, str(path), private_tasks, **kw)
+
+
+def alpha_heuristic(zs: float, c: float, rg: float) -> float:
+    """a = min((ZS - RG) / (C - RG), 1), clipped at 0; accuracies in [0, 1]."""
+    for name, v in (("zs", zs), ("c", c), ("rg", rg)):
+        if not 0 <= v <= 1:
+            raise ValueError(f"{name} must be an accuracy in [0, 1], got {v!r}")
+    if not c > rg:
+        raise ValueError(f"compressed-model accuracy c ({c}) must exceed random guess rg ({rg})")
+    return float(min(max((zs - rg) / (c - rg), 0.0), 1.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferConfig:
+    steps: int = 200
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    temperature: float = 2.0
+    alpha: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self):
+        if min(self.steps, self.batch_size) <= 0:
+            raise ValueError("TransferConfig steps and batch_size must be positive")
+        if not (self.learning_rate > 0 and self.temperature > 0):
+            raise ValueError("TransferConfig learning_rate and temperature must be > 0")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"TransferConfig.alpha must be in [0, 1], got {self.alpha}")
+
+
+def _kl(p_logits, q_logits, tau):
+    lp, lq = jax.nn.log_softmax(p_logits / tau, -1), jax.nn.log_softmax(q_logits / tau, -1)
+    return (jnp.exp(lp) * (lp - lq)).sum(-1).mean()
+
+
+def transfer_loss(
+    p_t_TxD, teacher, t_cfg, student, s_cfg, p_s_TxD, tokens_BxS, mask_BxS, alpha, tau
+):
+    b = tokens_BxS.shape[0]
+
+    def logits(params, cfg, prompt):
+        pr = None if prompt is None else jnp.broadcast_to(prompt, (b, *prompt.shape))
+        return forward(params, cfg, tokens_BxS, mask_BxS, prompt_BxTxD=pr).logits
+
+    t_p = logits(teacher, t_cfg, p_t_TxD)
+    t_0, s_p, s_0 = jax.lax.stop_gradient(
+        (
+            logits(teacher, t_cfg, None),
+            logits(student, s_cfg, p_s_TxD),
+            logits(student, s_cfg, None),
+        )
+    )
+    return tau**2 * ((1 - alpha) * _kl(t_p, s_p, tau) + alpha * _kl(t_p - t_0, s_p - s_0, tau))
+
+
+@functools.lru_cache(maxsize=8)
+def _step_fn(t_cfg: LlamaConfig, s_cfg: LlamaConfig, tcfg: TransferConfig):
+    opt = optax.adam(tcfg.learning_rate)
+
+    @jax.jit
+    def step(p_t, opt_state, teacher, student, p_s, tokens, mask):
+        loss, grad = jax.value_and_grad(transfer_loss)(
+            p_t, teacher, t_cfg, student, s_cfg, p_s, tokens, mask, tcfg.alpha, tcfg.temperature
+        )
+        updates, opt_state = opt.update(grad, opt_state, p_t)
+        return optax.apply_updates(p_t, updates), opt_state, loss
+
+    return opt, step
+
+
+def transfer(
+    teacher_params,
+    t_cfg: LlamaConfig,
+    student_params,
+    s_cfg: LlamaConfig,
+    student_prompt_TxD,
+    public: PublicData,
+    tcfg: TransferConfig,
+    progress: bool = True,
+):
+    """The teacher's prompt T x D and the loss history; `public` must be a PublicData."""
+    if isinstance(public, Inputs) or not isinstance(public, PublicData):
+        raise PrivacyBoundaryError(
+            f"transfer takes only PublicData, got {type(public).__name__} (private data?)"
+        )
+    if public._key is not _BUILD or public.tokens_BxS.shape[0] == 0:
+        raise PrivacyBoundaryError("PublicData not built by its public constructors")
+    p_s = jnp.asarray(student_prompt_TxD, jnp.float32)
+    opt, step_fn = _step_fn(t_cfg, s_cfg, tcfg)
+    p_t, opt_state = p_s, opt.init(p_s)
+    tokens, mask = (jnp.asarray(x, jnp.int32) for x in (public.tokens_BxS, public.mask_BxS))
+    n, history = tokens.shape[0], []
+    for step in tqdm(range(tcfg.steps), desc="POST transfer", disable=not progress):
+        rng = np.random.default_rng(np.random.SeedSequence([tcfg.seed, step]))
+        idx = jnp.asarray(rng.choice(n, size=tcfg.batch_size, replace=n < tcfg.batch_size))
+        p_t, opt_state, loss = step_fn(
+            p_t, opt_state, teacher_params, student_params, p_s, tokens[idx], mask[idx]
+        )
+        history.append({"step": step + 1, "loss": float(loss)})
+    return np.asarray(p_t), history
