@@ -5,6 +5,8 @@
   out; writes a generator directory (resumes an interrupted run in the same directory).
 - `customize`: CBP stage 2 (user) on one task with a saved generator: zero-shot, z0 and
   customized test accuracy, and the saved task vector.
+- `serve`: the provider as an HTTP service (cbp_jax/serve): per-user API keys and budgets
+  in SQLite, candidate log-probs only, concurrent requests packed into one compiled call.
 """
 
 from __future__ import annotations
@@ -101,6 +103,12 @@ def _customize(args) -> None:
     print(f"  task vector: {base.run_dir / 'task_vector'}  [{time.time() - start:.0f}s]")
 
 
+def _serve(args) -> None:
+    from cbp_jax.serve.launch import run_serve
+
+    run_serve(args)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="cbp-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +152,23 @@ def main(argv=None) -> None:
     cu.add_argument("--out", default="checkpoints/runs")
     cu.add_argument("--tag", default="", help="run-dir suffix, e.g. the generator's name")
     cu.set_defaults(func=_customize)
+
+    sv = sub.add_parser("serve", help="serve the model over HTTP (scores only, per-user budgets)")
+    sv.add_argument("--model", default="smollm2-135m", help="registered name or path")
+    sv.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    sv.add_argument("--generator", default="", help="saved CBP generator directory (optional)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8321)
+    sv.add_argument("--db", default="cbp_serve.sqlite", help="SQLite file: budgets and records")
+    sv.add_argument("--users", default=None, help="file of NAME:KEY:BUDGET lines")
+    sv.add_argument("--key", action="append", help="NAME:KEY:BUDGET (repeatable)")
+    sv.add_argument("--batch-window-ms", type=float, default=10.0)
+    sv.add_argument("--max-pack", type=int, default=32, help="requests per compiled call")
+    sv.add_argument("--max-rows", type=int, default=64, help="candidates per compiled call")
+    sv.add_argument("--max-body-bytes", type=int, default=8 << 20)
+    sv.add_argument("--tiny-test-model", type=int, default=None, help=argparse.SUPPRESS)
+    sv.add_argument("--exit-after-commits", type=int, default=0, help=argparse.SUPPRESS)
+    sv.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     args.func(args)
 

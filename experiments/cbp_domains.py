@@ -127,9 +127,10 @@ def run_config(cfg: SweepConfig, task: str, method: str, seed: int, gen: str = "
     )
 
 
-# Cheapest (shortest inputs) first, so a sweep cut short still fills whole rows.
+# One task per domain first, then cheapest (shortest inputs) first, so a sweep cut short
+# still fills whole rows.
 PRIORITY = (
-    "financial_phrasebank", "copa", "arc_easy", "piqa", "arc_challenge", "mmlu_medical",
+    "financial_phrasebank", "copa", "mmlu_medical", "arc_easy", "piqa", "arc_challenge",
     "boolq", "medqa_usmle", "pubmedqa",
 )  # fmt: skip
 

@@ -1,0 +1,244 @@
+"""Remote scoring client: the engine's service interface over HTTP.
+
+`RemoteService(url, api_key, run_id=...)` has what `run_blackbox`, `customize` and
+`evaluate` use from an in-process `ScoringService`: `score(req)`, `reserve(n)`,
+`public_info()`, `oracle(kind)` and `calls_used`. `oracle(kind)` is a jittable pytree
+whose call is a `jax.pure_callback` that POSTs the population to the server, so the
+compiled `lax.scan` of the engine runs unchanged over the network.
+
+Retries: every HTTP attempt has a timeout; connection errors, timeouts, 429 and 5xx are
+retried with exponential backoff until `RetryPolicy.deadline_s`, then
+`ServiceUnavailableError` is raised (inside a compiled loop it surfaces wrapped in a JAX
+runtime error; the run's Orbax checkpoint then resumes it once the server is back).
+4xx answers are not retried: 400/413 -> MalformedRequestError, 401 -> AuthenticationError,
+402 -> BudgetExhaustedError, 409 -> RequestIdConflictError.
+
+Request ids (idempotency keys): id = sha256(run_id, scope, request content). For oracle
+calls, scope = "epoch:<calls reserved so far>". The engine reserves before every chunk and,
+on resume, re-reserves exactly the calls its checkpoint records, so the replayed chunk
+after a crash has the same epoch, the same (bit-identical) populations and thus the same
+ids: requests the server recorded before the crash are answered from its record and not
+charged again, whichever side crashed. Content hashing (not a call counter) makes the id
+independent of the order in which XLA runs callbacks. Eager `score` calls use scope
+"eager:<n-th call of this client>". Pass a stable `run_id` (e.g. the run directory's
+name) to get this across process restarts; the default is random per client. Reusing a
+run id for an identical run replays it from the record; the server never shares records
+between users.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import threading
+import time
+import uuid
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import requests
+
+from cbp_jax.serve.ledger import RequestIdConflictError
+from cbp_jax.serve.wire import MEDIA_TYPE, decode_response, encode_request, request_id
+from cbp_jax.service.budget import BudgetExhaustedError
+from cbp_jax.service.provider import PublicInfo
+from cbp_jax.service.requests import MalformedRequestError, ScoreRequest, ScoreResponse
+
+
+class ServiceUnavailableError(RuntimeError):
+    """The server did not answer within the retry deadline."""
+
+
+class AuthenticationError(PermissionError):
+    """The server refused the API key (HTTP 401)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """timeout_s: per attempt; deadline_s: per call, all attempts; backoff doubles from
+    backoff_s up to backoff_max_s."""
+
+    timeout_s: float = 60.0
+    deadline_s: float = 600.0
+    backoff_s: float = 0.2
+    backoff_max_s: float = 10.0
+
+    def __post_init__(self):
+        if not (self.timeout_s > 0 and self.deadline_s > 0 and 0 < self.backoff_s):
+            raise ValueError("RetryPolicy times must be positive")
+        if self.backoff_max_s < self.backoff_s:
+            raise ValueError("RetryPolicy.backoff_max_s must be >= backoff_s")
+
+
+_ERRORS = {
+    400: MalformedRequestError,
+    401: AuthenticationError,
+    402: BudgetExhaustedError,
+    409: RequestIdConflictError,
+    413: MalformedRequestError,
+}
+
+
+class RemoteService:
+    """A scoring service on the other side of HTTP, for one API key and one run."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        run_id: str | None = None,
+        tokenizer=None,
+        retry: RetryPolicy = RetryPolicy(),
+    ):
+        self.url = url.rstrip("/")
+        self.run_id = run_id or uuid.uuid4().hex
+        self.retry = retry
+        self._key, self._tokenizer = api_key, tokenizer
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._reserved = 0  # calls the engine has reserved: the epoch of oracle request ids
+        self._eager = 0
+        self._charged = 0
+        self._info = None
+
+    # ------------------------------------------------------------------ transport
+
+    def _session(self) -> requests.Session:
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def _http(self, method: str, path: str, **kw) -> requests.Response:
+        headers = {"X-API-Key": self._key, "X-Run-Id": self.run_id, **kw.pop("headers", {})}
+        deadline = time.monotonic() + self.retry.deadline_s
+        wait, last = self.retry.backoff_s, "no attempt"
+        while True:
+            try:
+                resp = self._session().request(
+                    method, self.url + path, headers=headers, timeout=self.retry.timeout_s, **kw
+                )
+                if resp.status_code < 400:
+                    return resp
+                message = _error_message(resp)
+                if resp.status_code in _ERRORS:
+                    raise _ERRORS[resp.status_code](f"{resp.status_code}: {message}")
+                if resp.status_code != 429 and resp.status_code < 500:
+                    raise RuntimeError(f"{method} {path}: HTTP {resp.status_code}: {message}")
+                last = f"HTTP {resp.status_code}: {message}"
+            except (requests.ConnectionError, requests.Timeout) as e:
+                last = f"{type(e).__name__}: {e}"
+                self._local.session = requests.Session()  # drop a broken pooled connection
+            if time.monotonic() + wait > deadline:
+                raise ServiceUnavailableError(
+                    f"{method} {self.url}{path}: no answer within {self.retry.deadline_s}s "
+                    f"(last: {last})"
+                )
+            time.sleep(wait)
+            wait = min(2 * wait, self.retry.backoff_max_s)
+
+    def _post_score(self, req: ScoreRequest, rid: str) -> tuple[np.ndarray, int]:
+        resp = self._http(
+            "POST",
+            "/v1/score",
+            data=encode_request(req),
+            headers={"Content-Type": MEDIA_TYPE, "X-Request-Id": rid},
+        )
+        logprobs, _ = decode_response(resp.content)
+        charged = int(resp.headers.get("X-Charged", "0"))
+        with self._lock:
+            self._charged += charged
+        want = (req.population, req.num_examples, *np.shape(req.candidates_CxW))
+        if logprobs.shape != want:
+            raise RuntimeError(f"server answered shape {logprobs.shape}, expected {want}")
+        return np.asarray(logprobs, np.float32), charged
+
+    # ------------------------------------------------------------------ service interface
+
+    @property
+    def calls_used(self) -> int:
+        """Calls the server charged to this client object (replays are free)."""
+        return self._charged
+
+    def budget(self) -> dict:
+        """{"user", "budget", "used", "remaining", "run_used"} from the server."""
+        return self._http("GET", "/v1/budget", params={"run": self.run_id}).json()
+
+    def public_info(self) -> PublicInfo:
+        if self._info is None:
+            info = self._http("GET", "/v1/info").json()
+            info["accepted_kinds"] = tuple(info["accepted_kinds"])
+            self._info = PublicInfo(**info, tokenizer=self._tokenizer)
+        return self._info
+
+    def score(self, request: ScoreRequest) -> ScoreResponse:
+        with self._lock:
+            scope, self._eager = f"eager:{self._eager}", self._eager + 1
+        logprobs, charged = self._post_score(request, request_id(self.run_id, scope, request))
+        return ScoreResponse(logprobs, charged)
+
+    def reserve(self, calls: int) -> None:
+        """Check the remote budget covers `calls` more than this run has been charged.
+
+        Charging itself happens on the server, per request; on resume the engine reserves
+        the calls of its checkpoint, which the server has already charged to this run id.
+        """
+        if calls < 0:
+            raise ValueError(f"cannot reserve a negative number of calls ({calls})")
+        b = self.budget()
+        need = self._reserved + calls - b["run_used"]
+        if need > b["remaining"]:
+            raise BudgetExhaustedError(
+                f"API budget exhausted: {b['used']} of {b['budget']} calls used, "
+                f"this run needs {need} more"
+            )
+        self._reserved += calls
+
+    def oracle(self, kind: str) -> RemoteOracle:
+        kinds = self.public_info().accepted_kinds
+        if kind not in kinds:
+            raise ValueError(f"this service does not accept {kind!r}; it accepts {list(kinds)}")
+        return RemoteOracle(self, kind)
+
+    def _oracle_call(self, kind, *arrays) -> np.ndarray:
+        payload, rest = (None, arrays) if kind == "none" else (arrays[0], arrays[1:])
+        req = ScoreRequest(kind, payload, *(np.asarray(x) for x in rest))
+        return self._post_score(req, request_id(self.run_id, f"epoch:{self._reserved}", req))[0]
+
+
+def _error_message(resp: requests.Response) -> str:
+    try:
+        return str(resp.json().get("error", resp.text))
+    except ValueError:
+        return resp.text[:500]
+
+
+@jax.tree_util.register_pytree_node_class
+class RemoteOracle:
+    """Jittable handle: (payload, tokens, mask, candidates) -> P x B x C x W log-probs,
+    computed by the server through `jax.pure_callback`. It holds no arrays."""
+
+    def __init__(self, client: RemoteService, kind: str):
+        self._client, self.kind = client, kind
+
+    def tree_flatten(self):
+        return (), (self._client, self.kind)
+
+    @classmethod
+    def tree_unflatten(cls, static, _children):
+        return cls(*static)
+
+    def __call__(self, payload, tokens_BxS, mask_BxS, candidates_CxW):
+        axis = 1 if self.kind == "deep_prompt" else 0
+        p = 1 if payload is None else payload.shape[axis]
+        c, w = candidates_CxW.shape
+        out = jax.ShapeDtypeStruct((p, tokens_BxS.shape[0], c, w), jnp.float32)
+        arrays = (tokens_BxS, mask_BxS, candidates_CxW)
+        if payload is not None:
+            arrays = (payload.astype(jnp.float32), *arrays)
+        fn = functools.partial(self._client._oracle_call, self.kind)
+        return jax.pure_callback(fn, out, *arrays, vmap_method="sequential")
+
+    def __repr__(self):
+        return f"RemoteOracle(kind={self.kind!r}, url={self._client.url!r})"

@@ -1,0 +1,200 @@
+"""API keys, budgets and the response record of the network service, in SQLite (WAL mode).
+
+Tables: `users` (name, sha256 of the API key, budget, calls used) and `records` (one row
+per scored request: user, request id, run id, body hash, calls, the response bytes).
+Charging and recording happen in ONE transaction after the scores are computed, so:
+
+- a restart neither resets budgets (they live in the file) nor double-charges (a request
+  is charged exactly when its record is written);
+- a request killed before its record is written costs nothing and was never answered;
+- a retried request id is answered from `records` (same bytes) and charged nothing;
+- concurrent requests of one user cannot overrun the budget: `hold` reserves calls in
+  memory before compute, `commit` turns the hold into a charge, `release` drops it.
+
+Keys are stored only as sha256 digests. Records are never pruned (a retention policy is
+left to the operator: deleting old rows only loses idempotency for those ids).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sqlite3
+import threading
+import time
+
+from cbp_jax.service.budget import BudgetExhaustedError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+  name TEXT PRIMARY KEY, key_sha256 TEXT UNIQUE NOT NULL,
+  budget INTEGER NOT NULL CHECK (budget >= 0), used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS records (
+  user TEXT NOT NULL, request_id TEXT NOT NULL, run_id TEXT NOT NULL, body_sha256 TEXT NOT NULL,
+  calls INTEGER NOT NULL, response BLOB NOT NULL, created REAL NOT NULL,
+  PRIMARY KEY (user, request_id));
+CREATE INDEX IF NOT EXISTS records_run ON records (user, run_id);
+"""
+
+
+class RequestIdConflictError(ValueError):
+    """A request id was reused for a different request body (HTTP 409)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UserSpec:
+    """One API user: name, secret key and budget in calls (candidate x example)."""
+
+    name: str
+    key: str
+    budget: int
+
+    def __post_init__(self):
+        if not self.name or ":" in self.name:
+            raise ValueError(f"user name must be non-empty without ':', got {self.name!r}")
+        if len(self.key) < 8:
+            raise ValueError(f"API key of {self.name!r} must have at least 8 characters")
+        if not isinstance(self.budget, int) or self.budget < 0:
+            raise ValueError(f"budget of {self.name!r} must be an int >= 0, got {self.budget!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> UserSpec:
+        """NAME:KEY:BUDGET (as in `--key` and each line of a `--users` file)."""
+        parts = text.strip().split(":")
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise ValueError(f"expected NAME:KEY:BUDGET, got {text.strip()!r}")
+        return cls(parts[0], parts[1], int(parts[2]))
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Ledger:
+    """Thread-safe accounting over one SQLite file (one connection, one lock)."""
+
+    def __init__(self, path: str):
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a charge survives power loss too
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def upsert_users(self, users: list[UserSpec]) -> None:
+        """Add users or update their key and budget; calls already used are kept."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            for u in users:
+                self._db.execute(
+                    "INSERT INTO users (name, key_sha256, budget) VALUES (?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET key_sha256=excluded.key_sha256, "
+                    "budget=excluded.budget",
+                    (u.name, key_digest(u.key), u.budget),
+                )
+            self._db.execute("COMMIT")
+
+    def authenticate(self, key: str | None) -> str | None:
+        """The user owning this key, or None."""
+        if not key:
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name FROM users WHERE key_sha256 = ?", (key_digest(key),)
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def budget(self, user: str, run_id: str | None = None) -> dict:
+        with self._lock:
+            budget, used = self._db.execute(
+                "SELECT budget, used FROM users WHERE name = ?", (user,)
+            ).fetchone()
+            run_used = 0
+            if run_id is not None:
+                run_used = self._db.execute(
+                    "SELECT COALESCE(SUM(calls), 0) FROM records WHERE user = ? AND run_id = ?",
+                    (user, run_id),
+                ).fetchone()[0]
+        return {
+            "user": user,
+            "budget": budget,
+            "used": used,
+            "remaining": budget - used,
+            "run_used": int(run_used),
+        }
+
+    def lookup(self, user: str, request_id: str, body_sha256: str) -> bytes | None:
+        """The recorded response of this request id, or None; raise on a different body."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body_sha256, response FROM records WHERE user = ? AND request_id = ?",
+                (user, request_id),
+            ).fetchone()
+        if row is None:
+            return None
+        if row[0] != body_sha256:
+            raise RequestIdConflictError(
+                f"request id {request_id} was already used for a different request"
+            )
+        return row[1]
+
+    def hold(self, user: str, calls: int) -> None:
+        """Reserve calls for a request about to be computed, or raise BudgetExhaustedError."""
+        with self._lock:
+            budget, used = self._db.execute(
+                "SELECT budget, used FROM users WHERE name = ?", (user,)
+            ).fetchone()
+            held = self._held.get(user, 0)
+            if used + held + calls > budget:
+                raise BudgetExhaustedError(
+                    f"API budget exhausted: {used} of {budget} calls used"
+                    + (f" ({held} more in flight)" if held else "")
+                    + f", request needs {calls} more"
+                )
+            self._held[user] = held + calls
+
+    def release(self, user: str, calls: int) -> None:
+        with self._lock:
+            self._held[user] = self._held.get(user, 0) - calls
+
+    def commit(
+        self,
+        user: str,
+        request_id: str | None,
+        run_id: str,
+        body_sha256: str,
+        calls: int,
+        response: bytes,
+    ) -> tuple[bytes, int]:
+        """Charge a held request and record its response, atomically.
+
+        Returns (response bytes, calls charged): a concurrent duplicate that committed first
+        wins, and this one is answered with its bytes for 0 calls.
+        """
+        with self._lock:
+            self._held[user] = self._held.get(user, 0) - calls
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if request_id is not None:
+                    row = self._db.execute(
+                        "SELECT response FROM records WHERE user = ? AND request_id = ?",
+                        (user, request_id),
+                    ).fetchone()
+                    if row is not None:
+                        self._db.execute("ROLLBACK")
+                        return row[0], 0
+                self._db.execute("UPDATE users SET used = used + ? WHERE name = ?", (calls, user))
+                if request_id is not None:
+                    self._db.execute(
+                        "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (user, request_id, run_id, body_sha256, calls, response, time.time()),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return response, calls

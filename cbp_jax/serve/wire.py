@@ -1,0 +1,136 @@
+"""Wire format of the scoring service: msgpack maps with arrays as raw little-endian bytes.
+
+An array travels as {"dtype": "<f4", "shape": [P, R], "data": <bytes>} (no JSON float
+lists): a 20 x 500 float32 population is 40 kB on the wire. A score request body is
+{"kind", "payload", "tokens", "mask", "candidates"}; a response body is
+{"logprobs": P x B x C x W float32, "calls": int}. Decoding never trusts the sender:
+unknown dtypes, shapes that disagree with the byte count, oversized containers and missing
+fields raise `MalformedRequestError` (the server answers 400).
+
+`request_id` derives the idempotency key of a request from its content (see client.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import msgpack
+import numpy as np
+
+from cbp_jax.service.requests import MalformedRequestError, ScoreRequest
+
+# dtypes accepted on the wire: ids as int32/int64, payloads as float16/32/64.
+WIRE_DTYPES = ("<i4", "<i8", "<f2", "<f4", "<f8")
+MAX_NDIM = 6
+REQUEST_FIELDS = ("kind", "payload", "tokens", "mask", "candidates")
+MEDIA_TYPE = "application/msgpack"
+_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def encode_array(x) -> dict:
+    a = np.asarray(x)
+    dtype = a.dtype.newbyteorder("<")
+    if dtype.str not in WIRE_DTYPES:
+        raise ValueError(f"dtype {a.dtype} cannot be sent; use one of {WIRE_DTYPES}")
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return {"dtype": dtype.str, "shape": list(a.shape), "data": a.tobytes()}
+
+
+def decode_array(obj, name: str) -> np.ndarray:
+    if not isinstance(obj, dict) or set(obj) != {"dtype", "shape", "data"}:
+        raise MalformedRequestError(f"{name}: expected an array map {{dtype, shape, data}}")
+    dtype, shape, data = obj["dtype"], obj["shape"], obj["data"]
+    if dtype not in WIRE_DTYPES:
+        raise MalformedRequestError(f"{name}: dtype {dtype!r} not accepted; use {WIRE_DTYPES}")
+    if (
+        not isinstance(shape, list | tuple)
+        or len(shape) > MAX_NDIM
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+    ):
+        raise MalformedRequestError(f"{name}: shape must be <= {MAX_NDIM} non-negative ints")
+    if not isinstance(data, bytes):
+        raise MalformedRequestError(f"{name}: data must be raw bytes")
+    want = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if len(data) != want:
+        raise MalformedRequestError(
+            f"{name}: {len(data)} data bytes do not match shape {list(shape)} of {dtype} "
+            f"({want} bytes)"
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def _unpack(body: bytes, max_bytes: int) -> dict:
+    try:
+        obj = msgpack.unpackb(
+            body,
+            raw=False,
+            max_bin_len=max_bytes,
+            max_str_len=256,
+            max_array_len=64,
+            max_map_len=16,
+            strict_map_key=True,
+        )
+    except Exception as e:  # msgpack raises several unrelated types
+        raise MalformedRequestError(f"body is not valid msgpack: {type(e).__name__}: {e}") from e
+    if not isinstance(obj, dict):
+        raise MalformedRequestError("body must be a msgpack map")
+    return obj
+
+
+def encode_request(req: ScoreRequest) -> bytes:
+    body = {
+        "kind": req.kind,
+        "payload": None if req.payload is None else encode_array(req.payload),
+        "tokens": encode_array(req.tokens_BxS),
+        "mask": encode_array(req.mask_BxS),
+        "candidates": encode_array(req.candidates_CxW),
+    }
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def decode_request(body: bytes, max_bytes: int = 1 << 26) -> ScoreRequest:
+    obj = _unpack(body, max_bytes)
+    missing = [f for f in REQUEST_FIELDS if f not in obj]
+    extra = sorted(set(obj) - set(REQUEST_FIELDS))
+    if missing or extra:
+        raise MalformedRequestError(f"request fields: missing {missing}, unknown {extra}")
+    if not isinstance(obj["kind"], str):
+        raise MalformedRequestError("kind must be a string")
+    payload = None if obj["payload"] is None else decode_array(obj["payload"], "payload")
+    return ScoreRequest(
+        obj["kind"],
+        payload,
+        decode_array(obj["tokens"], "tokens"),
+        decode_array(obj["mask"], "mask"),
+        decode_array(obj["candidates"], "candidates"),
+    )
+
+
+def encode_response(logprobs_PxBxCxW, calls: int) -> bytes:
+    body = {"logprobs": encode_array(np.asarray(logprobs_PxBxCxW, np.float32)), "calls": calls}
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def decode_response(body: bytes) -> tuple[np.ndarray, int]:
+    obj = _unpack(body, len(body))
+    return decode_array(obj["logprobs"], "logprobs"), int(obj["calls"])
+
+
+def check_request_id(rid: str | None) -> str | None:
+    if rid is not None and not _ID_RE.match(rid):
+        raise MalformedRequestError("X-Request-Id must be 1-128 characters of [A-Za-z0-9._:-]")
+    return rid
+
+
+def request_id(run_id: str, scope: str, req: ScoreRequest) -> str:
+    """sha256 of (run id, scope, kind, every array's dtype, shape and bytes), 32 hex chars."""
+    h = hashlib.sha256(f"{run_id}\x00{scope}\x00{req.kind}".encode())
+    for x in (req.payload, req.tokens_BxS, req.mask_BxS, req.candidates_CxW):
+        if x is None:
+            h.update(b"\x00none")
+            continue
+        a = np.ascontiguousarray(x)
+        h.update(f"\x00{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:32]
