@@ -46,13 +46,25 @@ def _run(model, budget=1200, run_dir=None, service=None, **kw):
 def test_learns_and_counts_calls_exactly(model):
     service = ScoringService(model, KINDS, budget=1200)
     res = _run(model, service=service)
-    # per generation P x B_train = 64 calls, per chunk of 3 one dev evaluation of 8 calls
+    # per generation P x B_train = 64 calls, per chunk of 3 one dev evaluation of 8 calls,
+    # and one dev evaluation of the start point
     chunks = -(-res.generations // 3)
-    assert res.calls_used == service.calls_used == res.generations * 64 + chunks * 8 <= 1200
+    assert res.calls_used == service.calls_used == res.generations * 64 + chunks * 8 + 8 <= 1200
     assert res.generations >= 15
     first, last = res.history[0]["loss_mean"], res.history[-1]["loss_mean"]
     assert last < 0.8 * first
     assert res.best_z.shape == (16,)
+
+
+def test_start_point_is_scored_on_dev_and_kept_when_best(model):
+    """A budget for one generation: the start point competes with it on dev."""
+    service = ScoringService(model, KINDS, budget=8 + 64 + 8)
+    res = _run(model, budget=8 + 64 + 8, service=service)
+    assert res.generations == 1 and service.calls_used == 80
+    off = _run(model, budget=8 + 64 + 8, eval_init=False)
+    assert off.generations == 1 and off.calls_used == 72
+    np.testing.assert_array_equal(off.best_z, off.final_mean)  # only candidate: gen-1 mean
+    assert res.best_dev_acc >= off.best_dev_acc
 
 
 def test_budget_too_small_for_a_generation_runs_nothing(model):
@@ -81,7 +93,11 @@ def test_bbtv2_layer_by_layer(model):
     deep, phases = run_bbtv2(service, _data(0), _data(1), cfg, PROJ, progress=False)
     assert deep.shape == (CFG.num_layers, PROJ.prompt_len, CFG.hidden_size)
     assert len(phases) == CFG.num_layers and service.calls_used <= 1500
-    assert all(np.abs(deep[l]).sum() > 0 for l in range(CFG.num_layers))
+    # Each phase starts from the previous phase's best (its layer's prompt at zero) and
+    # scores that start on dev, so best-on-dev never gets worse from phase to phase.
+    accs = [p.best_dev_acc for p in phases]
+    assert accs == sorted(accs)
+    assert any(np.abs(deep[l]).sum() > 0 for l in range(CFG.num_layers))
 
 
 def test_exhausted_service_raises(model):

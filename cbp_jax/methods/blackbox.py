@@ -38,6 +38,9 @@ class BlackBoxConfig:
     score_reduce: str = "logsumexp"
     chunk: int = 10  # generations per compiled call; dev eval, log and checkpoint after each
     buckets: int = 4  # length buckets of the train/dev sets (less padding, same calls)
+    # Score the start point (z0 for CBP) on dev before the first generation (one dev
+    # evaluation of calls), so the returned best-on-dev can be the start point itself.
+    eval_init: bool = True
     seed: int = 0
 
     def __post_init__(self):
@@ -124,6 +127,14 @@ def make_eval_fn(param: Parameterization, cfg: BlackBoxConfig):
     return evaluate
 
 
+def _ckpt_state(carry, best):
+    return {"es": carry[0], "key": jax.random.key_data(carry[1]), "best_z": best["z"]}
+
+
+def _ckpt_meta(gen, calls, best):
+    return {"generation": gen, "calls": calls, "best_acc": best["acc"], "best_loss": best["loss"]}
+
+
 def run_blackbox(
     service,
     param: Parameterization,
@@ -177,7 +188,14 @@ def run_blackbox(
             [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
         )
         history = [h for h in history if h["generation"] <= gen]
-    total_gens = (cfg.budget - per_eval) // (per_gen + per_eval / cfg.chunk)
+    if cfg.eval_init and calls == 0 and cfg.budget >= 2 * per_eval + per_gen:
+        service.reserve(per_eval)
+        dev_loss, dev_acc = (float(x) for x in evaluate(mean0, oracle, param.payload_params, dev_d))
+        calls += per_eval
+        best = {"z": np.asarray(mean0), "acc": dev_acc, "loss": dev_loss}
+        if ckpt is not None:  # a resumed run must not pay for this evaluation twice
+            ckpt.save(0, _ckpt_state(carry, best), _ckpt_meta(0, calls, best))
+    total_gens = (cfg.budget - calls - per_eval) // (per_gen + per_eval / cfg.chunk)
     bar = tqdm(
         total=int(total_gens),
         initial=gen,
@@ -210,16 +228,7 @@ def run_blackbox(
         if (dev_acc, -dev_loss) > (best["acc"], -best["loss"]):
             best = {"z": np.asarray(carry[0].mean), "acc": dev_acc, "loss": dev_loss}
         if ckpt is not None:
-            ckpt.save(
-                gen,
-                {"es": carry[0], "key": jax.random.key_data(carry[1]), "best_z": best["z"]},
-                {
-                    "generation": gen,
-                    "calls": calls,
-                    "best_acc": best["acc"],
-                    "best_loss": best["loss"],
-                },
-            )
+            ckpt.save(gen, _ckpt_state(carry, best), _ckpt_meta(gen, calls, best))
             log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
         bar.update(n)
         bar.set_postfix(loss=f"{history[-1]['loss_mean']:.3f}", dev_acc=f"{dev_acc:.3f}")
