@@ -1,0 +1,104 @@
+"""Multi-host runs: one JAX program over every process's devices, the population split on "pop".
+
+JAX is multi-controller: every process runs the same script, `jax.distributed.initialize`
+connects them through a coordinator, and `jax.devices()` then lists all processes'
+devices. `global_population_mesh()` puts them on one "pop" axis; a sweep (or
+`run_blackbox`) given that mesh shards each generation's population over every device of
+every host, and the ES state, being replicated, stays identical on all processes. Inputs
+must be the same global arrays on every process: `replicate` makes them (each process
+passes its identical host copy), and outputs come back fully replicated, so each process
+can read them (write files from `is_coordinator()` only).
+
+Cluster launch
+--------------
+SLURM (one task per host, all GPUs of the host visible to it)::
+
+    #SBATCH --nodes=4 --ntasks-per-node=1 --gpus-per-node=8
+    srun python experiments/ablations.py --distributed
+
+with, at the top of the script, `cbp_jax.distributed.initialize()`: with no arguments JAX
+reads the coordinator, process count and id from SLURM (also Open MPI, Kubernetes
+jobsets, Cloud TPU). Anywhere else, set three environment variables on every process::
+
+    CBP_COORDINATOR=host0:12355  CBP_NUM_PROCESSES=4  CBP_PROCESS_ID=<0..3>  python ...
+
+(`initialize()` reads them) or pass them to `initialize(coordinator, num_processes,
+process_id)`. Process 0 hosts the coordinator at that address; the port must be open
+between hosts. On CPU (tests/test_sweep.py runs two processes on 127.0.0.1) the cross-
+process collectives go through Gloo, which JAX 0.10 uses by default for CPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from cbp_jax.sharding import AXIS
+
+ENV = ("CBP_COORDINATOR", "CBP_NUM_PROCESSES", "CBP_PROCESS_ID")
+
+
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    local_device_ids=None,
+) -> None:
+    """Join this process to the run (`jax.distributed.initialize`); call before any JAX op.
+
+    Arguments left None come from CBP_COORDINATOR / CBP_NUM_PROCESSES / CBP_PROCESS_ID if
+    set, else from JAX's cluster auto-detection (SLURM, Open MPI, ...).
+    """
+    env = {k: os.environ.get(k) for k in ENV}
+    coordinator = coordinator or env["CBP_COORDINATOR"]
+    if num_processes is None and env["CBP_NUM_PROCESSES"] is not None:
+        num_processes = int(env["CBP_NUM_PROCESSES"])
+    if process_id is None and env["CBP_PROCESS_ID"] is not None:
+        process_id = int(env["CBP_PROCESS_ID"])
+    if num_processes is not None and num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+    if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
+        raise ValueError(f"process_id {process_id} is not in [0, {num_processes})")
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        local_device_ids=local_device_ids,
+    )
+
+
+def shutdown() -> None:
+    jax.distributed.shutdown()
+
+
+def is_coordinator() -> bool:
+    return jax.process_index() == 0
+
+
+def global_population_mesh() -> Mesh:
+    """A 1-D "pop" mesh over every device of every process, in process order."""
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    return jax.make_mesh((len(devices),), (AXIS,), axis_types=(AxisType.Auto,), devices=devices)
+
+
+def replicate(tree, mesh: Mesh):
+    """Each leaf as a global array replicated over `mesh` (same host value on every process).
+
+    Typed PRNG keys are not accepted; pass `jax.random.key_data(keys)` instead.
+    """
+    sharding = NamedSharding(mesh, PartitionSpec())
+
+    def put(x):
+        host = np.asarray(x)
+        return jax.make_array_from_process_local_data(sharding, host, host.shape)
+
+    return jax.tree.map(put, tree)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The fully replicated sharding over `mesh` (jit `out_shardings` for readable outputs)."""
+    return NamedSharding(mesh, PartitionSpec())

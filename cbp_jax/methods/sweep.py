@@ -1,0 +1,259 @@
+"""Sweeps of whole black-box ES runs, S runs as one compiled call.
+
+`make_run_fn` is one run of the engine in `blackbox.py` -- ES init, then every generation
+(ask -> payload -> score all buckets through the oracle -> loss -> tell) under one
+`lax.scan`, nothing in Python between generations -- as a pure function of (seed key,
+per-run hyperparameters, oracle, payload params, data). Per-run hyperparameters keep every
+shape fixed: sigma0 (the ES's `std_init`), any other float field of the ES params (its
+learning rates, e.g. CMA's `c_mean`, `c_1`, `c_mu`, `c_std`), and the loss (an index into
+`LOSS_NAMES`). `Sweeper.run` `jax.vmap`s the run over S (key, hyperparameter) pairs: one
+compile, one call. Population size and d change shapes, so `sweep_shapes` compiles and runs
+each (P, d) in turn under one command. There is no dev evaluation inside a run; score the
+returned means afterwards (`chunked_scoring.evaluate_vectors`).
+
+Budget: one run makes generations x P x B calls (B: train examples); a sweep charges S
+times that to the service (`reserve`) before it runs, and raises the service's
+`BudgetExhaustedError`, running nothing, if it does not fit.
+
+Large populations (to 10^4): use a strategy that is O(P d) per generation -- "sep_cma"
+(diagonal CMA-ES), "lm_ma" (evosax's LM-MA-ES) or "snes" (separable NES) -- and set
+`population_chunk` (e.g. from `cbp_jax.service.memory.chunk_for_memory`) so scoring,
+payload included, runs that many candidates at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from evosax.algorithms import LM_MA_ES, SNES
+
+from cbp_jax.data.batching import Inputs
+from cbp_jax.distributed import replicate, replicated
+from cbp_jax.es import STRATEGIES, make_strategy
+from cbp_jax.methods.blackbox import Parameterization
+from cbp_jax.methods.chunked_scoring import population_scores
+from cbp_jax.methods.losses import accuracy, get_loss
+from cbp_jax.service.budget import BudgetExhaustedError
+from cbp_jax.sharding import check_divisible, population_sharding
+
+EXTRA_STRATEGIES: dict[str, type] = {"lm_ma": LM_MA_ES, "snes": SNES}
+LOSS_NAMES = ("ce", "hinge")
+
+
+def sweep_strategy(name: str, population: int, num_dims: int):
+    """(es, params) for a `make_strategy` name or one of EXTRA_STRATEGIES (evosax's own)."""
+    if name in STRATEGIES:
+        return make_strategy(name, population, num_dims, 1.0)
+    if name in EXTRA_STRATEGIES:
+        es = EXTRA_STRATEGIES[name](population_size=population, solution=jnp.zeros(num_dims))
+        return es, es.default_params
+    known = sorted(STRATEGIES) + sorted(EXTRA_STRATEGIES)
+    raise ValueError(f"unknown strategy {name!r}; expected one of {known}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    strategy: str = "sep_cma"
+    population: int = 20
+    generations: int = 10
+    score_reduce: str = "logsumexp"
+    buckets: int = 1
+    population_chunk: int | None = None  # candidates scored at once; None: the whole population
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES and self.strategy not in EXTRA_STRATEGIES:
+            sweep_strategy(self.strategy, 2, 1)  # raises with the known names
+        if self.population < 2 or self.generations < 1 or self.buckets < 1:
+            raise ValueError("population must be >= 2, generations and buckets >= 1")
+        if self.population_chunk is not None and self.population_chunk < 1:
+            raise ValueError(f"population_chunk must be >= 1, got {self.population_chunk}")
+
+
+class RunHparams(NamedTuple):
+    """Per-run hyperparameters; every leaf has a leading S axis in a sweep."""
+
+    sigma0: jax.Array
+    loss_id: jax.Array
+    es: dict[str, jax.Array]  # ES params fields, e.g. {"c_mean": ...}
+
+
+def make_hparams(runs: int, *, sigma0=1.0, loss="ce", **es_fields) -> RunHparams:
+    """Hyperparameters of S runs; each value a scalar (shared) or a length-S sequence."""
+
+    def col(v, dtype):
+        a = jnp.asarray(v, dtype)
+        if a.ndim == 0:
+            return jnp.full((runs,), a)
+        if a.shape != (runs,):
+            raise ValueError(f"expected a scalar or {runs} values, got shape {a.shape}")
+        return a
+
+    names = [loss] if isinstance(loss, str) else list(loss)
+    for n in names:
+        if n not in LOSS_NAMES:
+            raise ValueError(f"loss {n!r} not in {LOSS_NAMES}")
+    ids = [LOSS_NAMES.index(n) for n in names]
+    loss_id = col(ids[0] if isinstance(loss, str) else ids, jnp.int32)
+    es = {k: col(v, jnp.float32) for k, v in es_fields.items()}
+    return RunHparams(col(sigma0, jnp.float32), loss_id, es)
+
+
+class RunOutput(NamedTuple):
+    final_mean: jax.Array  # R
+    best_z: jax.Array  # R, best candidate seen (train loss)
+    best_loss: jax.Array  # its train loss
+    curves: dict[str, jax.Array]  # per generation: loss_mean, loss_min, acc_max, sigma
+
+
+def make_run_fn(es, es_params, param: Parameterization, cfg: SweepConfig, z_sharding=None):
+    """Pure run(key_data, hparams, oracle, payload_params, data) -> RunOutput."""
+    mean0 = jnp.zeros(param.num_dims) if param.init_mean is None else jnp.asarray(param.init_mean)
+    loss_fns = [get_loss(n) for n in LOSS_NAMES]
+
+    def run(key_data, hp: RunHparams, oracle, payload_params, data) -> RunOutput:
+        key_init, key_gens = jax.random.split(jax.random.wrap_key_data(key_data))
+        params = es_params.replace(std_init=hp.sigma0, **hp.es)
+        state = es.init(key_init, mean0, params)
+        buckets, labels_B = data
+
+        def generation(carry, _):
+            state, key = carry
+            key, k_ask, k_tell = jax.random.split(key, 3)
+            z_PxR, state = es.ask(k_ask, state, params)
+            scores = population_scores(
+                oracle,
+                param,
+                payload_params,
+                z_PxR,
+                buckets,
+                cfg.score_reduce,
+                cfg.population_chunk,
+                z_sharding,
+            )
+            losses_P = jnp.stack([f(scores, labels_B) for f in loss_fns])[hp.loss_id]
+            state, _ = es.tell(k_tell, z_PxR, losses_P, state, params)
+            metrics = {
+                "loss_mean": losses_P.mean(),
+                "loss_min": losses_P.min(),
+                "acc_max": accuracy(scores, labels_B).max(),
+                "sigma": jnp.mean(state.std),
+            }
+            return (state, key), metrics
+
+        (state, _), curves = jax.lax.scan(generation, (state, key_gens), length=cfg.generations)
+        return RunOutput(state.mean, state.best_solution, state.best_fitness, curves)
+
+    return run
+
+
+@dataclasses.dataclass
+class SweepResult:
+    final_mean_SxR: np.ndarray
+    best_z_SxR: np.ndarray
+    best_loss_S: np.ndarray
+    curves: dict[str, np.ndarray]  # name -> S x generations
+    calls: int  # charged to the service
+
+
+class Sweeper:
+    """Compiled single and vmapped runs of one (strategy, P, d) over one service and data.
+
+    mesh: optional "pop" mesh (e.g. `distributed.global_population_mesh()`); inputs are
+    then replicated over it, each population sharded on it, outputs replicated.
+    """
+
+    def __init__(
+        self, service, param: Parameterization, train: Inputs, cfg: SweepConfig, *, mesh=None
+    ):
+        self.es, self.es_params = sweep_strategy(cfg.strategy, cfg.population, param.num_dims)
+        check_divisible(cfg.population, mesh)
+        chunk = cfg.population_chunk
+        if mesh is not None and chunk and cfg.population % chunk == 0:
+            check_divisible(chunk, mesh)
+        self.cfg, self.service, self.mesh = cfg, service, mesh
+        self.calls_per_run = cfg.generations * cfg.population * train.tokens_BxS.shape[0]
+        z_sharding = None if mesh is None else population_sharding(mesh)
+        run = make_run_fn(self.es, self.es_params, param, cfg, z_sharding)
+        out = None if mesh is None else replicated(mesh)
+        self._one = jax.jit(run, out_shardings=out)
+        self._many = jax.jit(jax.vmap(run, in_axes=(0, 0, None, None, None)), out_shardings=out)
+        args = (service.oracle(param.kind), param.payload_params, train.buckets(cfg.buckets))
+        self._args = args if mesh is None else replicate(args, mesh)
+
+    def _inputs(self, keys, hp):
+        inputs = (jax.random.key_data(keys), hp)
+        return inputs if self.mesh is None else replicate(inputs, self.mesh)
+
+    def run(self, keys_S, hparams: RunHparams) -> SweepResult:
+        """S runs in one compiled call (S = len(keys_S)); charges S runs' calls first."""
+        s = keys_S.shape[0]
+        if any(x.shape[:1] != (s,) for x in jax.tree.leaves(hparams)):
+            raise ValueError(f"every hyperparameter needs a leading axis of {s} runs")
+        self.service.reserve(s * self.calls_per_run)
+        out = self._many(*self._inputs(keys_S, hparams), *self._args)
+        return _result(out, s * self.calls_per_run)
+
+    def run_one(self, key, hparams: RunHparams) -> SweepResult:
+        """One run, unbatched (hparams leaves are scalars); result has S = 1."""
+        self.service.reserve(self.calls_per_run)
+        out = self._one(*self._inputs(key, hparams), *self._args)
+        return _result(jax.tree.map(lambda x: x[None], out), self.calls_per_run)
+
+
+def _result(out: RunOutput, calls: int) -> SweepResult:
+    out = jax.tree.map(np.asarray, out)
+    return SweepResult(out.final_mean, out.best_z, out.best_loss, dict(out.curves), calls)
+
+
+def run_sweep(service, param, train, cfg: SweepConfig, keys_S, hparams, *, mesh=None):
+    """S runs of `cfg` over (keys_S, hparams) as one compiled call; see `Sweeper`."""
+    return Sweeper(service, param, train, cfg, mesh=mesh).run(keys_S, hparams)
+
+
+def generations_for_budget(budget: int, population: int, batch: int) -> int:
+    """Whole generations one run can afford at `budget` calls (P x B calls each)."""
+    return budget // (population * batch)
+
+
+def sweep_shapes(
+    service,
+    make_param: Callable[[int], Parameterization],
+    train: Inputs,
+    cfg: SweepConfig,
+    shapes: Sequence[tuple[int, int]],
+    keys_S,
+    hparams: RunHparams,
+    *,
+    budget_per_run: int | None = None,
+    mesh=None,
+) -> dict[tuple[int, int], Any]:
+    """One sweep per (population, d) in `shapes` (a compile each), all charged up front.
+
+    make_param(d) -> the Parameterization for dimension d. budget_per_run: if given, each
+    run gets the generations it can afford at that many calls (fixed-budget comparisons);
+    else cfg.generations. Returns {(P, d): SweepResult}.
+    """
+    b = train.tokens_BxS.shape[0]
+    plans = []
+    for p, d in shapes:
+        gens = (
+            cfg.generations
+            if budget_per_run is None
+            else generations_for_budget(budget_per_run, p, b)
+        )
+        if gens < 1:
+            raise ValueError(f"budget {budget_per_run} buys no generation at P={p}, B={b}")
+        plans.append(((p, d), dataclasses.replace(cfg, population=p, generations=gens)))
+    total = keys_S.shape[0] * sum(c.generations * c.population * b for _, c in plans)
+    remaining = service.calls_remaining
+    if remaining is not None and total > remaining:
+        raise BudgetExhaustedError(f"sweep needs {total} calls, the service has {remaining} left")
+    return {
+        shape: Sweeper(service, make_param(shape[1]), train, c, mesh=mesh).run(keys_S, hparams)
+        for shape, c in plans
+    }
