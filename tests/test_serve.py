@@ -33,7 +33,8 @@ from tests.test_cbp import TOY, WordTokenizer, _examples
 
 KEYS = {"alice": "alice-key-0001", "bob": "bob-key-00002", "carol": "carol-key-0003"}
 BUDGETS = {"alice": 5000, "bob": 5000, "carol": 1000}
-BB = BlackBoxConfig(population=4, budget=300, chunk=2, sigma0=0.5, buckets=1)
+# eval_init off: the kill test counts requests (request 7 = chunk 3's first train request).
+BB = BlackBoxConfig(population=4, budget=300, chunk=2, sigma0=0.5, buckets=1, eval_init=False)
 FAST_FAIL = RetryPolicy(timeout_s=10, deadline_s=2, backoff_s=0.1, backoff_max_s=0.5)
 
 
