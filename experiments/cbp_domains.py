@@ -190,6 +190,8 @@ def _values(cfg: SweepConfig, task: str, column: str, gen: str) -> list[float]:
 
 def table(cfg: SweepConfig, command: str) -> str:
     n = len(cfg.seeds)
+    plan = planned(cfg)
+    done = sum((rc.run_dir / "result.json").exists() for rc in plan)
     lines = [
         "# CBP-Tuning per domain (SmolLM2-135M-Instruct, CPU)",
         "",
@@ -202,7 +204,16 @@ def table(cfg: SweepConfig, command: str) -> str:
         f"population {cfg.population}. Each seed draws its own k-shot sets and test subset "
         "(all methods of a seed share them). White-box PT: gradients through the model, "
         f"{cfg.pt_epochs} epochs, no budget (upper bound). CBP z0 only: the provider's "
-        "stage-1 vector, no stage 2 (costs no API calls).",
+        "stage-1 vector, no stage 2 (costs no API calls). The engine scores the start point "
+        "(z0) on dev first, so CBP returns z0 when no generation beats it on dev.",
+        "",
+        f"Runs finished: {done} of {len(plan)} planned. A `not run` cell is a run the sweep has "
+        "not reached (it runs the zero-shot, BBT and CBP columns on every task first); "
+        "rerunning the command resumes the sweep and rewrites this file.",
+        "",
+        "Stage 1 (provider): one generator per domain (r = 500, m = 256, t = 10), AdamW, "
+        "batch 8, inputs cut to their last 128 tokens, max(150, 50 x tasks) steps on the "
+        "domain tasks' train pools (logs in checkpoints/cbp_domains/generators/*/log.jsonl).",
         "",
     ]
     for domain in cfg.domains:
