@@ -176,6 +176,10 @@ def main(argv=None) -> None:
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(text)
     print(text)
+    first = results[0][1]  # the batching mode
+    for key in ("req_per_s", "calls_per_s", "p50_ms", "p99_ms", "errors"):
+        print(f"RESULT {key} {first[key]:.4g}")
+    print(f"RESULT errors_all_modes {sum(r['errors'] for _, r in results)}")
     print(f"RESULT batching_gain {gain:.3f}")
     if any(r["errors"] for _, r in results):
         raise SystemExit("load test had errors")
