@@ -57,6 +57,20 @@ class RunConfig:
         if self.method.startswith("cbp") and not self.generator:
             raise ValueError(f"method {self.method} needs --generator PATH (a stage-1 generator)")
 
+    def blackbox(self, sigma0: float):
+        """The engine config of this run's black-box methods (BBT, BBTv2, CBP stage 2)."""
+        from cbp_jax.methods.blackbox import BlackBoxConfig
+
+        return BlackBoxConfig(
+            strategy=self.strategy,
+            population=self.population,
+            sigma0=sigma0,
+            budget=self.budget,
+            loss=self.loss,
+            chunk=self.chunk,
+            seed=self.seed,
+        )
+
     @property
     def run_dir(self) -> pathlib.Path:
         method = f"{self.method}-{self.tag}" if self.tag else self.method
@@ -70,7 +84,7 @@ def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
     from cbp_jax.data.tasks import get_task
     from cbp_jax.methods import evaluate
     from cbp_jax.methods.bbt import bbt_parameterization, run_bbtv2
-    from cbp_jax.methods.blackbox import BlackBoxConfig, run_blackbox
+    from cbp_jax.methods.blackbox import run_blackbox
     from cbp_jax.methods.prompt_tuning import PromptTuningConfig, tune_prompt
     from cbp_jax.model import load_model
     from cbp_jax.prompts.projection import ProjectionConfig
@@ -95,15 +109,7 @@ def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
     kind, payload = "none", None
     if cfg.method in ("bbt", "bbtv2"):
         service = ScoringService(model, kinds, budget=cfg.budget)
-        bb = BlackBoxConfig(
-            strategy=cfg.strategy,
-            population=cfg.population,
-            sigma0=cfg.sigma0,
-            budget=cfg.budget,
-            loss=cfg.loss,
-            chunk=cfg.chunk,
-            seed=cfg.seed,
-        )
+        bb = cfg.blackbox(cfg.sigma0)
         proj = ProjectionConfig(num_dims=cfg.num_dims, prompt_len=cfg.prompt_len)
         if cfg.method == "bbt":
             param = bbt_parameterization(jax.random.key(cfg.seed), service.public_info(), proj)
@@ -157,7 +163,6 @@ def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
 def _run_cbp(cfg: RunConfig, model, task, splits, train, dev, result: dict, progress: bool):
     """CBP: -> (provider-side evaluator service, kind, payload); fills `result`."""
     from cbp_jax.methods import evaluate
-    from cbp_jax.methods.blackbox import BlackBoxConfig
     from cbp_jax.methods.cbp import cbp_service, customize, load_generator, save_task_vector
 
     artifact = load_generator(cfg.generator, expected_model=model)
@@ -170,15 +175,7 @@ def _run_cbp(cfg: RunConfig, model, task, splits, train, dev, result: dict, prog
             evaluator, model.tokenizer, task, splits.test, kind="task_vector", payload=z[None]
         )
         service = cbp_service(model, artifact, budget=cfg.budget)
-        bb = BlackBoxConfig(
-            strategy=cfg.strategy,
-            population=cfg.population,
-            sigma0=cfg.cbp_sigma0,
-            budget=cfg.budget,
-            loss=cfg.loss,
-            chunk=cfg.chunk,
-            seed=cfg.seed,
-        )
+        bb = cfg.blackbox(cfg.cbp_sigma0)
         res = customize(
             service, release, train, dev, bb, run_dir=cfg.run_dir / "es", progress=progress
         )

@@ -127,14 +127,18 @@ def score_population(
                 prompt_TxD=prompt_TxD,
                 deep_prompts_LxTxD=deep_LxTxD,
             )
-            logp = jax.nn.log_softmax(logits, axis=-1)
-            return logp[:, flat].reshape(-1, c, w)
-        prompt, deep = adapter.prompts(
-            adapter_params, model_params, cfg, payload_i, tokens_BxS, mask_BxS
-        )
-        logits = forward(
-            model_params, cfg, tokens_BxS, mask_BxS, prompt_BxTxD=prompt, deep_prompts_LxBxTxD=deep
-        ).logits
+        else:
+            prompt, deep = adapter.prompts(
+                adapter_params, model_params, cfg, payload_i, tokens_BxS, mask_BxS
+            )
+            logits = forward(
+                model_params,
+                cfg,
+                tokens_BxS,
+                mask_BxS,
+                prompt_BxTxD=prompt,
+                deep_prompts_LxBxTxD=deep,
+            ).logits
         logp = jax.nn.log_softmax(logits, axis=-1)
         return logp[:, flat].reshape(-1, c, w)
 
