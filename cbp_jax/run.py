@@ -155,6 +155,7 @@ def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
         evaluator, tok, task, splits.test, kind=kind, payload=payload, progress=progress
     )
     result["seconds"] = time.time() - start
+    result["device"] = jax.devices()[0].device_kind
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     (cfg.run_dir / "result.json").write_text(json.dumps(result, indent=1))
     return result

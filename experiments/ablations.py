@@ -37,6 +37,7 @@ from cbp_jax.methods.bbt import bbt_parameterization
 from cbp_jax.methods.chunked_scoring import evaluate_vectors
 from cbp_jax.methods.sweep import SweepConfig, Sweeper, make_hparams, sweep_shapes
 from cbp_jax.model import load_model
+from cbp_jax.overrides import apply_overrides
 from cbp_jax.prompts.projection import ProjectionConfig
 from cbp_jax.service import ScoringService
 from cbp_jax.service.memory import chunk_for_memory
@@ -189,7 +190,8 @@ def plot(results: dict, cfg: AblationConfig, path: pathlib.Path) -> None:
 
 
 def markdown(results: dict, cfg: AblationConfig, command: str, seconds: float) -> str:
-    lines = [f"# BBT ablations ({cfg.model}, Sep-CMA-ES)", ""]
+    device = jax.devices()[0].device_kind
+    lines = [f"# BBT ablations ({cfg.model}, Sep-CMA-ES, on {device})", ""]
     if cfg.quick:
         lines += [
             "**SMOKE RUN (`--quick`), NOT RESULTS**: tiny budget, one task, 2 shots, "
@@ -221,26 +223,46 @@ def markdown(results: dict, cfg: AblationConfig, command: str, seconds: float) -
     return "\n".join(lines) + "\n"
 
 
+def merge(stems: list[str]) -> None:
+    """ablations.md: the given parts (each a whole sweep report with its own command)."""
+    parts = [(RESULTS / f"{stem}.md").read_text() for stem in stems]
+    text = "# Ablations: accuracy vs population, intrinsic dimension and sigma0\n\n"
+    text += "Parts, each written by the command it names:\n\n"
+    text += "".join(f"- `{stem}.md` (plot `{stem}.png`)\n" for stem in stems)
+    for part in parts:  # each part's headings one level down
+        text += "\n" + "\n".join("#" + ln if ln.startswith("#") else ln for ln in part.splitlines())
+        text += "\n"
+    (RESULTS / "ablations.md").write_text(text)
+    print(text)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="smoke run: tiny budget, one task")
     p.add_argument("--sweeps", default=",".join(SWEEPS))
     p.add_argument("--tasks", default=None)
     p.add_argument("--budget-per-run", type=int, default=None)
+    p.add_argument("--set", nargs="*", default=[], help="AblationConfig overrides, k=v")
+    p.add_argument("--stem", default=None, help="output name under experiments/results")
+    p.add_argument(
+        "--merge", nargs="+", default=None, help="write ablations.md from these stems' .md files"
+    )
     a = p.parse_args(argv)
+    if a.merge:
+        return merge(a.merge)
     kw = dict(QUICK) if a.quick else {}
     kw["sweeps"] = tuple(a.sweeps.split(","))
     if a.tasks:
         kw["tasks"] = tuple(a.tasks.split(","))
     if a.budget_per_run:
         kw["budget_per_run"] = a.budget_per_run
-    cfg = AblationConfig(**kw)
+    cfg = apply_overrides(AblationConfig(**kw), a.set)
     start = time.time()
     model = load_model(cfg.model)
     results = {t: run_task(cfg, model, t) for t in cfg.tasks}
     args = sys.argv[1:] if argv is None else argv
     command = "python experiments/ablations.py " + shlex.join(args)
-    stem = "ablations_quick" if cfg.quick else "ablations"
+    stem = a.stem or ("ablations_quick" if cfg.quick else "ablations")
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"config": dataclasses.asdict(cfg), "command": command, "results": results}
     (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=1) + "\n")

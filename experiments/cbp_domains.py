@@ -31,6 +31,7 @@ import sys
 import numpy as np
 
 from cbp_jax.data.tasks import domain_tasks
+from cbp_jax.overrides import apply_overrides
 from cbp_jax.run import RunConfig, run
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -192,8 +193,9 @@ def table(cfg: SweepConfig, command: str) -> str:
     n = len(cfg.seeds)
     plan = planned(cfg)
     done = sum((rc.run_dir / "result.json").exists() for rc in plan)
+    devices = sorted({r.get("device", "cpu") for rc in plan if (r := _read(rc)) is not None})
     lines = [
-        "# CBP-Tuning per domain (SmolLM2-135M-Instruct, CPU)",
+        f"# CBP-Tuning per domain (SmolLM2-135M-Instruct, runs on: {', '.join(devices)})",
         "",
         f"Command: `{command}`",
         "",
@@ -294,8 +296,11 @@ def main(argv=None) -> None:
     parser.add_argument("--tasks", default="", help="comma-separated subset of tasks to run")
     parser.add_argument("--budget", type=int, default=SweepConfig.budget)
     parser.add_argument("--seeds", default=",".join(map(str, SweepConfig.seeds)))
+    parser.add_argument("--set", nargs="*", default=[], help="SweepConfig overrides, k=v")
+    parser.add_argument("--results-name", default="cbp", help="<name>.md and <name>_vs_bbt.png")
     args = parser.parse_args(argv)
     cfg = SweepConfig(budget=args.budget, seeds=tuple(int(s) for s in args.seeds.split(",")))
+    cfg = apply_overrides(cfg, args.set)
     tasks = tuple(t for t in args.tasks.split(",") if t)
     if args.stage in ("all", "train"):
         train(cfg)
@@ -305,10 +310,15 @@ def main(argv=None) -> None:
         command = "python experiments/cbp_domains.py all" + (
             f" --budget {args.budget}" if args.budget != SweepConfig.budget else ""
         )
+        if args.set:
+            command += " --set " + shlex.join(args.set)
+        if args.results_name != "cbp":
+            command += f" --results-name {args.results_name}"
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "cbp.md").write_text(table(cfg, command) + "\n")
-        plot(cfg, RESULTS / "cbp_vs_bbt.png")
-        print((RESULTS / "cbp.md").read_text())
+        md = RESULTS / f"{args.results_name}.md"
+        md.write_text(table(cfg, command) + "\n")
+        plot(cfg, RESULTS / f"{args.results_name}_vs_bbt.png")
+        print(md.read_text())
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from cbp_jax.data.batching import make_inputs
 from cbp_jax.data.splits import kshot_splits
 from cbp_jax.data.tasks import get_task
 from cbp_jax.model import load_model
+from cbp_jax.overrides import apply_overrides
 from cbp_jax.post import (
     DistillConfig,
     DPConfig,
@@ -207,8 +208,9 @@ def report(cfg: PostTableConfig, results: dict, command: str) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny smoke run (1 task, 1 seed)")
+    p.add_argument("--set", nargs="*", default=[], help="overrides, e.g. tune.epochs=5")
     a = p.parse_args(argv)
-    cfg = QUICK if a.quick else PostTableConfig()
+    cfg = apply_overrides(QUICK if a.quick else PostTableConfig(), a.set)
     teacher = load_model("smollm2-135m")
     corpus = public_corpus(teacher.tokenizer, ("ag_news",), cfg.distill.seq_len)
     st = distill(

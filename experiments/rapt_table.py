@@ -31,6 +31,7 @@ from cbp_jax.data.tasks import get_task
 from cbp_jax.methods import zero_shot
 from cbp_jax.methods.prompt_tuning import PromptTuningConfig, tune_prompt
 from cbp_jax.model import load_model
+from cbp_jax.overrides import apply_overrides
 from cbp_jax.privacy import attacks, privatize_ids
 from cbp_jax.privacy.inputs import encode_private
 from cbp_jax.privacy.rapt import RAPTConfig, rapt_accuracy, tune_rapt
@@ -191,8 +192,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny smoke run: 1 eta, 1 seed")
     p.add_argument("--results", default=str(RESULTS))
+    p.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. epochs=10")
     a = p.parse_args(argv)
-    cfg = TableConfig(results=a.results, **(QUICK if a.quick else {}))
+    cfg = apply_overrides(TableConfig(results=a.results, **(QUICK if a.quick else {})), a.set)
     model = load_model("smollm2-135m")
     pub_task = get_task(cfg.public_task)
     pool = train_pool(cfg.public_task)

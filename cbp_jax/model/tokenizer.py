@@ -11,7 +11,11 @@ import pathlib
 
 import gguf
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
-from transformers.integrations.gguf import convert_gguf_tokenizer
+
+try:  # transformers >= 5.2x; earlier 5.x releases keep it in integrations.ggml
+    from transformers.integrations.gguf import convert_gguf_tokenizer
+except ImportError:  # pragma: no cover - depends on the installed transformers
+    from transformers.integrations.ggml import convert_gguf_tokenizer
 
 _GGUF_TOKENIZER_KEYS = {  # tokenizer.ggml.<key> -> converter's name
     "model": "tokenizer_type",

