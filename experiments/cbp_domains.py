@@ -257,6 +257,7 @@ def table(cfg: SweepConfig, command: str) -> str:
             ]
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += ["What the numbers say, by hand: `cbp_reading.md` (not rewritten by this script).", ""]
     return "\n".join(lines)
 
 
