@@ -37,7 +37,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from cbp_jax.ckpt import Checkpointer
+from cbp_jax.ckpt import Checkpointer, StepLog
 from cbp_jax.data.batching import candidate_ids, encode, left_pad
 from cbp_jax.data.spec import TaskSpec
 from cbp_jax.methods.losses import accuracy, cross_entropy
@@ -330,9 +330,8 @@ def train_generator(
     lr_at = make_schedule(cfg, cfg.learning_rate)
     trainable, A_DxR = _initial_state(model, cfg, gen_cfg)
     opt_state = opt.init(trainable)
-    step, history = 0, []
+    step = 0
     ckpt = Checkpointer(run_dir) if run_dir is not None else None
-    log_path = pathlib.Path(run_dir) / "log.jsonl" if run_dir is not None else None
     if ckpt is not None and ckpt.latest_step() is not None:
         target = {"trainable": trainable, "opt_state": opt_state, "A_DxR": A_DxR}
         state, meta = ckpt.restore(target)
@@ -343,12 +342,7 @@ def train_generator(
         check_model(meta["record"]["model"], fingerprint, what="stage-1 checkpoint")
         trainable, opt_state, A_DxR = state["trainable"], state["opt_state"], state["A_DxR"]
         step = meta["step"]
-        if log_path.exists():
-            rows = [json.loads(x) for x in log_path.read_text().splitlines()]
-            history = [h for h in rows if h["step"] <= step]
-    if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    log = StepLog(run_dir, step)
 
     def save():
         if ckpt is not None:
@@ -356,7 +350,6 @@ def train_generator(
             ckpt.save(step, state, {"step": step, "record": record})
 
     bar = tqdm(total=cfg.steps, initial=step, desc="CBP stage 1", disable=not progress)
-    log = None if log_path is None else log_path.open("a")
     try:
         while step < cfg.steps:
             start = time.perf_counter()
@@ -380,10 +373,7 @@ def train_generator(
                 **{k: float(v) for k, v in metrics.items()},
                 "seconds": time.perf_counter() - start,
             }
-            history.append(row)
-            if log is not None:
-                log.write(json.dumps(row) + "\n")
-                log.flush()
+            log.append(row)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 save()
             bar.update(1)
@@ -392,8 +382,7 @@ def train_generator(
                 on_step(step, row)
     finally:
         bar.close()
-        if log is not None:
-            log.close()
+        log.close()
         if ckpt is not None:
             ckpt.close()
     info = {"tasks": list(cfg.tasks), "steps": step, "stage1": record["stage1"]}
@@ -407,4 +396,4 @@ def train_generator(
     )
     if run_dir is not None:
         save_generator(pathlib.Path(run_dir) / "generator", artifact)
-    return Stage1Result(artifact, history)
+    return Stage1Result(artifact, log.history)

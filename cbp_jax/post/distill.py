@@ -36,7 +36,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from cbp_jax.ckpt import Checkpointer
+from cbp_jax.ckpt import Checkpointer, StepLog
 from cbp_jax.model.config import LlamaConfig
 from cbp_jax.model.llama import forward
 
@@ -229,32 +229,22 @@ def distill(
     opt, step_fn = _step_fn(s_cfg, cfg, dcfg)
     opt_state = opt.init(student)
     record = json.loads(json.dumps(dataclasses.asdict(dcfg)))
-    step, history = 0, []
+    step = 0
     ckpt = Checkpointer(run_dir) if run_dir is not None else None
-    log_path = pathlib.Path(run_dir) / "log.jsonl" if run_dir is not None else None
     if ckpt is not None and ckpt.latest_step() is not None:
         state, meta = ckpt.restore({"student": student, "opt_state": opt_state})
         if meta["config"] != record:
             raise ValueError(f"{run_dir} holds a distillation run with another config")
         student, opt_state, step = state["student"], state["opt_state"], meta["step"]
-        if log_path.exists():
-            rows = [json.loads(x) for x in log_path.read_text().splitlines()]
-            history = [h for h in rows if h["step"] <= step]
-    if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    log = StepLog(run_dir, step)
     bar = tqdm(total=dcfg.steps, initial=step, desc="POST distil", disable=not progress)
-    log = None if log_path is None else log_path.open("a")
     try:
         while step < dcfg.steps:
             tokens = jnp.asarray(corpus_NxS[batch_indices(dcfg, len(corpus_NxS), step)])
             student, opt_state, metrics = step_fn(student, opt_state, teacher_params, tokens)
             step += 1
             row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
-            history.append(row)
-            if log is not None:
-                log.write(json.dumps(row) + "\n")
-                log.flush()
+            log.append(row)
             if ckpt is not None and (step % dcfg.checkpoint_every == 0 or step == dcfg.steps):
                 ckpt.save(
                     step,
@@ -267,8 +257,7 @@ def distill(
                 on_step(step, row)
     finally:
         bar.close()
-        if log is not None:
-            log.close()
+        log.close()
         if ckpt is not None:
             ckpt.close()
-    return DistillResult(student, s_cfg, history)
+    return DistillResult(student, s_cfg, log.history)
