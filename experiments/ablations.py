@@ -140,6 +140,7 @@ def run_task(cfg: AblationConfig, model, name: str) -> dict:
                 "calls_per_run": r.calls // n,
                 "test_acc": test_acc(make_param(shape[1]), r.final_mean_SxR),
                 "final_train_loss": r.curves["loss_mean"][:, -1].tolist(),
+                "train_loss_curves": r.curves["loss_mean"].tolist(),  # seed x generation
             }
             for shape, r in res.items()
         ]
@@ -159,6 +160,7 @@ def run_task(cfg: AblationConfig, model, name: str) -> dict:
                 "calls_per_run": res.calls // len(sig),
                 "test_acc": accs[i * n : (i + 1) * n],
                 "final_train_loss": res.curves["loss_mean"][i * n : (i + 1) * n, -1].tolist(),
+                "train_loss_curves": res.curves["loss_mean"][i * n : (i + 1) * n].tolist(),
             }
             for i, v in enumerate(cfg.sigmas)
         ]
