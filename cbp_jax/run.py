@@ -137,7 +137,10 @@ def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
             )
             kind, payload = "deep_prompt", deep[:, None]
             result.update(
-                dev_acc=phases[-1].best_dev_acc, history=[h for p in phases for h in p.history]
+                dev_acc=phases[-1].best_dev_acc,
+                generations=sum(p.generations for p in phases),
+                layers_tuned=[p.layer for p in phases],
+                history=[h for p in phases for h in p.history],
             )
         result["calls"] = service.calls_used
     elif cfg.method == "prompt_tuning":

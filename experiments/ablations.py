@@ -123,6 +123,7 @@ def run_task(cfg: AblationConfig, model, name: str) -> dict:
     for sweep, shapes in shape_sweeps.items():
         if sweep not in cfg.sweeps:
             continue
+        _say(f"{name}: {sweep} sweep, {len(shapes)} values x {n} seeds in one compiled call")
         res = sweep_shapes(
             service,
             make_param,
@@ -145,6 +146,7 @@ def run_task(cfg: AblationConfig, model, name: str) -> dict:
             for shape, r in res.items()
         ]
     if "sigma" in cfg.sweeps:  # every (sigma0, seed) in one compiled call
+        _say(f"{name}: sigma sweep, {len(cfg.sigmas)} values x {n} seeds in one compiled call")
         param = make_param(cfg.num_dims)
         gens = cfg.budget_per_run // (cfg.population * b)
         sweeper = Sweeper(service, param, train, dataclasses.replace(base, generations=gens))
@@ -165,7 +167,17 @@ def run_task(cfg: AblationConfig, model, name: str) -> dict:
             for i, v in enumerate(cfg.sigmas)
         ]
     out["calls_used"] = service.calls_used
+    _say(f"{name}: done")
     return out
+
+
+_T0 = time.monotonic()  # script start, for the progress lines
+
+
+def _say(msg: str) -> None:
+    """Progress line with the time since the script started (sweeps are single compiled
+    calls, so there is no per-generation bar)."""
+    print(f"[{time.monotonic() - _T0:7.1f}s] {msg}", flush=True)
 
 
 def plot(results: dict, cfg: AblationConfig, path: pathlib.Path) -> None:

@@ -67,6 +67,7 @@ class SweepConfig:
     pt_epochs: int = 10
     bbtv2_layers: str = "0,10,20"
     steps_per_task: int = 50
+    methods: tuple[str, ...] = METHODS  # a subset runs only those columns (e.g. a budget sweep)
     stage1_max_len: int = 128
     out: str = "checkpoints/cbp_domains"
 
@@ -76,6 +77,8 @@ class SweepConfig:
         for t in self.leave_one_out:
             if not any(t in domain_tasks(d) for d in self.domains):
                 raise ValueError(f"leave-one-out task {t!r} is in none of {self.domains}")
+        if unknown := set(self.methods) - set(METHODS):
+            raise ValueError(f"unknown methods {sorted(unknown)}; known: {METHODS}")
         if min(self.shots, self.budget, self.population, self.test_size) <= 0:
             raise ValueError("shots, budget, population and test_size must be positive")
 
@@ -148,10 +151,10 @@ def planned(cfg: SweepConfig, tasks: tuple[str, ...] = ()) -> list[RunConfig]:
     for methods in (("zero_shot", "bbt", "cbp"), ("bbtv2", "prompt_tuning")):
         for task in order:
             domain = domain_of[task]
-            for method in methods:
+            for method in (m for m in methods if m in cfg.methods):
                 gen = domain if method == "cbp" else ""
                 rows += [run_config(cfg, task, method, seed, gen) for seed in cfg.seeds]
-            if task in cfg.leave_one_out and "cbp" in methods:
+            if task in cfg.leave_one_out and "cbp" in methods and "cbp" in cfg.methods:
                 held = f"{domain}-minus-{task}"
                 rows += [run_config(cfg, task, "cbp", seed, held) for seed in cfg.seeds]
     return rows
@@ -204,7 +207,8 @@ def table(cfg: SweepConfig, command: str) -> str:
         f"Test accuracy (%), mean ± std over seeds {list(cfg.seeds)}; {cfg.shots} shots per "
         f"class for train and dev each; {cfg.test_size} test examples (copa: its whole "
         "49-example test pool), never trained on, not even by stage 1. Black-box methods "
-        f"(BBT, BBTv2, CBP) at the same budget of {cfg.budget} API calls (train + dev), "
+        f"(BBT, BBTv2, CBP) at the same budget of {cfg.budget} API calls (train + dev; one call "
+        "is one example scored, see the last section), "
         f"population {cfg.population}. Each seed draws its own k-shot sets and test subset "
         "(all methods of a seed share them). White-box PT: gradients through the model, "
         f"{cfg.pt_epochs} epochs, no budget (upper bound). CBP z0 only: the provider's "
@@ -259,8 +263,51 @@ def table(cfg: SweepConfig, command: str) -> str:
             ]
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _generations_table(cfg)
     lines += ["What the numbers say, by hand: `cbp_reading.md` (not rewritten by this script).", ""]
     return "\n".join(lines)
+
+
+def _generations_table(cfg: SweepConfig) -> list[str]:
+    """How far the budget went: CMA-ES generations per run (mean over finished seeds)."""
+    lines = [
+        "## What the budget paid for",
+        "",
+        "One API call is one example scored. A CMA-ES generation costs population x train "
+        "examples calls and each dev evaluation dev-size calls, so the budget pays for few "
+        "generations; the numbers below are generations per run (mean over finished seeds). "
+        "BBTv2 runs one phase per layer in turn (layers "
+        f"{cfg.bbtv2_layers}) as far as the budget pays for a generation in each; the layers "
+        "it reached are in brackets.",
+        "",
+        "| task | BBT | BBTv2 (layers tuned) | CBP |",
+        "|---|---|---|---|",
+    ]
+    for domain in cfg.domains:
+        for task in domain_tasks(domain):
+            cells = []
+            for method in ("bbt", "bbtv2", "cbp"):
+                runs = [
+                    r
+                    for seed in cfg.seeds
+                    if (
+                        r := _read(
+                            run_config(cfg, task, method, seed, domain if method == "cbp" else "")
+                        )
+                    )
+                    is not None
+                ]
+                if not runs:
+                    cells.append("not run")
+                    continue
+                gens = np.mean([r.get("generations", np.nan) for r in runs])
+                cell = f"{gens:.1f}"
+                if method == "bbtv2":
+                    tuned = sorted({tuple(r.get("layers_tuned", [])) for r in runs})
+                    cell += " (" + "; ".join(",".join(map(str, t)) or "none" for t in tuned) + ")"
+                cells.append(cell)
+            lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def plot(cfg: SweepConfig, path: pathlib.Path) -> None:

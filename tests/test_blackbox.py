@@ -67,9 +67,11 @@ def test_start_point_is_scored_on_dev_and_kept_when_best(model):
     assert res.best_dev_acc >= off.best_dev_acc
 
 
-def test_budget_too_small_for_a_generation_runs_nothing(model):
-    res = _run(model, budget=70)
-    assert res.generations == 0 and res.calls_used == 0
+def test_budget_too_small_for_a_generation_raises(model):
+    service = ScoringService(model, KINDS, budget=70)
+    with pytest.raises(ValueError, match="cannot pay for one generation"):
+        _run(model, budget=70, service=service)
+    assert service.calls_used == 0
 
 
 def test_resume_after_kill_equals_uninterrupted(model, tmp_path):
@@ -98,6 +100,22 @@ def test_bbtv2_layer_by_layer(model):
     accs = [p.best_dev_acc for p in phases]
     assert accs == sorted(accs)
     assert any(np.abs(deep[l]).sum() > 0 for l in range(CFG.num_layers))
+
+
+def test_bbtv2_budget_for_some_phases_tunes_those_and_says_so(model):
+    # one phase needs 8 x 8 train + 8 dev = 72 calls: 150 pays for two of three layers
+    service = ScoringService(model, KINDS, budget=150)
+    cfg = BlackBoxConfig(population=8, budget=150, chunk=3)
+    with pytest.warns(UserWarning, match=r"2 of 3 layer phases.*layers \[2\] stay untuned"):
+        deep, phases = run_bbtv2(service, _data(0), _data(1), cfg, PROJ, progress=False)
+    assert [p.layer for p in phases] == [0, 1]
+    assert all(p.generations >= 1 for p in phases) and 0 < service.calls_used <= 150
+    assert np.abs(deep[2]).sum() == 0
+    with pytest.raises(ValueError, match="cannot pay for one generation"):
+        run_bbtv2(
+            ScoringService(model, KINDS, budget=70), _data(0), _data(1),
+            BlackBoxConfig(population=8, budget=70), PROJ, progress=False,
+        )  # fmt: skip
 
 
 def test_exhausted_service_raises(model):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -58,11 +59,29 @@ def run_bbtv2(
 ):
     """Layer-by-layer CMA-ES over per-layer z; the budget is split evenly over phases.
 
+    A phase needs at least one generation (population x train + dev calls). When the budget
+    cannot pay for every phase, the first phases that it can pay for run (a warning names
+    the layers left at zero); when it cannot pay for one, this raises.
     Returns (deep prompts L x T x D of the best z per layer, list of per-phase results).
     """
     info = service.public_info()
     layers = tuple(range(info.num_layers)) if layers is None else layers
     phases = [(r, l) for r in range(rounds) for l in layers]
+    per_phase = cfg.population * train.tokens_BxS.shape[0] + dev.tokens_BxS.shape[0]
+    affordable = cfg.budget // per_phase
+    if affordable == 0:
+        raise ValueError(
+            f"BBTv2: a budget of {cfg.budget} API calls cannot pay for one generation "
+            f"({per_phase} calls)"
+        )
+    if affordable < len(phases):
+        skipped = sorted({l for _, l in phases[affordable:]} - {l for _, l in phases[:affordable]})
+        warnings.warn(
+            f"BBTv2: a budget of {cfg.budget} calls pays for {affordable} of {len(phases)} "
+            f"layer phases ({per_phase} calls each at least); layers {skipped} stay untuned",
+            stacklevel=2,
+        )
+        phases = phases[:affordable]
     phase_budget = cfg.budget // len(phases)
     shape = (info.num_layers, proj.prompt_len, info.hidden_size)
     base = jnp.zeros(shape, jnp.float32)
@@ -82,7 +101,7 @@ def run_bbtv2(
         phase_cfg = dataclasses.replace(cfg, budget=phase_budget, seed=cfg.seed * 1000 + i)
         sub = None if run_dir is None else pathlib.Path(run_dir) / f"round{r}_layer{l}"
         res = run_blackbox(service, param, train, dev, phase_cfg, run_dir=sub, progress=progress)
-        results.append(res)
+        results.append(dataclasses.replace(res, layer=l))
         z_best[l] = res.best_z
         base = without_l.at[l].add(project(a, jnp.asarray(res.best_z)[None], info.hidden_size)[0])
     return np.asarray(base), results

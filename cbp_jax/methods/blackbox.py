@@ -74,6 +74,7 @@ class BlackBoxResult:
     history: list[dict]
     calls_used: int
     generations: int
+    layer: int | None = None  # BBTv2: the layer this phase tuned
 
 
 def _scores(oracle, param, payload_params, z_PxR, buckets, reduce):
@@ -166,6 +167,12 @@ def run_blackbox(
     train_d, dev_d = train.buckets(cfg.buckets), dev.buckets(cfg.buckets)
     per_gen = cfg.population * train.tokens_BxS.shape[0]
     per_eval = dev.tokens_BxS.shape[0]
+    if cfg.budget < per_gen + per_eval:
+        raise ValueError(
+            f"a budget of {cfg.budget} API calls cannot pay for one generation: "
+            f"{cfg.population} candidates x {train.tokens_BxS.shape[0]} train examples + "
+            f"{per_eval} dev examples = {per_gen + per_eval} calls"
+        )
     check_divisible(cfg.population, mesh)
     z_sharding = None if mesh is None else population_sharding(mesh)
     evaluate = make_eval_fn(param, cfg)
