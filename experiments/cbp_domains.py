@@ -217,7 +217,13 @@ def table(cfg: SweepConfig, command: str) -> str:
         "",
         f"Runs finished: {done} of {len(plan)} planned. A `not run` cell is a run the sweep has "
         "not reached (it runs the zero-shot, BBT and CBP columns on every task first); "
-        "rerunning the command resumes the sweep and rewrites this file.",
+        "rerunning the command resumes the sweep and rewrites this file."
+        + (
+            ""
+            if set(cfg.methods) == set(METHODS)
+            else f" This sweep runs only {', '.join(cfg.methods)}: the other columns stay "
+            "`not run`."
+        ),
         "",
         "Stage 1 (provider): one generator per domain (r = 500, m = 256, t = 10), AdamW, "
         "batch 8, inputs cut to their last 128 tokens, max(150, 50 x tasks) steps on the "
@@ -319,7 +325,8 @@ def plot(cfg: SweepConfig, path: pathlib.Path) -> None:
 
     fig, axes = plt.subplots(1, len(cfg.domains), figsize=(5 * len(cfg.domains), 3.6))
     for ax, domain in zip(np.atleast_1d(axes), cfg.domains, strict=True):
-        for task in domain_tasks(domain):
+        for i, task in enumerate(domain_tasks(domain)):
+            color = f"C{i % 10}"  # one colour per task, one line style per method
             for method, style in (("bbt", "--"), ("cbp", "-")):
                 for seed in cfg.seeds:
                     res = _read(
@@ -331,7 +338,7 @@ def plot(cfg: SweepConfig, path: pathlib.Path) -> None:
                     if pts:
                         x, y = zip(*pts, strict=True)
                         label = f"{task} {LABELS[method]}" if seed == cfg.seeds[0] else None
-                        ax.plot(x, y, style, alpha=0.6, label=label)
+                        ax.plot(x, y, style, color=color, alpha=0.6, label=label)
         ax.set(title=domain, xlabel="API calls", ylabel="dev accuracy (ES mean)")
         ax.legend(fontsize=6)
     fig.tight_layout()
