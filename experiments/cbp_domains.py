@@ -184,14 +184,17 @@ def _cell(values: list[float], expected: int) -> str:
     return text if len(values) == expected else f"{text} ({len(values)}/{expected} seeds)"
 
 
+def _finished(cfg: SweepConfig, task: str, method: str, gen: str) -> list[dict]:
+    """result.json of every finished seed of one cell (gen: the generator, CBP only)."""
+    runs = (
+        _read(run_config(cfg, task, method, s, gen if method == "cbp" else "")) for s in cfg.seeds
+    )
+    return [r for r in runs if r is not None]
+
+
 def _values(cfg: SweepConfig, task: str, column: str, gen: str) -> list[float]:
     method, key = ("cbp", "test_acc_z0") if column == "cbp_z0" else (column, "test_acc")
-    out = []
-    for seed in cfg.seeds:
-        res = _read(run_config(cfg, task, method, seed, gen if method == "cbp" else ""))
-        if res is not None:
-            out.append(res[key])
-    return out
+    return [r[key] for r in _finished(cfg, task, method, gen)]
 
 
 def table(cfg: SweepConfig, command: str) -> str:
@@ -293,16 +296,7 @@ def _generations_table(cfg: SweepConfig) -> list[str]:
         for task in domain_tasks(domain):
             cells = []
             for method in ("bbt", "bbtv2", "cbp"):
-                runs = [
-                    r
-                    for seed in cfg.seeds
-                    if (
-                        r := _read(
-                            run_config(cfg, task, method, seed, domain if method == "cbp" else "")
-                        )
-                    )
-                    is not None
-                ]
+                runs = _finished(cfg, task, method, domain)
                 if not runs:
                     cells.append("not run")
                     continue

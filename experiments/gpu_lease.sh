@@ -19,21 +19,8 @@
 # wheel's dist-info. Stage limits below are what fit one 15-minute lease; the first try used
 # 70-80 s for the ablation stages, too short (model load + compiles take ~60 s): sigma needs
 # ~75 s, population ~85 s, on the H200.
-set -u
 OUT=${OUT:-/tmp/gpu_lease}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-LOG="$OUT/lease.log"
-say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
-stage() {  # stage SECONDS CMD...
-  local limit=$1; shift
-  say "start (limit ${limit}s): $*"
-  timeout "$limit" "$@" >>"$LOG" 2>&1
-  say "end rc=$?: $1 $2"
-}
-
-say "device: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1)"
-python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" >>"$LOG" 2>&1
+source "$(dirname "$0")/gpu_stages.sh"
 
 # 1. sweep speedup (tiny model, compile excluded from both paths)
 stage 120 python3 experiments/bench_sweep.py

@@ -12,20 +12,8 @@
 # Setup: experiments/gpu_setup.sh (wheels, model in parts). Usage, after the setup calls:
 #   export PYTHONPATH=/tmp/site:$PWD; OUT=/some/dir bash experiments/gpu_medical.sh
 # Outputs under $OUT: lease.log, runs.tgz (every result.json and log of the runs made).
-set -u
 OUT=${OUT:-/tmp/gpu_medical}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-LOG="$OUT/lease.log"
-say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
-stage() {  # stage SECONDS CMD...
-  local limit=$1; shift
-  say "start (limit ${limit}s): $*"
-  timeout "$limit" "$@" >>"$LOG" 2>&1
-  say "end rc=$?: $1 $2"
-}
-say "device: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1)"
-python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" >>"$LOG" 2>&1
+source "$(dirname "$0")/gpu_stages.sh"
 
 stage "${TEST_LIMIT:-60}" python3 -m pytest -q -p no:cacheprovider tests/test_shared_prefix.py
 stage "${RUN_LIMIT:-420}" python3 experiments/cbp_domains.py run --tasks medqa_usmle,pubmedqa \
