@@ -1,0 +1,56 @@
+"""The CBP domain sweep's plan: which generator each run uses, and what it refuses.
+
+The leave-one-task-out claim rests on the held-out runs using a generator that never saw
+their task; these tests check the plan (no model is loaded, nothing is trained).
+"""
+
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+
+from cbp_jax.data.tasks import domain_tasks
+
+_PATH = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "cbp_domains.py"
+_spec = importlib.util.spec_from_file_location("cbp_domains", _PATH)
+cbp_domains = importlib.util.module_from_spec(_spec)
+sys.modules["cbp_domains"] = cbp_domains  # dataclasses look their module up
+_spec.loader.exec_module(cbp_domains)
+
+
+def test_held_out_runs_use_a_generator_trained_without_their_task():
+    cfg = cbp_domains.SweepConfig()
+    gens = cfg.generators()
+    held = [rc for rc in cbp_domains.planned(cfg) if "-minus-" in rc.tag]
+    assert {rc.task for rc in held} == set(cfg.leave_one_out)
+    for rc in held:
+        domain, excluded = gens[rc.tag]
+        assert excluded == (rc.task,) and rc.task in domain_tasks(domain)
+        assert rc.generator.endswith(f"{rc.tag}/generator")
+
+
+def test_every_task_of_a_multi_task_domain_is_held_out_by_default():
+    cfg = cbp_domains.SweepConfig()
+    multi = {t for d in cfg.domains if len(domain_tasks(d)) > 1 for t in domain_tasks(d)}
+    assert set(cfg.leave_one_out) == multi
+
+
+def test_in_domain_runs_use_the_domain_generator_and_headline_columns_come_first():
+    cfg = cbp_domains.SweepConfig(domains=("medical",), leave_one_out=(), seeds=(0,))
+    plan = cbp_domains.planned(cfg)
+    cbp = [rc for rc in plan if rc.method == "cbp"]
+    assert cbp and all(rc.tag == "medical" for rc in cbp)
+    assert all(rc.generator == "" for rc in plan if rc.method != "cbp")
+    methods = [rc.method for rc in plan]
+    last_headline = max(i for i, m in enumerate(methods) if m in ("zero_shot", "bbt", "cbp"))
+    first_other = min(i for i, m in enumerate(methods) if m in ("bbtv2", "prompt_tuning"))
+    assert last_headline < first_other
+    assert len(plan) == len(domain_tasks("medical")) * len(cbp_domains.METHODS)
+
+
+def test_bad_sweep_configs_are_refused():
+    with pytest.raises(ValueError, match="leave-one-out task 'copa'"):
+        cbp_domains.SweepConfig(domains=("medical",), leave_one_out=("copa",))
+    with pytest.raises(ValueError, match="unknown methods"):
+        cbp_domains.SweepConfig(methods=("bbt", "magic"))
