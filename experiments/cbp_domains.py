@@ -35,6 +35,7 @@ import numpy as np
 from cbp_jax.data.tasks import domain_tasks
 from cbp_jax.overrides import apply_overrides
 from cbp_jax.run import RunConfig, run
+from cbp_jax.stats import paired_summary
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
@@ -207,6 +208,21 @@ def _values(cfg: SweepConfig, task: str, column: str, gen: str) -> list[float]:
     return [r[key] for r in _finished(cfg, task, method, gen)]
 
 
+def _seed_diffs(cfg: SweepConfig, task: str, a: tuple[str, str], b: tuple[str, str]):
+    """Per-seed test-accuracy differences A - B of two (column, generator) cells, or None
+    unless every seed of both finished (a seed's methods share k-shot sets and test subset)."""
+    va, vb = (_values(cfg, task, c, g) for c, g in (a, b))
+    n = len(cfg.seeds)
+    return [x - y for x, y in zip(va, vb, strict=True)] if len(va) == len(vb) == n else None
+
+
+def _paired_line(label: str, diffs: dict[str, list[float] | None]) -> list[str]:
+    """One sentence: A - B, mean and t interval over tasks (seeds for one task)."""
+    if not diffs or any(d is None for d in diffs.values()):
+        return []
+    return [f"{label}, paired by seed (points): {paired_summary(diffs).describe()}.", ""]
+
+
 def table(cfg: SweepConfig, command: str) -> str:
     n = len(cfg.seeds)
     plan = planned(cfg)
@@ -261,6 +277,8 @@ def table(cfg: SweepConfig, command: str) -> str:
             for c in COLUMNS
         ]
         lines += ["| **average** | " + " | ".join(avg) + " |", ""]
+        cbp_vs_bbt = {t: _seed_diffs(cfg, t, ("cbp", domain), ("bbt", "")) for t in tasks}
+        lines += _paired_line("CBP - BBT", cbp_vs_bbt)
     if cfg.leave_one_out:
         lines += [
             "## Leave-one-task-out (held-out tasks)",
@@ -269,7 +287,9 @@ def table(cfg: SweepConfig, command: str) -> str:
             "Sampling noise of one run's test accuracy: its binomial standard error, at most "
             "50/sqrt(n) points for n test examples (3.5 at n = 200; 7.1 for copa's 49, where "
             "std 0.0 means every seed kept the same prompt on the same 49 examples). The "
-            "average row is over the tasks whose held-out runs all finished.",
+            "average row is over the tasks whose held-out runs all finished. The paired lines "
+            "below it: per-seed differences on shared k-shot sets and test subsets, a t "
+            "interval over tasks (each task's mean difference over seeds is one unit).",
             "",
             "| task | n test | BBT | CBP z0 in-domain | CBP in-domain | CBP z0 held-out "
             "| CBP held-out |",
@@ -291,6 +311,16 @@ def table(cfg: SweepConfig, command: str) -> str:
             avg = [f"{100 * m:.1f}" for m in np.mean(rows, axis=0)]
             lines.append(f"| **average ({len(rows)} tasks)** | | " + " | ".join(avg) + " |")
         lines.append("")
+        for label, a, b in (
+            ("CBP held-out - BBT", ("cbp", "held"), ("bbt", "")),
+            ("CBP held-out - CBP in-domain", ("cbp", "held"), ("cbp", "in")),
+        ):
+            diffs = {}
+            for task in cfg.leave_one_out:
+                d = next(d for d in cfg.domains if task in domain_tasks(d))
+                gens = {"": "", "in": d, "held": f"{d}-minus-{task}"}
+                diffs[task] = _seed_diffs(cfg, task, (a[0], gens[a[1]]), (b[0], gens[b[1]]))
+            lines += _paired_line(label, diffs)
     lines += _generations_table(cfg)
     lines += ["What the numbers say, by hand: `cbp_reading.md` (not rewritten by this script).", ""]
     return "\n".join(lines)

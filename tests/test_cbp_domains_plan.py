@@ -54,3 +54,10 @@ def test_bad_sweep_configs_are_refused():
         cbp_domains.SweepConfig(domains=("medical",), leave_one_out=("copa",))
     with pytest.raises(ValueError, match="unknown methods"):
         cbp_domains.SweepConfig(methods=("bbt", "magic"))
+
+
+def test_paired_line_needs_every_seed_of_every_task():
+    assert cbp_domains._paired_line("A - B", {"a": [0.1, 0.2], "b": None}) == []
+    line = cbp_domains._paired_line("A - B", {"a": [0.1, 0.2], "b": [0.0, -0.1]})
+    assert line[0].startswith("A - B, paired by seed (points): +5.0, 95% CI")
+    assert "over 2 tasks; 2 wins, 1 losses, 1 ties" in line[0]
