@@ -46,6 +46,7 @@ class RunConfig:
     pt_lr: float = 3e-3
     generator: str = ""  # CBP: path of a saved generator (stage 1)
     cbp_sigma0: float = 0.5  # CBP: CMA-ES step size around z0
+    dev_margin: int = 0  # black-box: dev examples a new ES mean must gain to be kept
     out: str = "checkpoints/runs"
     tag: str = ""  # extra run-dir level, e.g. the generator's name
 
@@ -68,6 +69,7 @@ class RunConfig:
             budget=self.budget,
             loss=self.loss,
             chunk=self.chunk,
+            dev_margin=self.dev_margin,
             seed=self.seed,
         )
 
@@ -121,7 +123,10 @@ def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
                 np.asarray(param.payload_fn(param.payload_params, res.best_z[None])),
             )
             result.update(
-                dev_acc=res.best_dev_acc, generations=res.generations, history=res.history
+                dev_acc=res.best_dev_acc,
+                start_dev_acc=res.start_dev_acc,
+                generations=res.generations,
+                history=res.history,
             )
         else:
             layers = tuple(int(x) for x in cfg.bbtv2_layers.split(",") if x) or None
@@ -187,6 +192,7 @@ def _run_cbp(cfg: RunConfig, model, task, splits, train, dev, result: dict, prog
         save_task_vector(cfg.run_dir / "task_vector", z, task=cfg.task, release=release)
         result.update(
             dev_acc=res.best_dev_acc,
+            start_dev_acc=res.start_dev_acc,
             generations=res.generations,
             history=res.history,
             calls=service.calls_used,

@@ -75,6 +75,7 @@ class SweepConfig:
     bbtv2_layers: str = "0,10,20"
     steps_per_task: int = 50
     methods: tuple[str, ...] = METHODS  # a subset runs only those columns (e.g. a budget sweep)
+    dev_margin: int = 0  # black-box runs keep a new ES mean only if it gains > this many dev hits
     stage1_max_len: int = 128
     out: str = "checkpoints/cbp_domains"
 
@@ -136,6 +137,7 @@ def run_config(cfg: SweepConfig, task: str, method: str, seed: int, gen: str = "
         test_size=min(cfg.test_size, _test_pool_size(task)),  # copa's pool has 49
         pt_epochs=cfg.pt_epochs,
         bbtv2_layers=cfg.bbtv2_layers,
+        dev_margin=cfg.dev_margin,
         generator=str(cfg.generator_dir(gen) / "generator") if gen else "",
         tag=gen,
         out=str(ROOT / cfg.out / "runs"),
@@ -242,7 +244,13 @@ def table(cfg: SweepConfig, command: str) -> str:
         "(all methods of a seed share them). White-box PT: gradients through the model, "
         f"{cfg.pt_epochs} epochs, no budget (upper bound). CBP z0 only: the provider's "
         "stage-1 vector, no stage 2 (costs no API calls). The engine scores the start point "
-        "(z0) on dev first, so CBP returns z0 when no generation beats it on dev.",
+        "(z0) on dev first, so CBP returns z0 when no generation beats it on dev."
+        + (
+            f" Dev margin {cfg.dev_margin}: a new ES mean replaces the kept one only if it gets "
+            f"more than {cfg.dev_margin} more dev examples right."
+            if cfg.dev_margin
+            else ""
+        ),
         "",
         f"Runs finished: {done} of {len(plan)} planned. A `not run` cell is a run the sweep has "
         "not reached (it runs the zero-shot, BBT and CBP columns on every task first); "

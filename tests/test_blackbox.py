@@ -12,7 +12,7 @@ import pytest
 
 from cbp_jax.data.batching import Inputs
 from cbp_jax.methods.bbt import bbt_parameterization, run_bbtv2
-from cbp_jax.methods.blackbox import BlackBoxConfig, run_blackbox
+from cbp_jax.methods.blackbox import BlackBoxConfig, replaces, run_blackbox
 from cbp_jax.model import LlamaConfig, init_params
 from cbp_jax.model.registry import LoadedModel
 from cbp_jax.prompts.projection import ProjectionConfig
@@ -67,6 +67,29 @@ def test_start_point_is_scored_on_dev_and_kept_when_best(model):
     assert res.best_dev_acc >= off.best_dev_acc
 
 
+def test_dev_margin_rule():
+    best = {"acc": 0.5, "loss": 1.0}  # 12 of 24 dev examples
+    assert replaces(13 / 24, 2.0, best, 24, margin=0)  # one more right
+    assert replaces(0.5, 0.9, best, 24, margin=0)  # as many right, lower loss
+    assert not replaces(0.5, 1.1, best, 24, margin=0)
+    assert not replaces(14 / 24, 0.1, best, 24, margin=2)  # two more: not more than 2
+    assert replaces(15 / 24, 2.0, best, 24, margin=2)
+    assert replaces(0.0, 9.0, {"acc": -1.0, "loss": float("inf")}, 24, margin=5)  # first
+
+
+def test_a_large_dev_margin_keeps_the_start_point(model):
+    """With more dev examples to gain than the dev set has, no ES mean can replace z0;
+    the start's dev accuracy is reported, and the search itself is unchanged."""
+    free = _run(model)
+    guarded = _run(model, dev_margin=8)
+    np.testing.assert_array_equal(guarded.best_z, np.zeros(16))
+    assert guarded.best_dev_acc == guarded.start_dev_acc == free.start_dev_acc
+    np.testing.assert_array_equal(guarded.final_mean, free.final_mean)
+    assert free.best_dev_acc > free.start_dev_acc  # the unguarded run did move
+    with pytest.raises(ValueError, match="dev_margin"):
+        BlackBoxConfig(dev_margin=-1)
+
+
 def test_budget_too_small_for_a_generation_raises(model):
     service = ScoringService(model, KINDS, budget=70)
     with pytest.raises(ValueError, match="cannot pay for one generation"):
@@ -85,6 +108,7 @@ def test_resume_after_kill_equals_uninterrupted(model, tmp_path):
     np.testing.assert_array_equal(resumed.final_mean, whole.final_mean)
     assert resumed.history == whole.history
     assert resumed_service.calls_used == whole.calls_used
+    assert resumed.start_dev_acc == whole.start_dev_acc is not None
     logged = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert logged == whole.history
 
@@ -134,7 +158,7 @@ SHARDED = textwrap.dedent(
     from cbp_jax.model.registry import LoadedModel
     from cbp_jax.service import ScoringService
     from cbp_jax.methods.bbt import bbt_parameterization
-    from cbp_jax.methods.blackbox import BlackBoxConfig, run_blackbox
+    from cbp_jax.methods.blackbox import BlackBoxConfig, replaces, run_blackbox
     model = LoadedModel(CFG, init_params(CFG, jax.random.key(0), std=0.2), None, "tiny")
     mesh = jax.make_mesh((4,), ("pop",))
     out = {}

@@ -41,9 +41,15 @@ class BlackBoxConfig:
     # Score the start point (z0 for CBP) on dev before the first generation (one dev
     # evaluation of calls), so the returned best-on-dev can be the start point itself.
     eval_init: bool = True
+    # Guard against fitting the k-shot dev set by chance: a new ES mean replaces the kept
+    # one only if it gets more than `dev_margin` more dev examples right (0: any gain in dev
+    # accuracy, or the same accuracy at a lower dev loss).
+    dev_margin: int = 0
     seed: int = 0
 
     def __post_init__(self):
+        if not isinstance(self.dev_margin, int) or self.dev_margin < 0:
+            raise ValueError(f"dev_margin must be an int >= 0 (examples), got {self.dev_margin!r}")
         if self.population < 2:
             raise ValueError(f"population must be >= 2, got {self.population}")
         if self.sigma0 <= 0 or self.budget <= 0 or self.chunk <= 0 or self.buckets <= 0:
@@ -75,6 +81,19 @@ class BlackBoxResult:
     calls_used: int
     generations: int
     layer: int | None = None  # BBTv2: the layer this phase tuned
+    start_dev_acc: float | None = None  # the start point's dev accuracy (eval_init)
+
+
+def replaces(dev_acc: float, dev_loss: float, best: dict, n_dev: int, margin: int) -> bool:
+    """Whether a new ES mean (dev_acc, dev_loss) replaces the kept `best` ({"acc", "loss"}):
+    more than `margin` more of the n_dev dev examples right; at margin 0, ties on accuracy
+    go to the lower dev loss."""
+    if best["acc"] < 0:  # nothing kept yet (no start evaluation)
+        return True
+    gain = round((dev_acc - best["acc"]) * n_dev)
+    if margin > 0:
+        return gain > margin
+    return (dev_acc, -dev_loss) > (best["acc"], -best["loss"])
 
 
 def _scores(oracle, param, payload_params, z_PxR, buckets, reduce):
@@ -132,8 +151,14 @@ def _ckpt_state(carry, best):
     return {"es": carry[0], "key": jax.random.key_data(carry[1]), "best_z": best["z"]}
 
 
-def _ckpt_meta(gen, calls, best):
-    return {"generation": gen, "calls": calls, "best_acc": best["acc"], "best_loss": best["loss"]}
+def _ckpt_meta(gen, calls, best, start_dev_acc):
+    return {
+        "generation": gen,
+        "calls": calls,
+        "best_acc": best["acc"],
+        "best_loss": best["loss"],
+        "start_dev_acc": start_dev_acc,
+    }
 
 
 def run_blackbox(
@@ -177,7 +202,7 @@ def run_blackbox(
     z_sharding = None if mesh is None else population_sharding(mesh)
     evaluate = make_eval_fn(param, cfg)
     best = {"z": np.asarray(mean0), "acc": -1.0, "loss": float("inf")}
-    gen, calls, history = 0, 0, []
+    gen, calls, history, start_dev_acc = 0, 0, [], None
     ckpt = Checkpointer(run_dir) if run_dir is not None else None
     log_path = pathlib.Path(run_dir) / "log.jsonl" if run_dir is not None else None
     if ckpt is not None and ckpt.latest_step() is not None:
@@ -190,6 +215,7 @@ def run_blackbox(
             "loss": meta["best_loss"],
         }
         gen, calls = meta["generation"], meta["calls"]
+        start_dev_acc = meta.get("start_dev_acc")
         service.reserve(calls)  # calls made before the interruption still count
         history = (
             [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
@@ -200,8 +226,9 @@ def run_blackbox(
         dev_loss, dev_acc = (float(x) for x in evaluate(mean0, oracle, param.payload_params, dev_d))
         calls += per_eval
         best = {"z": np.asarray(mean0), "acc": dev_acc, "loss": dev_loss}
+        start_dev_acc = dev_acc
         if ckpt is not None:  # a resumed run must not pay for this evaluation twice
-            ckpt.save(0, _ckpt_state(carry, best), _ckpt_meta(0, calls, best))
+            ckpt.save(0, _ckpt_state(carry, best), _ckpt_meta(0, calls, best, start_dev_acc))
     total_gens = (cfg.budget - calls - per_eval) // (per_gen + per_eval / cfg.chunk)
     bar = tqdm(
         total=int(total_gens),
@@ -232,10 +259,10 @@ def run_blackbox(
             history.append(row)
         gen += n
         history[-1].update(calls=calls, dev_loss=dev_loss, dev_acc=dev_acc)
-        if (dev_acc, -dev_loss) > (best["acc"], -best["loss"]):
+        if replaces(dev_acc, dev_loss, best, per_eval, cfg.dev_margin):
             best = {"z": np.asarray(carry[0].mean), "acc": dev_acc, "loss": dev_loss}
         if ckpt is not None:
-            ckpt.save(gen, _ckpt_state(carry, best), _ckpt_meta(gen, calls, best))
+            ckpt.save(gen, _ckpt_state(carry, best), _ckpt_meta(gen, calls, best, start_dev_acc))
             log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
         bar.update(n)
         bar.set_postfix(loss=f"{history[-1]['loss_mean']:.3f}", dev_acc=f"{dev_acc:.3f}")
@@ -243,5 +270,12 @@ def run_blackbox(
     if ckpt is not None:
         ckpt.close()
     return BlackBoxResult(
-        best["z"], best["acc"], best["loss"], np.asarray(carry[0].mean), history, calls, gen
+        best["z"],
+        best["acc"],
+        best["loss"],
+        np.asarray(carry[0].mean),
+        history,
+        calls,
+        gen,
+        start_dev_acc=start_dev_acc,
     )
