@@ -54,6 +54,7 @@ def _train_generator(args) -> None:
         warmup=min(args.warmup, args.steps - 1),
         max_len=args.max_len,
         sampling=args.sampling,
+        task_vectors=args.task_vectors,
         seed=args.seed,
     )
     model = load_model(args.model)
@@ -137,6 +138,11 @@ def main(argv=None) -> None:
     tg.add_argument("--prompt-len", type=int, default=10)
     tg.add_argument("--sampling", default="uniform")
     tg.add_argument("--seed", type=int, default=0)
+    tg.add_argument(
+        "--task-vectors",
+        action="store_true",
+        help="one trained vector per task; z0 = their mean (see Stage1Config.task_vectors)",
+    )
     tg.set_defaults(func=_train_generator)
 
     cu = sub.add_parser("customize", help="CBP stage 2: tune one task vector with CMA-ES")

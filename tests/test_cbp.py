@@ -322,3 +322,45 @@ def test_stage1_reads_train_pools_only(monkeypatch):
     tasks = load_train_tasks(("sst2", "financial_phrasebank"))
     assert calls == [("sst2", "train"), ("financial_phrasebank", "train")]
     assert [t.spec.name for t in tasks] == ["sst2", "financial_phrasebank"]
+
+
+def test_per_task_vectors_fit_tasks_that_one_shared_z0_cannot(model):
+    """Two tasks with the same examples and template but opposite labels: nothing in the
+    input tells them apart, so one shared z0 stays at chance on their mix, while each task's
+    own vector can flip the answer. The release's z0 is the vectors' mean."""
+    flipped = TaskSpec("toy_flipped", TOY.template, TOY.label_words)
+    examples = _examples(0, 64)
+    opposite = [{**ex, "label": 1 - ex["label"]} for ex in examples]
+    tasks = (TrainTask(TOY, examples), TrainTask(flipped, opposite))
+    kw = dict(tasks=("toy", "toy_flipped"), steps=80, sampling="round_robin")
+    shared = train_generator(model, _stage1(**kw), GEN, tasks=tasks, progress=False)
+    per_task = train_generator(
+        model, _stage1(**kw, task_vectors=True), GEN, tasks=tasks, progress=False
+    )
+    acc = {
+        name: np.mean([r["acc"] for r in res.history[-20:]])
+        for name, res in (("shared", shared), ("per_task", per_task))
+    }
+    assert acc["per_task"] > 0.8 and acc["shared"] < 0.6, acc
+    vectors = per_task.artifact.info["task_vectors"]
+    z_TxR = np.array([vectors["toy"], vectors["toy_flipped"]], np.float32)
+    assert np.abs(z_TxR[0] - z_TxR[1]).max() > 0
+    np.testing.assert_allclose(per_task.artifact.z0_R, z_TxR.mean(axis=0), rtol=1e-6)
+    assert per_task.artifact.release().z0_R.shape == (GEN.task_dims,)
+
+
+def test_per_task_vectors_resume_after_kill(model, tmp_path):
+    cfg = _stage1(steps=9, checkpoint_every=4, task_vectors=True)
+    whole = train_generator(model, cfg, GEN, tasks=TASKS, progress=False)
+
+    def kill(step, _):
+        if step == 6:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(
+            model, cfg, GEN, tasks=TASKS, run_dir=tmp_path, on_step=kill, progress=False
+        )
+    resumed = train_generator(model, cfg, GEN, tasks=TASKS, run_dir=tmp_path, progress=False)
+    np.testing.assert_array_equal(whole.artifact.z0_R, resumed.artifact.z0_R)
+    assert whole.artifact.info["task_vectors"] == resumed.artifact.info["task_vectors"]

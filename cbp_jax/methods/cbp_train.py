@@ -67,7 +67,9 @@ class Stage1Config:
     z0_learning_rate: peak AdamW rates of G and of z0; warmup: linear warmup steps;
     schedule: "cosine" (to 10% at the end) or "constant"; clip_norm: global-norm clip;
     max_len: tokens kept per input (from the end); pad_to: padding multiple (bounds
-    recompiles); checkpoint_every: steps between Orbax checkpoints."""
+    recompiles); checkpoint_every: steps between Orbax checkpoints; task_vectors: train one
+    vector z_t per task (each step uses its task's) instead of one shared z0, and release
+    their mean as z0 (the start for a task the generator never saw)."""
 
     tasks: tuple[str, ...] = COMMONSENSE
     steps: int = 1000
@@ -83,6 +85,7 @@ class Stage1Config:
     max_len: int = 256
     pad_to: int = 16
     checkpoint_every: int = 50
+    task_vectors: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -200,13 +203,20 @@ def make_batch(cfg: Stage1Config, tokenizer, tasks: Sequence[TrainTask], step: i
 # ---------------------------------------------------------------------------- the step
 
 
+def task_vector(trainable, task_i):
+    """The z of a step: the shared z0_R, or row task_i of the per-task z_TxR."""
+    return trainable["z0_R"] if "z0_R" in trainable else trainable["z_TxR"][task_i]
+
+
 def stage1_scores(
-    trainable, A_DxR, model_params, cfg: LlamaConfig, tokens_BxS, mask_BxS, cands, reduce
+    trainable, A_DxR, model_params, cfg: LlamaConfig, tokens_BxS, mask_BxS, cands, reduce, task_i=0
 ):
-    """Class scores B x C with the generator's prompt from z0 (padded classes at NEG)."""
+    """Class scores B x C with the generator's prompt from the step's z (padded classes at
+    NEG)."""
     ids_CxW, word_mask_CxW, class_mask_C = cands
     pooled_BxD = mean_pooled_embeddings(model_params, tokens_BxS, mask_BxS)
-    prompt_BxTxD = generator_apply(trainable["gen"], A_DxR, pooled_BxD, trainable["z0_R"])
+    z_R = task_vector(trainable, task_i)
+    prompt_BxTxD = generator_apply(trainable["gen"], A_DxR, pooled_BxD, z_R)
     logits_BxV = forward(model_params, cfg, tokens_BxS, mask_BxS, prompt_BxTxD=prompt_BxTxD).logits
     logp_BxCxW = jax.nn.log_softmax(logits_BxV, axis=-1)[:, ids_CxW]
     if reduce == "logsumexp":
@@ -241,7 +251,10 @@ def make_optimizer(cfg: Stage1Config) -> optax.GradientTransformation:
     z0 = optax.adam(make_schedule(cfg, cfg.z0_learning_rate))
     return optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm),
-        optax.multi_transform({"gen": gen, "z0": z0}, {"gen": "gen", "z0_R": "z0"}),
+        optax.multi_transform(
+            {"gen": gen, "z0": z0},
+            {"gen": "gen", ("z_TxR" if cfg.task_vectors else "z0_R"): "z0"},
+        ),
     )
 
 
@@ -250,16 +263,16 @@ def _step_fn(model_cfg: LlamaConfig, cfg: Stage1Config):
     """Jitted train step, cached per config so repeated runs reuse the compiled code."""
     opt = make_optimizer(cfg)
 
-    def loss_fn(trainable, A_DxR, model_params, tokens, mask, cands, labels):
+    def loss_fn(trainable, A_DxR, model_params, tokens, mask, cands, labels, task_i):
         scores = stage1_scores(
-            trainable, A_DxR, model_params, model_cfg, tokens, mask, cands, cfg.score_reduce
+            trainable, A_DxR, model_params, model_cfg, tokens, mask, cands, cfg.score_reduce, task_i
         )
         return cross_entropy(scores, labels), accuracy(scores, labels)
 
     @jax.jit
-    def step(trainable, opt_state, A_DxR, model_params, tokens, mask, cands, labels):
+    def step(trainable, opt_state, A_DxR, model_params, tokens, mask, cands, labels, task_i):
         (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            trainable, A_DxR, model_params, tokens, mask, cands, labels
+            trainable, A_DxR, model_params, tokens, mask, cands, labels, task_i
         )
         updates, opt_state = opt.update(grads, opt_state, trainable)
         metrics = {"loss": loss, "acc": acc, "grad_norm": optax.tree.norm(grads)}
@@ -278,7 +291,11 @@ def _jsonable(x):
 def _initial_state(model, cfg: Stage1Config, gen_cfg: GeneratorConfig):
     key_gen = jax.random.key(cfg.seed)  # init_generator splits it into A, L_D, L_U, ids keys
     state = init_generator(key_gen, gen_cfg, model.params["embed"])
-    trainable = {"gen": state["params"], "z0_R": jnp.zeros((gen_cfg.task_dims,), jnp.float32)}
+    if cfg.task_vectors:
+        z = {"z_TxR": jnp.zeros((len(cfg.tasks), gen_cfg.task_dims), jnp.float32)}
+    else:
+        z = {"z0_R": jnp.zeros((gen_cfg.task_dims,), jnp.float32)}
+    trainable = {"gen": state["params"], **z}
     return trainable, state["A_DxR"]
 
 
@@ -363,6 +380,7 @@ def train_generator(
                 jnp.asarray(mask),
                 cands_dev[task_i],
                 jnp.asarray(labels),
+                jnp.asarray(task_i, jnp.int32),
             )
             step += 1
             row = {
@@ -386,11 +404,17 @@ def train_generator(
         if ckpt is not None:
             ckpt.close()
     info = {"tasks": list(cfg.tasks), "steps": step, "stage1": record["stage1"]}
+    if cfg.task_vectors:  # z0 for an unseen task: the mean of the tasks' vectors
+        z_TxR = np.asarray(trainable["z_TxR"])
+        z0_R = z_TxR.mean(axis=0)
+        info["task_vectors"] = {t: z.tolist() for t, z in zip(cfg.tasks, z_TxR, strict=True)}
+    else:
+        z0_R = np.asarray(trainable["z0_R"])
     artifact = GeneratorArtifact(
         gen_cfg,
         jax.tree.map(np.asarray, trainable["gen"]),
         np.asarray(A_DxR),
-        np.asarray(trainable["z0_R"]),
+        z0_R,
         fingerprint,
         info,
     )
