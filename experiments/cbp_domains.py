@@ -76,6 +76,8 @@ class SweepConfig:
     steps_per_task: int = 50
     methods: tuple[str, ...] = METHODS  # a subset runs only those columns (e.g. a budget sweep)
     dev_margin: int = 0  # black-box runs keep a new ES mean only if it gains > this many dev hits
+    task_vectors: bool = False  # stage 1 trains one vector per task; z0 = their mean
+    held_out_only: bool = False  # plan only the leave-one-task-out CBP runs (a stage-1 variant)
     stage1_max_len: int = 128
     out: str = "checkpoints/cbp_domains"
 
@@ -87,6 +89,8 @@ class SweepConfig:
                 raise ValueError(f"leave-one-out task {t!r} is in none of {self.domains}")
         if unknown := set(self.methods) - set(METHODS):
             raise ValueError(f"unknown methods {sorted(unknown)}; known: {METHODS}")
+        if self.held_out_only and not (self.leave_one_out and "cbp" in self.methods):
+            raise ValueError("held_out_only needs leave_one_out tasks and the cbp method")
         if min(self.shots, self.budget, self.population, self.test_size) <= 0:
             raise ValueError("shots, budget, population and test_size must be positive")
 
@@ -115,6 +119,7 @@ def train(cfg: SweepConfig, names: tuple[str, ...] = ()) -> None:
             "--exclude", ",".join(exclude), "--steps", str(steps),
             "--max-len", str(cfg.stage1_max_len), "--out", str(cfg.generator_dir(name)),
         ]  # fmt: skip
+        cmd += ["--task-vectors"] if cfg.task_vectors else []
         print("+", shlex.join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
 
@@ -159,6 +164,12 @@ def planned(cfg: SweepConfig, tasks: tuple[str, ...] = ()) -> list[RunConfig]:
     order = [t for t in PRIORITY if t in domain_of] + [t for t in domain_of if t not in PRIORITY]
     order = [t for t in order if not tasks or t in tasks]
     rows = []
+    if cfg.held_out_only:
+        for task in order:
+            if task in cfg.leave_one_out:
+                held = f"{domain_of[task]}-minus-{task}"
+                rows += [run_config(cfg, task, "cbp", seed, held) for seed in cfg.seeds]
+        return rows
     for methods in (("zero_shot", "bbt", "cbp"), ("bbtv2", "prompt_tuning")):
         for task in order:
             domain = domain_of[task]
@@ -263,8 +274,15 @@ def table(cfg: SweepConfig, command: str) -> str:
         ),
         "",
         "Stage 1 (provider): one generator per domain (r = 500, m = 256, t = 10), AdamW, "
-        "batch 8, inputs cut to their last 128 tokens, max(150, 50 x tasks) steps on the "
-        "domain tasks' train pools (logs in checkpoints/cbp_domains/generators/*/log.jsonl).",
+        f"batch 8, inputs cut to their last {cfg.stage1_max_len} tokens, max(150, "
+        f"{cfg.steps_per_task} x tasks) steps on the domain tasks' train pools (logs in "
+        f"{cfg.out}/generators/*/log.jsonl)."
+        + (
+            " Per-task vectors: stage 1 trains one vector per task and releases their mean as z0."
+            if cfg.task_vectors
+            else ""
+        )
+        + (" Only the held-out CBP runs are planned here." if cfg.held_out_only else ""),
         "",
     ]
     for domain in cfg.domains:

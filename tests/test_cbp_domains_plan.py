@@ -61,3 +61,14 @@ def test_paired_line_needs_every_seed_of_every_task():
     line = cbp_domains._paired_line("A - B", {"a": [0.1, 0.2], "b": [0.0, -0.1]})
     assert line[0].startswith("A - B, paired by seed (points): +5.0, 95% CI")
     assert "over 2 tasks; 2 wins, 1 losses, 1 ties" in line[0]
+
+
+def test_held_out_only_plans_just_the_held_out_runs_of_a_stage1_variant():
+    cfg = cbp_domains.SweepConfig(held_out_only=True, task_vectors=True, seeds=(0, 1))
+    plan = cbp_domains.planned(cfg)
+    assert len(plan) == 2 * len(cfg.leave_one_out)
+    for rc in plan:
+        domain = next(d for d in cfg.domains if rc.task in domain_tasks(d))
+        assert rc.method == "cbp" and rc.tag == f"{domain}-minus-{rc.task}"
+    with pytest.raises(ValueError, match="held_out_only"):
+        cbp_domains.SweepConfig(held_out_only=True, leave_one_out=())
