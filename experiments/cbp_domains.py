@@ -285,7 +285,7 @@ def table(cfg: SweepConfig, command: str) -> str:
         + (" Only the held-out CBP runs are planned here." if cfg.held_out_only else ""),
         "",
     ]
-    for domain in cfg.domains:
+    for domain in () if cfg.held_out_only else cfg.domains:
         tasks = domain_tasks(domain)
         lines += [f"## {domain}", "", f"Generator trained on: {', '.join(tasks)}.", ""]
         lines += ["| task | " + " | ".join(LABELS[c] for c in COLUMNS) + " |"]
@@ -323,18 +323,25 @@ def table(cfg: SweepConfig, command: str) -> str:
         ]
         columns = (("bbt", ""), ("cbp_z0", "in"), ("cbp", "in"), ("cbp_z0", "held"),
                    ("cbp", "held"))  # fmt: skip
-        rows = []
+        per_task = {}
         for task in cfg.leave_one_out:
             d = next(d for d in cfg.domains if task in domain_tasks(d))
             gens = {"": "", "in": d, "held": f"{d}-minus-{task}"}
-            vals = [_values(cfg, task, c, gens[g]) for c, g in columns]
-            if all(len(v) == n for v in vals):
-                rows.append([np.mean(v) for v in vals])
+            per_task[task] = vals = [_values(cfg, task, c, gens[g]) for c, g in columns]
             n_test = run_config(cfg, task, "bbt", cfg.seeds[0]).test_size
             cells = [str(n_test)] + [_cell(v, n) for v in vals]
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
-        if rows:
-            avg = [f"{100 * m:.1f}" for m in np.mean(rows, axis=0)]
+        # Average the columns that any task finished, over the tasks that finished them all
+        # (a held_out_only sweep has no in-domain columns).
+        in_play = [any(len(v[i]) == n for v in per_task.values()) for i in range(len(columns))]
+        rows = [
+            [np.mean(x) if play else np.nan for x, play in zip(v, in_play, strict=True)]
+            for v in per_task.values()
+            if all(len(x) == n for x, play in zip(v, in_play, strict=True) if play)
+        ]
+        if rows and any(in_play):
+            avg = [f"{100 * m:.1f}" if play else "not run"
+                   for m, play in zip(np.mean(rows, axis=0), in_play, strict=True)]  # fmt: skip
             lines.append(f"| **average ({len(rows)} tasks)** | | " + " | ".join(avg) + " |")
         lines.append("")
         for label, a, b in (
@@ -347,7 +354,7 @@ def table(cfg: SweepConfig, command: str) -> str:
                 gens = {"": "", "in": d, "held": f"{d}-minus-{task}"}
                 diffs[task] = _seed_diffs(cfg, task, (a[0], gens[a[1]]), (b[0], gens[b[1]]))
             lines += _paired_line(label, diffs)
-    lines += _generations_table(cfg)
+    lines += [] if cfg.held_out_only else _generations_table(cfg)
     lines += ["What the numbers say, by hand: `cbp_reading.md` (not rewritten by this script).", ""]
     return "\n".join(lines)
 
