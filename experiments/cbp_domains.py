@@ -230,10 +230,14 @@ def _seed_diffs(cfg: SweepConfig, task: str, a: tuple[str, str], b: tuple[str, s
 
 
 def _paired_line(label: str, diffs: dict[str, list[float] | None]) -> list[str]:
-    """One sentence: A - B, mean and t interval over tasks (seeds for one task)."""
-    if not diffs or any(d is None for d in diffs.values()):
+    """One sentence: A - B, mean and t interval over the tasks whose seeds all finished
+    (seeds for one task); says how many tasks that is when some are missing."""
+    done = {t: d for t, d in diffs.items() if d is not None}
+    if not done:
         return []
-    return [f"{label}, paired by seed (points): {paired_summary(diffs).describe()}.", ""]
+    if len(done) < len(diffs):
+        label += f" ({len(done)} of {len(diffs)} tasks finished: {', '.join(done)})"
+    return [f"{label}, paired by seed (points): {paired_summary(done).describe()}.", ""]
 
 
 def table(cfg: SweepConfig, command: str) -> str:

@@ -56,8 +56,10 @@ def test_bad_sweep_configs_are_refused():
         cbp_domains.SweepConfig(methods=("bbt", "magic"))
 
 
-def test_paired_line_needs_every_seed_of_every_task():
-    assert cbp_domains._paired_line("A - B", {"a": [0.1, 0.2], "b": None}) == []
+def test_paired_line_counts_only_tasks_whose_seeds_all_finished():
+    assert cbp_domains._paired_line("A - B", {"a": None, "b": None}) == []
+    partial = cbp_domains._paired_line("A - B", {"a": [0.1, 0.2], "b": None})
+    assert partial[0].startswith("A - B (1 of 2 tasks finished: a), paired by seed")
     line = cbp_domains._paired_line("A - B", {"a": [0.1, 0.2], "b": [0.0, -0.1]})
     assert line[0].startswith("A - B, paired by seed (points): +5.0, 95% CI")
     assert "over 2 tasks; 2 wins, 1 losses, 1 ties" in line[0]
