@@ -454,7 +454,8 @@ def main(argv=None) -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         md = RESULTS / f"{args.results_name}.md"
         md.write_text(table(cfg, command) + "\n")
-        plot(cfg, RESULTS / f"{args.results_name}_vs_bbt.png")
+        if not cfg.held_out_only:  # the plot is of in-domain CBP against BBT
+            plot(cfg, RESULTS / f"{args.results_name}_vs_bbt.png")
         print(md.read_text())
 
 
