@@ -167,19 +167,23 @@ def _strip(history):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
 
 
-def test_stage1_resume_after_kill_equals_uninterrupted(model, tmp_path):
-    cfg = _stage1(steps=9, checkpoint_every=4)
+def _whole_and_resumed(model, cfg, run_dir, kill_at):
+    """Stage 1 uninterrupted, and the same run killed after step `kill_at` then resumed."""
     whole = train_generator(model, cfg, GEN, tasks=TASKS, progress=False)
 
     def kill(step, _):
-        if step == 7:
+        if step == kill_at:
             raise KeyboardInterrupt("killed")
 
     with pytest.raises(KeyboardInterrupt):
-        train_generator(
-            model, cfg, GEN, tasks=TASKS, run_dir=tmp_path, on_step=kill, progress=False
-        )
-    resumed = train_generator(model, cfg, GEN, tasks=TASKS, run_dir=tmp_path, progress=False)
+        train_generator(model, cfg, GEN, tasks=TASKS, run_dir=run_dir, on_step=kill, progress=False)
+    resumed = train_generator(model, cfg, GEN, tasks=TASKS, run_dir=run_dir, progress=False)
+    return whole, resumed
+
+
+def test_stage1_resume_after_kill_equals_uninterrupted(model, tmp_path):
+    cfg = _stage1(steps=9, checkpoint_every=4)
+    whole, resumed = _whole_and_resumed(model, cfg, tmp_path, kill_at=7)
     for a, b in zip(
         jax.tree.leaves(whole.artifact.params),
         jax.tree.leaves(resumed.artifact.params),
@@ -351,16 +355,6 @@ def test_per_task_vectors_fit_tasks_that_one_shared_z0_cannot(model):
 
 def test_per_task_vectors_resume_after_kill(model, tmp_path):
     cfg = _stage1(steps=9, checkpoint_every=4, task_vectors=True)
-    whole = train_generator(model, cfg, GEN, tasks=TASKS, progress=False)
-
-    def kill(step, _):
-        if step == 6:
-            raise KeyboardInterrupt("killed")
-
-    with pytest.raises(KeyboardInterrupt):
-        train_generator(
-            model, cfg, GEN, tasks=TASKS, run_dir=tmp_path, on_step=kill, progress=False
-        )
-    resumed = train_generator(model, cfg, GEN, tasks=TASKS, run_dir=tmp_path, progress=False)
+    whole, resumed = _whole_and_resumed(model, cfg, tmp_path, kill_at=6)
     np.testing.assert_array_equal(whole.artifact.z0_R, resumed.artifact.z0_R)
     assert whole.artifact.info["task_vectors"] == resumed.artifact.info["task_vectors"]
