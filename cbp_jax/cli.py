@@ -82,6 +82,7 @@ def _customize(args) -> None:
         method="cbp",
         model=args.model,
         shots=args.shots,
+        kshot=args.kshot,
         seed=args.seed,
         test_size=args.test_size,
         budget=args.budget,
@@ -150,6 +151,12 @@ def main(argv=None) -> None:
     cu.add_argument("--generator", required=True, help="saved generator directory")
     cu.add_argument("--model", default="smollm2-135m")
     cu.add_argument("--shots", type=int, default=16, help="per class, train and dev each")
+    cu.add_argument(
+        "--kshot",
+        default="balanced",
+        choices=["balanced", "natural"],
+        help="k-shot class proportions: k per class, or k x classes in the pool's proportions",
+    )
     cu.add_argument("--seed", type=int, default=42)
     cu.add_argument("--test-size", type=int, default=500)
     cu.add_argument("--budget", type=int, default=4000, help="API calls, train + dev")

@@ -22,6 +22,8 @@ import time
 import jax
 import numpy as np
 
+from cbp_jax.data.splits import PROPORTIONS
+
 METHODS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning", "cbp_z0", "cbp")
 
 
@@ -31,6 +33,7 @@ class RunConfig:
     method: str = "bbt"
     model: str = "smollm2-135m"
     shots: int = 16  # per class, train and dev each
+    kshot: str = "balanced"  # class proportions of the k-shot sets: balanced | natural
     seed: int = 42
     test_size: int | None = 500
     budget: int = 8000
@@ -55,6 +58,8 @@ class RunConfig:
             raise ValueError(f"unknown method {self.method!r}; known: {METHODS}")
         if self.shots <= 0:
             raise ValueError("shots must be positive")
+        if self.kshot not in PROPORTIONS:
+            raise ValueError(f"unknown kshot {self.kshot!r}; known: {PROPORTIONS}")
         if self.method.startswith("cbp") and not self.generator:
             raise ValueError(f"method {self.method} needs --generator PATH (a stage-1 generator)")
 
@@ -95,7 +100,9 @@ def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
 
     start = time.time()
     task = get_task(cfg.task)
-    splits = kshot_splits(cfg.task, cfg.shots, cfg.seed, test_size=cfg.test_size)
+    splits = kshot_splits(
+        cfg.task, cfg.shots, cfg.seed, test_size=cfg.test_size, proportions=cfg.kshot
+    )
     model = load_model(cfg.model) if model is None else model
     tok = model.tokenizer
     train, dev = make_inputs(tok, task, splits.train), make_inputs(tok, task, splits.dev)

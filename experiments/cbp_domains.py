@@ -32,6 +32,7 @@ import sys
 
 import numpy as np
 
+from cbp_jax.data.splits import PROPORTIONS
 from cbp_jax.data.tasks import domain_tasks
 from cbp_jax.overrides import apply_overrides
 from cbp_jax.run import RunConfig, run
@@ -68,6 +69,7 @@ class SweepConfig:
     )
     seeds: tuple[int, ...] = (0, 1, 2)
     shots: int = 8
+    kshot: str = "balanced"  # k-shot class proportions: balanced (k per class) | natural
     budget: int = 1000
     population: int = 20
     test_size: int = 200
@@ -77,7 +79,8 @@ class SweepConfig:
     methods: tuple[str, ...] = METHODS  # a subset runs only those columns (e.g. a budget sweep)
     dev_margin: int = 0  # black-box runs keep a new ES mean only if it gains > this many dev hits
     task_vectors: bool = False  # stage 1 trains one vector per task; z0 = their mean
-    held_out_only: bool = False  # plan only the leave-one-task-out CBP runs (a stage-1 variant)
+    # Plan only the held-out tasks: their leave-one-task-out CBP runs, and BBT if in methods.
+    held_out_only: bool = False
     stage1_max_len: int = 128
     out: str = "checkpoints/cbp_domains"
 
@@ -91,6 +94,8 @@ class SweepConfig:
             raise ValueError(f"unknown methods {sorted(unknown)}; known: {METHODS}")
         if self.held_out_only and not (self.leave_one_out and "cbp" in self.methods):
             raise ValueError("held_out_only needs leave_one_out tasks and the cbp method")
+        if self.kshot not in PROPORTIONS:
+            raise ValueError(f"unknown kshot {self.kshot!r}; known: {PROPORTIONS}")
         if min(self.shots, self.budget, self.population, self.test_size) <= 0:
             raise ValueError("shots, budget, population and test_size must be positive")
 
@@ -137,6 +142,7 @@ def run_config(cfg: SweepConfig, task: str, method: str, seed: int, gen: str = "
         method=method,
         seed=seed,
         shots=cfg.shots,
+        kshot=cfg.kshot,
         budget=cfg.budget,
         population=cfg.population,
         test_size=min(cfg.test_size, _test_pool_size(task)),  # copa's pool has 49
@@ -168,6 +174,8 @@ def planned(cfg: SweepConfig, tasks: tuple[str, ...] = ()) -> list[RunConfig]:
         for task in order:
             if task in cfg.leave_one_out:
                 held = f"{domain_of[task]}-minus-{task}"
+                if "bbt" in cfg.methods:
+                    rows += [run_config(cfg, task, "bbt", seed) for seed in cfg.seeds]
                 rows += [run_config(cfg, task, "cbp", seed, held) for seed in cfg.seeds]
         return rows
     for methods in (("zero_shot", "bbt", "cbp"), ("bbtv2", "prompt_tuning")):
@@ -250,8 +258,14 @@ def table(cfg: SweepConfig, command: str) -> str:
         "",
         f"Command: `{command}`",
         "",
-        f"Test accuracy (%), mean ± std over seeds {list(cfg.seeds)}; {cfg.shots} shots per "
-        f"class for train and dev each; {cfg.test_size} test examples (copa: its whole "
+        f"Test accuracy (%), mean ± std over seeds {list(cfg.seeds)}; "
+        + (
+            f"{cfg.shots} shots per class for train and dev each"
+            if cfg.kshot == "balanced"
+            else f"train and dev sets of {cfg.shots} x (classes) examples each, in the train "
+            "pool's class proportions (kshot=natural; the test keeps the same proportions)"
+        )
+        + f"; {cfg.test_size} test examples (copa: its whole "
         "49-example test pool), never trained on, not even by stage 1. Black-box methods "
         f"(BBT, BBTv2, CBP) at the same budget of {cfg.budget} API calls (train + dev; one call "
         "is one example scored, see the last section), "

@@ -52,6 +52,8 @@ def test_in_domain_runs_use_the_domain_generator_and_headline_columns_come_first
 def test_bad_sweep_configs_are_refused():
     with pytest.raises(ValueError, match="leave-one-out task 'copa'"):
         cbp_domains.SweepConfig(domains=("medical",), leave_one_out=("copa",))
+    with pytest.raises(ValueError, match="unknown kshot 'even'"):
+        cbp_domains.SweepConfig(kshot="even")
     with pytest.raises(ValueError, match="unknown methods"):
         cbp_domains.SweepConfig(methods=("bbt", "magic"))
 
@@ -66,11 +68,25 @@ def test_paired_line_counts_only_tasks_whose_seeds_all_finished():
 
 
 def test_held_out_only_plans_just_the_held_out_runs_of_a_stage1_variant():
-    cfg = cbp_domains.SweepConfig(held_out_only=True, task_vectors=True, seeds=(0, 1))
+    cfg = cbp_domains.SweepConfig(
+        held_out_only=True, task_vectors=True, seeds=(0, 1), methods=("cbp",)
+    )
     plan = cbp_domains.planned(cfg)
     assert len(plan) == 2 * len(cfg.leave_one_out)
     for rc in plan:
         domain = next(d for d in cfg.domains if rc.task in domain_tasks(d))
         assert rc.method == "cbp" and rc.tag == f"{domain}-minus-{rc.task}"
+    # with BBT listed, its runs on the held-out tasks come too (a data-protocol variant)
+    both = cbp_domains.SweepConfig(held_out_only=True, seeds=(0,), methods=("bbt", "cbp"))
+    plan = cbp_domains.planned(both)
+    assert sorted((rc.task, rc.method) for rc in plan) == sorted(
+        (t, m) for t in both.leave_one_out for m in ("bbt", "cbp")
+    )
+    assert all(rc.tag == "" for rc in plan if rc.method == "bbt")
     with pytest.raises(ValueError, match="held_out_only"):
         cbp_domains.SweepConfig(held_out_only=True, leave_one_out=())
+
+
+def test_kshot_protocol_reaches_every_run():
+    cfg = cbp_domains.SweepConfig(kshot="natural", seeds=(0,))
+    assert {rc.kshot for rc in cbp_domains.planned(cfg)} == {"natural"}

@@ -6,7 +6,7 @@ import pytest
 
 from cbp_jax.data.pools import content_key
 from cbp_jax.data.sources import SOURCES
-from cbp_jax.data.splits import kshot_splits, test_pool, train_pool
+from cbp_jax.data.splits import class_allocation, kshot_splits, test_pool, train_pool
 from cbp_jax.data.tasks import get_task, task_names
 
 
@@ -65,6 +65,36 @@ def test_train_pool_excludes_the_test_pool():
         assert pool and not any(content_key(ex, keys) in test for ex in pool)
 
 
+def test_class_allocation_follows_counts_and_keeps_the_total():
+    assert class_allocation([300, 1425, 676], 8, "balanced") == [8, 8, 8]
+    # financial_phrasebank's train pool: 12.5 / 59.4 / 28.2 % of 24 -> 3 / 14 / 7
+    assert class_allocation([302, 1437, 681], 8, "natural") == [3, 14, 7]
+    assert class_allocation([50, 50], 8, "natural") == [8, 8]
+    assert class_allocation([1, 999], 4, "natural") == [1, 7]  # never zero of a class
+    for counts in ([5, 7, 11, 13], [1, 1, 98], [40, 60]):
+        alloc = class_allocation(counts, 6, "natural")
+        assert sum(alloc) == 6 * len(counts) and min(alloc) >= 1
+        assert alloc == sorted(alloc) or counts != sorted(counts)  # more pool, no fewer shots
+    with pytest.raises(ValueError, match="unknown k-shot proportions 'stratified'"):
+        class_allocation([5, 5], 2, "stratified")
+
+
+def test_natural_proportions_carry_the_pool_prior_and_stay_disjoint():
+    k, name = 8, "financial_phrasebank"
+    nat = kshot_splits(name, k, seed=0, test_size=50, proportions="natural")
+    pool = collections.Counter(ex["label"] for ex in train_pool(name))
+    alloc = class_allocation([pool[c] for c in range(3)], k, "natural")
+    for part in (nat.train, nat.dev):
+        assert collections.Counter(ex["label"] for ex in part) == dict(enumerate(alloc))
+    assert not set(ids(nat.train)) & set(ids(nat.dev))
+    bal = kshot_splits(name, k, seed=0, test_size=50)
+    assert ids(nat.test) == ids(bal.test)  # the test subsample does not depend on the protocol
+    assert set(ids(nat.train)) != set(ids(bal.train))
+    # piqa's pool is about 50/50: natural proportions give k per class, the same draw
+    a, b = (kshot_splits("piqa", k, 1, proportions=p) for p in ("balanced", "natural"))
+    assert (ids(a.train), ids(a.dev)) == (ids(b.train), ids(b.dev))
+
+
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match=r"class 1 \('B',\) has 23 examples"):
         kshot_splits("copa", shots_per_class=12, seed=0)
@@ -74,5 +104,7 @@ def test_bad_arguments_raise_clear_errors():
         kshot_splits("copa", 0, 0)
     with pytest.raises(ValueError, match="seed"):
         kshot_splits("copa", 2, -1)
+    with pytest.raises(ValueError, match="unknown k-shot proportions"):
+        kshot_splits("copa", 2, 0, proportions="uniform")
     with pytest.raises(KeyError, match="unknown task"):
         kshot_splits("copa2", 2, 0)

@@ -1,5 +1,11 @@
 """Seeded k-shot sampling: k train and k dev examples per class, plus a disjoint test set.
 
+Two class-proportion protocols, both with k x (classes) train and as many dev examples:
+"balanced" (the default; BBT's and LM-BFF's protocol) takes k of every class; "natural"
+splits the same total over the classes in proportion to the train pool's class counts
+(largest remainder, at least one per class), so the k-shot sets carry the task's class
+prior, as its test set does.
+
 Train and dev are drawn from the task's train pool, the test set from its test pool; the
 pools are fixed and disjoint by content (see pools.py), so no seed can make them overlap.
 Randomness comes from numpy's PCG64 seeded with SeedSequence([seed, stream]): stream 0
@@ -44,6 +50,30 @@ def test_pool(name: str, data_dir=None, *, cache_dir=None) -> list[dict]:
 test_pool.__test__ = False  # not a pytest test when imported into a test module
 
 
+PROPORTIONS = ("balanced", "natural")
+
+
+def class_allocation(counts: list[int], shots_per_class: int, proportions: str) -> list[int]:
+    """Examples per class in each of train and dev: k each ("balanced"), or k x classes split
+    in proportion to `counts` by largest remainder with at least one per class ("natural")."""
+    if proportions not in PROPORTIONS:
+        raise ValueError(f"unknown k-shot proportions {proportions!r}; known: {PROPORTIONS}")
+    num_classes = len(counts)
+    if proportions == "balanced":
+        return [shots_per_class] * num_classes
+    if min(counts) < 1:
+        raise ValueError(f"natural proportions need every class in the train pool: {counts}")
+    total = shots_per_class * num_classes
+    share = np.asarray(counts, np.float64) / sum(counts) * total
+    alloc = np.floor(share).astype(int)
+    order = np.argsort(-(share - alloc), kind="stable")  # largest remainders, ties by class id
+    alloc[order[: total - alloc.sum()]] += 1
+    while alloc.min() < 1:  # a class too rare for one shot still gets one, from the largest
+        alloc[np.argmax(alloc)] -= 1
+        alloc[np.argmin(alloc)] += 1
+    return [int(n) for n in alloc]
+
+
 def kshot_splits(
     name: str,
     shots_per_class: int,
@@ -51,9 +81,11 @@ def kshot_splits(
     test_size: int | None = None,
     data_dir=None,
     *,
+    proportions: str = "balanced",
     cache_dir=None,
 ) -> TaskSplits:
-    """k-shot train and dev sets (k per class each) and a test set that overlaps neither."""
+    """k-shot train and dev sets (k per class each, or the same total in the train pool's
+    class proportions) and a test set that overlaps neither."""
     if not _is_int(shots_per_class) or shots_per_class < 1:
         raise ValueError(f"shots_per_class must be an integer >= 1, got {shots_per_class!r}")
     if not _is_int(seed) or seed < 0:
@@ -62,19 +94,19 @@ def kshot_splits(
         raise ValueError(f"test_size must be a positive integer or None, got {test_size!r}")
     task = get_task(name)
     pool = train_pool(name, data_dir, cache_dir=cache_dir)
+    by_class = [[ex for ex in pool if ex["label"] == c] for c in range(task.num_classes)]
+    alloc = class_allocation([len(m) for m in by_class], shots_per_class, proportions)
     rng = _rng(int(seed), 0)
     train, dev = [], []
-    for c in range(task.num_classes):
-        members = [ex for ex in pool if ex["label"] == c]
-        if len(members) < 2 * shots_per_class:
+    for c, (members, n) in enumerate(zip(by_class, alloc, strict=True)):
+        if len(members) < 2 * n:
             raise ValueError(
                 f"task {task.name}: class {c} {task.label_words[c]} has {len(members)} examples "
-                f"in the train pool; {shots_per_class} train + {shots_per_class} dev shots "
-                "per class need twice that"
+                f"in the train pool; {n} train + {n} dev shots ({proportions}) need twice that"
             )
-        picked = rng.permutation(len(members))[: 2 * shots_per_class]
-        train += [members[i] for i in picked[:shots_per_class]]
-        dev += [members[i] for i in picked[shots_per_class:]]
+        picked = rng.permutation(len(members))[: 2 * n]
+        train += [members[i] for i in picked[:n]]
+        dev += [members[i] for i in picked[n:]]
     train = [train[i] for i in rng.permutation(len(train))]
     dev = [dev[i] for i in rng.permutation(len(dev))]
     test = test_pool(name, data_dir, cache_dir=cache_dir)
