@@ -26,7 +26,7 @@ from cbp_jax.methods.cbp import (
     task_vector_accuracy,
     train_generator,
 )
-from cbp_jax.methods.cbp_train import make_batch
+from cbp_jax.methods.stage1_data import make_batch
 from cbp_jax.model import LlamaConfig, forward, init_params, mean_pooled_embeddings
 from cbp_jax.model.registry import LoadedModel
 from cbp_jax.prompts.generator import GeneratorConfig, PromptGenerator, generator_apply

@@ -22,13 +22,8 @@ import numpy as np
 from cbp_jax.data.batching import Inputs
 from cbp_jax.methods import evaluate
 from cbp_jax.methods.blackbox import BlackBoxConfig, BlackBoxResult, Parameterization, run_blackbox
-from cbp_jax.methods.cbp_train import (
-    Stage1Config,
-    Stage1Result,
-    TrainTask,
-    load_train_tasks,
-    train_generator,
-)
+from cbp_jax.methods.cbp_train import Stage1Config, Stage1Result, train_generator
+from cbp_jax.methods.stage1_data import TrainTask, load_train_tasks
 from cbp_jax.prompts.generator import (
     CBPRelease,
     GeneratorArtifact,

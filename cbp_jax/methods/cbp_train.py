@@ -1,31 +1,16 @@
 """CBP-Tuning stage 1, provider side: train the prompt generator G and z0 (METHODS.md, CBP).
 
 With the LLM frozen (gradients flow through it, its weights get none), minimise the
-cross-entropy of the answer over several tasks of one domain:
-
-    min_{G, z0}  E_{task, (X, y)}  CE(softmax_c s_c(X), y),
-    s_c(X) = logsumexp_{w in words(c)} log softmax_V(LLM([G(X, z0); Emb(X)]))[w]
-
-(the same class scores the user computes in stage 2 from the service's log-probs).
-
-Data: only the tasks' TRAIN pools (`train_pool`), never their test pools. Step s draws its
-task and batch from numpy's PCG64 seeded with (seed, s), so a batch is a pure function of
-(seed, step) and a resumed run sees exactly the batches the killed one would have.
-Each batch is rendered, tokenized (keeping the last `max_len` tokens, where the answer slot
-is) and left-padded to a multiple of `pad_to`; candidate ids are padded to one C x W for all
-tasks (masked), so the number of compiled shapes is at most max_len / pad_to.
-
-Optimiser: global-norm clipping, then AdamW (decay on kernels only) with linear warmup and
-a cosine (to 10%) or constant schedule; z0 has its own learning rate (it lives on the
-N(0, I) scale, the generator's weights on the embedding scale). An Orbax checkpoint
-(generator params, z0, A, optimiser state, step) is written every `checkpoint_every` steps
-and at the end; a JSONL line per step goes to run_dir/log.jsonl.
+cross-entropy of the answer over several tasks of one domain (the loss and optimiser:
+stage1_step.py; the seeded, train-pool-only batches: stage1_data.py). This module holds
+the config and the loop: an Orbax checkpoint (generator params, z0, A, optimiser state,
+step) is written every `checkpoint_every` steps and at the end, a JSONL line per step goes
+to run_dir/log.jsonl, and a killed run resumes to the uninterrupted result.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import pathlib
 import time
@@ -34,20 +19,15 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from tqdm import tqdm
 
 from cbp_jax.ckpt import Checkpointer, StepLog
-from cbp_jax.data.batching import candidate_ids, encode, left_pad
-from cbp_jax.data.spec import TaskSpec
-from cbp_jax.methods.losses import accuracy, cross_entropy
-from cbp_jax.model.config import LlamaConfig
-from cbp_jax.model.llama import forward, mean_pooled_embeddings
+from cbp_jax.methods.stage1_data import TrainTask, candidates, load_train_tasks, make_batch
+from cbp_jax.methods.stage1_step import make_schedule, train_step_fn
 from cbp_jax.prompts.generator import (
     GeneratorArtifact,
     GeneratorConfig,
     check_model,
-    generator_apply,
     init_generator,
     model_fingerprint,
     save_generator,
@@ -56,7 +36,6 @@ from cbp_jax.prompts.generator import (
 COMMONSENSE = ("boolq", "piqa", "copa", "arc_easy", "arc_challenge")
 SAMPLING = ("proportional", "uniform", "round_robin")
 SCHEDULES = ("cosine", "constant")
-NEG = -1e9  # score of a padded (absent) class
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,173 +94,10 @@ class Stage1Config:
             raise ValueError(f"Stage1Config.seed must be an int >= 0, got {self.seed!r}")
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainTask:
-    """One stage-1 task: its spec and the examples G may train on (its train pool)."""
-
-    spec: TaskSpec
-    examples: Sequence[dict]
-
-    def __post_init__(self):
-        if not self.examples:
-            raise ValueError(f"task {self.spec.name}: no training examples")
-        bad = [
-            ex.get("label") for ex in self.examples if not 0 <= ex["label"] < self.spec.num_classes
-        ]
-        if bad:
-            raise ValueError(f"task {self.spec.name}: labels out of range, e.g. {bad[0]!r}")
-
-
-def load_train_tasks(names: Sequence[str]) -> list[TrainTask]:
-    """Specs and TRAIN pools of registry tasks (unknown names raise KeyError)."""
-    from cbp_jax.data.splits import train_pool
-    from cbp_jax.data.tasks import get_task
-
-    specs = [get_task(n) for n in names]  # fail on an unknown name before loading any data
-    return [TrainTask(spec, train_pool(n)) for spec, n in zip(specs, names, strict=True)]
-
-
 @dataclasses.dataclass
 class Stage1Result:
     artifact: GeneratorArtifact
     history: list[dict]
-
-
-# ---------------------------------------------------------------------------- batches
-
-
-@dataclasses.dataclass(frozen=True)
-class _Candidates:
-    """All tasks' candidate ids padded to one C x W, with word and class masks."""
-
-    ids_NxCxW: np.ndarray
-    word_mask_NxCxW: np.ndarray
-    class_mask_NxC: np.ndarray
-
-
-def _candidates(tokenizer, tasks: Sequence[TrainTask]) -> _Candidates:
-    per_task = [candidate_ids(tokenizer, t.spec.label_words) for t in tasks]
-    c = max(x.shape[0] for x in per_task)
-    w = max(x.shape[1] for x in per_task)
-    ids = np.zeros((len(tasks), c, w), np.int32)
-    word_mask = np.zeros((len(tasks), c, w), bool)
-    class_mask = np.zeros((len(tasks), c), bool)
-    for i, x in enumerate(per_task):
-        ids[i, : x.shape[0], : x.shape[1]] = x
-        word_mask[i, : x.shape[0], : x.shape[1]] = True
-        class_mask[i, : x.shape[0]] = True
-    word_mask[:, :, 0] = True  # an absent class scores token 0 (finite), then gets NEG
-    return _Candidates(ids, word_mask, class_mask)
-
-
-def batch_plan(cfg: Stage1Config, pool_sizes: Sequence[int], step: int) -> tuple[int, np.ndarray]:
-    """(task index, example indices) of a step: a pure function of (seed, step)."""
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, step]))
-    sizes = np.asarray(pool_sizes, np.float64)
-    if cfg.sampling == "round_robin":
-        task = step % len(sizes)
-    elif cfg.sampling == "uniform":
-        task = int(rng.integers(len(sizes)))
-    else:
-        task = int(rng.choice(len(sizes), p=sizes / sizes.sum()))
-    n = int(sizes[task])
-    idx = rng.choice(n, size=cfg.batch_size, replace=n < cfg.batch_size)
-    return task, idx
-
-
-def make_batch(cfg: Stage1Config, tokenizer, tasks: Sequence[TrainTask], step: int):
-    """(task index, tokens_BxS, mask_BxS, labels_B) for a step, left-padded to pad_to."""
-    task_i, idx = batch_plan(cfg, [len(t.examples) for t in tasks], step)
-    task = tasks[task_i]
-    examples = [task.examples[int(i)] for i in idx]
-    seqs = encode(tokenizer, [task.spec.render(ex) for ex in examples], max_len=cfg.max_len)
-    tokens, mask = left_pad(seqs, tokenizer.pad_token_id or 0, cfg.pad_to)
-    labels = np.array([ex["label"] for ex in examples], np.int32)
-    return task_i, tokens, mask, labels
-
-
-# ---------------------------------------------------------------------------- the step
-
-
-def task_vector(trainable, task_i):
-    """The z of a step: the shared z0_R, or row task_i of the per-task z_TxR."""
-    return trainable["z0_R"] if "z0_R" in trainable else trainable["z_TxR"][task_i]
-
-
-def stage1_scores(
-    trainable, A_DxR, model_params, cfg: LlamaConfig, tokens_BxS, mask_BxS, cands, reduce, task_i=0
-):
-    """Class scores B x C with the generator's prompt from the step's z (padded classes at
-    NEG)."""
-    ids_CxW, word_mask_CxW, class_mask_C = cands
-    pooled_BxD = mean_pooled_embeddings(model_params, tokens_BxS, mask_BxS)
-    z_R = task_vector(trainable, task_i)
-    prompt_BxTxD = generator_apply(trainable["gen"], A_DxR, pooled_BxD, z_R)
-    logits_BxV = forward(model_params, cfg, tokens_BxS, mask_BxS, prompt_BxTxD=prompt_BxTxD).logits
-    logp_BxCxW = jax.nn.log_softmax(logits_BxV, axis=-1)[:, ids_CxW]
-    if reduce == "logsumexp":
-        scores = jax.nn.logsumexp(logp_BxCxW, axis=-1, where=word_mask_CxW)
-    else:
-        m = word_mask_CxW.astype(jnp.float32)
-        scores = (logp_BxCxW * m).sum(-1) / jnp.maximum(m.sum(-1), 1.0)
-    return jnp.where(class_mask_C, scores, NEG)
-
-
-def make_schedule(cfg: Stage1Config, peak: float):
-    """Linear warmup from 0 over `warmup` steps, then cosine to 10% or constant."""
-    if cfg.schedule == "cosine":
-        main = optax.cosine_decay_schedule(peak, cfg.steps - cfg.warmup, alpha=0.1)
-    else:
-        main = optax.constant_schedule(peak)
-    if cfg.warmup == 0:
-        return main
-    warm = optax.linear_schedule(0.0, peak, cfg.warmup)
-    return optax.join_schedules([warm, main], [cfg.warmup])
-
-
-def make_optimizer(cfg: Stage1Config) -> optax.GradientTransformation:
-    def decay_mask(tree):
-        return jax.tree_util.tree_map_with_path(
-            lambda path, _: any(getattr(p, "key", None) == "kernel" for p in path), tree
-        )
-
-    gen = optax.adamw(
-        make_schedule(cfg, cfg.learning_rate), weight_decay=cfg.weight_decay, mask=decay_mask
-    )
-    z0 = optax.adam(make_schedule(cfg, cfg.z0_learning_rate))
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.clip_norm),
-        optax.multi_transform(
-            {"gen": gen, "z0": z0},
-            {"gen": "gen", ("z_TxR" if cfg.task_vectors else "z0_R"): "z0"},
-        ),
-    )
-
-
-@functools.lru_cache(maxsize=8)
-def _step_fn(model_cfg: LlamaConfig, cfg: Stage1Config):
-    """Jitted train step, cached per config so repeated runs reuse the compiled code."""
-    opt = make_optimizer(cfg)
-
-    def loss_fn(trainable, A_DxR, model_params, tokens, mask, cands, labels, task_i):
-        scores = stage1_scores(
-            trainable, A_DxR, model_params, model_cfg, tokens, mask, cands, cfg.score_reduce, task_i
-        )
-        return cross_entropy(scores, labels), accuracy(scores, labels)
-
-    @jax.jit
-    def step(trainable, opt_state, A_DxR, model_params, tokens, mask, cands, labels, task_i):
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            trainable, A_DxR, model_params, tokens, mask, cands, labels, task_i
-        )
-        updates, opt_state = opt.update(grads, opt_state, trainable)
-        metrics = {"loss": loss, "acc": acc, "grad_norm": optax.tree.norm(grads)}
-        return optax.apply_updates(trainable, updates), opt_state, metrics
-
-    return opt, step
-
-
-# ---------------------------------------------------------------------------- the loop
 
 
 def _jsonable(x):
@@ -329,7 +145,7 @@ def train_generator(
             f"tasks {[t.spec.name for t in tasks]} do not match Stage1Config.tasks {cfg.tasks}"
         )
     tokenizer = model.tokenizer
-    cands = _candidates(tokenizer, tasks)
+    cands = candidates(tokenizer, tasks)
     cands_dev = [
         tuple(
             jnp.asarray(x[i])
@@ -343,7 +159,7 @@ def train_generator(
         "generator": dataclasses.asdict(gen_cfg),
         "model": fingerprint,
     }
-    opt, step_fn = _step_fn(model.cfg, cfg)
+    opt, step_fn = train_step_fn(model.cfg, cfg)
     lr_at = make_schedule(cfg, cfg.learning_rate)
     trainable, A_DxR = _initial_state(model, cfg, gen_cfg)
     opt_state = opt.init(trainable)

@@ -1,0 +1,99 @@
+"""CBP-Tuning stage 1, the data: training tasks, a seeded batch plan, padded batches.
+
+Only the tasks' TRAIN pools (`train_pool`), never their test pools. Step s draws its task
+and batch from numpy's PCG64 seeded with (seed, s), so a batch is a pure function of
+(seed, step) and a resumed run sees exactly the batches the killed one would have. Each
+batch is rendered, tokenized (keeping the last `max_len` tokens, where the answer slot is)
+and left-padded to a multiple of `pad_to`; candidate ids are padded to one C x W for all
+tasks (masked), so the number of compiled shapes is at most max_len / pad_to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cbp_jax.data.batching import candidate_ids, encode, left_pad
+from cbp_jax.data.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from cbp_jax.methods.cbp_train import Stage1Config
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainTask:
+    """One stage-1 task: its spec and the examples G may train on (its train pool)."""
+
+    spec: TaskSpec
+    examples: Sequence[dict]
+
+    def __post_init__(self):
+        if not self.examples:
+            raise ValueError(f"task {self.spec.name}: no training examples")
+        bad = [
+            ex.get("label") for ex in self.examples if not 0 <= ex["label"] < self.spec.num_classes
+        ]
+        if bad:
+            raise ValueError(f"task {self.spec.name}: labels out of range, e.g. {bad[0]!r}")
+
+
+def load_train_tasks(names: Sequence[str]) -> list[TrainTask]:
+    """Specs and TRAIN pools of registry tasks (unknown names raise KeyError)."""
+    from cbp_jax.data.splits import train_pool
+    from cbp_jax.data.tasks import get_task
+
+    specs = [get_task(n) for n in names]  # fail on an unknown name before loading any data
+    return [TrainTask(spec, train_pool(n)) for spec, n in zip(specs, names, strict=True)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Candidates:
+    """All tasks' candidate ids padded to one C x W, with word and class masks."""
+
+    ids_NxCxW: np.ndarray
+    word_mask_NxCxW: np.ndarray
+    class_mask_NxC: np.ndarray
+
+
+def candidates(tokenizer, tasks: Sequence[TrainTask]) -> _Candidates:
+    per_task = [candidate_ids(tokenizer, t.spec.label_words) for t in tasks]
+    c = max(x.shape[0] for x in per_task)
+    w = max(x.shape[1] for x in per_task)
+    ids = np.zeros((len(tasks), c, w), np.int32)
+    word_mask = np.zeros((len(tasks), c, w), bool)
+    class_mask = np.zeros((len(tasks), c), bool)
+    for i, x in enumerate(per_task):
+        ids[i, : x.shape[0], : x.shape[1]] = x
+        word_mask[i, : x.shape[0], : x.shape[1]] = True
+        class_mask[i, : x.shape[0]] = True
+    word_mask[:, :, 0] = True  # an absent class scores token 0 (finite), then gets NEG
+    return _Candidates(ids, word_mask, class_mask)
+
+
+def batch_plan(cfg: Stage1Config, pool_sizes: Sequence[int], step: int) -> tuple[int, np.ndarray]:
+    """(task index, example indices) of a step: a pure function of (seed, step)."""
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, step]))
+    sizes = np.asarray(pool_sizes, np.float64)
+    if cfg.sampling == "round_robin":
+        task = step % len(sizes)
+    elif cfg.sampling == "uniform":
+        task = int(rng.integers(len(sizes)))
+    else:
+        task = int(rng.choice(len(sizes), p=sizes / sizes.sum()))
+    n = int(sizes[task])
+    idx = rng.choice(n, size=cfg.batch_size, replace=n < cfg.batch_size)
+    return task, idx
+
+
+def make_batch(cfg: Stage1Config, tokenizer, tasks: Sequence[TrainTask], step: int):
+    """(task index, tokens_BxS, mask_BxS, labels_B) for a step, left-padded to pad_to."""
+    task_i, idx = batch_plan(cfg, [len(t.examples) for t in tasks], step)
+    task = tasks[task_i]
+    examples = [task.examples[int(i)] for i in idx]
+    seqs = encode(tokenizer, [task.spec.render(ex) for ex in examples], max_len=cfg.max_len)
+    tokens, mask = left_pad(seqs, tokenizer.pad_token_id or 0, cfg.pad_to)
+    labels = np.array([ex["label"] for ex in examples], np.int32)
+    return task_i, tokens, mask, labels
