@@ -28,16 +28,16 @@ demo: $(VENV)/.installed
 		--shots 8 --test-size 200 --budget 1000 --seed 0 --out checkpoints/demo
 
 test: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check cbp_jax tests experiments
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
 
 lint: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check cbp_jax tests experiments
-	$(VENV)/bin/ruff format --check cbp_jax tests experiments
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 format: $(VENV)/.installed-test
-	$(VENV)/bin/ruff format cbp_jax tests experiments
-	$(VENV)/bin/ruff check --fix cbp_jax tests experiments
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 bench: $(VENV)/.installed-test
 	$(PY) experiments/bench_forward.py
