@@ -300,7 +300,12 @@ def table(cfg: SweepConfig, command: str) -> str:
             if cfg.task_vectors
             else ""
         )
-        + (" Only the held-out CBP runs are planned here." if cfg.held_out_only else ""),
+        + (
+            " Only the held-out tasks are planned here: their held-out CBP runs"
+            + (" and BBT." if "bbt" in cfg.methods else ".")
+            if cfg.held_out_only
+            else ""
+        ),
         "",
     ]
     for domain in () if cfg.held_out_only else cfg.domains:
