@@ -263,7 +263,7 @@ def table(cfg: SweepConfig, command: str) -> str:
             f"{cfg.shots} shots per class for train and dev each"
             if cfg.kshot == "balanced"
             else f"train and dev sets of {cfg.shots} x (classes) examples each, in the train "
-            "pool's class proportions (kshot=natural; the test keeps the same proportions)"
+            "pool's class proportions (kshot=natural; the same test subsets as kshot=balanced)"
         )
         + f"; {cfg.test_size} test examples (copa: its whole "
         "49-example test pool), never trained on, not even by stage 1. Black-box methods "
