@@ -22,7 +22,7 @@ import time
 import jax
 import numpy as np
 
-from cbp_jax.data.splits import PROPORTIONS
+from cbp_jax.data.splits import check_proportions, kshot_splits
 
 METHODS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning", "cbp_z0", "cbp")
 
@@ -58,8 +58,7 @@ class RunConfig:
             raise ValueError(f"unknown method {self.method!r}; known: {METHODS}")
         if self.shots <= 0:
             raise ValueError("shots must be positive")
-        if self.kshot not in PROPORTIONS:
-            raise ValueError(f"unknown kshot {self.kshot!r}; known: {PROPORTIONS}")
+        check_proportions(self.kshot)
         if self.method.startswith("cbp") and not self.generator:
             raise ValueError(f"method {self.method} needs --generator PATH (a stage-1 generator)")
 
@@ -78,6 +77,12 @@ class RunConfig:
             seed=self.seed,
         )
 
+    def splits(self):
+        """This run's k-shot train and dev sets and test subset (a pure function of the config)."""
+        return kshot_splits(
+            self.task, self.shots, self.seed, test_size=self.test_size, proportions=self.kshot
+        )
+
     @property
     def run_dir(self) -> pathlib.Path:
         method = f"{self.method}-{self.tag}" if self.tag else self.method
@@ -87,7 +92,6 @@ class RunConfig:
 def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
     """Run `cfg`; `model`: an already loaded LoadedModel for cfg.model (saves a reload)."""
     from cbp_jax.data.batching import make_inputs
-    from cbp_jax.data.splits import kshot_splits
     from cbp_jax.data.tasks import get_task
     from cbp_jax.methods import evaluate
     from cbp_jax.methods.bbt import bbt_parameterization, run_bbtv2
@@ -100,9 +104,7 @@ def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
 
     start = time.time()
     task = get_task(cfg.task)
-    splits = kshot_splits(
-        cfg.task, cfg.shots, cfg.seed, test_size=cfg.test_size, proportions=cfg.kshot
-    )
+    splits = cfg.splits()
     model = load_model(cfg.model) if model is None else model
     tok = model.tokenizer
     train, dev = make_inputs(tok, task, splits.train), make_inputs(tok, task, splits.dev)

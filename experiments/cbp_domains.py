@@ -32,7 +32,7 @@ import sys
 
 import numpy as np
 
-from cbp_jax.data.splits import PROPORTIONS
+from cbp_jax.data.splits import check_proportions
 from cbp_jax.data.tasks import domain_tasks
 from cbp_jax.overrides import apply_overrides
 from cbp_jax.run import RunConfig, run
@@ -94,8 +94,7 @@ class SweepConfig:
             raise ValueError(f"unknown methods {sorted(unknown)}; known: {METHODS}")
         if self.held_out_only and not (self.leave_one_out and "cbp" in self.methods):
             raise ValueError("held_out_only needs leave_one_out tasks and the cbp method")
-        if self.kshot not in PROPORTIONS:
-            raise ValueError(f"unknown kshot {self.kshot!r}; known: {PROPORTIONS}")
+        check_proportions(self.kshot)
         if min(self.shots, self.budget, self.population, self.test_size) <= 0:
             raise ValueError("shots, budget, population and test_size must be positive")
 

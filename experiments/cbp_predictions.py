@@ -3,10 +3,11 @@
     python experiments/cbp_predictions.py \
         checkpoints/cbp_budget/runs/financial_phrasebank/cbp-financial/seed0
 
-Reads the run's result.json (task, seed, shots, test size, generator) and its saved
-task_vector, rebuilds the same k-shot dev set and test subset, and prints, for z0 and for the
-tuned vector, the accuracy and the predicted-class counts next to the true ones. It shows
-whether stage 2 changed how the model answers (e.g. its class prior) or what it knows.
+Reads the run's result.json (its RunConfig: task, seed, shots, k-shot protocol, generator)
+and its saved task_vector, rebuilds the same k-shot dev set and test subset, and prints,
+for z0 and for the tuned vector, the accuracy and the predicted-class counts next to the
+true ones. It shows whether stage 2 changed how the model answers (e.g. its class prior) or
+what it knows.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from collections import Counter
 
 import numpy as np
 
-from cbp_jax.data.splits import kshot_splits
 from cbp_jax.data.tasks import get_task
 from cbp_jax.methods.cbp import cbp_service, load_generator, load_task_vector, task_vector_predict
 from cbp_jax.model import load_model
+from cbp_jax.run import RunConfig
 
 
 def counts(labels, num_classes: int) -> list[int]:
@@ -46,7 +47,7 @@ def main(argv=None) -> None:
     tuned = load_task_vector(run_dir / "task_vector", release=release, task=cfg["task"])
     service = cbp_service(model, artifact)
     task = get_task(cfg["task"])
-    splits = kshot_splits(cfg["task"], cfg["shots"], cfg["seed"], test_size=cfg["test_size"])
+    splits = RunConfig(**cfg).splits()  # the run's own protocol (balanced if it predates kshot)
     k = task.num_classes
     print(f"{cfg['task']} seed {cfg['seed']}: class counts as [{', '.join(map(str, range(k)))}]")
     for split in ("dev", "test"):

@@ -52,7 +52,7 @@ def test_in_domain_runs_use_the_domain_generator_and_headline_columns_come_first
 def test_bad_sweep_configs_are_refused():
     with pytest.raises(ValueError, match="leave-one-out task 'copa'"):
         cbp_domains.SweepConfig(domains=("medical",), leave_one_out=("copa",))
-    with pytest.raises(ValueError, match="unknown kshot 'even'"):
+    with pytest.raises(ValueError, match="unknown k-shot proportions 'even'"):
         cbp_domains.SweepConfig(kshot="even")
     with pytest.raises(ValueError, match="unknown methods"):
         cbp_domains.SweepConfig(methods=("bbt", "magic"))

@@ -104,7 +104,7 @@ def test_bad_arguments_raise_clear_errors():
         kshot_splits("copa", 0, 0)
     with pytest.raises(ValueError, match="seed"):
         kshot_splits("copa", 2, -1)
-    with pytest.raises(ValueError, match="unknown k-shot proportions"):
+    with pytest.raises(ValueError, match="unknown k-shot proportions 'uniform'"):
         kshot_splits("copa", 2, 0, proportions="uniform")
     with pytest.raises(KeyError, match="unknown task"):
         kshot_splits("copa2", 2, 0)

@@ -53,11 +53,17 @@ test_pool.__test__ = False  # not a pytest test when imported into a test module
 PROPORTIONS = ("balanced", "natural")
 
 
+def check_proportions(proportions: str) -> str:
+    """`proportions` if it names a protocol, else a ValueError listing the known ones."""
+    if proportions not in PROPORTIONS:
+        raise ValueError(f"unknown k-shot proportions {proportions!r}; known: {PROPORTIONS}")
+    return proportions
+
+
 def class_allocation(counts: list[int], shots_per_class: int, proportions: str) -> list[int]:
     """Examples per class in each of train and dev: k each ("balanced"), or k x classes split
     in proportion to `counts` by largest remainder with at least one per class ("natural")."""
-    if proportions not in PROPORTIONS:
-        raise ValueError(f"unknown k-shot proportions {proportions!r}; known: {PROPORTIONS}")
+    check_proportions(proportions)
     num_classes = len(counts)
     if proportions == "balanced":
         return [shots_per_class] * num_classes

@@ -50,7 +50,7 @@ def load_train_tasks(names: Sequence[str]) -> list[TrainTask]:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Candidates:
+class Candidates:
     """All tasks' candidate ids padded to one C x W, with word and class masks."""
 
     ids_NxCxW: np.ndarray
@@ -58,7 +58,8 @@ class _Candidates:
     class_mask_NxC: np.ndarray
 
 
-def candidates(tokenizer, tasks: Sequence[TrainTask]) -> _Candidates:
+def candidates(tokenizer, tasks: Sequence[TrainTask]) -> Candidates:
+    """Every task's label-word ids in one padded N x C x W array (one compiled shape)."""
     per_task = [candidate_ids(tokenizer, t.spec.label_words) for t in tasks]
     c = max(x.shape[0] for x in per_task)
     w = max(x.shape[1] for x in per_task)
@@ -70,7 +71,7 @@ def candidates(tokenizer, tasks: Sequence[TrainTask]) -> _Candidates:
         word_mask[i, : x.shape[0], : x.shape[1]] = True
         class_mask[i, : x.shape[0]] = True
     word_mask[:, :, 0] = True  # an absent class scores token 0 (finite), then gets NEG
-    return _Candidates(ids, word_mask, class_mask)
+    return Candidates(ids, word_mask, class_mask)
 
 
 def batch_plan(cfg: Stage1Config, pool_sizes: Sequence[int], step: int) -> tuple[int, np.ndarray]:
