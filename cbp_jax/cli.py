@@ -55,6 +55,7 @@ def _train_generator(args) -> None:
         max_len=args.max_len,
         sampling=args.sampling,
         task_vectors=args.task_vectors,
+        permute_options=args.permute_options,
         seed=args.seed,
     )
     model = load_model(args.model)
@@ -143,6 +144,11 @@ def main(argv=None) -> None:
         "--task-vectors",
         action="store_true",
         help="one trained vector per task; z0 = their mean (see Stage1Config.task_vectors)",
+    )
+    tg.add_argument(
+        "--permute-options",
+        action="store_true",
+        help="shuffle multiple-choice options in training (see Stage1Config.permute_options)",
     )
     tg.set_defaults(func=_train_generator)
 

@@ -79,6 +79,7 @@ class SweepConfig:
     methods: tuple[str, ...] = METHODS  # a subset runs only those columns (e.g. a budget sweep)
     dev_margin: int = 0  # black-box runs keep a new ES mean only if it gains > this many dev hits
     task_vectors: bool = False  # stage 1 trains one vector per task; z0 = their mean
+    permute_options: bool = False  # stage 1 shuffles multiple-choice options (label follows)
     # Plan only the held-out tasks: their leave-one-task-out CBP runs, and BBT if in methods.
     held_out_only: bool = False
     stage1_max_len: int = 128
@@ -124,6 +125,7 @@ def train(cfg: SweepConfig, names: tuple[str, ...] = ()) -> None:
             "--max-len", str(cfg.stage1_max_len), "--out", str(cfg.generator_dir(name)),
         ]  # fmt: skip
         cmd += ["--task-vectors"] if cfg.task_vectors else []
+        cmd += ["--permute-options"] if cfg.permute_options else []
         print("+", shlex.join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
 
@@ -297,6 +299,12 @@ def table(cfg: SweepConfig, command: str) -> str:
         + (
             " Per-task vectors: stage 1 trains one vector per task and releases their mean as z0."
             if cfg.task_vectors
+            else ""
+        )
+        + (
+            " Options shuffled in stage 1: each multiple-choice training example's options are"
+            " put in a random order (the label follows the right one)."
+            if cfg.permute_options
             else ""
         )
         + (

@@ -115,6 +115,15 @@ class TaskSpec:
     def num_classes(self) -> int:
         return len(self.label_words)
 
+    @property
+    def option_fields(self) -> tuple[str, ...] | None:
+        """For multiple choice whose class c is named by the one letter of the template
+        field holding option c (A, B, ...): those fields in class order; else None."""
+        names = tuple(ws[0] for ws in self.label_words)
+        if all(len(ws) == 1 for ws in self.label_words) and set(names) <= set(self.fields):
+            return names
+        return None
+
     def render(self, example: dict) -> str:
         missing = [f for f in self.fields if f not in example]
         if missing:

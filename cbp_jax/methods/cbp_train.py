@@ -48,7 +48,9 @@ class Stage1Config:
     max_len: tokens kept per input (from the end); pad_to: padding multiple (bounds
     recompiles); checkpoint_every: steps between Orbax checkpoints; task_vectors: train one
     vector z_t per task (each step uses its task's) instead of one shared z0, and release
-    their mean as z0 (the start for a task the generator never saw)."""
+    their mean as z0 (the start for a task the generator never saw); permute_options:
+    shuffle each multiple-choice example's options (label follows) so G cannot learn the
+    training tasks' answer-letter prior (stage1_data.permute_options)."""
 
     tasks: tuple[str, ...] = COMMONSENSE
     steps: int = 1000
@@ -65,6 +67,7 @@ class Stage1Config:
     pad_to: int = 16
     checkpoint_every: int = 50
     task_vectors: bool = False
+    permute_options: bool = False
     seed: int = 0
 
     def __post_init__(self):

@@ -4,8 +4,10 @@ Only the tasks' TRAIN pools (`train_pool`), never their test pools. Step s draws
 and batch from numpy's PCG64 seeded with (seed, s), so a batch is a pure function of
 (seed, step) and a resumed run sees exactly the batches the killed one would have. Each
 batch is rendered, tokenized (keeping the last `max_len` tokens, where the answer slot is)
-and left-padded to a multiple of `pad_to`; candidate ids are padded to one C x W for all
-tasks (masked), so the number of compiled shapes is at most max_len / pad_to.
+and left-padded to a multiple of `pad_to` (with `permute_options`, a multiple-choice
+example's options are shuffled first and its label follows the right one); candidate ids
+are padded to one C x W for all tasks (masked), so the number of compiled shapes is at
+most max_len / pad_to.
 """
 
 from __future__ import annotations
@@ -89,11 +91,36 @@ def batch_plan(cfg: Stage1Config, pool_sizes: Sequence[int], step: int) -> tuple
     return task, idx
 
 
+def permute_options(spec: TaskSpec, examples: Sequence[dict], rng: np.random.Generator):
+    """Each example with its options in a random order and its label following the right
+    option (multiple-choice tasks, `TaskSpec.option_fields`; others come back unchanged).
+
+    A stage-1 augmentation: the letter that names the right answer becomes uniform, so G
+    cannot learn the training tasks' answer-position prior (which a task it never saw does
+    not share) and has to act on the options' content instead.
+    """
+    fields = spec.option_fields
+    if fields is None:
+        return list(examples)
+    out = []
+    for ex in examples:
+        order = rng.permutation(len(fields))  # new position i shows old option order[i]
+        new = dict(ex)
+        new.update({f: ex[fields[j]] for f, j in zip(fields, order, strict=True)})
+        new["label"] = int(np.flatnonzero(order == ex["label"])[0])
+        out.append(new)
+    return out
+
+
 def make_batch(cfg: Stage1Config, tokenizer, tasks: Sequence[TrainTask], step: int):
-    """(task index, tokens_BxS, mask_BxS, labels_B) for a step, left-padded to pad_to."""
+    """(task index, tokens_BxS, mask_BxS, labels_B) for a step, left-padded to pad_to.
+    With cfg.permute_options the options are shuffled by a second stream of (seed, step)."""
     task_i, idx = batch_plan(cfg, [len(t.examples) for t in tasks], step)
     task = tasks[task_i]
     examples = [task.examples[int(i)] for i in idx]
+    if cfg.permute_options:
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, step, 1]))
+        examples = permute_options(task.spec, examples, rng)
     seqs = encode(tokenizer, [task.spec.render(ex) for ex in examples], max_len=cfg.max_len)
     tokens, mask = left_pad(seqs, tokenizer.pad_token_id or 0, cfg.pad_to)
     labels = np.array([ex["label"] for ex in examples], np.int32)
