@@ -137,6 +137,17 @@ def _test_pool_size(task: str) -> int:
     return len(test_pool(task))
 
 
+def _small_pools(cfg: SweepConfig) -> str:
+    """' (copa: its whole 49-example test pool)' for the tasks whose pool is smaller."""
+    tasks = [t for d in cfg.domains for t in domain_tasks(d)]
+    small = [
+        f"{t}: its whole {n}-example test pool"
+        for t in tasks
+        if (n := _test_pool_size(t)) < cfg.test_size
+    ]
+    return f" ({'; '.join(small)})" if small else ""
+
+
 def run_config(cfg: SweepConfig, task: str, method: str, seed: int, gen: str = "") -> RunConfig:
     return RunConfig(
         task=task,
@@ -266,8 +277,8 @@ def table(cfg: SweepConfig, command: str) -> str:
             else f"train and dev sets of {cfg.shots} x (classes) examples each, in the train "
             "pool's class proportions (kshot=natural; the same test subsets as kshot=balanced)"
         )
-        + f"; {cfg.test_size} test examples (copa: its whole "
-        "49-example test pool), never trained on, not even by stage 1. Black-box methods "
+        + f"; {cfg.test_size} test examples{_small_pools(cfg)}, never trained on, not even "
+        "by stage 1. Black-box methods "
         f"(BBT, BBTv2, CBP) at the same budget of {cfg.budget} API calls (train + dev; one call "
         "is one example scored, see the last section), "
         f"population {cfg.population}. Each seed draws its own k-shot sets and test subset "
@@ -341,8 +352,14 @@ def table(cfg: SweepConfig, command: str) -> str:
             "",
             "The generator is trained on the domain without the task, then customized on it. "
             "Sampling noise of one run's test accuracy: its binomial standard error, at most "
-            "50/sqrt(n) points for n test examples (3.5 at n = 200; 7.1 for copa's 49, where "
-            "std 0.0 means every seed kept the same prompt on the same 49 examples). The "
+            "50/sqrt(n) points for n test examples (3.5 at n = 200"
+            + (
+                "; 7.1 for copa's 49, where std 0.0 means every seed kept the same prompt on "
+                "the same 49 examples"
+                if "copa" in cfg.leave_one_out
+                else ""
+            )
+            + "). The "
             "average row is over the tasks whose held-out runs all finished. The paired lines "
             "below it: per-seed differences on shared k-shot sets and test subsets, a t "
             "interval over tasks (each task's mean difference over seeds is one unit).",
