@@ -241,7 +241,7 @@ def _values(cfg: SweepConfig, task: str, column: str, gen: str) -> list[float]:
     return [r[key] for r in _finished(cfg, task, method, gen)]
 
 
-def _seed_diffs(cfg: SweepConfig, task: str, a: tuple[str, str], b: tuple[str, str]):
+def seed_diffs(cfg: SweepConfig, task: str, a: tuple[str, str], b: tuple[str, str]):
     """Per-seed test-accuracy differences A - B of two (column, generator) cells, or None
     unless every seed of both finished (a seed's methods share k-shot sets and test subset)."""
     va, vb = (_values(cfg, task, c, g) for c, g in (a, b))
@@ -344,7 +344,7 @@ def table(cfg: SweepConfig, command: str) -> str:
             for c in COLUMNS
         ]
         lines += ["| **average** | " + " | ".join(avg) + " |", ""]
-        cbp_vs_bbt = {t: _seed_diffs(cfg, t, ("cbp", domain), ("bbt", "")) for t in tasks}
+        cbp_vs_bbt = {t: seed_diffs(cfg, t, ("cbp", domain), ("bbt", "")) for t in tasks}
         lines += _paired_line("CBP - BBT", cbp_vs_bbt)
     if cfg.leave_one_out:
         lines += [
@@ -399,7 +399,7 @@ def table(cfg: SweepConfig, command: str) -> str:
             for task in cfg.leave_one_out:
                 d = next(d for d in cfg.domains if task in domain_tasks(d))
                 gens = {"": "", "in": d, "held": f"{d}-minus-{task}"}
-                diffs[task] = _seed_diffs(cfg, task, (a[0], gens[a[1]]), (b[0], gens[b[1]]))
+                diffs[task] = seed_diffs(cfg, task, (a[0], gens[a[1]]), (b[0], gens[b[1]]))
             lines += _paired_line(label, diffs)
     lines += [] if cfg.held_out_only else _generations_table(cfg)
     lines += ["What the numbers say, by hand: `cbp_reading.md` (not rewritten by this script).", ""]

@@ -1,0 +1,63 @@
+"""CBP held-out - BBT pooled over the held-out tasks of several `cbp_domains.py` sweeps.
+
+    python experiments/cbp_held_out_pooled.py
+    python experiments/cbp_held_out_pooled.py --sweep "" --sweep \
+        "domains=sentiment leave_one_out=sst2,ag_news out=checkpoints/cbp_sentiment"
+
+Each --sweep is one sweep's SweepConfig overrides (k=v, space-separated; "" is the main
+table's defaults). Reads finished runs only (nothing is run): per held-out task the per-seed
+differences CBP held-out - BBT on shared k-shot sets and test subsets, then one t interval
+over all tasks (`cbp_jax.stats.paired_summary`, a task's mean over seeds is one unit).
+Default: the main table (8 held-out tasks) and the sentiment table (2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import shlex
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import cbp_domains  # noqa: E402
+
+from cbp_jax.data.tasks import domain_tasks  # noqa: E402
+from cbp_jax.overrides import apply_overrides  # noqa: E402
+from cbp_jax.stats import paired_summary  # noqa: E402
+
+DEFAULT_SWEEPS = ("", "domains=sentiment leave_one_out=sst2,ag_news out=checkpoints/cbp_sentiment")
+
+
+def held_out_diffs(sweeps: list[str]) -> dict[str, list[float] | None]:
+    """task -> per-seed CBP held-out - BBT differences (None if a seed is missing)."""
+    diffs: dict[str, list[float] | None] = {}
+    for overrides in sweeps:
+        cfg = apply_overrides(cbp_domains.SweepConfig(), shlex.split(overrides))
+        for task in cfg.leave_one_out:
+            if task in diffs:
+                raise ValueError(f"task {task!r} is held out in two of the sweeps")
+            domain = next(d for d in cfg.domains if task in domain_tasks(d))
+            cbp = ("cbp", f"{domain}-minus-{task}")
+            diffs[task] = cbp_domains.seed_diffs(cfg, task, cbp, ("bbt", ""))
+    return diffs
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--sweep", action="append", help="one sweep's overrides (repeatable)")
+    args = parser.parse_args(argv)
+    diffs = held_out_diffs(args.sweep if args.sweep is not None else list(DEFAULT_SWEEPS))
+    for task, d in diffs.items():
+        cell = "not finished" if d is None else f"{100 * sum(d) / len(d):+.1f}"
+        print(f"{task:>22}  {cell}")
+    done = {t: d for t, d in diffs.items() if d is not None}
+    if not done:
+        raise SystemExit("no held-out task has all its seeds finished")
+    print(f"CBP held-out - BBT, paired by seed (points): {paired_summary(done).describe()}")
+
+
+if __name__ == "__main__":
+    main()
