@@ -22,7 +22,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import cbp_domains  # noqa: E402
 
-from cbp_jax.data.tasks import domain_tasks  # noqa: E402
 from cbp_jax.overrides import apply_overrides  # noqa: E402
 from cbp_jax.stats import paired_summary  # noqa: E402
 
@@ -37,8 +36,8 @@ def held_out_diffs(sweeps: list[str]) -> dict[str, list[float] | None]:
         for task in cfg.leave_one_out:
             if task in diffs:
                 raise ValueError(f"task {task!r} is held out in two of the sweeps")
-            domain = next(d for d in cfg.domains if task in domain_tasks(d))
-            cbp = ("cbp", f"{domain}-minus-{task}")
+            gen = next(name for name, (_, ex) in cfg.generators().items() if ex == (task,))
+            cbp = ("cbp", gen)
             diffs[task] = cbp_domains.seed_diffs(cfg, task, cbp, ("bbt", ""))
     return diffs
 
