@@ -24,7 +24,7 @@ from cbp_jax.methods import evaluate
 from cbp_jax.methods.blackbox import BlackBoxConfig, BlackBoxResult, Parameterization, run_blackbox
 from cbp_jax.methods.cbp_train import Stage1Config, Stage1Result, train_generator
 from cbp_jax.methods.stage1_data import TrainTask, load_train_tasks
-from cbp_jax.prompts.generator import (
+from cbp_jax.prompts.artifact import (
     CBPRelease,
     GeneratorArtifact,
     GeneratorMismatchError,

@@ -24,14 +24,13 @@ from tqdm import tqdm
 from cbp_jax.ckpt import Checkpointer, StepLog
 from cbp_jax.methods.stage1_data import TrainTask, candidates, load_train_tasks, make_batch
 from cbp_jax.methods.stage1_step import make_schedule, train_step_fn
-from cbp_jax.prompts.generator import (
+from cbp_jax.prompts.artifact import (
     GeneratorArtifact,
-    GeneratorConfig,
     check_model,
-    init_generator,
     model_fingerprint,
     save_generator,
 )
+from cbp_jax.prompts.generator import GeneratorConfig, init_generator
 
 COMMONSENSE = ("boolq", "piqa", "copa", "arc_easy", "arc_challenge")
 SAMPLING = ("proportional", "uniform", "round_robin")

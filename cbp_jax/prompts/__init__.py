@@ -1,1 +1,1 @@
-"""Prompt parameterisations: BBT's random projection (and, later, CBP's generator)."""
+"""Prompt parameterisations: BBT's random projection, CBP's generator and its saved artifact."""

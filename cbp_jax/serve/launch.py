@@ -29,12 +29,8 @@ def tiny_model(seed: int = 0):
 
 def tiny_generator(model, seed: int = 0):
     """A freshly initialised generator (r = 16, t = 3) with a small random z0."""
-    from cbp_jax.prompts.generator import (
-        GeneratorArtifact,
-        GeneratorConfig,
-        init_generator,
-        model_fingerprint,
-    )
+    from cbp_jax.prompts.artifact import GeneratorArtifact, model_fingerprint
+    from cbp_jax.prompts.generator import GeneratorConfig, init_generator
 
     cfg = GeneratorConfig(
         hidden_size=model.cfg.hidden_size, task_dims=16, bottleneck=12, prompt_len=3,
@@ -82,7 +78,7 @@ def build_server(args):
         name = pathlib.Path(args.model).name
         artifact = None
         if args.generator:
-            from cbp_jax.prompts.generator import load_generator
+            from cbp_jax.prompts.artifact import load_generator
 
             artifact = load_generator(args.generator, expected_model=model)
     if artifact is not None:
