@@ -20,7 +20,8 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import cbp_domains  # noqa: E402
+from cbp_domains_report import seed_diffs  # noqa: E402
+from cbp_sweep import SweepConfig  # noqa: E402
 
 from cbp_jax.overrides import apply_overrides  # noqa: E402
 from cbp_jax.stats import paired_summary  # noqa: E402
@@ -32,13 +33,13 @@ def held_out_diffs(sweeps: list[str]) -> dict[str, list[float] | None]:
     """task -> per-seed CBP held-out - BBT differences (None if a seed is missing)."""
     diffs: dict[str, list[float] | None] = {}
     for overrides in sweeps:
-        cfg = apply_overrides(cbp_domains.SweepConfig(), shlex.split(overrides))
+        cfg = apply_overrides(SweepConfig(), shlex.split(overrides))
         for task in cfg.leave_one_out:
             if task in diffs:
                 raise ValueError(f"task {task!r} is held out in two of the sweeps")
             gen = next(name for name, (_, ex) in cfg.generators().items() if ex == (task,))
             cbp = ("cbp", gen)
-            diffs[task] = cbp_domains.seed_diffs(cfg, task, cbp, ("bbt", ""))
+            diffs[task] = seed_diffs(cfg, task, cbp, ("bbt", ""))
     return diffs
 
 

@@ -4,7 +4,6 @@ The leave-one-task-out claim rests on the held-out runs using a generator that n
 their task; these tests check the plan (no model is loaded, nothing is trained).
 """
 
-import importlib.util
 import pathlib
 import sys
 
@@ -12,17 +11,15 @@ import pytest
 
 from cbp_jax.data.tasks import domain_tasks
 
-_PATH = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "cbp_domains.py"
-_spec = importlib.util.spec_from_file_location("cbp_domains", _PATH)
-cbp_domains = importlib.util.module_from_spec(_spec)
-sys.modules["cbp_domains"] = cbp_domains  # dataclasses look their module up
-_spec.loader.exec_module(cbp_domains)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "experiments"))
+import cbp_domains_report  # noqa: E402
+import cbp_sweep  # noqa: E402
 
 
 def test_held_out_runs_use_a_generator_trained_without_their_task():
-    cfg = cbp_domains.SweepConfig()
+    cfg = cbp_sweep.SweepConfig()
     gens = cfg.generators()
-    held = [rc for rc in cbp_domains.planned(cfg) if "-minus-" in rc.tag]
+    held = [rc for rc in cbp_sweep.planned(cfg) if "-minus-" in rc.tag]
     assert {rc.task for rc in held} == set(cfg.leave_one_out)
     for rc in held:
         domain, excluded = gens[rc.tag]
@@ -31,14 +28,14 @@ def test_held_out_runs_use_a_generator_trained_without_their_task():
 
 
 def test_every_task_of_a_multi_task_domain_is_held_out_by_default():
-    cfg = cbp_domains.SweepConfig()
+    cfg = cbp_sweep.SweepConfig()
     multi = {t for d in cfg.domains if len(domain_tasks(d)) > 1 for t in domain_tasks(d)}
     assert set(cfg.leave_one_out) == multi
 
 
 def test_in_domain_runs_use_the_domain_generator_and_headline_columns_come_first():
-    cfg = cbp_domains.SweepConfig(domains=("medical",), leave_one_out=(), seeds=(0,))
-    plan = cbp_domains.planned(cfg)
+    cfg = cbp_sweep.SweepConfig(domains=("medical",), leave_one_out=(), seeds=(0,))
+    plan = cbp_sweep.planned(cfg)
     cbp = [rc for rc in plan if rc.method == "cbp"]
     assert cbp and all(rc.tag == "medical" for rc in cbp)
     assert all(rc.generator == "" for rc in plan if rc.method != "cbp")
@@ -46,47 +43,47 @@ def test_in_domain_runs_use_the_domain_generator_and_headline_columns_come_first
     last_headline = max(i for i, m in enumerate(methods) if m in ("zero_shot", "bbt", "cbp"))
     first_other = min(i for i, m in enumerate(methods) if m in ("bbtv2", "prompt_tuning"))
     assert last_headline < first_other
-    assert len(plan) == len(domain_tasks("medical")) * len(cbp_domains.METHODS)
+    assert len(plan) == len(domain_tasks("medical")) * len(cbp_sweep.METHODS)
 
 
 def test_bad_sweep_configs_are_refused():
     with pytest.raises(ValueError, match="leave-one-out task 'copa'"):
-        cbp_domains.SweepConfig(domains=("medical",), leave_one_out=("copa",))
+        cbp_sweep.SweepConfig(domains=("medical",), leave_one_out=("copa",))
     with pytest.raises(ValueError, match="unknown k-shot proportions 'even'"):
-        cbp_domains.SweepConfig(kshot="even")
+        cbp_sweep.SweepConfig(kshot="even")
     with pytest.raises(ValueError, match="unknown methods"):
-        cbp_domains.SweepConfig(methods=("bbt", "magic"))
+        cbp_sweep.SweepConfig(methods=("bbt", "magic"))
 
 
 def test_paired_line_counts_only_tasks_whose_seeds_all_finished():
-    assert cbp_domains._paired_line("A - B", {"a": None, "b": None}) == []
-    partial = cbp_domains._paired_line("A - B", {"a": [0.1, 0.2], "b": None})
+    assert cbp_domains_report._paired_line("A - B", {"a": None, "b": None}) == []
+    partial = cbp_domains_report._paired_line("A - B", {"a": [0.1, 0.2], "b": None})
     assert partial[0].startswith("A - B (1 of 2 tasks finished: a), paired by seed")
-    line = cbp_domains._paired_line("A - B", {"a": [0.1, 0.2], "b": [0.0, -0.1]})
+    line = cbp_domains_report._paired_line("A - B", {"a": [0.1, 0.2], "b": [0.0, -0.1]})
     assert line[0].startswith("A - B, paired by seed (points): +5.0, 95% CI")
     assert "over 2 tasks; 2 wins, 1 losses, 1 ties" in line[0]
 
 
 def test_held_out_only_plans_just_the_held_out_runs_of_a_stage1_variant():
-    cfg = cbp_domains.SweepConfig(
+    cfg = cbp_sweep.SweepConfig(
         held_out_only=True, task_vectors=True, seeds=(0, 1), methods=("cbp",)
     )
-    plan = cbp_domains.planned(cfg)
+    plan = cbp_sweep.planned(cfg)
     assert len(plan) == 2 * len(cfg.leave_one_out)
     for rc in plan:
         domain = next(d for d in cfg.domains if rc.task in domain_tasks(d))
         assert rc.method == "cbp" and rc.tag == f"{domain}-minus-{rc.task}"
     # with BBT listed, its runs on the held-out tasks come too (a data-protocol variant)
-    both = cbp_domains.SweepConfig(held_out_only=True, seeds=(0,), methods=("bbt", "cbp"))
-    plan = cbp_domains.planned(both)
+    both = cbp_sweep.SweepConfig(held_out_only=True, seeds=(0,), methods=("bbt", "cbp"))
+    plan = cbp_sweep.planned(both)
     assert sorted((rc.task, rc.method) for rc in plan) == sorted(
         (t, m) for t in both.leave_one_out for m in ("bbt", "cbp")
     )
     assert all(rc.tag == "" for rc in plan if rc.method == "bbt")
     with pytest.raises(ValueError, match="held_out_only"):
-        cbp_domains.SweepConfig(held_out_only=True, leave_one_out=())
+        cbp_sweep.SweepConfig(held_out_only=True, leave_one_out=())
 
 
 def test_kshot_protocol_reaches_every_run():
-    cfg = cbp_domains.SweepConfig(kshot="natural", seeds=(0,))
-    assert {rc.kshot for rc in cbp_domains.planned(cfg)} == {"natural"}
+    cfg = cbp_sweep.SweepConfig(kshot="natural", seeds=(0,))
+    assert {rc.kshot for rc in cbp_sweep.planned(cfg)} == {"natural"}
