@@ -74,6 +74,11 @@ def _paired_line(label: str, diffs: dict[str, list[float] | None]) -> list[str]:
     return [f"{label}, paired by seed (points): {paired_summary(done).describe()}.", ""]
 
 
+def _generators_of(cfg: SweepConfig, task: str) -> dict[str, str]:
+    """Column key -> generator: none (BBT), in-domain, held-out."""
+    return {"": "", "in": cfg.domain_of(task), "held": cfg.held_out_generator(task)}
+
+
 def table(cfg: SweepConfig, command: str) -> str:
     n = len(cfg.seeds)
     plan = planned(cfg)
@@ -186,8 +191,7 @@ def table(cfg: SweepConfig, command: str) -> str:
                    ("cbp", "held"))  # fmt: skip
         per_task = {}
         for task in cfg.leave_one_out:
-            d = next(d for d in cfg.domains if task in domain_tasks(d))
-            gens = {"": "", "in": d, "held": f"{d}-minus-{task}"}
+            gens = _generators_of(cfg, task)
             per_task[task] = vals = [_values(cfg, task, c, gens[g]) for c, g in columns]
             n_test = run_config(cfg, task, "bbt", cfg.seeds[0]).test_size
             cells = [str(n_test)] + [_cell(v, n) for v in vals]
@@ -211,8 +215,7 @@ def table(cfg: SweepConfig, command: str) -> str:
         ):
             diffs = {}
             for task in cfg.leave_one_out:
-                d = next(d for d in cfg.domains if task in domain_tasks(d))
-                gens = {"": "", "in": d, "held": f"{d}-minus-{task}"}
+                gens = _generators_of(cfg, task)
                 diffs[task] = seed_diffs(cfg, task, (a[0], gens[a[1]]), (b[0], gens[b[1]]))
             lines += _paired_line(label, diffs)
     lines += [] if cfg.held_out_only else _generations_table(cfg)

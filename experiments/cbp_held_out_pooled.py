@@ -37,8 +37,7 @@ def held_out_diffs(sweeps: list[str]) -> dict[str, list[float] | None]:
         for task in cfg.leave_one_out:
             if task in diffs:
                 raise ValueError(f"task {task!r} is held out in two of the sweeps")
-            gen = next(name for name, (_, ex) in cfg.generators().items() if ex == (task,))
-            cbp = ("cbp", gen)
+            cbp = ("cbp", cfg.held_out_generator(task))
             diffs[task] = seed_diffs(cfg, task, cbp, ("bbt", ""))
     return diffs
 

@@ -72,9 +72,15 @@ class SweepConfig:
         """name -> (domain, excluded tasks)."""
         out = {d: (d, ()) for d in self.domains}
         for t in self.leave_one_out:
-            d = next(d for d in self.domains if t in domain_tasks(d))
-            out[f"{d}-minus-{t}"] = (d, (t,))
+            out[self.held_out_generator(t)] = (self.domain_of(t), (t,))
         return out
+
+    def domain_of(self, task: str) -> str:
+        return next(d for d in self.domains if task in domain_tasks(d))
+
+    def held_out_generator(self, task: str) -> str:
+        """Name of the generator trained on `task`'s domain without it."""
+        return f"{self.domain_of(task)}-minus-{task}"
 
     def generator_dir(self, name: str) -> pathlib.Path:
         return ROOT / self.out / "generators" / name
@@ -135,7 +141,7 @@ def planned(cfg: SweepConfig, tasks: tuple[str, ...] = ()) -> list[RunConfig]:
     if cfg.held_out_only:
         for task in order:
             if task in cfg.leave_one_out:
-                held = f"{domain_of[task]}-minus-{task}"
+                held = cfg.held_out_generator(task)
                 if "bbt" in cfg.methods:
                     rows += [run_config(cfg, task, "bbt", seed) for seed in cfg.seeds]
                 rows += [run_config(cfg, task, "cbp", seed, held) for seed in cfg.seeds]
@@ -147,6 +153,6 @@ def planned(cfg: SweepConfig, tasks: tuple[str, ...] = ()) -> list[RunConfig]:
                 gen = domain if method == "cbp" else ""
                 rows += [run_config(cfg, task, method, seed, gen) for seed in cfg.seeds]
             if task in cfg.leave_one_out and "cbp" in methods and "cbp" in cfg.methods:
-                held = f"{domain}-minus-{task}"
+                held = cfg.held_out_generator(task)
                 rows += [run_config(cfg, task, "cbp", seed, held) for seed in cfg.seeds]
     return rows
