@@ -49,7 +49,7 @@ class SweepConfig:
     dev_margin: int = 0  # black-box runs keep a new ES mean only if it gains > this many dev hits
     task_vectors: bool = False  # stage 1 trains one vector per task; z0 = their mean
     permute_options: bool = False  # stage 1 shuffles multiple-choice options (label follows)
-    # Plan only the held-out tasks: their leave-one-task-out CBP runs, and BBT if in methods.
+    # Plan only the held-out tasks: their leave-one-task-out CBP runs and/or BBT, by methods.
     held_out_only: bool = False
     stage1_max_len: int = 128
     out: str = "checkpoints/cbp_domains"
@@ -62,8 +62,8 @@ class SweepConfig:
                 raise ValueError(f"leave-one-out task {t!r} is in none of {self.domains}")
         if unknown := set(self.methods) - set(METHODS):
             raise ValueError(f"unknown methods {sorted(unknown)}; known: {METHODS}")
-        if self.held_out_only and not (self.leave_one_out and "cbp" in self.methods):
-            raise ValueError("held_out_only needs leave_one_out tasks and the cbp method")
+        if self.held_out_only and not (self.leave_one_out and {"bbt", "cbp"} & set(self.methods)):
+            raise ValueError("held_out_only needs leave_one_out tasks and the bbt or cbp method")
         check_proportions(self.kshot)
         if min(self.shots, self.budget, self.population, self.test_size) <= 0:
             raise ValueError("shots, budget, population and test_size must be positive")
@@ -144,7 +144,8 @@ def planned(cfg: SweepConfig, tasks: tuple[str, ...] = ()) -> list[RunConfig]:
                 held = cfg.held_out_generator(task)
                 if "bbt" in cfg.methods:
                     rows += [run_config(cfg, task, "bbt", seed) for seed in cfg.seeds]
-                rows += [run_config(cfg, task, "cbp", seed, held) for seed in cfg.seeds]
+                if "cbp" in cfg.methods:
+                    rows += [run_config(cfg, task, "cbp", seed, held) for seed in cfg.seeds]
         return rows
     for methods in (("zero_shot", "bbt", "cbp"), ("bbtv2", "prompt_tuning")):
         for task in order:
@@ -154,5 +155,6 @@ def planned(cfg: SweepConfig, tasks: tuple[str, ...] = ()) -> list[RunConfig]:
                 rows += [run_config(cfg, task, method, seed, gen) for seed in cfg.seeds]
             if task in cfg.leave_one_out and "cbp" in methods and "cbp" in cfg.methods:
                 held = cfg.held_out_generator(task)
-                rows += [run_config(cfg, task, "cbp", seed, held) for seed in cfg.seeds]
+                if "cbp" in cfg.methods:
+                    rows += [run_config(cfg, task, "cbp", seed, held) for seed in cfg.seeds]
     return rows

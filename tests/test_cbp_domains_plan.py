@@ -80,8 +80,15 @@ def test_held_out_only_plans_just_the_held_out_runs_of_a_stage1_variant():
         (t, m) for t in both.leave_one_out for m in ("bbt", "cbp")
     )
     assert all(rc.tag == "" for rc in plan if rc.method == "bbt")
+    # one method alone (a sweep split into one process per method) plans that method's
+    # runs, the same RunConfigs as in the joint plan
+    for method in ("bbt", "cbp"):
+        alone = cbp_sweep.SweepConfig(held_out_only=True, seeds=(0,), methods=(method,))
+        assert cbp_sweep.planned(alone) == [rc for rc in plan if rc.method == method]
     with pytest.raises(ValueError, match="held_out_only"):
         cbp_sweep.SweepConfig(held_out_only=True, leave_one_out=())
+    with pytest.raises(ValueError, match="held_out_only"):
+        cbp_sweep.SweepConfig(held_out_only=True, methods=("zero_shot",))
 
 
 def test_kshot_protocol_reaches_every_run():
