@@ -16,6 +16,15 @@
 # generators.tgz (the eight held-out generators and their stage-1 logs, so unfinished CBP
 # runs can resume on the CPU with the same generators).
 # Knobs for a local smoke test: TASKS, BUDGET, SWEEP_OUT, SWEEP_LIMIT (seconds).
+#
+# How it ran on 2026-11-27 (one H200, after the three gpu_setup.sh calls; SWEEP_LIMIT=525):
+# it did NOT work. 16 processes plus 8 stage-1 subprocesses compiling at once on 16 host
+# cores made every first step take about 2 minutes; in 525 s two of the 48 runs finished
+# (copa BBT seeds 0 and 1: 318 s and 100 s, about the CPU's 5.5 min), the three medical
+# held-out generators finished stage 1 (2:47-4:18 for 150 steps) and no commonsense one got
+# past step 13 of 200 (8-68 s a step: each batch width compiles anew). Log:
+# experiments/results/gpu_held_out_h200.txt. Do not run it this way again: one process at a
+# time is faster here (earlier leases: 15-60 s a run at 1000 calls, mostly compilation).
 OUT=${OUT:-/tmp/gpu_held_out}
 source "$(dirname "$0")/gpu_stages.sh"
 
