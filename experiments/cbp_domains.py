@@ -16,7 +16,9 @@ accuracy without stage 2) run through `cbp_jax.run.run` at the same API budget. 
 resumes from its checkpoint or is read back from its result.json, so an interrupted sweep
 continues where it stopped. `table` writes experiments/results/cbp.md (mean and std over
 seeds, per task and per domain average, with the commands) and cbp_vs_bbt.png (dev accuracy
-of the ES mean against API calls). A cell whose runs did not all finish says so.
+of the ES mean against API calls). A cell whose runs did not all finish says so. It also
+writes cbp_runs.jsonl, every finished run's result, which later commands restore first:
+a fresh clone regenerates the tables and resumes the sweep (cbp_run_records.py).
 The plan (`SweepConfig`, `planned`) is in cbp_sweep.py, the tables and plot in
 cbp_domains_report.py.
 """
@@ -28,6 +30,7 @@ import shlex
 import subprocess
 import sys
 
+import cbp_run_records
 from cbp_domains_report import plot, table
 from cbp_sweep import ROOT, SweepConfig, planned
 
@@ -85,6 +88,9 @@ def main(argv=None) -> None:
     cfg = SweepConfig(budget=args.budget, seeds=tuple(int(s) for s in args.seeds.split(",")))
     cfg = apply_overrides(cfg, args.set)
     tasks = tuple(t for t in args.tasks.split(",") if t)
+    records = RESULTS / f"{args.results_name}_runs.jsonl"  # finished runs, committed
+    if args.stage != "train" and records.exists():
+        print(f"{cbp_run_records.restore(cfg, records)} finished runs restored from {records}")
     if args.stage == "train":
         train(cfg)
     if args.stage in ("all", "run"):
@@ -100,6 +106,7 @@ def main(argv=None) -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         md = RESULTS / f"{args.results_name}.md"
         md.write_text(table(cfg, command) + "\n")
+        cbp_run_records.save(cfg, records)
         if not cfg.held_out_only:  # the plot is of in-domain CBP against BBT
             plot(cfg, RESULTS / f"{args.results_name}_vs_bbt.png")
         print(md.read_text())
