@@ -20,7 +20,10 @@ import pathlib
 
 from cbp_sweep import ROOT, SweepConfig, planned
 
+from cbp_jax.run import RunConfig
+
 PATH_FIELDS = ("generator", "out")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 
 def _relative(path: str) -> str:
@@ -60,8 +63,10 @@ def restore(cfg: SweepConfig, path: pathlib.Path) -> int:
         if rc is None:
             continue  # a run of another plan (other tasks, seeds or methods)
         expected = _portable(dataclasses.asdict(rc))
-        if record["result"]["config"] != expected:
-            diff = sorted(k for k in expected if record["result"]["config"].get(k) != expected[k])
+        # a field added to RunConfig after the run was recorded counts at its default
+        recorded = {**_DEFAULTS, **record["result"]["config"]}
+        if recorded != expected:
+            diff = sorted(k for k in expected if recorded.get(k) != expected[k])
             raise ValueError(
                 f"{path}:{number}: the recorded run {record['run']} differs from the planned "
                 f"one in {diff}; remove the record or the folder of the other protocol"

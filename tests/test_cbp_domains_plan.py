@@ -141,10 +141,21 @@ def test_run_records_restore_finished_runs_bit_for_bit_and_refuse_another_protoc
     other = dataclasses.replace(cfg, seeds=(2,))
     assert cbp_run_records.restore(other, records) == 0
 
-    # a record of the same run folder under another protocol is refused, by field
+    # a record made before a RunConfig field existed counts it at its default
     for rc in finished:
         (rc.run_dir / "result.json").unlink()
     lines = records.read_text().splitlines()
+    older = json.loads(lines[0])
+    del older["result"]["config"]["dev_margin"]
+    records.write_text("\n".join([json.dumps(older), *lines[1:]]) + "\n")
+    assert cbp_run_records.restore(cfg, records) == 3
+    assert (
+        "dev_margin" not in json.loads((finished[0].run_dir / "result.json").read_text())["config"]
+    )
+
+    # a record of the same run folder under another protocol is refused, by field
+    for rc in finished:
+        (rc.run_dir / "result.json").unlink()
     tampered = json.loads(lines[1])
     tampered["result"]["config"]["budget"] = 123
     records.write_text("\n".join([lines[0], json.dumps(tampered), *lines[2:]]) + "\n")
