@@ -28,13 +28,11 @@ from __future__ import annotations
 import argparse
 import shlex
 import subprocess
-import sys
 
 import cbp_run_records
 from cbp_domains_report import plot, table
 from cbp_sweep import ROOT, SweepConfig, planned
 
-from cbp_jax.data.tasks import domain_tasks
 from cbp_jax.overrides import apply_overrides
 from cbp_jax.run import run
 
@@ -48,14 +46,7 @@ def train(cfg: SweepConfig, names: tuple[str, ...] = ()) -> None:
             continue
         if (cfg.generator_dir(name) / "generator" / "meta.json").exists():
             continue
-        steps = max(150, cfg.steps_per_task * len(domain_tasks(domain, exclude)))
-        cmd = [
-            sys.executable, "-m", "cbp_jax.cli", "train-generator", "--domain", domain,
-            "--exclude", ",".join(exclude), "--steps", str(steps),
-            "--max-len", str(cfg.stage1_max_len), "--out", str(cfg.generator_dir(name)),
-        ]  # fmt: skip
-        cmd += ["--task-vectors"] if cfg.task_vectors else []
-        cmd += ["--permute-options"] if cfg.permute_options else []
+        cmd = cfg.stage1_command(domain, exclude, cfg.generator_dir(name))
         print("+", shlex.join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
 

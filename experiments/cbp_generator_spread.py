@@ -25,21 +25,16 @@ import sys
 import numpy as np
 from cbp_sweep import ROOT, SweepConfig, run_config
 
-from cbp_jax.data.tasks import domain_tasks
+from cbp_jax.data.tasks import get_task
 
 RESULTS = ROOT / "experiments" / "results"
 
 
 def train(domain: str, seed: int, cfg: SweepConfig) -> str:
-    """Stage 1 with this seed (the sweep's steps and input length); returns the generator."""
-    out = ROOT / cfg.out / "generators" / f"{domain}-seed{seed}"
+    """Stage 1 with this seed (the sweep's protocol otherwise); returns the generator."""
+    out = cfg.generator_dir(f"{domain}-seed{seed}")
     if not (out / "generator" / "meta.json").exists():
-        steps = max(150, cfg.steps_per_task * len(domain_tasks(domain)))
-        cmd = [
-            sys.executable, "-m", "cbp_jax.cli", "train-generator", "--domain", domain,
-            "--steps", str(steps), "--max-len", str(cfg.stage1_max_len), "--seed", str(seed),
-            "--out", str(out),
-        ]  # fmt: skip
+        cmd = cfg.stage1_command(domain, (), out, seed)
         print("+", shlex.join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
     return str(out / "generator")
@@ -52,8 +47,7 @@ def main(argv=None) -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="NAME=PATH generators to add")
     parser.add_argument("--out", default="checkpoints/generator_spread")
     args = parser.parse_args(argv)
-    domain = next(d for d in ("financial", "medical", "commonsense", "sentiment")
-                  if args.task in domain_tasks(d))  # fmt: skip
+    domain = get_task(args.task).domain
     cfg = SweepConfig(domains=(domain,), leave_one_out=(), out=args.out)
     gens = {f"stage-1 seed {s}": train(domain, int(s), cfg) for s in args.stage1_seeds.split(",")}
     gens.update(dict(e.split("=", 1) for e in args.extra))

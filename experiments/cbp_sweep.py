@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
+import sys
 
 from cbp_jax.data.splits import check_proportions
 from cbp_jax.data.tasks import domain_tasks
@@ -84,6 +85,21 @@ class SweepConfig:
 
     def generator_dir(self, name: str) -> pathlib.Path:
         return ROOT / self.out / "generators" / name
+
+    def stage1_command(
+        self, domain: str, exclude: tuple[str, ...], out: pathlib.Path, seed: int = 0
+    ) -> list[str]:
+        """The `cbp-jax train-generator` command of this sweep's stage-1 protocol."""
+        steps = max(150, self.steps_per_task * len(domain_tasks(domain, exclude)))
+        cmd = [
+            sys.executable, "-m", "cbp_jax.cli", "train-generator", "--domain", domain,
+            "--exclude", ",".join(exclude), "--steps", str(steps),
+            "--max-len", str(self.stage1_max_len), "--out", str(out),
+        ]  # fmt: skip
+        cmd += ["--task-vectors"] if self.task_vectors else []
+        cmd += ["--permute-options"] if self.permute_options else []
+        cmd += ["--seed", str(seed)] if seed else []
+        return cmd
 
 
 @functools.cache

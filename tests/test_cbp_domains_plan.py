@@ -96,6 +96,19 @@ def test_held_out_only_plans_just_the_held_out_runs_of_a_stage1_variant():
         cbp_sweep.SweepConfig(held_out_only=True, methods=("zero_shot",))
 
 
+def test_stage1_command_trains_the_named_generator_with_the_sweeps_protocol():
+    cfg = cbp_sweep.SweepConfig(permute_options=True)
+    domain, exclude = cfg.generators()["commonsense-minus-copa"]
+    cmd = cfg.stage1_command(domain, exclude, cfg.generator_dir("commonsense-minus-copa"))
+    flags = dict(zip(cmd[4::2], cmd[5::2], strict=False))
+    assert cmd[2:4] == ["cbp_jax.cli", "train-generator"]
+    assert flags["--domain"] == "commonsense" and flags["--exclude"] == "copa"
+    assert flags["--steps"] == str(50 * 4) and flags["--max-len"] == "128"
+    assert "--permute-options" in cmd and "--task-vectors" not in cmd and "--seed" not in cmd
+    seeded = cfg.stage1_command("financial", (), cfg.generator_dir("financial-seed2"), seed=2)
+    assert seeded[-2:] == ["--seed", "2"] and "150" in seeded  # min 150 steps for one task
+
+
 def test_kshot_protocol_reaches_every_run():
     cfg = cbp_sweep.SweepConfig(kshot="natural", seeds=(0,))
     assert {rc.kshot for rc in cbp_sweep.planned(cfg)} == {"natural"}
