@@ -85,8 +85,13 @@ class RunConfig:
 
     @property
     def run_dir(self) -> pathlib.Path:
+        """<out>/<task key>/<method>[-<tag>]/seed<seed>; the task key is a shipped task's
+        name or a custom task's name plus a hash of its config (`tasks.run_key`), never a
+        path, so an absolute or ../ config path stays inside `out`."""
+        from cbp_jax.data.tasks import run_key
+
         method = f"{self.method}-{self.tag}" if self.tag else self.method
-        return pathlib.Path(self.out) / self.task / method / f"seed{self.seed}"
+        return pathlib.Path(self.out) / run_key(self.task) / method / f"seed{self.seed}"
 
 
 def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
@@ -210,10 +215,17 @@ def _run_cbp(cfg: RunConfig, model, task, splits, train, dev, result: dict, prog
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cbp_jax.run", description=__doc__)
+    from cbp_jax.run_help import HELP
+
+    p = argparse.ArgumentParser(
+        prog="python -m cbp_jax.run",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     for f in dataclasses.fields(RunConfig):
         typ = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
-        p.add_argument("--" + f.name.replace("_", "-"), type=typ, default=f.default)
+        name = "--" + f.name.replace("_", "-")
+        p.add_argument(name, type=typ, default=f.default, help=HELP.get(f.name, " "))
     return p
 
 
@@ -222,11 +234,11 @@ def main(argv=None) -> dict:
     cfg = RunConfig(**vars(args))
     result = run(cfg)
     print(f"command: python -m cbp_jax.run {shlex.join(sys.argv[1:] if argv is None else argv)}")
-    print(
-        f"{cfg.method} on {cfg.task} seed {cfg.seed}: test accuracy {result['test_acc']:.4f}"
-        f" (dev {result.get('dev_acc', float('nan')):.4f}, calls {result.get('calls', 0)},"
-        f" {result['seconds']:.0f}s)"
-    )
+    from cbp_jax.data.tasks import get_task
+    from cbp_jax.run_report import result_lines
+
+    labels = [ex["label"] for ex in cfg.splits().test]
+    print("\n".join(result_lines(cfg, result, get_task(cfg.task), labels)))
     return result
 
 

@@ -1,24 +1,26 @@
 """Bring your own task without code: a JSONL or CSV file plus a small JSON config.
 
-Config keys (paths are relative to the config file):
+Working examples: examples/tasks/ (a classification JSONL, a multiple-choice CSV). Keys
+(paths are relative to the config file):
 
     {
-      "name": "tickets",                      # letters, digits, _ . -
-      "file": "tickets.jsonl",                # .jsonl (one object per line) or .csv (header)
-      "text_fields": ["subject", "body"],     # fields the template may use
+      "name": "tickets",
+      "file": "tickets.jsonl",
+      "text_fields": ["subject", "body"],
       "label_field": "queue",
       "label_words": {"billing": ["billing", "payment"], "tech": ["technical"]},
-      "template": "Subject: {subject}\\nBody: {body}\\nQueue (billing or technical):",
-      # optional:
-      "options": ["A", "B", "C", "D"],        # instead of label_words: multiple choice, the
-                                              # label field holds the letter
-      "test_fraction": 0.5,                   # share of each class held out as the test pool
-      "test_file": "tickets_test.jsonl",      # instead: a separate test-pool file
-      "id_field": "ticket_id",                # default: row position
-      "domain": "custom",                     # or sentiment/commonsense/medical/financial
-      "truncate_fields": ["body"], "max_chars": 1200,
-      "delimiter": ","                        # CSV only
+      "template": "Subject: {subject}\\nBody: {body}\\nQueue (billing or technical):"
     }
+
+Required: name (letters, digits, _ . -), file (.jsonl, one object per line, or .csv),
+text_fields (fields the template may use), label_field, template, and exactly one of
+label_words (label value -> word or list of words) or options (multiple choice: a list of
+option letters such as ["A", "B", "C", "D"]; the label field holds the letter).
+Optional: test_fraction (share of each class held out as the test pool, default 0.5) or
+test_file (a separate test-pool file); id_field (default: row position); domain (custom,
+sentiment, commonsense, medical or financial; a CBP generator of another domain needs
+--allow-cross-domain); truncate_fields and max_chars; delimiter (CSV, default ",");
+columns (CSV without a header line: the names of its columns, in order).
 
 Classes follow the order of `label_words` (or `options`). The data is checked when the
 task is loaded: a missing file, a row without a listed field, a template field that is not
@@ -26,13 +28,15 @@ a text field, or a label value outside the verbalizer each raise an error naming
 pools then go through the same TFDS builder and pool rules as the shipped tasks
 (see pools.py); the cache key covers the config and the files' contents.
 
-Use the config's path wherever a task name is expected (`get_task("my/task.json")`, the
-CLI's --task); once loaded, its "name" works too.
+A custom task is named by its config's path, in every process (`get_task("my/task.json")`,
+the CLI's --task); its "name" alone is not a task name. Run directories use
+`run_key()`: the name plus a hash of the config and data, never the path.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import pathlib
 import re
@@ -53,6 +57,7 @@ OPTIONAL = (
     "truncate_fields",
     "max_chars",
     "delimiter",
+    "columns",
 )
 
 
@@ -65,10 +70,14 @@ class CustomTask:
     spec: TaskSpec
     source: Source
     config_path: pathlib.Path
+    config_hash: str  # of the config and its data files: names its run directories
+
+    def run_key(self) -> str:
+        """Directory name for this task's runs: its name plus the config's hash."""
+        return f"{self.spec.name}-{self.config_hash}"
 
 
-_BY_PATH: dict[tuple, CustomTask] = {}
-_BY_NAME: dict[str, CustomTask] = {}
+_MEMO: dict[tuple, CustomTask] = {}  # parse each (path, mtime) once per process
 
 
 def is_config_path(name: str) -> bool:
@@ -98,11 +107,21 @@ def _read_config(path: pathlib.Path) -> dict:
         raise _fail(path, "give exactly one of 'label_words' (verbalizer) or 'options'")
     if not isinstance(cfg["name"], str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg["name"]):
         raise _fail(path, f"name {cfg['name']!r} must use only letters, digits, _ . -")
+    if cfg["name"] in SOURCES:
+        raise _fail(path, f"name {cfg['name']!r} is a shipped task; choose another")
     fields = cfg["text_fields"]
     if not isinstance(fields, list) or not fields or not all(isinstance(f, str) for f in fields):
         raise _fail(path, "'text_fields' must be a non-empty list of field names")
     if "test_file" in cfg and "test_fraction" in cfg:
         raise _fail(path, "give at most one of 'test_file' and 'test_fraction'")
+    cols = cfg.get("columns")
+    if cols is not None and (
+        not isinstance(cols, list)
+        or not cols
+        or not all(isinstance(c, str) and c for c in cols)
+        or len(set(cols)) != len(cols)
+    ):
+        raise _fail(path, "'columns' must be a list of distinct column names, in file order")
     return cfg
 
 
@@ -131,15 +150,27 @@ def _value(v) -> str:
     return str(v).strip()
 
 
-def _rows(path: pathlib.Path, delimiter: str) -> list[dict]:
+def _rows(path: pathlib.Path, cfg: dict) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"custom task data file {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
+    if suffix == ".jsonl" and "columns" not in cfg:
         return readers.read_jsonl(path)
     if suffix == ".csv":
-        return readers.read_csv_dicts(path, delimiter)
+        return readers.read_csv_dicts(path, cfg.get("delimiter", ","), cfg.get("columns"))
+    if suffix == ".jsonl":
+        raise TaskConfigError(f"custom task data file {path}: 'columns' applies to CSV files")
     raise TaskConfigError(f"custom task data file {path}: use a .jsonl or .csv file")
+
+
+def _header_hint(data_path: pathlib.Path, cfg: dict) -> str:
+    """For a CSV read with its first line as header: how to say it has none."""
+    if data_path.suffix.lower() != ".csv" or "columns" in cfg:
+        return ""
+    return (
+        "; the first line was read as the CSV header: if the file has no header line, "
+        "list its column names in the config's 'columns'"
+    )
 
 
 def _examples(cfg_path, cfg, data_path, values, tag) -> list[dict]:
@@ -148,11 +179,15 @@ def _examples(cfg_path, cfg, data_path, values, tag) -> list[dict]:
     id_field = cfg.get("id_field")
     classes = {v: c for c, v in enumerate(values)}
     out = []
-    for i, row in enumerate(_rows(data_path, cfg.get("delimiter", ","))):
+    for i, row in enumerate(_rows(data_path, cfg)):
         where = f"{data_path.name} row {i + 1}"
         missing = [f for f in (*fields, label_field, id_field) if f and row.get(f) is None]
         if missing:
-            raise _fail(cfg_path, f"{where} lacks field(s) {missing} (it has {sorted(row)})")
+            have = sorted(k for k in row if k is not None)
+            raise _fail(
+                cfg_path,
+                f"{where} lacks field(s) {missing} (it has {have}){_header_hint(data_path, cfg)}",
+            )
         label = _value(row[label_field])
         if label not in classes:
             raise _fail(
@@ -170,13 +205,13 @@ def _examples(cfg_path, cfg, data_path, values, tag) -> list[dict]:
 
 
 def load_custom_task(config_path) -> CustomTask:
-    """Parse and check a task config and its data; register the task under its name."""
+    """Parse and check a task config and its data (memoized per path and mtime)."""
     path = pathlib.Path(config_path).expanduser().resolve()
     if not path.is_file():
         raise FileNotFoundError(f"task config {path} does not exist")
     memo = (str(path), path.stat().st_mtime_ns)
-    if memo in _BY_PATH:
-        return _BY_PATH[memo]
+    if memo in _MEMO:
+        return _MEMO[memo]
     cfg = _read_config(path)
     values, words = _label_values(path, cfg)
     fields = tuple(cfg["text_fields"])
@@ -214,21 +249,10 @@ def load_custom_task(config_path) -> CustomTask:
     files = (str(data_file),) + ((str(test_file),) if test_file else ())
     params = json.dumps({k: v for k, v in cfg.items() if k != "template"}, sort_keys=True)
     source = Source(spec.name, files, fields, spec.num_classes, build, params=params)
-    task = CustomTask(spec, source, path)
-    _register(task)
-    _BY_PATH[memo] = task
+    h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
+    for f in files:
+        h.update(pathlib.Path(f).read_bytes())
+    digest = h.hexdigest()[:8]  # config and data: an edit gives runs a new directory
+    task = CustomTask(spec, source, path, digest)
+    _MEMO[memo] = task
     return task
-
-
-def _register(task: CustomTask) -> None:
-    name = task.spec.name
-    if name in SOURCES:
-        raise _fail(task.config_path, f"name {name!r} is a shipped task; choose another")
-    other = _BY_NAME.get(name)
-    if other is not None and other.config_path != task.config_path:
-        raise _fail(task.config_path, f"name {name!r} is already used by {other.config_path}")
-    _BY_NAME[name] = task
-
-
-def registered(name: str) -> CustomTask | None:
-    return _BY_NAME.get(name)

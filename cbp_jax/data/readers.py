@@ -42,10 +42,13 @@ def read_jsonl(path: pathlib.Path) -> list[dict]:
     return rows
 
 
-def read_csv_dicts(path: pathlib.Path, delimiter: str = ",") -> list[dict]:
-    """Rows of a CSV file with a header line, as dicts of strings."""
+def read_csv_dicts(path: pathlib.Path, delimiter: str = ",", columns=None) -> list[dict]:
+    """Rows of a CSV file as dicts of strings: keyed by its header line, or by `columns`
+    (the column names in order) for a file without one."""
     with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
+        reader = csv.DictReader(
+            f, fieldnames=list(columns) if columns else None, delimiter=delimiter
+        )
         if not reader.fieldnames:
             raise ValueError(f"{path}: empty CSV file (a header line is required)")
         return list(reader)

@@ -2,7 +2,8 @@
 
 `get_task(name)` gives the TaskSpec; `load_examples(name, split)` reads the task's "train"
 pool, "test" pool or "all" through its TFDS builder (see sources.py for what each pool
-holds). A name may also be the path of a custom task config (see custom.py).
+holds). A name may also be the path of a custom task config (see custom.py), in any
+process; `run_key(name)` names its run directories.
 
 Templates ("/" marks a line break; long fields are truncated at render time):
   sst2: Review: {sentence} / Sentiment (positive or negative):  -> negative, positive
@@ -26,7 +27,14 @@ from cbp_jax.data.batching import candidate_ids
 from cbp_jax.data.sources import SOURCES, Source
 from cbp_jax.data.spec import TaskSpec
 
-__all__ = ["TaskSpec", "get_task", "load_examples", "task_names", "check_first_tokens"]
+__all__ = [
+    "TaskSpec",
+    "get_task",
+    "load_examples",
+    "task_names",
+    "check_first_tokens",
+    "run_key",
+]
 
 MC4_TEMPLATE = "Question: {question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\nAnswer:"
 MC4_WORDS = (("A",), ("B",), ("C",), ("D",))
@@ -107,14 +115,22 @@ def domain_tasks(domain: str, exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
 def _resolve(name: str) -> tuple[TaskSpec, Source]:
     if name in TASKS:
         return TASKS[name], SOURCES[name]
-    task = custom.load_custom_task(name) if custom.is_config_path(name) else None
-    task = task or custom.registered(name)
-    if task is None:
+    if not custom.is_config_path(name):
         raise KeyError(
-            f"unknown task {name!r}; shipped tasks: {task_names()} "
-            "(or give the path of a custom task config ending in .json)"
+            f"unknown task {name!r}; shipped tasks: {task_names()}; a task of your own is "
+            "named by the path of its config file, ending in .json (see examples/tasks/)"
         )
+    task = custom.load_custom_task(name)
     return task.spec, task.source
+
+
+def run_key(name: str) -> str:
+    """The directory name of a task's runs: a shipped task's name, or a custom task's name
+    plus a hash of its config and data (never its path, which may be absolute or ../)."""
+    if name in TASKS:
+        return name
+    _resolve(name)  # the same error for an unknown name
+    return custom.load_custom_task(name).run_key()
 
 
 def get_task(name: str, *, max_chars: int | None = None) -> TaskSpec:

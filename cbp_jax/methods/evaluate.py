@@ -41,3 +41,42 @@ def predict(
 def accuracy(service, tokenizer, task, examples, **kwargs) -> float:
     preds = predict(service, tokenizer, task, examples, **kwargs)
     return float((preds == np.array([ex["label"] for ex in examples])).mean())
+
+
+def prediction_summary(preds, labels, num_classes: int) -> dict:
+    """What a model predicts on a test set, beside how often it is right (pure).
+
+    -> {"accuracy", "predicted_counts" (per class), "label_counts", "confusion"
+    (rows: true class, columns: predicted class), "majority_class", "majority_acc" (the
+    accuracy of always answering the test set's most frequent class; ties: lowest class
+    id), "chance" (1 / classes, uniform guessing)}.
+    """
+    preds, labels = np.asarray(preds, np.int64), np.asarray(labels, np.int64)
+    if preds.shape != labels.shape or preds.ndim != 1 or not len(preds):
+        raise ValueError(
+            f"need equal, non-empty 1-D preds and labels: {preds.shape}, {labels.shape}"
+        )
+    for what, a in (("predictions", preds), ("labels", labels)):
+        if a.min() < 0 or a.max() >= num_classes:
+            raise ValueError(
+                f"{what} must be class ids in [0, {num_classes}), got {a.min()}..{a.max()}"
+            )
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (labels, preds), 1)
+    label_counts = confusion.sum(axis=1)
+    majority = int(np.argmax(label_counts))
+    return {
+        "accuracy": float((preds == labels).mean()),
+        "predicted_counts": confusion.sum(axis=0).tolist(),
+        "label_counts": label_counts.tolist(),
+        "confusion": confusion.tolist(),
+        "majority_class": majority,
+        "majority_acc": float(label_counts[majority] / len(labels)),
+        "chance": 1.0 / num_classes,
+    }
+
+
+def evaluate(service, tokenizer, task, examples, **kwargs) -> dict:
+    """`prediction_summary` of the payload's predictions on `examples` (kwargs: `predict`'s)."""
+    preds = predict(service, tokenizer, task, examples, **kwargs)
+    return prediction_summary(preds, [ex["label"] for ex in examples], task.num_classes)
