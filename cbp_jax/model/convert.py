@@ -88,7 +88,11 @@ def assemble_params(cfg: LlamaConfig, tensors: dict[str, np.ndarray]) -> Params:
 
 def check_shapes(cfg: LlamaConfig, params: Params) -> None:
     """Raise if any array's shape differs from what the config implies."""
-    shapes = param_shapes(cfg)
+    check_shapes_against(param_shapes(cfg), params)
+
+
+def check_shapes_against(shapes: dict, params: Params) -> None:
+    """Raise if any array's shape differs from the nested dict of expected shapes."""
 
     def walk(expect, got, path):
         for key, shape in expect.items():

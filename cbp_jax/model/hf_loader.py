@@ -1,6 +1,6 @@
 """Load a Hugging Face checkpoint folder (config.json + safetensors, single or sharded).
 
-Strict: an architecture other than Llama/Qwen2, a config field whose value we do not
+Strict: an architecture other than Llama/Qwen2/Gemma 3 text, a config field whose value we do not
 implement (RoPE scaling, sliding windows, MLP bias, ...), an unknown config key, or an
 unmapped tensor raises with the offending name. Reads tensors with safetensors' numpy
 backend (bfloat16 via ml_dtypes); no torch, no network.
@@ -81,7 +81,8 @@ def config_from_hf(raw: dict, dtype: str = "float32") -> LlamaConfig:
     model_type = raw.get("model_type")
     if model_type not in SUPPORTED_TYPES:
         raise UnsupportedConfigError(
-            f"unsupported architecture model_type={model_type!r}; supported: {SUPPORTED_TYPES}"
+            f"unsupported architecture model_type={model_type!r}; supported: "
+            f"{(*SUPPORTED_TYPES, 'gemma3_text')}"
         )
     for key, value in raw.items():
         if key.startswith("_") or key in _BOOKKEEPING or key in _ARCH_KEYS:
@@ -145,14 +146,23 @@ def read_safetensors(files: list[pathlib.Path]) -> dict[str, np.ndarray]:
 
 
 def load_hf_folder(path: str | pathlib.Path, dtype: str = "float32") -> tuple[LlamaConfig, Params]:
-    """Config and params (numpy, float32 or cfg.dtype) from a Hugging Face folder."""
+    """Config and params (numpy, float32) from a Hugging Face folder.
+
+    A `gemma3_text` folder gives a `GemmaConfig` and Gemma params instead.
+    """
     folder = pathlib.Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"no checkpoint folder at {folder}")
     config_file = folder / "config.json"
     if not config_file.exists():
         raise FileNotFoundError(f"missing {config_file}")
-    cfg = config_from_hf(json.loads(config_file.read_text()), dtype=dtype)
+    raw = json.loads(config_file.read_text())
+    if raw.get("model_type") == "gemma3_text":  # Gemma 3: its own config and params
+        from cbp_jax.model.gemma_convert import assemble_gemma_params, config_from_hf_gemma
+
+        cfg, assemble = config_from_hf_gemma(raw, dtype=dtype), assemble_gemma_params
+    else:
+        cfg, assemble = config_from_hf(raw, dtype=dtype), assemble_params
     tensors = read_safetensors(_safetensor_files(folder))
     tensors = {k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()}
-    return cfg, assemble_params(cfg, tensors)
+    return cfg, assemble(cfg, tensors)
