@@ -115,12 +115,23 @@ def kshot_splits(
         dev += [members[i] for i in picked[n:]]
     train = [train[i] for i in rng.permutation(len(train))]
     dev = [dev[i] for i in rng.permutation(len(dev))]
+    test = test_subset(name, seed, test_size, data_dir, cache_dir=cache_dir)
+    return TaskSplits(train=train, dev=dev, test=test)
+
+
+def test_subset(name: str, seed: int, test_size: int | None, data_dir=None, *, cache_dir=None):
+    """The test set of `kshot_splits` for this seed and size (it depends on nothing else):
+    the test pool, or a seeded subsample of it in pool order."""
     test = test_pool(name, data_dir, cache_dir=cache_dir)
     if test_size is not None:
         if test_size > len(test):
             raise ValueError(
-                f"task {task.name}: test_size {test_size} exceeds its test pool ({len(test)})"
+                f"task {get_task(name).name}: test_size {test_size} exceeds its test pool "
+                f"({len(test)})"
             )
         keep = np.sort(_rng(int(seed), 1).choice(len(test), size=test_size, replace=False))
         test = [test[i] for i in keep]
-    return TaskSplits(train=train, dev=dev, test=test)
+    return test
+
+
+test_subset.__test__ = False  # not a pytest test when imported into a test module

@@ -131,6 +131,17 @@ class GeneratorArtifact:
             "A_DxR": jnp.asarray(self.A_DxR),
         }
 
+    @property
+    def domain(self) -> str | None:
+        """The domain of the tasks it was trained on: recorded in `info` when saved, else
+        derived from info["tasks"]; "mixed" across domains, None when unknown."""
+        if self.info.get("domain"):
+            return self.info["domain"]
+        from cbp_jax.data.tasks import TASKS
+
+        domains = {TASKS[t].domain for t in self.info.get("tasks", ()) if t in TASKS}
+        return domains.pop() if len(domains) == 1 else ("mixed" if domains else None)
+
     def module(self) -> PromptGenerator:
         return PromptGenerator(self.cfg, state=self.adapter_params())
 
@@ -188,7 +199,7 @@ def save_generator(path: str | pathlib.Path, artifact: GeneratorArtifact) -> pat
         "format": ARTIFACT_FORMAT,
         "config": dataclasses.asdict(artifact.cfg),
         "model": artifact.model,
-        "info": artifact.info,
+        "info": {**artifact.info, "domain": artifact.domain},
         "generator_id": artifact.generator_id,
     }
     return save_arrays(path, tree, meta)

@@ -1,0 +1,145 @@
+"""The work behind `cbp-jax zero-shot`, `train-generator` and `customize` (cli.py parses)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import sys
+import time
+
+
+def _command_line() -> str:
+    return f"command: cbp-jax {shlex.join(sys.argv[1:])}"
+
+
+def examples_for(args):
+    """The examples a zero-shot or predict command scores: split "test" is the test subset
+    of a run with the same --seed and --test-size (0: the whole test pool); "train" and
+    "all" are the task's pools."""
+    from cbp_jax.data.splits import test_subset
+    from cbp_jax.data.tasks import load_examples
+
+    if args.split == "test":
+        return test_subset(args.task, args.seed, args.test_size or None, args.data_dir)
+    examples = load_examples(args.task, args.split, args.data_dir)
+    return examples[: args.limit] if args.limit else examples
+
+
+def zero_shot(args) -> None:
+    from cbp_jax.data.tasks import get_task
+    from cbp_jax.methods.evaluate import evaluate
+    from cbp_jax.model import load_model
+    from cbp_jax.run_report import class_names, summary_lines
+    from cbp_jax.service import ScoringService
+    from cbp_jax.service.oracle import NoPrompt
+
+    task = get_task(args.task)
+    examples = examples_for(args)
+    start = time.time()
+    model = load_model(args.model, dtype=args.dtype)
+    service = ScoringService(model, adapters=(NoPrompt(),))
+    summary = evaluate(service, model.tokenizer, task, examples, batch_size=args.batch_size)
+    print(_command_line())
+    print(
+        f"zero-shot accuracy of {args.model} on {task.name} ({args.split}, "
+        f"{len(examples)} examples): {summary['accuracy']:.4f}  [{time.time() - start:.1f}s]"
+    )
+    print("\n".join(summary_lines(summary, class_names(task))))
+
+
+def train_generator(args) -> None:
+    from cbp_jax.data.tasks import domain_tasks
+    from cbp_jax.methods.cbp import Stage1Config
+    from cbp_jax.methods.cbp import train_generator as train
+    from cbp_jax.model import load_model
+    from cbp_jax.prompts.generator import GeneratorConfig
+
+    exclude = tuple(x for x in args.exclude.split(",") if x)
+    tasks = tuple(x for x in args.tasks.split(",") if x) or domain_tasks(args.domain, exclude)
+    cfg = Stage1Config(
+        tasks=tasks,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        z0_learning_rate=args.z0_lr,
+        warmup=min(args.warmup, args.steps - 1),
+        max_len=args.max_len,
+        sampling=args.sampling,
+        task_vectors=args.task_vectors,
+        permute_options=args.permute_options,
+        seed=args.seed,
+    )
+    print(
+        f"CBP stage 1: {cfg.steps} steps of {cfg.batch_size} examples on {', '.join(tasks)} "
+        f"(a 2-core CPU takes about 2-3.5 s a step at the defaults: "
+        f"{cfg.steps * 2.3 / 60:.0f}-{cfg.steps * 3.5 / 60:.0f} min)",
+        flush=True,
+    )
+    model = load_model(args.model)
+    gen_cfg = GeneratorConfig(hidden_size=model.cfg.hidden_size, prompt_len=args.prompt_len)
+    start = time.time()
+    result = train(model, cfg, gen_cfg, run_dir=args.out)
+    last = result.history[-20:]
+    loss = sum(h["loss"] for h in last) / max(len(last), 1)
+    print(_command_line())
+    print(
+        f"CBP stage 1 on {', '.join(tasks)}: {cfg.steps} steps, mean loss of the last "
+        f"{len(last)} steps {loss:.4f}; generator {result.artifact.generator_id} "
+        f"(domain {result.artifact.domain}) saved to {args.out}/generator "
+        f"[{time.time() - start:.0f}s]"
+    )
+
+
+def budget_lines(budget: int, population: int, chunk: int) -> list[str]:
+    """The estimate printed before a black-box run, then its warnings."""
+    from cbp_jax.methods.estimate import plan_budget
+
+    plan = plan_budget(budget, population, chunk)
+    return [f"estimate: {plan.describe()}"] + [f"WARNING: {w}" for w in plan.warnings()]
+
+
+def customize(args) -> None:
+    from cbp_jax.data.tasks import get_task
+    from cbp_jax.methods.cbp import load_generator
+    from cbp_jax.methods.domains import check_domain
+    from cbp_jax.model import load_model
+    from cbp_jax.run import RunConfig, run
+    from cbp_jax.run_report import class_names, label_summary, summary_lines
+
+    start = time.time()
+    task = get_task(args.task)
+    base = RunConfig(
+        task=args.task,
+        method="cbp",
+        model=args.model,
+        shots=args.shots,
+        kshot=args.kshot,
+        seed=args.seed,
+        test_size=args.test_size,
+        budget=args.budget,
+        population=args.population,
+        generator=args.generator,
+        cbp_sigma0=args.sigma0,
+        out=args.out,
+        tag=args.tag,
+    )
+    model = load_model(args.model)
+    generator = load_generator(args.generator, expected_model=model)
+    warning = check_domain(generator.domain, task, args.allow_cross_domain)
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    print("\n".join(budget_lines(base.budget, base.population, base.chunk)), flush=True)
+    zero = run(dataclasses.replace(base, method="zero_shot", generator="", tag=""), model=model)
+    cbp = run(base, model=model)
+    print(_command_line())
+    print(f"CBP-Tuning on {task.name} ({base.shots} shots per class, seed {base.seed}):")
+    print(f"  test accuracy, zero-shot           {zero['test_acc']:.4f}")
+    print(f"  test accuracy, CBP z0 (no stage 2) {cbp['test_acc_z0']:.4f}")
+    print(
+        f"  test accuracy, CBP (stage 2)       {cbp['test_acc']:.4f}  "
+        f"[{cbp['calls']} API calls, {cbp['generations']} generations, dev {cbp['dev_acc']:.4f}]"
+    )
+    labels = [ex["label"] for ex in base.splits().test]
+    summary = cbp.get("prediction") or label_summary(labels, task.num_classes)
+    print("\n".join(summary_lines(summary, class_names(task))))
+    print(f"  task vector: {base.run_dir / 'task_vector'}  [{time.time() - start:.0f}s]")
