@@ -1,14 +1,22 @@
 """The provider as an HTTP service (FastAPI + uvicorn): score, budget, info, health.
 
-    POST /v1/score    msgpack ScoreRequest -> msgpack {"logprobs": P x B x C x W, "calls"}
+    POST /v1/score    msgpack ScoreRequest -> msgpack {"logprobs": P x B x C x W, "calls",
+                      "examples", "tokens"}
     GET  /v1/budget   the caller's budget, used and remaining calls (?run=ID: that run's)
-    GET  /v1/info     public model facts (shapes, embedding std, accepted kinds)
+    GET  /v1/info     public model facts (shapes, embedding std, accepted kinds), the call
+                      unit and this server's per-request limits
     GET  /v1/health   liveness, no key needed
 
-Every call but health needs `X-API-Key`. A score request goes: key (401) -> size limit
-(413) -> decode and validate (400) -> replay of a recorded `X-Request-Id` (same bytes, 0
-calls) -> budget hold (402) -> the batcher (shared compiled call) -> charge + record in
-one SQLite transaction -> response. Nothing is charged unless the response is recorded.
+One call = one candidate prompt scored on one batch: a request of population P costs P
+calls whatever its batch; the work one call may ask is bounded (`ServeLimits`, published
+in /v1/info). Every call but health needs `X-API-Key`. A score request goes: auth
+throttle (429) -> key (401) -> size limit (413) -> body within the read timeout (408) ->
+decode, shape checks before any arithmetic on shapes, limits, validation, finiteness
+after the cast to the compute dtype (400) -> replay of a recorded `X-Request-Id` (same
+bytes, 0 calls) -> budget hold (402) -> the fair scheduler and a bucketed compiled call
+(503 past the request timeout) -> finite outputs (else 400) -> charge + record in one
+SQLite transaction (409 if a racing request claimed the id for another body) ->
+response. Nothing is charged unless the response is recorded.
 Responses carry candidate log-probs only: never parameters, hidden states or full logits.
 Run it with `cbp-jax serve` (cli.py) or `python -m cbp_jax.serve.app` (same options).
 """
@@ -17,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import sys
 
 import jax.numpy as jnp
@@ -26,13 +33,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from cbp_jax.serve.batcher import BatchConfig, Batcher, Job
+from cbp_jax.serve.guard import AuthThrottle, GuardConfig
 from cbp_jax.serve.ledger import Ledger, RequestIdConflictError
 from cbp_jax.serve.limits import PayloadTooLargeError, ServeLimits
+from cbp_jax.serve.openapi import SCORE_OPENAPI
 from cbp_jax.serve.wire import MEDIA_TYPE, check_request_id, decode_request, encode_response
 from cbp_jax.service.budget import BudgetExhaustedError
 from cbp_jax.service.requests import MalformedRequestError, validate_request
 
-DEFAULT_LIMITS, DEFAULT_BATCHING = ServeLimits(), BatchConfig()
+DEFAULT_LIMITS, DEFAULT_BATCHING, DEFAULT_GUARD = ServeLimits(), BatchConfig(), GuardConfig()
+CALL_UNIT = "one call = one candidate prompt scored on one batch (a request costs P calls)"
 
 
 class HttpError(Exception):
@@ -67,9 +77,10 @@ class ScoreServer:
         model_name: str,
         limits: ServeLimits = DEFAULT_LIMITS,
         batching: BatchConfig = DEFAULT_BATCHING,
-        exit_after_commits: int = 0,
+        guard: GuardConfig = DEFAULT_GUARD,
     ):
         self.cfg = model.cfg
+        self.compute_dtype = np.dtype(model.params["embed"].dtype)
         self.adapters = {a.kind: a for a in adapters}
         self.ledger, self.limits = ledger, limits
         self.batcher = Batcher(model, self.adapters, adapter_params, batching)
@@ -82,32 +93,81 @@ class ScoreServer:
             "embedding_std": float(jnp.std(model.params["embed"].astype(jnp.float32))),
             "accepted_kinds": sorted(self.adapters),
         }
-        self._exit_after = exit_after_commits  # test hook: die after the n-th charge
-        self._commits = 0
+        self.public = {**self.info, "call_unit": CALL_UNIT, "limits": limits.public()}
+        self.guard, self.throttle = guard, AuthThrottle(guard)
+        self.commits = 0  # responses charged and recorded
 
     def user(self, request: Request) -> str:
+        address = request.client.host if request.client else "?"
+        if self.throttle.blocked(address):
+            raise HttpError(429, "too many failed API keys from this address; retry later")
         user = self.ledger.authenticate(request.headers.get("x-api-key"))
         if user is None:
+            self.throttle.failed(address)
             raise HttpError(401, "missing or unknown API key (header X-API-Key)")
         return user
 
-    def _job(self, req) -> Job:
+    def _job(self, req, user: str) -> Job:
+        """The batcher's job; the payload must stay finite in float32 and the compute dtype
+        (a float64 1e300 is finite on the wire and inf after the cast)."""
         payload = None
         if req.payload is not None:
             axis = self.adapters[req.kind].payload_axis
-            payload = np.moveaxis(np.asarray(req.payload, np.float32), axis, 0)
+            with np.errstate(over="ignore", invalid="ignore"):
+                payload = np.moveaxis(np.asarray(req.payload, np.float32), axis, 0)
+                cast = np.asarray(jnp.asarray(payload, self.compute_dtype), np.float32)
+            if not (np.isfinite(payload).all() and np.isfinite(cast).all()):
+                raise MalformedRequestError(
+                    f"{req.kind!r} payload is not finite in float32 / {self.compute_dtype} "
+                    "(NaN, inf, or values beyond the compute dtype's range)"
+                )
         ids = (req.tokens_BxS, req.mask_BxS, req.candidates_CxW)
-        return Job(req.kind, payload, *(np.asarray(x, np.int32) for x in ids))
+        return Job(req.kind, payload, *(np.asarray(x, np.int32) for x in ids), user=user)
+
+    def committed(self) -> None:
+        """Called after each response is charged and recorded (before it is sent)."""
+        self.commits += 1
+
+    async def _body(self, request: Request) -> bytes:
+        try:
+            return await asyncio.wait_for(
+                _read_body(request, self.limits.max_body_bytes), self.guard.read_timeout_s
+            )
+        except TimeoutError:
+            raise HttpError(408, f"request body not received within "
+                            f"{self.guard.read_timeout_s:g} s") from None  # fmt: skip
+
+    async def _scores(self, future, user: str, calls: int) -> np.ndarray:
+        """Wait for the batcher (bounded), then check the outputs; release the hold on any
+        failure (nothing is charged)."""
+        try:
+            logprobs = await asyncio.wait_for(
+                asyncio.wrap_future(future), self.guard.request_timeout_s
+            )
+            if not np.isfinite(logprobs).all():
+                raise MalformedRequestError(
+                    "the scores of this payload are not finite (payload values too large "
+                    "for the model?); nothing was charged"
+                )
+        except TimeoutError:
+            self.ledger.release(user, calls)
+            raise HttpError(503, f"not scored within {self.guard.request_timeout_s:g} s; "
+                            "nothing was charged, retry later") from None  # fmt: skip
+        except BaseException:
+            self.ledger.release(user, calls)
+            raise
+        return logprobs
 
     async def score(self, request: Request) -> Response:
         user = self.user(request)  # an unknown key costs nothing and learns nothing
         with self.batcher.arriving():
-            body = await _read_body(request, self.limits.max_body_bytes)
+            body = await self._body(request)
             rid = check_request_id(request.headers.get("x-request-id"))
             run_id = request.headers.get("x-run-id", "")[:128]
             req = decode_request(body, self.limits.max_body_bytes)
             self.limits.check(req)
             validate_request(req, vocab_size=self.cfg.vocab_size, payload_shape=self._shapes)
+            job = self._job(req, user)
             digest = hashlib.sha256(body).hexdigest()
             if rid is not None:
                 recorded = await asyncio.to_thread(self.ledger.lookup, user, rid, digest)
@@ -116,21 +176,17 @@ class ScoreServer:
             calls = req.calls
             self.ledger.hold(user, calls)
             try:
-                future = self.batcher.submit(self._job(req))
+                future = self.batcher.submit(job)
             except BaseException:
                 self.ledger.release(user, calls)
                 raise
-        try:
-            logprobs = await asyncio.wrap_future(future)
-        except BaseException:
-            self.ledger.release(user, calls)
-            raise
+        logprobs = await self._scores(future, user, calls)
+        work = {"examples": getattr(req, "examples", None), "tokens": getattr(req, "tokens", None)}
+        response = encode_response(logprobs, calls, **work)
         out, charged = await asyncio.to_thread(
-            self.ledger.commit, user, rid, run_id, digest, calls, encode_response(logprobs, calls)
+            self.ledger.commit, user, rid, run_id, digest, calls, response
         )
-        self._commits += 1
-        if self._exit_after and self._commits >= self._exit_after:
-            os._exit(17)  # charged and recorded, response lost: what a crash looks like
+        self.committed()
         return _msgpack(out, charged=charged, replayed=charged == 0 and calls > 0)
 
 
@@ -147,6 +203,10 @@ def create_app(server: ScoreServer) -> FastAPI:
         (BudgetExhaustedError, 402),
         (RequestIdConflictError, 409),
     )
+    # Anything else is a server fault: a 500 that names no internals (no traceback).
+    app.add_exception_handler(
+        Exception, lambda _r, e: JSONResponse({"error": "internal error"}, status_code=500)
+    )
 
     def on_error(status):
         def handler(_request, exc):
@@ -162,18 +222,20 @@ def create_app(server: ScoreServer) -> FastAPI:
 
     @app.get("/v1/health")
     def health():
-        return {"status": "ok", "model": server.info["model_name"], "packs": server.batcher.packs}
+        b = server.batcher
+        return {"status": "ok", "model": server.info["model_name"], "packs": b.packs,
+                "compiles": b.compiles, "commits": server.commits}  # fmt: skip
 
     @app.get("/v1/info")
     def info(request: Request):
         server.user(request)
-        return server.info
+        return server.public
 
     @app.get("/v1/budget")
     def budget(request: Request, run: str | None = None):
         return server.ledger.budget(server.user(request), run)
 
-    @app.post("/v1/score")
+    @app.post("/v1/score", openapi_extra=SCORE_OPENAPI)
     async def score(request: Request):
         return await server.score(request)
 
@@ -184,7 +246,10 @@ def serve(server: ScoreServer, host: str = "127.0.0.1", port: int = 8321) -> Non
     import uvicorn
 
     print(f"cbp-jax serve: {server.info['model_name']} on http://{host}:{port}", flush=True)
-    uvicorn.run(create_app(server), host=host, port=port, log_level="warning", workers=1)
+    uvicorn.run(
+        create_app(server), host=host, port=port, log_level="warning", workers=1,
+        timeout_keep_alive=5, limit_concurrency=256,
+    )  # fmt: skip
 
 
 def main(argv=None) -> None:

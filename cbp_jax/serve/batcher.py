@@ -1,26 +1,31 @@
-"""Request packing: concurrent score requests run as one compiled call per shape bucket.
+"""Request scheduling and packing: requests served fairly, on a bounded set of compiled shapes.
 
-A worker thread takes the first queued request, waits up to `window_ms` for more (up to
-`max_requests` requests / `max_rows` candidates), groups them by (kind, payload shape past
-the population axis, bucketed batch, bucketed sequence, C, W), and concatenates each group
-along the population axis: row q of the pack is (candidate payload_q, input slot_q), and
-the packed function maps `score_population` over rows, each row reading its own request's
-tokens, mask and candidates by index. Batch and sequence are padded up to powers of two
-(padding is masked out; the model counts positions over real tokens only) and the row
-count to a power of two up to 8, then to a multiple of 8, so a server sees a few compiled
-shapes, not one per request.
-The window closes early when no other request is queued or being decoded (the server
-marks requests with `arriving()`), so a lone request does not wait for company.
-`window_ms=0, max_requests=1` is the one-request-at-a-time baseline.
+Scheduling: requests wait in a `FairQueue` (one queue per user, served round robin), so a
+small request waits behind at most one request of each other waiting user, never behind a
+whole backlog of one heavy user.
+
+Shapes: every request is padded up to a shape bucket before it is computed: population
+rows to 1, 2, 4, 8, then multiples of 8 up to 64, then of 32; batch, candidate classes and
+words per class to powers of two; sequence to a power of two >= 8 (left padding, masked
+out: the model counts positions over real tokens only). The compiled executables live in
+an LRU cache of at most `BatchConfig.max_compiled` entries, so the server's memory for
+compiled code is bounded whatever shapes clients send, and `compiles` counts compilations.
+
+Packing (optional): with `max_requests > 1` the worker waits up to `window_ms` for more
+requests (up to `max_requests` / `max_rows` candidates), groups them by bucket, and runs
+each group as one compiled call: row q of the pack is (candidate payload_q, input slot_q).
+The window closes early when no other request is queued or being decoded (`arriving()`).
+Measured on the 2-core CPU of this project, packing was slower than serving one request
+at a time (experiments/results/service_load.md), so the default is one at a time.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
 import functools
-import queue
 import threading
 import time
 
@@ -28,23 +33,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cbp_jax.serve.fair import FairQueue
 from cbp_jax.service.oracle import TOKENS_PER_CHUNK, score_population
 
 
 @dataclasses.dataclass(frozen=True)
 class BatchConfig:
     """window_ms: how long the first request of a pack waits for company; max_requests /
-    max_rows: pack size limits (requests, total candidates)."""
+    max_rows: pack size limits (requests, total candidates); 1 request = no packing (the
+    measured-faster default on CPU); max_compiled: LRU bound on compiled executables."""
 
-    window_ms: float = 10.0
-    max_requests: int = 32
+    window_ms: float = 0.0
+    max_requests: int = 1
     max_rows: int = 64
+    max_compiled: int = 32
 
     def __post_init__(self):
         if not self.window_ms >= 0:
             raise ValueError(f"BatchConfig.window_ms must be >= 0, got {self.window_ms}")
-        if self.max_requests < 1 or self.max_rows < 1:
-            raise ValueError("BatchConfig.max_requests and max_rows must be >= 1")
+        for name in ("max_requests", "max_rows", "max_compiled"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"BatchConfig.{name} must be an int >= 1, got {value!r}")
 
 
 def bucket(n: int, floor: int = 1) -> int:
@@ -53,9 +63,12 @@ def bucket(n: int, floor: int = 1) -> int:
 
 
 def row_bucket(n: int) -> int:
-    """Packed rows: a power of two up to 8, then a multiple of 8 (<= 12.5% padding rows;
-    compute is linear in rows on CPU, so padding is pure waste there)."""
-    return bucket(n) if n <= 8 else -(-n // 8) * 8
+    """Packed rows: a power of two up to 8, a multiple of 8 up to 64, then of 32 (compute is
+    linear in rows on CPU, so padding rows are pure waste there: <= 12.5% up to 64)."""
+    if n <= 8:
+        return bucket(n)
+    step = 8 if n <= 64 else 32
+    return -(-n // step) * step
 
 
 @dataclasses.dataclass
@@ -67,6 +80,7 @@ class Job:
     tokens: np.ndarray
     mask: np.ndarray
     cands: np.ndarray
+    user: str = ""
     future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
 
     @property
@@ -75,8 +89,54 @@ class Job:
 
     def key(self) -> tuple:
         b, s = self.tokens.shape
+        c, w = self.cands.shape
         tail = None if self.payload is None else self.payload.shape[1:]
-        return (self.kind, tail, bucket(b), bucket(s, 8), self.cands.shape)
+        return (self.kind, tail, bucket(b), bucket(s, 8), bucket(c), bucket(w))
+
+
+def length_groups(job: Job, floor: int = 8) -> list[tuple[np.ndarray, Job]]:
+    """Re-bucket a left-padded request by row length: [(row indices, job on those rows,
+    trimmed to their bucket width)]. A request that joins buckets of different lengths
+    (the client's one-request-per-batch) thus pays no padding for its longest row. Rows
+    not left-padded (mask not non-decreasing) keep one group."""
+    b, s = job.mask.shape
+    everything = [(np.arange(b), job)]
+    if b == 1 or (np.diff(job.mask, axis=1) < 0).any():
+        return everything
+    widths = np.minimum([bucket(int(n), floor) for n in job.mask.sum(axis=1)], s)
+    if len(set(widths.tolist())) == 1:
+        return everything
+    groups = []
+    for w in sorted(set(widths.tolist())):
+        idx = np.flatnonzero(widths == w)
+        part = dataclasses.replace(
+            job, tokens=job.tokens[idx, s - w :], mask=job.mask[idx, s - w :],
+            future=concurrent.futures.Future(),
+        )  # fmt: skip
+        groups.append((idx, part))
+    return groups
+
+
+def _gather(parent: concurrent.futures.Future, groups, shape) -> None:
+    """Resolve `parent` with the groups' results put back in row order (or their error)."""
+    out = np.zeros(shape, np.float32)
+    pending = [len(groups)]
+    lock = threading.Lock()
+
+    def done(idx, child):
+        with lock:
+            if parent.done():
+                return
+            if child.exception() is not None:
+                parent.set_exception(child.exception())
+                return
+            out[:, idx] = child.result()
+            pending[0] -= 1
+            if pending[0] == 0:
+                parent.set_result(out)
+
+    for idx, part in groups:
+        part.future.add_done_callback(functools.partial(done, idx))
 
 
 def _packed(model_params, adapter_params, payload_Q, slot_Q, tokens, mask, cands, *, cfg, adapter):
@@ -104,9 +164,10 @@ class Batcher:
     def __init__(self, model, adapters: dict, adapter_params, config: BatchConfig):
         self._model, self._adapters, self._adapter_params = model, adapters, adapter_params
         self.config = config
-        self._fns = {}
-        self._queue: queue.Queue = queue.Queue()
+        self._compiled: collections.OrderedDict = collections.OrderedDict()  # LRU
+        self._queue = FairQueue()
         self.packs = 0  # compiled calls made (for the load test's report)
+        self.compiles = 0  # executables compiled (evicted ones compile again on reuse)
         self._arriving = 0  # requests past the door, not yet submitted (see `arriving`)
         self._arrive_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="score-batcher", daemon=True)
@@ -124,18 +185,32 @@ class Batcher:
                 self._arriving -= 1
 
     def submit(self, job: Job) -> concurrent.futures.Future:
-        self._queue.put(job)  # queued before `arriving` is left: the worker sees one of them
+        """Queue a request (re-bucketed by row length); its future gives P x B x C x W."""
+        groups = length_groups(job)
+        if len(groups) > 1:
+            b, (c, w) = job.tokens.shape[0], job.cands.shape
+            _gather(job.future, groups, (job.rows, b, c, w))
+        for _, part in groups:  # queued before `arriving` is left: the worker sees them
+            self._queue.put(part)
         return job.future
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
 
-    def _fn(self, kind):
-        if kind not in self._fns:
-            fn = functools.partial(_packed, cfg=self._model.cfg, adapter=self._adapters[kind])
-            self._fns[kind] = jax.jit(fn)
-        return self._fns[kind]
+    def _executable(self, kind: str, args: tuple):
+        """The compiled pack function for these argument shapes (LRU-cached)."""
+        key = (kind, *((a.shape, a.dtype.str) for a in args[2:]))
+        if key in self._compiled:
+            self._compiled.move_to_end(key)
+            return self._compiled[key]
+        fn = functools.partial(_packed, cfg=self._model.cfg, adapter=self._adapters[kind])
+        exe = jax.jit(fn).lower(*args).compile()
+        self.compiles += 1
+        self._compiled[key] = exe
+        while len(self._compiled) > self.config.max_compiled:
+            self._compiled.popitem(last=False)
+        return exe
 
     def _collect(self, first: Job) -> list[Job]:
         jobs, rows = [first], first.rows
@@ -144,12 +219,8 @@ class Batcher:
             wait = deadline - time.monotonic()
             if self._arriving == 0 and self._queue.empty():
                 break  # nobody else is on the way: do not idle out the window
-            try:
-                job = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:  # shutting down: finish what we hold
-                self._queue.put(None)
+            job = self._queue.get(timeout=max(wait, 0.0))
+            if job is None:  # window over, or shutting down: finish what we hold
                 break
             jobs.append(job)
             rows += job.rows
@@ -182,12 +253,12 @@ class Batcher:
             return
         start = 0
         for job in jobs:
-            b = job.tokens.shape[0]
-            job.future.set_result(out[start : start + job.rows, :b])
+            b, (c, w) = job.tokens.shape[0], job.cands.shape
+            job.future.set_result(out[start : start + job.rows, :b, :c, :w])
             start += job.rows
 
     def _compute(self, key: tuple, jobs: list[Job]) -> np.ndarray:
-        kind, tail, b, s, (c, w) = key
+        kind, tail, b, s, c, w = key
         rows = sum(j.rows for j in jobs)
         q = row_bucket(rows)
         tokens = np.zeros((q, b, s), np.int32)
@@ -202,14 +273,16 @@ class Batcher:
             tokens[i, :jb, s - js :] = job.tokens  # left-pad the sequence, append rows
             mask[i, :jb] = 0
             mask[i, :jb, s - js :] = job.mask
-            cands[i] = job.cands
+            jc, jw = job.cands.shape
+            cands[i, :jc, :jw] = job.cands
             if job.payload is not None:
                 payload[start : start + job.rows] = job.payload
             slot[start : start + job.rows] = i
             start += job.rows
-        out = self._fn(kind)(
+        args = (
             self._model.params, self._adapter_params, jnp.asarray(payload), jnp.asarray(slot),
             jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(cands),
         )  # fmt: skip
+        out = self._executable(kind, args)(*args)
         self.packs += 1
         return np.asarray(out, np.float32)

@@ -4,7 +4,11 @@
 `evaluate` use from an in-process `ScoringService`: `score(req)`, `reserve(n)`,
 `public_info()`, `oracle(kind)` and `calls_used`. `oracle(kind)` is a jittable pytree
 whose call is a `jax.pure_callback` that POSTs the population to the server, so the
-compiled `lax.scan` of the engine runs unchanged over the network.
+compiled `lax.scan` of the engine runs unchanged over the network. Like the in-process
+`Oracle`, it takes `(payload, buckets, candidates_CxW)`, `buckets` the length buckets of
+one batch as (tokens_BxS, mask_BxS) pairs, and sends them as ONE request (rows left-padded
+to the longest bucket, the mask marking the padding; the server re-buckets by length):
+one oracle call = one batch = P calls, over HTTP exactly as in process.
 
 Retries: every HTTP attempt has a timeout; connection errors, timeouts, 429 and 5xx are
 retried with exponential backoff until `RetryPolicy.deadline_s`, then
@@ -138,21 +142,23 @@ class RemoteService:
             time.sleep(wait)
             wait = min(2 * wait, self.retry.backoff_max_s)
 
-    def _post_score(self, req: ScoreRequest, rid: str) -> tuple[np.ndarray, int]:
+    def _post_score(self, req: ScoreRequest, rid: str) -> tuple[np.ndarray, int, dict]:
+        """(log-probs, calls charged to this request, the response's work fields)."""
         resp = self._http(
             "POST",
             "/v1/score",
             data=encode_request(req),
             headers={"Content-Type": MEDIA_TYPE, "X-Request-Id": rid},
         )
-        logprobs, _ = decode_response(resp.content)
+        body = decode_response(resp.content)
+        logprobs = body.pop("logprobs")
         charged = int(resp.headers.get("X-Charged", "0"))
         with self._lock:
             self._charged += charged
         want = (req.population, req.num_examples, *np.shape(req.candidates_CxW))
         if logprobs.shape != want:
             raise RuntimeError(f"server answered shape {logprobs.shape}, expected {want}")
-        return np.asarray(logprobs, np.float32), charged
+        return np.asarray(logprobs, np.float32), charged, body
 
     # ------------------------------------------------------------------ service interface
 
@@ -165,9 +171,15 @@ class RemoteService:
         """{"user", "budget", "used", "remaining", "run_used"} from the server."""
         return self._http("GET", "/v1/budget", params={"run": self.run_id}).json()
 
+    def server_info(self) -> dict:
+        """/v1/info as sent: the public model facts, the call unit and the server's limits."""
+        return self._http("GET", "/v1/info").json()
+
     def public_info(self) -> PublicInfo:
         if self._info is None:
-            info = self._http("GET", "/v1/info").json()
+            info = self.server_info()
+            fields = {f.name for f in dataclasses.fields(PublicInfo)} - {"tokenizer"}
+            info = {k: v for k, v in info.items() if k in fields}
             info["accepted_kinds"] = tuple(info["accepted_kinds"])
             self._info = PublicInfo(**info, tokenizer=self._tokenizer)
         return self._info
@@ -175,8 +187,10 @@ class RemoteService:
     def score(self, request: ScoreRequest) -> ScoreResponse:
         with self._lock:
             scope, self._eager = f"eager:{self._eager}", self._eager + 1
-        logprobs, charged = self._post_score(request, request_id(self.run_id, scope, request))
-        return ScoreResponse(logprobs, charged)
+        rid = request_id(self.run_id, scope, request)
+        logprobs, charged, work = self._post_score(request, rid)
+        known = {f.name for f in dataclasses.fields(ScoreResponse)}  # examples, tokens if any
+        return ScoreResponse(logprobs, charged, **{k: v for k, v in work.items() if k in known})
 
     def reserve(self, calls: int) -> None:
         """Check the remote budget covers `calls` more than this run has been charged.
@@ -216,8 +230,9 @@ def _error_message(resp: requests.Response) -> str:
 
 @jax.tree_util.register_pytree_node_class
 class RemoteOracle:
-    """Jittable handle: (payload, tokens, mask, candidates) -> P x B x C x W log-probs,
-    computed by the server through `jax.pure_callback`. It holds no arrays."""
+    """Jittable handle: (payload, buckets, candidates) -> P x (sum of B) x C x W log-probs
+    in bucket order, computed by the server through `jax.pure_callback` as one request
+    (P calls). It holds no arrays."""
 
     def __init__(self, client: RemoteService, kind: str):
         self._client, self.kind = client, kind
@@ -229,7 +244,17 @@ class RemoteOracle:
     def tree_unflatten(cls, static, _children):
         return cls(*static)
 
-    def __call__(self, payload, tokens_BxS, mask_BxS, candidates_CxW):
+    def __call__(self, payload, buckets, candidates_CxW):
+        if not isinstance(buckets, tuple | list) or not buckets:
+            raise ValueError("buckets must be a non-empty tuple of (tokens_BxS, mask_BxS) pairs")
+        for i, pair in enumerate(buckets):
+            if len(pair) != 2 or pair[0].ndim != 2 or pair[0].shape != pair[1].shape:
+                raise ValueError(f"bucket {i} must be a (tokens_BxS, mask_BxS) pair of one shape")
+        width = max(t.shape[1] for t, _ in buckets)
+        left = [((0, 0), (width - t.shape[1], 0)) for t, _ in buckets]  # mask 0: padding
+        pairs = list(zip(buckets, left, strict=True))
+        tokens_BxS = jnp.concatenate([jnp.pad(t, w) for (t, _), w in pairs])
+        mask_BxS = jnp.concatenate([jnp.pad(m, w) for (_, m), w in pairs])
         axis = 1 if self.kind == "deep_prompt" else 0
         p = 1 if payload is None else payload.shape[axis]
         c, w = candidates_CxW.shape

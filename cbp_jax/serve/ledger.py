@@ -2,15 +2,23 @@
 
 Tables: `users` (name, sha256 of the API key, budget, calls used) and `records` (one row
 per scored request: user, request id, run id, body hash, calls, the response bytes).
-Charging and recording happen in ONE transaction after the scores are computed, so:
+Calls are counted as the user sees them: one call = one candidate prompt scored on one
+batch (a request of population P costs P; the server bounds each request's work by
+`ServeLimits`). Charging and recording happen in ONE transaction after the scores are
+computed, so:
 
 - a restart neither resets budgets (they live in the file) nor double-charges (a request
   is charged exactly when its record is written);
 - a request killed before its record is written costs nothing and was never answered;
-- a retried request id is answered from `records` (same bytes) and charged nothing;
+- a retried request id is answered from `records` (same bytes) and charged nothing; a
+  request id reused for another body is refused (409), also when both race: the body hash
+  is compared inside the transaction that would claim the id;
 - concurrent requests of one user cannot overrun the budget: `hold` reserves calls in
   memory before compute, `commit` turns the hold into a charge, `release` drops it.
 
+The users file is the source of truth for who exists: `sync_users` revokes every user not
+in it (the row and its usage stay, so re-adding a name does not reset its budget; its key
+stops working) and assigns keys afresh, so a removed user's key may go to a new name.
 Keys are stored only as sha256 digests. Records are never pruned (a retention policy is
 left to the operator: deleting old rows only loses idempotency for those ids).
 """
@@ -37,13 +45,18 @@ CREATE INDEX IF NOT EXISTS records_run ON records (user, run_id);
 """
 
 
+_REVOKED = "revoked:"  # key_sha256 prefix of a revoked user: no sha256 hex digest matches
+_ACTIVE = f"WHERE key_sha256 NOT LIKE '{_REVOKED}%'"
+
+
 class RequestIdConflictError(ValueError):
     """A request id was reused for a different request body (HTTP 409)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class UserSpec:
-    """One API user: name, secret key and budget in calls (candidate x example)."""
+    """One API user: name, secret key and budget in calls (one call = one candidate prompt
+    scored on one batch)."""
 
     name: str
     key: str
@@ -58,11 +71,15 @@ class UserSpec:
             raise ValueError(f"budget of {self.name!r} must be an int >= 0, got {self.budget!r}")
 
     @classmethod
-    def parse(cls, text: str) -> UserSpec:
-        """NAME:KEY:BUDGET (as in `--key` and each line of a `--users` file)."""
+    def parse(cls, text: str, where: str = "user spec") -> UserSpec:
+        """NAME:KEY:BUDGET (as in `--key` and each line of a `--users` file). Errors name
+        `where` (e.g. "users.txt line 3") and never echo the line: it holds a secret key."""
         parts = text.strip().split(":")
         if len(parts) != 3 or not parts[2].isdigit():
-            raise ValueError(f"expected NAME:KEY:BUDGET, got {text.strip()!r}")
+            raise ValueError(
+                f"{where}: expected NAME:KEY:BUDGET (3 fields, budget a non-negative int), "
+                f"got {len(parts)} field(s)"
+            )
         return cls(parts[0], parts[1], int(parts[2]))
 
 
@@ -85,21 +102,38 @@ class Ledger:
         with self._lock:
             self._db.close()
 
-    def upsert_users(self, users: list[UserSpec]) -> None:
-        """Add users or update their key and budget; calls already used are kept."""
+    def sync_users(self, users: list[UserSpec]) -> list[str]:
+        """Make `users` the only ones whose keys work; return the names revoked.
+
+        One transaction: every key is first replaced by a per-name placeholder that no key
+        hashes to (so keys may move between names, or to a new name), then each listed user
+        gets its key and budget; calls already used are kept. Revoked rows stay (usage and
+        records survive; a name added back keeps what it used).
+        """
+        names = [u.name for u in users]
+        digests = [key_digest(u.key) for u in users]
+        if len(set(names)) != len(names) or len(set(digests)) != len(digests):
+            raise ValueError("users must have distinct names and distinct keys")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            for u in users:
-                self._db.execute(
-                    "INSERT INTO users (name, key_sha256, budget) VALUES (?, ?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET key_sha256=excluded.key_sha256, "
-                    "budget=excluded.budget",
-                    (u.name, key_digest(u.key), u.budget),
-                )
-            self._db.execute("COMMIT")
+            try:
+                before = {r[0] for r in self._db.execute(f"SELECT name FROM users {_ACTIVE}")}
+                self._db.execute(f"UPDATE users SET key_sha256 = '{_REVOKED}' || name")
+                for u, digest in zip(users, digests, strict=True):
+                    self._db.execute(
+                        "INSERT INTO users (name, key_sha256, budget) VALUES (?, ?, ?) "
+                        "ON CONFLICT(name) DO UPDATE SET key_sha256=excluded.key_sha256, "
+                        "budget=excluded.budget",
+                        (u.name, digest, u.budget),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return sorted(before - set(names))
 
     def authenticate(self, key: str | None) -> str | None:
-        """The user owning this key, or None."""
+        """The active user owning this key, or None (revoked rows hold no digest)."""
         if not key:
             return None
         with self._lock:
@@ -172,29 +206,38 @@ class Ledger:
     ) -> tuple[bytes, int]:
         """Charge a held request and record its response, atomically.
 
-        Returns (response bytes, calls charged): a concurrent duplicate that committed first
-        wins, and this one is answered with its bytes for 0 calls.
+        Returns (response bytes, calls charged): a concurrent duplicate (same body) that
+        committed first wins, and this one is answered with its bytes for 0 calls; another
+        body under the same id raises RequestIdConflictError, charging nothing.
         """
         with self._lock:
             self._held[user] = self._held.get(user, 0) - calls
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                row = None
                 if request_id is not None:
                     row = self._db.execute(
-                        "SELECT response FROM records WHERE user = ? AND request_id = ?",
+                        "SELECT body_sha256, response FROM records "
+                        "WHERE user = ? AND request_id = ?",
                         (user, request_id),
                     ).fetchone()
-                    if row is not None:
-                        self._db.execute("ROLLBACK")
-                        return row[0], 0
-                self._db.execute("UPDATE users SET used = used + ? WHERE name = ?", (calls, user))
-                if request_id is not None:
+                if row is None:
                     self._db.execute(
-                        "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (user, request_id, run_id, body_sha256, calls, response, time.time()),
+                        "UPDATE users SET used = used + ? WHERE name = ?", (calls, user)
                     )
-                self._db.execute("COMMIT")
+                    if request_id is not None:
+                        self._db.execute(
+                            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (user, request_id, run_id, body_sha256, calls, response, time.time()),
+                        )
+                self._db.execute("COMMIT" if row is None else "ROLLBACK")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+        if row is not None:  # a racing request claimed the id first
+            if row[0] != body_sha256:
+                raise RequestIdConflictError(
+                    f"request id {request_id} was already used for a different request"
+                )
+            return row[1], 0
         return response, calls

@@ -14,6 +14,23 @@ import numpy as np
 
 from cbp_jax.service.requests import MalformedRequestError, ScoreRequest
 
+# Axes of each kind's payload, and which of them are the population P and prompt length T.
+PAYLOAD_AXES = {"prompt": (3, 0, 1), "deep_prompt": (4, 1, 2), "task_vector": (2, 0, None)}
+
+
+def payload_dims(kind: str, payload) -> tuple[int, int]:
+    """(population P, prompt length T) of a payload, its axis count checked before any
+    axis is read; a kind without payload is P = 1, T = 0 (validation refuses a payload)."""
+    if kind not in PAYLOAD_AXES or payload is None:
+        return 1, 0
+    ndim, p_axis, t_axis = PAYLOAD_AXES[kind]
+    shape = np.shape(payload)
+    if len(shape) != ndim:
+        raise MalformedRequestError(
+            f"{kind!r} payload must have {ndim} axes, got shape {tuple(shape)}"
+        )
+    return int(shape[p_axis]), 0 if t_axis is None else int(shape[t_axis])
+
 
 class PayloadTooLargeError(MalformedRequestError):
     """The request body is larger than `ServeLimits.max_body_bytes` (HTTP 413)."""
@@ -21,16 +38,25 @@ class PayloadTooLargeError(MalformedRequestError):
 
 @dataclasses.dataclass(frozen=True)
 class ServeLimits:
-    """Upper bounds per request. work = population x batch x (sequence + prompt) tokens."""
+    """Upper bounds per request. One call (one candidate on one batch) may cover at most
+    `max_call_tokens` = batch x (sequence + prompt) tokens, and one request at most
+    `max_work_tokens` = population x batch x (sequence + prompt): a call's price is fixed
+    (1) but its work is bounded, so no request costs the server much more than its calls
+    say. All counts are Python ints (no overflow)."""
 
     max_body_bytes: int = 8 << 20
     max_population: int = 256
-    max_batch: int = 64
+    max_batch: int = 256
     max_seq_len: int = 512
     max_prompt_len: int = 64
     max_candidates: int = 64
     max_words: int = 8
     max_work_tokens: int = 1 << 20
+    max_call_tokens: int = 1 << 15
+
+    def public(self) -> dict:
+        """The limits as published in /v1/info (what one request may ask)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -47,17 +73,7 @@ class ServeLimits:
             )
         b, s = tokens.shape
         c, w = cands.shape
-        payload = req.payload
-        if req.kind in ("prompt", "task_vector", "deep_prompt") and payload is not None:
-            axis = 1 if req.kind == "deep_prompt" else 0
-            if payload.ndim <= axis:
-                raise MalformedRequestError(f"{req.kind!r} payload has too few axes")
-            p = int(payload.shape[axis])
-            t = int(payload.shape[axis + 1]) if req.kind != "task_vector" else 0
-            if req.kind != "task_vector" and payload.ndim < axis + 3:
-                raise MalformedRequestError(f"{req.kind!r} payload has too few axes")
-        else:
-            p, t = 1, 0
+        p, t = payload_dims(req.kind, req.payload)
         for name, got, limit in (
             ("population", p, self.max_population),
             ("batch", b, self.max_batch),
@@ -66,6 +82,7 @@ class ServeLimits:
             ("candidate classes", c, self.max_candidates),
             ("words per class", w, self.max_words),
             ("work (population x batch x tokens)", p * b * (s + t), self.max_work_tokens),
+            ("tokens per call (batch x tokens)", b * (s + t), self.max_call_tokens),
         ):
             if got > limit:
                 raise MalformedRequestError(f"{name} {got} exceeds this server's limit {limit}")

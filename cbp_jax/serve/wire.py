@@ -3,8 +3,10 @@
 An array travels as {"dtype": "<f4", "shape": [P, R], "data": <bytes>} (no JSON float
 lists): a 20 x 500 float32 population is 40 kB on the wire. A score request body is
 {"kind", "payload", "tokens", "mask", "candidates"}; a response body is
-{"logprobs": P x B x C x W float32, "calls": int}. Decoding never trusts the sender:
-unknown dtypes, shapes that disagree with the byte count, oversized containers and missing
+{"logprobs": P x B x C x W float32, "calls": int, "examples": int, "tokens": int}
+(calls = P; examples and tokens = the work scored). Decoding never trusts the sender:
+unknown dtypes, shapes that disagree with the byte count (sizes are multiplied as Python
+ints, so a shape like [2**32, 2**32] cannot wrap around), oversized containers and missing
 fields raise `MalformedRequestError` (the server answers 400).
 
 `request_id` derives the idempotency key of a request from its content (see client.py).
@@ -13,6 +15,7 @@ fields raise `MalformedRequestError` (the server answers 400).
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 
 import msgpack
@@ -51,7 +54,7 @@ def decode_array(obj, name: str) -> np.ndarray:
         raise MalformedRequestError(f"{name}: shape must be <= {MAX_NDIM} non-negative ints")
     if not isinstance(data, bytes):
         raise MalformedRequestError(f"{name}: data must be raw bytes")
-    want = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    want = math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: no int64 wrap-around
     if len(data) != want:
         raise MalformedRequestError(
             f"{name}: {len(data)} data bytes do not match shape {list(shape)} of {dtype} "
@@ -107,14 +110,20 @@ def decode_request(body: bytes, max_bytes: int = 1 << 26) -> ScoreRequest:
     )
 
 
-def encode_response(logprobs_PxBxCxW, calls: int) -> bytes:
+def encode_response(logprobs_PxBxCxW, calls: int, examples=None, tokens=None) -> bytes:
+    """examples / tokens: the work scored (P x B, P x real text tokens); omitted if None."""
     body = {"logprobs": encode_array(np.asarray(logprobs_PxBxCxW, np.float32)), "calls": calls}
+    work = {"examples": examples, "tokens": tokens}
+    body.update({k: int(v) for k, v in work.items() if v is not None})
     return msgpack.packb(body, use_bin_type=True)
 
 
-def decode_response(body: bytes) -> tuple[np.ndarray, int]:
+def decode_response(body: bytes) -> dict:
+    """{"logprobs": array, "calls": int, and "examples" / "tokens" when the server sent them}."""
     obj = _unpack(body, len(body))
-    return decode_array(obj["logprobs"], "logprobs"), int(obj["calls"])
+    out = {"logprobs": decode_array(obj["logprobs"], "logprobs"), "calls": int(obj["calls"])}
+    out.update({k: int(obj[k]) for k in ("examples", "tokens") if k in obj})
+    return out
 
 
 def check_request_id(rid: str | None) -> str | None:
