@@ -18,6 +18,7 @@ from cbp_jax.model.config import LlamaConfig
 from cbp_jax.model.gguf_loader import load_gguf
 from cbp_jax.model.hf_loader import load_hf_folder
 from cbp_jax.model.llama import Params
+from cbp_jax.model.precision import choose_dtype
 from cbp_jax.model.tokenizer import tokenizer_from_folder, tokenizer_from_gguf
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -48,7 +49,12 @@ def packaged_gguf(name: str) -> pathlib.Path:
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str = "float32") -> LoadedModel:
-    """Load a registered model name, a .gguf file or a Hugging Face folder."""
+    """Load a registered model name, a .gguf file or a Hugging Face folder.
+
+    dtype: "float32", "bfloat16", or "auto" (bfloat16 where the chip runs it natively,
+    else float32; see `cbp_jax.model.precision`).
+    """
+    dtype = choose_dtype(dtype).dtype
     if name_or_path in _WHEELS:
         path = packaged_gguf(name_or_path)
     else:

@@ -20,22 +20,19 @@ import numpy as np
 from cbp_jax.model.config import LlamaConfig
 from cbp_jax.model.llama import (
     Params,
+    apply_rope,
     dense,
     head_matrix,
     last_token_index,
     rms_norm,
-    rope,
+    rope_tables,
     validate_inputs,
 )
 
 NEG = jnp.finfo(jnp.float32).min
 
 
-def _rope_rows(x_NxHxE, positions_N, theta):
-    return rope(x_NxHxE[None], positions_N[None], theta)[0]
-
-
-def _shared_block(cfg: LlamaConfig, h_NxD, layer, positions_N, t, b, s, text_allowed_BxSxS):
+def _shared_block(cfg: LlamaConfig, h_NxD, layer, cos_sin, t, b, s, text_allowed_BxSxS):
     """One decoder block over [prompt rows; flattened text rows] (one matmul per weight)."""
     n_h, n_k, g, e = cfg.num_heads, cfg.num_kv_heads, cfg.q_per_kv, cfg.head_dim
     dtype = layer["w_qkv"].dtype
@@ -44,24 +41,25 @@ def _shared_block(cfg: LlamaConfig, h_NxD, layer, positions_N, t, b, s, text_all
     if "b_qkv" in layer:
         qkv = qkv + layer["b_qkv"]
     q, k, v = jnp.split(qkv, [n_h * e, (n_h + n_k) * e], axis=-1)
-    q = _rope_rows(q.reshape(-1, n_h, e), positions_N, cfg.rope_theta).astype(dtype)
-    k = _rope_rows(k.reshape(-1, n_k, e), positions_N, cfg.rope_theta).astype(dtype)
+    cos, sin = cos_sin
+    scale = np.float32(1.0 / np.sqrt(e))
+    q = (apply_rope(q.reshape(-1, n_h, e)[None], cos, sin)[0] * scale).astype(dtype)
+    k = apply_rope(k.reshape(-1, n_k, e)[None], cos, sin)[0].astype(dtype)
     v = v.reshape(-1, n_k, e).astype(dtype)
     q_p, k_p, v_p = q[:t].reshape(t, n_k, g, e), k[:t], v[:t]
     q_t = q[t:].reshape(b, s, n_k, g, e)
     k_t, v_t = k[t:].reshape(b, s, n_k, e), v[t:].reshape(b, s, n_k, e)
-    scale = np.float32(1.0 / np.sqrt(e))
     f32 = jnp.float32
 
     # Prompt rows: causal attention within the prompt only.
-    sp = jnp.einsum("qkge,ske->kgqs", q_p, k_p, preferred_element_type=f32) * scale
+    sp = jnp.einsum("qkge,ske->kgqs", q_p, k_p, preferred_element_type=f32)
     sp = jnp.where(jnp.tril(jnp.ones((t, t), bool)), sp, NEG)
     wp = jax.nn.softmax(sp, axis=-1).astype(dtype)
     attn_p = jnp.einsum("kgqs,ske->qkge", wp, v_p, preferred_element_type=f32)
 
     # Text rows: every prompt key (all precede the text), then causal unmasked text keys.
-    s_tp = jnp.einsum("bqkge,ske->bkgqs", q_t, k_p, preferred_element_type=f32) * scale
-    s_tt = jnp.einsum("bqkge,bske->bkgqs", q_t, k_t, preferred_element_type=f32) * scale
+    s_tp = jnp.einsum("bqkge,ske->bkgqs", q_t, k_p, preferred_element_type=f32)
+    s_tt = jnp.einsum("bqkge,bske->bkgqs", q_t, k_t, preferred_element_type=f32)
     s_tt = jnp.where(text_allowed_BxSxS[:, None, None], s_tt, NEG)
     w = jax.nn.softmax(jnp.concatenate([s_tp, s_tt], axis=-1), axis=-1).astype(dtype)
     attn_t = jnp.einsum("bkgqs,ske->bqkge", w[..., :t], v_p, preferred_element_type=f32)
@@ -118,6 +116,7 @@ def forward_shared_prompt(
     positions_N = jnp.concatenate(
         [jnp.arange(t), (t + jnp.cumsum(mask_BxS, axis=1) - 1).reshape(-1)]
     )
+    cos_sin = rope_tables(positions_N[None], cfg.rope_theta, cfg.head_dim)
     causal_SxS = jnp.tril(jnp.ones((s, s), bool))
     text_allowed_BxSxS = causal_SxS[None] & (mask_BxS[:, None, :] > 0)
     emb_BxSxD = jnp.take(params["embed"], tokens_BxS, axis=0).astype(jnp.float32)
@@ -129,7 +128,7 @@ def forward_shared_prompt(
         layer, deep_TxD = xs
         if deep_TxD is not None:
             h = h.at[:t].add(deep_TxD.astype(dtype).astype(jnp.float32))
-        return _shared_block(cfg, h, layer, positions_N, t, b, s, text_allowed_BxSxS), None
+        return _shared_block(cfg, h, layer, cos_sin, t, b, s, text_allowed_BxSxS), None
 
     h_NxD, _ = jax.lax.scan(step, h_NxD, (params["layers"], deep_prompts_LxTxD))
     h_text = h_NxD[t:].reshape(b, s, d)

@@ -1,0 +1,89 @@
+"""Choosing the compute dtype: `dtype="auto"` picks bfloat16 where the chip runs it natively.
+
+bfloat16 here means bfloat16 matmul *inputs* with float32 accumulation and a float32
+residual stream, norms, RoPE and softmax (see `llama.py`). It pays only where the hardware
+has bf16 dot units: GPUs, TPUs, and x86 CPUs with AMX (`amx_bf16`) or AVX512-BF16
+(`avx512_bf16`), where XLA's CPU backend hands bf16 x bf16 -> f32 dots to AMX/VNNI kernels.
+Elsewhere (e.g. an AMD EPYC without those flags, or an ARM CPU) bf16 is emulated and slower
+than float32, so "auto" resolves to float32 there. An explicit dtype always wins.
+
+`resolve_dtype` is pure given its inputs (backend and CPU flags are arguments with
+defaults read from the machine), so the rule is tested without the hardware.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import pathlib
+
+import jax
+
+DTYPES = ("float32", "bfloat16", "float16")
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class DtypeChoice:
+    """The resolved dtype name and why it was chosen (recorded in every result)."""
+
+    dtype: str
+    reason: str
+    requested: str
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@functools.cache
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo is absent, e.g. macOS)."""
+    path = pathlib.Path(cpuinfo)
+    if not path.exists():
+        return frozenset()
+    for line in path.read_text().splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name, for benchmark records ("unknown" where not readable)."""
+    path = pathlib.Path(cpuinfo)
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def resolve_dtype(
+    requested: str = "auto", *, backend: str | None = None, flags: frozenset[str] | None = None
+) -> DtypeChoice:
+    """Resolve "auto" (or check an explicit name) for `backend` (default: JAX's default)."""
+    if requested != "auto":
+        if requested not in DTYPES:
+            raise ValueError(f"unknown dtype {requested!r}; choose 'auto' or one of {DTYPES}")
+        return DtypeChoice(requested, "explicitly requested", requested)
+    backend = jax.default_backend() if backend is None else backend
+    if backend in ("gpu", "cuda", "rocm", "tpu"):
+        return DtypeChoice("bfloat16", f"{backend}: native bf16 matmul units", requested)
+    if backend != "cpu":
+        return DtypeChoice("float32", f"backend {backend!r}: bf16 speed unknown", requested)
+    flags = cpu_flags() if flags is None else flags
+    native = [f for f in BF16_CPU_FLAGS if f in flags]
+    if native:
+        return DtypeChoice("bfloat16", f"cpu with native bf16 ({', '.join(native)})", requested)
+    return DtypeChoice(
+        "float32", "cpu without amx_bf16/avx512_bf16: bf16 would be emulated", requested
+    )
+
+
+def choose_dtype(requested: str = "auto") -> DtypeChoice:
+    """`resolve_dtype` on this machine, logged with its reason."""
+    choice = resolve_dtype(requested)
+    log.info("compute dtype %s (%s)", choice.dtype, choice.reason)
+    return choice
