@@ -167,7 +167,7 @@ def _serve_parser(sub) -> None:
     sv.set_defaults(func=_serve)
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cbp-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (
@@ -178,7 +178,11 @@ def main(argv=None) -> None:
         _serve_parser,
     ):
         add(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     args.func(args)
 
 

@@ -148,3 +148,32 @@ def test_unreadable_inputs(tmp_path):
     (tmp_path / "tickets.jsonl").write_text('{"subject": "a"\n')
     with pytest.raises(ValueError, match=r"tickets.jsonl:1: not valid JSON"):
         get_task(str(path))
+
+
+def test_csv_without_header_via_columns(tmp_path):
+    """Defect 7: a CSV needed a header row, and the error quoted the first row as names."""
+    rows = [[f"q{i}", f"Is {i} even?", "yes", "no", "AB"[i % 2]] for i in range(16)]
+    with open(tmp_path / "even.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    cfg = {
+        "name": "even",
+        "file": "even.csv",
+        "id_field": "qid",
+        "text_fields": ["question", "A", "B"],
+        "label_field": "answer",
+        "options": ["A", "B"],
+        "template": "Question: {question}\nA. {A}\nB. {B}\nAnswer:",
+    }
+    (tmp_path / "no_columns.json").write_text(json.dumps(cfg))
+    with pytest.raises(TaskConfigError, match="no header line, list its column names"):
+        get_task(str(tmp_path / "no_columns.json"))
+    (tmp_path / "even.json").write_text(
+        json.dumps({**cfg, "columns": ["qid", "question", "A", "B", "answer"]})
+    )
+    every = load_examples(str(tmp_path / "even.json"), "all")
+    assert len(every) == 16  # the first line is data, not a header
+    first = next(e for e in every if e["id"] == "q0")
+    assert (first["question"], first["label"]) == ("Is 0 even?", 0)
+    (tmp_path / "dup.json").write_text(json.dumps({**cfg, "columns": ["qid", "qid"]}))
+    with pytest.raises(TaskConfigError, match="distinct column names"):
+        get_task(str(tmp_path / "dup.json"))
