@@ -104,7 +104,8 @@ def table(cfg: SweepConfig, command: str) -> str:
         "(all methods of a seed share them). White-box PT: gradients through the model, "
         f"{cfg.pt_epochs} epochs, no budget (upper bound). CBP z0 only: the provider's "
         "stage-1 vector, no stage 2 (costs no API calls). The engine scores the start point "
-        "(z0) on dev first, so CBP returns z0 when no generation beats it on dev."
+        "(z0) on dev first, so CBP keeps z0 unless a generation beats it on dev accuracy; "
+        "ties on dev accuracy go to the lower dev loss."
         + (
             f" Dev margin {cfg.dev_margin}: a new ES mean replaces the kept one only if it gets "
             f"more than {cfg.dev_margin} more dev examples right."
