@@ -13,6 +13,7 @@ import pytest
 from cbp_jax.data.batching import Inputs
 from cbp_jax.methods.bbt import bbt_parameterization, run_bbtv2
 from cbp_jax.methods.blackbox import BlackBoxConfig, replaces, run_blackbox
+from cbp_jax.methods.calls import budget_for_generations, plan
 from cbp_jax.model import LlamaConfig, init_params
 from cbp_jax.model.registry import LoadedModel
 from cbp_jax.prompts.projection import ProjectionConfig
@@ -36,7 +37,7 @@ def model():
     return LoadedModel(CFG, init_params(CFG, jax.random.key(0), std=0.2), None, "tiny")
 
 
-def _run(model, budget=1200, run_dir=None, service=None, **kw):
+def _run(model, budget=200, run_dir=None, service=None, **kw):
     service = service or ScoringService(model, KINDS, budget=budget)
     param = bbt_parameterization(jax.random.key(1), service.public_info(), PROJ)
     cfg = BlackBoxConfig(population=8, budget=budget, chunk=3, **kw)
@@ -44,13 +45,24 @@ def _run(model, budget=1200, run_dir=None, service=None, **kw):
 
 
 def test_learns_and_counts_calls_exactly(model):
-    service = ScoringService(model, KINDS, budget=1200)
+    service = ScoringService(model, KINDS, budget=200)
     res = _run(model, service=service)
-    # per generation P x B_train = 64 calls, per chunk of 3 one dev evaluation of 8 calls,
-    # and one dev evaluation of the start point
+    # one call per candidate on the whole train batch: P = 8 per generation; one per dev
+    # evaluation, after every chunk of 3 generations and of the start point
     chunks = -(-res.generations // 3)
-    assert res.calls_used == service.calls_used == res.generations * 64 + chunks * 8 + 8 <= 1200
+    assert res.dev_calls == chunks + 1
+    assert res.calls_used == service.calls_used == res.generations * 8 + res.dev_calls <= 200
+    assert (res.generations, res.dev_calls) == plan(200, 8, 3)
     assert res.generations >= 15
+    train, dev = _data(0), _data(1)  # 8 examples of 6 tokens each
+    assert res.examples_scored == res.generations * 8 * 8 + res.dev_calls * 8
+    assert res.tokens_scored == res.generations * 8 * 48 + res.dev_calls * 48
+    last = res.history[-1]
+    assert (last["calls"], last["dev_calls"]) == (res.calls_used, res.dev_calls)
+    assert [h["calls"] - h["dev_calls"] for h in res.history] == [
+        8 * h["generation"] for h in res.history
+    ]
+    assert train.mask_BxS.sum() == dev.mask_BxS.sum() == 48
     first, last = res.history[0]["loss_mean"], res.history[-1]["loss_mean"]
     assert last < 0.8 * first
     assert res.best_z.shape == (16,)
@@ -58,13 +70,21 @@ def test_learns_and_counts_calls_exactly(model):
 
 def test_start_point_is_scored_on_dev_and_kept_when_best(model):
     """A budget for one generation: the start point competes with it on dev."""
-    service = ScoringService(model, KINDS, budget=8 + 64 + 8)
-    res = _run(model, budget=8 + 64 + 8, service=service)
-    assert res.generations == 1 and service.calls_used == 80
-    off = _run(model, budget=8 + 64 + 8, eval_init=False)
-    assert off.generations == 1 and off.calls_used == 72
+    service = ScoringService(model, KINDS, budget=1 + 8 + 1)
+    res = _run(model, budget=1 + 8 + 1, service=service)
+    assert res.generations == 1 and service.calls_used == 10 and res.dev_calls == 2
+    off = _run(model, budget=1 + 8 + 1, eval_init=False)
+    assert off.generations == 1 and off.calls_used == 9 and off.dev_calls == 1
     np.testing.assert_array_equal(off.best_z, off.final_mean)  # only candidate: gen-1 mean
     assert res.best_dev_acc >= off.best_dev_acc
+
+
+def test_plan_matches_the_papers_unit():
+    # BBT's serial mode: maxiter = budget // popsize; our dev evaluations are charged too
+    assert plan(8000, 20, 5) == (395, 80) and plan(8000, 20, 5, eval_init=False)[0] == 396
+    for gens, p, chunk in ((10, 20, 5), (11, 8, 3), (1, 2, 1)):
+        b = budget_for_generations(gens, p, chunk)
+        assert plan(b, p, chunk) == (gens, -(-gens // chunk) + 1) != plan(b - 1, p, chunk)
 
 
 def test_dev_margin_rule():
@@ -91,34 +111,39 @@ def test_a_large_dev_margin_keeps_the_start_point(model):
 
 
 def test_budget_too_small_for_a_generation_raises(model):
-    service = ScoringService(model, KINDS, budget=70)
+    service = ScoringService(model, KINDS, budget=8)
     with pytest.raises(ValueError, match="cannot pay for one generation"):
-        _run(model, budget=70, service=service)
+        _run(model, budget=8, service=service)
     assert service.calls_used == 0
 
 
 def test_resume_after_kill_equals_uninterrupted(model, tmp_path):
     whole = _run(model)
-    killed = KilledService(ScoringService(model, KINDS, budget=1200), die_at=4)
+    killed = KilledService(ScoringService(model, KINDS, budget=200), die_at=4)
     with pytest.raises(KeyboardInterrupt):
         _run(model, run_dir=tmp_path, service=killed)
-    resumed_service = ScoringService(model, KINDS, budget=1200)
+    resumed_service = ScoringService(model, KINDS, budget=200)
     resumed = _run(model, run_dir=tmp_path, service=resumed_service)
     np.testing.assert_array_equal(resumed.best_z, whole.best_z)
     np.testing.assert_array_equal(resumed.final_mean, whole.final_mean)
     assert resumed.history == whole.history
     assert resumed_service.calls_used == whole.calls_used
+    assert (resumed.dev_calls, resumed.examples_scored, resumed.tokens_scored) == (
+        whole.dev_calls,
+        whole.examples_scored,
+        whole.tokens_scored,
+    )
     assert resumed.start_dev_acc == whole.start_dev_acc is not None
     logged = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert logged == whole.history
 
 
 def test_bbtv2_layer_by_layer(model):
-    service = ScoringService(model, KINDS, budget=1500)
-    cfg = BlackBoxConfig(population=8, budget=1500, chunk=3)
+    service = ScoringService(model, KINDS, budget=240)
+    cfg = BlackBoxConfig(population=8, budget=240, chunk=3)
     deep, phases = run_bbtv2(service, _data(0), _data(1), cfg, PROJ, progress=False)
     assert deep.shape == (CFG.num_layers, PROJ.prompt_len, CFG.hidden_size)
-    assert len(phases) == CFG.num_layers and service.calls_used <= 1500
+    assert len(phases) == CFG.num_layers and service.calls_used <= 240
     # Each phase starts from the previous phase's best (its layer's prompt at zero) and
     # scores that start on dev, so best-on-dev never gets worse from phase to phase.
     accs = [p.best_dev_acc for p in phases]
@@ -127,18 +152,18 @@ def test_bbtv2_layer_by_layer(model):
 
 
 def test_bbtv2_budget_for_some_phases_tunes_those_and_says_so(model):
-    # one phase needs 8 x 8 train + 8 dev = 72 calls: 150 pays for two of three layers
-    service = ScoringService(model, KINDS, budget=150)
-    cfg = BlackBoxConfig(population=8, budget=150, chunk=3)
+    # one phase needs 8 train + 1 dev = 9 calls: 20 pays for two of three layers
+    service = ScoringService(model, KINDS, budget=20)
+    cfg = BlackBoxConfig(population=8, budget=20, chunk=3)
     with pytest.warns(UserWarning, match=r"2 of 3 layer phases.*layers \[2\] stay untuned"):
         deep, phases = run_bbtv2(service, _data(0), _data(1), cfg, PROJ, progress=False)
     assert [p.layer for p in phases] == [0, 1]
-    assert all(p.generations >= 1 for p in phases) and 0 < service.calls_used <= 150
+    assert all(p.generations >= 1 for p in phases) and 0 < service.calls_used <= 20
     assert np.abs(deep[2]).sum() == 0
     with pytest.raises(ValueError, match="cannot pay for one generation"):
         run_bbtv2(
-            ScoringService(model, KINDS, budget=70), _data(0), _data(1),
-            BlackBoxConfig(population=8, budget=70), PROJ, progress=False,
+            ScoringService(model, KINDS, budget=8), _data(0), _data(1),
+            BlackBoxConfig(population=8, budget=8), PROJ, progress=False,
         )  # fmt: skip
 
 
@@ -163,9 +188,9 @@ SHARDED = textwrap.dedent(
     mesh = jax.make_mesh((4,), ("pop",))
     out = {}
     for name, m in (("plain", None), ("sharded", mesh)):
-        service = ScoringService(model, KINDS, budget=600)
+        service = ScoringService(model, KINDS, budget=120)
         param = bbt_parameterization(jax.random.key(1), service.public_info(), PROJ)
-        cfg = BlackBoxConfig(population=8, budget=600, chunk=3)
+        cfg = BlackBoxConfig(population=8, budget=120, chunk=3)
         r = run_blackbox(service, param, _data(0), _data(1), cfg, mesh=m, progress=False)
         out[name] = (r.final_mean, [h["loss_mean"] for h in r.history])
     np.testing.assert_allclose(out["plain"][0], out["sharded"][0], atol=1e-4)

@@ -127,7 +127,8 @@ def test_service_scores_equal_forward_with_generator_prompt(model, trained):
     cands = np.array([[3], [4]])
     z_PxR = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)
     resp = service.score(ScoreRequest("task_vector", z_PxR, tokens, mask, cands))
-    assert resp.logprobs_PxBxCxW.shape == (3, 2, 2, 1) and resp.calls == 6
+    assert resp.logprobs_PxBxCxW.shape == (3, 2, 2, 1) and resp.calls == 3
+    assert (resp.examples, resp.tokens) == (6, 3 * int(mask.sum()))
     pooled = mean_pooled_embeddings(model.params, jnp.asarray(tokens), jnp.asarray(mask))
     for p in range(3):
         prompt = generator_apply(art.params, art.A_DxR, pooled, jnp.asarray(z_PxR[p]))
@@ -146,7 +147,12 @@ def test_user_side_receives_only_log_probs(model, trained):
     info = service.public_info()
     assert "task_vector" in info.accepted_kinds
     assert [v for v in vars(info).values() if isinstance(v, np.ndarray | jax.Array)] == []
-    assert {f.name for f in dataclasses.fields(ScoreResponse)} == {"logprobs_PxBxCxW", "calls"}
+    assert {f.name for f in dataclasses.fields(ScoreResponse)} == {
+        "logprobs_PxBxCxW",
+        "calls",
+        "examples",
+        "tokens",
+    }
     assert {f.name for f in dataclasses.fields(CBPGenerator)} == {"task_dims"}
     release = trained.artifact.release()
     arrays = {k: v for k, v in vars(release).items() if isinstance(v, np.ndarray | jax.Array)}
@@ -252,16 +258,17 @@ def test_stage2_resumes_and_saved_vector_reproduces_accuracy(model, trained, tmp
     release = art.release()
     train_ex, dev_ex = _examples(10, 8), _examples(11, 8)
     train, dev = make_inputs(tok, TOY, train_ex), make_inputs(tok, TOY, dev_ex)
-    bb = BlackBoxConfig(population=4, budget=300, chunk=2, sigma0=0.5, buckets=1)
+    bb = BlackBoxConfig(population=4, budget=40, chunk=2, sigma0=0.5, buckets=1)
 
     def run(service, run_dir=None):
         return customize(service, release, train, dev, bb, run_dir=run_dir, progress=False)
 
-    whole = run(cbp_service(model, art, budget=300))
-    assert whole.generations >= 6 and whole.calls_used <= 300
+    whole = run(cbp_service(model, art, budget=40))
+    assert whole.generations >= 6 and whole.calls_used <= 40
+    assert whole.calls_used == whole.generations * 4 + whole.dev_calls
     with pytest.raises(KeyboardInterrupt):
-        run(KilledService(cbp_service(model, art, budget=300), die_at=2), tmp_path / "es")
-    resumed = run(cbp_service(model, art, budget=300), tmp_path / "es")
+        run(KilledService(cbp_service(model, art, budget=40), die_at=2), tmp_path / "es")
+    resumed = run(cbp_service(model, art, budget=40), tmp_path / "es")
     np.testing.assert_array_equal(resumed.best_z, whole.best_z)
     assert resumed.history == whole.history
 

@@ -40,21 +40,32 @@ def test_serial_and_batched_cost_the_same_and_agree(model):
     parts = [
         serial.score(dataclasses.replace(req, payload=req.payload[i : i + 1])) for i in range(5)
     ]
-    assert batched.calls_used == serial.calls_used == 20 == whole.calls
+    # one call per candidate on the whole batch of 4: 5 calls, 20 examples, 5 x 24 tokens
+    assert batched.calls_used == serial.calls_used == 5 == whole.calls
+    assert (
+        (whole.examples, whole.tokens)
+        == (20, 120)
+        == (
+            sum(p.examples for p in parts),
+            sum(p.tokens for p in parts),
+        )
+    )
+    assert (serial.examples_scored, serial.tokens_scored) == (20, 120)
     np.testing.assert_allclose(
         np.concatenate([p.logprobs_PxBxCxW for p in parts]), whole.logprobs_PxBxCxW, atol=1e-5
     )
 
 
 def test_budget_exhaustion_refuses_the_whole_request(model):
-    service = ScoringService(model, KINDS, budget=30)
+    service = ScoringService(model, KINDS, budget=8)
     service.score(_request(p=5, b=4))
-    with pytest.raises(BudgetExhaustedError, match="20 of 30 calls used, request needs 20"):
-        service.score(_request(p=5, b=4))
-    assert service.calls_used == 20
-    service.score(_request(p=2, b=4))
+    with pytest.raises(BudgetExhaustedError, match="5 of 8 calls used, request needs 5"):
+        service.score(_request(p=5, b=40))
+    assert service.calls_used == 5
+    service.score(_request(p=2, b=40))  # the number of examples costs nothing more
+    assert service.calls_used == 7
     with pytest.raises(BudgetExhaustedError):
-        service.reserve(11)
+        service.reserve(2)
 
 
 def test_only_scores_cross(model):
@@ -65,7 +76,12 @@ def test_only_scores_cross(model):
         "mask_BxS",
         "candidates_CxW",
     }
-    assert {f.name for f in dataclasses.fields(ScoreResponse)} == {"logprobs_PxBxCxW", "calls"}
+    assert {f.name for f in dataclasses.fields(ScoreResponse)} == {
+        "logprobs_PxBxCxW",
+        "calls",
+        "examples",
+        "tokens",
+    }
     service = ScoringService(model, KINDS)
     resp = service.score(_request(p=2, b=3))
     assert resp.logprobs_PxBxCxW.shape == (2, 3, 2, 1)

@@ -59,7 +59,7 @@ def run_bbtv2(
 ):
     """Layer-by-layer CMA-ES over per-layer z; the budget is split evenly over phases.
 
-    A phase needs at least one generation (population x train + dev calls). When the budget
+    A phase needs at least one generation (population + 1 dev calls). When the budget
     cannot pay for every phase, the first phases that it can pay for run (a warning names
     the layers left at zero); when it cannot pay for one, `run_blackbox` raises.
     Returns (deep prompts L x T x D of the best z per layer, list of per-phase results).
@@ -67,7 +67,7 @@ def run_bbtv2(
     info = service.public_info()
     layers = tuple(range(info.num_layers)) if layers is None else layers
     phases = [(r, l) for r in range(rounds) for l in layers]
-    per_phase = cfg.population * train.tokens_BxS.shape[0] + dev.tokens_BxS.shape[0]
+    per_phase = cfg.population + 1  # one generation and its dev evaluation
     affordable = cfg.budget // per_phase
     if 0 < affordable < len(phases):
         skipped = sorted({l for _, l in phases[affordable:]} - {l for _, l in phases[:affordable]})

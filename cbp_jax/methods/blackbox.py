@@ -1,20 +1,37 @@
 """User-side black-box tuning engine: CMA-ES over z, scored through the service boundary.
 
-One generation is one compiled function: ask z_PxR -> payload (e.g. BBT's A z) -> the
-oracle scores the whole population x batch in one call -> loss with the user's own labels
--> tell. Generations run under `lax.scan` in chunks; between chunks (Python) the service is
-charged for the chunk's calls before it runs, the ES mean is scored on the k-shot dev set
-(the best is kept), a JSONL log line per generation is written, and the state is
-checkpointed with Orbax, so a killed run resumes to the same result.
+One generation is one compiled function: ask z_PxR -> payload (e.g. BBT's A z) -> ONE
+oracle call scores the population on the whole k-shot train set (its length buckets in one
+batch) -> loss with the user's own labels -> tell. Generations run under `lax.scan` in
+chunks; between chunks (Python) the service is charged for the chunk's calls before it
+runs, the ES mean is scored on the k-shot dev set (the best is kept), a JSONL log line per
+generation is written, and the state is checkpointed with Orbax, so a killed run resumes to
+the same result.
+
+API calls, as BBT counts them (METHODS.md). One call = one candidate prompt scored on one
+batch of the user's k-shot set (train or dev), whatever its number of examples: a
+generation costs P calls (not P x B), one dev evaluation of the ES mean costs 1. How this
+maps to BBT's code (txsun1997/Black-Box-Tuning, bbt.py, serial mode, the default): each
+CMA-ES candidate is one `LMForwardAPI.eval` call, one forward of the whole k-shot train
+batch, and `num_call` grows by one; pycma runs `maxiter = budget // popsize` generations,
+so 8000 calls at population 20 are 400 generations. BBT scores the dev set every
+`eval_every` = 100 calls (every 5 generations at P = 20), on the candidate just scored, and
+keeps the best prompt on dev. Where this engine differs:
+- dev evaluations are API calls here, charged within `budget` and reported apart
+  (`dev_calls`); BBT does not count them. With `chunk` = 5 (dev every 5 generations, as BBT)
+  8000 calls at P = 20 buy 395 generations and 80 dev evaluations (one of the start point),
+  7980 calls; `calls.plan` gives the numbers for any budget;
+- dev scores the ES mean after each chunk (BBT: the latest candidate), and the start
+  point is scored too (`eval_init`), so the kept prompt can be z0 itself;
+- BBT's `--parallel` mode, which counts a whole population as one call (maxiter = budget),
+  is not used: calls here are always per candidate, batched or not.
+Length buckets only save padding: one bucketed batch is one oracle call, P calls.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pathlib
-from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,83 +41,40 @@ from tqdm import tqdm
 from cbp_jax.ckpt import Checkpointer
 from cbp_jax.data.batching import Inputs
 from cbp_jax.es import make_strategy
+from cbp_jax.methods.blackbox_types import (
+    BlackBoxConfig,
+    BlackBoxResult,
+    Parameterization,
+    replaces,
+)
+from cbp_jax.methods.calls import CallLedger, plan
 from cbp_jax.methods.losses import accuracy, class_scores, get_loss
 from cbp_jax.sharding import check_divisible, population_sharding
 
-
-@dataclasses.dataclass(frozen=True)
-class BlackBoxConfig:
-    strategy: str = "lazy_cma"
-    population: int = 20
-    sigma0: float = 1.0
-    budget: int = 8000  # API calls, train and dev together
-    loss: str = "ce"
-    score_reduce: str = "logsumexp"
-    chunk: int = 10  # generations per compiled call; dev eval, log and checkpoint after each
-    buckets: int = 4  # length buckets of the train/dev sets (less padding, same calls)
-    # Score the start point (z0 for CBP) on dev before the first generation (one dev
-    # evaluation of calls), so the returned best-on-dev can be the start point itself.
-    eval_init: bool = True
-    # Guard against fitting the k-shot dev set by chance: a new ES mean replaces the kept
-    # one only if it gets more than `dev_margin` more dev examples right (0: any gain in dev
-    # accuracy, or the same accuracy at a lower dev loss).
-    dev_margin: int = 0
-    seed: int = 0
-
-    def __post_init__(self):
-        if not isinstance(self.dev_margin, int) or self.dev_margin < 0:
-            raise ValueError(f"dev_margin must be an int >= 0 (examples), got {self.dev_margin!r}")
-        if self.population < 2:
-            raise ValueError(f"population must be >= 2, got {self.population}")
-        if self.sigma0 <= 0 or self.budget <= 0 or self.chunk <= 0 or self.buckets <= 0:
-            raise ValueError("sigma0, budget and chunk must be positive")
-        get_loss(self.loss)
+__all__ = [
+    "BlackBoxConfig",
+    "BlackBoxResult",
+    "Parameterization",
+    "make_chunk_fn",
+    "make_eval_fn",
+    "oracle_scores",
+    "replaces",
+    "run_blackbox",
+]
 
 
-@dataclasses.dataclass(frozen=True)
-class Parameterization:
-    """How z becomes a request payload, on the user side.
+def oracle_scores(oracle, payload, buckets, reduce):
+    """Class scores P x B x C (B in bucket order) from ONE oracle call over all buckets.
 
-    payload_fn(payload_params, z_PxR) -> payload (pure, jittable); kind: request kind.
+    buckets: the (tokens, mask, candidates) tuples of `Inputs.buckets` (one candidate set).
     """
-
-    kind: str
-    num_dims: int
-    payload_fn: Callable[[Any, jax.Array], jax.Array]
-    payload_params: Any = None
-    init_mean: np.ndarray | None = None
-
-
-@dataclasses.dataclass
-class BlackBoxResult:
-    best_z: np.ndarray
-    best_dev_acc: float
-    best_dev_loss: float
-    final_mean: np.ndarray
-    history: list[dict]
-    calls_used: int
-    generations: int
-    layer: int | None = None  # BBTv2: the layer this phase tuned
-    start_dev_acc: float | None = None  # the start point's dev accuracy (eval_init)
-
-
-def replaces(dev_acc: float, dev_loss: float, best: dict, n_dev: int, margin: int) -> bool:
-    """Whether a new ES mean (dev_acc, dev_loss) replaces the kept `best` ({"acc", "loss"}):
-    more than `margin` more of the n_dev dev examples right; at margin 0, ties on accuracy
-    go to the lower dev loss."""
-    if best["acc"] < 0:  # nothing kept yet (no start evaluation)
-        return True
-    gain = round((dev_acc - best["acc"]) * n_dev)
-    if margin > 0:
-        return gain > margin
-    return (dev_acc, -dev_loss) > (best["acc"], -best["loss"])
+    pairs = tuple((tokens, mask) for tokens, mask, _ in buckets)
+    return class_scores(oracle(payload, pairs, buckets[0][2]), reduce)
 
 
 def _scores(oracle, param, payload_params, z_PxR, buckets, reduce):
-    """Class scores P x B x C, bucket by bucket (each bucket one oracle call)."""
-    payload = param.payload_fn(payload_params, z_PxR)
-    parts = [class_scores(oracle(payload, *bucket), reduce) for bucket in buckets]
-    return jnp.concatenate(parts, axis=1)
+    """Class scores P x B x C of a population: one oracle call, P API calls."""
+    return oracle_scores(oracle, param.payload_fn(payload_params, z_PxR), buckets, reduce)
 
 
 def make_chunk_fn(
@@ -151,10 +125,11 @@ def _ckpt_state(carry, best):
     return {"es": carry[0], "key": jax.random.key_data(carry[1]), "best_z": best["z"]}
 
 
-def _ckpt_meta(gen, calls, best, start_dev_acc):
+def _ckpt_meta(gen, ledger, best, start_dev_acc):
     return {
         "generation": gen,
-        "calls": calls,
+        "calls": ledger.calls,
+        "ledger": ledger.as_dict(),
         "best_acc": best["acc"],
         "best_loss": best["loss"],
         "start_dev_acc": start_dev_acc,
@@ -174,6 +149,7 @@ def run_blackbox(
 ) -> BlackBoxResult:
     """Tune z with CMA-ES through `service` until the API budget is spent.
 
+    Each generation costs P calls, each dev evaluation 1 (`calls.plan` gives the schedule).
     run_dir: where the Orbax checkpoint and `log.jsonl` go; an existing run there resumes.
     mesh: optional `jax.sharding.Mesh` with a "pop" axis to shard the population over.
     """
@@ -190,19 +166,18 @@ def run_blackbox(
     carry = (es_state, key_run)
     oracle = service.oracle(param.kind)
     train_d, dev_d = train.buckets(cfg.buckets), dev.buckets(cfg.buckets)
-    per_gen = cfg.population * train.tokens_BxS.shape[0]
-    per_eval = dev.tokens_BxS.shape[0]
+    per_gen, per_eval = cfg.population, 1  # calls: one per candidate per batch
     if cfg.budget < per_gen + per_eval:
         raise ValueError(
             f"a budget of {cfg.budget} API calls cannot pay for one generation: "
-            f"{cfg.population} candidates x {train.tokens_BxS.shape[0]} train examples + "
-            f"{per_eval} dev examples = {per_gen + per_eval} calls"
+            f"{cfg.population} candidates on the train set + 1 dev evaluation = "
+            f"{per_gen + per_eval} calls"
         )
     check_divisible(cfg.population, mesh)
     z_sharding = None if mesh is None else population_sharding(mesh)
     evaluate = make_eval_fn(param, cfg)
     best = {"z": np.asarray(mean0), "acc": -1.0, "loss": float("inf")}
-    gen, calls, history, start_dev_acc = 0, 0, [], None
+    gen, ledger, history, start_dev_acc = 0, CallLedger(), [], None
     ckpt = Checkpointer(run_dir) if run_dir is not None else None
     log_path = pathlib.Path(run_dir) / "log.jsonl" if run_dir is not None else None
     if ckpt is not None and ckpt.latest_step() is not None:
@@ -214,22 +189,28 @@ def run_blackbox(
             "acc": meta["best_acc"],
             "loss": meta["best_loss"],
         }
-        gen, calls = meta["generation"], meta["calls"]
+        gen = meta["generation"]
+        if "ledger" not in meta:
+            raise ValueError(
+                f"{run_dir}: checkpoint from before calls were counted per batch; "
+                "start the run in a new directory"
+            )
+        ledger = CallLedger(**meta["ledger"])
         start_dev_acc = meta.get("start_dev_acc")
-        service.reserve(calls)  # calls made before the interruption still count
+        service.reserve(ledger.calls)  # calls made before the interruption still count
         history = (
             [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
         )
         history = [h for h in history if h["generation"] <= gen]
-    if cfg.eval_init and calls == 0 and cfg.budget >= 2 * per_eval + per_gen:
+    if cfg.eval_init and ledger.calls == 0 and cfg.budget >= 2 * per_eval + per_gen:
         service.reserve(per_eval)
         dev_loss, dev_acc = (float(x) for x in evaluate(mean0, oracle, param.payload_params, dev_d))
-        calls += per_eval
+        ledger.charge(dev, dev=True)
         best = {"z": np.asarray(mean0), "acc": dev_acc, "loss": dev_loss}
         start_dev_acc = dev_acc
         if ckpt is not None:  # a resumed run must not pay for this evaluation twice
-            ckpt.save(0, _ckpt_state(carry, best), _ckpt_meta(0, calls, best, start_dev_acc))
-    total_gens = (cfg.budget - calls - per_eval) // (per_gen + per_eval / cfg.chunk)
+            ckpt.save(0, _ckpt_state(carry, best), _ckpt_meta(0, ledger, best, start_dev_acc))
+    total_gens = gen + plan(cfg.budget - ledger.calls, cfg.population, cfg.chunk, False)[0]
     bar = tqdm(
         total=int(total_gens),
         initial=gen,
@@ -238,7 +219,7 @@ def run_blackbox(
     )
     chunk_fns = {}
     while True:
-        n = min(cfg.chunk, (cfg.budget - calls - per_eval) // per_gen)
+        n = min(cfg.chunk, (cfg.budget - ledger.calls - per_eval) // per_gen)
         if n <= 0:
             break
         service.reserve(n * per_gen + per_eval)
@@ -248,21 +229,18 @@ def run_blackbox(
         dev_loss, dev_acc = (
             float(x) for x in evaluate(carry[0].mean, oracle, param.payload_params, dev_d)
         )
-        calls += n * per_gen + per_eval
         metrics = jax.tree.map(np.asarray, metrics)
         for i in range(n):
-            row = {
-                "generation": gen + i + 1,
-                "calls": calls - (n - 1 - i) * per_gen - per_eval,
-                **{k: float(v[i]) for k, v in metrics.items()},
-            }
-            history.append(row)
+            ledger.charge(train, cfg.population)
+            row = {"generation": gen + i + 1, **{k: float(v[i]) for k, v in metrics.items()}}
+            history.append({**row, **ledger.as_dict()})
+        ledger.charge(dev, dev=True)
         gen += n
-        history[-1].update(calls=calls, dev_loss=dev_loss, dev_acc=dev_acc)
-        if replaces(dev_acc, dev_loss, best, per_eval, cfg.dev_margin):
+        history[-1].update(dev_loss=dev_loss, dev_acc=dev_acc, **ledger.as_dict())
+        if replaces(dev_acc, dev_loss, best, dev.tokens_BxS.shape[0], cfg.dev_margin):
             best = {"z": np.asarray(carry[0].mean), "acc": dev_acc, "loss": dev_loss}
         if ckpt is not None:
-            ckpt.save(gen, _ckpt_state(carry, best), _ckpt_meta(gen, calls, best, start_dev_acc))
+            ckpt.save(gen, _ckpt_state(carry, best), _ckpt_meta(gen, ledger, best, start_dev_acc))
             log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
         bar.update(n)
         bar.set_postfix(loss=f"{history[-1]['loss_mean']:.3f}", dev_acc=f"{dev_acc:.3f}")
@@ -275,7 +253,10 @@ def run_blackbox(
         best["loss"],
         np.asarray(carry[0].mean),
         history,
-        calls,
+        ledger.calls,
         gen,
         start_dev_acc=start_dev_acc,
+        dev_calls=ledger.dev_calls,
+        examples_scored=ledger.examples_scored,
+        tokens_scored=ledger.tokens_scored,
     )

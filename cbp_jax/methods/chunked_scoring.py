@@ -18,7 +18,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from cbp_jax.methods.losses import accuracy, class_scores, get_loss
+from cbp_jax.methods.blackbox import oracle_scores
+from cbp_jax.methods.losses import accuracy, get_loss
 
 
 def map_population(fn, x_PxR, chunk: int | None, sharding=None):
@@ -43,7 +44,8 @@ def map_population(fn, x_PxR, chunk: int | None, sharding=None):
 def population_scores(
     oracle, param, payload_params, z_PxR, buckets, reduce: str, chunk=None, sharding=None
 ):
-    """Class scores P x B x C of a population, bucket by bucket, `chunk` candidates at a time.
+    """Class scores P x B x C of a population, `chunk` candidates at a time (each chunk one
+    oracle call over all buckets; P API calls in all, however it is chunked).
 
     param: a `Parameterization` (payload_fn(payload_params, z_PxR) -> payload); buckets:
     the (tokens, mask, candidates) tuples of `Inputs.buckets`.
@@ -52,9 +54,7 @@ def population_scores(
         z_PxR = jax.lax.with_sharding_constraint(z_PxR, sharding)
 
     def scores(z_QxR):
-        payload = param.payload_fn(payload_params, z_QxR)
-        parts = [class_scores(oracle(payload, *bucket), reduce) for bucket in buckets]
-        return jnp.concatenate(parts, axis=1)
+        return oracle_scores(oracle, param.payload_fn(payload_params, z_QxR), buckets, reduce)
 
     if not chunk or chunk >= z_PxR.shape[0]:
         return scores(z_PxR)
@@ -64,11 +64,12 @@ def population_scores(
 def evaluate_vectors(
     service, param, z_SxR, inputs, *, buckets=1, reduce="logsumexp", loss="ce", chunk=None
 ):
-    """(loss_S, acc_S) of S vectors z scored as one population; charges S x B calls first."""
+    """(loss_S, acc_S) of S vectors z scored as one population on one batch (`inputs`);
+    charges S calls first (one per vector, whatever the number of examples)."""
     z_SxR = jnp.asarray(z_SxR, jnp.float32)
     if z_SxR.ndim != 2 or z_SxR.shape[1] != param.num_dims:
         raise ValueError(f"z must be S x {param.num_dims}, got shape {z_SxR.shape}")
-    service.reserve(z_SxR.shape[0] * inputs.tokens_BxS.shape[0])
+    service.reserve(z_SxR.shape[0])
     loss_fn = get_loss(loss)
 
     @jax.jit

@@ -11,8 +11,9 @@ compile, one call. Population size and d change shapes, so `sweep_shapes` compil
 each (P, d) in turn under one command. There is no dev evaluation inside a run; score the
 returned means afterwards (`chunked_scoring.evaluate_vectors`).
 
-Budget: one run makes generations x P x B calls (B: train examples); a sweep charges S
-times that to the service (`reserve`) before it runs, and raises the service's
+Budget: one API call is one candidate scored on one batch (BBT's unit, see blackbox.py),
+so one run makes generations x P calls, whatever the number of train examples; a sweep
+charges S times that to the service (`reserve`) before it runs, and raises the service's
 `BudgetExhaustedError`, running nothing, if it does not fit.
 
 Large populations (to 10^4): use a strategy that is O(P d) per generation -- "sep_cma"
@@ -176,7 +177,7 @@ class Sweeper:
         if mesh is not None and chunk and cfg.population % chunk == 0:
             check_divisible(chunk, mesh)
         self.cfg, self.service, self.mesh = cfg, service, mesh
-        self.calls_per_run = cfg.generations * cfg.population * train.tokens_BxS.shape[0]
+        self.calls_per_run = cfg.generations * cfg.population  # one call per candidate
         z_sharding = None if mesh is None else population_sharding(mesh)
         run = make_run_fn(self.es, self.es_params, param, cfg, z_sharding)
         out = None if mesh is None else replicated(mesh)
@@ -215,9 +216,10 @@ def run_sweep(service, param, train, cfg: SweepConfig, keys_S, hparams, *, mesh=
     return Sweeper(service, param, train, cfg, mesh=mesh).run(keys_S, hparams)
 
 
-def generations_for_budget(budget: int, population: int, batch: int) -> int:
-    """Whole generations one run can afford at `budget` calls (P x B calls each)."""
-    return budget // (population * batch)
+def generations_for_budget(budget: int, population: int) -> int:
+    """Whole generations one run can afford at `budget` calls (P calls each: BBT's
+    `maxiter = budget // popsize`)."""
+    return budget // population
 
 
 def sweep_shapes(
@@ -238,18 +240,15 @@ def sweep_shapes(
     run gets the generations it can afford at that many calls (fixed-budget comparisons);
     else cfg.generations. Returns {(P, d): SweepResult}.
     """
-    b = train.tokens_BxS.shape[0]
     plans = []
     for p, d in shapes:
         gens = (
-            cfg.generations
-            if budget_per_run is None
-            else generations_for_budget(budget_per_run, p, b)
+            cfg.generations if budget_per_run is None else generations_for_budget(budget_per_run, p)
         )
         if gens < 1:
-            raise ValueError(f"budget {budget_per_run} buys no generation at P={p}, B={b}")
+            raise ValueError(f"budget {budget_per_run} buys no generation at P={p}")
         plans.append(((p, d), dataclasses.replace(cfg, population=p, generations=gens)))
-    total = keys_S.shape[0] * sum(c.generations * c.population * b for _, c in plans)
+    total = keys_S.shape[0] * sum(c.generations * c.population for _, c in plans)
     remaining = service.calls_remaining
     if remaining is not None and total > remaining:
         raise BudgetExhaustedError(f"sweep needs {total} calls, the service has {remaining} left")

@@ -1,7 +1,8 @@
-"""API-call accounting: one call = one candidate prompt scored on one example.
+"""API-call accounting: one call = one candidate prompt scored on one batch of examples.
 
-The count depends only on (population size x examples) of each request, so scoring 20
-candidates one by one or in one batch costs the same. A request that would overrun the
+This is BBT's unit (METHODS.md): the count is the population size of each request, whatever
+its number of examples, so scoring 20 candidates one by one or in one batch costs the same,
+20 calls. A request that would overrun the
 budget is refused whole, before any compute, with `BudgetExhaustedError`.
 """
 

@@ -10,6 +10,15 @@ or lax.map in chunks for very large populations); shard it with `jax.sharding` f
 `Oracle` is what the compiled in-process loop receives instead of a network client: a
 pytree whose leaves are the provider's arrays (so jit takes them as arguments, not as
 constants) and whose only method returns candidate log-probs. User code never reads them.
+One oracle call is one batch: `oracle(payload, buckets, candidates_CxW)` scores the P
+candidates on every length bucket of one k-shot set (the buckets only save padding) and
+costs P API calls however many buckets there are (the HTTP `RemoteOracle` sends them as one
+request). Callers reserve those P calls with the service before the compiled loop runs.
+
+BBT's p0: `SoftPrompt(p0_token_ids=ids)` / `DeepPrompt(p0_token_ids=ids)` add the provider's
+embeddings of real vocabulary tokens to the user's payload on the provider side (BBT's
+code adds A z to the embeddings of token ids 1000-1049), so z = 0 is a real prompt and the
+user never sees an embedding. None (the default) adds nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +46,20 @@ class PromptAdapter(Protocol):
         """-> (prompt_BxTxD or None, deep_prompts_LxBxTxD or None) for one candidate."""
 
 
+def _check_p0(ids, name: str):
+    if ids is None:
+        return
+    if not isinstance(ids, tuple) or not ids or not all(isinstance(i, int) for i in ids):
+        raise ValueError(f"{name}.p0_token_ids must be a non-empty tuple of ints or None")
+    if min(ids) < 0:
+        raise ValueError(f"{name}.p0_token_ids must be >= 0, got min {min(ids)}")
+
+
+def token_embeddings(model_params, ids) -> jax.Array:
+    """T x D float32 embeddings of the token ids `ids` (the provider's p0)."""
+    return jnp.take(model_params["embed"], jnp.asarray(ids, jnp.int32), axis=0).astype(jnp.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class NoPrompt:
     kind: ClassVar[str] = "none"
@@ -51,45 +74,69 @@ class NoPrompt:
 
 @dataclasses.dataclass(frozen=True)
 class SoftPrompt:
-    """BBT: the payload is the prompt itself, T x D per candidate, shared by all examples."""
+    """BBT: the payload is the prompt itself, T x D per candidate, shared by all examples.
 
+    p0_token_ids: provider setting; the prompt is payload + embed[p0_token_ids] (T ids).
+    """
+
+    p0_token_ids: tuple[int, ...] | None = None
     kind: ClassVar[str] = "prompt"
     payload_axis: ClassVar[int] = 0
 
+    def __post_init__(self):
+        _check_p0(self.p0_token_ids, "SoftPrompt")
+
     def payload_shape(self, cfg):
-        return (None, None, cfg.hidden_size)
+        t = None if self.p0_token_ids is None else len(self.p0_token_ids)
+        return (None, t, cfg.hidden_size)
 
     shared: ClassVar[bool] = True  # one prompt for the whole batch: computed once
 
     def prompts(self, adapter_params, model_params, cfg, prompt_TxD, tokens_BxS, mask_BxS):
+        prompt_TxD, _ = self.shared_prompts(adapter_params, model_params, cfg, prompt_TxD)
         b = tokens_BxS.shape[0]
         return jnp.broadcast_to(prompt_TxD, (b, *prompt_TxD.shape)), None
 
-    def shared_prompts(self, adapter_params, cfg, prompt_TxD):
-        return prompt_TxD, None
+    def shared_prompts(self, adapter_params, model_params, cfg, prompt_TxD):
+        if self.p0_token_ids is None:
+            return prompt_TxD, None
+        return prompt_TxD + token_embeddings(model_params, self.p0_token_ids), None
 
 
 @dataclasses.dataclass(frozen=True)
 class DeepPrompt:
-    """BBTv2: one T x D prompt per layer, L x T x D per candidate."""
+    """BBTv2: one T x D prompt per layer, L x T x D per candidate, added to the prompt slots
+    before each layer. p0_token_ids: provider setting; the slots start from embed[ids]
+    (BBTv2 adds its deep prompts to the hidden states of real tokens) instead of zeros."""
 
+    p0_token_ids: tuple[int, ...] | None = None
     kind: ClassVar[str] = "deep_prompt"
     payload_axis: ClassVar[int] = 1
 
+    def __post_init__(self):
+        _check_p0(self.p0_token_ids, "DeepPrompt")
+
     def payload_shape(self, cfg):
-        return (cfg.num_layers, None, None, cfg.hidden_size)
+        t = None if self.p0_token_ids is None else len(self.p0_token_ids)
+        return (cfg.num_layers, None, t, cfg.hidden_size)
 
     shared: ClassVar[bool] = True
 
     def prompts(self, adapter_params, model_params, cfg, deep_LxTxD, tokens_BxS, mask_BxS):
         b = tokens_BxS.shape[0]
+        prompt_TxD, _ = self.shared_prompts(adapter_params, model_params, cfg, deep_LxTxD)
         deep = jnp.broadcast_to(
             deep_LxTxD[:, None], (deep_LxTxD.shape[0], b, *deep_LxTxD.shape[1:])
         )
-        return None, deep
+        prompt = (
+            None if prompt_TxD is None else jnp.broadcast_to(prompt_TxD, (b, *prompt_TxD.shape))
+        )
+        return prompt, deep
 
-    def shared_prompts(self, adapter_params, cfg, deep_LxTxD):
-        return None, deep_LxTxD
+    def shared_prompts(self, adapter_params, model_params, cfg, deep_LxTxD):
+        if self.p0_token_ids is None:
+            return None, deep_LxTxD
+        return token_embeddings(model_params, self.p0_token_ids), deep_LxTxD
 
 
 # Measured on 2 CPU cores (SmolLM2, P=8 x 32 examples x 114 tokens): one candidate per
@@ -118,7 +165,9 @@ def score_population(
 
     def one(payload_i):
         if shared:  # prompt rows computed once per candidate, not once per example
-            prompt_TxD, deep_LxTxD = adapter.shared_prompts(adapter_params, cfg, payload_i)
+            prompt_TxD, deep_LxTxD = adapter.shared_prompts(
+                adapter_params, model_params, cfg, payload_i
+            )
             logits = forward_shared_prompt(
                 model_params,
                 cfg,
@@ -153,6 +202,21 @@ def score_population(
     return jax.vmap(one)(payload)
 
 
+def check_buckets(buckets) -> tuple:
+    """The oracle's `buckets` argument as a tuple of (tokens_BxS, mask_BxS) pairs, or raise."""
+    if not isinstance(buckets, tuple | list) or not buckets:
+        raise ValueError("buckets must be a non-empty tuple of (tokens_BxS, mask_BxS) pairs")
+    for i, bucket in enumerate(buckets):
+        if not isinstance(bucket, tuple | list) or len(bucket) != 2:
+            raise ValueError(f"bucket {i} must be a (tokens_BxS, mask_BxS) pair")
+        if bucket[0].ndim != 2 or bucket[0].shape != bucket[1].shape:
+            raise ValueError(
+                f"bucket {i}: tokens {bucket[0].shape} and mask {bucket[1].shape} must be "
+                "the same B x S"
+            )
+    return tuple(buckets)
+
+
 @jax.tree_util.register_pytree_node_class
 class Oracle:
     """In-process, jittable stand-in for the service: payload + inputs -> log-probs only."""
@@ -168,20 +232,28 @@ class Oracle:
     def tree_unflatten(cls, static, children):
         return cls(children[0], static)
 
-    def __call__(self, payload, tokens_BxS, mask_BxS, candidates_CxW):
+    def __call__(self, payload, buckets, candidates_CxW):
+        """Log-probs P x (sum of bucket B) x C x W, in bucket order: ONE call per candidate.
+
+        buckets: a tuple of (tokens_BxS, mask_BxS) pairs, the length buckets of one batch.
+        """
         cfg, adapter, chunk = self._static
         model_params, adapter_params = self._arrays
-        return score_population(
-            model_params,
-            adapter_params,
-            payload,
-            tokens_BxS,
-            mask_BxS,
-            candidates_CxW,
-            cfg=cfg,
-            adapter=adapter,
-            population_chunk=chunk,
-        )
+        parts = [
+            score_population(
+                model_params,
+                adapter_params,
+                payload,
+                tokens_BxS,
+                mask_BxS,
+                candidates_CxW,
+                cfg=cfg,
+                adapter=adapter,
+                population_chunk=chunk,
+            )
+            for tokens_BxS, mask_BxS in check_buckets(buckets)
+        ]
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
 
     def __repr__(self):
         return f"Oracle(kind={self._static[1].kind!r})"

@@ -1,8 +1,10 @@
 """`ScoringService`: the provider object. Holds the model, answers score requests, counts.
 
-Eager path: `score(request)` validates, charges the budget (P x B calls), runs the jitted
-pure scoring function and returns candidate log-probs. Compiled path: `oracle()` hands the
-user's scanned loop a jittable handle and `reserve(calls)` charges each chunk of
+Eager path: `score(request)` validates, charges the budget (P calls: one per candidate,
+whatever the number of examples; BBT's unit), runs the jitted pure scoring function and
+returns candidate log-probs with the calls, examples and tokens scored. Compiled path:
+`oracle()` hands the user's scanned loop a jittable handle, one oracle call = one batch =
+P calls however many length buckets it holds, and `reserve(calls)` charges each chunk of
 generations before it runs, so the two paths count identically.
 """
 
@@ -54,6 +56,15 @@ class ScoringService:
         self._chunk = population_chunk
         self._name = model_name or model.source
         self._jitted = {}
+        self.examples_scored = 0  # eager requests only; the engine keeps its own ledger
+        self.tokens_scored = 0
+        for a in adapters:
+            ids = getattr(a, "p0_token_ids", None)
+            if ids is not None and max(ids) >= model.cfg.vocab_size:
+                raise ValueError(
+                    f"{type(a).__name__}.p0_token_ids reach {max(ids)}, beyond the vocabulary "
+                    f"({model.cfg.vocab_size} tokens)"
+                )
 
     @property
     def calls_used(self) -> int:
@@ -90,7 +101,7 @@ class ScoringService:
         return self._jitted[kind]
 
     def score(self, request: ScoreRequest) -> ScoreResponse:
-        """Validate, charge P x B calls, and return candidate-token log-probs."""
+        """Validate, charge P calls, and return candidate-token log-probs."""
         validate_request(
             request, vocab_size=self._model.cfg.vocab_size, payload_shape=self._payload_shapes()
         )
@@ -104,10 +115,13 @@ class ScoringService:
             jnp.asarray(request.mask_BxS, jnp.int32),
             jnp.asarray(request.candidates_CxW, jnp.int32),
         )
-        return ScoreResponse(np.asarray(out), request.calls)
+        self.examples_scored += request.examples
+        self.tokens_scored += request.tokens
+        return ScoreResponse(np.asarray(out), request.calls, request.examples, request.tokens)
 
     def reserve(self, calls: int) -> None:
-        """Charge calls that a compiled in-process loop is about to make (or raise)."""
+        """Charge calls that a compiled in-process loop is about to make (or raise): P per
+        oracle call (one batch, any number of buckets)."""
         self._budget.charge(calls)
 
     def oracle(self, kind: str) -> Oracle:

@@ -2,7 +2,12 @@
 
 `ScoreRequest` fields are exactly what a user may send; it has no label field and the
 service never sees one. `ScoreResponse` carries log-probabilities of the candidate answer
-tokens and the calls charged, nothing else.
+tokens and what the request cost, nothing else.
+
+Cost (BBT's unit, METHODS.md): one API call = one candidate prompt scored on one batch of
+examples, whatever the batch's size, so a request costs its population P in calls. The
+work is reported beside it: examples scored (P x B) and tokens scored (P x the real,
+unpadded text tokens of the batch).
 """
 
 from __future__ import annotations
@@ -47,16 +52,29 @@ class ScoreRequest:
 
     @property
     def calls(self) -> int:
-        """API calls this request costs: one per (candidate, example)."""
+        """API calls this request costs: one per candidate, whatever the batch size."""
+        return self.population
+
+    @property
+    def examples(self) -> int:
+        """Examples scored: P x B."""
         return self.population * self.num_examples
+
+    @property
+    def tokens(self) -> int:
+        """Text tokens scored: P x the batch's real (mask 1) tokens."""
+        return self.population * int(np.asarray(self.mask_BxS).sum())
 
 
 @dataclasses.dataclass(frozen=True)
 class ScoreResponse:
-    """logprobs_PxBxCxW: log-probabilities of each candidate token; calls: what was charged."""
+    """logprobs_PxBxCxW: log-probabilities of each candidate token; calls: what was charged
+    (P); examples / tokens: the examples (P x B) and text tokens scored."""
 
     logprobs_PxBxCxW: np.ndarray
     calls: int
+    examples: int = 0
+    tokens: int = 0
 
 
 def _fail(msg: str):
