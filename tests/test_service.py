@@ -121,3 +121,61 @@ def test_service_refuses_kinds_it_was_not_built_for(model):
     service = ScoringService(model, (NoPrompt(),))
     with pytest.raises(MalformedRequestError, match="does not accept 'prompt'"):
         service.score(_request())
+
+
+def _scores(model, adapter, payload, tokens):
+    req = ScoreRequest(adapter.kind, payload, tokens, np.ones_like(tokens), np.array([[3], [7]]))
+    return ScoringService(model, (adapter,)).score(req).logprobs_PxBxCxW
+
+
+def test_p0_none_is_the_bare_prompt_and_p0_adds_token_embeddings(model):
+    """SoftPrompt(): the payload is the prompt (no p0); SoftPrompt(p0_token_ids=ids) scores
+    payload + embed[ids] exactly as if the user had sent that sum."""
+    from cbp_jax.model.shared_prefix import forward_shared_prompt
+
+    r = np.random.default_rng(1)
+    tokens = r.integers(0, CFG.vocab_size, (3, 5))
+    az = (0.1 * r.normal(size=(2, 4, CFG.hidden_size))).astype(np.float32)
+    bare = _scores(model, SoftPrompt(), az, tokens)
+    for i in range(2):
+        logits = forward_shared_prompt(
+            model.params, CFG, jax.numpy.asarray(tokens), None, prompt_TxD=az[i]
+        )
+        want = jax.nn.log_softmax(logits, -1)[:, np.array([3, 7])].reshape(3, 2, 1)
+        np.testing.assert_allclose(bare[i], want, rtol=0, atol=1e-6)
+    ids = (10, 11, 12, 13)
+    embed = np.asarray(model.params["embed"], np.float32)[list(ids)]
+    with_p0 = _scores(model, SoftPrompt(p0_token_ids=ids), az, tokens)
+    np.testing.assert_allclose(with_p0, _scores(model, SoftPrompt(), az + embed, tokens), atol=1e-6)
+    assert np.abs(with_p0 - bare).max() > 1e-3  # p0 is not zero
+    zero = _scores(model, SoftPrompt(p0_token_ids=ids), np.zeros_like(az[:1]), tokens)
+    np.testing.assert_allclose(zero[0], _scores(model, SoftPrompt(), embed[None], tokens)[0])
+
+
+def test_deep_prompt_p0_starts_the_prompt_slots_from_token_embeddings(model):
+    from cbp_jax.model.shared_prefix import forward_shared_prompt
+
+    r = np.random.default_rng(2)
+    tokens = r.integers(0, CFG.vocab_size, (3, 5))
+    deep = (0.1 * r.normal(size=(CFG.num_layers, 1, 4, CFG.hidden_size))).astype(np.float32)
+    ids = (20, 21, 22, 23)
+    got = _scores(model, DeepPrompt(p0_token_ids=ids), deep, tokens)[0]
+    p0 = np.asarray(model.params["embed"], np.float32)[list(ids)]
+    logits = forward_shared_prompt(
+        model.params, CFG, jax.numpy.asarray(tokens), None, prompt_TxD=p0,
+        deep_prompts_LxTxD=deep[:, 0],
+    )  # fmt: skip
+    want = jax.nn.log_softmax(logits, -1)[:, np.array([3, 7])].reshape(3, 2, 1)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    bare = _scores(model, DeepPrompt(), deep, tokens)[0]
+    assert np.abs(got - bare).max() > 1e-3
+
+
+def test_p0_checks_its_length_and_ids(model):
+    service = ScoringService(model, (SoftPrompt(p0_token_ids=(1, 2, 3)),))
+    with pytest.raises(MalformedRequestError, match=r"payload must have shape \* x 3 x 48"):
+        service.score(_request(p=2, t=4))
+    with pytest.raises(ValueError, match="beyond the vocabulary"):
+        ScoringService(model, (SoftPrompt(p0_token_ids=(99, 100, 101)),))
+    with pytest.raises(ValueError, match="tuple of ints"):
+        SoftPrompt(p0_token_ids=[1, 2])
