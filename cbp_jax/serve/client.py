@@ -189,7 +189,7 @@ class RemoteService:
             scope, self._eager = f"eager:{self._eager}", self._eager + 1
         rid = request_id(self.run_id, scope, request)
         logprobs, charged, work = self._post_score(request, rid)
-        known = {f.name for f in dataclasses.fields(ScoreResponse)}  # examples, tokens if any
+        known = {f.name for f in dataclasses.fields(ScoreResponse)} - {"calls"}  # examples, tokens
         return ScoreResponse(logprobs, charged, **{k: v for k, v in work.items() if k in known})
 
     def reserve(self, calls: int) -> None:
