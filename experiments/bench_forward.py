@@ -1,17 +1,22 @@
-"""Benchmark answer-position scoring: our jitted JAX forward vs transformers (PyTorch) on CPU.
+"""Benchmark answer-position scoring in float32 and bfloat16: ours vs transformers PyTorch.
 
-What: the throughput (tokens/s) of scoring a B x S batch of token ids with logits only at the
-last real token (full vocabulary head there), for our `cbp_jax.model.llama.forward` and for
-transformers' `AutoModelForCausalLM` on the same GGUF weights with `logits_to_keep=1`. Both are
-float32, warmed up first, and timed as the median of several repeats. The script checks that
-the two models' logits agree so that the comparison is between equal computations.
+What: the throughput (tokens/s, GFLOP/s) of scoring a B x S batch of token ids with logits
+only at the last real token (full vocabulary head there), for our jitted
+`cbp_jax.model.llama.forward` and for transformers' `AutoModelForCausalLM` on the same GGUF
+weights with `logits_to_keep=1`, each in float32 and in bfloat16 (ours: bf16 matmul inputs,
+float32 accumulation and residual stream; torch: the model cast to bf16). Beside them, the
+matmul peak of each framework and dtype, measured in the same run (jitted / eager 2048^3
+products; bf16 inputs with float32 accumulation for JAX, plain bf16 for torch, each its
+fastest form). All jobs are warmed up and then take turns within every repeat, so load from
+other processes slows them alike and the ratios stay comparable (compare only ratios from
+one run, on a quiet machine; say so when it was not).
 
-Why: the library's black-box prompt tuning calls this forward thousands of times, so its CPU
-speed bounds every experiment. Besides the speedup over the PyTorch reference we report the
-achieved GFLOP/s against a measured float32 matmul peak (a jitted `a @ b`), which says how much
-headroom is left on this machine. The three jobs take turns within every repeat, so load from
-other processes on a shared machine slows them alike and the ratios stay comparable.
-Run: `.venv/bin/python experiments/bench_forward.py [--batch 64 --seq 64 --repeats 7]`.
+Prints at the end:
+  RESULT fraction_of_best_peak X        our best forward GFLOP/s (either dtype) over the best
+                                        JAX matmul peak of any dtype in this run
+  RESULT speedup_vs_torch_same_dtype Y  min over dtypes of torch seconds / our seconds
+  RESULT auto_dtype NAME                what dtype="auto" picks on this machine
+Run: `.venv/bin/python experiments/bench_forward.py [--batch 64 --seq 64 --repeats 5]`.
 """
 
 from __future__ import annotations
@@ -31,8 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from cbp_jax.model import forward, load_model
+from cbp_jax.model.precision import BF16_CPU_FLAGS, cpu_flags, cpu_model, resolve_dtype
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "bench_forward.json"
+DTYPES = ("float32", "bfloat16")
+MATMUL_N, MATMUL_CALLS = 2048, 4  # calls per timed repeat: one product is too brief to time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,22 +48,16 @@ class BenchConfig:
     model: str = "smollm2-135m"
     batch: int = 64
     seq: int = 64
-    repeats: int = 7
-    dtype: str = "float32"
+    repeats: int = 5
     seed: int = 0
-    peak_sizes: tuple[int, ...] = (1024, 2048)
 
     def __post_init__(self):
         for name in ("batch", "seq", "repeats"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"BenchConfig.{name} must be a positive int, got {value!r}")
-        if self.repeats < 5:
-            raise ValueError(f"BenchConfig.repeats must be >= 5 (median), got {self.repeats}")
-        if self.dtype != "float32":
-            raise ValueError(f"BenchConfig.dtype: only float32 is compared, got {self.dtype!r}")
-        if not self.peak_sizes or min(self.peak_sizes) <= 0:
-            raise ValueError(f"BenchConfig.peak_sizes must be positive, got {self.peak_sizes}")
+        if self.repeats < 3:
+            raise ValueError(f"BenchConfig.repeats must be >= 3 (median), got {self.repeats}")
 
 
 def interleaved_times(jobs: dict, repeats: int) -> dict[str, list[float]]:
@@ -65,64 +67,43 @@ def interleaved_times(jobs: dict, repeats: int) -> dict[str, list[float]]:
     times = {name: [] for name in jobs}
     for _ in range(repeats):
         for name, fn in jobs.items():
-            time.sleep(0.3)  # let the previous job's spinning worker threads go idle
+            time.sleep(0.2)  # let the previous job's spinning worker threads go idle
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
     return times
 
 
-MATMUL_CALLS = 8  # per timed repeat: one short matmul is too brief to time reliably
+def matmul_jobs(torch) -> dict:
+    """Square-matmul peak jobs: JAX (jitted, f32 accumulation) and torch, in both dtypes."""
+    jobs, n = {}, MATMUL_N
+    mm = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
+    for dt in DTYPES:
+        a = jax.random.normal(jax.random.key(0), (n, n), dt)
+        b = jax.random.normal(jax.random.key(1), (n, n), dt)
+        ta, tb = (torch.randn(n, n, dtype=getattr(torch, dt)) for _ in range(2))
+
+        def jax_job(a=a, b=b):
+            out = [mm(a, b) for _ in range(MATMUL_CALLS)]
+            out[-1].block_until_ready()
+
+        def torch_job(a=ta, b=tb):
+            for _ in range(MATMUL_CALLS):
+                torch.matmul(a, b)
+
+        jobs[f"mm_jax_{dt}"], jobs[f"mm_torch_{dt}"] = jax_job, torch_job
+    return jobs
 
 
-def matmul_jobs(sizes) -> dict:
-    """Jitted float32 square matmuls, one job per size (MATMUL_CALLS calls per repeat)."""
-    matmul = jax.jit(lambda a, b: a @ b)
-    ab = {n: jax.random.normal(jax.random.key(n), (2, n, n), jnp.float32) for n in sizes}
-
-    def job(x):
-        for _ in range(MATMUL_CALLS):
-            out = matmul(x[0], x[1])
-        out.block_until_ready()
-
-    return {n: lambda x=x: job(x) for n, x in ab.items()}
-
-
-def figures(sec: dict, flops: int, n_tok: int, sizes) -> dict[str, float]:
-    """Throughputs, GFLOP/s and the two headline ratios from per-job seconds."""
-    peak = max(2 * n**3 * MATMUL_CALLS / sec[n] / 1e9 for n in sizes)
-    ours_gflops = flops / sec["ours"] / 1e9
-    return {
-        "ours_tokens_per_s": n_tok / sec["ours"],
-        "torch_tokens_per_s": n_tok / sec["torch"],
-        "peak_gflops": peak,
-        "ours_gflops": ours_gflops,
-        "speedup_vs_torch": sec["torch"] / sec["ours"],
-        "fraction_of_peak": ours_gflops / peak,
-    }
-
-
-def xla_flops(fn, *args) -> float | None:
-    """XLA's cost-analysis FLOP estimate of the jitted `fn(*args)`, or None if unavailable."""
-    try:
-        cost = jax.jit(fn).lower(*args).compile().cost_analysis()
-        cost = cost[0] if isinstance(cost, list | tuple) else cost
-        return float(cost["flops"])
-    except Exception as e:  # best-effort cross-check only
-        print(f"XLA cost analysis unavailable: {e!r}")
-        return None
-
-
-def torch_job(source: str, tokens: np.ndarray, mask: np.ndarray):
-    """transformers on the same GGUF weights: a job returning last-position logits, version."""
-    import torch
+def torch_model_job(torch, source: str, dtype: str, tokens: np.ndarray, mask: np.ndarray):
+    """transformers on the same GGUF weights in `dtype`: a job returning last-position logits."""
     from transformers import AutoModelForCausalLM, logging
 
     logging.disable_progress_bar()
-    torch.set_num_threads(os.cpu_count())
+    logging.set_verbosity_error()
     path = pathlib.Path(source)
     model = AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32
+        str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype)
     ).eval()
     ids, attn = torch.from_numpy(tokens).long(), torch.from_numpy(mask).long()
 
@@ -131,78 +112,112 @@ def torch_job(source: str, tokens: np.ndarray, mask: np.ndarray):
             out = model(input_ids=ids, attention_mask=attn, logits_to_keep=1).logits[:, -1]
         return out.float().numpy()
 
-    return run, torch.__version__
+    return run
+
+
+def figures(sec: dict, flops: int, n_tok: int) -> dict:
+    """Per-dtype throughputs and ratios, the peaks, and the three headline figures."""
+    peak = {k: 2 * MATMUL_N**3 * MATMUL_CALLS / sec[k] / 1e9 for k in sec if k.startswith("mm_")}
+    out = {f"peak_gflops_{k[3:]}": v for k, v in peak.items()}
+    for dt in DTYPES:
+        out[f"ours_tokens_per_s_{dt}"] = n_tok / sec[f"ours_{dt}"]
+        out[f"torch_tokens_per_s_{dt}"] = n_tok / sec[f"torch_{dt}"]
+        out[f"ours_gflops_{dt}"] = flops / sec[f"ours_{dt}"] / 1e9
+        out[f"torch_gflops_{dt}"] = flops / sec[f"torch_{dt}"] / 1e9
+        out[f"speedup_vs_torch_{dt}"] = sec[f"torch_{dt}"] / sec[f"ours_{dt}"]
+    best_jax_peak = max(v for k, v in peak.items() if k.startswith("mm_jax"))
+    out["best_jax_peak_gflops"] = best_jax_peak
+    out["bf16_over_f32_ours"] = sec["ours_float32"] / sec["ours_bfloat16"]
+    out["fraction_of_best_peak"] = max(out[f"ours_gflops_{dt}"] for dt in DTYPES) / best_jax_peak
+    out["speedup_vs_torch_same_dtype"] = min(out[f"speedup_vs_torch_{dt}"] for dt in DTYPES)
+    return out
 
 
 def main(argv=None) -> dict:
     defaults = BenchConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     for name in ("model", "batch", "seq", "repeats", "seed"):
         default = getattr(defaults, name)
-        parser.add_argument(f"--{name}", type=type(default), default=default)
-    parser.add_argument("--peak-sizes", type=int, nargs="+", default=list(defaults.peak_sizes))
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
+        parser.add_argument(f"--{name}", type=type(default), default=default, help=name)
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help="JSON record")
     args = parser.parse_args(argv)
-    fields = {k: v for k, v in vars(args).items() if k not in ("out", "peak_sizes")}
-    bc = BenchConfig(**fields, peak_sizes=tuple(args.peak_sizes))
-    print(f"{bc}\njax {jax.__version__} on {jax.devices()}, cpu_count {os.cpu_count()}")
+    bc = BenchConfig(**{k: v for k, v in vars(args).items() if k != "out"})
+    import torch
 
-    m = load_model(bc.model, dtype=bc.dtype)
-    cfg, n_tok = m.cfg, bc.batch * bc.seq
-    rng = np.random.default_rng(bc.seed)
-    tokens = rng.integers(100, cfg.vocab_size, (bc.batch, bc.seq), dtype=np.int32)
-    mask = np.ones((bc.batch, bc.seq), np.int32)
-    tok_j, mask_j = jnp.asarray(tokens), jnp.asarray(mask)
+    torch.set_num_threads(os.cpu_count())
+    flags = sorted(cpu_flags() & set(BF16_CPU_FLAGS))
+    auto = resolve_dtype("auto")
+    machine = {"cpu": cpu_model(), "bf16_flags": flags, "cpu_count": os.cpu_count()}
+    print(f"{bc}\njax {jax.__version__} on {jax.devices()}, torch {torch.__version__}")
+    print(f"machine: {machine}; auto dtype: {auto.dtype} ({auto.reason})")
 
-    def score(params, t, msk):  # default: full-vocabulary logits at the last real token only
-        return forward(params, cfg, t, msk).logits
-
-    score_jit = jax.jit(score)
-    run_torch, torch_version = torch_job(m.source, tokens, mask)
-    ours_logits = np.asarray(score_jit(m.params, tok_j, mask_j))
-    max_diff = float(np.max(np.abs(ours_logits - run_torch())))
-    print(f"max |logits ours - torch| = {max_diff:.2e} (agree < 1e-3: {max_diff < 1e-3})")
-
-    jobs = {"ours": lambda: score_jit(m.params, tok_j, mask_j).block_until_ready()}
-    jobs |= {"torch": run_torch, **matmul_jobs(bc.peak_sizes)}
+    jobs, logits = {}, {}
+    for dt in DTYPES:
+        m = load_model(bc.model, dtype=dt)
+        cfg = m.cfg
+        rng = np.random.default_rng(bc.seed)  # both dtypes score the same tokens
+        tokens = rng.integers(100, cfg.vocab_size, (bc.batch, bc.seq), dtype=np.int32)
+        mask = np.ones_like(tokens)
+        tok_j, mask_j = jnp.asarray(tokens), jnp.asarray(mask)
+        score = jax.jit(lambda p, t, k, cfg=cfg: forward(p, cfg, t, k).logits)
+        jobs[f"ours_{dt}"] = lambda f=score, p=m.params, t=tok_j, k=mask_j: f(
+            p, t, k
+        ).block_until_ready()
+        run_torch = torch_model_job(torch, m.source, dt, tokens, mask)
+        jobs[f"torch_{dt}"] = run_torch
+        ours = np.asarray(score(m.params, tok_j, mask_j), np.float32)
+        logits[dt] = ours
+        diff = float(np.max(np.abs(ours - run_torch())))
+        print(
+            f"{dt}: max |logits ours - torch| = {diff:.3g} (logit scale {np.abs(ours).max():.1f})"
+        )
+    jobs |= matmul_jobs(torch)
     times = interleaved_times(jobs, bc.repeats)
     sec = {name: statistics.median(t) for name, t in times.items()}
-    # The peak is a best case by definition: its fastest repeat (conservative for the ratio).
-    sec |= {n: min(times[n]) for n in bc.peak_sizes}
+    sec |= {k: min(t) for k, t in times.items() if k.startswith("mm_")}  # a peak: its best
     for name, t in sec.items():
-        print(f"{name}: median {t * 1e3:.1f} ms, fastest {min(times[name]) * 1e3:.1f} ms")
+        print(f"{name:>18}: median {t * 1e3:8.1f} ms, fastest {min(times[name]) * 1e3:8.1f} ms")
     spread = max(max(t) / min(t) for t in times.values())
-    if spread > 1.2:
+    if spread > 1.25:
         print(f"WARNING: slowest/fastest repeat of a job = {spread:.2f}: machine busy, noisy")
 
-    head_flops = 2 * cfg.hidden_size * cfg.vocab_size * bc.batch  # one position per row
-    flops = cfg.matmul_flops_per_token(bc.seq) * n_tok + head_flops
-    xla = xla_flops(score, m.params, tok_j, mask_j)
-    xla_note = f", XLA {xla / 1e9:.2f} G (counts the layer scan body once)" if xla else ""
-    print(f"forward FLOPs: analytic {flops / 1e9:.2f} G{xla_note}")
-    result = figures(sec, flops, n_tok, bc.peak_sizes)
-    best = {name: min(t) for name, t in times.items()}  # least disturbed repeat of each job
-    best_result = figures(best, flops, n_tok, bc.peak_sizes)
-    print("fastest-repeat figures:", " ".join(f"{k}={v:.4g}" for k, v in best_result.items()))
+    n_tok = bc.batch * bc.seq
+    flops = (
+        cfg.matmul_flops_per_token(bc.seq) * n_tok + 2 * cfg.hidden_size * cfg.vocab_size * bc.batch
+    )
+    result = figures(sec, flops, n_tok)
+    top1 = float(np.mean(logits["float32"].argmax(-1) == logits["bfloat16"].argmax(-1)))
+    print(f"ours bf16 vs f32: same top-1 next token on {100 * top1:.1f}% of rows")
+    for dt in DTYPES:
+        print(
+            f"{dt:>9}: ours {result[f'ours_tokens_per_s_{dt}']:7.0f} tok/s "
+            f"({result[f'ours_gflops_{dt}']:5.0f} GFLOP/s), torch "
+            f"{result[f'torch_tokens_per_s_{dt}']:7.0f} tok/s "
+            f"({result[f'torch_gflops_{dt}']:5.0f}), "
+            f"ours/torch {result[f'speedup_vs_torch_{dt}']:.2f}"
+        )
     record = {
         **result,
-        "max_abs_logit_diff": max_diff,
+        "auto_dtype": auto.as_dict(),
+        "machine": machine,
+        "max_repeat_spread": spread,
+        "top1_agreement_bf16_f32": top1,
         "analytic_flops": flops,
-        "xla_flops": xla,
-        "best_repeat": best_result,
-        "seconds_per_repeat": {str(name): t for name, t in times.items()},
+        "seconds_per_repeat": times,
         "config": dataclasses.asdict(bc),
         "command": " ".join([sys.executable, *sys.argv]),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "jax_version": jax.__version__,
-        "torch_version": torch_version,
-        "cpu_count": os.cpu_count(),
+        "torch_version": torch.__version__,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
-    for key, value in result.items():  # the two headline figures come last
-        print(f"RESULT {key} {value:.4g}")
+    for key in ("fraction_of_best_peak", "speedup_vs_torch_same_dtype"):
+        print(f"RESULT {key} {result[key]:.4g}")
+    print(f"RESULT auto_dtype {auto.dtype}")
     return record
 
 
