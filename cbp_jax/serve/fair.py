@@ -2,8 +2,9 @@
 
 A single arrival-ordered queue lets one user who queued many large requests hold every
 other user's small request behind all of them. Here each user has a queue, and `get`
-takes the head of the next user in turn (a user who just got served goes to the back), so
-a request waits behind at most one request (one batch) of each other waiting user.
+takes the head of the least recently served user with work waiting (ties: the older
+head), so a request waits behind at most one request (one batch) of each other waiting
+user, including the one being computed when it arrived.
 Per-request work is bounded separately (`ServeLimits.max_work_tokens`), which bounds that
 wait. `put(None)` closes the queue: `get` then returns None once it is empty.
 """
@@ -19,8 +20,9 @@ class FairQueue:
     """Thread-safe round-robin queue over users; items carry a `user` attribute."""
 
     def __init__(self):
-        self._queues: dict[str, collections.deque] = {}
-        self._order: collections.deque[str] = collections.deque()  # users with work, in turn
+        self._queues: dict[str, collections.deque] = {}  # users with work: (seq, item)
+        self._served: dict[str, int] = {}  # user -> turn of their last service
+        self._seq = self._turn = 0
         self._cond = threading.Condition()
         self._closed = False
 
@@ -29,16 +31,13 @@ class FairQueue:
             if item is None:
                 self._closed = True
             else:
-                user = item.user
-                if user not in self._queues:
-                    self._queues[user] = collections.deque()
-                    self._order.append(user)
-                self._queues[user].append(item)
+                self._queues.setdefault(item.user, collections.deque()).append((self._seq, item))
+                self._seq += 1
             self._cond.notify_all()
 
     def empty(self) -> bool:
         with self._cond:
-            return not self._order
+            return not self._queues
 
     def __len__(self) -> int:
         with self._cond:
@@ -48,18 +47,17 @@ class FairQueue:
         """The next user's oldest item; None when closed and drained, or on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not self._order:
+            while not self._queues:
                 if self._closed:
                     return None
                 wait = None if deadline is None else deadline - time.monotonic()
                 if wait is not None and wait <= 0:
                     return None
                 self._cond.wait(wait)
-            user = self._order.popleft()
+            user = min(self._queues, key=lambda u: (self._served.get(u, -1), self._queues[u][0][0]))
             queue = self._queues[user]
-            item = queue.popleft()
-            if queue:
-                self._order.append(user)  # served: to the back of the turn
-            else:
+            _, item = queue.popleft()
+            if not queue:
                 del self._queues[user]
+            self._served[user], self._turn = self._turn, self._turn + 1
             return item
