@@ -206,3 +206,14 @@ def test_customize_estimates_checks_the_domain_and_tags_only_its_cbp_run(
     assert "estimate: budget 22 API calls: 1 generations of 20 candidates" in out.out
     assert "WARNING: the budget buys only 1 generation" in out.out
     assert "majority-class baseline" in out.out
+
+
+def test_the_documented_config_is_valid_json():
+    """Defect 2: the only documentation's example had # comments, so copying it failed."""
+    from cbp_jax.data import custom
+
+    doc = custom.__doc__
+    example = json.loads(doc[doc.index("    {") : doc.index("    }") + 5])
+    assert set(custom.REQUIRED) <= set(example)
+    readme = (EXAMPLES.parents[1] / "README.md").read_text()
+    assert "## Your own task" in readme and "examples/tasks/" in readme
