@@ -1,0 +1,148 @@
+"""Gemma 3 forward contract (random tiny model): prompts in embedding-table units, deep and
+shared prompts, candidates, padding with a sliding window, dispatch by config type, the NNX
+module, and errors for bad configs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cbp_jax.model import LlamaConfig, UnsupportedConfigError, init_params
+from cbp_jax.model.dispatch import forward as any_forward
+from cbp_jax.model.dispatch import forward_shared_prompt as any_shared
+from cbp_jax.model.gemma import forward, forward_shared_prompt
+from cbp_jax.model.gemma_config import GemmaConfig, sliding_pattern
+from cbp_jax.model.gemma_convert import config_from_hf_gemma
+from cbp_jax.model.gemma_module import Gemma, init_gemma_params
+from cbp_jax.model.llama import forward as llama_forward
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = GemmaConfig(
+        vocab_size=61,
+        hidden_size=32,
+        intermediate_size=48,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=8,
+        sliding_layers=sliding_pattern(4, 2),
+        sliding_window=3,
+        query_pre_attn_scalar=8.0,
+        final_logit_softcapping=20.0,
+        bos_token_id=2,
+    )
+    return cfg, init_gemma_params(cfg, jax.random.key(0), std=0.3, norm_std=0.3)
+
+
+def _ids(*rows):
+    return jnp.asarray(rows, jnp.int32)
+
+
+def test_prompt_of_embedding_rows_equals_the_tokens(tiny):
+    cfg, params = tiny
+    whole = forward(params, cfg, _ids([5, 9, 14, 7, 30])).logits
+    prompt = params["embed"][jnp.asarray([5, 9])][None]
+    split = forward(params, cfg, _ids([14, 7, 30]), prompt_BxTxD=prompt).logits
+    np.testing.assert_allclose(split, whole, atol=1e-5)
+
+
+def test_deep_and_shared_prompts(tiny):
+    cfg, params = tiny
+    tokens = _ids([5, 9, 14, 7], [0, 0, 3, 8])
+    mask = (tokens != 0).astype(jnp.int32)
+    p = jax.random.normal(jax.random.key(1), (6, cfg.hidden_size))
+    deep = jax.random.normal(jax.random.key(2), (cfg.num_layers, 6, cfg.hidden_size))
+    shallow = forward(params, cfg, tokens, mask, prompt_BxTxD=jnp.stack([p, p])).logits
+    zero_deep = jnp.zeros((cfg.num_layers, 2, 6, cfg.hidden_size))
+    both = forward(
+        params, cfg, tokens, mask, prompt_BxTxD=jnp.stack([p, p]), deep_prompts_LxBxTxD=zero_deep
+    ).logits
+    np.testing.assert_allclose(both, shallow, atol=1e-5)
+    one_layer = deep.at[1:].set(0.0)  # a deep prompt only at layer 0 is a shallow prompt
+    via_deep = forward(
+        params, cfg, tokens, mask, deep_prompts_LxBxTxD=jnp.stack([one_layer] * 2, 1)
+    ).logits
+    via_shallow = forward(params, cfg, tokens, mask, prompt_BxTxD=jnp.stack([deep[0]] * 2)).logits
+    np.testing.assert_allclose(via_deep, via_shallow, atol=1e-5)
+    shared = forward_shared_prompt(params, cfg, tokens, mask, prompt_TxD=p, deep_prompts_LxTxD=deep)
+    full = forward(
+        params,
+        cfg,
+        tokens,
+        mask,
+        prompt_BxTxD=jnp.stack([p, p]),
+        deep_prompts_LxBxTxD=jnp.stack([deep, deep], 1),
+    ).logits
+    np.testing.assert_allclose(shared, full, atol=1e-6)
+    assert float(jnp.abs(shared - shallow).max()) > 1e-3  # the deep prompt mattered
+
+
+def test_padding_with_window_and_candidates(tiny):
+    cfg, params = tiny
+    rows = [[5, 9, 14, 7, 30, 11, 4], [8, 3]]
+    width = 9
+    tokens = np.zeros((2, width), np.int32)
+    for i, r in enumerate(rows):
+        tokens[i, width - len(r) :] = r
+    mask = jnp.asarray(tokens != 0, jnp.int32)
+    prompt = jax.random.normal(jax.random.key(3), (2, 2, cfg.hidden_size))
+    batched = forward(params, cfg, jnp.asarray(tokens), mask, prompt_BxTxD=prompt).logits
+    for i, r in enumerate(rows):
+        alone = forward(params, cfg, _ids(r), prompt_BxTxD=prompt[i : i + 1]).logits[0]
+        np.testing.assert_allclose(batched[i], alone, atol=2e-5)
+    cands = jnp.asarray([7, 1, 40])
+    sub = forward(params, cfg, jnp.asarray(tokens), mask, candidates=cands).logits
+    np.testing.assert_allclose(
+        sub, forward(params, cfg, jnp.asarray(tokens), mask).logits[:, cands], atol=1e-5
+    )
+    assert float(jnp.abs(batched).max()) <= cfg.final_logit_softcapping  # soft-capped
+
+
+def test_dispatch_and_module(tiny, tiny_cfg, tiny_params):
+    cfg, params = tiny
+    tokens = _ids([5, 9, 14])
+    np.testing.assert_array_equal(
+        any_forward(params, cfg, tokens).logits, forward(params, cfg, tokens).logits
+    )
+    np.testing.assert_array_equal(
+        any_forward(tiny_params, tiny_cfg, tokens).logits,
+        llama_forward(tiny_params, tiny_cfg, tokens).logits,
+    )
+    p = jnp.ones((2, cfg.hidden_size))
+    np.testing.assert_array_equal(
+        any_shared(params, cfg, tokens, prompt_TxD=p),
+        forward_shared_prompt(params, cfg, tokens, prompt_TxD=p),
+    )
+    module = Gemma(cfg, params=params)
+    np.testing.assert_array_equal(module(tokens).logits, forward(params, cfg, tokens).logits)
+    assert isinstance(tiny_cfg, LlamaConfig) and init_params  # the Llama side is untouched
+
+
+def test_bad_configs_name_the_problem():
+    with pytest.raises(ValueError, match="sliding_layers"):
+        GemmaConfig(61, 32, 48, 4, 4, 2, 8, sliding_layers=(True,))
+    with pytest.raises(ValueError, match="num_kv_heads"):
+        GemmaConfig(61, 32, 48, 1, 4, 3, 8, sliding_layers=(False,))
+    raw = {
+        "model_type": "gemma3_text",
+        "vocab_size": 61,
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "head_dim": 8,
+    }
+    assert config_from_hf_gemma(raw).sliding_layers == (True, True)
+    bad = [
+        ({"model_type": "gemma3"}, "model_type='gemma3'"),
+        ({"attn_logit_softcapping": 50.0}, "attn_logit_softcapping=50.0"),
+        ({"hidden_activation": "relu"}, "hidden_activation='relu'"),
+        ({"use_bidirectional_attention": True}, "use_bidirectional_attention=True"),
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope type 'yarn'"),
+        ({"moe_experts": 8}, "unknown config field 'moe_experts'"),
+    ]
+    for change, message in bad:
+        with pytest.raises(UnsupportedConfigError, match=message):
+            config_from_hf_gemma(raw | change)
