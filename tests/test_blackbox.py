@@ -1,5 +1,6 @@
 """The compiled CMA-ES engine on a tiny random model: learning, budget, resume, sharding."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 
 from cbp_jax.data.batching import Inputs
-from cbp_jax.methods.bbt import bbt_parameterization, run_bbtv2
+from cbp_jax.methods.bbt import bbt_parameterization, bbtv2_plan, run_bbtv2
+from cbp_jax.methods.bbtv2 import layer_stds
 from cbp_jax.methods.blackbox import BlackBoxConfig, replaces, run_blackbox
 from cbp_jax.methods.calls import budget_for_generations, plan
 from cbp_jax.model import LlamaConfig, init_params
@@ -138,33 +140,71 @@ def test_resume_after_kill_equals_uninterrupted(model, tmp_path):
     assert logged == whole.history
 
 
-def test_bbtv2_layer_by_layer(model):
-    service = ScoringService(model, KINDS, budget=240)
-    cfg = BlackBoxConfig(population=8, budget=240, chunk=3)
-    deep, phases = run_bbtv2(service, _data(0), _data(1), cfg, PROJ, progress=False)
+def _bbtv2(model, budget, service=None, **kw):
+    service = service or ScoringService(model, KINDS, budget=budget)
+    cfg = BlackBoxConfig(population=8, budget=budget, chunk=3)
+    return run_bbtv2(service, _data(0), _data(1), cfg, PROJ, progress=False, **kw)
+
+
+def test_bbtv2_interleaves_one_es_per_layer_within_the_budget(model):
+    # a round: 3 layers x 8 candidates + 1 dev evaluation = 25 calls; 110 pays for 4 rounds
+    service = ScoringService(model, KINDS, budget=110)
+    deep, layers = _bbtv2(model, 110, service)
+    rounds, dev_evals = bbtv2_plan(110, 8, CFG.num_layers)
+    assert (rounds, dev_evals) == (4, 5)
     assert deep.shape == (CFG.num_layers, PROJ.prompt_len, CFG.hidden_size)
-    assert len(phases) == CFG.num_layers and service.calls_used <= 240
-    # Each phase starts from the previous phase's best (its layer's prompt at zero) and
-    # scores that start on dev, so best-on-dev never gets worse from phase to phase.
-    accs = [p.best_dev_acc for p in phases]
-    assert accs == sorted(accs)
-    assert any(np.abs(deep[l]).sum() > 0 for l in range(CFG.num_layers))
+    assert [r.layer for r in layers] == [0, 1, 2]
+    assert [r.generations for r in layers] == [rounds] * 3  # the same for every layer
+    assert [len(r.history) for r in layers] == [rounds] * 3
+    run = layers[0]
+    assert run.calls_used == service.calls_used == rounds * 3 * 8 + dev_evals <= 110
+    assert run.dev_calls == dev_evals and run.examples_scored == run.calls_used * 8
+    # interleaved: round r steps layer 0, then 1, then 2, before round r + 1 starts
+    order = sorted((h["calls"], h["layer"], h["round"]) for r in layers for h in r.history)
+    assert [(l, r) for _, l, r in order] == [(l, r) for r in range(1, 5) for l in range(3)]
+    assert all(np.abs(r.best_z).max() > 0 for r in layers)  # every layer's ES moved
+    assert run.best_dev_acc >= run.start_dev_acc
 
 
-def test_bbtv2_budget_for_some_phases_tunes_those_and_says_so(model):
-    # one phase needs 8 train + 1 dev = 9 calls: 20 pays for two of three layers
-    service = ScoringService(model, KINDS, budget=20)
-    cfg = BlackBoxConfig(population=8, budget=20, chunk=3)
-    with pytest.warns(UserWarning, match=r"2 of 3 layer phases.*layers \[2\] stay untuned"):
-        deep, phases = run_bbtv2(service, _data(0), _data(1), cfg, PROJ, progress=False)
-    assert [p.layer for p in phases] == [0, 1]
-    assert all(p.generations >= 1 for p in phases) and 0 < service.calls_used <= 20
-    assert np.abs(deep[2]).sum() == 0
-    with pytest.raises(ValueError, match="cannot pay for one generation"):
-        run_bbtv2(
-            ScoringService(model, KINDS, budget=8), _data(0), _data(1),
-            BlackBoxConfig(population=8, budget=8), PROJ, progress=False,
-        )  # fmt: skip
+def test_bbtv2_tunes_only_the_listed_layers(model):
+    service = ScoringService(model, KINDS, budget=60)  # 2 x 8 + 1 = 17 calls a round
+    deep, layers = _bbtv2(model, 60, service, layers=(0, 2))
+    assert [r.layer for r in layers] == [0, 2] and layers[0].generations == 3
+    assert service.calls_used == 1 + 3 * 17
+    assert np.abs(deep[1]).sum() == 0
+
+
+def test_bbtv2_budget_below_one_round_raises(model):
+    service = ScoringService(model, KINDS, budget=24)
+    with pytest.raises(ValueError, match="cannot pay for one BBTv2 round: 3 layers x 8"):
+        _bbtv2(model, 24, service)
+    assert service.calls_used == 0
+    with pytest.raises(ValueError, match="distinct ids"):
+        _bbtv2(model, 100, layers=(0, 3))
+
+
+def test_bbtv2_resume_after_kill_equals_uninterrupted(model, tmp_path):
+    deep, whole = _bbtv2(model, 110)
+    killed = KilledService(ScoringService(model, KINDS, budget=110), die_at=3)
+    with pytest.raises(KeyboardInterrupt):  # killed before round 2
+        _bbtv2(model, 110, killed, run_dir=tmp_path)
+    service = ScoringService(model, KINDS, budget=110)
+    deep_resumed, resumed = _bbtv2(model, 110, service, run_dir=tmp_path)
+    np.testing.assert_array_equal(deep_resumed, deep)
+    assert service.calls_used == whole[0].calls_used
+    for a, b in zip(resumed, whole, strict=True):
+        assert a.history == b.history
+        np.testing.assert_array_equal(a.best_z, b.best_z)
+
+
+def test_bbtv2_projections_use_the_published_hidden_std(model):
+    info = ScoringService(model, KINDS).public_info()
+    assert len(info.hidden_std) == CFG.num_layers
+    assert info.hidden_std[0] == info.embedding_std
+    np.testing.assert_allclose(layer_stds(info, (1, 2)), info.hidden_std[1:], rtol=1e-6)
+    bare = dataclasses.replace(info, hidden_std=())
+    with pytest.warns(UserWarning, match="falls back to the word-embedding std"):
+        assert (layer_stds(bare, (1, 2)) == np.float32(info.embedding_std)).all()
 
 
 def test_exhausted_service_raises(model):

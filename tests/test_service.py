@@ -179,3 +179,24 @@ def test_p0_checks_its_length_and_ids(model):
         ScoringService(model, (SoftPrompt(p0_token_ids=(99, 100, 101)),))
     with pytest.raises(ValueError, match="tuple of ints"):
         SoftPrompt(p0_token_ids=[1, 2])
+
+
+def test_hidden_std_is_the_models_own_layer_inputs_clipped(model):
+    """The published per-layer std reads the hidden states the model's forward computes
+    (its final state, normed, equals forward's hidden output) and clips outliers."""
+    from cbp_jax.model import forward
+    from cbp_jax.service.hidden_stats import clipped_std, layer_inputs, public_token_ids
+
+    ids = public_token_ids(None, CFG.vocab_size)
+    inputs, final = layer_inputs(model.params, CFG, ids)
+    assert inputs.shape == (CFG.num_layers, 64, CFG.hidden_size)
+    out = forward(model.params, CFG, jax.numpy.asarray(ids)[None], return_hidden=True)
+    from cbp_jax.model.llama import rms_norm
+
+    normed = rms_norm(final, model.params["final_norm"], CFG.rms_norm_eps)
+    np.testing.assert_allclose(normed, out.hidden_BxSxD[0], atol=1e-5)
+    std = ScoringService(model, KINDS).public_info().hidden_std
+    assert std[1:] == tuple(clipped_std(np.asarray(x)) for x in inputs[1:])
+    x = np.random.default_rng(0).normal(size=10_000)
+    assert abs(clipped_std(x) - 1.0) < 0.03
+    assert clipped_std(np.append(x, 1e4)) < 1.03 < np.append(x, 1e4).std()

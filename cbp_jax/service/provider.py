@@ -20,13 +20,19 @@ import numpy as np
 
 from cbp_jax.model.registry import LoadedModel
 from cbp_jax.service.budget import ApiBudget
+from cbp_jax.service.hidden_stats import layer_input_stds
 from cbp_jax.service.oracle import NoPrompt, Oracle, PromptAdapter, SoftPrompt, score_population
 from cbp_jax.service.requests import ScoreRequest, ScoreResponse, validate_request
 
 
 @dataclasses.dataclass(frozen=True)
 class PublicInfo:
-    """What a provider publishes about its model: shapes and one embedding statistic."""
+    """What a provider publishes about its model: shapes and scale statistics.
+
+    hidden_std: per layer l, the std of the hidden states entering layer l on a fixed public
+    text, outliers clipped at 3 sigma ([0]: the word embeddings'), which BBTv2's per-layer
+    projections use (`hidden_stats.py`); () where a provider does not publish them.
+    """
 
     model_name: str
     hidden_size: int
@@ -35,6 +41,7 @@ class PublicInfo:
     embedding_std: float  # BBT's projection scale uses it (METHODS.md)
     accepted_kinds: tuple[str, ...]
     tokenizer: Any
+    hidden_std: tuple[float, ...] = ()
 
 
 class ScoringService:
@@ -56,6 +63,7 @@ class ScoringService:
         self._chunk = population_chunk
         self._name = model_name or model.source
         self._jitted = {}
+        self._hidden_std = None
         self.examples_scored = 0  # eager requests only; the engine keeps its own ledger
         self.tokens_scored = 0
         for a in adapters:
@@ -76,6 +84,8 @@ class ScoringService:
 
     def public_info(self) -> PublicInfo:
         cfg = self._model.cfg
+        if self._hidden_std is None:
+            self._hidden_std = layer_input_stds(self._model)
         return PublicInfo(
             model_name=self._name,
             hidden_size=cfg.hidden_size,
@@ -84,6 +94,7 @@ class ScoringService:
             embedding_std=float(jnp.std(self._model.params["embed"].astype(jnp.float32))),
             accepted_kinds=tuple(sorted(self._adapters)),
             tokenizer=self._model.tokenizer,
+            hidden_std=self._hidden_std,
         )
 
     def _payload_shapes(self) -> dict:
