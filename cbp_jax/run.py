@@ -5,22 +5,17 @@ prompt_tuning (white-box upper bound), and CBP-Tuning with a trained generator
 (`--generator PATH`): cbp_z0 (the provider's z0, no stage 2) and cbp (stage 2: CMA-ES over
 z from z0 within the budget; the result also reports z0's accuracy and saves the vector).
 Data: seeded k-shot train/dev, disjoint test. Writes
-`<out>/<task>/<method>[-<tag>]/seed<seed>/result.json` (plus the ES log and checkpoint; an
-interrupted run resumes from them) and prints the result with its command.
+`<out>/<task>/<method>[-<tag>]/seed<seed>-<config hash>/result.json` (plus the ES log and
+checkpoint; an interrupted run resumes from them) and prints the result with its command.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import pathlib
 import shlex
 import sys
-import time
-
-import jax
-import numpy as np
 
 from cbp_jax.data.splits import check_proportions, kshot_splits
 
@@ -52,6 +47,9 @@ class RunConfig:
     dev_margin: int = 0  # black-box: dev examples a new ES mean must gain to be kept
     out: str = "checkpoints/runs"
     tag: str = ""  # extra run-dir level, e.g. the generator's name
+    dtype: str = "auto"  # auto: bf16 where the chip has it natively (model.precision)
+    p0_offset: int = 1000  # BBT/BBTv2 p0: embeddings of ids p0_offset..+T-1; -1: p0 = 0
+    curve: str = "250,500,1000,2000,4000,8000"  # calls at which the kept z is tested
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -61,6 +59,38 @@ class RunConfig:
         check_proportions(self.kshot)
         if self.method.startswith("cbp") and not self.generator:
             raise ValueError(f"method {self.method} needs --generator PATH (a stage-1 generator)")
+        from cbp_jax.model.precision import DTYPES
+
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose 'auto' or one of {DTYPES}")
+        if self.p0_offset < -1:
+            raise ValueError(f"p0_offset must be >= 0, or -1 for no p0; got {self.p0_offset}")
+        self.curve_budgets()  # raises on a malformed list
+
+    def curve_budgets(self) -> tuple[int, ...]:
+        """The budgets (calls) of the budget curve that this run's budget reaches."""
+        try:
+            budgets = sorted({int(x) for x in self.curve.split(",") if x.strip()})
+        except ValueError as e:
+            raise ValueError(
+                f"curve must be comma-separated call counts, got {self.curve!r}"
+            ) from e
+        if budgets and budgets[0] <= 0:
+            raise ValueError(f"curve budgets must be positive, got {self.curve!r}")
+        return tuple(b for b in budgets if b <= self.budget)
+
+    def projection(self):
+        """BBT/BBTv2's random projection config (with BBT's p0 unless p0_offset is -1)."""
+        from cbp_jax.prompts.projection import ProjectionConfig
+
+        p0 = None if self.p0_offset < 0 else self.p0_offset
+        return ProjectionConfig(num_dims=self.num_dims, prompt_len=self.prompt_len, p0_offset=p0)
+
+    def identity(self) -> str:
+        """The run's identity: the hash of its whole config except where it is written."""
+        from cbp_jax.experiment.identity import config_hash
+
+        return config_hash({k: v for k, v in dataclasses.asdict(self).items() if k != "out"})
 
     def blackbox(self, sigma0: float):
         """The engine config of this run's black-box methods (BBT, BBTv2, CBP stage 2)."""
@@ -85,133 +115,14 @@ class RunConfig:
 
     @property
     def run_dir(self) -> pathlib.Path:
-        """<out>/<task key>/<method>[-<tag>]/seed<seed>; the task key is a shipped task's
+        """<out>/<task key>/<method>[-<tag>]/seed<seed>-<hash>; the task key is a shipped task's
         name or a custom task's name plus a hash of its config (`tasks.run_key`), never a
         path, so an absolute or ../ config path stays inside `out`."""
         from cbp_jax.data.tasks import run_key
 
         method = f"{self.method}-{self.tag}" if self.tag else self.method
-        return pathlib.Path(self.out) / run_key(self.task) / method / f"seed{self.seed}"
-
-
-def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
-    """Run `cfg`; `model`: an already loaded LoadedModel for cfg.model (saves a reload)."""
-    from cbp_jax.data.batching import make_inputs
-    from cbp_jax.data.tasks import get_task
-    from cbp_jax.methods import evaluate
-    from cbp_jax.methods.bbt import bbt_parameterization, run_bbtv2
-    from cbp_jax.methods.blackbox import run_blackbox
-    from cbp_jax.methods.prompt_tuning import PromptTuningConfig, tune_prompt
-    from cbp_jax.model import load_model
-    from cbp_jax.prompts.projection import ProjectionConfig
-    from cbp_jax.service import ScoringService
-    from cbp_jax.service.oracle import DeepPrompt, NoPrompt, SoftPrompt
-
-    start = time.time()
-    task = get_task(cfg.task)
-    splits = cfg.splits()
-    model = load_model(cfg.model) if model is None else model
-    tok = model.tokenizer
-    train, dev = make_inputs(tok, task, splits.train), make_inputs(tok, task, splits.dev)
-    kinds = (NoPrompt(), SoftPrompt(), DeepPrompt())
-    # The experimenter's own unlimited evaluation channel (held-out test scoring only).
-    evaluator = ScoringService(model, kinds)
-    result = {
-        "config": dataclasses.asdict(cfg),
-        "n_train": len(splits.train),
-        "n_dev": len(splits.dev),
-        "n_test": len(splits.test),
-    }
-    kind, payload = "none", None
-    if cfg.method in ("bbt", "bbtv2"):
-        service = ScoringService(model, kinds, budget=cfg.budget)
-        bb = cfg.blackbox(cfg.sigma0)
-        proj = ProjectionConfig(num_dims=cfg.num_dims, prompt_len=cfg.prompt_len)
-        if cfg.method == "bbt":
-            param = bbt_parameterization(jax.random.key(cfg.seed), service.public_info(), proj)
-            res = run_blackbox(
-                service, param, train, dev, bb, run_dir=cfg.run_dir / "es", progress=progress
-            )
-            kind, payload = (
-                "prompt",
-                np.asarray(param.payload_fn(param.payload_params, res.best_z[None])),
-            )
-            result.update(
-                dev_acc=res.best_dev_acc,
-                start_dev_acc=res.start_dev_acc,
-                generations=res.generations,
-                history=res.history,
-            )
-        else:
-            layers = tuple(int(x) for x in cfg.bbtv2_layers.split(",") if x) or None
-            deep, phases = run_bbtv2(
-                service,
-                train,
-                dev,
-                bb,
-                proj,
-                layers=layers,
-                run_dir=cfg.run_dir / "es",
-                progress=progress,
-            )
-            kind, payload = "deep_prompt", deep[:, None]
-            result.update(
-                dev_acc=phases[-1].best_dev_acc,
-                generations=sum(p.generations for p in phases),
-                layers_tuned=[p.layer for p in phases],
-                history=[h for p in phases for h in p.history],
-            )
-        result["calls"] = service.calls_used
-    elif cfg.method == "prompt_tuning":
-        pt = PromptTuningConfig(
-            prompt_len=cfg.prompt_len, epochs=cfg.pt_epochs, learning_rate=cfg.pt_lr, seed=cfg.seed
-        )
-        prompt, dev_acc, history = tune_prompt(
-            model.params, model.cfg, train, dev, pt, progress=progress
-        )
-        kind, payload = "prompt", prompt[None]
-        result.update(dev_acc=dev_acc, history=history)
-    elif cfg.method in ("cbp_z0", "cbp"):
-        evaluator, kind, payload = _run_cbp(cfg, model, task, splits, train, dev, result, progress)
-    result["test_acc"] = evaluate.accuracy(
-        evaluator, tok, task, splits.test, kind=kind, payload=payload, progress=progress
-    )
-    result["seconds"] = time.time() - start
-    result["device"] = jax.devices()[0].device_kind
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.run_dir / "result.json").write_text(json.dumps(result, indent=1))
-    return result
-
-
-def _run_cbp(cfg: RunConfig, model, task, splits, train, dev, result: dict, progress: bool):
-    """CBP: -> (provider-side evaluator service, kind, payload); fills `result`."""
-    from cbp_jax.methods import evaluate
-    from cbp_jax.methods.cbp import cbp_service, customize, load_generator, save_task_vector
-
-    artifact = load_generator(cfg.generator, expected_model=model)
-    release = artifact.release()  # all the user gets: r, z0, ids
-    evaluator = cbp_service(model, artifact)
-    result["generator"] = {"path": cfg.generator, "id": release.generator_id, **artifact.info}
-    z = release.z0_R
-    if cfg.method == "cbp":
-        result["test_acc_z0"] = evaluate.accuracy(
-            evaluator, model.tokenizer, task, splits.test, kind="task_vector", payload=z[None]
-        )
-        service = cbp_service(model, artifact, budget=cfg.budget)
-        bb = cfg.blackbox(cfg.cbp_sigma0)
-        res = customize(
-            service, release, train, dev, bb, run_dir=cfg.run_dir / "es", progress=progress
-        )
-        z = np.asarray(res.best_z, np.float32)
-        save_task_vector(cfg.run_dir / "task_vector", z, task=cfg.task, release=release)
-        result.update(
-            dev_acc=res.best_dev_acc,
-            start_dev_acc=res.start_dev_acc,
-            generations=res.generations,
-            history=res.history,
-            calls=service.calls_used,
-        )
-    return evaluator, "task_vector", z[None]
+        leaf = f"seed{self.seed}-{self.identity()[:8]}"  # a changed config is a new run
+        return pathlib.Path(self.out) / run_key(self.task) / method / leaf
 
 
 def parser() -> argparse.ArgumentParser:
@@ -227,6 +138,13 @@ def parser() -> argparse.ArgumentParser:
         name = "--" + f.name.replace("_", "-")
         p.add_argument(name, type=typ, default=f.default, help=HELP.get(f.name, " "))
     return p
+
+
+def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
+    """Run `cfg` (see `cbp_jax.experiment.runner`); `model`: already loaded for cfg.model."""
+    from cbp_jax.experiment.runner import run as run_config
+
+    return run_config(cfg, progress=progress, model=model)
 
 
 def main(argv=None) -> dict:

@@ -31,6 +31,12 @@ HELP = {
     "cbp_sigma0": "CBP: CMA-ES step size around z0",
     "dev_margin": "black-box: dev examples a new ES mean must gain to replace the kept one "
     "(0: any gain, ties on accuracy go to the lower dev loss)",
-    "out": "root of the run directories: <out>/<task key>/<method>[-<tag>]/seed<seed>",
+    "out": "root of the run directories: <out>/<task key>/<method>[-<tag>]/seed<seed>-<hash>",
+    "dtype": "compute dtype: auto (bfloat16 on GPU/TPU and CPUs with AMX or AVX512-BF16, "
+    "else float32), float32 or bfloat16",
+    "p0_offset": "BBT/BBTv2: the prompt starts at the embeddings of token ids p0_offset.. "
+    "(BBT's code uses 1000); -1: a zero prompt",
+    "curve": "black-box: comma-separated call counts at which the kept z is scored on the "
+    "test subset (a budget curve from one run)",
     "tag": "extra run-directory label, e.g. the generator's name",
 }

@@ -136,6 +136,17 @@ def _ckpt_meta(gen, ledger, best, start_dev_acc):
     }
 
 
+def _reach_milestones(history, milestones, on_milestone, calls, best_z, spent=None):
+    """Evaluate `best_z` once for every milestone <= calls not yet in `history` (in place)."""
+    if on_milestone is None or not milestones:
+        return
+    done = {m["budget"] for h in history for m in h.get("milestones", ())}
+    for m in sorted(set(milestones) - done):
+        if m <= calls:
+            point = {"budget": m, "calls": int(calls if spent is None else spent)}
+            history[-1].setdefault("milestones", []).append({**point, **on_milestone(best_z)})
+
+
 def run_blackbox(
     service,
     param: Parameterization,
@@ -146,11 +157,17 @@ def run_blackbox(
     run_dir: str | pathlib.Path | None = None,
     mesh=None,
     progress: bool = True,
+    milestones: tuple[int, ...] = (),
+    on_milestone=None,
 ) -> BlackBoxResult:
     """Tune z with CMA-ES through `service` until the API budget is spent.
 
     Each generation costs P calls, each dev evaluation 1 (`calls.plan` gives the schedule).
     run_dir: where the Orbax checkpoint and `log.jsonl` go; an existing run there resumes.
+    milestones / on_milestone: budget curves from one run. When the calls spent first reach
+    a milestone (checked after each chunk; any left at the end run on the final kept z),
+    `on_milestone(best_z)` -> dict (e.g. the experimenter's test accuracy of the kept z) is
+    stored in that chunk's history row under "milestones", with the budget and calls spent.
     mesh: optional `jax.sharding.Mesh` with a "pop" axis to shard the population over.
     """
     es, es_params = make_strategy(cfg.strategy, cfg.population, param.num_dims, cfg.sigma0)
@@ -239,12 +256,18 @@ def run_blackbox(
         history[-1].update(dev_loss=dev_loss, dev_acc=dev_acc, **ledger.as_dict())
         if replaces(dev_acc, dev_loss, best, dev.tokens_BxS.shape[0], cfg.dev_margin):
             best = {"z": np.asarray(carry[0].mean), "acc": dev_acc, "loss": dev_loss}
+        _reach_milestones(history, milestones, on_milestone, ledger.calls, best["z"])
         if ckpt is not None:
             ckpt.save(gen, _ckpt_state(carry, best), _ckpt_meta(gen, ledger, best, start_dev_acc))
             log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
         bar.update(n)
         bar.set_postfix(loss=f"{history[-1]['loss_mean']:.3f}", dev_acc=f"{dev_acc:.3f}")
     bar.close()
+    if history:  # milestones the budget stopped short of (e.g. 8000 at 7999 calls spent)
+        left = tuple(m for m in milestones if m <= cfg.budget)
+        _reach_milestones(history, left, on_milestone, float("inf"), best["z"], ledger.calls)
+        if log_path is not None:
+            log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
     if ckpt is not None:
         ckpt.close()
     return BlackBoxResult(

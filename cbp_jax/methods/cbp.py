@@ -54,6 +54,7 @@ __all__ = [
     "load_train_tasks",
     "save_generator",
     "save_task_vector",
+    "stage2_summary",
     "task_vector_accuracy",
     "task_vector_predict",
     "train_generator",
@@ -107,15 +108,34 @@ def customize(
     *,
     run_dir: str | pathlib.Path | None = None,
     progress: bool = True,
+    **engine_kwargs,
 ) -> BlackBoxResult:
-    """Stage 2: CMA-ES over z from z0 within the service's budget; `best_z` is the result.
+    """Stage 2: CMA-ES over z from z0 within `cfg.budget` API calls (one call = one
+    candidate on the whole k-shot train or dev set; P per generation, 1 per dev evaluation);
+    `best_z` is the result. With `progress`, prints the generations run and their calls.
 
     run_dir: Orbax checkpoint + log of the ES; an interrupted run resumes from it.
+    engine_kwargs: passed to `run_blackbox` (e.g. milestones / on_milestone).
     """
     if "task_vector" not in service.public_info().accepted_kinds:
         raise ValueError("this service does not serve a CBP generator (no 'task_vector' kind)")
     param = cbp_parameterization(release)
-    return run_blackbox(service, param, train, dev, cfg, run_dir=run_dir, progress=progress)
+    res = run_blackbox(
+        service, param, train, dev, cfg, run_dir=run_dir, progress=progress, **engine_kwargs
+    )
+    if progress:
+        print(stage2_summary(res, cfg), flush=True)
+    return res
+
+
+def stage2_summary(res: BlackBoxResult, cfg: BlackBoxConfig) -> str:
+    """One line: the CMA-ES generations run and the calls they cost, in BBT's unit."""
+    return (
+        f"CBP stage 2: {res.generations} CMA-ES generations x population {cfg.population} = "
+        f"{res.calls_used - res.dev_calls} calls + {res.dev_calls} dev evaluations = "
+        f"{res.calls_used} of a {cfg.budget}-call budget (one call = one candidate on the "
+        f"whole k-shot set; {res.examples_scored} examples, {res.tokens_scored} tokens scored)"
+    )
 
 
 def task_vector_predict(service, tokenizer, task, examples, z_R, task_dims: int, **kwargs):
