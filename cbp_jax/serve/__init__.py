@@ -1,10 +1,18 @@
 """The provider as a network service: HTTP server, wire format, accounting and client.
 
-- `wire`: msgpack messages with raw little-endian array bytes.
-- `limits`: per-request bounds (bytes, population, batch, sequence, prompt, work).
-- `ledger`: API keys, budgets and recorded responses in SQLite (WAL), idempotent charging.
-- `batcher`: concurrent requests packed into one compiled scoring call per shape bucket.
+One API call = one candidate prompt scored on one batch (a request of population P costs
+P calls, as in process); the work one request may ask is bounded by `limits`.
+
+- `wire`: msgpack messages with raw little-endian array bytes (overflow-safe shapes).
+- `limits`: per-request bounds (bytes, population, batch, sequence, prompt, work per call
+  and per request), published in /v1/info.
+- `ledger`: API keys, budgets and recorded responses in SQLite (WAL), idempotent charging;
+  the users file decides who exists (removed users are revoked).
+- `fair`: one queue per user, least recently served first.
+- `batcher`: requests padded to shape buckets, an LRU of compiled calls, optional packing.
+- `guard`: read and request timeouts, the failed-authentication throttle.
+- `openapi`: the schema of `POST /v1/score` (its body is msgpack).
 - `app`: the FastAPI app (`/v1/score`, `/v1/budget`, `/v1/info`, `/v1/health`).
-- `launch`: builds a server from `cbp-jax serve` options (and the tiny test model).
+- `launch`: builds a server from `cbp-jax serve` options.
 - `client`: `RemoteService`, the engine's scoring interface over HTTP (jittable oracle).
 """
