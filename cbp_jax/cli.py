@@ -46,7 +46,7 @@ def _subset_options(p) -> None:
     )
     p.add_argument("--seed", type=int, default=42, help="seed of the run's test subset")
     p.add_argument(
-        "--test-size", type=int, default=500, help="test examples (0: the whole test pool)"
+        "--test-size", type=int, default=500, help="test examples (0 or over the pool: all of it)"
     )
     p.add_argument("--limit", type=int, default=0, help="train/all: first N examples (0: all)")
     p.add_argument(

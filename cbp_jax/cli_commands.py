@@ -14,13 +14,18 @@ def _command_line() -> str:
 
 def examples_for(args):
     """The examples a zero-shot or predict command scores: split "test" is the test subset
-    of a run with the same --seed and --test-size (0: the whole test pool); "train" and
-    "all" are the task's pools."""
-    from cbp_jax.data.splits import test_subset
+    of a run with the same --seed and --test-size (0 or more than the pool: the whole test
+    pool); "train" and "all" are the task's pools."""
+    from cbp_jax.data.splits import test_pool, test_subset
     from cbp_jax.data.tasks import load_examples
 
     if args.split == "test":
-        return test_subset(args.task, args.seed, args.test_size or None, args.data_dir)
+        size = args.test_size or None
+        pool = len(test_pool(args.task, args.data_dir))
+        if size is not None and size > pool:  # a run refuses this size; score the whole pool
+            print(f"note: the test pool has {pool} examples; scoring all of them", file=sys.stderr)
+            size = None
+        return test_subset(args.task, args.seed, size, args.data_dir)
     examples = load_examples(args.task, args.split, args.data_dir)
     return examples[: args.limit] if args.limit else examples
 

@@ -217,3 +217,16 @@ def test_the_documented_config_is_valid_json():
     assert set(custom.REQUIRED) <= set(example)
     readme = (EXAMPLES.parents[1] / "README.md").read_text()
     assert "## Your own task" in readme and "examples/tasks/" in readme
+
+
+def test_zero_shot_default_split_is_a_runs_test_subset(tasks_copy):
+    """Defect 3: `cbp-jax zero-shot --task X.json` failed with its default split ('dev')."""
+    from cbp_jax.cli_commands import examples_for
+    from cbp_jax.data.splits import kshot_splits, test_pool
+
+    path = str(tasks_copy / "support_tickets.json")
+    args = cli.build_parser().parse_args(["zero-shot", "--task", path, "--seed", "3"])
+    assert args.split == "test" and args.test_size == 500
+    assert examples_for(args) == test_pool(path)  # 64 < 500: the whole pool
+    args.test_size = 10
+    assert examples_for(args) == kshot_splits(path, 2, 3, test_size=10).test
