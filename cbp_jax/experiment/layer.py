@@ -1,0 +1,62 @@
+"""plan -> run -> record -> report: the loop every table shares.
+
+A table supplies its cells (name + resolved RunConfig) and a report function of its
+records. `run_cells` runs what has no record yet (in plan order, each appended to the
+committed JSONL as soon as it finishes, so a killed sweep loses at most the run in flight,
+which itself resumes from its checkpoint), refuses records whose config changed, and
+returns the records in plan order. Reports are produced from records only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+
+from cbp_jax.experiment.identity import git_commit
+from cbp_jax.experiment.records import Cell, RecordStore
+
+
+@dataclasses.dataclass
+class Progress:
+    """What a call to `run_cells` did (for the log and the table's footer)."""
+
+    reused: int = 0
+    ran: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+
+def run_cells(
+    cells: Sequence[Cell],
+    store: RecordStore,
+    runner: Callable[[object], dict],
+    *,
+    only: Callable[[Cell], bool] | None = None,
+    dry_run: bool = False,
+    log: Callable[[str], None] = print,
+) -> tuple[list[dict], Progress]:
+    """Records of `cells` in plan order, running the missing ones that `only` selects."""
+    names = [c.name for c in cells]
+    if len(set(names)) != len(names):
+        raise ValueError("cell names of a table must be unique")
+    progress, records = Progress(), []
+    for cell in cells:
+        rec = store.get(cell)  # raises RecordMismatchError naming changed fields
+        if rec is None and not dry_run and (only is None or only(cell)):
+            log(f"run {cell.name}")
+            start = time.time()
+            result = runner(cell.config)
+            progress.seconds += time.time() - start
+            dtype = result.get("dtype", {}).get("dtype", "unknown")
+            rec = store.append(
+                cell, result, commit=result.get("commit") or git_commit(), dtype=dtype
+            )
+            progress.ran += 1
+        elif rec is None:
+            progress.skipped += 1
+        else:
+            progress.reused += 1
+        if rec is not None:
+            records.append(rec)
+    return records, progress

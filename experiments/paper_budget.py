@@ -1,0 +1,66 @@
+"""The paper-budget tables (8000 calls, P = 20, 3 seeds) on sst2 and financial_phrasebank.
+
+    python experiments/paper_budget.py run [--only sst2/bbt] [--max-runs N]
+    python experiments/paper_budget.py table
+
+`run` trains the sentiment generators it needs (stage 1), then runs every planned cell that
+has no committed record (experiments/results/paper_budget_runs.jsonl), one process, the
+model loaded once in the auto dtype, JAX's persistent compilation cache on; each finished
+run is appended to the records at once. `table` writes experiments/results/paper_budget.md
+and the curves from the records only. Plan and report: cbp_jax.experiment.paper_budget*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from cbp_jax.experiment.compile_cache import CompileStats, enable_compile_cache
+from cbp_jax.experiment.layer import run_cells
+from cbp_jax.experiment.paper_budget import PaperBudgetConfig, ensure_generators, generators_for
+from cbp_jax.experiment.records import RecordStore
+from cbp_jax.run import RunConfig
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+RECORDS = RESULTS / "paper_budget_runs.jsonl"
+DEFAULTS = {f: v.default for f, v in RunConfig.__dataclass_fields__.items()}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=("run", "table"))
+    p.add_argument("--only", default="", help="run only cells whose name starts with this")
+    p.add_argument("--max-runs", type=int, default=0, help="stop after this many runs (0: all)")
+    args = p.parse_args(argv)
+    cfg = PaperBudgetConfig()
+    cells = cfg.cells()
+    store = RecordStore(RECORDS, defaults=DEFAULTS)
+    if args.command == "run":
+        enable_compile_cache()
+        selected = [c for c in cells if c.name.startswith(args.only)]
+        todo = [c for c in selected if store.get(c) is None]
+        if args.max_runs:
+            todo = todo[: args.max_runs]
+        ensure_generators(cfg, generators_for(todo))
+        from cbp_jax.model import load_model
+        from cbp_jax.run import run
+
+        model = load_model(cells[0].config.model, dtype=cells[0].config.dtype)
+        names = {c.name for c in todo}
+
+        def runner(rc):
+            stats = CompileStats().start()
+            result = run(rc, progress=False, model=model)
+            result["compile"] = stats.stop()
+            return result
+
+        _, progress = run_cells(cells, store, runner, only=lambda c: c.name in names)
+        print(f"ran {progress.ran}, reused {progress.reused}, in {progress.seconds:.0f} s")
+    from cbp_jax.experiment.paper_budget_report import write_report
+
+    print(f"wrote {write_report(cfg, cells, store, RESULTS, ' '.join(['python', *sys.argv]))}")
+
+
+if __name__ == "__main__":
+    main()
