@@ -1,0 +1,108 @@
+"""Zero-shot accuracy on every shipped task for both registered models, and their forward speed.
+
+Zero-shot goes through the project's own path (`cbp_jax.run` with method zero_shot: the
+seeded test subset, the scoring service, candidate log-probs at the answer position) with
+each model loaded once. The benchmark times the jitted answer-position forward of both
+models on the same random B x S batch (full-vocabulary head at the answer position),
+warmed up, the models taking turns in every repeat; median tokens/s.
+
+Until `llama.forward` dispatches on the config type itself, the scoring service is pointed at
+`cbp_jax.model.dispatch` here (the same numbers for Llama configs; Gemma configs reach the
+Gemma decoder).
+
+Run: `.venv/bin/python experiments/models_zero_shot.py --test-size 200` (writes
+experiments/results/models.json and prints the table rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import cbp_jax.service.oracle as oracle
+from cbp_jax.data.tasks import task_names
+from cbp_jax.model import dispatch, load_model
+from cbp_jax.run import RunConfig, run
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "models.json"
+MODELS = ("smollm2-135m", "gemma3-270m")
+
+oracle.forward = dispatch.forward
+oracle.forward_shared_prompt = dispatch.forward_shared_prompt
+
+
+def zero_shot(model, name: str, tasks, test_size: int, dtype: str, out: str) -> dict:
+    rows = {}
+    for task in tasks:
+        cfg = RunConfig(
+            task=task, method="zero_shot", model=name, test_size=test_size, dtype=dtype, out=out
+        )
+        result = run(cfg, progress=False, model=model)
+        rows[task] = {
+            "accuracy": result["test_acc"],
+            "majority_acc": result["prediction"]["majority_acc"],
+            "n_test": result["n_test"],
+            "seconds": result["seconds"],
+        }
+        print(f"{name} {task}: {result['test_acc']:.3f} ({result['seconds']:.0f} s)", flush=True)
+    return rows
+
+
+def bench(models: dict, batch: int, seq: int, repeats: int) -> dict:
+    fns, inputs = {}, {}
+    for name, m in models.items():
+        rng = np.random.default_rng(0)
+        tokens = jnp.asarray(rng.integers(3, 1000, (batch, seq)), jnp.int32)
+        mask = jnp.ones_like(tokens)
+        fn = jax.jit(lambda p, t, k, cfg=m.cfg: dispatch.forward(p, cfg, t, k).logits)
+        fn(m.params, tokens, mask).block_until_ready()  # compile and warm up
+        fns[name], inputs[name] = fn, (m.params, tokens, mask)
+    times = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn(*inputs[name]).block_until_ready()
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: {"tokens_per_s": batch * seq / statistics.median(t), "seconds": t}
+        for name, t in times.items()
+    }
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--test-size", type=int, default=200)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--tasks", default=",".join(task_names()))
+    p.add_argument("--out", default="checkpoints/models_zero_shot")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args(argv)
+    tasks = args.tasks.split(",")
+    models = {name: load_model(name, dtype=args.dtype) for name in MODELS}
+    record = {"args": vars(args), "zero_shot": {}, "bench": {}}
+    for name, model in models.items():
+        record["zero_shot"][name] = zero_shot(
+            model, name, tasks, args.test_size, args.dtype, args.out
+        )
+    record["bench"] = bench(models, args.batch, args.seq, args.repeats)
+    RESULTS.write_text(json.dumps(record, indent=1) + "\n")
+    print("| task | " + " | ".join(MODELS) + " | majority |")
+    for task in tasks:
+        accs = [record["zero_shot"][m][task]["accuracy"] for m in MODELS]
+        maj = record["zero_shot"][MODELS[0]][task]["majority_acc"]
+        print(f"| {task} | " + " | ".join(f"{100 * a:.1f}" for a in accs) + f" | {100 * maj:.1f} |")
+    for name, b in record["bench"].items():
+        print(f"bench {name}: {b['tokens_per_s']:.0f} tokens/s at {args.batch} x {args.seq}")
+
+
+if __name__ == "__main__":
+    main()
