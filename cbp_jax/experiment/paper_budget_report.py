@@ -1,0 +1,158 @@
+"""The paper-budget report: tables, paired comparisons and budget curves, from records only.
+
+Deterministic in its records (no clock, no paths outside the repository), so a fresh clone
+writes the same markdown byte for byte.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+
+import numpy as np
+
+from cbp_jax.experiment.records import RecordStore
+from cbp_jax.stats import paired_summary
+
+LABELS = {
+    "zero_shot": "zero-shot",
+    "bbt": "BBT",
+    "bbtv2": "BBTv2",
+    "prompt_tuning": "prompt tuning (white-box)",
+    "cbp_z0": "CBP z0 (no stage 2)",
+    "cbp": "CBP (domain generator)",
+    "cbp_held_out": "CBP (task held out of stage 1)",
+}
+
+
+def _by_cell(cfg, cells, store: RecordStore) -> dict:
+    """(task, column, seed) -> record, for the cells that have one."""
+    out = {}
+    for cell in cells:
+        rec = store.get(cell)
+        if rec is not None:
+            task, col, seed = cell.name.split("/")
+            out[(task, col, int(seed[4:]))] = rec
+    return out
+
+
+def _mean_std(xs) -> str:
+    if not xs:
+        return "-"
+    m = 100 * float(np.mean(xs))
+    return f"{m:.1f} ± {100 * float(np.std(xs)):.1f}" if len(xs) > 1 else f"{m:.1f}"
+
+
+def _paired(recs, task, a, b, seeds, key_a="test_acc", key_b="test_acc") -> str:
+    diffs = [
+        recs[(task, a, s)]["result"][key_a] - recs[(task, b, s)]["result"][key_b]
+        for s in seeds
+        if (task, a, s) in recs and (task, b, s) in recs
+    ]
+    if not diffs:
+        return "not yet run"
+    return paired_summary({task: diffs}).describe()
+
+
+def task_section(cfg, task: str, recs: dict) -> list[str]:
+    seeds = cfg.seeds
+    n = len(seeds)
+    lines = [f"### {task} ({dict(cfg.shots)[task]} shots per class, {cfg.test_size} test)", ""]
+    lines += ["| method | test acc. % (mean ± std over seeds) | seeds finished | calls |"]
+    lines += ["|---|---|---|---|"]
+    majority = [recs[(task, "zero_shot", s)]["result"]["prediction"]["majority_acc"]
+                for s in seeds if (task, "zero_shot", s) in recs]  # fmt: skip
+    lines.append(f"| majority class | {_mean_std(majority)} | {len(majority)}/{n} | 0 |")
+    for col in cfg.columns(task):
+        got = [recs[(task, col, s)]["result"] for s in seeds if (task, col, s) in recs]
+        calls = sorted({r.get("calls", 0) for r in got})
+        calls_txt = "/".join(str(c) for c in calls) if got else "-"
+        accs = [r["test_acc"] for r in got]
+        lines.append(f"| {LABELS[col]} | {_mean_std(accs)} | {len(got)}/{n} | {calls_txt} |")
+    lines += ["", "Paired over seeds (test accuracy, points):", ""]
+    for a, b, what in (
+        ("bbt", "zero_shot", "BBT - zero-shot (does BBT move off zero-shot?)"),
+        ("cbp", "cbp_z0", "CBP - CBP z0 (does stage 2 improve on z0?)"),
+        ("cbp", "bbt", "CBP - BBT"),
+    ):
+        lines.append(f"- {what}: {_paired(recs, task, a, b, seeds)}")
+    lines += ["", "Predicted-class counts on the test subset (per finished run):", ""]
+    for col in cfg.columns(task):
+        for s in seeds:
+            if (task, col, s) in recs:
+                pred = recs[(task, col, s)]["result"]["prediction"]
+                lines.append(f"- {LABELS[col]}, seed {s}: {pred['predicted_counts']}")
+    return lines + [""]
+
+
+def curve_plot(cfg, task: str, recs: dict, path: pathlib.Path) -> bool:
+    """Test accuracy vs calls for BBT and CBP (mean and min-max band over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    drawn = False
+    for col, color in (("bbt", "tab:blue"), ("cbp", "tab:red")):
+        curves = [recs[(task, col, s)]["result"].get("curve") or [] for s in cfg.seeds
+                  if (task, col, s) in recs]  # fmt: skip
+        curves = [c for c in curves if c]
+        if not curves:
+            continue
+        budgets = sorted({p["budget"] for c in curves for p in c})
+        acc = np.array([[next((p["test_acc"] for p in c if p["budget"] == b), math.nan)
+                         for b in budgets] for c in curves])  # fmt: skip
+        mean = np.nanmean(acc, axis=0)
+        ax.plot(budgets, 100 * mean, "o-", color=color, label=f"{LABELS[col]} ({len(curves)})")
+        ax.fill_between(budgets, 100 * np.nanmin(acc, 0), 100 * np.nanmax(acc, 0),
+                        color=color, alpha=0.2)  # fmt: skip
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xscale("log")
+    ax.set_xlabel("API calls (one candidate on the k-shot batch)")
+    ax.set_ylabel("test accuracy %")
+    ax.set_title(task)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
+def write_report(cfg, cells, store: RecordStore, results: pathlib.Path, command: str = ""):
+    """Write paper_budget.md (and the curve PNGs) into `results`; returns the markdown path."""
+    recs = _by_cell(cfg, cells, store)
+    gens = cfg.budget // cfg.population
+    done, total = len(recs), len(cells)
+    lines = [
+        "# Paper-budget tables: BBT, BBTv2 and CBP at 8000 calls",
+        "",
+        f"Budget {cfg.budget} API calls in the papers' unit (one candidate prompt scored on the "
+        f"whole k-shot batch; dev evaluations counted in the same budget): {gens} "
+        f"CMA-ES generations at population {cfg.population} before dev evaluations. "
+        f"Seeds {list(cfg.seeds)}; {done} of {total} planned runs finished. Generated from "
+        "`experiments/results/paper_budget_runs.jsonl` by `python experiments/paper_budget.py "
+        "table`; runs resume with `python experiments/paper_budget.py run`.",
+        "",
+    ]
+    for task in cfg.tasks:
+        lines += task_section(cfg, task, recs)
+        png = results / f"paper_budget_{task}_curve.png"
+        if curve_plot(cfg, task, recs, png):
+            lines += [f"![test accuracy vs calls, {task}]({png.name})", ""]
+    lines += ["## Run times and what remains", ""]
+    secs: dict[str, list[float]] = {}
+    for (_, col, _), rec in sorted(recs.items()):
+        secs.setdefault(col, []).append(rec["result"].get("seconds", 0.0))
+    for col, ss in sorted(secs.items()):
+        dtypes = sorted({r["dtype"] for (_, c, _), r in recs.items() if c == col})
+        lines.append(f"- {LABELS[col]}: {len(ss)} runs, {np.mean(ss) / 60:.1f} min per run "
+                     f"(dtype {', '.join(dtypes)})")  # fmt: skip
+    left = [c.name for c in cells if store.get(c) is None]
+    lines += ["", f"Not yet run ({len(left)}): " + (", ".join(left) if left else "none"), ""]
+    out = results / "paper_budget.md"
+    out.write_text("\n".join(lines).rstrip() + "\n")
+    return out

@@ -1,0 +1,150 @@
+"""The experiment layer: run identity by config hash, committed records that refuse changed
+configs (naming the fields), byte-identical reports from records, budget curves from one run."""
+
+import dataclasses
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from cbp_jax.data.batching import Inputs
+from cbp_jax.experiment.identity import config_diff, config_hash
+from cbp_jax.experiment.layer import run_cells
+from cbp_jax.experiment.paper_budget import PaperBudgetConfig
+from cbp_jax.experiment.paper_budget_report import write_report
+from cbp_jax.experiment.records import Cell, RecordMismatchError, RecordStore
+from cbp_jax.methods.bbt import bbt_parameterization
+from cbp_jax.methods.blackbox import BlackBoxConfig, run_blackbox
+from cbp_jax.model import LlamaConfig, init_params
+from cbp_jax.model.registry import LoadedModel
+from cbp_jax.prompts.projection import ProjectionConfig
+from cbp_jax.run import RunConfig
+from cbp_jax.service import ScoringService
+from cbp_jax.service.oracle import NoPrompt, SoftPrompt
+
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+
+
+def test_identity_is_the_config_not_the_path():
+    a = RunConfig(task="sst2", method="bbt", seed=1, out="/tmp/a")
+    b = dataclasses.replace(a, out="/elsewhere")
+    assert a.identity() == b.identity()  # where a run is written is not what it is
+    assert a.run_dir.name == f"seed1-{a.identity()[:8]}" and a.run_dir.parent.name == "bbt"
+    for change in ({"budget": 4000}, {"shots": 8}, {"dtype": "float32"}, {"p0_offset": -1}):
+        assert dataclasses.replace(a, **change).identity() != a.identity(), change
+    assert config_hash({"x": 1, "y": [1, 2]}) == config_hash({"y": [1, 2], "x": 1})
+    assert config_diff({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}) == {"b": (2, 3), "c": (None, 4)}
+
+
+def test_record_with_a_changed_field_is_refused_naming_it(tmp_path):
+    path = tmp_path / "t_runs.jsonl"
+    cell = Cell("sst2/bbt/seed0", RunConfig(task="sst2", method="bbt", seed=0))
+    RecordStore(path).append(cell, {"test_acc": 0.5}, commit="abc", dtype="bfloat16")
+    again = RecordStore(path)  # a fresh process reads the committed file
+    assert again.get(cell)["result"] == {"test_acc": 0.5}
+    assert again.get(cell)["dtype"] == "bfloat16" and again.get(cell)["commit"] == "abc"
+    changed = Cell(cell.name, dataclasses.replace(cell.config, budget=2000, shots=4))
+    with pytest.raises(RecordMismatchError, match=r"budget: recorded 8000, planned 2000") as e:
+        again.get(changed)
+    assert "shots: recorded 16, planned 4" in str(e.value)
+    with pytest.raises(ValueError, match="already recorded"):
+        again.append(cell, {}, commit="x", dtype="float32")
+
+
+def test_a_field_added_later_counts_at_its_default(tmp_path):
+    path = tmp_path / "t_runs.jsonl"
+    cell = Cell("c", RunConfig(method="zero_shot"))
+    rec = RecordStore(path).append(cell, {"test_acc": 0.1}, commit="a", dtype="float32")
+    rec["config"].pop("curve")  # as if recorded before RunConfig had `curve`
+    rec["id"] = config_hash(rec["config"])
+    path.write_text(json.dumps(rec) + "\n")
+    assert RecordStore(path, defaults=DEFAULTS).get(cell)["result"] == {"test_acc": 0.1}
+    with pytest.raises(RecordMismatchError, match="curve"):
+        RecordStore(path, defaults=DEFAULTS).get(
+            Cell("c", RunConfig(method="zero_shot", curve="5"))
+        )
+
+
+def test_run_cells_runs_only_what_has_no_record(tmp_path):
+    cells = [Cell(f"c{i}", RunConfig(method="zero_shot", seed=i)) for i in range(3)]
+    ran = []
+
+    def runner(rc):
+        ran.append(rc.seed)
+        return {"test_acc": rc.seed / 10, "dtype": {"dtype": "float32"}, "commit": "c"}
+
+    store = RecordStore(tmp_path / "r.jsonl")
+    recs, prog = run_cells(cells, store, runner, only=lambda c: c.name != "c1", log=lambda _: 0)
+    assert ran == [0, 2] and [r["name"] for r in recs] == ["c0", "c2"] and prog.skipped == 1
+    recs, prog = run_cells(cells, RecordStore(tmp_path / "r.jsonl"), runner, log=lambda _: 0)
+    assert ran == [0, 2, 1] and prog.reused == 2 and prog.ran == 1
+    assert [r["result"]["test_acc"] for r in recs] == [0.0, 0.1, 0.2]
+
+
+def _fake_result(name: str, rng) -> dict:
+    task, col, _ = name.split("/")
+    acc = float(rng.integers(0, 200)) / 200
+    result = {
+        "test_acc": acc,
+        "seconds": float(rng.integers(10, 5000)),
+        "prediction": {
+            "majority_acc": 0.6,
+            "predicted_counts": [int(x) for x in rng.integers(0, 99, 2)],
+        },
+    }
+    if col in ("bbt", "cbp"):
+        result["calls"] = 7999
+        result["curve"] = [{"budget": b, "calls": b, "test_acc": acc} for b in (250, 8000)]
+    return result
+
+
+def test_report_regenerates_byte_identically_from_records(tmp_path):
+    cfg = PaperBudgetConfig()
+    cells = cfg.cells()
+    rng = np.random.default_rng(0)
+    store = RecordStore(tmp_path / "a" / "paper_budget_runs.jsonl")
+    for cell in cells[: len(cells) // 2]:  # a half-finished sweep
+        store.append(cell, _fake_result(cell.name, rng), commit="c0ffee", dtype="bfloat16")
+    md1 = write_report(cfg, cells, store, tmp_path / "a")
+    (tmp_path / "b").mkdir()  # a "fresh clone": only the committed records
+    shutil.copy(store.path, tmp_path / "b" / store.path.name)
+    md2 = write_report(cfg, cells, RecordStore(tmp_path / "b" / store.path.name), tmp_path / "b")
+    assert md1.read_bytes() == md2.read_bytes()
+    text = md1.read_text()
+    assert "majority class" in text and "BBT - zero-shot" in text and "Not yet run" in text
+
+
+CFG = LlamaConfig(101, 48, 80, 3, 6, 2, 8)
+
+
+def _data(seed, n=8):
+    r = np.random.default_rng(seed)
+    tokens = r.integers(0, CFG.vocab_size, (n, 6))
+    return Inputs(tokens, np.ones_like(tokens), np.array([[5], [9]]), r.integers(0, 2, n))
+
+
+def test_budget_curve_points_from_one_run():
+    model = LoadedModel(CFG, init_params(CFG, jax.random.key(0), std=0.2), None, "tiny")
+    service = ScoringService(model, (NoPrompt(), SoftPrompt()), budget=120)
+    param = bbt_parameterization(
+        jax.random.key(1), service.public_info(), ProjectionConfig(num_dims=8, prompt_len=2)
+    )
+    seen = []
+
+    def on_milestone(best_z):
+        seen.append(np.asarray(best_z).copy())
+        return {"test_acc": float(len(seen))}
+
+    cfg = BlackBoxConfig(population=8, budget=120, chunk=2)
+    res = run_blackbox(
+        service, param, _data(0), _data(1), cfg, progress=False,
+        milestones=(30, 60, 120, 500), on_milestone=on_milestone,
+    )  # fmt: skip
+    points = [m for h in res.history for m in h.get("milestones", ())]
+    assert [p["budget"] for p in points] == [30, 60, 120]  # 500 is beyond the budget
+    assert all(p["calls"] >= p["budget"] for p in points[:2])
+    assert points[-1]["calls"] == res.calls_used <= 120  # the end of the budget
+    assert points[0]["calls"] - 30 < 2 * 8 + 1  # reached at the first chunk past it
+    np.testing.assert_array_equal(seen[-1], res.best_z)  # the kept z, not the ES mean
