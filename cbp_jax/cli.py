@@ -158,12 +158,10 @@ def _serve_parser(sub) -> None:
     sv.add_argument("--db", default="cbp_serve.sqlite", help="SQLite file: budgets and records")
     sv.add_argument("--users", default=None, help="file of NAME:KEY:BUDGET lines")
     sv.add_argument("--key", action="append", help="NAME:KEY:BUDGET (repeatable)")
-    sv.add_argument("--batch-window-ms", type=float, default=10.0, help="packing window")
-    sv.add_argument("--max-pack", type=int, default=32, help="requests per compiled call")
+    sv.add_argument("--batch-window-ms", type=float, default=0.0, help="packing window")
+    sv.add_argument("--max-pack", type=int, default=1, help="requests per compiled call")
     sv.add_argument("--max-rows", type=int, default=64, help="candidates per compiled call")
     sv.add_argument("--max-body-bytes", type=int, default=8 << 20, help="largest request body")
-    sv.add_argument("--tiny-test-model", type=int, default=None, help=argparse.SUPPRESS)
-    sv.add_argument("--exit-after-commits", type=int, default=0, help=argparse.SUPPRESS)
     sv.set_defaults(func=_serve)
 
 

@@ -4,20 +4,19 @@ One run, one machine (server and clients share its cores), four parts:
 1. Throughput: 1, 4 and 16 concurrent clients (one API key each), each sending mixed-size
    task_vector requests (small P=2 B=4 S=16, medium P=8 B=8 S=32, large P=16 B=16 S=64)
    back to back for `--duration` s: p50/p99 latency, requests/s and calls/s (1 call = 1
-   candidate on 1 batch, so a request costs P), for the default one-request-at-a-time
-   server and for packing (window `--window-ms`, up to 32 requests per compiled call).
-2. Packing on the embedded model (SmolLM2-135M, `--embedded`): 4 clients, small requests,
-   one at a time vs packing; the faster one is the server default.
+   candidate on 1 batch), one request at a time (default) vs packing (10 ms, <= 32).
+2. Packing on the embedded model (SmolLM2-135M, `--embedded`): 4 clients, small requests
+   (soft prompts: no generator is loaded), one at a time vs packing; the faster one is
+   the server default.
 3. Fairness: user "big" keeps 4 large requests in flight while one small client sends
    small requests one after another: the small requests' p50/p99 against the large
    request's own service time (a fair server holds a small request behind at most one).
 4. kill -9: 4 clients with stable request ids; the server is killed (SIGKILL) mid-load and
    restarted on the same database; clients retry. Lost = requests never answered;
    double-charged = ledger calls - calls of the distinct requests answered.
-Every compiled shape bucket is warmed before timing (packing: `--duration` s of 16 clients
-first, untimed). Run:
-`nice -n 15 .venv/bin/python experiments/load_test.py [--embedded]` (writes
-experiments/results/service_load.md). The tiny model is the random 3-layer test model.
+Shape buckets are compiled before timing (packing: `--duration` s of 16 clients, untimed).
+Run: `nice -n 15 .venv/bin/python experiments/load_test.py [--embedded]` (writes
+experiments/results/service_load.md; default model: the tiny random test model).
 """
 
 from __future__ import annotations
@@ -73,9 +72,6 @@ class Server:
                 time.sleep(0.2)
         raise RuntimeError("server did not start")
 
-    def health(self) -> dict:
-        return requests.get(self.url + "/v1/health", timeout=10).json()
-
     def rss_mb(self) -> float:
         for line in pathlib.Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -90,21 +86,24 @@ class Server:
         self.proc.wait(timeout=60)
 
 
-def make_request(rng, size: str) -> ScoreRequest:
+def make_request(rng, size: str, kind: str = "task_vector") -> ScoreRequest:
+    """A task_vector request (tiny model + generator, r = 16) or, for a served model
+    without a generator, a soft prompt of 8 tokens (D = 576, SmolLM2)."""
     p, b, s = SIZES[size]
     tokens = rng.integers(1, 101, (b, s)).astype(np.int32)
-    z = rng.normal(size=(p, 16)).astype(np.float32)
-    return ScoreRequest("task_vector", z, tokens, np.ones_like(tokens), np.array([[3], [4]]))
+    shape = (p, 16) if kind == "task_vector" else (p, 8, 576)
+    z = (0.02 * rng.normal(size=shape)).astype(np.float32)
+    return ScoreRequest(kind, z, tokens, np.ones_like(tokens), np.array([[3], [4]]))
 
 
-def client(url, user, sizes, stop_at, count=None, seed=0, retry=None, answered=None):
+def client(url, user, sizes, stop_at, count=None, seed=0, retry=None, answered=None, kind=None):
     """Send requests back to back: [(size, latency s, population)], errors."""
     retry = retry or RetryPolicy()
     svc = RemoteService(url, f"{user}-secret-key", run_id=f"load-{user}-{seed}", retry=retry)
     rng, out, errors = np.random.default_rng(seed), [], 0
     while time.monotonic() < stop_at and (count is None or len(out) < count):
         size = sizes[int(rng.integers(len(sizes)))]
-        req = make_request(rng, size)
+        req = make_request(rng, size, kind or "task_vector")
         t = time.perf_counter()
         try:
             svc.score(req)
@@ -114,6 +113,8 @@ def client(url, user, sizes, stop_at, count=None, seed=0, retry=None, answered=N
         except Exception as e:  # counted and reported
             errors += 1
             print(f"{user}: {type(e).__name__}: {e}", file=sys.stderr)
+            if errors > 10:
+                break
     return out, errors
 
 
@@ -138,25 +139,26 @@ def stats(samples, wall) -> dict:
     }
 
 
-def warm(url, sizes, packs_for: float = 0.0) -> None:
+def warm(url, sizes, packs_for: float = 0.0, kind=None) -> None:
     """Compile before timing: each size's bucket, then (packing) `packs_for` s of 16
     clients, so the packed row buckets that the timed phases meet are compiled too."""
     for size in sizes:
-        client(url, "user0", [size], time.monotonic() + 600, count=2, seed=99)
+        client(url, "user0", [size], time.monotonic() + 600, count=2, seed=99, kind=kind)
     if packs_for:
-        clients(url, 16, sizes, packs_for)
+        clients(url, 16, sizes, packs_for, kind=kind)
 
 
-def throughput(args, model, flags, sizes, counts) -> list[dict]:
+def throughput(args, model, flags, sizes, counts, kind=None) -> list[dict]:
     srv = Server(model, flags)
     try:
-        warm(srv.url, sizes, packs_for=args.duration if "--max-pack=32" in flags else 0.0)
+        packs_for = args.duration if "--max-pack=32" in flags else 0.0
+        warm(srv.url, sizes, packs_for, kind)
         rows = []
         for n in counts:
             t = time.perf_counter()
-            samples, errors = clients(srv.url, n, sizes, args.duration)
+            samples, errors = clients(srv.url, n, sizes, args.duration, kind=kind)
             rows.append({"clients": n, "errors": errors, **stats(samples, time.perf_counter() - t)})
-        health = srv.health()
+        health = requests.get(srv.url + "/v1/health", timeout=10).json()
         rows[-1].update(compiles=health["compiles"], rss=srv.rss_mb())
     finally:
         srv.stop()
@@ -239,7 +241,8 @@ def main(argv=None) -> None:
     emb = None
     if args.embedded:
         emb = [
-            throughput(args, "smollm2-135m", flags, ["small"], (4,))[0] for flags in (ONE, PACKED)
+            throughput(args, "smollm2-135m", flags, ["small"], (4,), "prompt")[0]
+            for flags in (ONE, PACKED)
         ]
     fair = fairness(args)
     kill = kill_test(args)
@@ -263,7 +266,8 @@ def main(argv=None) -> None:
     ]  # fmt: skip
     if emb:
         g = emb[1]["cps"] / emb[0]["cps"]
-        lines += ["## Packing on the embedded model (SmolLM2-135M, 4 clients, small requests)", "",
+        lines += ["## Packing on the embedded model (SmolLM2-135M, 4 clients)", "",
+                  "Small requests as soft prompts (P=2 x 8 x 576, B=4, S=16).", "",
                   *table([[emb[0]], [emb[1]]], ["one at a time", "packing, 10 ms window"]), "",
                   f"Packing / one at a time: **{g:.2f}x** calls/s.", ""]  # fmt: skip
     s, big = fair["small"], fair["large_alone"]

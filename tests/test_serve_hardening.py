@@ -164,3 +164,18 @@ def test_failed_keys_are_throttled_per_address(tmp_path):
         assert srv.used("alice") == 0
     finally:
         srv.stop()
+
+
+def test_request_timeout_is_503_uncharged_and_the_worker_survives(tmp_path):
+    srv = LiveServer(
+        tmp_path / "l.sqlite", {"alice": 100}, guard=GuardConfig(request_timeout_s=1e-3)
+    )
+    try:
+        body = encode_request(_req())
+        late = srv.post(body)  # its first compilation alone takes far longer than 1 ms
+        assert late.status_code == 503 and srv.used("alice") == 0
+        srv.server.guard = GuardConfig()
+        assert srv.post(body).status_code == 200  # the scoring thread outlived the cancel
+        assert srv.used("alice") == 2
+    finally:
+        srv.stop()

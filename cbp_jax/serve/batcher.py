@@ -233,7 +233,8 @@ class Batcher:
                 return
             groups: dict[tuple, list[Job]] = {}
             for job in self._collect(first):
-                groups.setdefault(job.key(), []).append(job)
+                if job.future.set_running_or_notify_cancel():  # False: its caller gave up
+                    groups.setdefault(job.key(), []).append(job)
             for key, jobs in groups.items():
                 pack, rows = [], 0
                 for job in jobs:

@@ -65,8 +65,6 @@ def build_server(args):
     users = read_users(args.users, args.key or [])
     if not users:
         raise SystemExit("cbp-jax serve: no users; pass --users FILE or --key NAME:KEY:BUDGET")
-    if getattr(args, "tiny_test_model", None) is not None:
-        raise SystemExit("--tiny-test-model moved to the tests: python -m tests.serve_tiny")
     model = load_model(args.model, dtype=args.dtype)
     artifact = None
     if args.generator:
