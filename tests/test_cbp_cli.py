@@ -3,6 +3,8 @@
 reproduces the reported test accuracy."""
 
 import json
+import pathlib
+import re
 
 import pytest
 
@@ -42,15 +44,14 @@ def test_train_generator_then_customize(tmp_path, capsys, real_model, monkeypatc
     )  # fmt: skip
     printed = capsys.readouterr().out
     assert "test accuracy, zero-shot" in printed and "CBP (stage 2)" in printed
-    result = json.loads(
-        (out / "financial_phrasebank" / "cbp" / "seed42" / "result.json").read_text()
-    )
+    vector_dir = pathlib.Path(re.search(r"task vector: (\S+)", printed).group(1))
+    run_dir = vector_dir.parent
+    assert run_dir.parent == out / "financial_phrasebank" / "cbp"
+    result = json.loads((run_dir / "result.json").read_text())
     assert 0 < result["calls"] <= 60
     artifact = load_generator(gen_dir / "generator", expected_model=real_model)
     release = artifact.release()
-    vec = load_task_vector(
-        out / "financial_phrasebank" / "cbp" / "seed42" / "task_vector", release=release
-    )
+    vec = load_task_vector(vector_dir, release=release)
     test = kshot_splits("financial_phrasebank", 2, 42, test_size=12).test
     acc = task_vector_accuracy(
         cbp_mod.cbp_service(real_model, artifact), real_model.tokenizer,

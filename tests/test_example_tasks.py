@@ -44,15 +44,21 @@ def test_examples_run_zero_shot_and_one_bbt_generation(newcomer, tmp_path, capsy
         zero = run_mod.main([*common, "--method", "zero_shot"])
         printed = capsys.readouterr().out
         assert "majority-class baseline" in printed and "nan" not in printed
-        bbt = run_mod.main([*common, "--method", "bbt", "--budget", str(budget),
-                            "--population", str(POPULATION), "--num-dims", "16",
-                            "--prompt-len", "4"])  # fmt: skip
+        bbt_argv = ["--method", "bbt", "--budget", str(budget), "--population",
+                    str(POPULATION), "--num-dims", "16", "--prompt-len", "4"]  # fmt: skip
+        bbt = run_mod.main([*common, *bbt_argv])
         assert bbt["generations"] == 1 and bbt["calls"] == budget
-        for method, result in (("zero_shot", zero), ("bbt", bbt)):
-            cfg = run_mod.RunConfig(task=str(config), method=method, seed=0, out=str(out))
+        for argv, result in ((["--method", "zero_shot"], zero), (bbt_argv, bbt)):
+            cfg = run_mod.RunConfig(**vars(run_mod.parser().parse_args([*common, *argv])))
             saved = json.loads((cfg.run_dir / "result.json").read_text())
             assert saved["test_acc"] == result["test_acc"] and saved["n_test"] == 8
             assert cfg.run_dir.is_relative_to(out)
+            assert sum(saved["prediction"]["predicted_counts"]) == 8
+        # BBT's best prompt is saved with the run; predict reloads it
+        prompt_dir = str(cfg.run_dir / "prompt")
+        got = cli_predict(["--prompt", prompt_dir, "--task", str(config), "--seed", "0",
+                           "--test-size", "8"])  # fmt: skip
+        assert got == bbt["prediction"]
         # the command line scores the same test subset by default (split test, same seed)
         cli.main(["zero-shot", "--task", str(config), "--seed", "0", "--test-size", "8"])
         printed = capsys.readouterr().out

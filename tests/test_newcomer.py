@@ -47,17 +47,17 @@ def test_run_dir_from_the_task_name_never_its_path(tasks_copy, tmp_path, monkeyp
     monkeypatch.chdir(elsewhere)
     relative = "../mine/tasks/support_tickets.json"
     out = tmp_path / "runs"
-    dirs = {
+    dirs = [
         RunConfig(task=t, method="zero_shot", seed=3, out=str(out)).run_dir
         for t in (absolute, relative)
-    }
-    (only,) = dirs  # the same directory whichever way the config is named
-    assert only.parent.parent.parent == out  # inside --out
-    assert only.parts[-3].startswith("support_tickets-") and only.parts[-2:] == (
-        "zero_shot",
-        "seed3",
-    )
-    assert RunConfig(task="sst2", out=str(out)).run_dir == out / "sst2" / "bbt" / "seed42"
+    ]
+    for d in dirs:
+        assert d.parent.parent.parent == out  # inside --out
+        assert d.parts[-3].startswith("support_tickets-") and d.parts[-2] == "zero_shot"
+        assert d.name.startswith("seed3-")
+    assert dirs[0].parent == dirs[1].parent  # one task directory whichever way it is named
+    only = dirs[0]
+    assert RunConfig(task="sst2", out=str(out)).run_dir.parent == out / "sst2" / "bbt"
     # an edited config is another task: its runs must not resume the old one's checkpoint
     cfg = json.loads((tasks_copy / "support_tickets.json").read_text())
     cfg["template"] = cfg["template"].replace("Team", "Queue")
