@@ -123,22 +123,27 @@ def test_bad_shapes_are_400_not_500(live, name):
     assert live.used("alice") == used
 
 
-NOT_FINITE = {
-    "float64 1e300 task vector": _req(payload=np.full((2, 16), 1e300)),
-    "float64 1e300 prompt": _req("prompt", np.full((1, 2, 48), 1e300)),
+NOT_FINITE = {  # name: (request, refused before any compute)
+    "float64 1e300 task vector": (_req(payload=np.full((2, 16), 1e300)), True),
+    "float64 1e300 prompt": (_req("prompt", np.full((1, 2, 48), 1e300)), True),
     # finite in float32, but the scores are NaN: caught on the outputs
-    "float32 3e38 task vector": _req(payload=np.full((2, 16), 3e38, np.float32)),
-    "float32 3e38 deep prompt": _req("deep_prompt", np.full((3, 1, 2, 48), 3e38, np.float32)),
+    "float32 3e38 task vector": (_req(payload=np.full((2, 16), 3e38, np.float32)), False),
+    "float32 3e38 deep prompt": (
+        _req("deep_prompt", np.full((3, 1, 2, 48), 3e38, np.float32)),
+        False,
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(NOT_FINITE))
 def test_payloads_not_finite_in_the_compute_dtype_or_scores_are_refused(live, name):
-    used = live.used("alice")
-    answer = live.post(encode_request(NOT_FINITE[name]))
+    request, before_compute = NOT_FINITE[name]
+    used, packs = live.used("alice"), live.server.batcher.packs
+    answer = live.post(encode_request(request))
     assert answer.status_code == 400, answer.text
     assert "finite" in answer.json()["error"]
     assert live.used("alice") == used
+    assert (live.server.batcher.packs == packs) == before_compute
 
 
 def test_a_body_shorter_than_its_content_length_times_out(live):
