@@ -11,6 +11,13 @@ def class_names(task) -> list[str]:
     return [ws[0] for ws in task.label_words]
 
 
+def label_summary(labels, num_classes: int) -> dict:
+    """The label-only part of a `prediction_summary`: class counts, majority, chance."""
+    labels = list(labels)
+    full = prediction_summary(labels, labels, num_classes)
+    return {k: full[k] for k in ("label_counts", "majority_class", "majority_acc", "chance")}
+
+
 def summary_lines(summary: dict, names: list[str]) -> list[str]:
     """Baselines, predicted-class counts and the confusion matrix of a `prediction_summary`."""
     n = sum(summary["label_counts"])
@@ -48,13 +55,7 @@ def result_lines(cfg, result: dict, task, test_labels) -> list[str]:
         f"{cfg.method} on {task.name} seed {cfg.seed}: test accuracy {result['test_acc']:.4f}"
         f" ({', '.join(extras)})"
     ]
-    summary = result.get("prediction")
-    if summary is None:
-        labels = list(test_labels)
-        summary = prediction_summary(labels, labels, task.num_classes)
-        summary = {
-            k: summary[k] for k in ("label_counts", "majority_class", "majority_acc", "chance")
-        }
+    summary = result.get("prediction") or label_summary(test_labels, task.num_classes)
     lines += summary_lines(summary, class_names(task))
     lines.append(f"  run directory: {cfg.run_dir}")
     return lines
