@@ -87,10 +87,13 @@ class RunConfig:
         return ProjectionConfig(num_dims=self.num_dims, prompt_len=self.prompt_len, p0_offset=p0)
 
     def identity(self) -> str:
-        """The run's identity: the hash of its whole config except where it is written."""
+        """The run's identity: the hash of its whole config except where it is written; a
+        custom task counts by its content key (`tasks.run_key`), not the path it was given."""
+        from cbp_jax.data.tasks import run_key
         from cbp_jax.experiment.identity import config_hash
 
-        return config_hash({k: v for k, v in dataclasses.asdict(self).items() if k != "out"})
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "out"}
+        return config_hash({**fields, "task": run_key(self.task)})
 
     def blackbox(self, sigma0: float):
         """The engine config of this run's black-box methods (BBT, BBTv2, CBP stage 2)."""
@@ -150,6 +153,10 @@ def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
 def main(argv=None) -> dict:
     args = parser().parse_args(argv)
     cfg = RunConfig(**vars(args))
+    if cfg.method in ("bbt", "cbp"):
+        from cbp_jax.cli_commands import budget_lines
+
+        print("\n".join(budget_lines(cfg.budget, cfg.population, cfg.chunk)), flush=True)
     result = run(cfg)
     print(f"command: python -m cbp_jax.run {shlex.join(sys.argv[1:] if argv is None else argv)}")
     from cbp_jax.data.tasks import get_task

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 
 import jax
@@ -152,9 +153,12 @@ def run_cbp(ctx: Context, result: dict):
     """CBP z0 (no stage 2) or CBP stage 2 from z0, with the provider's generator."""
     from cbp_jax.methods import evaluate
     from cbp_jax.methods.cbp import cbp_service, customize, load_generator, save_task_vector
+    from cbp_jax.methods.domains import domain_mismatch
 
     cfg = ctx.cfg
     artifact = load_generator(cfg.generator, expected_model=ctx.model)
+    if warning := domain_mismatch(artifact.domain, ctx.task):
+        print(f"WARNING: {warning}", file=sys.stderr)
     release = artifact.release()  # all the user gets: r, z0, ids
     evaluator = cbp_service(ctx.model, artifact)
     result["generator"] = {"path": cfg.generator, "id": release.generator_id, **artifact.info}
