@@ -15,7 +15,14 @@ prompts on a batch of real SST-2 inputs (candidate-token log-probs at the answer
 All compute the same numbers (checked). Then the cost per candidate of ours from
 P = 10 to 200, and the ES step (ask + tell) against pycma at three (d, P), plus the share
 of a generation the ES step takes.
-Run: `.venv/bin/python experiments/bench_population.py` (about 20 minutes on 2 cores).
+Precision: ours runs in the auto dtype (`cbp_jax.model.precision`: bfloat16 matmul inputs
+on CPUs with AMX/AVX512-BF16, else float32); the torch references run in their best dtype on
+this machine (timed in float32 and, where the CPU has native bf16, bfloat16; the faster is
+the reference). The agreement check
+compares ours and torch in float32 first, so the bf16 speed is not bought with wrong numbers.
+Run: `.venv/bin/python experiments/bench_population.py [--quick]` (about 20 minutes on 2
+cores; `--quick`: P = 20 on 16 examples, the torch loop only, no scaling sweep, one ES
+point, a few minutes on a quiet machine).
 Ends with `RESULT speedup_vs_loop <x>` and `RESULT es_step_vs_pycma_min <x>`.
 """
 
@@ -44,10 +51,12 @@ from cbp_jax.data.splits import kshot_splits
 from cbp_jax.data.tasks import get_task
 from cbp_jax.es.bench import PYCMA, compare_steps
 from cbp_jax.model import load_model
+from cbp_jax.model.precision import BF16_CPU_FLAGS, cpu_flags, cpu_model, resolve_dtype
 from cbp_jax.service import ScoringService
 from cbp_jax.service.oracle import SoftPrompt
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "bench_population.json"
+RESULTS_QUICK = RESULTS.with_name("bench_population_quick.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,17 +86,17 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def torch_scorers(source: str, batches, cands):
+def torch_scorers(source: str, batches, cands, dtype: str = "float32"):
     """BBT-style references on the same weights: a loop over candidates, and concat-split."""
     import pathlib as _p
 
     import torch
     import transformers
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(os.cpu_count())
     path = _p.Path(source)
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32
+        str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype)
     ).eval()
     flat = torch.tensor(cands.reshape(-1))
     batches_t = [(torch.tensor(np.asarray(t)), torch.tensor(np.asarray(m))) for t, m in batches]
@@ -97,7 +106,7 @@ def torch_scorers(source: str, batches, cands):
         b = tok_t.shape[0]
         p, t, _ = prompts_PxTxD.shape
         text = model.get_input_embeddings()(tok_t).repeat(p, 1, 1)
-        prompt = prompts_PxTxD.repeat_interleave(b, 0)
+        prompt = prompts_PxTxD.to(text.dtype).repeat_interleave(b, 0)
         full_mask = torch.cat([torch.ones(p * b, t, dtype=mask_t.dtype), mask_t.repeat(p, 1)], 1)
         pos = (full_mask.cumsum(1) - 1).clamp(min=0)
         out = model(
@@ -106,7 +115,7 @@ def torch_scorers(source: str, batches, cands):
             position_ids=pos,
             logits_to_keep=1,
         ).logits[:, -1]
-        return torch.log_softmax(out, -1)[:, flat].reshape(p, b, *cands.shape)
+        return torch.log_softmax(out.float(), -1)[:, flat].reshape(p, b, *cands.shape)
 
     def loop(prompts, batch=0):
         with torch.inference_mode():
@@ -127,17 +136,31 @@ def main(argv=None) -> dict:
     parser.add_argument("--population", type=int, default=BenchConfig.population)
     parser.add_argument("--prompt-len", type=int, default=BenchConfig.prompt_len)
     parser.add_argument("--repeats", type=int, default=BenchConfig.repeats)
+    parser.add_argument("--quick", action="store_true", help="16 examples, no scaling sweep")
     args = parser.parse_args(argv)
-    cfg = BenchConfig(population=args.population, prompt_len=args.prompt_len, repeats=args.repeats)
-    model = load_model("smollm2-135m")
+    quick = {"examples": 16, "scaling_populations": (), "es_points": ((500, 20),)}
+    cfg = BenchConfig(
+        population=args.population,
+        prompt_len=args.prompt_len,
+        repeats=args.repeats,
+        **(quick if args.quick else {}),
+    )
+    auto = resolve_dtype("auto")
+    torch_dtype = "bfloat16" if cpu_flags() & set(BF16_CPU_FLAGS) else "float32"
+    print(f"ours: {auto.dtype} ({auto.reason}); torch tried in float32 and {torch_dtype}")
+    print(f"cpu: {cpu_model()}, bf16 flags {sorted(cpu_flags() & set(BF16_CPU_FLAGS))}")
+    model32 = load_model("smollm2-135m")
+    model = model32 if auto.dtype == "float32" else load_model("smollm2-135m", dtype=auto.dtype)
     task = get_task("sst2")
     examples = kshot_splits("sst2", cfg.examples // 2, seed=0).train[: cfg.examples]
     data = make_inputs(model.tokenizer, task, examples)
     tokens, mask, cands = data.tokens_BxS, data.mask_BxS, data.candidates_CxW
     oracle = ScoringService(model, (SoftPrompt(),)).oracle("prompt")
-    score = jax.jit(lambda o, p, t, m, c: o(p, t, m, c))
-    buckets, _ = data.buckets(cfg.buckets)
-    score_buckets = jax.jit(lambda o, p, bs: jnp.concatenate([o(p, *b) for b in bs], axis=1))
+    oracle32 = ScoringService(model32, (SoftPrompt(),)).oracle("prompt")
+    buckets, cands_b = data.buckets(cfg.buckets)
+    cands = np.asarray(cands)
+    score = jax.jit(lambda o, p, t, m, c: o(p, ((t, m),), c))
+    score_buckets = jax.jit(lambda o, p, bs: o(p, tuple((b[0], b[1]) for b in bs), cands))
     bucket_order = np.argsort(mask.sum(axis=1), kind="stable")  # the buckets' row order
     emb_std = float(jnp.std(model.params["embed"]))
     rng = np.random.default_rng(0)
@@ -148,16 +171,35 @@ def main(argv=None) -> dict:
 
     pop = prompts(cfg.population)
     dev = [jnp.asarray(x) for x in (tokens, mask, cands)]
-    ours_one = np.asarray(score(oracle, jnp.asarray(pop), *dev))
-    ours_out = np.asarray(score_buckets(oracle, jnp.asarray(pop), buckets))
     batches = [(tokens, mask)] + [b[:2] for b in buckets]
-    loop, loop_buckets, concat, torch = torch_scorers(model.source, batches, cands)
+    # Agreement in float32 (ours vs torch, every variant), then the timed dtypes.
+    loop32, loop_buckets32, concat32, torch = torch_scorers(model.source, batches, cands)
     pop_t = torch.tensor(pop)
-    ref = loop(pop_t).numpy()
+    ref = loop32(pop_t).numpy()
+    ours_one = np.asarray(score(oracle32, jnp.asarray(pop), *dev))
+    ours_out = np.asarray(score_buckets(oracle32, jnp.asarray(pop), buckets))
     diff = max(
         float(np.abs(ref - ours_one).max()),
         float(np.abs(ref[:, bucket_order] - ours_out).max()),
-        float(np.abs(loop_buckets(pop_t).numpy() - ours_out).max()),
+        float(np.abs(loop_buckets32(pop_t).numpy() - ours_out).max()),
+    )
+    # The torch loop in each dtype this CPU runs natively; the faster one is the reference.
+    torch_loops = {"float32": (loop32, loop_buckets32, concat32)}
+    if torch_dtype != "float32":
+        torch_loops[torch_dtype] = torch_scorers(model.source, batches, cands, torch_dtype)[:3]
+    loop_sec = {
+        dt: median_time(lambda f=fns[0]: f(pop_t), cfg.repeats) for dt, fns in torch_loops.items()
+    }
+    torch_dtype = min(loop_sec, key=loop_sec.get)
+    loop, loop_buckets, concat = torch_loops[torch_dtype]
+    print("torch loop s per generation: " + ", ".join(f"{k} {v:.2f}" for k, v in loop_sec.items())
+          + f" -> reference dtype {torch_dtype}")  # fmt: skip
+    ours_auto = np.asarray(score_buckets(oracle, jnp.asarray(pop), buckets))
+    diff_auto = float(np.abs(ours_auto - ours_out).max())
+    same_top1 = float(np.mean(ours_auto.argmax(-2) == ref[:, bucket_order].argmax(-2)))
+    print(
+        f"{auto.dtype} vs float32 (ours): max |log-prob diff| {diff_auto:.3f}; top class "
+        f"agrees with torch float32 on {100 * same_top1:.1f}% of candidate-examples"
     )
     print(f"max |log-prob difference| ours vs torch (all variants): {diff:.2e}")
     real = int(mask.sum())
@@ -176,10 +218,11 @@ def main(argv=None) -> dict:
         "ours_one_batch": median_time(
             lambda: score(oracle, jnp.asarray(pop), *dev).block_until_ready(), cfg.repeats
         ),
-        "torch_loop": median_time(lambda: loop(pop_t), cfg.repeats),
-        "torch_loop_buckets": median_time(lambda: loop_buckets(pop_t), cfg.repeats),
-        "torch_concat": median_time(lambda: concat(pop_t), cfg.repeats),
+        "torch_loop": loop_sec[torch_dtype],
     }
+    if not args.quick:  # the other torch variants (slow; --quick leaves them out)
+        sec["torch_loop_buckets"] = median_time(lambda: loop_buckets(pop_t), cfg.repeats)
+        sec["torch_concat"] = median_time(lambda: concat(pop_t), cfg.repeats)
     for name, s in sec.items():
         print(f"{name:>18}: {s:7.2f} s per generation, {n / s:8.1f} candidate-examples/s")
     small = [jnp.asarray(x[: cfg.scaling_examples]) for x in (tokens, mask)] + [dev[2]]
@@ -201,17 +244,27 @@ def main(argv=None) -> dict:
     key = f"500x{cfg.population}" if f"500x{cfg.population}" in es else next(iter(es))
     figures = {
         "speedup_vs_loop": sec["torch_loop"] / sec["ours"],
-        "speedup_same_padding": sec["torch_loop_buckets"] / sec["ours"],
         "speedup_one_batch": sec["torch_loop"] / sec["ours_one_batch"],
-        "speedup_vs_concat": sec["torch_concat"] / sec["ours"],
+        **(
+            {}
+            if args.quick
+            else {
+                "speedup_same_padding": sec["torch_loop_buckets"] / sec["ours"],
+                "speedup_vs_concat": sec["torch_concat"] / sec["ours"],
+            }
+        ),
         "ours_candidate_examples_per_s": n / sec["ours"],
-        "per_candidate_ratio_max_over_min": max(per_candidate.values())
-        / min(per_candidate.values()),
+        "per_candidate_ratio_max_over_min": (
+            max(per_candidate.values()) / min(per_candidate.values()) if per_candidate else 1.0
+        ),
         "es_step_vs_pycma_min": min(v[PYCMA] / v[cfg.es_strategy] for v in es.values()),
         "es_step_share_of_generation": es[key][cfg.es_strategy] / sec["ours"],
+        "ours_dtype": auto.dtype,
+        "torch_dtype": torch_dtype,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
+    out = RESULTS_QUICK if args.quick else RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
         json.dumps(
             {
                 **figures,
@@ -219,6 +272,9 @@ def main(argv=None) -> dict:
                 "per_candidate_s": per_candidate,
                 "es_step_s": es,
                 "max_abs_logprob_diff": diff,
+                "max_abs_logprob_diff_auto_vs_f32": diff_auto,
+                "cpu": cpu_model(),
+                "quick": args.quick,
                 "config": dataclasses.asdict(cfg),
                 "command": " ".join([sys.executable, *sys.argv]),
                 "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -229,7 +285,9 @@ def main(argv=None) -> dict:
         )
     )
     for name, value in figures.items():
-        print(f"RESULT {name} {value:.4g}")
+        print(
+            f"RESULT {name} {value:.4g}" if isinstance(value, float) else f"RESULT {name} {value}"
+        )
     return figures
 
 
