@@ -101,24 +101,29 @@ def main(argv=None):
     p.add_argument("--test-size", type=int, default=200)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--tasks", default=",".join(task_names()))
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--no-bench", action="store_true", help="zero-shot only")
     p.add_argument("--out", default="checkpoints/models_zero_shot")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
     tasks = args.tasks.split(",")
-    models = {name: load_model(name, dtype=args.dtype) for name in MODELS}
+    names = args.models.split(",")
+    models = {name: load_model(name, dtype=args.dtype) for name in names}
     record = {"args": vars(args), "zero_shot": {}, "bench": {}}
     for name, model in models.items():
         record["zero_shot"][name] = zero_shot(
             model, name, tasks, args.test_size, args.dtype, args.out
         )
-    record["bench"] = bench(models, args.batch, args.seq, args.repeats)
-    RESULTS.write_text(json.dumps(record, indent=1) + "\n")
-    print("| task | " + " | ".join(MODELS) + " | majority |")
+    if not args.no_bench:
+        record["bench"] = bench(models, args.batch, args.seq, args.repeats)
+    if set(names) == set(MODELS) and not args.no_bench:
+        RESULTS.write_text(json.dumps(record, indent=1) + "\n")
+    print("| task | " + " | ".join(names) + " | majority |")
     for task in tasks:
-        accs = [record["zero_shot"][m][task]["accuracy"] for m in MODELS]
-        maj = record["zero_shot"][MODELS[0]][task]["majority_acc"]
+        accs = [record["zero_shot"][m][task]["accuracy"] for m in names]
+        maj = record["zero_shot"][names[0]][task]["majority_acc"]
         print(f"| {task} | " + " | ".join(f"{100 * a:.1f}" for a in accs) + f" | {100 * maj:.1f} |")
     for name, b in record["bench"].items():
         print(f"bench {name}: {b['tokens_per_s']:.0f} tokens/s at {args.batch} x {args.seq}")
