@@ -4,9 +4,10 @@
     python experiments/precision_check.py table   # experiments/results/precision_check.md
 
 Zero-shot on three tasks, one BBT run and one CBP run (financial_phrasebank, 8 shots,
-500 calls in the papers' unit (24 generations), seed 0), each in float32 and in bfloat16 (bf16 matmul
-inputs, float32 accumulation and residual stream). The table shows test accuracy per dtype
-and the difference; the dev-accuracy trajectories of the two ES runs side by side. Records:
+500 calls in the papers' unit (24 generations), seed 0), each in float32 and in bfloat16
+(bf16 matmul inputs, float32 accumulation and residual stream). The table shows test
+accuracy per dtype and the difference; the dev-accuracy trajectories of the two ES runs
+side by side. Records:
 experiments/results/precision_check_runs.jsonl (the experiment layer).
 """
 
