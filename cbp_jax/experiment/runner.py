@@ -123,12 +123,17 @@ def run_bbtv2(ctx: Context, result: dict):
         run_dir=cfg.run_dir / "es",
         progress=ctx.progress,
     )
+    run_totals = phases[0]  # dev figures and the call ledger are the run's, in every layer
     result.update(
-        dev_acc=max(p.best_dev_acc for p in phases),
-        generations=sum(p.generations for p in phases),
-        layers_tuned=sorted({p.layer for p in phases}),
-        history=[h for p in phases for h in p.history],
+        dev_acc=run_totals.best_dev_acc,
+        start_dev_acc=run_totals.start_dev_acc,
+        generations=run_totals.generations,  # rounds: every layer's ES steps once per round
+        layers_tuned=[p.layer for p in phases],
+        history=sorted((h for p in phases for h in p.history), key=lambda h: h["calls"]),
         calls=service.calls_used,
+        dev_calls=run_totals.dev_calls,
+        examples_scored=run_totals.examples_scored,
+        tokens_scored=run_totals.tokens_scored,
     )
     return evaluator, "deep_prompt", np.asarray(deep)[:, None]
 
