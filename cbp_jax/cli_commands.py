@@ -95,14 +95,6 @@ def train_generator(args) -> None:
     )
 
 
-def budget_lines(budget: int, population: int, chunk: int) -> list[str]:
-    """The estimate printed before a black-box run, then its warnings."""
-    from cbp_jax.methods.estimate import plan_budget
-
-    plan = plan_budget(budget, population, chunk)
-    return [f"estimate: {plan.describe()}"] + [f"WARNING: {w}" for w in plan.warnings()]
-
-
 def customize(args) -> None:
     from cbp_jax.data.tasks import get_task
     from cbp_jax.methods.cbp import load_generator
@@ -133,6 +125,8 @@ def customize(args) -> None:
     warning = check_domain(generator.domain, task, args.allow_cross_domain)
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr)
+    from cbp_jax.methods.estimate import budget_lines
+
     print("\n".join(budget_lines(base.budget, base.population, base.chunk)), flush=True)
     zero = run(dataclasses.replace(base, method="zero_shot", generator="", tag=""), model=model)
     cbp = run(base, model=model)

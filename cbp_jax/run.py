@@ -154,7 +154,7 @@ def main(argv=None) -> dict:
     args = parser().parse_args(argv)
     cfg = RunConfig(**vars(args))
     if cfg.method in ("bbt", "cbp"):
-        from cbp_jax.cli_commands import budget_lines
+        from cbp_jax.methods.estimate import budget_lines
 
         print("\n".join(budget_lines(cfg.budget, cfg.population, cfg.chunk)), flush=True)
     result = run(cfg)

@@ -75,3 +75,9 @@ def plan_budget(
             calls += n * per_gen + per_eval
             gens, evals = gens + n, evals + 1
     return BudgetPlan(budget, population, gens, evals, calls)
+
+
+def budget_lines(budget: int, population: int, chunk: int) -> list[str]:
+    """The estimate printed before a black-box run, then its warnings."""
+    plan = plan_budget(budget, population, chunk)
+    return [f"estimate: {plan.describe()}"] + [f"WARNING: {w}" for w in plan.warnings()]

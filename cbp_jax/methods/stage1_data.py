@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cbp_jax.data.batching import candidate_ids, encode, left_pad
 from cbp_jax.data.spec import TaskSpec
-
-if TYPE_CHECKING:
-    from cbp_jax.methods.cbp_train import Stage1Config
+from cbp_jax.methods.stage1_config import Stage1Config
 
 
 @dataclasses.dataclass(frozen=True)

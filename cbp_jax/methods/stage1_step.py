@@ -12,19 +12,16 @@ N(0, I) scale, the generator's weights on the embedding scale).
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from cbp_jax.methods.losses import accuracy, cross_entropy
+from cbp_jax.methods.stage1_config import Stage1Config
 from cbp_jax.model.config import LlamaConfig
 from cbp_jax.model.llama import forward, mean_pooled_embeddings
 from cbp_jax.prompts.generator import generator_apply
-
-if TYPE_CHECKING:
-    from cbp_jax.methods.cbp_train import Stage1Config
 
 NEG = -1e9  # score of a padded (absent) class
 
