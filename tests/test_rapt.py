@@ -21,9 +21,12 @@ from cbp_jax.privacy import (
     recovery_rate,
     sample_noise,
 )
-from cbp_jax.privacy.rapt import RAPTConfig, head_targets, init_head, plain_hidden, train_step
+from cbp_jax.privacy.peft import PeftConfig
+from cbp_jax.privacy.rapt import RAPTConfig, train_step
+from cbp_jax.privacy.reconstruction import head_targets, init_head, plain_hidden
 
 D, ETA, N = 48, 10.0, 20000
+PC = PeftConfig("prompt", length=3)
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +147,7 @@ def test_reconstruction_loss_falls(small):
     targets, k = head_targets(plain, "plain", cfg.vocab_size)
     assert k == 3 and targets.tolist() == [0, 1, 2, 0]
     train = {
-        "prompt": params["embed"][:3].astype(jnp.float32),
+        "peft": {"prompt_TxD": params["embed"][:3].astype(jnp.float32)},
         "head": init_head(jax.random.key(1), cfg.hidden_size, 8, k),
     }
     opt = optax.adam(1e-2)
@@ -152,8 +155,9 @@ def test_reconstruction_loss_falls(small):
     cands, labels = jnp.asarray([[4], [5]], jnp.int32), jnp.asarray([0, 1] * 4, jnp.int32)
     recs = []
     for _ in range(15):
+        batch = (tokens, mask, cands, labels, tokens, mask, jnp.asarray(targets))
         train, state, (_, rec) = train_step(
-            train, state, params, cfg, opt, tokens, mask, cands, labels, jnp.asarray(targets), True
+            train, state, params, cfg, opt, PC, "plain_before", True, batch, 1.0
         )
         recs.append(float(rec))
     assert recs[-1] < 0.5 * recs[0], recs
@@ -201,7 +205,11 @@ def test_bad_ids_and_config(small):
     with pytest.raises(ValueError, match=r"\[0, 101\)"):
         privatize_ids(jax.random.key(0), params["embed"], np.array([[-1, 3]]), eta=1.0)
     with pytest.raises(ValueError, match="num_plain_tokens"):
-        RAPTConfig(num_plain_tokens=0, use_reconstruction=True)
+        RAPTConfig(num_plain_tokens=0, placement="plain_before")
+    with pytest.raises(ValueError, match="placement"):
+        RAPTConfig(placement="after")
+    with pytest.raises(ValueError, match="PEFT kind"):
+        RAPTConfig(peft="adapters")
     with pytest.raises(ValueError, match="head_vocab"):
         RAPTConfig(head_vocab="some")
 

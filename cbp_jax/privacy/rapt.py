@@ -1,18 +1,16 @@
-"""RAPT: prompt tuning on d_chi-privatized text with plain-token reconstruction.
+"""RAPT: parameter-efficient tuning on d_chi-privatized text with token reconstruction.
 
-Li, Tan, Liu (arXiv 2305.06212). The user sends x' = M([k ; x]) where k = (k_1..k_m) are
-fixed public "plain tokens" and M is the d_chi privatizer (see dchi.py). The provider
-tunes a soft prompt p on x' and, to keep the representations informative, a
-reconstruction head that recovers each plain token from the final hidden state h_i at
-its position:
+Li, Tan, Liu (arXiv 2305.06212 v3). The user privatizes its text locally, x' = M(x) (see
+dchi.py; with the "plain_before" ablation x' = M([k ; x]) for m fixed plain tokens k), and
+tunes PEFT parameters theta (prompt tuning, prefix tuning or LoRA, peft.py) through the
+frozen model on x', together with a reconstruction head (reconstruction.py):
 
-    P(k_i | x') = softmax(W1 W2 h_i),   W2: R^D -> R^c,   W1: R^c -> R^{|T|},
-    L_rec = -1/m sum_i log P(k_i | x'),    L = L_task + L_rec,
+    L = L_task + w_rec L_rec,
 
-where T is the head's vocabulary ("plain": the distinct plain tokens; "full": all V
-ids) and L_task the cross-entropy over verbalizer class scores (methods/losses.py). The
-model is frozen; only (p, W1, W2) train. The head is dropped at inference, and test
-inputs are privatized (with the plain tokens prepended) as at training.
+L_task the cross-entropy over verbalizer class scores (methods/losses.py) at the answer
+position and L_rec the head's recovery of the original tokens. Only (theta, head) train; the
+head is dropped at inference, and test inputs are privatized as at training. All three PEFT
+methods share this one loop (Adam, global-norm clipping, best dev epoch kept).
 """
 
 from __future__ import annotations
@@ -25,28 +23,37 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cbp_jax.methods.losses import class_scores, cross_entropy
-from cbp_jax.methods.prompt_tuning import evaluate_prompt
-from cbp_jax.model.llama import forward
+from cbp_jax.methods.losses import accuracy, class_scores, cross_entropy
 from cbp_jax.privacy.dchi import check_eta
 from cbp_jax.privacy.inputs import privatized_inputs
-
-HEAD_VOCABS = ("plain", "full")
+from cbp_jax.privacy.peft import PeftConfig, init_peft, peft_forward
+from cbp_jax.privacy.reconstruction import (
+    HEAD_VOCABS,
+    PLACEMENTS,
+    head_targets,
+    init_head,
+    rec_loss,
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class RAPTConfig:
     eta: float = 100.0
-    num_plain_tokens: int = 8  # m; 0 = plain privatized prompt tuning (no reconstruction)
-    head_dim: int = 64  # c
-    head_vocab: str = "plain"
+    peft: str = "prompt"  # prompt | prefix | lora
+    prompt_len: int = 10  # prompt / prefix length T
+    lora_rank: int = 4
+    lora_alpha: float = 8.0
     use_reconstruction: bool = True
-    prompt_len: int = 10
+    placement: str = "input"  # input | plain_before (the earlier, ablation)
+    num_plain_tokens: int = 0  # m, prepended and privatized with the text
+    head_dim: int = 64  # c
+    head_vocab: str = "full"  # plain_before only: "plain" = an m-way head
+    rec_weight: float = 1.0
     learning_rate: float = 3e-3
     epochs: int = 30
     batch_size: int = 8
     clip_norm: float = 1.0
-    init_vocab: int = 5000  # prompt and plain tokens come from ids below this
+    init_vocab: int = 5000  # prompt, prefix and plain tokens come from ids below this
     chunk: int = 4096  # vocabulary rows per nearest-neighbour step
     seed: int = 0
 
@@ -56,12 +63,22 @@ class RAPTConfig:
             raise ValueError("prompt_len, epochs, batch_size and head_dim must be positive")
         if min(self.init_vocab, self.chunk) <= 0 or self.num_plain_tokens < 0:
             raise ValueError("init_vocab, chunk must be positive; num_plain_tokens >= 0")
-        if self.learning_rate <= 0 or self.clip_norm <= 0:
-            raise ValueError("learning_rate and clip_norm must be positive")
+        if self.learning_rate <= 0 or self.clip_norm <= 0 or self.rec_weight < 0:
+            raise ValueError("learning_rate and clip_norm must be positive, rec_weight >= 0")
         if self.head_vocab not in HEAD_VOCABS:
             raise ValueError(f"head_vocab must be one of {HEAD_VOCABS}, got {self.head_vocab!r}")
-        if self.use_reconstruction and self.num_plain_tokens == 0:
-            raise ValueError("use_reconstruction needs num_plain_tokens >= 1")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
+        if self.use_reconstruction and self.placement == "plain_before":
+            if self.num_plain_tokens == 0:
+                raise ValueError("the plain_before reconstruction needs num_plain_tokens >= 1")
+        _ = self.peft_config  # validates peft, prompt_len, lora_rank, lora_alpha
+
+    @property
+    def peft_config(self) -> PeftConfig:
+        return PeftConfig(
+            self.peft, self.prompt_len, self.lora_rank, self.lora_alpha, self.init_vocab
+        )
 
 
 def plain_token_ids(rc: RAPTConfig, vocab_size: int, special_ids=()) -> np.ndarray:
@@ -73,127 +90,109 @@ def plain_token_ids(rc: RAPTConfig, vocab_size: int, special_ids=()) -> np.ndarr
     return rng.choice(pool, rc.num_plain_tokens, replace=False).astype(np.int32)
 
 
-def head_targets(plain_ids_M, head_vocab: str, vocab_size: int):
-    """(targets_M, K): each plain token's index in the head's vocabulary of size K."""
-    if head_vocab == "full":
-        return np.asarray(plain_ids_M, np.int32), vocab_size
-    uniq, targets = np.unique(np.asarray(plain_ids_M), return_inverse=True)
-    return targets.astype(np.int32), len(uniq)
-
-
-def init_head(key, hidden_size: int, head_dim: int, head_vocab_size: int) -> dict:
-    """W2: D x c and W1: c x K, scaled normal (variance 1/fan-in)."""
-    k2, k1 = jax.random.split(key)
-    return {
-        "w2_DxC": jax.random.normal(k2, (hidden_size, head_dim)) / np.sqrt(hidden_size),
-        "w1_CxK": jax.random.normal(k1, (head_dim, head_vocab_size)) / np.sqrt(head_dim),
-    }
-
-
-def reconstruction_loss(head: dict, hidden_BxMxD, plain_ids_M):
-    """L_rec = mean over batch and i of -log softmax(W1 W2 h_i)[k_i] (head-vocab indices)."""
-    logits_BxMxK = (hidden_BxMxD @ head["w2_DxC"]) @ head["w1_CxK"]
-    logp = jax.nn.log_softmax(logits_BxMxK, axis=-1)
-    picked = jnp.take_along_axis(logp, jnp.broadcast_to(plain_ids_M, logp.shape[:2])[..., None], -1)
-    return -picked.mean()
-
-
-def plain_hidden(hidden_BxSxD, mask_BxS, m: int):
-    """Hidden states at the m plain-token positions (the first real tokens of each row)."""
-    first_B = mask_BxS.shape[1] - mask_BxS.sum(axis=1)  # left padding
-    idx_BxM = first_B[:, None] + jnp.arange(m)
-    return jnp.take_along_axis(hidden_BxSxD, idx_BxM[..., None], axis=1)
-
-
-def rapt_loss(train, params, cfg, tokens, mask, cands, labels, targets_M, use_rec: bool):
-    """(L, (L_task, L_rec)) for trainables {"prompt": T x D, "head": {...}}."""
-    b = tokens.shape[0]
-    prompt = jnp.broadcast_to(train["prompt"], (b, *train["prompt"].shape))
-    out = forward(params, cfg, tokens, mask, prompt_BxTxD=prompt, return_hidden=use_rec)
+def peft_class_scores(params, cfg, pc, peft, tokens, mask, cands, return_hidden=False):
+    """(class scores B x C, final hidden states or None) of the adapted model."""
+    out = peft_forward(params, cfg, pc, peft, tokens, mask, return_hidden=return_hidden)
     logp = jax.nn.log_softmax(out.logits, axis=-1)
-    c, w = cands.shape
-    task = cross_entropy(class_scores(logp[:, cands.reshape(-1)].reshape(b, c, w)), labels)
+    b, (c, w) = tokens.shape[0], cands.shape
+    return class_scores(logp[:, cands.reshape(-1)].reshape(b, c, w)), out.hidden_BxSxD
+
+
+def rapt_loss(train, params, cfg, pc, placement, use_rec, batch, rec_weight=1.0):
+    """(L, (L_task, L_rec)); train = {"peft", "head"}; batch = (tokens, mask, cands, labels,
+    original tokens, private mask, plain targets_M)."""
+    tokens, mask, cands, labels, orig, private, targets_M = batch
+    scores, hidden = peft_class_scores(params, cfg, pc, train["peft"], tokens, mask, cands, use_rec)
+    task = cross_entropy(scores, labels)
     rec = jnp.zeros(())
     if use_rec:
-        h = plain_hidden(out.hidden_BxSxD, mask, targets_M.shape[0])
-        rec = reconstruction_loss(train["head"], h, targets_M)
-    return task + rec, (task, rec)
+        rec = rec_loss(placement, train["head"], hidden, mask, orig, private, targets_M)
+    return task + rec_weight * rec, (task, rec)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "opt", "use_rec"))
-def train_step(train, opt_state, params, cfg, opt, tokens, mask, cands, labels, targets_M, use_rec):
-    """One optax step on (prompt, head); returns (train, opt_state, (L_task, L_rec))."""
+@functools.partial(jax.jit, static_argnames=("cfg", "opt", "pc", "placement", "use_rec"))
+def train_step(train, opt_state, params, cfg, opt, pc, placement, use_rec, batch, rec_weight):
+    """One optax step on (peft, head); returns (train, opt_state, (L_task, L_rec))."""
     grad_fn = jax.value_and_grad(rapt_loss, has_aux=True)
-    (_, parts), grad = grad_fn(train, params, cfg, tokens, mask, cands, labels, targets_M, use_rec)
+    (_, parts), grad = grad_fn(train, params, cfg, pc, placement, use_rec, batch, rec_weight)
     updates, opt_state = opt.update(grad, opt_state, train)
     return optax.apply_updates(train, updates), opt_state, parts
 
 
-def make_optimizer(rc: RAPTConfig):
-    return optax.chain(optax.clip_by_global_norm(rc.clip_norm), optax.adam(rc.learning_rate))
+@functools.partial(jax.jit, static_argnames=("cfg", "pc"))
+def evaluate_peft(params, cfg, pc, peft, tokens, mask, cands, labels):
+    """(mean task loss, accuracy) of the adapted model on a batch."""
+    scores, _ = peft_class_scores(params, cfg, pc, peft, tokens, mask, cands)
+    return cross_entropy(scores, labels), accuracy(scores, labels)
 
 
 def _private(key, params, tokenizer, task, examples, rc: RAPTConfig):
     special = tuple(tokenizer.all_special_ids)
     plain = plain_token_ids(rc, params["embed"].shape[0], special)
-    inputs, _, _ = privatized_inputs(
+    inputs, orig, private = privatized_inputs(
         key, params["embed"], tokenizer, task, examples, rc.eta, plain, chunk=rc.chunk
     )
-    return inputs, plain
+    return inputs, orig, private, plain
 
 
 def tune_rapt(params, cfg, tokenizer, task, train_examples, dev_examples, rc: RAPTConfig, key):
-    """Privatize train/dev, tune (prompt, head); returns (best prompt T x D, dev acc, history)."""
-    key_train, key_dev, key_prompt, key_head, key_order = jax.random.split(key, 5)
-    train_in, plain = _private(key_train, params, tokenizer, task, train_examples, rc)
-    dev_in, _ = _private(key_dev, params, tokenizer, task, dev_examples, rc)
+    """Privatize train/dev, tune (peft, head); returns (best peft params, dev acc, history)."""
+    key_train, key_dev, key_peft, key_head, key_order = jax.random.split(key, 5)
+    train_in, orig, private, plain = _private(
+        key_train, params, tokenizer, task, train_examples, rc
+    )
+    dev_in, _, _, _ = _private(key_dev, params, tokenizer, task, dev_examples, rc)
     targets_M, k = head_targets(plain, rc.head_vocab, cfg.vocab_size)
-    ids = jax.random.randint(key_prompt, (rc.prompt_len,), 0, min(rc.init_vocab, cfg.vocab_size))
+    if rc.placement == "input":
+        k = cfg.vocab_size
+    pc = rc.peft_config
     train = {
-        "prompt": params["embed"][ids].astype(jnp.float32),
+        "peft": init_peft(key_peft, params, cfg, pc),
         "head": init_head(key_head, cfg.hidden_size, rc.head_dim, k),
     }
-    opt = make_optimizer(rc)
+    opt = optax.chain(optax.clip_by_global_norm(rc.clip_norm), optax.adam(rc.learning_rate))
     opt_state = opt.init(train)
     tr, dv = train_in.device(), dev_in.device()
-    n = tr[0].shape[0]
-    targets_M = jnp.asarray(targets_M)
+    orig, private = jnp.asarray(orig, jnp.int32), jnp.asarray(private, jnp.int32)
+    n, targets_M = tr[0].shape[0], jnp.asarray(targets_M)
     rng = np.random.default_rng(int(jax.random.randint(key_order, (), 0, 2**31 - 1)))
-    best, history = (-1.0, float("inf"), train["prompt"]), []
+    best, history = (-1.0, float("inf"), train["peft"]), []
     for epoch in range(rc.epochs):
         parts = []
-        order = rng.permutation(n)
-        for idx in np.array_split(order, -(-n // rc.batch_size)):  # <= 2 batch shapes
+        for idx in np.array_split(rng.permutation(n), -(-n // rc.batch_size)):
             idx = jnp.asarray(idx)
-            batch = (tr[0][idx], tr[1][idx], tr[2], tr[3][idx], targets_M)
+            batch = (tr[0][idx], tr[1][idx], tr[2], tr[3][idx], orig[idx], private[idx])
             train, opt_state, p = train_step(
-                train, opt_state, params, cfg, opt, *batch, rc.use_reconstruction
-            )
+                train, opt_state, params, cfg, opt, pc, rc.placement,
+                rc.use_reconstruction, (*batch, targets_M), rc.rec_weight,
+            )  # fmt: skip
             parts.append([float(x) for x in p])
-        dev_loss, dev_acc = (float(x) for x in evaluate_prompt(params, cfg, train["prompt"], *dv))
-        task_loss, rec_loss = np.mean(parts, axis=0)
+        dev_loss, dev_acc = (float(x) for x in evaluate_peft(params, cfg, pc, train["peft"], *dv))
+        task_loss, rec = np.mean(parts, axis=0)
         history.append(
-            {
-                "epoch": epoch + 1,
-                "train_task_loss": float(task_loss),
-                "train_rec_loss": float(rec_loss),
-                "dev_loss": dev_loss,
-                "dev_acc": dev_acc,
-            }
+            dict(epoch=epoch + 1, train_task_loss=float(task_loss), train_rec_loss=float(rec))
+            | dict(dev_loss=dev_loss, dev_acc=dev_acc)
         )
         if (dev_acc, -dev_loss) > (best[0], -best[1]):
-            best = (dev_acc, dev_loss, train["prompt"])
-    return np.asarray(best[2]), best[0], history
+            best = (dev_acc, dev_loss, train["peft"])
+    return jax.tree.map(np.asarray, best[2]), best[0], history
 
 
-def rapt_accuracy(params, cfg, tokenizer, task, examples, prompt_TxD, rc, key, batch_size=32):
-    """Test accuracy on privatized inputs (plain tokens prepended), head dropped."""
-    inputs, _ = _private(key, params, tokenizer, task, examples, rc)
+def rapt_accuracy(params, cfg, tokenizer, task, examples, peft, rc, key, batch_size=32):
+    """Test accuracy on privatized inputs (plain tokens prepended if any), head dropped.
+
+    `peft` is the dict `tune_rapt` returns, or (prompt tuning) a bare T x D prompt.
+    """
+    if not isinstance(peft, dict):
+        peft = {"prompt_TxD": peft}
+    peft = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), peft)
+    inputs, _, _, _ = _private(key, params, tokenizer, task, examples, rc)
     tokens, mask, cands, labels = inputs.device()
-    prompt = jnp.asarray(prompt_TxD, jnp.float32)
     correct = 0.0
     for s in range(0, tokens.shape[0], batch_size):
         sl = slice(s, s + batch_size)
-        _, acc = evaluate_prompt(params, cfg, prompt, tokens[sl], mask[sl], cands, labels[sl])
+        _, acc = evaluate_peft(
+            params, cfg, rc.peft_config, peft, tokens[sl], mask[sl], cands, labels[sl]
+        )
         correct += float(acc) * labels[sl].shape[0]
     return correct / tokens.shape[0]
