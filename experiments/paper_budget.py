@@ -2,12 +2,16 @@
 
     python experiments/paper_budget.py run [--only sst2/bbt] [--max-runs N]
     python experiments/paper_budget.py table
+    python experiments/paper_budget.py stash   # unfinished runs' newest checkpoints -> git
 
 `run` trains the sentiment generators it needs (stage 1), then runs every planned cell that
 has no committed record (experiments/results/paper_budget_runs.jsonl), one process, the
 model loaded once in the auto dtype, JAX's persistent compilation cache on; each finished
 run is appended to the records at once. `table` writes experiments/results/paper_budget.md
-and the curves from the records only. Plan and report: cbp_jax.experiment.paper_budget*.
+and the curves from the records only. `stash` copies each unfinished run's newest ES
+checkpoint to experiments/results/paper_budget_in_flight/ (commit it: checkpoints/ does not
+survive a machine); `run` restores a stash before it starts that run, which then resumes.
+Plan and report: cbp_jax.experiment.paper_budget*.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pathlib
 import sys
 
 from cbp_jax.experiment.compile_cache import CompileStats, enable_compile_cache
+from cbp_jax.experiment.in_flight import restore, stash
 from cbp_jax.experiment.layer import run_cells
 from cbp_jax.experiment.paper_budget import PaperBudgetConfig, ensure_generators, generators_for
 from cbp_jax.experiment.records import RecordStore
@@ -24,18 +29,24 @@ from cbp_jax.run import RunConfig
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 RECORDS = RESULTS / "paper_budget_runs.jsonl"
+IN_FLIGHT = RESULTS / "paper_budget_in_flight"
 DEFAULTS = {f: v.default for f, v in RunConfig.__dataclass_fields__.items()}
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("run", "table"))
+    p.add_argument("command", choices=("run", "table", "stash"))
     p.add_argument("--only", default="", help="run only cells whose name starts with this")
     p.add_argument("--max-runs", type=int, default=0, help="stop after this many runs (0: all)")
     args = p.parse_args(argv)
     cfg = PaperBudgetConfig()
     cells = cfg.cells()
     store = RecordStore(RECORDS, defaults=DEFAULTS)
+    if args.command == "stash":
+        for c in cells:
+            if store.get(c) is None and (out := stash(c.config.run_dir, IN_FLIGHT)):
+                print(f"stashed {c.name} -> {out}")
+        return
     if args.command == "run":
         enable_compile_cache()
         selected = [c for c in cells if c.name.startswith(args.only)]
@@ -50,6 +61,8 @@ def main(argv=None) -> None:
         names = {c.name for c in todo}
 
         def runner(rc):
+            if restore(IN_FLIGHT, rc.run_dir):
+                print(f"restored a stashed checkpoint into {rc.run_dir}", flush=True)
             stats = CompileStats().start()
             result = run(rc, progress=False, model=model)
             result["compile"] = stats.stop()

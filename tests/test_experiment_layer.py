@@ -148,3 +148,33 @@ def test_budget_curve_points_from_one_run():
     assert points[-1]["calls"] == res.calls_used <= 120  # the end of the budget
     assert points[0]["calls"] - 30 < 2 * 8 + 1  # reached at the first chunk past it
     np.testing.assert_array_equal(seen[-1], res.best_z)  # the kept z, not the ES mean
+
+
+def test_stashed_run_resumes_on_another_machine_to_the_same_result(tmp_path):
+    """Killed mid-run; its newest checkpoint stashed beside the records; restored into a
+    fresh checkout's run directory, the run ends where the uninterrupted one does."""
+    from cbp_jax.experiment.in_flight import restore, stash
+    from tests.helpers import KilledService
+
+    model = LoadedModel(CFG, init_params(CFG, jax.random.key(0), std=0.2), None, "tiny")
+    proj = ProjectionConfig(num_dims=8, prompt_len=2)
+
+    def go(run_dir, service):
+        param = bbt_parameterization(jax.random.key(1), service.public_info(), proj)
+        cfg = BlackBoxConfig(population=8, budget=120, chunk=2)
+        return run_blackbox(
+            service, param, _data(0), _data(1), cfg, run_dir=run_dir, progress=False
+        )
+
+    kinds = (NoPrompt(), SoftPrompt())
+    whole = go(tmp_path / "whole" / "es", ScoringService(model, kinds, budget=120))
+    machine_a = tmp_path / "a" / "seed0-abc"
+    with pytest.raises(KeyboardInterrupt):
+        go(machine_a / "es", KilledService(ScoringService(model, kinds, budget=120), die_at=4))
+    assert stash(machine_a, tmp_path / "repo" / "in_flight") is not None
+    machine_b = tmp_path / "b" / "seed0-abc"
+    assert restore(tmp_path / "repo" / "in_flight", machine_b)
+    assert not restore(tmp_path / "repo" / "in_flight", machine_b)  # nothing newer to restore
+    resumed = go(machine_b / "es", ScoringService(model, kinds, budget=120))
+    np.testing.assert_array_equal(resumed.best_z, whole.best_z)
+    assert resumed.history == whole.history and resumed.calls_used == whole.calls_used
