@@ -1,16 +1,17 @@
-"""RAPT privacy-utility table: accuracy and token recovery rate per noise level eta.
+"""RAPT privacy-utility table: PEFT accuracy and attack success per noise level eta.
 
-For each task (sst2, financial_phrasebank), seed and eta (strong to weak noise) it runs:
-zero-shot and non-private white-box prompt tuning (upper bound), prompt tuning on
-privatized text without reconstruction (m = 0 plain tokens), and RAPT (m plain tokens +
-reconstruction head). Attacks on the privatized test text of each task, per eta: identity
-and nearest-public-token inversion, and the learned (count-table) inversion fitted on
-PUBLIC text: the rendered field text of `public_size` examples of the ag_news train pool
-(a task not treated as private here), privatized at the same eta. Writes
-`experiments/results/rapt.md` and the plot `rapt_privacy_utility.png` (accuracy vs the
-learned attack's recovery rate).
+Per task, seed and eta: prompt tuning, prefix tuning and LoRA on privatized text, each
+without and with the reconstruction task (head over the vocabulary at the input's own
+positions), and the earlier placement (plain tokens before the text) as an ablation row;
+zero-shot and non-private prompt tuning as references. Attacks on the private test text per
+eta, all fitted on PUBLIC text (ag_news train pool) privatized at the same eta: token
+inversion (identity, nearest public token, learned count table), embedding inversion of the
+service's hidden states, and attribute inference (does the original text contain a digit?).
 
-    python experiments/rapt_table.py            # full table (hours on a CPU)
+Every run is a JSON line in experiments/results/rapt_runs.jsonl keyed by a hash of its
+config; a rerun skips finished runs. Writes experiments/results/rapt.md.
+
+    python experiments/rapt_table.py --set tasks=sst2 seeds=13 etas=40,100 epochs=5
     python experiments/rapt_table.py --quick --results /tmp/rapt_smoke   # smoke run
 """
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import pathlib
 import shlex
 import sys
@@ -25,19 +28,19 @@ import sys
 import jax
 import numpy as np
 
-from cbp_jax.data.batching import make_inputs
 from cbp_jax.data.splits import kshot_splits, train_pool
 from cbp_jax.data.tasks import get_task
 from cbp_jax.methods import zero_shot
-from cbp_jax.methods.prompt_tuning import PromptTuningConfig, tune_prompt
 from cbp_jax.model import load_model
 from cbp_jax.overrides import apply_overrides
-from cbp_jax.privacy import attacks, privatize_ids
+from cbp_jax.privacy import attacks, privatize_ids, rep_attacks
 from cbp_jax.privacy.inputs import encode_private
 from cbp_jax.privacy.rapt import RAPTConfig, rapt_accuracy, tune_rapt
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-ATTACKS = ("identity", "nearest_public", "learned")
+PEFTS = ("prompt", "prefix", "lora")
+ARMS = tuple(f"{p}{r}" for p in PEFTS for r in ("", "+rec")) + ("prompt+rec (plain before)",)
+ATTACKS = ("identity", "nearest_public", "learned", "representation inversion")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +51,11 @@ class TableConfig:
     shots: int = 16
     test_size: int = 200
     prompt_len: int = 10
+    lora_rank: int = 4
     epochs: int = 30
     batch_size: int = 8
     learning_rate: float = 3e-3
-    num_plain_tokens: int = 8
+    num_plain_tokens: int = 8  # the plain_before ablation
     head_dim: int = 64
     public_task: str = "ag_news"
     public_size: int = 500
@@ -67,16 +71,52 @@ class TableConfig:
             raise ValueError("etas must be positive")
 
 
-QUICK = dict(etas=(40.0,), seeds=(13,), shots=2, test_size=8, prompt_len=4, epochs=2)
-QUICK |= dict(public_size=20, attack_draws=1)
+QUICK = dict(tasks=("sst2",), etas=(40.0,), seeds=(13,), shots=2, test_size=8, prompt_len=4)
+QUICK |= dict(epochs=2, public_size=20, attack_draws=1)
 
 
-def attack_rates(model, cfg: TableConfig, task, test, public, eta, key) -> dict:
-    k_priv, k_fit = jax.random.split(key)
-    emb, special = model.params["embed"], tuple(model.tokenizer.all_special_ids)
-    ids, _, private = encode_private(model.tokenizer, task, test)
+def arm_config(cfg: TableConfig, arm: str, eta: float, seed: int) -> RAPTConfig:
+    common = dict(prompt_len=cfg.prompt_len, learning_rate=cfg.learning_rate, seed=seed)
+    common |= dict(epochs=cfg.epochs, batch_size=cfg.batch_size, head_dim=cfg.head_dim)
+    common |= dict(lora_rank=cfg.lora_rank, lora_alpha=2.0 * cfg.lora_rank, eta=eta)
+    if arm == "prompt+rec (plain before)":
+        return RAPTConfig(peft="prompt", placement="plain_before", head_vocab="plain",
+                          num_plain_tokens=cfg.num_plain_tokens, **common)  # fmt: skip
+    return RAPTConfig(
+        peft=arm.removesuffix("+rec"), use_reconstruction=arm.endswith("+rec"), **common
+    )
+
+
+def run_id(payload: dict) -> str:
+    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class Store:
+    """Finished runs, one JSON line each, keyed by the hash of their config."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+        lines = path.read_text().splitlines() if path.exists() else []
+        self.done = {r["id"]: r for r in map(json.loads, lines)}
+
+    def get(self, payload: dict, compute) -> dict:
+        key = run_id(payload)
+        if key not in self.done:
+            rec = {"id": key, **payload, "result": compute()}
+            with self.path.open("a") as f:
+                f.write(json.dumps(rec, default=str) + "\n")
+            self.done[key] = rec
+        return self.done[key]["result"]
+
+
+def attack_rates(model, cfg, task, test, public, eta, key) -> dict:
+    """Every attack's success on the test text at this eta (fitted on public text)."""
+    k_priv, k_fit, k_pub = jax.random.split(key, 3)
+    params, mcfg, tok = model.params, model.cfg, model.tokenizer
+    emb, special = params["embed"], tuple(tok.all_special_ids)
+    ids, mask, private = encode_private(tok, task, test)
     priv = np.asarray(privatize_ids(k_priv, emb, ids, private, eta, protected_ids=special))
-    pub_ids, pub_private = public
+    pub_ids, pub_mask, pub_private, pub_texts = public
     guess_v = attacks.fit_count_attack(
         k_fit, emb, pub_ids, pub_private, eta, draws=cfg.attack_draws, protected_ids=special
     )
@@ -87,102 +127,104 @@ def attack_rates(model, cfg: TableConfig, task, test, public, eta, key) -> dict:
         ),
         "learned": attacks.count_attack(guess_v, priv),
     }
-    return {a: attacks.recovery_rate(ids, g, private) for a, g in guesses.items()}
+    pub_priv = np.asarray(
+        privatize_ids(k_pub, emb, pub_ids, pub_private, eta, protected_ids=special)
+    )
+    h_pub = rep_attacks.service_hidden(params, mcfg, pub_priv, pub_mask)
+    h_test = rep_attacks.service_hidden(params, mcfg, priv, mask)
+    inv = rep_attacks.fit_inversion(h_pub, pub_ids, pub_private)
+    guesses["representation inversion"] = rep_attacks.invert(inv, h_test)
+    out = {a: attacks.recovery_rate(ids, g, private) for a, g in guesses.items()}
+    model_attr = rep_attacks.fit_attribute(
+        rep_attacks.pooled(h_pub, pub_private), rep_attacks.has_digit(pub_texts)
+    )
+    test_attr = rep_attacks.has_digit([" ".join(str(ex[f]) for f in task.fields) for ex in test])
+    feats = rep_attacks.pooled(h_test, private)
+    ok = 0 < test_attr.sum() < len(test_attr)
+    out["attribute AUC"] = rep_attacks.attribute_auc(model_attr, feats, test_attr) if ok else None
+    return out
 
 
-def run_seed(model, cfg: TableConfig, name: str, seed: int, public) -> dict:
+def run_seed(model, cfg: TableConfig, store: Store, name: str, seed: int, public) -> dict:
     task, (params, mcfg, tok) = get_task(name), (model.params, model.cfg, model.tokenizer)
     sp = kshot_splits(name, cfg.shots, seed, test_size=cfg.test_size)
-    common = dict(prompt_len=cfg.prompt_len, learning_rate=cfg.learning_rate, seed=seed)
-    common |= dict(epochs=cfg.epochs, batch_size=cfg.batch_size)
-    out = {"zero-shot": zero_shot.accuracy(model, task, sp.test, progress=False)}
-    pt = PromptTuningConfig(**common)
-    prompt, _, _ = tune_prompt(
-        params, mcfg, make_inputs(tok, task, sp.train), make_inputs(tok, task, sp.dev), pt,
-        progress=False,
-    )  # fmt: skip
-    clear = RAPTConfig(eta=float("inf"), num_plain_tokens=0, use_reconstruction=False, **common)
-    out["prompt tuning (non-private)"] = rapt_accuracy(
-        params, mcfg, tok, task, sp.test, prompt, clear, jax.random.key(0)
+    base = {"task": name, "seed": seed, "shots": cfg.shots, "test_size": cfg.test_size}
+    zs = store.get(
+        {**base, "arm": "zero-shot"},
+        lambda: zero_shot.accuracy(model, task, sp.test, progress=False),
+    )
+    out = {"zero-shot": zs}
+
+    def tuned(rc: RAPTConfig, k_tune, k_test):
+        peft, _, _ = tune_rapt(params, mcfg, tok, task, sp.train, sp.dev, rc, k_tune)
+        return rapt_accuracy(params, mcfg, tok, task, sp.test, peft, rc, k_test)
+
+    clear = arm_config(cfg, "prompt", float("inf"), seed)
+    keys = jax.random.split(jax.random.key(seed), 2)
+    out["prompt tuning (non-private)"] = store.get(
+        {**base, "arm": "non-private", "rc": repr(clear)}, lambda: tuned(clear, *keys)
     )
     for i, eta in enumerate(cfg.etas):
-        key = jax.random.fold_in(jax.random.key(seed), i)
-        k_arm, k_attack = jax.random.split(key)
-        arms = {
-            "privatized PT": RAPTConfig(
-                eta=eta, num_plain_tokens=0, use_reconstruction=False, **common
-            ),
-            "RAPT": RAPTConfig(
-                eta=eta, num_plain_tokens=cfg.num_plain_tokens, head_dim=cfg.head_dim, **common
-            ),
-        }
-        for arm, rc in arms.items():
-            k_tune, k_test = jax.random.split(k_arm)  # same privatized text for both arms
-            prompt, _, _ = tune_rapt(params, mcfg, tok, task, sp.train, sp.dev, rc, k_tune)
-            out[(arm, eta)] = rapt_accuracy(params, mcfg, tok, task, sp.test, prompt, rc, k_test)
-        for a, r in attack_rates(model, cfg, task, sp.test, public, eta, k_attack).items():
-            out[(a, eta)] = r
-        print(f"{name} seed {seed} eta {eta}: { {str(k): v for k, v in out.items()} }")
+        k_arm, k_attack = jax.random.split(jax.random.fold_in(jax.random.key(seed), i))
+        k_tune, k_test = jax.random.split(k_arm)  # the same privatized text for every arm
+        for arm in ARMS:
+            rc = arm_config(cfg, arm, eta, seed)
+            out[(arm, eta)] = store.get(
+                {**base, "arm": arm, "rc": repr(rc)},
+                lambda rc=rc, kt=(k_tune, k_test): tuned(rc, *kt),
+            )
+        payload = {**base, "arm": "attacks", "eta": eta, "public": cfg.public_size,
+                   "draws": cfg.attack_draws, "public_task": cfg.public_task}  # fmt: skip
+        rates = store.get(
+            payload,
+            lambda e=eta, k=k_attack: attack_rates(model, cfg, task, sp.test, public, e, k),
+        )
+        out |= {(a, eta): r for a, r in rates.items()}
+        print(f"{name} seed {seed} eta {eta}: { {str(k): v for k, v in out.items()} }", flush=True)
     return out
 
 
 def _ms(xs) -> str:
-    xs = np.asarray(xs, float)
+    xs = np.asarray([x for x in xs if x is not None], float)
+    if not len(xs):
+        return "n/a"
     return f"{xs.mean():.3f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.3f}"
 
 
-def plot(cfg: TableConfig, res: dict, path: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name in cfg.tasks:
-        rows = res[name]
-        leak = [np.mean([r[("learned", e)] for r in rows]) for e in cfg.etas]
-        for arm, style in (("RAPT", "o-"), ("privatized PT", "s--")):
-            acc = [np.mean([r[(arm, e)] for r in rows]) for e in cfg.etas]
-            ax.plot(leak, acc, style, label=f"{name}: {arm}")
-        ax.axhline(np.mean([r["prompt tuning (non-private)"] for r in rows]), ls=":", lw=0.8)
-    ax.set_xlabel("token recovery rate, learned inversion attack (privacy leak)")
-    ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
 def write(cfg: TableConfig, res: dict, command: str, out: pathlib.Path) -> str:
+    etas = " | ".join(f"eta={e:g}" for e in cfg.etas)
     lines = [
-        "# RAPT: privacy-utility (default model smollm2-135m)",
+        "# RAPT: privacy-utility of prompt tuning, prefix tuning and LoRA (smollm2-135m)",
         "",
         f"Command: `{command}`",
         "",
         f"{cfg.shots} shots per class (train and dev), {cfg.test_size} test examples, seeds "
-        f"{list(cfg.seeds)}; prompt length {cfg.prompt_len}, {cfg.epochs} epochs, lr "
-        f"{cfg.learning_rate}; RAPT m={cfg.num_plain_tokens} plain tokens, head dim "
-        f"c={cfg.head_dim}. Larger eta = less noise. Learned attack fitted on "
-        f"{cfg.public_size} public {cfg.public_task} train texts x {cfg.attack_draws} draws.",
+        f"{list(cfg.seeds)}; prompt / prefix length {cfg.prompt_len}, LoRA rank "
+        f"{cfg.lora_rank} (alpha {2 * cfg.lora_rank}), {cfg.epochs} epochs, Adam lr "
+        f"{cfg.learning_rate}. '+rec': reconstruction head (c={cfg.head_dim}, over the "
+        f"vocabulary) predicting the original token at each private input position; 'plain "
+        f"before': the earlier placement, {cfg.num_plain_tokens} plain tokens before the "
+        f"text. Larger eta = less noise. Attacks fitted on {cfg.public_size} public "
+        f"{cfg.public_task} texts privatized at the same eta. Runs: `rapt_runs.jsonl`.",
     ]
     for name in cfg.tasks:
         rows = res[name]
         lines += ["", f"## {name}: test accuracy (mean ± std over seeds)", ""]
-        lines += ["| method | " + " | ".join(f"eta={e:g}" for e in cfg.etas) + " |"]
-        lines += ["|---" * (len(cfg.etas) + 1) + "|"]
+        lines += [f"| method | {etas} |", "|---" * (len(cfg.etas) + 1) + "|"]
         for m in ("zero-shot", "prompt tuning (non-private)"):
-            lines.append(
-                f"| {m} | " + " | ".join([_ms([r[m] for r in rows])] * len(cfg.etas)) + " |"
-            )
-        for arm in ("privatized PT", "RAPT"):
+            cells = [_ms([r[m] for r in rows])] * len(cfg.etas)
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        for arm in ARMS:
             cells = [_ms([r[(arm, e)] for r in rows]) for e in cfg.etas]
-            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-        lines += ["", f"## {name}: token recovery rate of the private test text", ""]
-        lines += ["| attack | " + " | ".join(f"eta={e:g}" for e in cfg.etas) + " |"]
-        lines += ["|---" * (len(cfg.etas) + 1) + "|"]
-        for a in ATTACKS:
+            label = arm.replace("prefix", "Prefix tuning").replace("lora", "LoRA")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += ["", f"## {name}: attacks on the private test text", ""]
+        lines += ["Token recovery rate (inversion attacks) and Attribute inference AUC "
+                  "(does the text contain a digit; 0.5 = nothing learned).", ""]  # fmt: skip
+        lines += [f"| attack | {etas} |", "|---" * (len(cfg.etas) + 1) + "|"]
+        for a in (*ATTACKS, "attribute AUC"):
             cells = [_ms([r[(a, e)] for r in rows]) for e in cfg.etas]
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    lines += ["", "Plot: `rapt_privacy_utility.png` (accuracy vs learned-attack recovery)."]
     text = "\n".join(lines) + "\n"
     (out / "rapt.md").write_text(text)
     return text
@@ -199,15 +241,18 @@ def main(argv=None) -> None:
     pub_task = get_task(cfg.public_task)
     pool = train_pool(cfg.public_task)
     pick = np.random.default_rng(0).choice(len(pool), cfg.public_size, replace=False)
-    ids, _, private = encode_private(model.tokenizer, pub_task, [pool[i] for i in pick])
-    res = {n: [run_seed(model, cfg, n, s, (ids, private)) for s in cfg.seeds] for n in cfg.tasks}
+    examples = [pool[i] for i in pick]
+    ids, mask, private = encode_private(model.tokenizer, pub_task, examples)
+    texts = [" ".join(str(ex[f]) for f in pub_task.fields) for ex in examples]
     out = pathlib.Path(cfg.results)
     out.mkdir(parents=True, exist_ok=True)
+    store = Store(out / "rapt_runs.jsonl")
+    public = (ids, mask, private, texts)
+    res = {n: [run_seed(model, cfg, store, n, s, public) for s in cfg.seeds] for n in cfg.tasks}
     command = "python experiments/rapt_table.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
     print(write(cfg, res, command, out))
-    plot(cfg, res, out / "rapt_privacy_utility.png")
 
 
 if __name__ == "__main__":

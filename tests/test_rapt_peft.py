@@ -87,7 +87,7 @@ def test_every_method_gets_gradients(model, kind):
     pc = PeftConfig(kind, length=3, rank=2)
     peft = init_peft(jax.random.key(3), model, CFG, pc)
     if kind == "lora":  # from B = 0 only B gets gradient; move B so A does too
-        peft = {**peft, "b_qkv_LxRxQ": peft["b_qkv_LxRxQ"] + 0.05}
+        peft = {k: v + 0.05 if k.startswith("b_") else v for k, v in peft.items()}
 
     def loss(p):
         return peft_forward(model, CFG, pc, p, tokens, mask).logits[:, 7].sum()

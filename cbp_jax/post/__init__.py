@@ -2,8 +2,10 @@
 
 1. `distill`: the provider distils a few-layer student from the teacher on public text.
 2. `dp_tune_prompt`: the user tunes a soft prompt on the student, optionally with DP-SGD
-   (noise calibrated by `noise_multiplier_for`, spent budget from `spent_epsilon`).
-3. `transfer`: the provider moves the prompt to the teacher using only `PublicData`.
+   (noise calibrated by `noise_multiplier_for`, spent budget from `spent_epsilon`);
+   audited by `loss_threshold_mia` and offline LiRA (`lira_audit`, `train_shadows`).
+3. `transfer`: the provider moves the prompt to the teacher using only `PublicData`, with
+   the weight alpha from public inputs (`public_alpha`).
 """
 
 from cbp_jax.post.audit import accuracy, dp_advantage_bound, loss_threshold_mia
@@ -25,6 +27,8 @@ from cbp_jax.post.dp import (
     per_example_grads,
     spent_epsilon,
 )
+from cbp_jax.post.lira import lira_audit, train_shadows
+from cbp_jax.post.public_alpha import public_alpha
 from cbp_jax.post.transfer import (
     PRIVATE_TASKS,
     PrivacyBoundaryError,
@@ -49,6 +53,7 @@ __all__ = [
     "accuracy",
     "clip_per_example",
     "dp_advantage_bound",
+    "lira_audit",
     "loss_threshold_mia",
     "corpus_from_file",
     "distill",
@@ -58,8 +63,10 @@ __all__ = [
     "mark_private",
     "noise_multiplier_for",
     "per_example_grads",
+    "public_alpha",
     "public_corpus",
     "spent_epsilon",
     "transfer",
+    "train_shadows",
     "transfer_loss",
 ]

@@ -1,4 +1,4 @@
-"""Local text privatization (d_chi-privacy), RAPT prompt tuning and inversion attacks."""
+"""Local text privatization (d_chi-privacy), RAPT over prompt/prefix/LoRA tuning, and attacks."""
 
 from cbp_jax.privacy.attacks import (
     count_attack,
@@ -9,16 +9,20 @@ from cbp_jax.privacy.attacks import (
 )
 from cbp_jax.privacy.dchi import nearest_ids, privatize_ids, privatize_text, sample_noise
 from cbp_jax.privacy.inputs import encode_private, privatized_inputs
+from cbp_jax.privacy.peft import PeftConfig, init_peft, peft_forward
 from cbp_jax.privacy.rapt import RAPTConfig, rapt_accuracy, tune_rapt
 
 __all__ = [
+    "PeftConfig",
     "RAPTConfig",
     "count_attack",
     "encode_private",
     "fit_count_attack",
     "identity_attack",
+    "init_peft",
     "nearest_ids",
     "nearest_public_attack",
+    "peft_forward",
     "privatize_ids",
     "privatize_text",
     "privatized_inputs",
