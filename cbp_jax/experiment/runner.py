@@ -34,8 +34,8 @@ class Context:
     dev: object
     progress: bool
 
-    def curve_hook(self, evaluator, kind: str, to_payload):
-        """(milestones, on_milestone) that score the kept z on the test subset."""
+    def engine_kwargs(self, evaluator, kind: str, to_payload) -> dict:
+        """The engine's run_dir, progress and budget-curve hook (scores the kept z on test)."""
         from cbp_jax.methods import evaluate
 
         def on_milestone(best_z):
@@ -50,7 +50,12 @@ class Context:
             )
             return {"test_acc": acc}
 
-        return tuple(self.cfg.curve_budgets()), on_milestone
+        return {
+            "run_dir": self.cfg.run_dir / "es",
+            "progress": self.progress,
+            "milestones": tuple(self.cfg.curve_budgets()),
+            "on_milestone": on_milestone,
+        }
 
 
 def _blackbox_fields(res, service) -> dict:
@@ -88,18 +93,8 @@ def run_bbt(ctx: Context, result: dict):
     def to_payload(z_R):
         return np.asarray(param.payload_fn(param.payload_params, z_R[None]))
 
-    milestones, hook = ctx.curve_hook(evaluator, "prompt", to_payload)
-    res = run_blackbox(
-        service,
-        param,
-        ctx.train,
-        ctx.dev,
-        cfg.blackbox(cfg.sigma0),
-        run_dir=cfg.run_dir / "es",
-        progress=ctx.progress,
-        milestones=milestones,
-        on_milestone=hook,
-    )
+    engine = ctx.engine_kwargs(evaluator, "prompt", to_payload)
+    res = run_blackbox(service, param, ctx.train, ctx.dev, cfg.blackbox(cfg.sigma0), **engine)
     result.update(_blackbox_fields(res, service), best_z=np.asarray(res.best_z).tolist())
     return evaluator, "prompt", to_payload(np.asarray(res.best_z, np.float32))
 
@@ -178,17 +173,9 @@ def run_cbp(ctx: Context, result: dict):
             payload=z[None],
         )
         service = cbp_service(ctx.model, artifact, budget=cfg.budget)
-        milestones, hook = ctx.curve_hook(evaluator, "task_vector", lambda z_R: z_R[None])
+        engine = ctx.engine_kwargs(evaluator, "task_vector", lambda z_R: z_R[None])
         res = customize(
-            service,
-            release,
-            ctx.train,
-            ctx.dev,
-            cfg.blackbox(cfg.cbp_sigma0),
-            run_dir=cfg.run_dir / "es",
-            progress=ctx.progress,
-            milestones=milestones,
-            on_milestone=hook,
+            service, release, ctx.train, ctx.dev, cfg.blackbox(cfg.cbp_sigma0), **engine
         )
         z = np.asarray(res.best_z, np.float32)
         save_task_vector(cfg.run_dir / "task_vector", z, task=cfg.task, release=release)
