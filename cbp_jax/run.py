@@ -50,6 +50,7 @@ class RunConfig:
     dtype: str = "auto"  # auto: bf16 where the chip has it natively (model.precision)
     p0_offset: int = 1000  # BBT/BBTv2 p0: embeddings of ids p0_offset..+T-1; -1: p0 = 0
     curve: str = "250,500,1000,2000,4000,8000"  # calls at which the kept z is tested
+    bbtv2_sigma0: float = 0.2  # BBTv2's CMA-ES step size (its README; BBT's is sigma0 = 1)
 
     def __post_init__(self):
         if self.method not in METHODS:

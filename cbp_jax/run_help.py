@@ -36,6 +36,7 @@ HELP = {
     "else float32), float32 or bfloat16",
     "p0_offset": "BBT/BBTv2: the prompt starts at the embeddings of token ids p0_offset.. "
     "(BBT's code uses 1000); -1: a zero prompt",
+    "bbtv2_sigma0": "BBTv2: CMA-ES initial step size of every layer's ES (BBTv2 uses 0.2)",
     "curve": "black-box: comma-separated call counts at which the kept z is scored on the "
     "test subset (a budget curve from one run)",
     "tag": "extra run-directory label, e.g. the generator's name",

@@ -112,7 +112,7 @@ def run_bbtv2(ctx: Context, result: dict):
         service,
         ctx.train,
         ctx.dev,
-        cfg.blackbox(cfg.sigma0),
+        cfg.blackbox(cfg.bbtv2_sigma0),
         proj,
         layers=layers,
         run_dir=cfg.run_dir / "es",
