@@ -26,6 +26,7 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 RECORDS = RESULTS / "precision_check_runs.jsonl"
 DTYPES = ("float32", "bfloat16")
 GENERATOR = "checkpoints/shipped/financial-generator"
+DEFAULTS = {f: v.default for f, v in RunConfig.__dataclass_fields__.items()}
 
 
 def cells() -> list[Cell]:
@@ -98,7 +99,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("command", choices=("run", "table"))
     args = p.parse_args(argv)
-    store = RecordStore(RECORDS)
+    store = RecordStore(RECORDS, defaults=DEFAULTS)
     if args.command == "run":
         enable_compile_cache()
         from cbp_jax.run import run
