@@ -84,8 +84,9 @@ class ScoringService:
 
     def public_info(self) -> PublicInfo:
         cfg = self._model.cfg
-        if self._hidden_std is None:
-            self._hidden_std = layer_input_stds(self._model)
+        if self._hidden_std is None:  # only BBTv2 (deep prompts) uses them: one forward
+            deep = "deep_prompt" in self._adapters
+            self._hidden_std = layer_input_stds(self._model) if deep else ()
         return PublicInfo(
             model_name=self._name,
             hidden_size=cfg.hidden_size,
