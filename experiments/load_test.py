@@ -56,7 +56,7 @@ class Server:
         if model == "tiny":
             head = [sys.executable, "-m", "tests.serve_tiny"]
         else:
-            head = [sys.executable, "-m", "cbp_jax.serve.app", "--model", model]
+            head = [sys.executable, "-m", "cbp_jax.cli", "serve", "--model", model]
         self.cmd = [*head, "--db", self.db, "--port", str(self.port), *flags, *keys]
         self.start()
 

@@ -2,11 +2,10 @@
 tokenizers. `forward` here dispatches on the config type (`dispatch.forward`)."""
 
 from cbp_jax.model.config import LlamaConfig
-from cbp_jax.model.convert import UnmappedTensorError
+from cbp_jax.model.convert import UnmappedTensorError, UnsupportedConfigError
 from cbp_jax.model.dispatch import forward
 from cbp_jax.model.gemma_config import GemmaConfig
 from cbp_jax.model.gemma_module import Gemma, init_gemma_params
-from cbp_jax.model.hf_loader import UnsupportedConfigError
 from cbp_jax.model.llama import ModelOutput, mean_pooled_embeddings, param_shapes
 from cbp_jax.model.module import Llama, init_params
 from cbp_jax.model.registry import DEFAULT_MODEL, LoadedModel, load_model

@@ -32,6 +32,10 @@ _BIAS_NAMES = {"self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_pr
 _IGNORABLE = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
 
 
+class UnsupportedConfigError(ValueError):
+    """The checkpoint's config asks for something this model does not implement."""
+
+
 class UnmappedTensorError(ValueError):
     """A checkpoint tensor has no place in the params pytree (or one is missing)."""
 

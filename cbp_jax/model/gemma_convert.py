@@ -13,10 +13,9 @@ import re
 
 import numpy as np
 
-from cbp_jax.model.convert import UnmappedTensorError, check_shapes_against
+from cbp_jax.model.convert import UnmappedTensorError, UnsupportedConfigError, check_shapes_against
 from cbp_jax.model.gemma import param_shapes
 from cbp_jax.model.gemma_config import GemmaConfig, sliding_pattern
-from cbp_jax.model.hf_loader import UnsupportedConfigError
 
 _BOOKKEEPING = {
     "architectures", "model_type", "transformers_version", "dtype", "torch_dtype",

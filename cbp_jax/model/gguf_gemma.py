@@ -17,9 +17,8 @@ import re
 
 import gguf
 
-from cbp_jax.model.convert import UnmappedTensorError
+from cbp_jax.model.convert import UnmappedTensorError, UnsupportedConfigError
 from cbp_jax.model.gemma_config import GemmaConfig, sliding_pattern
-from cbp_jax.model.hf_loader import UnsupportedConfigError
 
 NORM_SHIFT = 1.0
 _FIELDS = {

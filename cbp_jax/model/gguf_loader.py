@@ -18,9 +18,8 @@ import gguf
 import numpy as np
 
 from cbp_jax.model.config import LlamaConfig
-from cbp_jax.model.convert import UnmappedTensorError, assemble_params
+from cbp_jax.model.convert import UnmappedTensorError, UnsupportedConfigError, assemble_params
 from cbp_jax.model.dequant import dequantize_tensor
-from cbp_jax.model.hf_loader import UnsupportedConfigError
 
 SUPPORTED_ARCHS = ("llama", "qwen2", "gemma3")
 _ARCH_FIELDS = {  # <arch>.<key> -> LlamaConfig field (None: read for checks only)

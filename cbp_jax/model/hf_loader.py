@@ -15,13 +15,11 @@ import numpy as np
 from safetensors import safe_open
 
 from cbp_jax.model.config import LlamaConfig
-from cbp_jax.model.convert import assemble_params
+from cbp_jax.model.convert import (
+    UnsupportedConfigError,  # noqa: F401 (re-exported)
+    assemble_params,
+)
 from cbp_jax.model.llama import Params
-
-
-class UnsupportedConfigError(ValueError):
-    """The checkpoint's config asks for something this model does not implement."""
-
 
 SUPPORTED_TYPES = ("llama", "qwen2")
 # Keys that carry no architecture (bookkeeping, generation defaults, HF training flags).

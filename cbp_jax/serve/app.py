@@ -18,14 +18,13 @@ bytes, 0 calls) -> budget hold (402) -> the fair scheduler and a bucketed compil
 SQLite transaction (409 if a racing request claimed the id for another body) ->
 response. Nothing is charged unless the response is recorded.
 Responses carry candidate log-probs only: never parameters, hidden states or full logits.
-Run it with `cbp-jax serve` (cli.py) or `python -m cbp_jax.serve.app` (same options).
+Run it with `cbp-jax serve` (or `python -m cbp_jax.cli serve`, same options).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -250,13 +249,3 @@ def serve(server: ScoreServer, host: str = "127.0.0.1", port: int = 8321) -> Non
         create_app(server), host=host, port=port, log_level="warning", workers=1,
         timeout_keep_alive=5, limit_concurrency=256,
     )  # fmt: skip
-
-
-def main(argv=None) -> None:
-    from cbp_jax.cli import main as cli_main
-
-    cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    main()
