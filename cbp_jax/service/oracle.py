@@ -30,8 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from cbp_jax.model.config import LlamaConfig
-from cbp_jax.model.llama import forward
-from cbp_jax.model.shared_prefix import forward_shared_prompt
+from cbp_jax.model.dispatch import forward, forward_shared_prompt  # Llama or Gemma by config
 
 
 class PromptAdapter(Protocol):
