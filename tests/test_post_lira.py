@@ -54,7 +54,7 @@ def test_offline_scores_and_tpr_at_low_fpr():
         offline_scores(np.zeros(2), shadow[:1])
     non = np.arange(100.0)  # 1% FPR: one non-member (99) may lie above the threshold (98)
     assert tpr_at_fpr(np.array([98.5, 99.5, 50.0, 97.0]), non, 0.01) == 0.5
-    assert tpr_at_fpr(np.array([98.5]), non[:10], 0.01) == 0.0  # n < 100: above the max only
+    assert tpr_at_fpr(np.array([8.5, 9.5]), non[:10], 0.01) == 0.5  # n < 100: above the max
 
 
 def test_spent_epsilon_equals_dp_accounting_direct():
