@@ -66,14 +66,15 @@ def test_input_reconstruction_loss_counts_private_positions_only():
 
 
 class CharTokenizer:
-    """Character-level stand-in with offsets (ids 3..100), pad 0, no specials."""
+    """Character-level stand-in with offsets: one token (id 3..100) per non-space character."""
 
     pad_token_id, all_special_ids = 0, [0]
 
     def __call__(self, text, add_special_tokens=False, return_offsets_mapping=False):
-        out = {"input_ids": [3 + ord(c) % 98 for c in text]}
+        keep = [i for i, c in enumerate(text) if not c.isspace()]
+        out = {"input_ids": [3 + ord(text[i]) % 98 for i in keep]}
         if return_offsets_mapping:
-            out["offset_mapping"] = [(i, i + 1) for i in range(len(text))]
+            out["offset_mapping"] = [(i, i + 1) for i in keep]
         return out
 
 
