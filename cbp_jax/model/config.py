@@ -14,8 +14,29 @@ import jax.numpy as jnp
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
+class DecoderConfigMixin:
+    """What every decoder config (Llama, Gemma) derives the same way from its fields."""
+
+    def check_dtype(self) -> None:
+        if self.dtype not in _DTYPES:
+            raise ValueError(
+                f"{type(self).__name__}.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}"
+            )
+
+    @property
+    def jnp_dtype(self):
+        return _DTYPES[self.dtype]
+
+    @property
+    def q_per_kv(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
 @dataclasses.dataclass(frozen=True)
-class LlamaConfig:
+class LlamaConfig(DecoderConfigMixin):
     """Shapes and numerics of a decoder-only transformer.
 
     Attributes:
@@ -68,21 +89,7 @@ class LlamaConfig:
             raise ValueError(f"LlamaConfig.head_dim must be even for RoPE, got {self.head_dim}")
         if not self.rope_theta > 0 or not self.rms_norm_eps > 0:
             raise ValueError("LlamaConfig.rope_theta and rms_norm_eps must be positive")
-        if self.dtype not in _DTYPES:
-            raise ValueError(
-                f"LlamaConfig.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}"
-            )
-
-    @property
-    def jnp_dtype(self):
-        return _DTYPES[self.dtype]
-
-    @property
-    def q_per_kv(self) -> int:
-        return self.num_heads // self.num_kv_heads
-
-    def replace(self, **changes) -> LlamaConfig:
-        return dataclasses.replace(self, **changes)
+        self.check_dtype()
 
     def matmul_flops_per_token(self, seq_len: int) -> int:
         """Forward FLOPs per token of the decoder stack (no head), dense attention over seq_len."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from cbp_jax.model.config import _DTYPES
+from cbp_jax.model.config import DecoderConfigMixin
 
 
 @dataclasses.dataclass(frozen=True)
-class GemmaConfig:
+class GemmaConfig(DecoderConfigMixin):
     """Shapes and numerics of a Gemma 3 decoder.
 
     Attributes:
@@ -103,21 +103,7 @@ class GemmaConfig:
             )
         if self.bos_token_id is not None and not 0 <= self.bos_token_id < self.vocab_size:
             raise ValueError(f"GemmaConfig.bos_token_id {self.bos_token_id} is out of range")
-        if self.dtype not in _DTYPES:
-            raise ValueError(
-                f"GemmaConfig.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}"
-            )
-
-    @property
-    def jnp_dtype(self):
-        return _DTYPES[self.dtype]
-
-    @property
-    def q_per_kv(self) -> int:
-        return self.num_heads // self.num_kv_heads
-
-    def replace(self, **changes) -> GemmaConfig:
-        return dataclasses.replace(self, **changes)
+        self.check_dtype()
 
     def matmul_flops_per_token(self, seq_len: int) -> int:
         """Forward FLOPs per token of the decoder stack (no head); local layers see at most
