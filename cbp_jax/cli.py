@@ -1,5 +1,6 @@
 """Command line: `cbp-jax <command>` (or `python -m cbp_jax.cli`).
 
+- `run`: one method on one task (any method; the same options as `python -m cbp_jax.run`).
 - `zero-shot`: accuracy of a model on a task with the template only.
 - `train-generator`: CBP stage 1 (provider) on one domain's tasks, optionally leaving one
   out; writes a generator directory (resumes an interrupted run in the same directory).
@@ -9,13 +10,17 @@
   counts and the confusion matrix on a task.
 - `serve`: the provider as an HTTP service (cbp_jax/serve): per-user API keys and budgets
   in SQLite, candidate log-probs only, concurrent requests packed into one compiled call.
+- `post`, `rapt`: the POST and RAPT tables; `table NAME`: any table script of experiments/
+  (cli_tables.py), each with its own options passed on.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
-from cbp_jax import cli_commands, cli_predict
+from cbp_jax import cli_commands, cli_predict, cli_tables
 
 TASK_HELP = "a shipped task or the path of your own task's JSON config (examples/tasks/)"
 MODEL_HELP = "registered model name, .gguf file or Hugging Face folder"
@@ -25,6 +30,12 @@ def _serve(args) -> None:
     from cbp_jax.serve.launch import run_serve
 
     run_serve(args)
+
+
+def _run(args) -> None:
+    from cbp_jax import run
+
+    run.execute(args, f"cbp-jax {shlex.join(sys.argv[1:])}")
 
 
 def _sub(sub, name: str, help: str, description: str = ""):
@@ -165,10 +176,26 @@ def _serve_parser(sub) -> None:
     sv.set_defaults(func=_serve)
 
 
+def _run_parser(sub) -> None:
+    from cbp_jax.run import parser as run_options
+
+    rp = sub.add_parser(
+        "run",
+        parents=[run_options(add_help=False)],
+        help="one method on one task (= python -m cbp_jax.run)",
+        description="Run one method on one task; the options are RunConfig's fields.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    rp.set_defaults(func=_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cbp-jax", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="cbp-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (
+        _run_parser,
         _zero_shot_parser,
         _train_generator_parser,
         _customize_parser,
@@ -176,10 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
         _serve_parser,
     ):
         add(sub)
+    cli_tables.add_parsers(sub)
     return parser
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] and argv[0] in (*cli_tables.TABLE_VERBS, "table") and argv[1:2] != ["-h"]:
+        cli_tables.dispatch(argv)  # the script parses its own options
+        return
     args = build_parser().parse_args(argv)
     args.func(args)
 

@@ -129,13 +129,15 @@ class RunConfig:
         return pathlib.Path(self.out) / run_key(self.task) / method / leaf
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The options of one run, one per RunConfig field (also `cbp-jax run`'s)."""
     from cbp_jax.run_help import HELP
 
     p = argparse.ArgumentParser(
         prog="python -m cbp_jax.run",
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        add_help=add_help,
     )
     for f in dataclasses.fields(RunConfig):
         typ = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
@@ -153,13 +155,21 @@ def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
 
 def main(argv=None) -> dict:
     args = parser().parse_args(argv)
-    cfg = RunConfig(**vars(args))
+    shown = sys.argv[1:] if argv is None else argv
+    return execute(args, f"python -m cbp_jax.run {shlex.join(shown)}")
+
+
+def execute(args: argparse.Namespace, command: str) -> dict:
+    """Run the parsed options (`python -m cbp_jax.run` or `cbp-jax run`) and print the
+    budget estimate, the command and the result."""
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    cfg = RunConfig(**{k: v for k, v in vars(args).items() if k in fields})
     if cfg.method in ("bbt", "cbp"):
         from cbp_jax.methods.estimate import budget_lines
 
         print("\n".join(budget_lines(cfg.budget, cfg.population, cfg.chunk)), flush=True)
     result = run(cfg)
-    print(f"command: python -m cbp_jax.run {shlex.join(sys.argv[1:] if argv is None else argv)}")
+    print(f"command: {command}")
     from cbp_jax.data.tasks import get_task
     from cbp_jax.run_report import result_lines
 

@@ -1,0 +1,45 @@
+"""One command line: `cbp-jax --help` lists every verb; `cbp-jax run` is `python -m
+cbp_jax.run`; `post`, `rapt` and `table` pass their arguments on to the table scripts."""
+
+from __future__ import annotations
+
+import pytest
+
+from cbp_jax import cli, cli_tables
+from cbp_jax import run as run_mod
+
+VERBS = ("run", "zero-shot", "train-generator", "customize", "predict", "serve", "post", "rapt")
+
+
+def test_help_lists_every_verb(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for verb in (*VERBS, "table"):
+        assert verb in out
+
+
+def test_run_verb_builds_the_same_config_as_the_module(monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(run_mod, "run", lambda cfg, **_: seen.append(cfg) or {"test_acc": 0.5})
+    monkeypatch.setattr(run_mod, "execute", lambda args, command: seen.append((args, command)))
+    argv = ["--task", "sst2", "--method", "zero_shot", "--seed", "3", "--test-size", "8"]
+    cli.main(["run", *argv])
+    args, command = seen.pop()
+    fields = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    assert fields == vars(run_mod.parser().parse_args(argv))
+    assert command.startswith("cbp-jax ")
+
+
+def test_table_verbs_pass_arguments_on(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli_tables, "run_script", lambda name, argv: calls.append((name, argv)))
+    cli.main(["post", "--quick", "--set", "tune.epochs=1"])
+    cli.main(["rapt", "--", "--quick"])
+    cli.main(["table", "bbt_table", "--seeds", "13"])
+    assert calls == [
+        ("post_table", ["--quick", "--set", "tune.epochs=1"]),
+        ("rapt_table", ["--quick"]),
+        ("bbt_table", ["--seeds", "13"]),
+    ]
+    assert {"post_table", "rapt_table", "cbp_domains"} <= set(cli_tables.table_names())
