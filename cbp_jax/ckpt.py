@@ -1,4 +1,6 @@
-"""Orbax checkpoint helpers: save a pytree + JSON metadata per step, restore the latest.
+"""Orbax checkpoint helpers: save a pytree + JSON metadata per step, restore the latest;
+and one saved pytree beside a meta.json (`save_arrays` / `read_meta` / `restore_arrays`:
+generators, task vectors and saved prompts).
 
 Typed PRNG keys are stored as their raw key data (Orbax saves plain arrays); callers wrap
 them back with `jax.random.wrap_key_data`.
@@ -11,6 +13,7 @@ import pathlib
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -85,3 +88,40 @@ class StepLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+# ---------------------------------------------------------------------------- arrays + meta.json
+
+
+def save_arrays(path: str | pathlib.Path, tree: Any, meta: dict) -> pathlib.Path:
+    """Orbax-save a pytree under path/arrays and write path/meta.json (overwrites)."""
+    path = pathlib.Path(path).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    tree = jax.tree.map(lambda x: np.asarray(x), tree)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path / "arrays", tree, force=True)
+        ckptr.wait_until_finished()
+    (path / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    return path
+
+
+def read_meta(path: str | pathlib.Path, fmt: str) -> dict:
+    path = pathlib.Path(path).resolve()
+    meta_file = path / "meta.json"
+    if not meta_file.is_file() or not (path / "arrays").is_dir():
+        raise FileNotFoundError(f"{path} is not a saved {fmt} (no meta.json and arrays/)")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("format") != fmt:
+        raise ValueError(f"{path} holds {meta.get('format')!r}, not a {fmt!r}")
+    return meta
+
+
+def restore_arrays(path: str | pathlib.Path, target: Any) -> Any:
+    """Restore path/arrays into the structure, shapes and dtypes of `target`."""
+    path = pathlib.Path(path).resolve()
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), target
+    )
+    with ocp.StandardCheckpointer() as ckptr:
+        out = ckptr.restore(path / "arrays", abstract)
+    return jax.tree.map(np.asarray, out)

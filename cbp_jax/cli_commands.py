@@ -54,8 +54,8 @@ def zero_shot(args) -> None:
 
 def train_generator(args) -> None:
     from cbp_jax.data.tasks import domain_tasks
-    from cbp_jax.methods.cbp import Stage1Config
-    from cbp_jax.methods.cbp import train_generator as train
+    from cbp_jax.methods.cbp_train import Stage1Config
+    from cbp_jax.methods.cbp_train import train_generator as train
     from cbp_jax.model import load_model
     from cbp_jax.prompts.generator import GeneratorConfig
 
@@ -97,9 +97,9 @@ def train_generator(args) -> None:
 
 def customize(args) -> None:
     from cbp_jax.data.tasks import get_task
-    from cbp_jax.methods.cbp import load_generator
     from cbp_jax.methods.domains import check_domain
     from cbp_jax.model import load_model
+    from cbp_jax.prompts.artifact import load_generator
     from cbp_jax.run import RunConfig, run
     from cbp_jax.run_report import class_names, label_summary, summary_lines
 

@@ -25,9 +25,11 @@ def same_task(saved: str, given: str) -> bool:
 
 def _payload(args, model):
     """-> (scoring service, request kind, payload, what was loaded, its meta)."""
-    from cbp_jax.methods.cbp import cbp_service, load_generator, load_task_vector
+    from cbp_jax.methods.cbp import load_task_vector
     from cbp_jax.methods.saved_prompt import load_prompt
+    from cbp_jax.prompts.artifact import load_generator
     from cbp_jax.service import ScoringService
+    from cbp_jax.service.methods import cbp_service
     from cbp_jax.service.oracle import DeepPrompt, NoPrompt, SoftPrompt
 
     if bool(args.vector) == bool(args.prompt):

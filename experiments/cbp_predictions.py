@@ -20,9 +20,11 @@ from collections import Counter
 import numpy as np
 
 from cbp_jax.data.tasks import get_task
-from cbp_jax.methods.cbp import cbp_service, load_generator, load_task_vector, task_vector_predict
+from cbp_jax.methods.cbp import load_task_vector, task_vector_predict
 from cbp_jax.model import load_model
+from cbp_jax.prompts.artifact import load_generator
 from cbp_jax.run import RunConfig
+from cbp_jax.service.methods import cbp_service
 
 
 def counts(labels, num_classes: int) -> list[int]:

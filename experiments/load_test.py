@@ -36,8 +36,8 @@ import time
 import numpy as np
 import requests
 
+from cbp_jax.contract import ScoreRequest
 from cbp_jax.serve.client import RemoteService, RetryPolicy
-from cbp_jax.service.requests import ScoreRequest
 
 SIZES = {"small": (2, 4, 16), "medium": (8, 8, 32), "large": (16, 16, 64)}  # P, B, S
 USERS = [f"user{i}" for i in range(16)] + ["big"]

@@ -32,7 +32,8 @@ def tiny_model(seed: int = 0):
 
 def tiny_generator(model, seed: int = 0):
     """A freshly initialised generator (r = 16, t = 3) with a small random z0."""
-    from cbp_jax.prompts.artifact import GeneratorArtifact, model_fingerprint
+    from cbp_jax.model.fingerprint import model_fingerprint
+    from cbp_jax.prompts.artifact import GeneratorArtifact
     from cbp_jax.prompts.generator import GeneratorConfig, init_generator
 
     cfg = GeneratorConfig(

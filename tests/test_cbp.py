@@ -9,28 +9,19 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from cbp_jax.contract import GeneratorMismatchError
 from cbp_jax.data.batching import make_inputs
 from cbp_jax.data.spec import TaskSpec
 from cbp_jax.methods.blackbox import BlackBoxConfig
-from cbp_jax.methods.cbp import (
-    GeneratorMismatchError,
-    Stage1Config,
-    TrainTask,
-    cbp_service,
-    customize,
-    load_generator,
-    load_task_vector,
-    load_train_tasks,
-    save_generator,
-    save_task_vector,
-    task_vector_accuracy,
-    train_generator,
-)
-from cbp_jax.methods.stage1_data import make_batch
+from cbp_jax.methods.cbp import customize, load_task_vector, save_task_vector, task_vector_accuracy
+from cbp_jax.methods.cbp_train import Stage1Config, train_generator
+from cbp_jax.methods.stage1_data import TrainTask, load_train_tasks, make_batch
 from cbp_jax.model import LlamaConfig, forward, init_params, mean_pooled_embeddings
 from cbp_jax.model.registry import LoadedModel
+from cbp_jax.prompts.artifact import load_generator, save_generator
 from cbp_jax.prompts.generator import GeneratorConfig, PromptGenerator, generator_apply
 from cbp_jax.service import MalformedRequestError, ScoreRequest, ScoreResponse
+from cbp_jax.service.methods import cbp_service
 from cbp_jax.service.oracle import CBPGenerator
 from tests.helpers import KilledService
 

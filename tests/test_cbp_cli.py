@@ -26,8 +26,9 @@ def test_domain_tasks():
 def test_train_generator_then_customize(tmp_path, capsys, real_model, monkeypatch):
     from cbp_jax.data.splits import kshot_splits
     from cbp_jax.data.tasks import get_task
-    from cbp_jax.methods import cbp as cbp_mod
-    from cbp_jax.methods.cbp import load_generator, load_task_vector, task_vector_accuracy
+    from cbp_jax.methods.cbp import load_task_vector, task_vector_accuracy
+    from cbp_jax.prompts.artifact import load_generator
+    from cbp_jax.service.methods import cbp_service
 
     monkeypatch.setattr("cbp_jax.model.load_model", lambda *a, **k: real_model)
     gen_dir = tmp_path / "gen"
@@ -54,7 +55,7 @@ def test_train_generator_then_customize(tmp_path, capsys, real_model, monkeypatc
     vec = load_task_vector(vector_dir, release=release)
     test = kshot_splits("financial_phrasebank", 2, 42, test_size=12).test
     acc = task_vector_accuracy(
-        cbp_mod.cbp_service(real_model, artifact), real_model.tokenizer,
+        cbp_service(real_model, artifact), real_model.tokenizer,
         get_task("financial_phrasebank"), test, vec.z_R, release.task_dims,
     )  # fmt: skip
     assert acc == result["test_acc"]

@@ -71,14 +71,11 @@ def test_predict_reloads_a_prompt_and_a_task_vector(newcomer, tmp_path, capsys, 
     from cbp_jax.data.splits import test_subset
     from cbp_jax.data.tasks import get_task
     from cbp_jax.methods import evaluate
-    from cbp_jax.methods.cbp import (
-        cbp_service,
-        load_generator,
-        save_task_vector,
-        task_vector_accuracy,
-    )
+    from cbp_jax.methods.cbp import save_task_vector, task_vector_accuracy
     from cbp_jax.methods.saved_prompt import save_prompt
+    from cbp_jax.prompts.artifact import load_generator
     from cbp_jax.service import ScoringService
+    from cbp_jax.service.methods import cbp_service
     from cbp_jax.service.oracle import SoftPrompt
 
     config = str(newcomer[1])  # word_quiz: four options

@@ -160,8 +160,7 @@ def test_printed_result_names_the_majority_baseline_and_no_nan(tasks_copy):
 
 def test_generator_domain_is_recorded_and_checked(tasks_copy, tmp_path):
     """Defect 5: a generator of one domain customized a task of another without a word."""
-    from cbp_jax.methods.cbp import load_generator
-    from cbp_jax.prompts.artifact import save_generator
+    from cbp_jax.prompts.artifact import load_generator, save_generator
 
     if not SHIPPED_GENERATOR.is_dir():
         pytest.skip("no shipped generator in this checkout")
@@ -192,7 +191,7 @@ def test_customize_estimates_checks_the_domain_and_tags_only_its_cbp_run(
     generator = argparse.Namespace(domain="financial")
     monkeypatch.setattr(run_mod, "run", fake_run)
     monkeypatch.setattr("cbp_jax.model.load_model", lambda *a, **k: None)
-    monkeypatch.setattr("cbp_jax.methods.cbp.load_generator", lambda *a, **k: generator)
+    monkeypatch.setattr("cbp_jax.prompts.artifact.load_generator", lambda *a, **k: generator)
     argv = ["customize", "--task", str(tasks_copy / "word_quiz.json"), "--generator", "g",
             "--tag", "mygen", "--budget", "22", "--shots", "2", "--test-size", "8",
             "--out", str(tmp_path / "runs")]  # fmt: skip

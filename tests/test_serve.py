@@ -20,13 +20,14 @@ import requests
 
 from cbp_jax.data.batching import make_inputs
 from cbp_jax.methods.blackbox import BlackBoxConfig
-from cbp_jax.methods.cbp import cbp_service, customize, task_vector_accuracy
+from cbp_jax.methods.cbp import customize, task_vector_accuracy
 from cbp_jax.serve.batcher import BatchConfig, Batcher, Job, bucket
 from cbp_jax.serve.client import RemoteService, RetryPolicy
 from cbp_jax.serve.ledger import UserSpec
 from cbp_jax.serve.limits import ServeLimits
 from cbp_jax.serve.wire import encode_request
 from cbp_jax.service import ScoreRequest
+from cbp_jax.service.methods import cbp_service
 from cbp_jax.service.oracle import CBPGenerator, NoPrompt, SoftPrompt
 from tests.serve_tiny import tiny_generator, tiny_model
 from tests.test_cbp import TOY, WordTokenizer, _examples

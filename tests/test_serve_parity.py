@@ -10,11 +10,10 @@ import jax
 import numpy as np
 import pytest
 
+from cbp_jax.contract import BudgetExhaustedError, MalformedRequestError, ScoreRequest
 from cbp_jax.serve.client import RemoteService, RetryPolicy
-from cbp_jax.service.budget import BudgetExhaustedError
 from cbp_jax.service.oracle import CBPGenerator, DeepPrompt, NoPrompt, SoftPrompt
 from cbp_jax.service.provider import ScoringService
-from cbp_jax.service.requests import MalformedRequestError, ScoreRequest
 from tests.serve_live import KEYS, LiveServer
 from tests.serve_tiny import tiny_generator, tiny_model
 

@@ -13,10 +13,10 @@ import threading
 import numpy as np
 import pytest
 
+from cbp_jax.contract import ScoreRequest
 from cbp_jax.serve.batcher import BatchConfig, Batcher, Job, length_groups, row_bucket
 from cbp_jax.service.oracle import CBPGenerator, NoPrompt, SoftPrompt
 from cbp_jax.service.provider import ScoringService
-from cbp_jax.service.requests import ScoreRequest
 from tests.serve_tiny import tiny_generator, tiny_model
 
 

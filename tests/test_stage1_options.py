@@ -8,8 +8,8 @@ import pytest
 
 from cbp_jax.data.spec import TaskSpec
 from cbp_jax.data.tasks import get_task
-from cbp_jax.methods.cbp import Stage1Config, TrainTask
-from cbp_jax.methods.stage1_data import make_batch, permute_options
+from cbp_jax.methods.cbp_train import Stage1Config
+from cbp_jax.methods.stage1_data import TrainTask, make_batch, permute_options
 
 MC = TaskSpec("mc", "Text: {text}\nA. {A}\nB. {B}\nC. {C}\nLabel:", ("A", "B", "C"))
 OPTS = ("good", "bad", "w1")

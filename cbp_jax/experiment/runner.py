@@ -80,9 +80,10 @@ def run_zero_shot(ctx: Context, result: dict):
 
 
 def run_bbt(ctx: Context, result: dict):
-    from cbp_jax.methods.bbt import bbt_adapters, bbt_parameterization
+    from cbp_jax.methods.bbt import bbt_parameterization
     from cbp_jax.methods.blackbox import run_blackbox
     from cbp_jax.service import ScoringService
+    from cbp_jax.service.methods import bbt_adapters
 
     cfg, proj = ctx.cfg, ctx.cfg.projection()
     adapters = bbt_adapters(proj)
@@ -100,8 +101,9 @@ def run_bbt(ctx: Context, result: dict):
 
 
 def run_bbtv2(ctx: Context, result: dict):
-    from cbp_jax.methods.bbt import bbt_adapters, run_bbtv2
+    from cbp_jax.methods.bbt import run_bbtv2
     from cbp_jax.service import ScoringService
+    from cbp_jax.service.methods import bbt_adapters
 
     cfg, proj = ctx.cfg, ctx.cfg.projection()
     adapters = bbt_adapters(proj)
@@ -152,8 +154,10 @@ def run_prompt_tuning(ctx: Context, result: dict):
 def run_cbp(ctx: Context, result: dict):
     """CBP z0 (no stage 2) or CBP stage 2 from z0, with the provider's generator."""
     from cbp_jax.methods import evaluate
-    from cbp_jax.methods.cbp import cbp_service, customize, load_generator, save_task_vector
+    from cbp_jax.methods.cbp import customize, save_task_vector
     from cbp_jax.methods.domains import domain_mismatch
+    from cbp_jax.prompts.artifact import load_generator
+    from cbp_jax.service.methods import cbp_service
 
     cfg = ctx.cfg
     artifact = load_generator(cfg.generator, expected_model=ctx.model)

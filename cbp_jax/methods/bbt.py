@@ -2,7 +2,7 @@
 
 BBT: one z in R^d, p = A z + p0, a T x D prefix prompt sent as a "prompt" request; the
 user sends A z and the provider adds p0, the embeddings of T real vocabulary tokens
-(`bbt_adapters`; BBT's code uses ids 1000-1049), so z = 0 is a real prompt.
+(`service.methods.bbt_adapters`; BBT's code uses ids 1000-1049), so z = 0 is a real prompt.
 BBTv2: one z_l and one A_l per layer, sent as a "deep_prompt" request, one CMA-ES per
 layer stepped in turn every round (bbtv2.py, re-exported here as `run_bbtv2`).
 Everything here is user side: A is the user's, built from the provider's public info.
@@ -10,22 +10,12 @@ Everything here is user side: A is the user's, built from the provider's public 
 
 from __future__ import annotations
 
+from cbp_jax.contract import PublicInfo
 from cbp_jax.methods.bbtv2 import bbtv2_plan, run_bbtv2
 from cbp_jax.methods.blackbox import Parameterization
 from cbp_jax.prompts.projection import ProjectionConfig, project, random_projection
-from cbp_jax.service.oracle import DeepPrompt, NoPrompt, SoftPrompt
-from cbp_jax.service.provider import PublicInfo
 
-__all__ = ["bbt_adapters", "bbt_parameterization", "bbtv2_plan", "run_bbtv2"]
-
-
-def bbt_adapters(proj: ProjectionConfig) -> tuple:
-    """The provider's adapters for BBT / BBTv2 runs: "none", and "prompt" / "deep_prompt"
-    with BBT's p0 (embeddings of token ids p0_offset..p0_offset+T-1, added on the provider
-    side; none when proj.p0_offset is None). Build every service of a run with them, the
-    test-set evaluator too, since the payload is A z alone."""
-    ids = proj.p0_token_ids
-    return (NoPrompt(), SoftPrompt(p0_token_ids=ids), DeepPrompt(p0_token_ids=ids))
+__all__ = ["bbt_parameterization", "bbtv2_plan", "run_bbtv2"]
 
 
 def bbt_parameterization(key, info: PublicInfo, proj: ProjectionConfig) -> Parameterization:

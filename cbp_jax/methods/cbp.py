@@ -1,11 +1,11 @@
-"""CBP-Tuning (METHODS.md, CBP-Tuning): serving a trained generator, and stage 2.
+"""CBP-Tuning stage 2, user side (METHODS.md, CBP-Tuning).
 
-Provider side: `cbp_service(model, artifact)` is a `ScoringService` that accepts
-"task_vector" requests (payload z_PxR) and turns each z into per-example prompts with the
-generator, p = L_U(GeLU(L_D(mean_pool(Emb(X)) + A z))); stage 1 (training G and z0) is
-`train_generator` in cbp_train.py. The user gets only `artifact.release()`: r, z0 and an id.
+The provider's side is elsewhere: stage 1 (training G and z0) is `train_generator` in
+cbp_train.py, the generator is saved and loaded by `prompts.artifact`, and served by
+`service.methods.cbp_service`. The user gets only the release (`contract.CBPRelease`:
+r, z0 and an id).
 
-User side, stage 2 (`customize`): CMA-ES over z in R^r, started at z0, on the user's k-shot
+Stage 2 (`customize`): CMA-ES over z in R^r, started at z0, on the user's k-shot
 train set with dev-set selection, through the service's log-probs only (the black-box
 engine in blackbox.py; the payload is z itself). The result per task is one vector z (r
 floats), saved with `save_task_vector` (Orbax + JSON meta naming the task and generator)
@@ -19,65 +19,24 @@ import pathlib
 
 import numpy as np
 
+from cbp_jax.ckpt import read_meta, restore_arrays, save_arrays
+from cbp_jax.contract import CBPRelease, GeneratorMismatchError
 from cbp_jax.data.batching import Inputs
 from cbp_jax.methods import evaluate
 from cbp_jax.methods.blackbox import BlackBoxConfig, BlackBoxResult, Parameterization, run_blackbox
-from cbp_jax.methods.cbp_train import Stage1Config, Stage1Result, train_generator
-from cbp_jax.methods.stage1_data import TrainTask, load_train_tasks
-from cbp_jax.prompts.artifact import (
-    CBPRelease,
-    GeneratorArtifact,
-    GeneratorMismatchError,
-    check_model,
-    load_generator,
-    read_meta,
-    restore_arrays,
-    save_arrays,
-    save_generator,
-)
-from cbp_jax.service.oracle import CBPGenerator, NoPrompt
-from cbp_jax.service.provider import ScoringService
 
 __all__ = [
-    "CBPRelease",
-    "GeneratorArtifact",
-    "GeneratorMismatchError",
-    "Stage1Config",
-    "Stage1Result",
     "TaskVector",
-    "TrainTask",
     "cbp_parameterization",
-    "cbp_service",
     "customize",
-    "load_generator",
     "load_task_vector",
-    "load_train_tasks",
-    "save_generator",
     "save_task_vector",
     "stage2_summary",
     "task_vector_accuracy",
     "task_vector_predict",
-    "train_generator",
 ]
 
 TASK_VECTOR_FORMAT = "cbp-task-vector/1"
-
-
-# ---------------------------------------------------------------------------- provider
-
-
-def cbp_service(model, artifact: GeneratorArtifact, **service_kwargs) -> ScoringService:
-    """A service accepting "none" and "task_vector" requests through this generator."""
-    check_model(artifact.model, model)
-    return ScoringService(
-        model,
-        adapters=(NoPrompt(), CBPGenerator(task_dims=artifact.cfg.task_dims)),
-        adapter_params=artifact.adapter_params(),
-        **service_kwargs,
-    )
-
-
-# ---------------------------------------------------------------------------- user
 
 
 def _as_vector(z_R, task_dims: int) -> np.ndarray:

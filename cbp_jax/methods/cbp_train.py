@@ -25,12 +25,8 @@ from cbp_jax.ckpt import Checkpointer, StepLog
 from cbp_jax.methods.stage1_config import Stage1Config
 from cbp_jax.methods.stage1_data import TrainTask, candidates, load_train_tasks, make_batch
 from cbp_jax.methods.stage1_step import make_schedule, train_step_fn
-from cbp_jax.prompts.artifact import (
-    GeneratorArtifact,
-    check_model,
-    model_fingerprint,
-    save_generator,
-)
+from cbp_jax.model.fingerprint import check_model, model_fingerprint
+from cbp_jax.prompts.artifact import GeneratorArtifact, save_generator
 from cbp_jax.prompts.generator import GeneratorConfig, init_generator
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
+from cbp_jax.contract import ScoreRequest
 from cbp_jax.data.batching import candidate_ids, encode, length_sorted_batches
 from cbp_jax.methods.losses import class_scores
-from cbp_jax.service.requests import ScoreRequest
 
 
 def predict(

@@ -2,7 +2,7 @@
 prompt tuning's prompt), so `cbp-jax predict` can reload it as it reloads a CBP vector.
 
 Saved with the same Orbax + meta.json layout as the generator and task vectors
-(prompts/artifact.py): the payload array, its request kind ("prompt" or "deep_prompt"),
+(`ckpt.save_arrays`): the payload array, its request kind ("prompt" or "deep_prompt"),
 the task, the method and the fingerprint of the model it was tuned on; loading it for
 another model raises `GeneratorMismatchError` before any array is read.
 """
@@ -14,13 +14,8 @@ import pathlib
 
 import numpy as np
 
-from cbp_jax.prompts.artifact import (
-    check_model,
-    model_fingerprint,
-    read_meta,
-    restore_arrays,
-    save_arrays,
-)
+from cbp_jax.ckpt import read_meta, restore_arrays, save_arrays
+from cbp_jax.model.fingerprint import check_model, model_fingerprint
 
 PROMPT_FORMAT = "cbp-jax-prompt/1"
 PROMPT_KINDS = ("prompt", "deep_prompt")

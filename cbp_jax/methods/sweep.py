@@ -33,13 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 from evosax.algorithms import LM_MA_ES, SNES
 
+from cbp_jax.contract import BudgetExhaustedError
 from cbp_jax.data.batching import Inputs
 from cbp_jax.distributed import replicate, replicated
 from cbp_jax.es import STRATEGIES, make_strategy
 from cbp_jax.methods.blackbox import Parameterization
 from cbp_jax.methods.chunked_scoring import population_scores
 from cbp_jax.methods.losses import accuracy, get_loss
-from cbp_jax.service.budget import BudgetExhaustedError
 from cbp_jax.sharding import check_divisible, population_sharding
 
 EXTRA_STRATEGIES: dict[str, type] = {"lm_ma": LM_MA_ES, "snes": SNES}

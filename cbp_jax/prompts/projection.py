@@ -7,7 +7,7 @@ the input layer and, in BBTv2, each deeper layer's hidden-state std (outliers cl
 the same s, with CMA-ES sigma0 = sigma (1.0 and 0.2).
 p0 (BBT's code: the embeddings of the 50 vocabulary tokens 1000-1049, to which A z is
 added) is provider side: `p0_offset` names the first id, the service's adapters
-(`methods.bbt.bbt_adapters`) add embed[p0_offset : p0_offset + T]; None: p0 = 0.
+(`service.methods.bbt_adapters`) add embed[p0_offset : p0_offset + T]; None: p0 = 0.
 We store A transposed, d x (T*D), so a population z_PxR projects with one matmul.
 """
 

@@ -31,14 +31,14 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from cbp_jax.contract import BudgetExhaustedError, MalformedRequestError, RequestIdConflictError
 from cbp_jax.serve.batcher import BatchConfig, Batcher, Job
 from cbp_jax.serve.guard import AuthThrottle, GuardConfig
-from cbp_jax.serve.ledger import Ledger, RequestIdConflictError
+from cbp_jax.serve.ledger import Ledger
 from cbp_jax.serve.limits import PayloadTooLargeError, ServeLimits
 from cbp_jax.serve.openapi import SCORE_OPENAPI
 from cbp_jax.serve.wire import MEDIA_TYPE, check_request_id, decode_request, encode_response
-from cbp_jax.service.budget import BudgetExhaustedError
-from cbp_jax.service.requests import MalformedRequestError, validate_request
+from cbp_jax.service.requests import validate_request
 
 DEFAULT_LIMITS, DEFAULT_BATCHING, DEFAULT_GUARD = ServeLimits(), BatchConfig(), GuardConfig()
 CALL_UNIT = "one call = one candidate prompt scored on one batch (a request costs P calls)"

@@ -1,8 +1,8 @@
 """Remote scoring client: the engine's service interface over HTTP.
 
-`RemoteService(url, api_key, run_id=...)` has what `run_blackbox`, `customize` and
-`evaluate` use from an in-process `ScoringService`: `score(req)`, `reserve(n)`,
-`public_info()`, `oracle(kind)` and `calls_used`. `oracle(kind)` is a jittable pytree
+`RemoteService(url, api_key, run_id=...)` is a `contract.ScoringAPI`, as the in-process
+`ScoringService` is: `score(req)`, `reserve(n)`, `public_info()`, `oracle(kind)`,
+`calls_used` and `calls_remaining`. `oracle(kind)` is a jittable pytree
 whose call is a `jax.pure_callback` that POSTs the population to the server, so the
 compiled `lax.scan` of the engine runs unchanged over the network. Like the in-process
 `Oracle`, it takes `(payload, buckets, candidates_CxW)`, `buckets` the length buckets of
@@ -43,19 +43,17 @@ import jax.numpy as jnp
 import numpy as np
 import requests
 
-from cbp_jax.serve.ledger import RequestIdConflictError
+from cbp_jax.contract import (
+    AuthenticationError,
+    BudgetExhaustedError,
+    MalformedRequestError,
+    PublicInfo,
+    RequestIdConflictError,
+    ScoreRequest,
+    ScoreResponse,
+    ServiceUnavailableError,
+)
 from cbp_jax.serve.wire import MEDIA_TYPE, decode_response, encode_request, request_id
-from cbp_jax.service.budget import BudgetExhaustedError
-from cbp_jax.service.provider import PublicInfo
-from cbp_jax.service.requests import MalformedRequestError, ScoreRequest, ScoreResponse
-
-
-class ServiceUnavailableError(RuntimeError):
-    """The server did not answer within the retry deadline."""
-
-
-class AuthenticationError(PermissionError):
-    """The server refused the API key (HTTP 401)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +164,11 @@ class RemoteService:
     def calls_used(self) -> int:
         """Calls the server charged to this client object (replays are free)."""
         return self._charged
+
+    @property
+    def calls_remaining(self) -> int:
+        """Calls this API key may still spend, as the server counts them (asks it)."""
+        return int(self.budget()["remaining"])
 
     def budget(self) -> dict:
         """{"user", "budget", "used", "remaining", "run_used"} from the server."""

@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 
-from cbp_jax.service.budget import BudgetExhaustedError
+from cbp_jax.contract import BudgetExhaustedError, RequestIdConflictError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -47,10 +47,6 @@ CREATE INDEX IF NOT EXISTS records_run ON records (user, run_id);
 
 _REVOKED = "revoked:"  # key_sha256 prefix of a revoked user: no sha256 hex digest matches
 _ACTIVE = f"WHERE key_sha256 NOT LIKE '{_REVOKED}%'"
-
-
-class RequestIdConflictError(ValueError):
-    """A request id was reused for a different request body (HTTP 409)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from cbp_jax.service.requests import MalformedRequestError, ScoreRequest
+from cbp_jax.contract import MalformedRequestError, ScoreRequest
 
 # Axes of each kind's payload, and which of them are the population P and prompt length T.
 PAYLOAD_AXES = {"prompt": (3, 0, 1), "deep_prompt": (4, 1, 2), "task_vector": (2, 0, None)}

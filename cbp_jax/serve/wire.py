@@ -21,7 +21,7 @@ import re
 import msgpack
 import numpy as np
 
-from cbp_jax.service.requests import MalformedRequestError, ScoreRequest
+from cbp_jax.contract import MalformedRequestError, ScoreRequest
 
 # dtypes accepted on the wire: ids as int32/int64, payloads as float16/32/64.
 WIRE_DTYPES = ("<i4", "<i8", "<f2", "<f4", "<f8")

@@ -2,12 +2,19 @@
 
 What crosses (user -> provider): a `ScoreRequest` (prompt payload, token ids, mask,
 candidate ids). What comes back: a `ScoreResponse` (log-probs of the candidate tokens).
-Labels are not a field of any request; weights are not a field of any response.
+Labels are not a field of any request; weights are not a field of any response. The
+messages and errors are defined in `cbp_jax.contract` (re-exported here for convenience).
 """
 
-from cbp_jax.service.budget import ApiBudget, BudgetExhaustedError
-from cbp_jax.service.provider import PublicInfo, ScoringService
-from cbp_jax.service.requests import MalformedRequestError, ScoreRequest, ScoreResponse
+from cbp_jax.contract import (
+    BudgetExhaustedError,
+    MalformedRequestError,
+    PublicInfo,
+    ScoreRequest,
+    ScoreResponse,
+)
+from cbp_jax.service.budget import ApiBudget
+from cbp_jax.service.provider import ScoringService
 
 __all__ = [
     "ApiBudget",

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-
-class BudgetExhaustedError(RuntimeError):
-    """The API budget cannot cover the requested calls."""
+from cbp_jax.contract import BudgetExhaustedError
 
 
 @dataclasses.dataclass

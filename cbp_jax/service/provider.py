@@ -10,7 +10,6 @@ generations before it runs, so the two paths count identically.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
@@ -18,30 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cbp_jax.contract import PublicInfo, ScoreRequest, ScoreResponse
 from cbp_jax.model.registry import LoadedModel
 from cbp_jax.service.budget import ApiBudget
 from cbp_jax.service.hidden_stats import layer_input_stds
 from cbp_jax.service.oracle import NoPrompt, Oracle, PromptAdapter, SoftPrompt, score_population
-from cbp_jax.service.requests import ScoreRequest, ScoreResponse, validate_request
-
-
-@dataclasses.dataclass(frozen=True)
-class PublicInfo:
-    """What a provider publishes about its model: shapes and scale statistics.
-
-    hidden_std: per layer l, the std of the hidden states entering layer l on a fixed public
-    text, outliers clipped at 3 sigma ([0]: the word embeddings'), which BBTv2's per-layer
-    projections use (`hidden_stats.py`); () where a provider does not publish them.
-    """
-
-    model_name: str
-    hidden_size: int
-    num_layers: int
-    vocab_size: int
-    embedding_std: float  # BBT's projection scale uses it (METHODS.md)
-    accepted_kinds: tuple[str, ...]
-    tokenizer: Any
-    hidden_std: tuple[float, ...] = ()
+from cbp_jax.service.requests import validate_request
 
 
 class ScoringService:

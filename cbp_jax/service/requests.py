@@ -1,80 +1,14 @@
-"""The two messages that cross the boundary, and their validation.
+"""Provider-side validation of a `ScoreRequest` against the model's public shapes.
 
-`ScoreRequest` fields are exactly what a user may send; it has no label field and the
-service never sees one. `ScoreResponse` carries log-probabilities of the candidate answer
-tokens and what the request cost, nothing else.
-
-Cost (BBT's unit, METHODS.md): one API call = one candidate prompt scored on one batch of
-examples, whatever the batch's size, so a request costs its population P in calls. The
-work is reported beside it: examples scored (P x B) and tokens scored (P x the real,
-unpadded text tokens of the batch).
+The messages themselves (and their cost in calls) are defined in `cbp_jax.contract`;
+`validate_request` is what every provider (in process or HTTP) checks before charging.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-PAYLOAD_KINDS = ("none", "prompt", "deep_prompt", "task_vector")
-
-
-class MalformedRequestError(ValueError):
-    """A request's shapes, dtypes or values are not acceptable."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ScoreRequest:
-    """Score a population of P candidates on B examples.
-
-    kind: "none" (template only, P = 1), "prompt" (payload P x T x D soft prompts),
-      "deep_prompt" (payload L x P x T x D per-layer prompts), or "task_vector"
-      (payload P x R, turned into prompts by the provider's generator, CBP).
-    tokens_BxS / mask_BxS: left- or right-padded token ids of the rendered inputs.
-    candidates_CxW: token ids of W label words for each of C classes (or options).
-    """
-
-    kind: str
-    payload: np.ndarray | None
-    tokens_BxS: np.ndarray
-    mask_BxS: np.ndarray
-    candidates_CxW: np.ndarray
-
-    @property
-    def population(self) -> int:
-        if self.kind == "none":
-            return 1
-        return int(self.payload.shape[1 if self.kind == "deep_prompt" else 0])
-
-    @property
-    def num_examples(self) -> int:
-        return int(self.tokens_BxS.shape[0])
-
-    @property
-    def calls(self) -> int:
-        """API calls this request costs: one per candidate, whatever the batch size."""
-        return self.population
-
-    @property
-    def examples(self) -> int:
-        """Examples scored: P x B."""
-        return self.population * self.num_examples
-
-    @property
-    def tokens(self) -> int:
-        """Text tokens scored: P x the batch's real (mask 1) tokens."""
-        return self.population * int(np.asarray(self.mask_BxS).sum())
-
-
-@dataclasses.dataclass(frozen=True)
-class ScoreResponse:
-    """logprobs_PxBxCxW: log-probabilities of each candidate token; calls: what was charged
-    (P); examples / tokens: the examples (P x B) and text tokens scored."""
-
-    logprobs_PxBxCxW: np.ndarray
-    calls: int
-    examples: int = 0
-    tokens: int = 0
+from cbp_jax.contract import PAYLOAD_KINDS, MalformedRequestError, ScoreRequest
 
 
 def _fail(msg: str):

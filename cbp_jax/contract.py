@@ -1,0 +1,185 @@
+"""The provider/user contract: everything that crosses the black-box boundary, in one file.
+
+User -> provider: a `ScoreRequest` (prompt payload or task vector, token ids, mask,
+candidate ids; no label field). Provider -> user: a `ScoreResponse` (log-probs of the
+candidate tokens and what the request cost; never weights, hidden states or full logits),
+and `PublicInfo` (shapes and scale statistics the provider publishes). The errors a scoring
+service may raise are defined here too, so both sides (and both transports, in process and
+HTTP) name them the same way. `ScoringAPI` is what any scoring service offers the user's
+engine: the in-process `service.ScoringService` and the HTTP `serve.client.RemoteService`.
+
+Cost (BBT's unit, METHODS.md): one API call = one candidate prompt scored on one batch of
+examples, whatever the batch's size, so a request costs its population P in calls. The
+work is reported beside it: examples scored (P x B) and tokens scored (P x the real,
+unpadded text tokens of the batch).
+
+This module imports nothing from the package: the provider side (service/, serve/ server
+modules, generator training) and the user side (ES engine, parameterisations, client) both
+depend on it, never on each other (tests/test_import_boundary.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+PAYLOAD_KINDS = ("none", "prompt", "deep_prompt", "task_vector")
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+class MalformedRequestError(ValueError):
+    """A request's shapes, dtypes or values are not acceptable (HTTP 400; 413 if too big)."""
+
+
+class BudgetExhaustedError(RuntimeError):
+    """The API budget cannot cover the requested calls (HTTP 402); nothing was charged."""
+
+
+class RequestIdConflictError(ValueError):
+    """A request id was reused for a different request body (HTTP 409)."""
+
+
+class AuthenticationError(PermissionError):
+    """The service refused the API key (HTTP 401)."""
+
+
+class ServiceUnavailableError(RuntimeError):
+    """The service did not answer within the retry deadline (HTTP 429 / 5xx / no answer)."""
+
+
+class GeneratorMismatchError(ValueError):
+    """A generator (or task vector) is used with a model or generator it was not made for."""
+
+
+# ---------------------------------------------------------------------------- messages
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreRequest:
+    """Score a population of P candidates on B examples.
+
+    kind: "none" (template only, P = 1), "prompt" (payload P x T x D soft prompts),
+      "deep_prompt" (payload L x P x T x D per-layer prompts), or "task_vector"
+      (payload P x R, turned into prompts by the provider's generator, CBP).
+    tokens_BxS / mask_BxS: left- or right-padded token ids of the rendered inputs.
+    candidates_CxW: token ids of W label words for each of C classes (or options).
+    """
+
+    kind: str
+    payload: np.ndarray | None
+    tokens_BxS: np.ndarray
+    mask_BxS: np.ndarray
+    candidates_CxW: np.ndarray
+
+    @property
+    def population(self) -> int:
+        if self.kind == "none":
+            return 1
+        return int(self.payload.shape[1 if self.kind == "deep_prompt" else 0])
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.tokens_BxS.shape[0])
+
+    @property
+    def calls(self) -> int:
+        """API calls this request costs: one per candidate, whatever the batch size."""
+        return self.population
+
+    @property
+    def examples(self) -> int:
+        """Examples scored: P x B."""
+        return self.population * self.num_examples
+
+    @property
+    def tokens(self) -> int:
+        """Text tokens scored: P x the batch's real (mask 1) tokens."""
+        return self.population * int(np.asarray(self.mask_BxS).sum())
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreResponse:
+    """logprobs_PxBxCxW: log-probabilities of each candidate token; calls: what was charged
+    (P); examples / tokens: the examples (P x B) and text tokens scored."""
+
+    logprobs_PxBxCxW: np.ndarray
+    calls: int
+    examples: int = 0
+    tokens: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PublicInfo:
+    """What a provider publishes about its model: shapes and scale statistics.
+
+    hidden_std: per layer l, the std of the hidden states entering layer l on a fixed public
+    text, outliers clipped at 3 sigma ([0]: the word embeddings'), which BBTv2's per-layer
+    projections use (`service/hidden_stats.py`); () where a provider does not publish them.
+    """
+
+    model_name: str
+    hidden_size: int
+    num_layers: int
+    vocab_size: int
+    embedding_std: float  # BBT's projection scale uses it (METHODS.md)
+    accepted_kinds: tuple[str, ...]
+    tokenizer: Any
+    hidden_std: tuple[float, ...] = ()
+
+
+# ---------------------------------------------------------------------------- CBP
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CBPRelease:
+    """What a CBP provider gives a user for stage 2: r, z0 and names. No weights
+    (`prompts.artifact.GeneratorArtifact.release()`)."""
+
+    task_dims: int
+    z0_R: np.ndarray
+    generator_id: str
+    model_name: str
+    tasks: tuple[str, ...]
+
+    def __post_init__(self):
+        z0 = np.asarray(self.z0_R, np.float32)
+        if z0.shape != (self.task_dims,):
+            raise ValueError(f"z0 must have shape ({self.task_dims},), got {z0.shape}")
+        object.__setattr__(self, "z0_R", z0)
+
+
+# ---------------------------------------------------------------------------- service
+
+
+@runtime_checkable
+class ScoringAPI(Protocol):
+    """What a scoring service offers the user's engine (run_blackbox, customize, sweeps,
+    evaluation), whatever the transport.
+
+    score: validate, charge `request.calls` and return candidate log-probs (raises
+      MalformedRequestError or BudgetExhaustedError, charging nothing).
+    public_info: the provider's `PublicInfo`.
+    calls_used / calls_remaining: calls charged so far; calls left (None: unlimited).
+    reserve: charge (in process) or check (HTTP) `calls` that a compiled loop is about to
+      make through `oracle`, or raise BudgetExhaustedError.
+    oracle: a jittable handle `(payload, buckets, candidates_CxW) -> P x B x C x W`
+      log-probs for requests of `kind`; one oracle call = one batch = P calls.
+    """
+
+    @property
+    def calls_used(self) -> int: ...
+
+    @property
+    def calls_remaining(self) -> int | None: ...
+
+    def score(self, request: ScoreRequest) -> ScoreResponse: ...
+
+    def public_info(self) -> PublicInfo: ...
+
+    def reserve(self, calls: int) -> None: ...
+
+    def oracle(self, kind: str) -> Any: ...

@@ -1,0 +1,55 @@
+"""What identifies a loaded model: a fingerprint of its shapes and a few embedding norms.
+
+A saved generator, task vector or prompt records the fingerprint of the model it was made
+with; `check_model` raises `contract.GeneratorMismatchError` when it is used with another.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from cbp_jax.contract import GeneratorMismatchError
+
+PROBE_ROWS = 16  # embedding rows whose norms identify a model (see `model_fingerprint`)
+
+
+def model_fingerprint(model) -> dict:
+    """What identifies the LLM a generator belongs to (a `LoadedModel`).
+
+    Shapes must match exactly; the norms of a few fixed embedding rows must match to 1%
+    (so the same model loaded in float32 or bfloat16 is the same model, another is not).
+    """
+    cfg, embed = model.cfg, model.params["embed"]
+    rows = np.linspace(0, cfg.vocab_size - 1, PROBE_ROWS).astype(np.int64)
+    probe = np.linalg.norm(np.asarray(embed[rows], np.float32), axis=1)
+    return {
+        "name": pathlib.Path(str(model.source)).name,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_layers": cfg.num_layers,
+        "num_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "embed_probe": [round(float(x), 6) for x in probe],
+    }
+
+
+def check_model(expected: dict, model_or_fingerprint, what: str = "generator") -> None:
+    """Raise `GeneratorMismatchError` unless the model is the one `expected` describes."""
+    got = (
+        model_or_fingerprint
+        if isinstance(model_or_fingerprint, dict)
+        else model_fingerprint(model_or_fingerprint)
+    )
+    for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+        if expected.get(key) != got.get(key):
+            raise GeneratorMismatchError(
+                f"this {what} was trained for model {expected.get('name')!r} "
+                f"({key}={expected.get(key)}), not for {got.get('name')!r} ({key}={got.get(key)})"
+            )
+    if not np.allclose(expected["embed_probe"], got["embed_probe"], rtol=1e-2, atol=1e-6):
+        raise GeneratorMismatchError(
+            f"this {what} was trained for model {expected.get('name')!r}; {got.get('name')!r} "
+            "has the same shapes but different embedding weights"
+        )
