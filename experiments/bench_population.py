@@ -64,7 +64,7 @@ class BenchConfig:
     population: int = 20
     examples: int = 32
     prompt_len: int = 50
-    repeats: int = 2
+    repeats: int = 3  # interleaved repeats; the median is reported
     scaling_populations: tuple[int, ...] = (10, 50, 200)
     scaling_examples: int = 4
     es_points: tuple[tuple[int, int], ...] = ((500, 20), (500, 200), (2000, 100))
@@ -77,13 +77,22 @@ class BenchConfig:
 
 
 def median_time(fn, repeats: int) -> float:
-    fn()  # warm up / compile
-    times = []
+    return interleaved_medians({"job": fn}, repeats)["job"]
+
+
+def interleaved_medians(jobs: dict, repeats: int) -> dict[str, float]:
+    """Median wall seconds per job; each is warmed up, then the jobs take turns per repeat,
+    so load from other processes slows them alike (torch's threads collapse under load)."""
+    for fn in jobs.values():
+        fn()  # warm up / compile
+    times = {name: [] for name in jobs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in jobs.items():
+            time.sleep(0.2)  # let the previous job's spinning worker threads go idle
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def torch_scorers(source: str, batches, cands, dtype: str = "float32"):
@@ -187,9 +196,15 @@ def main(argv=None) -> dict:
     torch_loops = {"float32": (loop32, loop_buckets32, concat32)}
     if torch_dtype != "float32":
         torch_loops[torch_dtype] = torch_scorers(model.source, batches, cands, torch_dtype)[:3]
-    loop_sec = {
-        dt: median_time(lambda f=fns[0]: f(pop_t), cfg.repeats) for dt, fns in torch_loops.items()
-    }
+    pop_j = jnp.asarray(pop)
+    timed = interleaved_medians(
+        {
+            "ours": lambda: jax.block_until_ready(score_buckets(oracle, pop_j, buckets)),
+            **{f"torch_loop_{dt}": lambda f=fns[0]: f(pop_t) for dt, fns in torch_loops.items()},
+        },
+        cfg.repeats,
+    )
+    loop_sec = {dt: timed[f"torch_loop_{dt}"] for dt in torch_loops}
     torch_dtype = min(loop_sec, key=loop_sec.get)
     loop, loop_buckets, concat = torch_loops[torch_dtype]
     print("torch loop s per generation: " + ", ".join(f"{k} {v:.2f}" for k, v in loop_sec.items())
@@ -211,10 +226,7 @@ def main(argv=None) -> dict:
     )
     n = cfg.population * cfg.examples
     sec = {
-        "ours": median_time(
-            lambda: jax.block_until_ready(score_buckets(oracle, jnp.asarray(pop), buckets)),
-            cfg.repeats,
-        ),
+        "ours": timed["ours"],
         "ours_one_batch": median_time(
             lambda: score(oracle, jnp.asarray(pop), *dev).block_until_ready(), cfg.repeats
         ),
