@@ -1,27 +1,36 @@
 """Baselines table: zero-shot, BBT, BBTv2 and white-box prompt tuning, mean/std over seeds.
 
-Runs `cbp_jax.run.run` for every (method, seed) on one task (each run resumes from its
-checkpoint if interrupted, and a finished run is read back from its result.json), then
-writes `experiments/results/bbt.md` (with the exact command) and a learning-curve plot of
-BBT's dev/train loss against API calls.
+Plans one `cbp_jax.run.RunConfig` per (method, seed) on one task, runs those with no record
+in experiments/results/bbt_runs.jsonl (the experiment layer: a run's identity is its config
+hash; a changed config is refused, naming the field), and writes experiments/results/bbt.md
+and the BBT learning curve from the records only. Budget in the papers' unit (one candidate
+on the whole k-shot batch). The table's earlier numbers (old per-example unit) are legacy
+records in the same file, rendered below any new runs and marked with their unit.
 
-    python experiments/bbt_table.py --task sst2 --seeds 13,42,87 --budget 16000
+    python experiments/bbt_table.py --task sst2 --seeds 13,42,87 --budget 8000
+    python experiments/bbt_table.py --table-only      # regenerate bbt.md from the records
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import pathlib
 import shlex
 import sys
 
 import numpy as np
 
-from cbp_jax.run import RunConfig, run
+from cbp_jax.experiment.layer import run_cells
+from cbp_jax.experiment.legacy import budget_conversion
+from cbp_jax.experiment.records import Cell, RecordStore
+from cbp_jax.experiment.tables import LegacyTable, import_legacy, write_table
+from cbp_jax.run import RunConfig
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parents[1]
+RECORDS = RESULTS / "bbt_runs.jsonl"
+DEFAULTS = {f: v.default for f, v in RunConfig.__dataclass_fields__.items()}
 METHODS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning")
 LABELS = {
     "zero_shot": "zero-shot",
@@ -29,6 +38,8 @@ LABELS = {
     "bbtv2": "BBTv2",
     "prompt_tuning": "white-box prompt tuning",
 }
+# bbt.md as committed: sst2, 16 shots per class (32 train examples), 12000 per-example calls.
+LEGACY = LegacyTable("bbt", budget_conversion(12000, 20, {"sst2": 16 * 2}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +47,7 @@ class TableConfig:
     task: str = "sst2"
     seeds: tuple[int, ...] = (13, 42, 87)
     methods: tuple[str, ...] = METHODS
-    budget: int = 16000
+    budget: int = 8000  # papers' unit: 400 generations at population 20
     prompt_len: int = 10
     bbtv2_layers: str = "0,6,12,18,24"
     test_size: int = 436
@@ -47,22 +58,24 @@ class TableConfig:
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}")
 
-
-def one(cfg: TableConfig, method: str, seed: int) -> dict:
-    rc = RunConfig(
-        task=cfg.task,
-        method=method,
-        seed=seed,
-        budget=cfg.budget,
-        prompt_len=cfg.prompt_len,
-        bbtv2_layers=cfg.bbtv2_layers,
-        test_size=cfg.test_size,
-        out=cfg.out,
-    )
-    done = rc.run_dir / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    return run(rc)
+    def cells(self) -> list[Cell]:
+        return [
+            Cell(
+                f"{self.task}/{m}/seed{s}",
+                RunConfig(
+                    task=self.task,
+                    method=m,
+                    seed=s,
+                    budget=self.budget,
+                    prompt_len=self.prompt_len,
+                    bbtv2_layers=self.bbtv2_layers,
+                    test_size=self.test_size,
+                    out=self.out,
+                ),
+            )  # fmt: skip
+            for m in self.methods
+            for s in self.seeds
+        ]
 
 
 def plot(results: dict, path: pathlib.Path) -> None:
@@ -74,78 +87,85 @@ def plot(results: dict, path: pathlib.Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for seed, res in results.get("bbt", {}).items():
         hist = res["history"]
-        ax.plot(
-            [h["calls"] for h in hist],
-            [h["loss_mean"] for h in hist],
-            alpha=0.5,
-            label=f"BBT train loss (population mean), seed {seed}",
-        )
+        ax.plot([h["calls"] for h in hist], [h["loss_mean"] for h in hist], alpha=0.5,
+                label=f"BBT train loss (population mean), seed {seed}")  # fmt: skip
         dev = [h for h in hist if "dev_loss" in h]
-        ax.plot(
-            [h["calls"] for h in dev],
-            [h["dev_loss"] for h in dev],
-            "o-",
-            label=f"BBT dev loss (ES mean), seed {seed}",
-        )
-    ax.set_xlabel("API calls")
+        ax.plot([h["calls"] for h in dev], [h["dev_loss"] for h in dev], "o-",
+                label=f"BBT dev loss (ES mean), seed {seed}")  # fmt: skip
+    ax.set_xlabel("API calls (one candidate on the k-shot batch)")
     ax.set_ylabel("cross-entropy")
     ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, metadata={"Software": None})
+    plt.close(fig)
+
+
+def report(cfg: TableConfig, records: list[dict], command: str) -> str:
+    """The new runs' section from their records ("" when none has run)."""
+    results: dict[str, dict] = {}
+    for rec in records:
+        _, m, seed = rec["name"].split("/")
+        results.setdefault(m, {})[int(seed[4:])] = rec["result"]
+    if not results:
+        return ""
+    lines = [
+        f"# Baselines on {cfg.task} (default model smollm2-135m, 16 shots per class)",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Budget {cfg.budget} API calls per black-box run in the papers' unit (one call = one "
+        f"candidate on the whole k-shot batch; dev evaluations counted apart); prompt length "
+        f"{cfg.prompt_len}; BBT/BBTv2 d=500, population 20; BBTv2 layers {cfg.bbtv2_layers}. "
+        f"Test: {cfg.test_size} examples of the test pool. From `bbt_runs.jsonl`.",
+        "",
+        "| method | test acc mean | std | per seed | dev acc mean | API calls | s/run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in cfg.methods:
+        got = [results[m][s] for s in cfg.seeds if s in results.get(m, {})]
+        if not got:
+            continue
+        accs = np.array([r["test_acc"] for r in got])
+        devs = [r.get("dev_acc") for r in got]
+        dev = f"{np.mean(devs):.4f}" if all(d is not None for d in devs) else "-"
+        calls = int(np.mean([r.get("calls", 0) for r in got]))
+        std = f"{accs.std(ddof=1):.4f}" if len(accs) > 1 else "-"
+        per = ", ".join(f"{x:.3f}" for x in accs)
+        lines.append(f"| {LABELS[m]} | {accs.mean():.4f} | {std} | {per} | {dev} | {calls} "
+                     f"| {np.mean([r['seconds'] for r in got]):.0f} |")  # fmt: skip
+    if "bbt" in results:
+        plot(results, RESULTS / f"bbt_{cfg.task}_calls_curve.png")
+        lines += ["", f"Learning curve: `bbt_{cfg.task}_calls_curve.png`."]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default=TableConfig.task)
     p.add_argument("--seeds", default="13,42,87")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--budget", type=int, default=TableConfig.budget)
     p.add_argument("--prompt-len", type=int, default=TableConfig.prompt_len)
     p.add_argument("--out", default=TableConfig.out)
+    p.add_argument("--table-only", action="store_true", help="run nothing; table from records")
     a = p.parse_args(argv)
-    cfg = TableConfig(
-        task=a.task,
-        seeds=tuple(int(s) for s in a.seeds.split(",")),
-        methods=tuple(a.methods.split(",")),
-        budget=a.budget,
-        prompt_len=a.prompt_len,
-        out=a.out,
-    )
-    results = {m: {s: one(cfg, m, s) for s in cfg.seeds} for m in cfg.methods}
+    cfg = TableConfig(task=a.task, seeds=tuple(int(s) for s in a.seeds.split(",")),
+                      methods=tuple(a.methods.split(",")), budget=a.budget,
+                      prompt_len=a.prompt_len, out=a.out)  # fmt: skip
+    store = RecordStore(RECORDS, defaults=DEFAULTS)
+    import_legacy(store, LEGACY, RESULTS, ROOT)
+    runner = None
+    if not a.table_only:
+        from cbp_jax.run import run
+
+        runner = run
+    records, _ = run_cells(cfg.cells(), store, runner, dry_run=a.table_only)
+    args = sys.argv[1:] if argv is None else argv
     command = "python experiments/bbt_table.py " + shlex.join(
-        sys.argv[1:] if argv is None else argv
+        a for a in args if a != "--table-only"
     )
-    lines = [
-        f"# Baselines on {cfg.task} (default model smollm2-135m, 16 shots per class)",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Budget {cfg.budget} API calls per black-box run (one call = one candidate on "
-        f"one example, train and dev alike); prompt length {cfg.prompt_len}; BBT/BBTv2 "
-        f"d=500, population 20, lazy CMA-ES, sigma0 1; BBTv2 layers {cfg.bbtv2_layers} "
-        f"in turn. Test: {cfg.test_size} examples of the test pool, disjoint from the "
-        "k-shot train/dev sets.",
-        "",
-        "| method | test acc mean | std | per seed | dev acc mean | API calls | s/run |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for m in cfg.methods:
-        accs = np.array([results[m][s]["test_acc"] for s in cfg.seeds])
-        devs = [results[m][s].get("dev_acc") for s in cfg.seeds]
-        dev = f"{np.mean(devs):.4f}" if all(d is not None for d in devs) else "-"
-        calls = int(np.mean([results[m][s].get("calls", 0) for s in cfg.seeds]))
-        secs = np.mean([results[m][s]["seconds"] for s in cfg.seeds])
-        per = ", ".join(f"{x:.3f}" for x in accs)
-        lines.append(
-            f"| {LABELS[m]} | {accs.mean():.4f} | {accs.std(ddof=1):.4f} | {per} | {dev} "
-            f"| {calls} | {secs:.0f} |"
-        )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    if "bbt" in results:
-        plot(results, RESULTS / f"bbt_{cfg.task}_curve.png")
-        lines += ["", f"Learning curve: `bbt_{cfg.task}_curve.png`."]
-    (RESULTS / "bbt.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    out = write_table(store, LEGACY.stem, RESULTS, report(cfg, records, command.strip()))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

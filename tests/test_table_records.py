@@ -1,0 +1,94 @@
+"""The ported tables regenerate byte for byte from their committed records (no model runs).
+
+Each table script in experiments/ writes its markdown from `<table>_runs.jsonl` only; the
+runs made before the papers' call unit are legacy records, rendered with their old-unit
+mark and a budget note in the papers' unit. (A changed config being refused is tested in
+test_experiment_layer.py.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+import sys
+
+import pytest
+
+from cbp_jax.experiment import legacy, tables
+from cbp_jax.experiment.records import RecordStore
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
+RESULTS = EXPERIMENTS / "results"
+# table script -> the markdown stems it writes from its records (stem_runs.jsonl each)
+PORTED = {"bbt_table": ("bbt",)}
+
+
+def _script(name):
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+@pytest.mark.parametrize("script,stem", [(s, t) for s, ts in PORTED.items() for t in ts])
+def test_table_regenerates_byte_identically(script, stem, tmp_path, monkeypatch):
+    mod = _script(script)
+    store = RecordStore(RESULTS / f"{stem}_runs.jsonl")
+    assert store.records, f"{stem}_runs.jsonl has no records"
+    monkeypatch.setattr(mod, "RESULTS", tmp_path)  # anything it writes goes here
+    mod.main(["--table-only"] if script == "bbt_table" else ["table", "--results-name", stem])
+    assert (tmp_path / f"{stem}.md").read_text() == (RESULTS / f"{stem}.md").read_text()
+
+
+@pytest.mark.parametrize("stem", [t for ts in PORTED.values() for t in ts])
+def test_legacy_records_are_marked_and_sourced(stem):
+    store = RecordStore(RESULTS / f"{stem}_runs.jsonl")
+    old = [r for r in store.records.values() if r.get("legacy")]
+    assert old, f"{stem}: no legacy records"
+    for r in old:
+        assert r["call_unit"] == legacy.LEGACY_UNIT
+        assert (ROOT / r["source"]).exists() and r["commit"] not in ("unknown", "uncommitted")
+
+
+def _md(tmp_path, body: str) -> pathlib.Path:
+    md = tmp_path / "t.md"
+    md.write_text(body)
+    return md
+
+
+def test_legacy_row_rendered_with_old_unit_mark_and_budget(tmp_path):
+    md = _md(tmp_path, "# T\n\ntext\n\n| method | acc |\n|---|---|\n| BBT | 0.733 ± 0.02 |\n")
+    budget = legacy.budget_conversion(1000, 20, {"financial_phrasebank": 24})
+    recs = legacy.import_markdown(md, tmp_path, "t", budget)
+    assert recs[1]["result"]["cells"] == ["BBT", "0.733 ± 0.02"]
+    assert recs[1]["result"]["numbers"] == [[], ["0.733", "0.02"]]
+    assert budget["per_task"]["financial_phrasebank"] == {
+        "train_examples": 24, "papers_calls_at_most": 41, "generations_at_most": 2}  # fmt: skip
+    text = legacy.render(recs, "t")
+    assert "| BBT (old unit) | 0.733 ± 0.02 |" in text
+    assert "per-example (old)" in text and "<= 41 calls, <= 2 generations" in text
+    # without a budget (white-box runs): marked legacy, no unit conversion
+    recs = legacy.import_markdown(md, tmp_path, "t", None)
+    assert "| BBT (legacy) |" in legacy.render(recs, "t")
+
+
+def test_render_is_a_function_of_the_records(tmp_path):
+    md = _md(tmp_path, "# T\n\n| a | b |\n|---|---|\n| x | 1 |\n| x | 2 |\n\ntail")
+    store = RecordStore(tmp_path / "t_runs.jsonl")
+    n = tables.import_legacy(store, tables.LegacyTable("t", None), tmp_path, tmp_path)
+    assert (
+        n == 3
+        and tables.import_legacy(store, tables.LegacyTable("t", None), tmp_path, tmp_path) == 0
+    )
+    again = RecordStore(tmp_path / "t_runs.jsonl")  # what a fresh clone reads
+    text = tables.render_table(again, "t")
+    assert text.endswith("| x (legacy) | 1 |\n| x (legacy) | 2 |\n\ntail")
+    assert tables.render_table(again, "t", "# new\n").startswith("# new\n\n# T\n")
+    lines = (tmp_path / "t_runs.jsonl").read_text().splitlines()
+    assert all(json.loads(x)["legacy"] for x in lines)
+    md.write_text(text)  # a rendered file is not imported twice
+    with pytest.raises(ValueError, match="already rendered"):
+        legacy.import_markdown(md, tmp_path, "t", None)
