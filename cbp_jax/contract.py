@@ -55,6 +55,16 @@ class GeneratorMismatchError(ValueError):
     """A generator (or task vector) is used with a model or generator it was not made for."""
 
 
+# How the HTTP service answers each error (and the client raises it again); an unknown
+# key is 401 (`AuthenticationError`), a body over the size limit 413 (a malformed request).
+HTTP_STATUS: dict[type[Exception], int] = {
+    MalformedRequestError: 400,
+    AuthenticationError: 401,
+    BudgetExhaustedError: 402,
+    RequestIdConflictError: 409,
+}
+
+
 # ---------------------------------------------------------------------------- messages
 
 

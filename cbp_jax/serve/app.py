@@ -11,12 +11,12 @@ One call = one candidate prompt scored on one batch: a request of population P c
 calls whatever its batch; the work one call may ask is bounded (`ServeLimits`, published
 in /v1/info). Every call but health needs `X-API-Key`. A score request goes: auth
 throttle (429) -> key (401) -> size limit (413) -> body within the read timeout (408) ->
-decode, shape checks before any arithmetic on shapes, limits, validation, finiteness
-after the cast to the compute dtype (400) -> replay of a recorded `X-Request-Id` (same
-bytes, 0 calls) -> budget hold (402) -> the fair scheduler and a bucketed compiled call
-(503 past the request timeout) -> finite outputs (else 400) -> charge + record in one
-SQLite transaction (409 if a racing request claimed the id for another body) ->
-response. Nothing is charged unless the response is recorded.
+decode, then the provider core's checks (service/core.py, the same as in process:
+limits, validation, finiteness after the cast to the compute dtype; 400) -> replay of a
+recorded `X-Request-Id` (same bytes, 0 calls) -> budget hold (402) -> the fair scheduler
+and a bucketed compiled call (503 past the request timeout) -> finite outputs (else 400)
+-> charge + record in one SQLite transaction (409 if a racing request claimed the id for
+another body) -> response. Nothing is charged unless the response is recorded.
 Responses carry candidate log-probs only: never parameters, hidden states or full logits.
 Run it with `cbp-jax serve` (or `python -m cbp_jax.cli serve`, same options).
 """
@@ -26,19 +26,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-import jax.numpy as jnp
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from cbp_jax.contract import BudgetExhaustedError, MalformedRequestError, RequestIdConflictError
+from cbp_jax.contract import HTTP_STATUS
 from cbp_jax.serve.batcher import BatchConfig, Batcher, Job
 from cbp_jax.serve.guard import AuthThrottle, GuardConfig
 from cbp_jax.serve.ledger import Ledger
 from cbp_jax.serve.limits import PayloadTooLargeError, ServeLimits
 from cbp_jax.serve.openapi import SCORE_OPENAPI
 from cbp_jax.serve.wire import MEDIA_TYPE, check_request_id, decode_request, encode_response
-from cbp_jax.service.requests import validate_request
+from cbp_jax.service.core import ProviderCore
 
 DEFAULT_LIMITS, DEFAULT_BATCHING, DEFAULT_GUARD = ServeLimits(), BatchConfig(), GuardConfig()
 CALL_UNIT = "one call = one candidate prompt scored on one batch (a request costs P calls)"
@@ -64,7 +63,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 class ScoreServer:
-    """The service state: model + adapters (behind the batcher), ledger, limits."""
+    """The service state: the provider core (public info, checks, prices; core.py, shared
+    with the in-process service), the batcher, the ledger (a `service.budget.Budget`)."""
 
     def __init__(
         self,
@@ -78,21 +78,13 @@ class ScoreServer:
         batching: BatchConfig = DEFAULT_BATCHING,
         guard: GuardConfig = DEFAULT_GUARD,
     ):
-        self.cfg = model.cfg
-        self.compute_dtype = np.dtype(model.params["embed"].dtype)
-        self.adapters = {a.kind: a for a in adapters}
+        self.core = ProviderCore(
+            model, adapters, adapter_params, model_name=model_name, limits=limits
+        )
+        self.cfg, self.adapters = model.cfg, self.core.adapters
         self.ledger, self.limits = ledger, limits
         self.batcher = Batcher(model, self.adapters, adapter_params, batching)
-        self._shapes = {k: a.payload_shape(model.cfg) for k, a in self.adapters.items()}
-        self.info = {
-            "model_name": model_name,
-            "hidden_size": model.cfg.hidden_size,
-            "num_layers": model.cfg.num_layers,
-            "vocab_size": model.cfg.vocab_size,
-            "embedding_std": float(jnp.std(model.params["embed"].astype(jnp.float32))),
-            "accepted_kinds": sorted(self.adapters),
-        }
-        self.public = {**self.info, "call_unit": CALL_UNIT, "limits": limits.public()}
+        self._public = None
         self.guard, self.throttle = guard, AuthThrottle(guard)
         self.commits = 0  # responses charged and recorded
 
@@ -106,20 +98,20 @@ class ScoreServer:
             raise HttpError(401, "missing or unknown API key (header X-API-Key)")
         return user
 
+    @property
+    def public(self) -> dict:
+        """/v1/info: the core's public info, the call unit and this server's limits."""
+        if self._public is None:
+            public = {**self.core.public_dict(), "call_unit": CALL_UNIT}
+            self._public = {**public, "limits": self.limits.public()}
+        return self._public
+
     def _job(self, req, user: str) -> Job:
-        """The batcher's job; the payload must stay finite in float32 and the compute dtype
-        (a float64 1e300 is finite on the wire and inf after the cast)."""
+        """The batcher's job for an admitted request (population first, float32)."""
         payload = None
         if req.payload is not None:
             axis = self.adapters[req.kind].payload_axis
-            with np.errstate(over="ignore", invalid="ignore"):
-                payload = np.moveaxis(np.asarray(req.payload, np.float32), axis, 0)
-                cast = np.asarray(jnp.asarray(payload, self.compute_dtype), np.float32)
-            if not (np.isfinite(payload).all() and np.isfinite(cast).all()):
-                raise MalformedRequestError(
-                    f"{req.kind!r} payload is not finite in float32 / {self.compute_dtype} "
-                    "(NaN, inf, or values beyond the compute dtype's range)"
-                )
+            payload = np.moveaxis(np.asarray(req.payload, np.float32), axis, 0)
         ids = (req.tokens_BxS, req.mask_BxS, req.candidates_CxW)
         return Job(req.kind, payload, *(np.asarray(x, np.int32) for x in ids), user=user)
 
@@ -143,11 +135,7 @@ class ScoreServer:
             logprobs = await asyncio.wait_for(
                 asyncio.wrap_future(future), self.guard.request_timeout_s
             )
-            if not np.isfinite(logprobs).all():
-                raise MalformedRequestError(
-                    "the scores of this payload are not finite (payload values too large "
-                    "for the model?); nothing was charged"
-                )
+            logprobs = self.core.check_scores(logprobs)
         except TimeoutError:
             self.ledger.release(user, calls)
             raise HttpError(503, f"not scored within {self.guard.request_timeout_s:g} s; "
@@ -164,15 +152,13 @@ class ScoreServer:
             rid = check_request_id(request.headers.get("x-request-id"))
             run_id = request.headers.get("x-run-id", "")[:128]
             req = decode_request(body, self.limits.max_body_bytes)
-            self.limits.check(req)
-            validate_request(req, vocab_size=self.cfg.vocab_size, payload_shape=self._shapes)
+            calls = self.core.admit(req)  # limits, validation, finite payload; the price
             job = self._job(req, user)
             digest = hashlib.sha256(body).hexdigest()
             if rid is not None:
                 recorded = await asyncio.to_thread(self.ledger.lookup, user, rid, digest)
                 if recorded is not None:
                     return _msgpack(recorded, charged=0, replayed=True)
-            calls = req.calls
             self.ledger.hold(user, calls)
             try:
                 future = self.batcher.submit(job)
@@ -196,12 +182,7 @@ def _msgpack(body: bytes, *, charged: int, replayed: bool) -> Response:
 
 def create_app(server: ScoreServer) -> FastAPI:
     app = FastAPI(title="cbp-jax scoring service", docs_url=None, redoc_url=None)
-    errors = (
-        (PayloadTooLargeError, 413),
-        (MalformedRequestError, 400),
-        (BudgetExhaustedError, 402),
-        (RequestIdConflictError, 409),
-    )
+    errors = ((PayloadTooLargeError, 413), *HTTP_STATUS.items())  # most specific class wins
     # Anything else is a server fault: a 500 that names no internals (no traceback).
     app.add_exception_handler(
         Exception, lambda _r, e: JSONResponse({"error": "internal error"}, status_code=500)
@@ -222,7 +203,7 @@ def create_app(server: ScoreServer) -> FastAPI:
     @app.get("/v1/health")
     def health():
         b = server.batcher
-        return {"status": "ok", "model": server.info["model_name"], "packs": b.packs,
+        return {"status": "ok", "model": server.core.name, "packs": b.packs,
                 "compiles": b.compiles, "commits": server.commits}  # fmt: skip
 
     @app.get("/v1/info")
@@ -244,7 +225,7 @@ def create_app(server: ScoreServer) -> FastAPI:
 def serve(server: ScoreServer, host: str = "127.0.0.1", port: int = 8321) -> None:
     import uvicorn
 
-    print(f"cbp-jax serve: {server.info['model_name']} on http://{host}:{port}", flush=True)
+    print(f"cbp-jax serve: {server.core.name} on http://{host}:{port}", flush=True)
     uvicorn.run(
         create_app(server), host=host, port=port, log_level="warning", workers=1,
         timeout_keep_alive=5, limit_concurrency=256,

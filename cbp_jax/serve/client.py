@@ -44,11 +44,10 @@ import numpy as np
 import requests
 
 from cbp_jax.contract import (
-    AuthenticationError,
+    HTTP_STATUS,
     BudgetExhaustedError,
     MalformedRequestError,
     PublicInfo,
-    RequestIdConflictError,
     ScoreRequest,
     ScoreResponse,
     ServiceUnavailableError,
@@ -73,13 +72,7 @@ class RetryPolicy:
             raise ValueError("RetryPolicy.backoff_max_s must be >= backoff_s")
 
 
-_ERRORS = {
-    400: MalformedRequestError,
-    401: AuthenticationError,
-    402: BudgetExhaustedError,
-    409: RequestIdConflictError,
-    413: MalformedRequestError,
-}
+_ERRORS = {status: error for error, status in HTTP_STATUS.items()} | {413: MalformedRequestError}
 
 
 class RemoteService:
@@ -182,8 +175,8 @@ class RemoteService:
         if self._info is None:
             info = self.server_info()
             fields = {f.name for f in dataclasses.fields(PublicInfo)} - {"tokenizer"}
+            info = {k: tuple(v) if isinstance(v, list) else v for k, v in info.items()}
             info = {k: v for k, v in info.items() if k in fields}
-            info["accepted_kinds"] = tuple(info["accepted_kinds"])
             self._info = PublicInfo(**info, tokenizer=self._tokenizer)
         return self._info
 

@@ -31,7 +31,8 @@ import sqlite3
 import threading
 import time
 
-from cbp_jax.contract import BudgetExhaustedError, RequestIdConflictError
+from cbp_jax.contract import RequestIdConflictError
+from cbp_jax.service.budget import exhausted_error
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -84,7 +85,8 @@ def key_digest(key: str) -> str:
 
 
 class Ledger:
-    """Thread-safe accounting over one SQLite file (one connection, one lock)."""
+    """Thread-safe accounting over one SQLite file (one connection, one lock): the HTTP
+    service's `service.budget.Budget` (hold, commit with the response's record, release)."""
 
     def __init__(self, path: str):
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -180,11 +182,7 @@ class Ledger:
             ).fetchone()
             held = self._held.get(user, 0)
             if used + held + calls > budget:
-                raise BudgetExhaustedError(
-                    f"API budget exhausted: {used} of {budget} calls used"
-                    + (f" ({held} more in flight)" if held else "")
-                    + f", request needs {calls} more"
-                )
+                raise exhausted_error(used, budget, held, calls)
             self._held[user] = held + calls
 
     def release(self, user: str, calls: int) -> None:
