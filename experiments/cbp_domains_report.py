@@ -1,4 +1,7 @@
-"""The CBP domain sweep's tables and plot, from finished runs only (nothing is run).
+"""The CBP domain sweep's tables and plot, from run records only (nothing is run).
+
+`use_records` gives the report the sweep's records (cbp_domains.py reads them from the
+committed `<name>_runs.jsonl`); a planned run without a record counts as not finished.
 
 `table` writes per-domain rows (mean ± std over seeds of every method), the held-out
 section with its paired lines (per-seed differences on shared k-shot sets and test subsets,
@@ -9,11 +12,10 @@ finish says so.
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import numpy as np
-from cbp_sweep import METHODS, SweepConfig, _small_pools, planned, run_config
+from cbp_sweep import METHODS, SweepConfig, _small_pools, cell_name, planned, run_config
 
 from cbp_jax.data.tasks import domain_tasks
 from cbp_jax.run import RunConfig
@@ -30,9 +32,17 @@ LABELS = {
 }
 
 
+_RESULTS: dict[str, dict] = {}  # cell name -> its record's result
+
+
+def use_records(records: list[dict]) -> None:
+    """The records the report reads (replacing any given before)."""
+    _RESULTS.clear()
+    _RESULTS.update({r["name"]: r["result"] for r in records if not r.get("legacy")})
+
+
 def _read(rc: RunConfig) -> dict | None:
-    path = rc.run_dir / "result.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return _RESULTS.get(cell_name(rc))
 
 
 def _cell(values: list[float], expected: int) -> str:
@@ -82,7 +92,7 @@ def _generators_of(cfg: SweepConfig, task: str) -> dict[str, str]:
 def table(cfg: SweepConfig, command: str) -> str:
     n = len(cfg.seeds)
     plan = planned(cfg)
-    done = sum((rc.run_dir / "result.json").exists() for rc in plan)
+    done = sum(_read(rc) is not None for rc in plan)
     devices = sorted({r.get("device", "cpu") for rc in plan if (r := _read(rc)) is not None})
     lines = [
         f"# CBP-Tuning per domain (SmolLM2-135M-Instruct, runs on: {', '.join(devices)})",
@@ -98,8 +108,9 @@ def table(cfg: SweepConfig, command: str) -> str:
         )
         + f"; {cfg.test_size} test examples{_small_pools(cfg)}, never trained on, not even "
         "by stage 1. Black-box methods "
-        f"(BBT, BBTv2, CBP) at the same budget of {cfg.budget} API calls (train + dev; one call "
-        "is one example scored, see the last section), "
+        f"(BBT, BBTv2, CBP) at the same budget of {cfg.budget} API calls in the papers' unit "
+        "(one call is one candidate scored on the whole k-shot batch; dev evaluations counted "
+        "apart, see the last section), "
         f"population {cfg.population}. Each seed draws its own k-shot sets and test subset "
         "(all methods of a seed share them). White-box PT: gradients through the model, "
         f"{cfg.pt_epochs} epochs, no budget (upper bound). CBP z0 only: the provider's "
@@ -229,9 +240,9 @@ def _generations_table(cfg: SweepConfig) -> list[str]:
     lines = [
         "## What the budget paid for",
         "",
-        "One API call is one example scored. A CMA-ES generation costs population x train "
-        "examples calls and each dev evaluation dev-size calls, so the budget pays for few "
-        "generations; the numbers below are generations per run (mean over finished seeds). "
+        "One API call is one candidate scored on the whole k-shot batch (the papers' unit), so "
+        "a CMA-ES generation costs population calls; the numbers below are generations per "
+        "run (mean over finished seeds). "
         "BBTv2 runs one phase per layer in turn (layers "
         f"{cfg.bbtv2_layers}) as far as the budget pays for a generation in each; the layers "
         "it reached are in brackets.",
@@ -280,7 +291,7 @@ def plot(cfg: SweepConfig, path: pathlib.Path) -> None:
                         x, y = zip(*pts, strict=True)
                         label = f"{task} {LABELS[method]}" if seed == cfg.seeds[0] else None
                         ax.plot(x, y, style, color=color, alpha=0.6, label=label)
-        ax.set(title=domain, xlabel="API calls", ylabel="dev accuracy (ES mean)")
+        ax.set(title=domain, xlabel="API calls (papers' unit)", ylabel="dev accuracy (ES mean)")
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -5,7 +5,9 @@
         "domains=sentiment leave_one_out=sst2,ag_news out=checkpoints/cbp_sentiment"
 
 Each --sweep is one sweep's SweepConfig overrides (k=v, space-separated; "" is the main
-table's defaults). Reads finished runs only (nothing is run): per held-out task the per-seed
+table's defaults), optionally after `NAME:` (its records, experiments/results/NAME_runs.jsonl;
+default: cbp). Reads run records only (nothing is run; legacy records, which keep only the
+tables' cells, have no per-seed results to pair): per held-out task the per-seed
 differences CBP held-out - BBT on shared k-shot sets and test subsets, then one t interval
 over all tasks (`cbp_jax.stats.paired_summary`, a task's mean over seeds is one unit).
 Default: the main table (8 held-out tasks) and the sentiment table (2).
@@ -20,20 +22,27 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from cbp_domains_report import seed_diffs  # noqa: E402
+from cbp_domains_report import seed_diffs, use_records  # noqa: E402
 from cbp_sweep import SweepConfig  # noqa: E402
 
+from cbp_jax.experiment.records import RecordStore  # noqa: E402
 from cbp_jax.overrides import apply_overrides  # noqa: E402
 from cbp_jax.stats import paired_summary  # noqa: E402
 
-DEFAULT_SWEEPS = ("", "domains=sentiment leave_one_out=sst2,ag_news out=checkpoints/cbp_sentiment")
+DEFAULT_SWEEPS = (
+    "cbp:",
+    "cbp_sentiment:domains=sentiment leave_one_out=sst2,ag_news out=checkpoints/cbp_sentiment",
+)
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 
 def held_out_diffs(sweeps: list[str]) -> dict[str, list[float] | None]:
     """task -> per-seed CBP held-out - BBT differences (None if a seed is missing)."""
     diffs: dict[str, list[float] | None] = {}
-    for overrides in sweeps:
+    for sweep in sweeps:
+        name, overrides = sweep.split(":", 1) if ":" in sweep.split("=")[0] else ("cbp", sweep)
         cfg = apply_overrides(SweepConfig(), shlex.split(overrides))
+        use_records(list(RecordStore(RESULTS / f"{name}_runs.jsonl").records.values()))
         for task in cfg.leave_one_out:
             if task in diffs:
                 raise ValueError(f"task {task!r} is held out in two of the sweeps")

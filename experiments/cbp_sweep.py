@@ -139,6 +139,18 @@ def run_config(cfg: SweepConfig, task: str, method: str, seed: int, gen: str = "
     )
 
 
+def cell_name(rc: RunConfig) -> str:
+    """A planned run's record name: task/method[-generator]/seed<seed>."""
+    return f"{rc.task}/{rc.method}{'-' + rc.tag if rc.tag else ''}/seed{rc.seed}"
+
+
+def portable(rc: RunConfig) -> RunConfig:
+    """`rc` with its paths relative to the repository root (a record's config, any clone)."""
+    rel = {f: str(pathlib.Path(v).relative_to(ROOT)) for f in ("out", "generator")
+           if (v := getattr(rc, f)) and pathlib.Path(v).is_relative_to(ROOT)}  # fmt: skip
+    return dataclasses.replace(rc, **rel)
+
+
 # One task per domain first, then cheapest (shortest inputs) first, so a sweep cut short
 # still fills whole rows.
 PRIORITY = (

@@ -22,7 +22,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 RESULTS = EXPERIMENTS / "results"
 # table script -> the markdown stems it writes from its records (stem_runs.jsonl each)
-PORTED = {"bbt_table": ("bbt",)}
+CBP = ("cbp", "cbp_budget8000", "cbp_budget8000_held_out", "cbp_budget8000_margin2",
+       "cbp_budget8000_natural", "cbp_gpu", "cbp_natural_held_out", "cbp_permuted_held_out",
+       "cbp_sentiment", "cbp_task_vectors")  # fmt: skip
+PORTED = {"bbt_table": ("bbt",), "cbp_domains": CBP}
+TABLE_ARGS = {"bbt_table": ["--table-only"], "cbp_domains": ["table", "--results-name"]}
 
 
 def _script(name):
@@ -36,10 +40,14 @@ def _script(name):
 @pytest.mark.parametrize("script,stem", [(s, t) for s, ts in PORTED.items() for t in ts])
 def test_table_regenerates_byte_identically(script, stem, tmp_path, monkeypatch):
     mod = _script(script)
-    store = RecordStore(RESULTS / f"{stem}_runs.jsonl")
-    assert store.records, f"{stem}_runs.jsonl has no records"
-    monkeypatch.setattr(mod, "RESULTS", tmp_path)  # anything it writes goes here
-    mod.main(["--table-only"] if script == "bbt_table" else ["table", "--results-name", stem])
+    records = RESULTS / f"{stem}_runs.jsonl"
+    assert RecordStore(records).records, f"{records.name} has no records"
+    (tmp_path / records.name).write_text(records.read_text())  # all it may read
+    monkeypatch.setattr(mod, "RESULTS", tmp_path)  # and where it writes
+    if hasattr(mod, "RECORDS"):
+        monkeypatch.setattr(mod, "RECORDS", tmp_path / records.name)
+    args = TABLE_ARGS[script]
+    mod.main(args + [stem] if args[-1].startswith("--results") else args)
     assert (tmp_path / f"{stem}.md").read_text() == (RESULTS / f"{stem}.md").read_text()
 
 
