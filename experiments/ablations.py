@@ -13,7 +13,13 @@ scored on the test split by the experimenter's own unlimited evaluator.
     python experiments/ablations.py                 # the full ablation (GPU-sized)
     python experiments/ablations.py --quick         # smoke run: tiny budget, one task
 
-Writes experiments/results/ablations.md, ablations.json and ablations.png
+Runs go through the experiment layer: one cell per (output stem, task) whose config is the
+whole AblationConfig with that task; finished cells are appended to the committed
+experiments/results/ablations_runs.jsonl, and <stem>.md, <stem>.json and <stem>.png are
+written from the records only (`--table-only`: run nothing). The tables run before the
+papers' call unit are legacy records there: their markdown cell by cell, and the raw
+per-seed numbers of their JSON files (`legacy/<stem>/json/<task>`); their budgets were
+train-only calls, so in the papers' unit they are calls / B exactly (B = 24 train examples).
 (`--quick`: ablations_quick.* , marked as a smoke run, never the results files).
 """
 
@@ -33,6 +39,10 @@ import numpy as np
 from cbp_jax.data.batching import make_inputs
 from cbp_jax.data.splits import kshot_splits
 from cbp_jax.data.tasks import get_task
+from cbp_jax.experiment.layer import run_cells
+from cbp_jax.experiment.legacy import budget_conversion, budget_parts, json_record
+from cbp_jax.experiment.records import Cell, RecordStore
+from cbp_jax.experiment.tables import LegacyTable, append_raw, has_legacy, write_table
 from cbp_jax.methods.bbt import bbt_parameterization
 from cbp_jax.methods.chunked_scoring import evaluate_vectors
 from cbp_jax.methods.sweep import SweepConfig, Sweeper, make_hparams, sweep_shapes
@@ -44,7 +54,21 @@ from cbp_jax.service.memory import chunk_for_memory
 from cbp_jax.service.oracle import SoftPrompt
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parents[1]
+RECORDS = RESULTS / "ablations_runs.jsonl"
 SWEEPS = ("population", "dims", "sigma")
+# The committed tables (old unit; budgets from their commands, financial_phrasebank's 24
+# train examples = 8 shots x 3 classes).
+_GPU = budget_conversion(24000, 20, {"financial_phrasebank": 24})
+_CPU = budget_conversion(2400, 20, {"financial_phrasebank": 24})
+LEGACY = (
+    LegacyTable("ablations_gpu_sigma", _GPU),
+    LegacyTable("ablations_gpu_population", _GPU),
+    LegacyTable("ablations_cpu_dims", _CPU),
+    LegacyTable(
+        "ablations", budget_parts({"sigma0 and population sweeps": _GPU, "d sweep": _CPU})
+    ),  # fmt: skip
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,8 +227,7 @@ def plot(results: dict, cfg: AblationConfig, path: pathlib.Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def markdown(results: dict, cfg: AblationConfig, command: str, seconds: float) -> str:
-    device = jax.devices()[0].device_kind
+def markdown(results: dict, cfg: AblationConfig, command: str, seconds: float, device) -> str:
     lines = [f"# BBT ablations ({cfg.model}, Sep-CMA-ES, on {device})", ""]
     if cfg.quick:
         lines += [
@@ -217,7 +240,8 @@ def markdown(results: dict, cfg: AblationConfig, command: str, seconds: float) -
         f"Command: `{command}` ({seconds / 60:.1f} min)",
         "",
         f"{cfg.shots} shots per class (train; split seed {cfg.data_seed}); ES seeds "
-        f"{list(cfg.seeds)}; {cfg.budget_per_run} API calls per run on the train set; "
+        f"{list(cfg.seeds)}; {cfg.budget_per_run} API calls per run in the papers' unit (one "
+        "candidate on the whole train batch); "
         f"prompt length {cfg.prompt_len}; defaults P={cfg.population}, d={cfg.num_dims}, "
         f"sigma0={cfg.sigma0}. Test accuracy of the final ES mean, mean ± std over seeds "
         "(generations per run in brackets).",
@@ -237,17 +261,41 @@ def markdown(results: dict, cfg: AblationConfig, command: str, seconds: float) -
     return "\n".join(lines) + "\n"
 
 
-def merge(stems: list[str]) -> None:
-    """ablations.md: the given parts (each a whole sweep report with its own command)."""
-    parts = [(RESULTS / f"{stem}.md").read_text() for stem in stems]
-    text = "# Ablations: accuracy vs population, intrinsic dimension and sigma0\n\n"
-    text += "Parts, each written by the command it names:\n\n"
-    text += "".join(f"- `{stem}.md` (plot `{stem}.png`)\n" for stem in stems)
-    for part in parts:  # each part's headings one level down
-        text += "\n" + "\n".join("#" + ln if ln.startswith("#") else ln for ln in part.splitlines())
-        text += "\n"
-    (RESULTS / "ablations.md").write_text(text)
-    print(text)
+def import_legacy(store: RecordStore) -> None:
+    """The committed tables and their JSON files as legacy records (once)."""
+    from cbp_jax.experiment.tables import import_legacy as import_md
+
+    for table in LEGACY:
+        if has_legacy(store, table.stem):
+            continue
+        import_md(store, table, RESULTS, ROOT)
+        raw = RESULTS / f"{table.stem}.json"
+        if raw.exists():
+            payload = json.loads(raw.read_text())
+            for task, res in payload["results"].items():
+                config = {**payload["config"], "task": task, "command": payload["command"]}
+                config["table"] = table.stem
+                append_raw(store, json_record(f"legacy/{table.stem}/json/{task}", config, res,
+                                              raw, ROOT))  # fmt: skip
+
+
+def cells(cfg: AblationConfig, stem: str) -> list[Cell]:
+    base = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "tasks"}
+    return [Cell(f"{stem}/{t}", {**base, "task": t}) for t in cfg.tasks]
+
+
+def new_section(cfg: AblationConfig, stem: str, records: list[dict], command: str) -> str:
+    """<stem>'s report of its new runs (writes <stem>.json and .png); "" when none ran."""
+    if not records:
+        return ""
+    results = {r["config"]["task"]: r["result"] for r in records}
+    payload = {"config": dataclasses.asdict(cfg), "command": command, "results": results}
+    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    plot(results, cfg, RESULTS / f"{stem}.png")
+    seconds = sum(r["result"].get("seconds", 0.0) for r in records)
+    devices = ", ".join(sorted({r["result"].get("device", "unknown") for r in records}))
+    text = markdown(results, cfg, command, seconds, devices)
+    return text + f"\nPlot: `{stem}.png`; raw numbers: `{stem}.json`.\n"
 
 
 def main(argv=None) -> None:
@@ -258,12 +306,8 @@ def main(argv=None) -> None:
     p.add_argument("--budget-per-run", type=int, default=None)
     p.add_argument("--set", nargs="*", default=[], help="AblationConfig overrides, k=v")
     p.add_argument("--stem", default=None, help="output name under experiments/results")
-    p.add_argument(
-        "--merge", nargs="+", default=None, help="write ablations.md from these stems' .md files"
-    )
+    p.add_argument("--table-only", action="store_true", help="run nothing; table from records")
     a = p.parse_args(argv)
-    if a.merge:
-        return merge(a.merge)
     kw = dict(QUICK) if a.quick else {}
     kw["sweeps"] = tuple(a.sweeps.split(","))
     if a.tasks:
@@ -271,20 +315,25 @@ def main(argv=None) -> None:
     if a.budget_per_run:
         kw["budget_per_run"] = a.budget_per_run
     cfg = apply_overrides(AblationConfig(**kw), a.set)
-    start = time.time()
-    model = load_model(cfg.model)
-    results = {t: run_task(cfg, model, t) for t in cfg.tasks}
-    args = sys.argv[1:] if argv is None else argv
-    command = "python experiments/ablations.py " + shlex.join(args)
     stem = a.stem or ("ablations_quick" if cfg.quick else "ablations")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"config": dataclasses.asdict(cfg), "command": command, "results": results}
-    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=1) + "\n")
-    plot(results, cfg, RESULTS / f"{stem}.png")
-    text = markdown(results, cfg, command.strip(), time.time() - start)
-    text += f"\nPlot: `{stem}.png`; raw numbers: `{stem}.json`.\n"
-    (RESULTS / f"{stem}.md").write_text(text)
-    print(text)
+    store = RecordStore(RESULTS / "ablations_quick_runs.jsonl" if cfg.quick else RECORDS)
+    if not cfg.quick:
+        import_legacy(store)
+    runner = None
+    if not a.table_only:
+        model = load_model(cfg.model)
+
+        def runner(config: dict) -> dict:
+            start = time.time()
+            out = run_task(cfg, model, config["task"])
+            device = jax.devices()[0].device_kind
+            return {**out, "seconds": time.time() - start, "device": device}
+
+    records, _ = run_cells(cells(cfg, stem), store, runner, dry_run=a.table_only)
+    args = [x for x in (sys.argv[1:] if argv is None else argv) if x != "--table-only"]
+    command = ("python experiments/ablations.py " + shlex.join(args)).strip()
+    out = write_table(store, stem, RESULTS, new_section(cfg, stem, records, command))
+    print(out.read_text())
 
 
 if __name__ == "__main__":

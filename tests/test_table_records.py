@@ -25,8 +25,14 @@ RESULTS = EXPERIMENTS / "results"
 CBP = ("cbp", "cbp_budget8000", "cbp_budget8000_held_out", "cbp_budget8000_margin2",
        "cbp_budget8000_natural", "cbp_gpu", "cbp_natural_held_out", "cbp_permuted_held_out",
        "cbp_sentiment", "cbp_task_vectors")  # fmt: skip
-PORTED = {"bbt_table": ("bbt",), "cbp_domains": CBP}
-TABLE_ARGS = {"bbt_table": ["--table-only"], "cbp_domains": ["table", "--results-name"]}
+ABLATIONS = ("ablations_gpu_sigma", "ablations_gpu_population", "ablations_cpu_dims", "ablations")
+PORTED = {"bbt_table": ("bbt",), "cbp_domains": CBP, "ablations": ABLATIONS}
+TABLE_ARGS = {
+    "bbt_table": ["--table-only"],
+    "cbp_domains": ["table", "--results-name"],
+    "ablations": ["--table-only", "--stem"],
+}
+RECORDS = {"ablations": "ablations_runs.jsonl"}  # one store for all its stems
 
 
 def _script(name):
@@ -40,21 +46,21 @@ def _script(name):
 @pytest.mark.parametrize("script,stem", [(s, t) for s, ts in PORTED.items() for t in ts])
 def test_table_regenerates_byte_identically(script, stem, tmp_path, monkeypatch):
     mod = _script(script)
-    records = RESULTS / f"{stem}_runs.jsonl"
+    records = RESULTS / RECORDS.get(script, f"{stem}_runs.jsonl")
     assert RecordStore(records).records, f"{records.name} has no records"
     (tmp_path / records.name).write_text(records.read_text())  # all it may read
     monkeypatch.setattr(mod, "RESULTS", tmp_path)  # and where it writes
     if hasattr(mod, "RECORDS"):
         monkeypatch.setattr(mod, "RECORDS", tmp_path / records.name)
     args = TABLE_ARGS[script]
-    mod.main(args + [stem] if args[-1].startswith("--results") else args)
+    mod.main(args + [stem] if args[-1] in ("--results-name", "--stem") else args)
     assert (tmp_path / f"{stem}.md").read_text() == (RESULTS / f"{stem}.md").read_text()
 
 
-@pytest.mark.parametrize("stem", [t for ts in PORTED.values() for t in ts])
-def test_legacy_records_are_marked_and_sourced(stem):
-    store = RecordStore(RESULTS / f"{stem}_runs.jsonl")
-    old = [r for r in store.records.values() if r.get("legacy")]
+@pytest.mark.parametrize("script,stem", [(s, t) for s, ts in PORTED.items() for t in ts])
+def test_legacy_records_are_marked_and_sourced(script, stem):
+    store = RecordStore(RESULTS / RECORDS.get(script, f"{stem}_runs.jsonl"))
+    old = [r for r in store.records.values() if r.get("legacy") and r["config"]["table"] == stem]
     assert old, f"{stem}: no legacy records"
     for r in old:
         assert r["call_unit"] == legacy.LEGACY_UNIT
@@ -100,3 +106,22 @@ def test_render_is_a_function_of_the_records(tmp_path):
     md.write_text(text)  # a rendered file is not imported twice
     with pytest.raises(ValueError, match="already rendered"):
         legacy.import_markdown(md, tmp_path, "t", None)
+
+
+def test_ablation_json_records_give_the_tables_cells():
+    """The raw per-seed legacy numbers (from the committed JSON) reproduce each table cell."""
+    import numpy as np
+
+    store = RecordStore(RESULTS / "ablations_runs.jsonl")
+    raw = [r for r in store.records.values() if "/json/" in r["name"]]
+    assert len(raw) == 3
+    for rec in raw:
+        stem, task = rec["config"]["table"], rec["config"]["task"]
+        rows = {r["result"]["cells"][0]: r["result"]["cells"][1] for r in store.records.values()
+                if r["config"].get("table") == stem and "part" in r["config"]}  # fmt: skip
+        for sweep in rec["config"]["sweeps"]:
+            for point in rec["result"][sweep]:
+                acc = np.array(point["test_acc"])
+                want = f"{acc.mean():.3f} ± {acc.std():.3f} ({point['generations']})"
+                assert rows[str(point["value"])] == want, (stem, task, point["value"])
+                assert point["calls_per_run"] == rec["config"]["budget_per_run"]

@@ -56,6 +56,11 @@ def budget_conversion(calls: int, population: int, train_examples: dict[str, int
     return {"calls_old_unit": calls, "population": population, "per_task": per_task}
 
 
+def budget_parts(parts: dict[str, dict]) -> dict:
+    """One table of several runs' budgets: {label: budget_conversion(...)}."""
+    return {"parts": {f"{label}: ": b for label, b in parts.items()}}
+
+
 def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip()[1:-1].split(" | ")]
 
@@ -128,20 +133,28 @@ def budget_note(budget: dict | None, source: str, commit: str) -> list[str]:
         return [f"{head} `{NO_BUDGET_MARK.strip()}`). These runs had no API-call budget "
                 "(white-box methods), so the call unit does not apply; the numbers are as "
                 "they were.", ""]  # fmt: skip
+    parts = budget.get("parts", {"": budget})
+    text = " ".join(_budget_sentence(label, b) for label, b in parts.items())
+    return [
+        f"{head} `{LEGACY_MARK.strip()}`). {text} The numbers are as they were; they are not "
+        "rerun.",
+        "",
+    ]
+
+
+def _budget_sentence(label: str, budget: dict) -> str:
     n, p = budget["calls_old_unit"], budget["population"]
     per = "; ".join(
         f"{t}: B = {v['train_examples']}, <= {v['papers_calls_at_most']} calls, "
         f"<= {v['generations_at_most']} generations"
         for t, v in budget["per_task"].items()
     )
-    return [
-        f"{head} `{LEGACY_MARK.strip()}`). Budget {n} calls in the old unit (one candidate on "
-        f"one example, train and dev) per black-box run. In the papers' unit (one candidate "
-        f"on the whole k-shot train batch of B examples) that is at most {n} // B calls, and "
-        f"at most {n} // ({p} x B) CMA-ES generations at population {p}: {per}. The numbers "
-        "are as they were; they are not rerun.",
-        "",
-    ]
+    return (
+        f"{label}Budget {n} calls in the old unit (one candidate on one example) per "
+        f"black-box run. In the papers' unit (one candidate on the whole k-shot train batch "
+        f"of B examples) that is at most {n} // B calls, and at most {n} // ({p} x B) CMA-ES "
+        f"generations at population {p}: {per}."
+    )
 
 
 def render(records: list[dict], stem: str) -> str:
@@ -154,7 +167,8 @@ def render(records: list[dict], stem: str) -> str:
     budget = doc["result"]["budget"]
     mark = NO_BUDGET_MARK if budget is None else LEGACY_MARK
     rows: dict[int, list[dict]] = {}
-    for r in sorted((r for r in mine if r is not doc), key=lambda r: r["config"]["row"]):
+    table_rows = (r for r in mine if "part" in r["config"])  # not raw (JSON) records
+    for r in sorted(table_rows, key=lambda r: r["config"]["row"]):
         rows.setdefault(r["config"]["part"], []).append(r)
     out = []
     for k, line in enumerate(doc["result"]["lines"]):
@@ -169,3 +183,9 @@ def render(records: list[dict], stem: str) -> str:
             out += [""] + budget_note(budget, doc["source"], doc["commit"])[:-1]
     text = "\n".join(out)
     return text + "\n" if doc["result"]["trailing_newline"] else text
+
+
+def json_record(name: str, config: dict, result: dict, source: pathlib.Path, root: pathlib.Path):
+    """A legacy record of raw numbers read from a committed JSON file (kept as they are)."""
+    rel = str(source.relative_to(root))
+    return _record(name, config, result, rel, source_commit(source, root))
