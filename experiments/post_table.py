@@ -14,8 +14,12 @@ public sets (ag_news news text and boolq Wikipedia passages, in the private task
 template). Audits on the student prompt: the loss-threshold attack and offline LiRA with
 `shadows` shadow prompts, trained by the same algorithm on test-pool examples that are
 not audit targets; members are `audit_size` examples of the private set, non-members as
-many test-pool examples. Writes experiments/results/post.md (--quick: <out>/post_quick.md);
-one JSON per (task, seed, config hash) under <out>.
+many test-pool examples. Runs go through the experiment layer: one cell per (task, seed),
+its config the whole table config; finished cells are appended to the committed
+experiments/results/post_runs.jsonl (a changed config is refused, naming the field), and
+experiments/results/post.md is written from the records only (`--table-only`: run nothing;
+--quick: <out>/post_quick.md and <out>/post_quick_runs.jsonl). The earlier table's numbers
+are legacy records there (white-box and DP runs: no API-call budget).
 
     python experiments/post_table.py            # the full table (days on a CPU)
     python experiments/post_table.py --quick    # smoke run: 1 task, 1 seed, few steps
@@ -25,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import pathlib
 import shlex
 import sys
@@ -36,6 +38,9 @@ import numpy as np
 from cbp_jax.data.batching import make_inputs
 from cbp_jax.data.splits import test_pool, train_pool
 from cbp_jax.data.tasks import get_task
+from cbp_jax.experiment.layer import run_cells
+from cbp_jax.experiment.records import Cell, RecordStore
+from cbp_jax.experiment.tables import LegacyTable, import_legacy, write_table
 from cbp_jax.model import load_model
 from cbp_jax.overrides import apply_overrides
 from cbp_jax.post import (
@@ -55,6 +60,8 @@ from cbp_jax.post.lira import lira_audit, subset, train_shadows
 from cbp_jax.post.public_alpha import public_alpha
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parents[1]
+LEGACY = LegacyTable("post", None)  # prompt tuning, distillation, DP: no API-call budget
 PUBLIC_SETS = ("ag_news", "boolq")
 ROWS = ("zero_shot", "full", "student", "direct", *(f"post_{p}" for p in PUBLIC_SETS))
 LABELS = {
@@ -122,12 +129,14 @@ def private_and_held_out(cfg: PostTableConfig, task_name: str, seed: int):
     return private, test, [held[i] for i in order[:k]], [held[i] for i in order[k:]]
 
 
+def cells(cfg: PostTableConfig) -> list[Cell]:
+    base = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("tasks", "seeds")}
+    return [Cell(f"{t}/seed{s}", {**base, "task": t, "seed": s})
+            for t in cfg.tasks for s in cfg.seeds]  # fmt: skip
+
+
 def cell(cfg: PostTableConfig, teacher, student, s_cfg, task_name: str, seed: int) -> dict:
-    """Every row of the table, with and without DP, for one (task, seed); cached as JSON."""
-    key = hashlib.sha1(repr(cfg).encode()).hexdigest()[:8]  # a changed config reruns
-    path = pathlib.Path(cfg.out) / f"{task_name}-{seed}-{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    """Every row of the table, with and without DP, for one (task, seed)."""
     tok, task = teacher.tokenizer, get_task(task_name)
     private, test_ex, non_ex, shadow_ex = private_and_held_out(cfg, task_name, seed)
     train, test, nonmembers, shadow_pool = (
@@ -179,8 +188,6 @@ def cell(cfg: PostTableConfig, teacher, student, s_cfg, task_name: str, seed: in
                 sigma=res.noise_multiplier,
                 dp_steps=res.steps,
             )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1))
     return out
 
 
@@ -250,28 +257,46 @@ def report(cfg: PostTableConfig, results: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+def new_section(cfg: PostTableConfig, records: list[dict], command: str) -> str:
+    """The report of the tasks whose seeds all have records ("" when none has)."""
+    results: dict[str, dict] = {}
+    for rec in records:
+        results.setdefault(rec["config"]["task"], {})[rec["config"]["seed"]] = rec["result"]
+    done = tuple(t for t in cfg.tasks if len(results.get(t, {})) == len(cfg.seeds))
+    if not done:
+        return ""
+    text = report(dataclasses.replace(cfg, tasks=done), results, command)
+    left = [t for t in cfg.tasks if t not in done]
+    return text + (f"\nNot finished yet: {', '.join(left)}.\n" if left else "")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny smoke run (1 task, 1 seed)")
     p.add_argument("--set", nargs="*", default=[], help="overrides, e.g. tune.epochs=5")
+    p.add_argument("--table-only", action="store_true", help="run nothing; table from records")
     a = p.parse_args(argv)
     cfg = apply_overrides(QUICK if a.quick else PostTableConfig(), a.set)
-    teacher = load_model("smollm2-135m")
-    corpus = public_corpus(teacher.tokenizer, ("ag_news",), cfg.distill.seq_len)
-    st = distill(
-        teacher.params, teacher.cfg, corpus, cfg.distill, pathlib.Path(cfg.out) / "student"
-    )
-    results = {
-        t: {s: cell(cfg, teacher, st.params, st.cfg, t, s) for s in cfg.seeds} for t in cfg.tasks
-    }
-    command = "python experiments/post_table.py " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
-    text = report(cfg, results, command)
-    dest = pathlib.Path(cfg.out) / "post_quick.md" if a.quick else RESULTS / "post.md"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(text + "\n")
-    print(text)
+    dest, stem = (pathlib.Path(cfg.out), "post_quick") if a.quick else (RESULTS, "post")
+    store = RecordStore(dest / f"{stem}_runs.jsonl")
+    if not a.quick:
+        import_legacy(store, LEGACY, RESULTS, ROOT)
+    runner = None
+    if not a.table_only:
+        teacher = load_model("smollm2-135m")
+        corpus = public_corpus(teacher.tokenizer, ("ag_news",), cfg.distill.seq_len)
+        st = distill(
+            teacher.params, teacher.cfg, corpus, cfg.distill, pathlib.Path(cfg.out) / "student"
+        )
+
+        def runner(config: dict) -> dict:
+            return cell(cfg, teacher, st.params, st.cfg, config["task"], config["seed"])
+
+    records, _ = run_cells(cells(cfg), store, runner, dry_run=a.table_only)
+    args = [x for x in (sys.argv[1:] if argv is None else argv) if x != "--table-only"]
+    command = ("python experiments/post_table.py " + shlex.join(args)).strip()
+    dest.mkdir(parents=True, exist_ok=True)
+    print(write_table(store, stem, dest, new_section(cfg, records, command)).read_text())
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@ eta, all fitted on PUBLIC text (ag_news train pool) privatized at the same eta: 
 inversion (identity, nearest public token, learned count table), embedding inversion of the
 service's hidden states, and attribute inference (does the original text contain a digit?).
 
-Every run is a JSON line in experiments/results/rapt_runs.jsonl keyed by a hash of its
-config; a rerun skips finished runs. Writes experiments/results/rapt.md.
+Every run (zero-shot, one arm at one eta, the attacks at one eta; per task and seed) is a
+cell of the experiment layer: a record in the committed experiments/results/rapt_runs.jsonl
+keyed by the hash of its whole config (a changed config is refused, naming the field), and
+a rerun skips finished runs. rapt.md is written from the records only (`--table-only`: run
+nothing). The earlier table's numbers are legacy records there (no API-call budget).
 
     python experiments/rapt_table.py --set tasks=sst2 seeds=13 etas=40,100 epochs=5
     python experiments/rapt_table.py --quick --results /tmp/rapt_smoke   # smoke run
@@ -19,8 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
+import functools
 import pathlib
 import shlex
 import sys
@@ -30,6 +32,8 @@ import numpy as np
 
 from cbp_jax.data.splits import kshot_splits, train_pool
 from cbp_jax.data.tasks import get_task
+from cbp_jax.experiment.records import Cell, RecordStore
+from cbp_jax.experiment.tables import LegacyTable, get_or_run, import_legacy, write_table
 from cbp_jax.methods import zero_shot
 from cbp_jax.model import load_model
 from cbp_jax.overrides import apply_overrides
@@ -38,6 +42,8 @@ from cbp_jax.privacy.inputs import encode_private
 from cbp_jax.privacy.rapt import RAPTConfig, rapt_accuracy, tune_rapt
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parents[1]
+LEGACY = LegacyTable("rapt", None)  # white-box tuning and attacks: no API-call budget
 PEFTS = ("prompt", "prefix", "lora")
 ARMS = tuple(f"{p}{r}" for p in PEFTS for r in ("", "+rec")) + ("prompt+rec (plain before)",)
 ATTACKS = ("identity", "nearest_public", "learned", "representation inversion")
@@ -87,26 +93,14 @@ def arm_config(cfg: TableConfig, arm: str, eta: float, seed: int) -> RAPTConfig:
     )
 
 
-def run_id(payload: dict) -> str:
-    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 class Store:
-    """Finished runs, one JSON line each, keyed by the hash of their config."""
+    """The table's run records (experiment layer); `get` runs a missing cell unless dry."""
 
-    def __init__(self, path: pathlib.Path):
-        self.path = path
-        lines = path.read_text().splitlines() if path.exists() else []
-        self.done = {r["id"]: r for r in map(json.loads, lines)}
+    def __init__(self, path: pathlib.Path, dry_run: bool = False):
+        self.records, self.dry_run = RecordStore(path), dry_run
 
-    def get(self, payload: dict, compute) -> dict:
-        key = run_id(payload)
-        if key not in self.done:
-            rec = {"id": key, **payload, "result": compute()}
-            with self.path.open("a") as f:
-                f.write(json.dumps(rec, default=str) + "\n")
-            self.done[key] = rec
-        return self.done[key]["result"]
+    def get(self, name: str, payload: dict, compute):
+        return get_or_run(self.records, Cell(name, payload), compute, dry_run=self.dry_run)
 
 
 def attack_rates(model, cfg, task, test, public, eta, key) -> dict:
@@ -146,23 +140,28 @@ def attack_rates(model, cfg, task, test, public, eta, key) -> dict:
 
 
 def run_seed(model, cfg: TableConfig, store: Store, name: str, seed: int, public) -> dict:
-    task, (params, mcfg, tok) = get_task(name), (model.params, model.cfg, model.tokenizer)
-    sp = kshot_splits(name, cfg.shots, seed, test_size=cfg.test_size)
+    task = get_task(name)
+    splits = functools.cache(lambda: kshot_splits(name, cfg.shots, seed, test_size=cfg.test_size))
     base = {"task": name, "seed": seed, "shots": cfg.shots, "test_size": cfg.test_size}
+    at = f"{name}/seed{seed}"
     zs = store.get(
+        f"{at}/zero-shot",
         {**base, "arm": "zero-shot"},
-        lambda: zero_shot.accuracy(model, task, sp.test, progress=False),
+        lambda: zero_shot.accuracy(model, task, splits().test, progress=False),
     )
     out = {"zero-shot": zs}
 
     def tuned(rc: RAPTConfig, k_tune, k_test):
+        params, mcfg, tok, sp = model.params, model.cfg, model.tokenizer, splits()
         peft, _, _ = tune_rapt(params, mcfg, tok, task, sp.train, sp.dev, rc, k_tune)
         return rapt_accuracy(params, mcfg, tok, task, sp.test, peft, rc, k_test)
 
     clear = arm_config(cfg, "prompt", float("inf"), seed)
     keys = jax.random.split(jax.random.key(seed), 2)
     out["prompt tuning (non-private)"] = store.get(
-        {**base, "arm": "non-private", "rc": repr(clear)}, lambda: tuned(clear, *keys)
+        f"{at}/non-private",
+        {**base, "arm": "non-private", "rc": dataclasses.asdict(clear)},
+        lambda: tuned(clear, *keys),
     )
     for i, eta in enumerate(cfg.etas):
         k_arm, k_attack = jax.random.split(jax.random.fold_in(jax.random.key(seed), i))
@@ -170,16 +169,18 @@ def run_seed(model, cfg: TableConfig, store: Store, name: str, seed: int, public
         for arm in ARMS:
             rc = arm_config(cfg, arm, eta, seed)
             out[(arm, eta)] = store.get(
-                {**base, "arm": arm, "rc": repr(rc)},
+                f"{at}/eta{eta:g}/{arm}",
+                {**base, "arm": arm, "rc": dataclasses.asdict(rc)},
                 lambda rc=rc, kt=(k_tune, k_test): tuned(rc, *kt),
             )
         payload = {**base, "arm": "attacks", "eta": eta, "public": cfg.public_size,
                    "draws": cfg.attack_draws, "public_task": cfg.public_task}  # fmt: skip
         rates = store.get(
+            f"{at}/eta{eta:g}/attacks",
             payload,
-            lambda e=eta, k=k_attack: attack_rates(model, cfg, task, sp.test, public, e, k),
+            lambda e=eta, k=k_attack: attack_rates(model, cfg, task, splits().test, public, e, k),
         )
-        out |= {(a, eta): r for a, r in rates.items()}
+        out |= {(a, eta): (rates or {}).get(a) for a in (*ATTACKS, "attribute AUC")}
         print(f"{name} seed {seed} eta {eta}: { {str(k): v for k, v in out.items()} }", flush=True)
     return out
 
@@ -191,7 +192,7 @@ def _ms(xs) -> str:
     return f"{xs.mean():.3f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.3f}"
 
 
-def write(cfg: TableConfig, res: dict, command: str, out: pathlib.Path) -> str:
+def write(cfg: TableConfig, res: dict, command: str) -> str:
     etas = " | ".join(f"eta={e:g}" for e in cfg.etas)
     lines = [
         "# RAPT: privacy-utility of prompt tuning, prefix tuning and LoRA (smollm2-135m)",
@@ -225,9 +226,7 @@ def write(cfg: TableConfig, res: dict, command: str, out: pathlib.Path) -> str:
         for a in (*ATTACKS, "attribute AUC"):
             cells = [_ms([r[(a, e)] for r in rows]) for e in cfg.etas]
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    (out / "rapt.md").write_text(text)
-    return text
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
@@ -235,24 +234,31 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="tiny smoke run: 1 eta, 1 seed")
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. epochs=10")
+    p.add_argument("--table-only", action="store_true", help="run nothing; table from records")
     a = p.parse_args(argv)
     cfg = apply_overrides(TableConfig(results=a.results, **(QUICK if a.quick else {})), a.set)
-    model = load_model("smollm2-135m")
-    pub_task = get_task(cfg.public_task)
-    pool = train_pool(cfg.public_task)
-    pick = np.random.default_rng(0).choice(len(pool), cfg.public_size, replace=False)
-    examples = [pool[i] for i in pick]
-    ids, mask, private = encode_private(model.tokenizer, pub_task, examples)
-    texts = [" ".join(str(ex[f]) for f in pub_task.fields) for ex in examples]
     out = pathlib.Path(cfg.results)
     out.mkdir(parents=True, exist_ok=True)
-    store = Store(out / "rapt_runs.jsonl")
-    public = (ids, mask, private, texts)
+    store = Store(out / "rapt_runs.jsonl", dry_run=a.table_only)
+    if out.resolve() == RESULTS.resolve():  # the committed table: its legacy numbers too
+        import_legacy(store.records, LEGACY, RESULTS, ROOT)
+    model = public = None
+    if not a.table_only:
+        model = load_model("smollm2-135m")
+        pub_task = get_task(cfg.public_task)
+        pool = train_pool(cfg.public_task)
+        pick = np.random.default_rng(0).choice(len(pool), cfg.public_size, replace=False)
+        examples = [pool[i] for i in pick]
+        ids, mask, private = encode_private(model.tokenizer, pub_task, examples)
+        texts = [" ".join(str(ex[f]) for f in pub_task.fields) for ex in examples]
+        public = (ids, mask, private, texts)
     res = {n: [run_seed(model, cfg, store, n, s, public) for s in cfg.seeds] for n in cfg.tasks}
-    command = "python experiments/rapt_table.py " + shlex.join(
-        sys.argv[1:] if argv is None else argv
+    ran = any(not r.get("legacy") for r in store.records.records.values())
+    args = [x for x in (sys.argv[1:] if argv is None else argv) if x != "--table-only"]
+    command = ("python experiments/rapt_table.py " + shlex.join(args)).strip()
+    print(
+        write_table(store.records, "rapt", out, write(cfg, res, command) if ran else "").read_text()
     )
-    print(write(cfg, res, command, out))
 
 
 if __name__ == "__main__":

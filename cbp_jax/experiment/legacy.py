@@ -23,6 +23,7 @@ import subprocess
 from cbp_jax.experiment.identity import config_hash
 
 LEGACY_UNIT = "per-example (old)"
+NO_CALLS = "none (no API-call budget)"
 LEGACY_MARK = " (old unit)"
 NO_BUDGET_MARK = " (legacy)"
 _MARKER = re.compile(r"^\{\{rows (\d+)\}\}$")
@@ -69,7 +70,8 @@ def _row_line(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _record(name: str, config: dict, result: dict, source: str, commit: str) -> dict:
+def _record(name: str, config: dict, result: dict, source: str, commit: str,
+            unit: str = LEGACY_UNIT) -> dict:  # fmt: skip
     return {
         "name": name,
         "id": config_hash(config),
@@ -77,7 +79,7 @@ def _record(name: str, config: dict, result: dict, source: str, commit: str) -> 
         "commit": commit,
         "dtype": "unknown",
         "legacy": True,
-        "call_unit": LEGACY_UNIT,
+        "call_unit": unit,
         "source": source,
         "result": result,
     }
@@ -89,7 +91,7 @@ def import_markdown(md: pathlib.Path, root: pathlib.Path, stem: str, budget: dic
     budget: `budget_conversion(...)` of the runs behind it, or None when they had no API
     budget (white-box methods); stored in the document record."""
     source = str(md.relative_to(root))
-    commit = source_commit(md, root)
+    commit, unit = source_commit(md, root), LEGACY_UNIT if budget is not None else NO_CALLS
     lines = md.read_text().splitlines()
     if any(line.startswith("> **Legacy records**") for line in lines):
         raise ValueError(
@@ -113,21 +115,22 @@ def import_markdown(md: pathlib.Path, root: pathlib.Path, stem: str, budget: dic
                 if _row_line(cells) != lines[i]:
                     result["line"] = lines[i]  # spacing the cell split cannot give back
                 config = {"table": stem, "columns": header, "part": table, "row": len(rows)}
-                rows.append(_record(name, config, result, source, commit))
+                rows.append(_record(name, config, result, source, commit, unit))
                 i += 1
             continue
         doc.append(line)
         i += 1
     config = {"table": stem, "tables": table + 1}
     result = {"lines": doc, "budget": budget, "trailing_newline": md.read_text().endswith("\n")}
-    return [_record(f"legacy/{stem}/document", config, result, source, commit), *rows]
+    return [_record(f"legacy/{stem}/document", config, result, source, commit, unit), *rows]
 
 
 def budget_note(budget: dict | None, source: str, commit: str) -> list[str]:
     """The generated relabel: the legacy runs' budget in the old unit and the papers' unit."""
+    unit = LEGACY_UNIT if budget is not None else NO_CALLS
     head = (
         f"> **Legacy records** (`{source}` at {commit[:12]}, imported into the run records "
-        f"with `call_unit: {LEGACY_UNIT}`; rows marked"
+        f"with `call_unit: {unit}`; rows marked"
     )
     if budget is None:
         return [f"{head} `{NO_BUDGET_MARK.strip()}`). These runs had no API-call budget "

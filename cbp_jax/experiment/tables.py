@@ -81,3 +81,14 @@ def legacy_summary(store: RecordStore) -> dict[str, int]:
     """Records in a store by kind: legacy (imported) and new (run with the papers' unit)."""
     n_legacy = sum(1 for r in store.records.values() if r.get("legacy"))
     return {"legacy": n_legacy, "new": len(store.records) - n_legacy}
+
+
+def get_or_run(store: RecordStore, cell, compute, *, dry_run: bool = False):
+    """One cell's result value: its record's, else `compute()` run and recorded (None when
+    dry_run and unrecorded). For scripts whose runs nest (a table's sub-runs share state), so
+    each sub-run is its own cell; the value is stored as {"value": ...}."""
+    from cbp_jax.experiment.layer import run_cells
+
+    records, _ = run_cells([cell], store, lambda _config: {"value": compute()},
+                           dry_run=dry_run, log=lambda _msg: None)  # fmt: skip
+    return records[0]["result"]["value"] if records else None
