@@ -1,14 +1,11 @@
 """The CBP domain sweep's plan: which generator each run uses, and what it refuses.
 
 The leave-one-task-out claim rests on the held-out runs using a generator that never saw
-their task; these tests check the plan (no model is loaded, nothing is trained), and that
-the committed record of finished runs restores them exactly.
+their task; these tests check the plan (no model is loaded, nothing is trained). The
+records side (cells, run records, tables from records) is in test_table_records.py.
 """
 
-import dataclasses
-import json
 import pathlib
-import shutil
 import sys
 
 import pytest
@@ -17,7 +14,6 @@ from cbp_jax.data.tasks import domain_tasks
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "experiments"))
 import cbp_domains_report  # noqa: E402
-import cbp_run_records  # noqa: E402
 import cbp_sweep  # noqa: E402
 
 
@@ -112,65 +108,3 @@ def test_stage1_command_trains_the_named_generator_with_the_sweeps_protocol():
 def test_kshot_protocol_reaches_every_run():
     cfg = cbp_sweep.SweepConfig(kshot="natural", seeds=(0,))
     assert {rc.kshot for rc in cbp_sweep.planned(cfg)} == {"natural"}
-
-
-@pytest.fixture(params=["outside", "inside"])
-def sweep_out(request, tmp_path):
-    """A sweep folder outside the repository (absolute paths stay) or inside it (recorded
-    relative to the root, as a committed record must be)."""
-    if request.param == "outside":
-        yield str(tmp_path / "sweep")
-        return
-    out = f"checkpoints/test-run-records-{tmp_path.name}"
-    yield out
-    shutil.rmtree(cbp_sweep.ROOT / out, ignore_errors=True)
-
-
-def test_run_records_restore_finished_runs_bit_for_bit_and_refuse_another_protocol(
-    tmp_path, sweep_out
-):
-    cfg = cbp_sweep.SweepConfig(
-        held_out_only=True, seeds=(0, 1), methods=("bbt", "cbp"), out=sweep_out
-    )
-    plan = cbp_sweep.planned(cfg)
-    finished = plan[:3]  # BBT seeds 0-1 and CBP seed 0 of the first task; the rest unfinished
-    for i, rc in enumerate(finished):  # what cbp_jax.run writes
-        rc.run_dir.mkdir(parents=True)
-        result = {"config": dataclasses.asdict(rc), "test_acc": 0.1 * i + 1 / 3, "history": [i]}
-        (rc.run_dir / "result.json").write_text(json.dumps(result, indent=1))
-    originals = [(rc.run_dir / "result.json").read_bytes() for rc in finished]
-
-    records = tmp_path / "sweep_runs.jsonl"
-    assert cbp_run_records.save(cfg, records) == 3
-    if not pathlib.Path(sweep_out).is_absolute():  # nothing in it names this clone's path
-        assert str(cbp_sweep.ROOT) not in records.read_text()
-    for rc in finished:
-        (rc.run_dir / "result.json").unlink()
-    assert cbp_run_records.restore(cfg, records) == 3
-    assert [(rc.run_dir / "result.json").read_bytes() for rc in finished] == originals
-    assert not any((rc.run_dir / "result.json").exists() for rc in plan[3:])
-    assert cbp_run_records.restore(cfg, records) == 0  # finished runs are left alone
-    # a plan without those runs ignores their records
-    other = dataclasses.replace(cfg, seeds=(2,))
-    assert cbp_run_records.restore(other, records) == 0
-
-    # a record made before a RunConfig field existed counts it at its default
-    for rc in finished:
-        (rc.run_dir / "result.json").unlink()
-    lines = records.read_text().splitlines()
-    older = json.loads(lines[0])
-    del older["result"]["config"]["dev_margin"]
-    records.write_text("\n".join([json.dumps(older), *lines[1:]]) + "\n")
-    assert cbp_run_records.restore(cfg, records) == 3
-    assert (
-        "dev_margin" not in json.loads((finished[0].run_dir / "result.json").read_text())["config"]
-    )
-
-    # a record of the same run folder under another protocol is refused, by field
-    for rc in finished:
-        (rc.run_dir / "result.json").unlink()
-    tampered = json.loads(lines[1])
-    tampered["result"]["config"]["budget"] = 123
-    records.write_text("\n".join([lines[0], json.dumps(tampered), *lines[2:]]) + "\n")
-    with pytest.raises(ValueError, match=r"sweep_runs.jsonl:2: .* differs .* \['budget'\]"):
-        cbp_run_records.restore(cfg, records)

@@ -133,3 +133,34 @@ def test_ablation_json_records_give_the_tables_cells():
                 want = f"{acc.mean():.3f} ± {acc.std():.3f} ({point['generations']})"
                 assert rows[str(point["value"])] == want, (stem, task, point["value"])
                 assert point["calls_per_run"] == rec["config"]["budget_per_run"]
+
+
+def test_cbp_report_reads_new_runs_from_records_only(tmp_path):
+    """A new (papers'-unit) run is a record of a repo-relative cell; the report shows it."""
+    from cbp_jax.experiment.layer import run_cells
+
+    cbp = _script("cbp_domains")
+    report = _script("cbp_domains_report")
+    cfg = _script("cbp_sweep").SweepConfig(
+        domains=("financial",), leave_one_out=(), seeds=(0,), methods=("zero_shot", "bbt", "cbp")
+    )
+    cells = cbp.cells(cfg)
+    assert [c.name for c in cells] == [
+        "financial_phrasebank/zero_shot/seed0",
+        "financial_phrasebank/bbt/seed0",
+        "financial_phrasebank/cbp-financial/seed0",
+    ]
+    assert all(not c.config.out.startswith("/") for c in cells)  # the same in any clone
+    assert cells[2].config.generator == "checkpoints/cbp_domains/generators/financial/generator"
+    store = RecordStore(tmp_path / "x_runs.jsonl")
+    fake = {"test_acc": 0.625, "test_acc_z0": 0.5, "history": [], "generations": 20, "calls": 400}
+    records, progress = run_cells(cells, store, lambda rc: dict(fake), log=lambda m: None)
+    assert progress.ran == 3
+    report.use_records(records)
+    text = report.table(cfg, "cmd")
+    assert (
+        "| financial_phrasebank | 62.5 ± 0.0 | 62.5 ± 0.0 | not run | not run | 50.0 ± 0.0 |"
+        in text
+    )
+    assert "Runs finished: 3 of 3 planned" in text and "papers' unit" in text
+    report.use_records([])
