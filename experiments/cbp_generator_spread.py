@@ -12,32 +12,72 @@ another machine with seed 0). Each generator's z0 is then scored with no stage 2
 cbp_z0, costs no API calls) on the sweep's seeds, k-shot sets and test subsets, and
 experiments/results/cbp_generator_spread.md gets test accuracy per generator and seed, the
 spread within generators (over seeds) and between them (over generator means).
+
+Runs go through the experiment layer: one cell per (generator, seed), its RunConfig with
+repo-relative paths, recorded in the committed
+experiments/results/cbp_generator_spread_runs.jsonl; the markdown is written from the
+records only (`--table-only`: run and train nothing). The earlier table's numbers are
+legacy records there (z0 costs no API calls, so no budget to relabel).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import pathlib
 import shlex
 import subprocess
 import sys
 
 import numpy as np
-from cbp_sweep import ROOT, SweepConfig, run_config
+from cbp_sweep import ROOT, SweepConfig, portable, run_config
 
 from cbp_jax.data.tasks import get_task
+from cbp_jax.experiment.layer import run_cells
+from cbp_jax.experiment.records import Cell, RecordStore
+from cbp_jax.experiment.tables import LegacyTable, import_legacy, write_table
 
 RESULTS = ROOT / "experiments" / "results"
+STEM = "cbp_generator_spread"
+LEGACY = LegacyTable(STEM, None)  # CBP z0 only: no API calls
 
 
-def train(domain: str, seed: int, cfg: SweepConfig) -> str:
+def train(domain: str, seed: int, cfg: SweepConfig, dry_run: bool = False) -> str:
     """Stage 1 with this seed (the sweep's protocol otherwise); returns the generator."""
     out = cfg.generator_dir(f"{domain}-seed{seed}")
-    if not (out / "generator" / "meta.json").exists():
+    if not dry_run and not (out / "generator" / "meta.json").exists():
         cmd = cfg.stage1_command(domain, (), out, seed)
         print("+", shlex.join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
     return str(out / "generator")
+
+
+def report(command: str, task: str, seeds, gens, acc) -> str:
+    means = {n: np.mean([acc[n, s] for s in seeds]) for n in gens}
+    within = np.mean([np.std([acc[n, s] for s in seeds]) for n in gens])
+    lines = [
+        f"# z0 across stage-1 generators ({task}, SmolLM2-135M-Instruct)",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"CBP z0 only (no stage 2) test accuracy (%), on the sweep's seeds {list(seeds)}"
+        " (each seed its own k-shot sets and test subset, as in `cbp.md`). Each generator: the"
+        " sweep's stage-1 config on the domain's train pools; they differ in stage-1 seed or"
+        " machine only.",
+        "",
+        "| generator | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+        "|---|" + "---|" * (len(seeds) + 1),
+    ]
+    for n in gens:
+        cells = " | ".join(f"{100 * acc[n, s]:.1f}" for s in seeds)
+        lines.append(f"| {n} | {cells} | {100 * means[n]:.1f} |")
+    lines += [
+        "",
+        f"Spread within a generator (std over seeds, averaged): {100 * within:.1f} points."
+        f" Between generators (std of their means): {100 * np.std(list(means.values())):.1f}"
+        f" points; range {100 * (max(means.values()) - min(means.values())):.1f}.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
@@ -46,55 +86,49 @@ def main(argv=None) -> None:
     parser.add_argument("--stage1-seeds", default="0,1,2")
     parser.add_argument("--extra", nargs="*", default=[], help="NAME=PATH generators to add")
     parser.add_argument("--out", default="checkpoints/generator_spread")
+    parser.add_argument("--table-only", action="store_true", help="run nothing; from records")
     args = parser.parse_args(argv)
     domain = get_task(args.task).domain
     cfg = SweepConfig(domains=(domain,), leave_one_out=(), out=args.out)
-    gens = {f"stage-1 seed {s}": train(domain, int(s), cfg) for s in args.stage1_seeds.split(",")}
+    gens = {f"stage-1 seed {s}": train(domain, int(s), cfg, args.table_only)
+            for s in args.stage1_seeds.split(",")}  # fmt: skip
     gens.update(dict(e.split("=", 1) for e in args.extra))
-
-    from cbp_jax.model import load_model
-    from cbp_jax.run import run
-
-    model = load_model("smollm2-135m")
-    acc = {}
+    cells = []
     for name, path in gens.items():
         for seed in cfg.seeds:
             rc = run_config(cfg, args.task, "cbp", seed, domain)
             tag = name.replace(" ", "-").replace("=", "-")
-            rc = dataclasses.replace(rc, method="cbp_z0", generator=path, tag=tag)
-            acc[name, seed] = run(rc, progress=False, model=model)["test_acc"]
-            print(f"{name}, seed {seed}: z0 test {acc[name, seed]:.4f}", flush=True)
+            rc = portable(dataclasses.replace(rc, method="cbp_z0", generator=path, tag=tag))
+            cells.append(Cell(f"{name}/seed{seed}", rc))
+    store = RecordStore(RESULTS / f"{STEM}_runs.jsonl")
+    import_legacy(store, LEGACY, RESULTS, ROOT)
+    runner = None
+    if not args.table_only:
+        from cbp_jax.model import load_model
+        from cbp_jax.run import run
 
-    means = {n: np.mean([acc[n, s] for s in cfg.seeds]) for n in gens}
-    within = np.mean([np.std([acc[n, s] for s in cfg.seeds]) for n in gens])
-    command = "python experiments/cbp_generator_spread.py" + (
-        " " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
-    )
-    lines = [
-        f"# z0 across stage-1 generators ({args.task}, SmolLM2-135M-Instruct)",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"CBP z0 only (no stage 2) test accuracy (%), on the sweep's seeds {list(cfg.seeds)}"
-        " (each seed its own k-shot sets and test subset, as in `cbp.md`). Each generator: the"
-        " sweep's stage-1 config on the domain's train pools; they differ in stage-1 seed or"
-        " machine only.",
-        "",
-        "| generator | " + " | ".join(f"seed {s}" for s in cfg.seeds) + " | mean |",
-        "|---|" + "---|" * (len(cfg.seeds) + 1),
-    ]
-    for n in gens:
-        cells = " | ".join(f"{100 * acc[n, s]:.1f}" for s in cfg.seeds)
-        lines.append(f"| {n} | {cells} | {100 * means[n]:.1f} |")
-    lines += [
-        "",
-        f"Spread within a generator (std over seeds, averaged): {100 * within:.1f} points."
-        f" Between generators (std of their means): {100 * np.std(list(means.values())):.1f}"
-        f" points; range {100 * (max(means.values()) - min(means.values())):.1f}.",
-    ]
-    md = RESULTS / "cbp_generator_spread.md"
-    md.write_text("\n".join(lines) + "\n")
-    print(md.read_text())
+        model = load_model("smollm2-135m")
+
+        def runner(rc):
+            gen = (
+                str(ROOT / rc.generator)
+                if not pathlib.Path(rc.generator).is_absolute()
+                else rc.generator
+            )
+            return run(dataclasses.replace(rc, out=str(ROOT / rc.out), generator=gen),
+                       progress=False, model=model)  # fmt: skip
+
+    records, _ = run_cells(cells, store, runner, dry_run=args.table_only)
+    new = ""
+    if len(records) == len(cells):
+        acc = {}
+        for cell, rec in zip(cells, records, strict=True):
+            name, seed = cell.name.rsplit("/seed", 1)
+            acc[name, int(seed)] = rec["result"]["test_acc"]
+        argv_ = [x for x in (sys.argv[1:] if argv is None else argv) if x != "--table-only"]
+        command = ("python experiments/cbp_generator_spread.py " + shlex.join(argv_)).strip()
+        new = report(command, args.task, cfg.seeds, gens, acc)
+    print(write_table(store, STEM, RESULTS, new).read_text())
 
 
 if __name__ == "__main__":

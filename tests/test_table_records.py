@@ -32,6 +32,7 @@ PORTED = {
     "ablations": ABLATIONS,
     "post_table": ("post",),
     "rapt_table": ("rapt",),
+    "cbp_generator_spread": ("cbp_generator_spread",),
 }
 TABLE_ARGS = {
     "bbt_table": ["--table-only"],
@@ -39,6 +40,11 @@ TABLE_ARGS = {
     "ablations": ["--table-only", "--stem"],
     "post_table": ["--table-only"],
     "rapt_table": ["--table-only"],
+    "cbp_generator_spread": [
+        "--table-only",
+        "--extra",
+        "shipped (seed 0, another machine)=checkpoints/shipped/financial-generator",
+    ],
 }
 RECORDS = {"ablations": "ablations_runs.jsonl"}  # one store for all its stems
 

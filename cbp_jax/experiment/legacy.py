@@ -133,9 +133,9 @@ def budget_note(budget: dict | None, source: str, commit: str) -> list[str]:
         f"with `call_unit: {unit}`; rows marked"
     )
     if budget is None:
-        return [f"{head} `{NO_BUDGET_MARK.strip()}`). These runs had no API-call budget "
-                "(white-box methods), so the call unit does not apply; the numbers are as "
-                "they were.", ""]  # fmt: skip
+        return [f"{head} `{NO_BUDGET_MARK.strip()}`). These runs spent no black-box API "
+                "calls (white-box methods, or no stage 2), so the call unit does not apply; "
+                "the numbers are as they were.", ""]  # fmt: skip
     parts = budget.get("parts", {"": budget})
     text = " ".join(_budget_sentence(label, b) for label, b in parts.items())
     return [
