@@ -64,6 +64,7 @@ USER = (
     "cbp_jax.methods.domains",
     "cbp_jax.methods.estimate",
     "cbp_jax.methods.evaluate",
+    "cbp_jax.methods.generation",
     "cbp_jax.methods.prompt_tuning",
     "cbp_jax.methods.saved_prompt",
     "cbp_jax.methods.sweep",

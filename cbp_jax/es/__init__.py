@@ -10,7 +10,9 @@
   cannot learn correlations: on a rotated ellipsoid (d=100, condition 1e3) it stalled near
   1e-2 after 6000 generations where both full variants reached 1e-6 in ~3500.
 
-All minimise; NaN fitness ranks worst. `init/ask/tell` are jitted with the strategy object
+`sweep_strategy` adds evosax's "lm_ma" (LM-MA-ES) and "snes" (separable NES) for sweeps of
+large populations. This is the package's one strategy registry. All minimise; NaN fitness
+ranks worst. `init/ask/tell` are jitted with the strategy object
 static, so build `es` and `params` outside `jax.jit` and pass them in.
 """
 
@@ -19,19 +21,23 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
-from evosax.algorithms import CMA_ES, Sep_CMA_ES
+from evosax.algorithms import CMA_ES, LM_MA_ES, SNES, Sep_CMA_ES
 
 from cbp_jax.es.lazy_cma import LazyCMA_ES, pycma_lazy_gap
 
 STRATEGIES: dict[str, type] = {"cma": CMA_ES, "lazy_cma": LazyCMA_ES, "sep_cma": Sep_CMA_ES}
+# Sweeps only (large populations, O(P d) a generation), with evosax's own default params.
+EXTRA_STRATEGIES: dict[str, type] = {"lm_ma": LM_MA_ES, "snes": SNES}
 
 __all__ = [
     "CMA_ES",
+    "EXTRA_STRATEGIES",
     "STRATEGIES",
     "LazyCMA_ES",
     "Sep_CMA_ES",
     "make_strategy",
     "pycma_lazy_gap",
+    "sweep_strategy",
 ]
 
 
@@ -59,3 +65,15 @@ def make_strategy(name: str, population_size: int, num_dims: int, sigma0: float 
     es = STRATEGIES[name](population_size=population_size, solution=jnp.zeros(num_dims))
     params = es.default_params.replace(std_init=jnp.asarray(sigma, dtype=jnp.float32))
     return es, params
+
+
+def sweep_strategy(name: str, population: int, num_dims: int):
+    """(es, params) for a `make_strategy` name (sigma0 1; sweeps set `std_init` per run) or
+    one of EXTRA_STRATEGIES (evosax's own default params)."""
+    if name in STRATEGIES:
+        return make_strategy(name, population, num_dims, 1.0)
+    if name in EXTRA_STRATEGIES:
+        es = EXTRA_STRATEGIES[name](population_size=population, solution=jnp.zeros(num_dims))
+        return es, es.default_params
+    known = sorted(STRATEGIES) + sorted(EXTRA_STRATEGIES)
+    raise ValueError(f"unknown strategy {name!r}; expected one of {known}")

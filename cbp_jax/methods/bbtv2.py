@@ -35,8 +35,9 @@ from tqdm import tqdm
 from cbp_jax.ckpt import Checkpointer
 from cbp_jax.data.batching import Inputs
 from cbp_jax.es import make_strategy
-from cbp_jax.methods.blackbox import BlackBoxConfig, BlackBoxResult, oracle_scores, replaces
+from cbp_jax.methods.blackbox import BlackBoxConfig, BlackBoxResult, replaces
 from cbp_jax.methods.calls import CallLedger
+from cbp_jax.methods.chunked_scoring import oracle_scores
 from cbp_jax.methods.losses import accuracy, get_loss
 from cbp_jax.prompts.projection import ProjectionConfig, project, random_projection
 

@@ -1,6 +1,7 @@
 """User-side black-box tuning engine: CMA-ES over z, scored through the service boundary.
 
-One generation is one compiled function: ask z_PxR -> payload (e.g. BBT's A z) -> ONE
+One generation is one compiled function (`generation.generation`, the same one the sweeps
+scan): ask z_PxR -> payload (e.g. BBT's A z) -> ONE
 oracle call scores the population on the whole k-shot train set (its length buckets in one
 batch) -> loss with the user's own labels -> tell. Generations run under `lax.scan` in
 chunks; between chunks (Python) the service is charged for the chunk's calls before it
@@ -48,7 +49,9 @@ from cbp_jax.methods.blackbox_types import (
     replaces,
 )
 from cbp_jax.methods.calls import CallLedger, plan
-from cbp_jax.methods.losses import accuracy, class_scores, get_loss
+from cbp_jax.methods.chunked_scoring import oracle_scores
+from cbp_jax.methods.generation import generation
+from cbp_jax.methods.losses import accuracy, get_loss
 from cbp_jax.sharding import check_divisible, population_sharding
 
 __all__ = [
@@ -63,47 +66,23 @@ __all__ = [
 ]
 
 
-def oracle_scores(oracle, payload, buckets, reduce):
-    """Class scores P x B x C (B in bucket order) from ONE oracle call over all buckets.
-
-    buckets: the (tokens, mask, candidates) tuples of `Inputs.buckets` (one candidate set).
-    """
-    pairs = tuple((tokens, mask) for tokens, mask, _ in buckets)
-    return class_scores(oracle(payload, pairs, buckets[0][2]), reduce)
-
-
-def _scores(oracle, param, payload_params, z_PxR, buckets, reduce):
-    """Class scores P x B x C of a population: one oracle call, P API calls."""
-    return oracle_scores(oracle, param.payload_fn(payload_params, z_PxR), buckets, reduce)
-
-
 def make_chunk_fn(
     es, es_params, param: Parameterization, cfg: BlackBoxConfig, n_gens: int, z_sharding=None
 ):
-    """Jitted: run n_gens generations from (es_state, key); returns new carry and metrics."""
+    """Jitted: run n_gens generations (`generation.generation`) from (es_state, key);
+    returns the new carry and the per-generation metrics."""
     loss_fn = get_loss(cfg.loss)
 
-    def generation(carry, _, oracle, payload_params, data):
-        es_state, key = carry
-        key, k_ask, k_tell = jax.random.split(key, 3)
-        z_PxR, es_state = es.ask(k_ask, es_state, es_params)
-        if z_sharding is not None:
-            z_PxR = jax.lax.with_sharding_constraint(z_PxR, z_sharding)
-        buckets, labels = data
-        scores = _scores(oracle, param, payload_params, z_PxR, buckets, cfg.score_reduce)
-        losses_P = loss_fn(scores, labels)
-        es_state, _ = es.tell(k_tell, z_PxR, losses_P, es_state, es_params)
-        metrics = {
-            "loss_mean": losses_P.mean(),
-            "loss_min": losses_P.min(),
-            "acc_max": accuracy(scores, labels).max(),
-        }
-        return (es_state, key), metrics
+    def step(carry, _, oracle, payload_params, data):
+        return generation(
+            es, es_params, param, loss_fn, cfg.score_reduce, carry, oracle, payload_params,
+            data, z_sharding=z_sharding,
+        )  # fmt: skip
 
     @jax.jit
     def chunk(carry, oracle, payload_params, data):
         return jax.lax.scan(
-            lambda c, x: generation(c, x, oracle, payload_params, data), carry, length=n_gens
+            lambda c, x: step(c, x, oracle, payload_params, data), carry, length=n_gens
         )
 
     return chunk
@@ -115,7 +94,8 @@ def make_eval_fn(param: Parameterization, cfg: BlackBoxConfig):
     @jax.jit
     def evaluate(z_R, oracle, payload_params, data):
         buckets, labels = data
-        scores = _scores(oracle, param, payload_params, z_R[None], buckets, cfg.score_reduce)
+        payload = param.payload_fn(payload_params, z_R[None])
+        scores = oracle_scores(oracle, payload, buckets, cfg.score_reduce)
         return loss_fn(scores, labels)[0], accuracy(scores, labels)[0]
 
     return evaluate

@@ -1,4 +1,6 @@
-"""User-side population scoring in chunks: payload and oracle call per chunk of candidates.
+"""User-side population scoring, the engine's one scoring path: `oracle_scores` (one oracle
+call over all length buckets) and `population_scores` (payload and oracle call per chunk of
+candidates; the whole population in one call when unchunked).
 
 The service already maps its model forward over the population in chunks
 (`ScoringService(population_chunk=...)`), but the payload the user sends is built for the
@@ -18,8 +20,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from cbp_jax.methods.blackbox import oracle_scores
-from cbp_jax.methods.losses import accuracy, get_loss
+from cbp_jax.methods.losses import accuracy, class_scores, get_loss
+
+
+def oracle_scores(oracle, payload, buckets, reduce):
+    """Class scores P x B x C (B in bucket order) from ONE oracle call over all buckets.
+
+    buckets: the (tokens, mask, candidates) tuples of `Inputs.buckets` (one candidate set).
+    """
+    pairs = tuple((tokens, mask) for tokens, mask, _ in buckets)
+    return class_scores(oracle(payload, pairs, buckets[0][2]), reduce)
 
 
 def map_population(fn, x_PxR, chunk: int | None, sharding=None):

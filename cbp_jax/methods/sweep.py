@@ -1,8 +1,9 @@
 """Sweeps of whole black-box ES runs, S runs as one compiled call.
 
 `make_run_fn` is one run of the engine in `blackbox.py` -- ES init, then every generation
-(ask -> payload -> score all buckets through the oracle -> loss -> tell) under one
-`lax.scan`, nothing in Python between generations -- as a pure function of (seed key,
+(`generation.generation`, the function the chunked runner scans too: ask -> payload ->
+score all buckets through the oracle -> loss -> tell) under one `lax.scan`, nothing in
+Python between generations -- as a pure function of (seed key,
 per-run hyperparameters, oracle, payload params, data). Per-run hyperparameters keep every
 shape fixed: sigma0 (the ES's `std_init`), any other float field of the ES params (its
 learning rates, e.g. CMA's `c_mean`, `c_1`, `c_mu`, `c_std`), and the loss (an index into
@@ -31,30 +32,17 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from evosax.algorithms import LM_MA_ES, SNES
 
 from cbp_jax.contract import BudgetExhaustedError
 from cbp_jax.data.batching import Inputs
 from cbp_jax.distributed import replicate, replicated
-from cbp_jax.es import STRATEGIES, make_strategy
+from cbp_jax.es import EXTRA_STRATEGIES, STRATEGIES, sweep_strategy
 from cbp_jax.methods.blackbox import Parameterization
-from cbp_jax.methods.chunked_scoring import population_scores
-from cbp_jax.methods.losses import accuracy, get_loss
+from cbp_jax.methods.generation import generation
+from cbp_jax.methods.losses import get_loss
 from cbp_jax.sharding import check_divisible, population_sharding
 
-EXTRA_STRATEGIES: dict[str, type] = {"lm_ma": LM_MA_ES, "snes": SNES}
 LOSS_NAMES = ("ce", "hinge")
-
-
-def sweep_strategy(name: str, population: int, num_dims: int):
-    """(es, params) for a `make_strategy` name or one of EXTRA_STRATEGIES (evosax's own)."""
-    if name in STRATEGIES:
-        return make_strategy(name, population, num_dims, 1.0)
-    if name in EXTRA_STRATEGIES:
-        es = EXTRA_STRATEGIES[name](population_size=population, solution=jnp.zeros(num_dims))
-        return es, es.default_params
-    known = sorted(STRATEGIES) + sorted(EXTRA_STRATEGIES)
-    raise ValueError(f"unknown strategy {name!r}; expected one of {known}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,33 +108,18 @@ def make_run_fn(es, es_params, param: Parameterization, cfg: SweepConfig, z_shar
         key_init, key_gens = jax.random.split(jax.random.wrap_key_data(key_data))
         params = es_params.replace(std_init=hp.sigma0, **hp.es)
         state = es.init(key_init, mean0, params)
-        buckets, labels_B = data
 
-        def generation(carry, _):
-            state, key = carry
-            key, k_ask, k_tell = jax.random.split(key, 3)
-            z_PxR, state = es.ask(k_ask, state, params)
-            scores = population_scores(
-                oracle,
-                param,
-                payload_params,
-                z_PxR,
-                buckets,
-                cfg.score_reduce,
-                cfg.population_chunk,
-                z_sharding,
-            )
-            losses_P = jnp.stack([f(scores, labels_B) for f in loss_fns])[hp.loss_id]
-            state, _ = es.tell(k_tell, z_PxR, losses_P, state, params)
-            metrics = {
-                "loss_mean": losses_P.mean(),
-                "loss_min": losses_P.min(),
-                "acc_max": accuracy(scores, labels_B).max(),
-                "sigma": jnp.mean(state.std),
-            }
-            return (state, key), metrics
+        def loss_fn(scores, labels):
+            return jnp.stack([f(scores, labels) for f in loss_fns])[hp.loss_id]
 
-        (state, _), curves = jax.lax.scan(generation, (state, key_gens), length=cfg.generations)
+        def step(carry, _):
+            carry, metrics = generation(
+                es, params, param, loss_fn, cfg.score_reduce, carry, oracle, payload_params,
+                data, population_chunk=cfg.population_chunk, z_sharding=z_sharding,
+            )  # fmt: skip
+            return carry, {**metrics, "sigma": jnp.mean(carry[0].std)}
+
+        (state, _), curves = jax.lax.scan(step, (state, key_gens), length=cfg.generations)
         return RunOutput(state.mean, state.best_solution, state.best_fitness, curves)
 
     return run
