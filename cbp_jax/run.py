@@ -16,6 +16,7 @@ import dataclasses
 import pathlib
 import shlex
 import sys
+import typing
 
 from cbp_jax.data.splits import check_proportions, kshot_splits
 
@@ -139,11 +140,19 @@ def parser(add_help: bool = True) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         add_help=add_help,
     )
+    hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(RunConfig):
-        typ = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
         name = "--" + f.name.replace("_", "-")
+        typ = _option_type(hints[f.name])
         p.add_argument(name, type=typ, default=f.default, help=HELP.get(f.name, " "))
     return p
+
+
+def _option_type(hint) -> type:
+    """The command-line type of a RunConfig field: its int, float or str (`int | None`
+    reads as int)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return args[0] if args[0] in (int, float, str) else str
 
 
 def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
