@@ -27,6 +27,7 @@ NO_CALLS = "none (no API-call budget)"
 LEGACY_MARK = " (old unit)"
 NO_BUDGET_MARK = " (legacy)"
 _MARKER = re.compile(r"^\{\{rows (\d+)\}\}$")
+_PLOT = re.compile(r"`([\w.-]+\.png)`")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
@@ -184,8 +185,31 @@ def render(records: list[dict], stem: str) -> str:
         out.append(line)
         if k == 0:  # after the title
             out += [""] + budget_note(budget, doc["source"], doc["commit"])[:-1]
+            out += plots_note(doc["result"]["lines"], records)
     text = "\n".join(out)
     return text + "\n" if doc["result"]["trailing_newline"] else text
+
+
+def plots_note(lines: list[str], records: list[dict]) -> list[str]:
+    """Which of the plots the legacy document names are redrawn from raw legacy records
+    (a `legacy/<plot stem>/json/...` record) and which stay the committed images."""
+    names = sorted(set(_PLOT.findall("\n".join(lines))))
+    if not names:
+        return []
+    raw = {r["config"].get("table") for r in records if "/json/" in r["name"]}
+    redrawn = [n for n in names if n.removesuffix(".png") in raw]
+    kept = [n for n in names if n not in redrawn]
+    text = []
+    if redrawn:
+        text.append(f"{_ticks(redrawn)} redrawn from the raw legacy records (the committed JSON).")
+    if kept:
+        text.append(f"{_ticks(kept)}: the image(s) committed with those runs; the data behind "
+                    "them were not recorded, so they are not redrawn from records.")  # fmt: skip
+    return [">", "> Plots: " + " ".join(text)]
+
+
+def _ticks(names: list[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names)
 
 
 def json_record(name: str, config: dict, result: dict, source: pathlib.Path, root: pathlib.Path):
