@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import shlex
 import subprocess
 
@@ -67,14 +68,14 @@ def runner(cfg: SweepConfig):
     from cbp_jax.model import load_model
     from cbp_jax.run import run
 
-    model = load_model("smollm2-135m")
+    model = functools.cache(lambda: load_model("smollm2-135m"))  # once, when a run is due
 
     def one(rc: RunConfig) -> dict:
         if rc.tag:
             train(cfg, (rc.tag,))
         gen = str(ROOT / rc.generator) if rc.generator else ""
         res = run(dataclasses.replace(rc, out=str(ROOT / rc.out), generator=gen),
-                  progress=False, model=model)  # fmt: skip
+                  progress=False, model=model())  # fmt: skip
         print(f"    test {res['test_acc']:.4f}  [{res['seconds']:.0f}s]", flush=True)
         return res
 

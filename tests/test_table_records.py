@@ -170,3 +170,31 @@ def test_cbp_report_reads_new_runs_from_records_only(tmp_path):
     )
     assert "Runs finished: 3 of 3 planned" in text and "papers' unit" in text
     report.use_records([])
+
+
+def test_bbt_table_runs_missing_cells_into_records_then_reuses_them(tmp_path, monkeypatch):
+    """run -> record -> table: a new run is appended, shown above the legacy rows, not rerun."""
+    from cbp_jax import run as run_mod
+
+    mod = _script("bbt_table")
+    (tmp_path / "bbt_runs.jsonl").write_text((RESULTS / "bbt_runs.jsonl").read_text())
+    monkeypatch.setattr(mod, "RESULTS", tmp_path)
+    monkeypatch.setattr(mod, "RECORDS", tmp_path / "bbt_runs.jsonl")
+    ran = []
+    hist = [{"calls": 20 * g, "loss_mean": 1.0, "dev_loss": 0.9} for g in (1, 2)]
+
+    def fake_run(rc, **_):
+        ran.append(rc)
+        return {"test_acc": 0.75, "dev_acc": 0.5, "calls": 400, "seconds": 3.0, "history": hist}
+
+    monkeypatch.setattr(run_mod, "run", fake_run)
+    mod.main(["--seeds", "13", "--methods", "bbt"])
+    mod.main(["--seeds", "13", "--methods", "bbt"])  # recorded: nothing reruns
+    assert len(ran) == 1 and ran[0].budget == 8000
+    text = (tmp_path / "bbt.md").read_text()
+    assert text.index("| BBT | 0.7500 | - | 0.750 | 0.5000 | 400 | 3 |") < text.index(
+        "| BBT (old unit) | 0.7332"
+    )
+    assert (tmp_path / "bbt_sst2_calls_curve.png").exists()
+    store = RecordStore(tmp_path / "bbt_runs.jsonl")
+    assert tables.legacy_summary(store) == {"legacy": 5, "new": 1}
