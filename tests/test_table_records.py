@@ -198,3 +198,20 @@ def test_bbt_table_runs_missing_cells_into_records_then_reuses_them(tmp_path, mo
     assert (tmp_path / "bbt_sst2_calls_curve.png").exists()
     store = RecordStore(tmp_path / "bbt_runs.jsonl")
     assert tables.legacy_summary(store) == {"legacy": 5, "new": 1}
+
+
+def test_get_or_run_records_a_sub_run_once(tmp_path):
+    """RAPT's sub-runs: each its own cell, computed once, read back by a fresh store."""
+    from cbp_jax.experiment.records import Cell, RecordMismatchError
+
+    path, calls = tmp_path / "r_runs.jsonl", []
+    cell = Cell("sst2/seed13/zero-shot", {"task": "sst2", "seed": 13, "arm": "zero-shot"})
+    compute = lambda: calls.append(1) or 0.718  # noqa: E731
+    assert tables.get_or_run(RecordStore(path), cell, compute) == 0.718
+    assert tables.get_or_run(RecordStore(path), cell, compute) == 0.718
+    assert len(calls) == 1
+    other = Cell("sst2/seed13/eta40/lora", {"arm": "lora"})
+    assert tables.get_or_run(RecordStore(path), other, compute, dry_run=True) is None
+    changed = Cell(cell.name, {**cell.config, "seed": 14})
+    with pytest.raises(RecordMismatchError, match="seed"):
+        tables.get_or_run(RecordStore(path), changed, compute)
