@@ -185,9 +185,28 @@ def render(records: list[dict], stem: str) -> str:
         out.append(line)
         if k == 0:  # after the title
             out += [""] + budget_note(budget, doc["source"], doc["commit"])[:-1]
-            out += plots_note(doc["result"]["lines"], records)
+            out += kept_note(stem, doc["result"]["lines"], records) + plots_note(
+                doc["result"]["lines"], records
+            )
     text = "\n".join(out)
     return text + "\n" if doc["result"]["trailing_newline"] else text
+
+
+def kept_note(stem: str, lines: list[str], records: list[dict]) -> list[str]:
+    """What the legacy records hold: the cells only, or raw per-seed numbers as well (raw
+    records of this table, or of the JSON files its text names)."""
+    text = "\n".join(lines)
+    raw = sorted(
+        r["source"]
+        for r in records
+        if "/json/" in r["name"]
+        and (r["config"].get("table") == stem or f"`{pathlib.Path(r['source']).name}`" in text)
+    )
+    raw = sorted(set(raw))
+    if raw:
+        return [">", f"> Kept: each cell as shown, and the per-seed numbers of {_ticks(raw)}."]
+    return [">", "> Kept: each cell as shown; the per-seed results behind the means were not "
+            "committed, so nothing here is recomputed from them."]  # fmt: skip
 
 
 def plots_note(lines: list[str], records: list[dict]) -> list[str]:
