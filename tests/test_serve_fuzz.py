@@ -148,10 +148,11 @@ def test_fuzz_no_server_error_and_no_charge_on_refusals(live):
     fuzz()
 
 
-def test_fuzz_ledger_equals_the_sum_of_charges(live):
+def test_fuzz_ledger_equals_the_sum_of_charges(live, capsys):
     statuses = dict(sorted(STATS["by_status"].items()))
-    print(f"\nfuzz: hypothesis seed {SEED} (FUZZ_SEED), {STATS['examples']} examples, "
-          f"statuses {statuses}, {STATS['charged']} calls charged")  # fmt: skip
+    with capsys.disabled():  # shown in `make test`'s quiet output too, so a failure can be replayed
+        print(f"\nfuzz: hypothesis seed {SEED} (FUZZ_SEED), {STATS['examples']} examples, "
+              f"statuses {statuses}, {STATS['charged']} calls charged")  # fmt: skip
     if not STATS["examples"]:
         pytest.skip("the fuzz test did not run in this session")
     assert live.used("alice") == STATS["charged"]
