@@ -7,10 +7,6 @@ reused). The benchmark times the jitted answer-position forward of both
 models on the same random B x S batch (full-vocabulary head at the answer position),
 warmed up, the models taking turns in every repeat; median tokens/s.
 
-Until `llama.forward` dispatches on the config type itself, the scoring service is pointed at
-`cbp_jax.model.dispatch` here (the same numbers for Llama configs; Gemma configs reach the
-Gemma decoder).
-
 Run: `.venv/bin/python experiments/models_zero_shot.py --test-size 200` (writes
 experiments/results/models.json and prints the table rows).
 """
@@ -27,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import cbp_jax.service.oracle as oracle
 from cbp_jax.data.splits import test_pool
 from cbp_jax.data.tasks import task_names
 from cbp_jax.model import dispatch, load_model
@@ -36,9 +31,6 @@ from cbp_jax.run import RunConfig, run
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "models.json"
 MODELS = ("smollm2-135m", "gemma3-270m")
 SHOTS = 8  # unused by zero-shot, but the splits must exist (copa has 28 per class)
-
-oracle.forward = dispatch.forward
-oracle.forward_shared_prompt = dispatch.forward_shared_prompt
 
 
 def _recorded(out: str, task: str, cfg: RunConfig) -> dict | None:

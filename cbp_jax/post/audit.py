@@ -22,7 +22,7 @@ import numpy as np
 
 from cbp_jax.data.batching import Inputs
 from cbp_jax.methods.losses import class_scores
-from cbp_jax.model.llama import forward
+from cbp_jax.model.dispatch import forward  # Llama or Gemma by config
 
 
 @functools.partial(jax.jit, static_argnames="cfg")

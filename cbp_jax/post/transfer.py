@@ -35,7 +35,7 @@ from tqdm import tqdm
 from cbp_jax.data.batching import Inputs, candidate_ids, encode, left_pad
 from cbp_jax.data.spec import TaskSpec, truncate
 from cbp_jax.model.config import LlamaConfig
-from cbp_jax.model.llama import forward
+from cbp_jax.model.dispatch import forward  # Llama or Gemma by config
 
 PRIVATE_TASKS = ("sst2", "financial_phrasebank")
 PRIVATE_MARKER = "_private"

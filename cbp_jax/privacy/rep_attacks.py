@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cbp_jax.model.llama import forward
+from cbp_jax.model.dispatch import forward  # Llama or Gemma by config
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
