@@ -34,22 +34,32 @@ class CallLedger:
         return dataclasses.asdict(self)
 
 
-def plan(budget: int, population: int, chunk: int, eval_init: bool = True) -> tuple[int, int]:
-    """(generations, dev evaluations) `run_blackbox` makes from scratch within `budget` calls.
+def schedule(
+    budget: int, per_generation: int, per_eval: int, chunk: int, eval_init: bool = True
+) -> tuple[int, int, int]:
+    """(generations, dev evaluations, calls spent) of the engine's schedule, priced per unit.
 
-    The engine's schedule: the start point on dev (if eval_init and the budget covers it
-    and one generation twice over in dev), then chunks of up to `chunk` generations (P calls
-    each), each followed by one dev evaluation (1 call), while a generation and its dev
-    evaluation still fit.
+    The start point on dev (if eval_init and the budget covers it and one generation twice
+    over in dev), then chunks of up to `chunk` generations (`per_generation` calls each),
+    each followed by one dev evaluation (`per_eval` calls), while a generation and its dev
+    evaluation still fit. `plan` and `estimate.plan_budget` are this schedule.
     """
+    calls = gens = evals = 0
+    if budget >= per_generation + per_eval:
+        if eval_init and budget >= 2 * per_eval + per_generation:
+            calls, evals = per_eval, 1
+        while (n := min(chunk, (budget - calls - per_eval) // per_generation)) > 0:
+            calls += n * per_generation + per_eval
+            gens, evals = gens + n, evals + 1
+    return gens, evals, calls
+
+
+def plan(budget: int, population: int, chunk: int, eval_init: bool = True) -> tuple[int, int]:
+    """(generations, dev evaluations) `run_blackbox` makes from scratch within `budget` calls:
+    `schedule` in BBT's unit (a generation costs P calls, a dev evaluation 1)."""
     if min(budget, population, chunk) <= 0:
         raise ValueError("budget, population and chunk must be positive")
-    calls = gens = evals = 0
-    if eval_init and budget >= 2 + population:
-        calls, evals = 1, 1
-    while (n := min(chunk, (budget - calls - 1) // population)) > 0:
-        calls += n * population + 1
-        gens, evals = gens + n, evals + 1
+    gens, evals, _ = schedule(budget, population, 1, chunk, eval_init)
     return gens, evals
 
 

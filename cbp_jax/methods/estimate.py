@@ -1,17 +1,19 @@
 """What an API budget buys a black-box run, before it starts (pure, no model needed).
 
-It follows the engine's schedule (methods/blackbox.py): one dev evaluation of the start
-point when the budget allows it, then chunks of at most `chunk` generations, each chunk
-followed by one dev evaluation, while the rest of the budget pays for a whole generation
-and its dev evaluation. One API call is one candidate scored on the whole k-shot batch, so
-a generation costs `population` calls and a dev evaluation one call: roughly
-generations = (budget - dev evaluations) // population. `candidate_cost` and `eval_cost`
+It is the engine's schedule (`calls.schedule`, run by methods/blackbox.py): one dev
+evaluation of the start point when the budget allows it, then chunks of at most `chunk`
+generations, each chunk followed by one dev evaluation, while the rest of the budget pays
+for a whole generation and its dev evaluation. One API call is one candidate scored on the
+whole k-shot batch, so a generation costs `population` calls and a dev evaluation one call:
+roughly generations = (budget - dev evaluations) // population. `candidate_cost` and `eval_cost`
 let the same schedule be priced in other units.
 """
 
 from __future__ import annotations
 
 import dataclasses
+
+from cbp_jax.methods.calls import schedule
 
 MIN_GENERATIONS = 3  # fewer than this is hardly a search: warn
 MAX_UNSPENT_SHARE = 0.05  # warn when more than this share of the budget would go unspent
@@ -66,14 +68,7 @@ def plan_budget(
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     if candidate_cost < 1 or eval_cost < 0:
         raise ValueError("candidate_cost must be >= 1 and eval_cost >= 0")
-    per_gen, per_eval = population * candidate_cost, eval_cost
-    calls = gens = evals = 0
-    if budget >= per_gen + per_eval:
-        if eval_init and budget >= 2 * per_eval + per_gen:
-            calls, evals = per_eval, 1
-        while (n := min(chunk, (budget - calls - per_eval) // per_gen)) > 0:
-            calls += n * per_gen + per_eval
-            gens, evals = gens + n, evals + 1
+    gens, evals, calls = schedule(budget, population * candidate_cost, eval_cost, chunk, eval_init)
     return BudgetPlan(budget, population, gens, evals, calls)
 
 
