@@ -2,6 +2,8 @@
 shared prompts, candidates, padding with a sliding window, dispatch by config type, the NNX
 module, and errors for bad configs."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -146,3 +148,23 @@ def test_bad_configs_name_the_problem():
     for change, message in bad:
         with pytest.raises(UnsupportedConfigError, match=message):
             config_from_hf_gemma(raw | change)
+
+
+def test_bf16_forward_and_shared_prompt_track_float32(tiny):
+    """dtype="auto" picks bfloat16 on native-bf16 CPUs: the Gemma decoder's answer-position
+    log-probs (plain, with a soft prompt, and through the shared-prompt path) stay within
+    bf16 precision of float32, and bf16 really ran."""
+    cfg, params = tiny
+    cfg16 = dataclasses.replace(cfg, dtype="bfloat16")
+    tokens = jax.random.randint(jax.random.key(3), (3, 10), 3, cfg.vocab_size)
+    mask = jnp.ones_like(tokens).at[0, :4].set(0)
+    p = 0.5 * jax.random.normal(jax.random.key(4), (5, cfg.hidden_size))
+    for run in (
+        lambda c: forward(params, c, tokens, mask).logits,
+        lambda c: forward(params, c, tokens, mask, prompt_BxTxD=jnp.stack([p] * 3)).logits,
+        lambda c: forward_shared_prompt(params, c, tokens, mask, prompt_TxD=p),
+    ):
+        lp32 = np.asarray(jax.nn.log_softmax(run(cfg)))
+        lp16 = np.asarray(jax.nn.log_softmax(run(cfg16)))
+        assert np.max(np.abs(lp32 - lp16)) < 0.1
+        assert not np.allclose(lp32, lp16, atol=1e-7)
