@@ -3,6 +3,7 @@
     python experiments/paper_budget.py run [--only sst2/bbt] [--max-runs N]
     python experiments/paper_budget.py table
     python experiments/paper_budget.py stash   # unfinished runs' newest checkpoints -> git
+    python experiments/paper_budget.py run --model gemma3-270m --columns zero_shot,bbt
 
 `run` trains the sentiment generators it needs (stage 1), then runs every planned cell that
 has no committed record (experiments/results/paper_budget_runs.jsonl), one process, the
@@ -11,6 +12,9 @@ run is appended to the records at once. `table` writes experiments/results/paper
 and the curves from the records only. `stash` copies each unfinished run's newest ES
 checkpoint to experiments/results/paper_budget_in_flight/ (commit it: checkpoints/ does not
 survive a machine); `run` restores a stash before it starts that run, which then resumes.
+`--model` replicates the protocol on another registered model (report
+paper_budget_<model>.md, records paper_budget_<model>_runs.jsonl; CBP columns need
+generators trained on that model, so pass `--columns` without them).
 Plan and report: cbp_jax.experiment.paper_budget*.
 """
 
@@ -25,10 +29,10 @@ from cbp_jax.experiment.in_flight import restore, stash
 from cbp_jax.experiment.layer import run_cells
 from cbp_jax.experiment.paper_budget import PaperBudgetConfig, ensure_generators, generators_for
 from cbp_jax.experiment.records import RecordStore
+from cbp_jax.model.registry import DEFAULT_MODEL
 from cbp_jax.run import RunConfig
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-RECORDS = RESULTS / "paper_budget_runs.jsonl"
 IN_FLIGHT = RESULTS / "paper_budget_in_flight"
 DEFAULTS = {f: v.default for f, v in RunConfig.__dataclass_fields__.items()}
 
@@ -38,10 +42,13 @@ def main(argv=None) -> None:
     p.add_argument("command", choices=("run", "table", "stash"))
     p.add_argument("--only", default="", help="run only cells whose name starts with this")
     p.add_argument("--max-runs", type=int, default=0, help="stop after this many runs (0: all)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="the served model (registry name)")
+    p.add_argument("--columns", default="", help="only these columns, e.g. zero_shot,bbt")
     args = p.parse_args(argv)
-    cfg = PaperBudgetConfig()
+    only = tuple(c for c in args.columns.split(",") if c)
+    cfg = PaperBudgetConfig(model=args.model, only_columns=only)
     cells = cfg.cells()
-    store = RecordStore(RECORDS, defaults=DEFAULTS)
+    store = RecordStore(RESULTS / f"{cfg.name}_runs.jsonl", defaults=DEFAULTS)
     if args.command == "stash":
         for c in cells:
             if store.get(c) is None and (out := stash(c.config.run_dir, IN_FLIGHT)):

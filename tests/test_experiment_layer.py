@@ -116,6 +116,22 @@ def test_report_regenerates_byte_identically_from_records(tmp_path):
     assert "majority class" in text and "BBT - zero-shot" in text and "Not yet run" in text
 
 
+def test_paper_budget_on_a_second_model_keeps_the_default_identity():
+    default = {c.name: c.config for c in PaperBudgetConfig().cells()}
+    # the committed records and stashes are keyed by these: the model field must not move them
+    assert default["financial_phrasebank/bbt/seed0"].run_dir.name == "seed0-5f332805"
+    gemma = PaperBudgetConfig(model="gemma3-270m", only_columns=("zero_shot", "bbt"))
+    cells = gemma.cells()
+    assert gemma.name == "paper_budget_gemma3-270m" and len(cells) == 2 * 2 * 3
+    assert {c.config.model for c in cells} == {"gemma3-270m"}
+    assert {c.name.split("/")[1] for c in cells} == {"zero_shot", "bbt"}
+    assert all(c.config != default[c.name] for c in cells)
+    with pytest.raises(ValueError, match="generators trained on gemma3-270m"):
+        PaperBudgetConfig(model="gemma3-270m")
+    with pytest.raises(ValueError, match="unknown columns"):
+        PaperBudgetConfig(only_columns=("bbt", "cpb"))
+
+
 CFG = LlamaConfig(101, 48, 80, 3, 6, 2, 8)
 
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 from cbp_jax.experiment.records import Cell
+from cbp_jax.model.registry import DEFAULT_MODEL
 from cbp_jax.run import RunConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -37,10 +38,27 @@ class PaperBudgetConfig:
     pt_epochs: int = 30
     stage1_steps: int = 150
     out: str = "checkpoints/paper_budget"
+    model: str = DEFAULT_MODEL
+    only_columns: tuple[str, ...] = ()  # () = every column; e.g. ("zero_shot", "bbt")
 
     def __post_init__(self):
         if set(self.tasks) - {"financial_phrasebank", "sst2"}:
             raise ValueError(f"paper-budget tasks are sst2 and financial_phrasebank: {self.tasks}")
+        if unknown := set(self.only_columns) - set(COLUMNS):
+            raise ValueError(f"unknown columns {sorted(unknown)}; known: {list(COLUMNS)}")
+        if self.model != DEFAULT_MODEL and {"cbp_z0", "cbp", "cbp_held_out"} & set(
+            self.columns("sst2")
+        ):
+            raise ValueError(
+                f"CBP columns need generators trained on {self.model}'s embeddings (the "
+                f"shipped and sentiment generators are {DEFAULT_MODEL}'s): pass only_columns "
+                "without cbp_z0, cbp and cbp_held_out"
+            )
+
+    @property
+    def name(self) -> str:
+        """The report's file stem: paper_budget for the default model, else with the model."""
+        return "paper_budget" if self.model == DEFAULT_MODEL else f"paper_budget_{self.model}"
         if min(self.budget, self.population, self.test_size, len(self.seeds)) <= 0:
             raise ValueError("budget, population, test_size and seeds must be positive")
 
@@ -67,14 +85,15 @@ class PaperBudgetConfig:
         held = column == "cbp_held_out"
         gen = self.generator_path(task, held) if method.startswith("cbp") else ""
         return RunConfig(
-            task=task, method=method, seed=seed, shots=dict(self.shots)[task],
+            task=task, method=method, model=self.model, seed=seed, shots=dict(self.shots)[task],
             budget=self.budget, population=self.population, test_size=self.test_size,
             pt_epochs=self.pt_epochs, generator=gen,
             tag="held-out" if held else "", out=str(pathlib.Path(self.out) / "runs"),
         )  # fmt: skip
 
     def columns(self, task: str) -> tuple[str, ...]:
-        return COLUMNS if task == "sst2" else COLUMNS[:-1]
+        cols = COLUMNS if task == "sst2" else COLUMNS[:-1]
+        return tuple(c for c in cols if not self.only_columns or c in self.only_columns)
 
     def cells(self) -> list[Cell]:
         order = []

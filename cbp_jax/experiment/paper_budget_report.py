@@ -122,25 +122,37 @@ def curve_plot(cfg, task: str, recs: dict, path: pathlib.Path) -> bool:
     return True
 
 
+def _model_flags(cfg) -> str:
+    """The command-line flags that select `cfg`'s model and columns ("" for the default)."""
+    if cfg.name == "paper_budget":
+        return ""
+    return f" --model {cfg.model}" + (
+        f" --columns {','.join(cfg.only_columns)}" if cfg.only_columns else ""
+    )
+
+
 def write_report(cfg, cells, store: RecordStore, results: pathlib.Path, command: str = ""):
-    """Write paper_budget.md (and the curve PNGs) into `results`; returns the markdown path."""
+    """Write `<cfg.name>.md` (and the curve PNGs) into `results`; returns the markdown path."""
     recs = _by_cell(cfg, cells, store)
     gens = cfg.budget // cfg.population
+    cmd = "python experiments/paper_budget.py" + _model_flags(cfg)
     done, total = len(recs), len(cells)
     lines = [
-        "# Paper-budget tables: BBT, BBTv2 and CBP at 8000 calls",
+        "# Paper-budget tables: BBT, BBTv2 and CBP at 8000 calls"
+        + ("" if cfg.name == "paper_budget" else f", {cfg.model}"),
         "",
-        f"Budget {cfg.budget} API calls in the papers' unit (one candidate prompt scored on the "
-        f"whole k-shot batch; dev evaluations counted in the same budget): {gens} "
+        f"Model `{cfg.model}`. Budget {cfg.budget} API calls in the papers' unit (one "
+        f"candidate prompt scored on the whole k-shot batch; dev evaluations counted in the "
+        f"same budget): {gens} "
         f"CMA-ES generations at population {cfg.population} before dev evaluations. "
         f"Seeds {list(cfg.seeds)}; {done} of {total} planned runs finished. Generated from "
-        "`experiments/results/paper_budget_runs.jsonl` by `python experiments/paper_budget.py "
-        "table`; runs resume with `python experiments/paper_budget.py run`.",
+        f"`experiments/results/{cfg.name}_runs.jsonl` by `{cmd} table`; runs resume with "
+        f"`{cmd} run`.",
         "",
     ]
     for task in cfg.tasks:
         lines += task_section(cfg, task, recs)
-        png = results / f"paper_budget_{task}_curve.png"
+        png = results / f"{cfg.name}_{task}_curve.png"
         if curve_plot(cfg, task, recs, png):
             lines += [f"![test accuracy vs calls, {task}]({png.name})", ""]
     lines += ["## Run times and what remains", ""]
@@ -173,11 +185,11 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path, command:
             "",
         ]
     lines += [
-        "Commands: `python experiments/paper_budget.py run` (all missing cells, resumable; "
-        "`--only financial_phrasebank/bbt` for a subset), then `python "
-        "experiments/paper_budget.py table`. The reading: `paper_budget_reading.md`.",
+        f"Commands: `{cmd} run` (all missing cells, resumable; "
+        f"`--only financial_phrasebank/bbt` for a subset), then `{cmd} table`. "
+        "The reading: `paper_budget_reading.md`.",
         "",
     ]
-    out = results / "paper_budget.md"
+    out = results / f"{cfg.name}.md"
     out.write_text("\n".join(lines).rstrip() + "\n")
     return out
