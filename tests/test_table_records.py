@@ -215,3 +215,24 @@ def test_get_or_run_records_a_sub_run_once(tmp_path):
     changed = Cell(cell.name, {**cell.config, "seed": 14})
     with pytest.raises(RecordMismatchError, match="seed"):
         tables.get_or_run(RecordStore(path), changed, compute)
+
+
+def test_models_table_regenerates_from_its_record(tmp_path, monkeypatch):
+    mod = _script("models_zero_shot")
+    md = RESULTS / "models.md"
+    (tmp_path / "models.md").write_text(md.read_text().replace(mod.BEGIN, mod.BEGIN + "\nstale"))
+    mod.write_table(json.loads((RESULTS / "models.json").read_text()), tmp_path / "models.md")
+    assert (tmp_path / "models.md").read_text() == md.read_text()
+
+
+@pytest.mark.parametrize(
+    "model_args", [[], ["--model", "gemma3-270m", "--columns", "zero_shot,bbt"]]
+)
+def test_paper_budget_reports_regenerate_from_their_records(model_args, tmp_path, monkeypatch):
+    mod = _script("paper_budget")
+    stem = "paper_budget" if not model_args else f"paper_budget_{model_args[1]}"
+    records = RESULTS / f"{stem}_runs.jsonl"
+    (tmp_path / records.name).write_text(records.read_text())
+    monkeypatch.setattr(mod, "RESULTS", tmp_path)
+    mod.main(["table", *model_args])
+    assert (tmp_path / f"{stem}.md").read_text() == (RESULTS / f"{stem}.md").read_text()
