@@ -29,12 +29,12 @@ import os
 import pathlib
 import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cbp_jax.experiment.timing import interleaved_times
 from cbp_jax.model import forward, load_model
 from cbp_jax.model.precision import BF16_CPU_FLAGS, cpu_flags, cpu_model, resolve_dtype
 
@@ -58,20 +58,6 @@ class BenchConfig:
                 raise ValueError(f"BenchConfig.{name} must be a positive int, got {value!r}")
         if self.repeats < 3:
             raise ValueError(f"BenchConfig.repeats must be >= 3 (median), got {self.repeats}")
-
-
-def interleaved_times(jobs: dict, repeats: int) -> dict[str, list[float]]:
-    """Wall seconds of each job per repeat; each is warmed up once, then the jobs take turns."""
-    for fn in jobs.values():
-        fn()
-    times = {name: [] for name in jobs}
-    for _ in range(repeats):
-        for name, fn in jobs.items():
-            time.sleep(0.2)  # let the previous job's spinning worker threads go idle
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def matmul_jobs(torch) -> dict:

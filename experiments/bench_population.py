@@ -41,7 +41,6 @@ import json
 import pathlib
 import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +50,7 @@ from cbp_jax.data.batching import make_inputs
 from cbp_jax.data.splits import kshot_splits
 from cbp_jax.data.tasks import get_task
 from cbp_jax.es.bench import PYCMA, compare_steps
+from cbp_jax.experiment.timing import interleaved_medians
 from cbp_jax.model import load_model
 from cbp_jax.model.precision import BF16_CPU_FLAGS, cpu_flags, cpu_model, resolve_dtype
 from cbp_jax.service import ScoringService
@@ -79,21 +79,6 @@ class BenchConfig:
 
 def median_time(fn, repeats: int) -> float:
     return interleaved_medians({"job": fn}, repeats)["job"]
-
-
-def interleaved_medians(jobs: dict, repeats: int) -> dict[str, float]:
-    """Median wall seconds per job; each is warmed up, then the jobs take turns per repeat,
-    so load from other processes slows them alike (torch's threads collapse under load)."""
-    for fn in jobs.values():
-        fn()  # warm up / compile
-    times = {name: [] for name in jobs}
-    for _ in range(repeats):
-        for name, fn in jobs.items():
-            time.sleep(0.2)  # let the previous job's spinning worker threads go idle
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def torch_scorers(source: str, batches, cands, dtype: str = "float32"):

@@ -1,11 +1,16 @@
-"""dtype="auto": the rule, and that bfloat16 keeps the forward's answers (tiny model)."""
+"""dtype="auto": the rule, that bfloat16 keeps the forward's answers (tiny model), and that
+the mixed-precision products keep their backward in bf16."""
+
+import functools
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from cbp_jax.model import forward
+from cbp_jax.model.mixed_dot import dense, mixed_einsum
 from cbp_jax.model.precision import cpu_flags, resolve_dtype
 
 
@@ -51,3 +56,52 @@ def test_bf16_forward_tracks_float32(tiny_cfg, tiny_params):
     lp16 = jax.nn.log_softmax(forward(params, cfg16, tokens, mask).logits)
     assert np.max(np.abs(np.asarray(lp32) - np.asarray(lp16))) < 0.1
     assert not np.allclose(np.asarray(lp32), np.asarray(lp16), atol=1e-7)  # bf16 really ran
+
+
+def _dot_operand_dtypes(fn, *args) -> set:
+    """The (lhs, rhs) dtypes of every dot_general in fn's jaxpr, nested calls included."""
+    found = set()
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                found.add(tuple(str(v.aval.dtype) for v in eqn.invars))
+        for sub in jax.extend.core.subjaxprs(jaxpr):
+            walk(getattr(sub, "jaxpr", sub))
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+def test_mixed_products_backward_in_bf16_and_unchanged_forward():
+    """bf16 products: the forward is the plain bf16-in / f32-out dot, and the gradient's dots
+    take bf16 on both sides (JAX's own rule would multiply the f32 cotangent with a bf16
+    operand); gradients agree with JAX's rule to bf16 precision; float32 is untouched."""
+    x = jax.random.normal(jax.random.key(0), (3, 5, 16))
+    w = jax.random.normal(jax.random.key(1), (16, 24))
+    for dt in (jnp.float32, jnp.bfloat16):
+        plain = jnp.matmul(x.astype(dt), w.astype(dt), preferred_element_type=jnp.float32)
+        assert jnp.array_equal(dense(x, w.astype(dt)), plain)
+
+    def loss(x, w, product):
+        return jnp.sum(jnp.sin(product(x, w)))
+
+    ours = functools.partial(loss, product=dense)
+
+    def jax_rule(x, w):  # the product as it was: JAX's own transpose for the backward
+        return jnp.matmul(x.astype(w.dtype), w, preferred_element_type=jnp.float32)
+
+    jaxs = functools.partial(loss, product=jax_rule)
+    w16 = w.astype(jnp.bfloat16)
+    assert _dot_operand_dtypes(jax.grad(ours), x, w16) == {("bfloat16", "bfloat16")}
+    assert ("float32", "bfloat16") in _dot_operand_dtypes(jax.grad(jaxs), x, w16)
+    g, ref = jax.grad(ours)(x, w16), jax.grad(jaxs)(x, w16)
+    assert g.dtype == jnp.float32 and float(jnp.abs(g - ref).max() / jnp.abs(ref).max()) < 0.02
+    assert jnp.array_equal(jax.grad(ours)(x, w), jax.grad(jaxs)(x, w))
+    q = jax.random.normal(jax.random.key(2), (2, 3, 4, 8))
+    k = jax.random.normal(jax.random.key(3), (2, 3, 6, 8))
+
+    def att(q, k):
+        return jnp.sum(jnp.cos(mixed_einsum("bkme,bkse->bkms", q, k, jnp.bfloat16)))
+
+    assert _dot_operand_dtypes(jax.grad(att, (0, 1)), q, k) == {("bfloat16", "bfloat16")}

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cbp_jax.model.config import LlamaConfig
+from cbp_jax.model.mixed_dot import dense, mixed_einsum
 
 Params = dict[str, Any]
 
@@ -67,11 +68,6 @@ def rms_norm(x, weight, eps):
     return weight.astype(jnp.float32) * x32
 
 
-def dense(x, w):
-    """x @ w with inputs in w's dtype and float32 accumulation and output."""
-    return jnp.matmul(x.astype(w.dtype), w, preferred_element_type=jnp.float32)
-
-
 def rope_tables(positions_BxP, theta, head_dim):
     """cos and sin of the rotary angles, B x P x 1 x E in float32 (computed once per forward)."""
     inv_freq = theta ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
@@ -113,13 +109,9 @@ def attention(q_BxPxHxE, k_BxSxKxE, v_BxSxKxE, bias_Bx1x1xPxS, dtype):
     q = q_BxPxHxE.astype(dtype).reshape(b, p, n_k, g, e).transpose(0, 2, 3, 1, 4)
     k = k_BxSxKxE.astype(dtype).transpose(0, 2, 1, 3)  # B x K x S x E
     v = v_BxSxKxE.astype(dtype).transpose(0, 2, 1, 3)
-    scores = jnp.einsum(
-        "bkme,bkse->bkms", q.reshape(b, n_k, g * p, e), k, preferred_element_type=jnp.float32
-    ).reshape(b, n_k, g, p, s)
-    weights = jax.nn.softmax(scores + bias_Bx1x1xPxS, axis=-1).astype(dtype)
-    out = jnp.einsum(
-        "bkms,bkse->bkme", weights.reshape(b, n_k, g * p, s), v, preferred_element_type=jnp.float32
-    )
+    scores = mixed_einsum("bkme,bkse->bkms", q.reshape(b, n_k, g * p, e), k, dtype)
+    weights = jax.nn.softmax(scores.reshape(b, n_k, g, p, s) + bias_Bx1x1xPxS, axis=-1)
+    out = mixed_einsum("bkms,bkse->bkme", weights.reshape(b, n_k, g * p, s), v, dtype)
     return out.reshape(b, n_k, g, p, e).transpose(0, 3, 1, 2, 4).reshape(b, p, n_h * e)
 
 

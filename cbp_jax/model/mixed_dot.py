@@ -1,0 +1,59 @@
+"""Products with low-precision inputs and float32 accumulation, whose backward is as fast.
+
+Every matmul of the forward passes takes its inputs in the compute dtype (float32, or
+bfloat16 on chips with native bf16) and accumulates and returns float32. In float32 these
+are plain products. In bfloat16, JAX's own transpose of such a product multiplies the
+float32 cotangent with the bf16 operand: a mixed-dtype dot, which XLA's CPU backend runs by
+converting to float32, so a bf16 prompt-tuning step ran at 0.72x the float32 speed
+(experiments/bench_backward.py). Here the backward rounds the cotangent to the inputs'
+dtype first, so both backward products take the same bf16-in, float32-accumulate kernel as
+the forward (the usual mixed-precision recipe: bf16 activations' gradients, float32
+accumulation; gradients leave the product in the inputs' dtype, as JAX's own rule does).
+
+    mixed_einsum("bkme,bkse->bkms", q, k, dtype)   # any two-operand einsum whose every
+                                                   # index is in the output or both inputs
+    dense(x_...xK, w_KxN)                          # x @ w in w's dtype
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+
+def mixed_einsum(spec: str, a, b, dtype):
+    """einsum(spec, a, b) with inputs cast to `dtype`, float32 accumulation and output."""
+    a, b = a.astype(dtype), b.astype(dtype)
+    if jnp.dtype(dtype) == jnp.float32:
+        return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+    return _low_precision_einsum(spec, a, b)
+
+
+def dense(x, w):
+    """x @ w (w: K x N, x: ... x K) with inputs in w's dtype, float32 accumulation and output."""
+    lead = x.shape[:-1]
+    out = mixed_einsum("mk,kn->mn", x.reshape(-1, x.shape[-1]), w, w.dtype)
+    return out.reshape(*lead, w.shape[-1])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _low_precision_einsum(spec, a, b):
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
+def _forward(spec, a, b):
+    return _low_precision_einsum(spec, a, b), (a, b)
+
+
+def _backward(spec, residuals, g):
+    a, b = residuals
+    (sa, sb), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    g = g.astype(a.dtype)  # the cotangent in the inputs' dtype: bf16 x bf16 products below
+    da = jnp.einsum(f"{out},{sb}->{sa}", g, b, preferred_element_type=jnp.float32)
+    db = jnp.einsum(f"{sa},{out}->{sb}", a, g, preferred_element_type=jnp.float32)
+    return da.astype(a.dtype), db.astype(b.dtype)
+
+
+_low_precision_einsum.defvjp(_forward, _backward)
