@@ -111,7 +111,18 @@ def curve_plot(cfg, task: str, recs: dict, path: pathlib.Path) -> bool:
     if not drawn:
         plt.close(fig)
         return False
+    refs = (("zero_shot", "test_acc", "zero-shot", ":"), ("cbp_z0", "test_acc", "CBP z0", "--"))
+    refs += (("zero_shot", "majority", "majority class", "-."),)
+    for col, key, label, style in refs:  # the starting points, means over finished seeds
+        runs = [recs[(task, col, s)]["result"] for s in cfg.seeds if (task, col, s) in recs]
+        vals = [r["prediction"]["majority_acc"] if key == "majority" else r[key] for r in runs]
+        if vals:
+            ax.axhline(100 * np.mean(vals), color="gray", ls=style, lw=1, label=label)
     ax.set_xscale("log")
+    ticks = sorted({p["budget"] for c in (r["result"].get("curve") or [] for r in recs.values())
+                    for p in c})  # fmt: skip
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("API calls (one candidate on the k-shot batch)")
     ax.set_ylabel("test accuracy %")
     ax.set_title(task)
