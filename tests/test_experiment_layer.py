@@ -194,3 +194,4 @@ def test_stashed_run_resumes_on_another_machine_to_the_same_result(tmp_path):
     resumed = go(machine_b / "es", ScoringService(model, kinds, budget=120))
     np.testing.assert_array_equal(resumed.best_z, whole.best_z)
     assert resumed.history == whole.history and resumed.calls_used == whole.calls_used
+    assert whole.resumed_at_generation == 0 < resumed.resumed_at_generation < whole.generations

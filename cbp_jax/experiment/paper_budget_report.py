@@ -181,8 +181,10 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path, command:
             if comp
             else ""
         )
+        resumed = sum(r["result"].get("resumed_at_generation", 0) > 0 for r in mine)
+        resumed_txt = f"; {resumed} resumed, timed from their resume only" if resumed else ""
         lines.append(f"- {LABELS[col]}: {len(ss)} runs, {np.mean(ss) / 60:.1f} min per run "
-                     f"(dtype {', '.join(dtypes)}){comp_txt}")  # fmt: skip
+                     f"(dtype {', '.join(dtypes)}){comp_txt}{resumed_txt}")  # fmt: skip
     left = [c.name for c in cells if store.get(c) is None]
     lines += ["", f"Not yet run ({len(left)}): " + (", ".join(left) if left else "none"), ""]
     known = [secs[n.split("/")[1]] for n in left if n.split("/")[1] in secs]

@@ -69,6 +69,7 @@ def _blackbox_fields(res, service) -> dict:
         "examples_scored": res.examples_scored,
         "tokens_scored": res.tokens_scored,
         "curve": [m for h in res.history for m in h.get("milestones", ())],
+        "resumed_at_generation": res.resumed_at_generation,  # "seconds" timed from there
     }
 
 

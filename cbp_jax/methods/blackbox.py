@@ -174,7 +174,7 @@ def run_blackbox(
     z_sharding = None if mesh is None else population_sharding(mesh)
     evaluate = make_eval_fn(param, cfg)
     best = {"z": np.asarray(mean0), "acc": -1.0, "loss": float("inf")}
-    gen, ledger, history, start_dev_acc = 0, CallLedger(), [], None
+    gen, ledger, history, start_dev_acc, resumed_at = 0, CallLedger(), [], None, 0
     ckpt = Checkpointer(run_dir) if run_dir is not None else None
     log_path = pathlib.Path(run_dir) / "log.jsonl" if run_dir is not None else None
     if ckpt is not None and ckpt.latest_step() is not None:
@@ -186,7 +186,7 @@ def run_blackbox(
             "acc": meta["best_acc"],
             "loss": meta["best_loss"],
         }
-        gen = meta["generation"]
+        gen = resumed_at = meta["generation"]
         if "ledger" not in meta:
             raise ValueError(
                 f"{run_dir}: checkpoint from before calls were counted per batch; "
@@ -262,4 +262,5 @@ def run_blackbox(
         dev_calls=ledger.dev_calls,
         examples_scored=ledger.examples_scored,
         tokens_scored=ledger.tokens_scored,
+        resumed_at_generation=resumed_at,
     )

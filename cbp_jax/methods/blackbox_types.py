@@ -74,6 +74,7 @@ class BlackBoxResult:
     dev_calls: int = 0  # of calls_used, the dev evaluations (one call each)
     examples_scored: int = 0  # candidate x example pairs scored, train and dev
     tokens_scored: int = 0  # candidate x real text tokens scored, train and dev
+    resumed_at_generation: int = 0  # > 0: this process resumed a checkpoint at that generation
 
 
 def replaces(dev_acc: float, dev_loss: float, best: dict, n_dev: int, margin: int) -> bool:
