@@ -7,7 +7,8 @@
 3. Shapes whose product overflows int64, a 1-D prompt and a 2-D deep prompt: 400, not 500.
 4. Payloads finite on the wire but not after the cast (float64 1e300), or whose scores are
    not finite (float32 3e38): 400 and nothing charged.
-Also: read timeout (408) and the failed-authentication throttle (429).
+Also: read timeout (408), the failed-authentication throttle (429), and a client's count of
+calls when the answer to a charged attempt was lost (X-Replay-Own).
 """
 
 import concurrent.futures
@@ -17,7 +18,9 @@ import time
 import msgpack
 import numpy as np
 import pytest
+import requests
 
+from cbp_jax.serve.client import RemoteService, RetryPolicy
 from cbp_jax.serve.guard import GuardConfig
 from cbp_jax.serve.launch import read_users
 from cbp_jax.serve.ledger import Ledger, RequestIdConflictError, UserSpec
@@ -184,3 +187,62 @@ def test_request_timeout_is_503_uncharged_and_the_worker_survives(tmp_path):
         assert srv.used("alice") == 2
     finally:
         srv.stop()
+
+
+class _LosesFirstAnswer:
+    """A requests session whose first POST reaches the server (which charges it) and then
+    times out on the client side, as a dropped connection after the commit would."""
+
+    def __init__(self):
+        self.inner, self.lost = requests.Session(), 0
+
+    def request(self, method, url, **kw):
+        resp = self.inner.request(method, url, **kw)
+        if method == "POST" and not self.lost:
+            self.lost += 1
+            raise requests.Timeout("answer lost after the server committed")
+        return resp
+
+
+def test_calls_used_counts_a_charged_attempt_whose_answer_was_lost(live):
+    """The retry is answered from the record for 0 calls; the server says the recorded charge
+    was this client's own (X-Replay-Own), so calls_used still equals what the ledger charged.
+    Another client object replaying the same id (a resumed process) is not charged it."""
+    fast = RetryPolicy(timeout_s=30, deadline_s=30, backoff_s=0.05, backoff_max_s=0.1)
+    client = RemoteService(live.url, KEYS["alice"], run_id="lost-answer", retry=fast)
+    session = _LosesFirstAnswer()
+    client._session = lambda: session
+    used = live.used("alice")
+    req = _req(p=3, seed=77)
+    out = client.score(req)
+    assert session.lost == 1 and live.used("alice") == used + 3
+    assert client.calls_used == 3 and out.calls == 3
+    other = RemoteService(live.url, KEYS["alice"], run_id="lost-answer", retry=fast)
+    other._eager = 0  # the same scope, hence the same request id, as a resumed process sends
+    again = other.score(req)
+    assert live.used("alice") == used + 3 and other.calls_used == 0 and again.calls == 0
+    np.testing.assert_array_equal(again.logprobs_PxBxCxW, out.logprobs_PxBxCxW)
+
+
+def test_a_ledger_file_from_before_client_ids_opens_and_keeps_its_records(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE users (name TEXT PRIMARY KEY, key_sha256 TEXT UNIQUE NOT NULL, "
+        "budget INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);"
+        "CREATE TABLE records (user TEXT NOT NULL, request_id TEXT NOT NULL, run_id TEXT NOT "
+        "NULL, body_sha256 TEXT NOT NULL, calls INTEGER NOT NULL, response BLOB NOT NULL, "
+        "created REAL NOT NULL, PRIMARY KEY (user, request_id));"
+    )
+    db.execute("INSERT INTO records VALUES ('alice', 'r1', '', 'h', 2, x'01', 0)")
+    db.commit()
+    db.close()
+    ledger = Ledger(str(path))
+    assert ledger.lookup("alice", "r1", "h") == b"\x01"
+    assert ledger.charged_client("alice", "r1") == ""
+    ledger.sync_users([UserSpec("alice", "k" * 8, 10)])
+    ledger.hold("alice", 3)
+    assert ledger.commit("alice", "r2", "", "h2", 3, b"\x02", "me") == (b"\x02", 3)
+    assert ledger.charged_client("alice", "r2") == "me"

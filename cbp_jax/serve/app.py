@@ -150,6 +150,7 @@ class ScoreServer:
         with self.batcher.arriving():
             body = await self._body(request)
             rid = check_request_id(request.headers.get("x-request-id"))
+            client = check_request_id(request.headers.get("x-client-id"), "X-Client-Id") or ""
             run_id = request.headers.get("x-run-id", "")[:128]
             req = decode_request(body, self.limits.max_body_bytes)
             calls = self.core.admit(req)  # limits, validation, finite payload; the price
@@ -158,7 +159,8 @@ class ScoreServer:
             if rid is not None:
                 recorded = await asyncio.to_thread(self.ledger.lookup, user, rid, digest)
                 if recorded is not None:
-                    return _msgpack(recorded, charged=0, replayed=True)
+                    own = await self._charged_to(user, rid, client)
+                    return _msgpack(recorded, charged=0, replayed=True, own=own)
             self.ledger.hold(user, calls)
             try:
                 future = self.batcher.submit(job)
@@ -169,14 +171,26 @@ class ScoreServer:
         work = {"examples": getattr(req, "examples", None), "tokens": getattr(req, "tokens", None)}
         response = encode_response(logprobs, calls, **work)
         out, charged = await asyncio.to_thread(
-            self.ledger.commit, user, rid, run_id, digest, calls, response
+            self.ledger.commit, user, rid, run_id, digest, calls, response, client
         )
         self.committed()
-        return _msgpack(out, charged=charged, replayed=charged == 0 and calls > 0)
+        replayed = charged == 0 and calls > 0  # a racing attempt of this id committed first
+        own = replayed and await self._charged_to(user, rid, client)
+        return _msgpack(out, charged=charged, replayed=replayed, own=own)
+
+    async def _charged_to(self, user: str, rid: str, client: str) -> bool:
+        """Whether this request id's recorded charge came from the same client id."""
+        recorded = await asyncio.to_thread(self.ledger.charged_client, user, rid)
+        return bool(client) and recorded == client
 
 
-def _msgpack(body: bytes, *, charged: int, replayed: bool) -> Response:
+def _msgpack(body: bytes, *, charged: int, replayed: bool, own: bool = False) -> Response:
+    """The answer's headers: X-Charged (calls charged now), X-Replayed (answered from the
+    record) and, on a replay, X-Replay-Own (the recorded charge came from the same X-Client-Id:
+    an earlier attempt whose answer that client never got)."""
     headers = {"X-Charged": str(charged), "X-Replayed": "1" if replayed else "0"}
+    if replayed:
+        headers["X-Replay-Own"] = "1" if own else "0"
     return Response(content=body, media_type=MEDIA_TYPE, headers=headers)
 
 

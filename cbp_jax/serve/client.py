@@ -96,6 +96,8 @@ class RemoteService:
         self._reserved = 0  # calls the engine has reserved: the epoch of oracle request ids
         self._eager = 0
         self._charged = 0
+        self._counted: set[str] = set()  # request ids whose charge calls_used includes
+        self._client_id = uuid.uuid4().hex  # tells this object's charged attempts apart
         self._info = None
 
     # ------------------------------------------------------------------ transport
@@ -139,13 +141,21 @@ class RemoteService:
             "POST",
             "/v1/score",
             data=encode_request(req),
-            headers={"Content-Type": MEDIA_TYPE, "X-Request-Id": rid},
+            headers={
+                "Content-Type": MEDIA_TYPE,
+                "X-Request-Id": rid,
+                "X-Client-Id": self._client_id,
+            },
         )
         body = decode_response(resp.content)
         logprobs = body.pop("logprobs")
         charged = int(resp.headers.get("X-Charged", "0"))
+        if resp.headers.get("X-Replay-Own") == "1":
+            charged = body["calls"]  # an earlier attempt of ours was charged; its answer was lost
         with self._lock:
-            self._charged += charged
+            if rid not in self._counted:
+                self._counted.add(rid)
+                self._charged += charged
         want = (req.population, req.num_examples, *np.shape(req.candidates_CxW))
         if logprobs.shape != want:
             raise RuntimeError(f"server answered shape {logprobs.shape}, expected {want}")
@@ -155,7 +165,9 @@ class RemoteService:
 
     @property
     def calls_used(self) -> int:
-        """Calls the server charged to this client object (replays are free)."""
+        """Calls the server charged for this client object's requests, each request id once:
+        a retry whose first attempt was charged but never answered counts that charge (the
+        server says so with X-Replay-Own); replays of other processes' charges are free."""
         return self._charged
 
     @property

@@ -1,7 +1,9 @@
 """API keys, budgets and the response record of the network service, in SQLite (WAL mode).
 
 Tables: `users` (name, sha256 of the API key, budget, calls used) and `records` (one row
-per scored request: user, request id, run id, body hash, calls, the response bytes).
+per scored request: user, request id, run id, body hash, calls, the response bytes, and
+the client object that sent the charged attempt, so a replay can tell that client its own
+earlier attempt was charged; files from before that column get it added, empty).
 Calls are counted as the user sees them: one call = one candidate prompt scored on one
 batch (a request of population P costs P; the server bounds each request's work by
 `ServeLimits`). Charging and recording happen in ONE transaction after the scores are
@@ -41,7 +43,7 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS records (
   user TEXT NOT NULL, request_id TEXT NOT NULL, run_id TEXT NOT NULL, body_sha256 TEXT NOT NULL,
   calls INTEGER NOT NULL, response BLOB NOT NULL, created REAL NOT NULL,
-  PRIMARY KEY (user, request_id));
+  client TEXT NOT NULL DEFAULT '', PRIMARY KEY (user, request_id));
 CREATE INDEX IF NOT EXISTS records_run ON records (user, run_id);
 """
 
@@ -93,6 +95,9 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a charge survives power loss too
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+        if "client" not in columns:  # a ledger file written before clients were recorded
+            self._db.execute("ALTER TABLE records ADD COLUMN client TEXT NOT NULL DEFAULT ''")
         self._lock = threading.Lock()
         self._held: dict[str, int] = {}
 
@@ -174,6 +179,14 @@ class Ledger:
             )
         return row[1]
 
+    def charged_client(self, user: str, request_id: str) -> str | None:
+        """The client id recorded with this request id's charge ("" if none was sent)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT client FROM records WHERE user = ? AND request_id = ?", (user, request_id)
+            ).fetchone()
+        return None if row is None else row[0]
+
     def hold(self, user: str, calls: int) -> None:
         """Reserve calls for a request about to be computed, or raise BudgetExhaustedError."""
         with self._lock:
@@ -197,8 +210,9 @@ class Ledger:
         body_sha256: str,
         calls: int,
         response: bytes,
+        client: str = "",
     ) -> tuple[bytes, int]:
-        """Charge a held request and record its response, atomically.
+        """Charge a held request and record its response (and `client`), atomically.
 
         Returns (response bytes, calls charged): a concurrent duplicate (same body) that
         committed first wins, and this one is answered with its bytes for 0 calls; another
@@ -221,8 +235,18 @@ class Ledger:
                     )
                     if request_id is not None:
                         self._db.execute(
-                            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (user, request_id, run_id, body_sha256, calls, response, time.time()),
+                            "INSERT INTO records (user, request_id, run_id, body_sha256, "
+                            "calls, response, created, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (
+                                user,
+                                request_id,
+                                run_id,
+                                body_sha256,
+                                calls,
+                                response,
+                                time.time(),
+                                client,
+                            ),  # fmt: skip
                         )
                 self._db.execute("COMMIT" if row is None else "ROLLBACK")
             except BaseException:

@@ -28,6 +28,14 @@ SCORE_OPENAPI = {
             "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
         },
         {"name": "X-Run-Id", "in": "header", "required": False, "schema": {"type": "string"}},
+        {
+            "name": "X-Client-Id",
+            "in": "header",
+            "required": False,
+            "description": "the sending client object; a replay answers X-Replay-Own: 1 when "
+            "the recorded charge came from the same client id",
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+        },
     ],
     "requestBody": {
         "required": True,

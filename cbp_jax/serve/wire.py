@@ -126,9 +126,10 @@ def decode_response(body: bytes) -> dict:
     return out
 
 
-def check_request_id(rid: str | None) -> str | None:
+def check_request_id(rid: str | None, header: str = "X-Request-Id") -> str | None:
+    """The id as sent, or None if absent; MalformedRequestError naming `header` otherwise."""
     if rid is not None and not _ID_RE.match(rid):
-        raise MalformedRequestError("X-Request-Id must be 1-128 characters of [A-Za-z0-9._:-]")
+        raise MalformedRequestError(f"{header} must be 1-128 characters of [A-Za-z0-9._:-]")
     return rid
 
 

@@ -40,9 +40,10 @@ class Budget(Protocol):
         body_sha256: str,
         calls: int,
         response: bytes,
+        client: str = "",
     ) -> tuple[bytes, int]:
-        """Turn a hold into a charge (and record the response under `request_id`, where
-        kept); returns (the response to send, the calls charged)."""
+        """Turn a hold into a charge (and record the response under `request_id`, with the
+        sending `client`, where kept); returns (the response to send, the calls charged)."""
 
     def budget(self, user: str, run_id: str | None = None) -> dict:
         """{"user", "budget", "used", "remaining", "run_used"}."""
@@ -84,7 +85,7 @@ class ApiBudget:
     def release(self, user: str, calls: int) -> None:
         self.held -= calls
 
-    def commit(self, user, request_id, run_id, body_sha256, calls, response):
+    def commit(self, user, request_id, run_id, body_sha256, calls, response, client=""):
         self.held -= calls
         self.used += calls
         return response, calls
