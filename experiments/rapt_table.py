@@ -199,6 +199,10 @@ def write(cfg: TableConfig, res: dict, command: str) -> str:
         "",
         f"Command: `{command}`",
         "",
+        "Cells marked n/a have not run yet: the command above runs them (each finished "
+        "cell is a record, so it resumes where it stopped). This section "
+        "supersedes the status note inside the legacy block below.",
+        "",
         f"{cfg.shots} shots per class (train and dev), {cfg.test_size} test examples, seeds "
         f"{list(cfg.seeds)}; prompt / prefix length {cfg.prompt_len}, LoRA rank "
         f"{cfg.lora_rank} (alpha {2 * cfg.lora_rank}), {cfg.epochs} epochs, Adam lr "

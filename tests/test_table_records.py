@@ -39,7 +39,16 @@ TABLE_ARGS = {
     "cbp_domains": ["table", "--results-name"],
     "ablations": ["--table-only", "--stem"],
     "post_table": ["--table-only"],
-    "rapt_table": ["--table-only"],
+    # the reduced-scale run of the redesigned table (rapt.md says which cells have run)
+    "rapt_table": [
+        "--table-only",
+        "--set",
+        "tasks=sst2",
+        "seeds=13",
+        "etas=40,100",
+        "epochs=10",
+        "shots=8",
+    ],  # fmt: skip
     "cbp_generator_spread": [
         "--table-only",
         "--extra",
