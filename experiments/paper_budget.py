@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 
 from cbp_jax.experiment.compile_cache import CompileStats, enable_compile_cache
 from cbp_jax.experiment.in_flight import restore, stash
@@ -79,7 +78,7 @@ def main(argv=None) -> None:
         print(f"ran {progress.ran}, reused {progress.reused}, in {progress.seconds:.0f} s")
     from cbp_jax.experiment.paper_budget_report import write_report
 
-    print(f"wrote {write_report(cfg, cells, store, RESULTS, ' '.join(['python', *sys.argv]))}")
+    print(f"wrote {write_report(cfg, cells, store, RESULTS)}")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,9 @@ def test_paper_budget_on_a_second_model_keeps_the_default_identity():
         PaperBudgetConfig(model="gemma3-270m")
     with pytest.raises(ValueError, match="unknown columns"):
         PaperBudgetConfig(only_columns=("bbt", "cpb"))
+    for bad in ({"budget": 0}, {"population": -1}, {"test_size": 0}, {"seeds": ()}):
+        with pytest.raises(ValueError, match="must be positive"):
+            PaperBudgetConfig(**bad)
 
 
 CFG = LlamaConfig(101, 48, 80, 3, 6, 2, 8)

@@ -42,11 +42,13 @@ class PaperBudgetConfig:
     only_columns: tuple[str, ...] = ()  # () = every column; e.g. ("zero_shot", "bbt")
 
     def __post_init__(self):
+        if min(self.budget, self.population, self.test_size, len(self.seeds)) <= 0:
+            raise ValueError("budget, population, test_size and seeds must be positive")
         if set(self.tasks) - {"financial_phrasebank", "sst2"}:
             raise ValueError(f"paper-budget tasks are sst2 and financial_phrasebank: {self.tasks}")
         if unknown := set(self.only_columns) - set(COLUMNS):
             raise ValueError(f"unknown columns {sorted(unknown)}; known: {list(COLUMNS)}")
-        if self.model != DEFAULT_MODEL and {"cbp_z0", "cbp", "cbp_held_out"} & set(
+        if not self.is_default_model and {"cbp_z0", "cbp", "cbp_held_out"} & set(
             self.columns("sst2")
         ):
             raise ValueError(
@@ -58,9 +60,11 @@ class PaperBudgetConfig:
     @property
     def name(self) -> str:
         """The report's file stem: paper_budget for the default model, else with the model."""
-        return "paper_budget" if self.model == DEFAULT_MODEL else f"paper_budget_{self.model}"
-        if min(self.budget, self.population, self.test_size, len(self.seeds)) <= 0:
-            raise ValueError("budget, population, test_size and seeds must be positive")
+        return "paper_budget" if self.is_default_model else f"paper_budget_{self.model}"
+
+    @property
+    def is_default_model(self) -> bool:
+        return self.model == DEFAULT_MODEL
 
     def generators(self) -> dict[str, tuple[str, tuple[str, ...]]]:
         """Generators to train: name -> (domain, excluded tasks). financial is shipped."""

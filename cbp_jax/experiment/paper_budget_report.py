@@ -135,14 +135,14 @@ def curve_plot(cfg, task: str, recs: dict, path: pathlib.Path) -> bool:
 
 def _model_flags(cfg) -> str:
     """The command-line flags that select `cfg`'s model and columns ("" for the default)."""
-    if cfg.name == "paper_budget":
+    if cfg.is_default_model:
         return ""
     return f" --model {cfg.model}" + (
         f" --columns {','.join(cfg.only_columns)}" if cfg.only_columns else ""
     )
 
 
-def write_report(cfg, cells, store: RecordStore, results: pathlib.Path, command: str = ""):
+def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
     """Write `<cfg.name>.md` (and the curve PNGs) into `results`; returns the markdown path."""
     recs = _by_cell(cfg, cells, store)
     gens = cfg.budget // cfg.population
@@ -150,7 +150,7 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path, command:
     done, total = len(recs), len(cells)
     lines = [
         "# Paper-budget tables: BBT, BBTv2 and CBP at 8000 calls"
-        + ("" if cfg.name == "paper_budget" else f", {cfg.model}"),
+        + ("" if cfg.is_default_model else f", {cfg.model}"),
         "",
         f"Model `{cfg.model}`. Budget {cfg.budget} API calls in the papers' unit (one "
         f"candidate prompt scored on the whole k-shot batch; dev evaluations counted in the "
