@@ -13,8 +13,9 @@ and the curves from the records only. `stash` copies each unfinished run's newes
 checkpoint to experiments/results/paper_budget_in_flight/ (commit it: checkpoints/ does not
 survive a machine); `run` restores a stash before it starts that run, which then resumes.
 `--model` replicates the protocol on another registered model (report
-paper_budget_<model>.md, records paper_budget_<model>_runs.jsonl; CBP columns need
-generators trained on that model, so pass `--columns` without them).
+paper_budget_<model>.md, records paper_budget_<model>_runs.jsonl); its CBP columns use
+generators trained on that model (stage 1 on first need, financial included, under
+checkpoints/paper_budget/generators/<model>/).
 Plan and report: cbp_jax.experiment.paper_budget*.
 """
 
@@ -59,7 +60,7 @@ def main(argv=None) -> None:
         todo = [c for c in selected if store.get(c) is None]
         if args.max_runs:
             todo = todo[: args.max_runs]
-        ensure_generators(cfg, generators_for(todo))
+        ensure_generators(cfg, generators_for(cfg, todo))
         from cbp_jax.model import load_model
         from cbp_jax.run import run
 

@@ -12,7 +12,11 @@ import pytest
 from cbp_jax.data.batching import Inputs
 from cbp_jax.experiment.identity import config_diff, config_hash
 from cbp_jax.experiment.layer import run_cells
-from cbp_jax.experiment.paper_budget import PaperBudgetConfig
+from cbp_jax.experiment.paper_budget import (
+    SHIPPED_FINANCIAL,
+    PaperBudgetConfig,
+    generators_for,
+)
 from cbp_jax.experiment.paper_budget_report import write_report
 from cbp_jax.experiment.records import Cell, RecordMismatchError, RecordStore
 from cbp_jax.methods.bbt import bbt_parameterization
@@ -126,8 +130,23 @@ def test_paper_budget_on_a_second_model_keeps_the_default_identity():
     assert {c.config.model for c in cells} == {"gemma3-270m"}
     assert {c.name.split("/")[1] for c in cells} == {"zero_shot", "bbt"}
     assert all(c.config != default[c.name] for c in cells)
-    with pytest.raises(ValueError, match="generators trained on gemma3-270m"):
-        PaperBudgetConfig(model="gemma3-270m")
+    # CBP on another model uses generators trained on its embeddings, financial included
+    full = PaperBudgetConfig(model="gemma3-270m", only_columns=("cbp_z0", "cbp", "cbp_held_out"))
+    gens = {c.name: c.config.generator for c in full.cells()}
+    root = "checkpoints/paper_budget/generators/gemma3-270m"
+    assert gens["financial_phrasebank/cbp/seed1"] == f"{root}/financial/generator"
+    assert gens["sst2/cbp_held_out/seed0"] == f"{root}/sentiment-minus-sst2/generator"
+    assert generators_for(full, full.cells()) == [
+        "financial", "sentiment", "sentiment-minus-sst2"
+    ]  # fmt: skip
+    assert "--model" in full.stage1_command("financial")
+    # the default model keeps its shipped financial generator and its sentiment paths
+    d = PaperBudgetConfig()
+    assert default["financial_phrasebank/cbp/seed0"].generator == SHIPPED_FINANCIAL
+    assert default["sst2/cbp/seed0"].generator == (
+        "checkpoints/paper_budget/generators/sentiment/generator"
+    )
+    assert generators_for(d, d.cells()) == ["sentiment", "sentiment-minus-sst2"]
     with pytest.raises(ValueError, match="unknown columns"):
         PaperBudgetConfig(only_columns=("bbt", "cpb"))
     for bad in ({"budget": 0}, {"population": -1}, {"test_size": 0}, {"seeds": ()}):

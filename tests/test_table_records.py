@@ -235,7 +235,7 @@ def test_models_table_regenerates_from_its_record(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "model_args", [[], ["--model", "gemma3-270m", "--columns", "zero_shot,bbt"]]
+    "model_args", [[], ["--model", "gemma3-270m", "--columns", "zero_shot,bbt,cbp_z0,cbp"]]
 )
 def test_paper_budget_reports_regenerate_from_their_records(model_args, tmp_path, monkeypatch):
     mod = _script("paper_budget")

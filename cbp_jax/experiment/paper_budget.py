@@ -48,14 +48,6 @@ class PaperBudgetConfig:
             raise ValueError(f"paper-budget tasks are sst2 and financial_phrasebank: {self.tasks}")
         if unknown := set(self.only_columns) - set(COLUMNS):
             raise ValueError(f"unknown columns {sorted(unknown)}; known: {list(COLUMNS)}")
-        if not self.is_default_model and {"cbp_z0", "cbp", "cbp_held_out"} & set(
-            self.columns("sst2")
-        ):
-            raise ValueError(
-                f"CBP columns need generators trained on {self.model}'s embeddings (the "
-                f"shipped and sentiment generators are {DEFAULT_MODEL}'s): pass only_columns "
-                "without cbp_z0, cbp and cbp_held_out"
-            )
 
     @property
     def name(self) -> str:
@@ -67,21 +59,31 @@ class PaperBudgetConfig:
         return self.model == DEFAULT_MODEL
 
     def generators(self) -> dict[str, tuple[str, tuple[str, ...]]]:
-        """Generators to train: name -> (domain, excluded tasks). financial is shipped."""
-        return {"sentiment": ("sentiment", ()), "sentiment-minus-sst2": ("sentiment", ("sst2",))}
+        """Generators trained on first need: name -> (domain, excluded tasks). The default
+        model's financial generator is shipped; another model needs its own (its embeddings)."""
+        gens = {"sentiment": ("sentiment", ()), "sentiment-minus-sst2": ("sentiment", ("sst2",))}
+        return gens if self.is_default_model else {"financial": ("financial", ()), **gens}
+
+    def generator_name(self, task: str, held_out: bool) -> str | None:
+        """The generator a CBP cell of `task` uses (None: the shipped financial one)."""
+        if task == "financial_phrasebank":
+            return None if self.is_default_model else "financial"
+        return "sentiment-minus-sst2" if held_out else "sentiment"
+
+    def generator_dir(self, name: str) -> pathlib.Path:
+        """Stage 1's run directory for a trained generator (the generator is its `generator`)."""
+        root = pathlib.Path(self.out) / "generators"
+        return root / name if self.is_default_model else root / self.model / name
 
     def generator_path(self, task: str, held_out: bool) -> str:
-        if task == "financial_phrasebank":
-            return SHIPPED_FINANCIAL
-        name = "sentiment-minus-sst2" if held_out else "sentiment"
-        return str(pathlib.Path(self.out) / "generators" / name / "generator")
+        name = self.generator_name(task, held_out)
+        return SHIPPED_FINANCIAL if name is None else str(self.generator_dir(name) / "generator")
 
     def stage1_command(self, name: str) -> list[str]:
         domain, exclude = self.generators()[name]
-        out = pathlib.Path(self.out) / "generators" / name
         cmd = [sys.executable, "-m", "cbp_jax.cli", "train-generator", "--domain", domain,
-               "--steps", str(self.stage1_steps), "--max-len", "128",
-               "--out", str(out)]  # fmt: skip
+               "--model", self.model, "--steps", str(self.stage1_steps), "--max-len", "128",
+               "--out", str(self.generator_dir(name))]  # fmt: skip
         return cmd + (["--exclude", ",".join(exclude)] if exclude else [])
 
     def run_config(self, task: str, column: str, seed: int) -> RunConfig:
@@ -119,7 +121,7 @@ class PaperBudgetConfig:
 def ensure_generators(cfg: PaperBudgetConfig, needed: list[str], log=print) -> None:
     """Train (provider side, stage 1) each needed generator that is not on disk."""
     for name in needed:
-        target = pathlib.Path(cfg.generator_path("sst2", name.endswith("minus-sst2")))
+        target = cfg.generator_dir(name) / "generator"
         if (ROOT / target).exists() or target.exists():
             continue
         cmd = cfg.stage1_command(name)
@@ -127,11 +129,7 @@ def ensure_generators(cfg: PaperBudgetConfig, needed: list[str], log=print) -> N
         subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def generators_for(cells: list[Cell]) -> list[str]:
+def generators_for(cfg: PaperBudgetConfig, cells: list[Cell]) -> list[str]:
     """Names of the trained (not shipped) generators that `cells` use."""
-    names = []
-    for c in cells:
-        gen = c.config.generator
-        if gen and "sentiment" in gen:
-            names.append(pathlib.Path(gen).parent.name)
-    return sorted(set(names))
+    by_path = {str(cfg.generator_dir(n) / "generator"): n for n in cfg.generators()}
+    return sorted({by_path[c.config.generator] for c in cells if c.config.generator in by_path})
