@@ -167,11 +167,12 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
         if curve_plot(cfg, task, recs, png):
             lines += [f"![test accuracy vs calls, {task}]({png.name})", ""]
     lines += ["## Run times and what remains", ""]
-    secs: dict[str, list[float]] = {}
+    groups: dict[tuple[str, str], list[dict]] = {}  # (column, device) -> its records
     for (_, col, _), rec in sorted(recs.items()):
-        secs.setdefault(col, []).append(rec["result"].get("seconds", 0.0))
-    for col, ss in sorted(secs.items()):
-        mine = [r for (_, c, _), r in recs.items() if c == col]
+        groups.setdefault((col, rec["result"].get("device", "cpu")), []).append(rec)
+    secs = {k: [r["result"].get("seconds", 0.0) for r in g] for k, g in groups.items()}
+    for (col, dev), mine in sorted(groups.items()):
+        ss = secs[col, dev]
         dtypes = sorted({r["dtype"] for r in mine})
         comp = [r["result"]["compile"] for r in mine if "compile" in r["result"]]
         comp_txt = (
@@ -183,17 +184,18 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
         )
         resumed = sum(r["result"].get("resumed_at_generation", 0) > 0 for r in mine)
         resumed_txt = f"; {resumed} resumed, timed from their resume only" if resumed else ""
-        lines.append(f"- {LABELS[col]}: {len(ss)} runs, {np.mean(ss) / 60:.1f} min per run "
-                     f"(dtype {', '.join(dtypes)}){comp_txt}{resumed_txt}")  # fmt: skip
+        lines.append(f"- {LABELS[col]}: {len(ss)} runs on {dev}, {np.mean(ss) / 60:.1f} min per "
+                     f"run (dtype {', '.join(dtypes)}){comp_txt}{resumed_txt}")  # fmt: skip
     left = [c.name for c in cells if store.get(c) is None]
     lines += ["", f"Not yet run ({len(left)}): " + (", ".join(left) if left else "none"), ""]
-    known = [secs[n.split("/")[1]] for n in left if n.split("/")[1] in secs]
+    cpu = {col: ss for (col, dev), ss in secs.items() if dev == "cpu"}
+    known = [cpu[n.split("/")[1]] for n in left if n.split("/")[1] in cpu]
     if left:
         est = sum(float(np.mean(ss)) for ss in known) / 3600
         lines += [
-            f"Estimate for what remains, from the measured mean seconds of each column: "
-            f"{est:.1f} h for the {len(known)} runs of measured columns; the other "
-            f"{len(left) - len(known)} have no finished run yet to time (an 8000-call run "
+            f"Estimate for what remains on the CPU, from the measured mean seconds of each "
+            f"column there: {est:.1f} h for the {len(known)} runs of measured columns; the other "
+            f"{len(left) - len(known)} have no finished CPU run yet to time (an 8000-call run "
             "scores 395 generations x 20 candidates on the k-shot batch).",
             "",
         ]
