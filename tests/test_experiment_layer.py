@@ -85,6 +85,13 @@ def test_run_cells_runs_only_what_has_no_record(tmp_path):
     recs, prog = run_cells(cells, RecordStore(tmp_path / "r.jsonl"), runner, log=lambda _: 0)
     assert ran == [0, 2, 1] and prog.reused == 2 and prog.ran == 1
     assert [r["result"]["test_acc"] for r in recs] == [0.0, 0.1, 0.2]
+    # each new record says how long it ran and on which backend; a runner's own figure wins
+    assert all(
+        r["result"]["seconds"] >= 0 and r["result"]["device"] == jax.default_backend() for r in recs
+    )
+    timed = [Cell("t", RunConfig(method="zero_shot", seed=9))]
+    (rec,), _ = run_cells(timed, store, lambda rc: {"seconds": 42.0}, log=lambda _: 0)
+    assert rec["result"]["seconds"] == 42.0
 
 
 def _fake_result(name: str, rng) -> dict:

@@ -4,7 +4,8 @@ A table supplies its cells (name + resolved RunConfig) and a report function of 
 records. `run_cells` runs what has no record yet (in plan order, each appended to the
 committed JSONL as soon as it finishes, so a killed sweep loses at most the run in flight,
 which itself resumes from its checkpoint), refuses records whose config changed, and
-returns the records in plan order. Reports are produced from records only.
+returns the records in plan order. Reports are produced from records only. Every new
+record's result carries its wall seconds and JAX backend unless the runner set them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+
+import jax
 
 from cbp_jax.experiment.identity import git_commit
 from cbp_jax.experiment.records import Cell, RecordStore
@@ -47,7 +50,10 @@ def run_cells(
             log(f"run {cell.name}")
             start = time.time()
             result = runner(cell.config)
-            progress.seconds += time.time() - start
+            elapsed = time.time() - start
+            progress.seconds += elapsed
+            # every record says how long it took and where (runners may say it themselves)
+            result = {"seconds": elapsed, "device": jax.default_backend(), **result}
             dtype = result.get("dtype", {}).get("dtype", "unknown")
             rec = store.append(
                 cell, result, commit=result.get("commit") or git_commit(), dtype=dtype
