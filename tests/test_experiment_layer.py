@@ -105,6 +105,8 @@ def _fake_result(name: str, rng) -> dict:
             "predicted_counts": [int(x) for x in rng.integers(0, 99, 2)],
         },
     }
+    if col.startswith("cbp"):  # seed 1's stage-2 run saw another generator
+        result["generator"] = {"id": "g2" if name.endswith("cbp/seed1") else "g1"}
     if col in ("bbt", "cbp"):
         result["calls"] = 7999
         result["curve"] = [{"budget": b, "calls": b, "test_acc": acc} for b in (250, 8000)]
@@ -125,6 +127,9 @@ def test_report_regenerates_byte_identically_from_records(tmp_path):
     assert md1.read_bytes() == md2.read_bytes()
     text = md1.read_text()
     assert "majority class" in text and "BBT - zero-shot" in text and "Not yet run" in text
+    # each CBP column names its generators; one that saw two is flagged
+    assert "- CBP z0 (no stage 2): g1\n" in text
+    assert "- CBP (domain generator): g1, g2 **MIXED" in text
 
 
 def test_paper_budget_on_a_second_model_keeps_the_default_identity():

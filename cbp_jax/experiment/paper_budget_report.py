@@ -82,7 +82,28 @@ def task_section(cfg, task: str, recs: dict) -> list[str]:
             if (task, col, s) in recs:
                 pred = recs[(task, col, s)]["result"]["prediction"]
                 lines.append(f"- {LABELS[col]}, seed {s}: {pred['predicted_counts']}")
+    gens = _generator_ids(cfg, task, recs)
+    if gens:
+        lines += [
+            "",
+            "Stage-1 generator of each CBP column (id; every seed must see the same):",
+            "",
+        ]
+        for col, ids in gens.items():
+            mixed = " **MIXED: the seeds saw different generators**" if len(ids) > 1 else ""
+            lines.append(f"- {LABELS[col]}: {', '.join(ids)}{mixed}")
     return lines + [""]
+
+
+def _generator_ids(cfg, task: str, recs: dict) -> dict[str, list[str]]:
+    """CBP column -> the sorted generator ids its finished runs used."""
+    out = {}
+    for col in cfg.columns(task):
+        ids = {recs[(task, col, s)]["result"].get("generator", {}).get("id")
+               for s in cfg.seeds if (task, col, s) in recs}  # fmt: skip
+        if ids - {None}:
+            out[col] = sorted(ids - {None})
+    return out
 
 
 def curve_plot(cfg, task: str, recs: dict, path: pathlib.Path) -> bool:
