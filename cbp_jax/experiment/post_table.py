@@ -1,0 +1,252 @@
+"""The POST table: its config, the runs of one (task, seed), and its markdown.
+
+Teacher: the served model; the student (first + last block) is distilled on public text
+(experiments/post_table.py does that once and passes both in). Per private task and seed
+the user's private set is `private_size` examples of the task's train pool (None: the whole
+pool); prompts are tuned by `dp_tune_prompt` with the paper's optimiser (SGD, lr 1e-3, 20
+epochs; the same Poisson batches with and without DP; DP at epsilon and delta =
+delta_factor / N < 1/N). No private data is used outside the accountant: the last prompt is
+released (no dev selection) and alpha comes from public inputs only (`public_alpha`). The
+student's prompt is evaluated on the student, on the teacher as is (Direct transfer) and
+after POST transfer with each public set. Audits on the student prompt: the loss-threshold
+attack and offline LiRA with `shadows` shadow prompts trained by the same algorithm on
+test-pool examples that are not audit targets. One experiment-layer cell per (task, seed),
+its config the whole table config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from cbp_jax.data.batching import make_inputs
+from cbp_jax.data.splits import test_pool, train_pool
+from cbp_jax.data.tasks import get_task
+from cbp_jax.experiment.records import Cell
+from cbp_jax.post import (
+    DistillConfig,
+    DPConfig,
+    PublicData,
+    TransferConfig,
+    accuracy,
+    dp_tune_prompt,
+    loss_threshold_mia,
+    mark_private,
+    transfer,
+)
+from cbp_jax.post.lira import lira_audit, subset, train_shadows
+from cbp_jax.post.public_alpha import public_alpha
+
+PUBLIC_SETS = ("ag_news", "boolq")
+ROWS = ("zero_shot", "full", "student", "direct", *(f"post_{p}" for p in PUBLIC_SETS))
+LABELS = {
+    "zero_shot": "Zero-shot (teacher)",
+    "full": "Full prompt tuning (teacher)",
+    "student": "Prompt tuned on student (on student)",
+    "direct": "Direct transfer",
+    **{f"post_{p}": f"POST, public {p}" for p in PUBLIC_SETS},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PostTableConfig:
+    """The table: tasks x seeds, the private-set size, DP target, audits and the three
+    POST stages' configs (distillation, prompt tuning, transfer)."""
+
+    tasks: tuple[str, ...] = ("sst2", "financial_phrasebank")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    private_size: int | None = None  # None: the whole train pool
+    test_size: int = 300
+    audit_size: int = 100
+    shadows: int = 8
+    epsilon: float = 8.0
+    delta_factor: float = 0.1  # delta = delta_factor / N
+    distill: DistillConfig = DistillConfig(steps=2000, batch_size=8, seq_len=128)
+    tune: DPConfig = DPConfig(  # the paper's: SGD, lr 1e-3, 20 epochs, 100 tokens
+        prompt_len=100, epochs=20, expected_batch_size=16, physical_batch=8
+    )
+    transfer: TransferConfig = TransferConfig(steps=300, batch_size=8, learning_rate=3e-3)
+    public_size: int = 512
+    out: str = "checkpoints/post"
+
+    def __post_init__(self):
+        if not self.tasks or not self.seeds or not self.epsilon > 0:
+            raise ValueError("need tasks, seeds and epsilon > 0")
+        if not 0 < self.delta_factor < 1:
+            raise ValueError("delta_factor must be in (0, 1): delta below 1/N")
+        if self.private_size is not None and self.private_size < 2:
+            raise ValueError("private_size must be >= 2 (or None: the whole train pool)")
+        if self.audit_size < 1 or self.shadows < 2:
+            raise ValueError("audit_size must be >= 1 and shadows >= 2")
+
+
+QUICK = PostTableConfig(
+    tasks=("sst2",),
+    seeds=(0,),
+    private_size=16,
+    test_size=32,
+    audit_size=8,
+    shadows=2,
+    distill=DistillConfig(steps=10, batch_size=2, seq_len=64, checkpoint_every=5),
+    tune=DPConfig(prompt_len=10, epochs=2, expected_batch_size=8, physical_batch=8),
+    transfer=TransferConfig(steps=4, batch_size=4, learning_rate=3e-3),
+    public_size=16,
+    out="checkpoints/post_quick",
+)
+
+
+def private_and_held_out(cfg: PostTableConfig, task_name: str, seed: int):
+    """(private set, test set, audit non-members, shadow pool) as example lists."""
+    pool, held = train_pool(task_name), test_pool(task_name)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 3]))
+    n = len(pool) if cfg.private_size is None else min(cfg.private_size, len(pool))
+    private = [pool[i] for i in rng.permutation(len(pool))[:n]]
+    order = rng.permutation(len(held))
+    k = min(cfg.audit_size, len(held) // 2)
+    test = [held[i] for i in order[: min(cfg.test_size, len(held))]]
+    return private, test, [held[i] for i in order[:k]], [held[i] for i in order[k:]]
+
+
+def cells(cfg: PostTableConfig) -> list[Cell]:
+    """One cell per (task, seed); its payload is the whole config."""
+    base = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("tasks", "seeds")}
+    return [Cell(f"{t}/seed{s}", {**base, "task": t, "seed": s})
+            for t in cfg.tasks for s in cfg.seeds]  # fmt: skip
+
+
+def cell(cfg: PostTableConfig, teacher, student, s_cfg, task_name: str, seed: int) -> dict:
+    """Every row of the table, with and without DP, for one (task, seed)."""
+    tok, task = teacher.tokenizer, get_task(task_name)
+    private, test_ex, non_ex, shadow_ex = private_and_held_out(cfg, task_name, seed)
+    train, test, nonmembers, shadow_pool = (
+        make_inputs(tok, task, mark_private(x)) for x in (private, test_ex, non_ex, shadow_ex)
+    )
+    n = len(private)
+    members = subset(train, np.arange(min(cfg.audit_size, n, len(non_ex))))
+    nonmembers = subset(nonmembers, np.arange(len(members.labels_B)))
+    t_params, t_cfg = teacher.params, teacher.cfg
+    publics = {p: PublicData.from_task(tok, task, p, cfg.public_size, seed) for p in PUBLIC_SETS}
+    out = {"zero_shot": accuracy(t_params, t_cfg, test), "N": n}
+    for dp in (False, True):
+        tag = "_dp" if dp else ""
+        tune = dataclasses.replace(
+            cfg.tune,
+            epsilon=cfg.epsilon if dp else None,
+            delta=cfg.delta_factor / n if dp else None,
+            seed=seed,
+        )
+        full = dp_tune_prompt(t_params, t_cfg, train, None, tune)
+        out["full" + tag] = accuracy(t_params, t_cfg, test, full.prompt_TxD)
+        res = dp_tune_prompt(student, s_cfg, train, None, tune)
+        p_s = res.prompt_TxD
+        out["student" + tag] = accuracy(student, s_cfg, test, p_s)
+        out["direct" + tag] = accuracy(t_params, t_cfg, test, p_s)
+        for name, public in publics.items():
+            a = public_alpha(t_params, t_cfg, student, s_cfg, p_s, public)
+            tcfg = dataclasses.replace(cfg.transfer, alpha=a["alpha"], seed=seed)
+            p_t, _ = transfer(t_params, t_cfg, student, s_cfg, p_s, public, tcfg)
+            out[f"post_{name}" + tag] = accuracy(t_params, t_cfg, test, p_t)
+            out[f"alpha_{name}" + tag] = a
+        shadows = train_shadows(
+            shadow_pool,
+            cfg.shadows,
+            min(n, len(shadow_ex)),
+            lambda d, k, t=tune: (
+                dp_tune_prompt(
+                    student, s_cfg, d, None, dataclasses.replace(t, seed=1000 + k), progress=False
+                ).prompt_TxD
+            ),
+            seed,
+        )
+        out["mia" + tag] = loss_threshold_mia(student, s_cfg, p_s, members, nonmembers)
+        out["lira" + tag] = lira_audit(student, s_cfg, p_s, members, nonmembers, shadows)
+        if dp:
+            out.update(
+                epsilon_spent=res.epsilon,
+                delta=res.delta,
+                sigma=res.noise_multiplier,
+                dp_steps=res.steps,
+            )
+    return out
+
+
+def fmt(xs) -> str:
+    """Fractions as percent, mean ± std over seeds."""
+    xs = 100 * np.asarray(xs, float)
+    return f"{xs.mean():.2f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.2f}"
+
+
+def report(cfg: PostTableConfig, results: dict, command: str) -> str:
+    """The markdown of every task in `cfg` from {task: {seed: cell result}}."""
+    d = cfg.distill
+    lines = [
+        "# POST on smollm2-135m (teacher) and its first+last-block student",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Student: teacher blocks {d.layers or 'first+last'}, distilled {d.steps} steps x "
+        f"{d.batch_size} windows of {d.seq_len} ag_news tokens (loss 5 KL(T=2) + 2 LM + 1 cos). "
+        f"Prompts: {cfg.tune.prompt_len} tokens, {cfg.tune.epochs} epochs, "
+        f"{cfg.tune.optimizer} lr {cfg.tune.learning_rate}, expected batch "
+        f"{cfg.tune.expected_batch_size}, clip {cfg.tune.clip_norm}; DP at epsilon = "
+        f"{cfg.epsilon}, delta = {cfg.delta_factor}/N. Private set: "
+        f"{cfg.private_size or 'the whole train pool'} examples, no dev set; "
+        f"{cfg.test_size} test examples; transfer {cfg.transfer.steps} steps on "
+        f"{cfg.public_size} public texts, alpha from public inputs only. Test accuracy (%), "
+        f"mean ± std over seeds {list(cfg.seeds)}.",
+        "",
+    ]
+    for task in cfg.tasks:
+        rs = [results[task][s] for s in cfg.seeds]
+        eps = ", ".join(f"{r['epsilon_spent']:.3f}" for r in rs)
+        lines += [
+            f"## {task}",
+            "",
+            f"| method | no DP | DP (epsilon = {cfg.epsilon}) |",
+            "|---|---|---|",
+        ]
+        for row in ROWS:
+            dp = "-" if row == "zero_shot" else fmt([r[row + "_dp"] for r in rs])
+            lines.append(f"| {LABELS[row]} | {fmt([r[row] for r in rs])} | {dp} |")
+        alphas = "; ".join(
+            f"{p}: "
+            + ", ".join(
+                f"{r['alpha_' + p]['alpha']:.2f}/{r['alpha_' + p + '_dp']['alpha']:.2f}" for r in rs
+            )
+            for p in PUBLIC_SETS
+        )
+        lines += [
+            "",
+            f"Private set N = {rs[0]['N']}, delta = {rs[0]['delta']:.2e} (< 1/N = "
+            f"{1 / rs[0]['N']:.2e}). Spent epsilon per seed (RDP accountant): {eps}; noise "
+            f"multiplier {rs[0]['sigma']:.3f}, {rs[0]['dp_steps']} steps. alpha per seed "
+            f"(no DP / DP), from public inputs: {alphas}.",
+            "",
+            "Membership inference on the student prompt (AUC 50 = no leakage; offline LiRA "
+            f"with {rs[0]['lira']['shadows']} shadow prompts; TPR at 1% FPR):",
+            "",
+            "| | loss-threshold AUC | LiRA AUC | LiRA TPR @ 1% FPR |",
+            "|---|---|---|---|",
+        ]
+        for tag, name in (("", "no DP"), ("_dp", f"DP, epsilon = {cfg.epsilon}")):
+            lines.append(
+                f"| {name} | {fmt([r['mia' + tag]['auc'] for r in rs])} | "
+                f"{fmt([r['lira' + tag]['auc'] for r in rs])} | "
+                f"{fmt([r['lira' + tag]['tpr_at_fpr'] for r in rs])} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def new_section(cfg: PostTableConfig, records: list[dict], command: str) -> str:
+    """The report of the tasks whose seeds all have records ("" when none has)."""
+    results: dict[str, dict] = {}
+    for rec in records:
+        results.setdefault(rec["config"]["task"], {})[rec["config"]["seed"]] = rec["result"]
+    done = tuple(t for t in cfg.tasks if len(results.get(t, {})) == len(cfg.seeds))
+    if not done:
+        return ""
+    text = report(dataclasses.replace(cfg, tasks=done), results, command)
+    left = [t for t in cfg.tasks if t not in done]
+    return text + (f"\nNot finished yet: {', '.join(left)}.\n" if left else "")
