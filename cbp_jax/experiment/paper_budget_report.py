@@ -6,12 +6,14 @@ writes the same markdown byte for byte.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 
 import numpy as np
 
 from cbp_jax.experiment.records import RecordStore
+from cbp_jax.model.registry import DEFAULT_MODEL
 from cbp_jax.stats import paired_summary
 
 LABELS = {
@@ -154,6 +156,36 @@ def curve_plot(cfg, task: str, recs: dict, path: pathlib.Path) -> bool:
     return True
 
 
+def beside_default(cfg, recs: dict, results: pathlib.Path, defaults: dict) -> list[str]:
+    """For another model: each column's mean beside the default model's, read from the
+    default model's committed records in `results` (nothing for the default model)."""
+    base = dataclasses.replace(cfg, model=DEFAULT_MODEL)
+    path = results / f"{base.name}_runs.jsonl"
+    if cfg.is_default_model or not path.exists():
+        return []
+    other = _by_cell(base, base.cells(), RecordStore(path, defaults=defaults))
+    lines = [f"## Beside the default model ({DEFAULT_MODEL})", "",
+             "Test accuracy %, mean ± std over the finished seeds (how many in brackets); "
+             f"the same protocol, k-shot sets and test subsets; `{base.name}.md` has "
+             "the default model's runs.", "",
+             f"| task | method | {DEFAULT_MODEL} | {cfg.model} |", "|---|---|---|---|"]  # fmt: skip
+
+    def cell(by: dict, task: str, col: str) -> str:
+        src = "zero_shot" if col == "majority" else col  # majority: from zero-shot's record
+        runs = [by[(task, src, s)]["result"] for s in cfg.seeds if (task, src, s) in by]
+        vals = [r["prediction"]["majority_acc"] if col == "majority" else r["test_acc"]
+                for r in runs]  # fmt: skip
+        return f"{_mean_std(vals)} ({len(vals)})" if vals else "-"
+
+    for task in cfg.tasks:
+        for col in ("majority", *cfg.columns(task)):
+            label = "majority class" if col == "majority" else LABELS[col]
+            lines.append(
+                f"| {task} | {label} | {cell(other, task, col)} | {cell(recs, task, col)} |"
+            )
+    return lines + [""]
+
+
 def _model_flags(cfg) -> str:
     """The command-line flags that select `cfg`'s model and columns ("" for the default)."""
     if cfg.is_default_model:
@@ -187,6 +219,7 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
         png = results / f"{cfg.name}_{task}_curve.png"
         if curve_plot(cfg, task, recs, png):
             lines += [f"![test accuracy vs calls, {task}]({png.name})", ""]
+    lines += beside_default(cfg, recs, results, store.defaults)
     lines += ["## Run times and what remains", ""]
     groups: dict[tuple[str, str], list[dict]] = {}  # (column, device) -> its records
     for (_, col, _), rec in sorted(recs.items()):
