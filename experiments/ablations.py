@@ -21,6 +21,7 @@ papers' call unit are legacy records there: their markdown cell by cell, and the
 per-seed numbers of their JSON files (`legacy/<stem>/json/<task>`); their budgets were
 train-only calls, so in the papers' unit they are calls / B exactly (B = 24 train examples).
 (`--quick`: ablations_quick.* , marked as a smoke run, never the results files).
+Config, sweeps, plot and markdown: cbp_jax.experiment.ablations.
 """
 
 from __future__ import annotations
@@ -34,29 +35,26 @@ import sys
 import time
 
 import jax
-import numpy as np
 
-from cbp_jax.data.batching import make_inputs
-from cbp_jax.data.splits import kshot_splits
-from cbp_jax.data.tasks import get_task
+from cbp_jax.experiment.ablations import (
+    QUICK,
+    SWEEPS,
+    AblationConfig,
+    cells,
+    markdown,
+    plot,
+    run_task,
+)
 from cbp_jax.experiment.layer import run_cells
 from cbp_jax.experiment.legacy import budget_conversion, budget_parts, json_record
-from cbp_jax.experiment.records import Cell, RecordStore
+from cbp_jax.experiment.records import RecordStore
 from cbp_jax.experiment.tables import LegacyTable, append_raw, has_legacy, write_table
-from cbp_jax.methods.bbt import bbt_parameterization
-from cbp_jax.methods.chunked_scoring import evaluate_vectors
-from cbp_jax.methods.sweep import SweepConfig, Sweeper, make_hparams, sweep_shapes
 from cbp_jax.model import load_model
 from cbp_jax.overrides import apply_overrides
-from cbp_jax.prompts.projection import ProjectionConfig
-from cbp_jax.service import ScoringService
-from cbp_jax.service.memory import chunk_for_memory
-from cbp_jax.service.oracle import SoftPrompt
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 ROOT = RESULTS.parents[1]
 RECORDS = RESULTS / "ablations_runs.jsonl"
-SWEEPS = ("population", "dims", "sigma")
 # The committed tables (old unit; budgets from their commands, financial_phrasebank's 24
 # train examples = 8 shots x 3 classes).
 _GPU = budget_conversion(24000, 20, {"financial_phrasebank": 24})
@@ -71,130 +69,6 @@ LEGACY = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class AblationConfig:
-    model: str = "smollm2-135m"
-    tasks: tuple[str, ...] = ("financial_phrasebank", "copa", "mmlu_medical")
-    sweeps: tuple[str, ...] = SWEEPS
-    shots: int = 8  # per class, train
-    data_seed: int = 13
-    seeds: tuple[int, ...] = (0, 1, 2)
-    budget_per_run: int = 200_000  # API calls per run (train scoring only)
-    populations: tuple[int, ...] = (10, 30, 100, 300, 1000)
-    dims: tuple[int, ...] = (50, 200, 500, 1000, 2000)
-    sigmas: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
-    population: int = 20  # for the d and sigma0 sweeps
-    num_dims: int = 500  # for the population and sigma0 sweeps
-    sigma0: float = 1.0
-    prompt_len: int = 10
-    test_size: int = 400
-    memory_bytes: int = 2 << 30  # activation budget of one scoring chunk
-    strategy: str = "sep_cma"
-    quick: bool = False
-
-    def __post_init__(self):
-        if set(self.sweeps) - set(SWEEPS) or not self.sweeps:
-            raise ValueError(f"sweeps must be a non-empty subset of {SWEEPS}")
-        if not self.tasks or not self.seeds or min(self.shots, self.test_size) < 1:
-            raise ValueError("need tasks, seeds, shots >= 1 and test_size >= 1")
-        if min(self.populations + (self.population,)) < 2 or min(self.sigmas) <= 0:
-            raise ValueError("populations must be >= 2 and sigmas positive")
-
-
-QUICK = dict(
-    tasks=("financial_phrasebank",),
-    shots=2,
-    seeds=(0, 1),
-    budget_per_run=120,
-    populations=(10, 20),
-    dims=(50, 100),
-    sigmas=(0.5, 1.0),
-    population=10,
-    num_dims=50,
-    prompt_len=4,
-    test_size=24,
-    quick=True,
-)
-
-
-def run_task(cfg: AblationConfig, model, name: str) -> dict:
-    task, tok = get_task(name), model.tokenizer
-    splits = kshot_splits(name, cfg.shots, cfg.data_seed, test_size=cfg.test_size)
-    train, test = make_inputs(tok, task, splits.train), make_inputs(tok, task, splits.test)
-    b, s = train.tokens_BxS.shape
-    chunk = chunk_for_memory(cfg.memory_bytes, model.cfg, b, s, cfg.prompt_len)
-    service = ScoringService(model, (SoftPrompt(),), population_chunk=chunk)
-    evaluator = ScoringService(model, (SoftPrompt(),))
-    info = service.public_info()
-
-    def make_param(d):  # one projection per d, the same for every seed and P
-        proj = ProjectionConfig(num_dims=d, prompt_len=cfg.prompt_len, sigma=cfg.sigma0)
-        return bbt_parameterization(jax.random.key(cfg.data_seed + d), info, proj)
-
-    keys = jax.vmap(jax.random.key)(np.array(cfg.seeds))
-    n = len(cfg.seeds)
-    base = SweepConfig(cfg.strategy, cfg.population, 1, population_chunk=chunk)
-
-    def test_acc(param, z_SxR):
-        _, acc = evaluate_vectors(evaluator, param, z_SxR, test, buckets=4, chunk=1)
-        return [float(a) for a in acc]
-
-    out = {"n_train": b, "n_test": len(splits.test), "chunk": chunk}
-    shape_sweeps = {
-        "population": [(p, cfg.num_dims) for p in cfg.populations],
-        "dims": [(cfg.population, d) for d in cfg.dims],
-    }
-    for sweep, shapes in shape_sweeps.items():
-        if sweep not in cfg.sweeps:
-            continue
-        _say(f"{name}: {sweep} sweep, {len(shapes)} values x {n} seeds in one compiled call")
-        res = sweep_shapes(
-            service,
-            make_param,
-            train,
-            base,
-            shapes,
-            keys,
-            make_hparams(n, sigma0=cfg.sigma0),
-            budget_per_run=cfg.budget_per_run,
-        )
-        out[sweep] = [
-            {
-                "value": shape[0] if sweep == "population" else shape[1],
-                "generations": int(r.curves["loss_mean"].shape[1]),
-                "calls_per_run": r.calls // n,
-                "test_acc": test_acc(make_param(shape[1]), r.final_mean_SxR),
-                "final_train_loss": r.curves["loss_mean"][:, -1].tolist(),
-                "train_loss_curves": r.curves["loss_mean"].tolist(),  # seed x generation
-            }
-            for shape, r in res.items()
-        ]
-    if "sigma" in cfg.sweeps:  # every (sigma0, seed) in one compiled call
-        _say(f"{name}: sigma sweep, {len(cfg.sigmas)} values x {n} seeds in one compiled call")
-        param = make_param(cfg.num_dims)
-        gens = cfg.budget_per_run // (cfg.population * b)
-        sweeper = Sweeper(service, param, train, dataclasses.replace(base, generations=gens))
-        sig = np.repeat(np.array(cfg.sigmas, np.float32), n)
-        res = sweeper.run(
-            keys[np.tile(np.arange(n), len(cfg.sigmas))], make_hparams(len(sig), sigma0=sig)
-        )
-        accs = test_acc(param, res.final_mean_SxR)
-        out["sigma"] = [
-            {
-                "value": v,
-                "generations": gens,
-                "calls_per_run": res.calls // len(sig),
-                "test_acc": accs[i * n : (i + 1) * n],
-                "final_train_loss": res.curves["loss_mean"][i * n : (i + 1) * n, -1].tolist(),
-                "train_loss_curves": res.curves["loss_mean"][i * n : (i + 1) * n].tolist(),
-            }
-            for i, v in enumerate(cfg.sigmas)
-        ]
-    out["calls_used"] = service.calls_used
-    _say(f"{name}: done")
-    return out
-
-
 _T0 = time.monotonic()  # script start, for the progress lines
 
 
@@ -202,64 +76,6 @@ def _say(msg: str) -> None:
     """Progress line with the time since the script started (sweeps are single compiled
     calls, so there is no per-generation bar)."""
     print(f"[{time.monotonic() - _T0:7.1f}s] {msg}", flush=True)
-
-
-def plot(results: dict, cfg: AblationConfig, path: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(cfg.sweeps), figsize=(4.5 * len(cfg.sweeps), 3.5))
-    for ax, sweep in zip(np.atleast_1d(axes), cfg.sweeps, strict=True):
-        for task, res in results.items():
-            rows = res[sweep]
-            x = [r["value"] for r in rows]
-            acc = np.array([r["test_acc"] for r in rows])
-            ax.errorbar(x, acc.mean(1), yerr=acc.std(1), marker="o", capsize=3, label=task)
-        ax.set_xscale("log")
-        ax.set_xlabel({"population": "population P", "dims": "d", "sigma": "sigma0"}[sweep])
-        ax.set_ylabel("test accuracy")
-        ax.legend(fontsize=7)
-    if cfg.quick:
-        fig.suptitle("SMOKE RUN (--quick): not results")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata={"Software": None})
-    plt.close(fig)
-
-
-def markdown(results: dict, cfg: AblationConfig, command: str, seconds: float, device) -> str:
-    lines = [f"# BBT ablations ({cfg.model}, Sep-CMA-ES, on {device})", ""]
-    if cfg.quick:
-        lines += [
-            "**SMOKE RUN (`--quick`), NOT RESULTS**: tiny budget, one task, 2 shots, "
-            f"{len(cfg.seeds)} seeds, {cfg.test_size} test examples. It only shows that the "
-            "script runs end to end; the numbers below mean nothing.",
-            "",
-        ]
-    lines += [
-        f"Command: `{command}` ({seconds / 60:.1f} min)",
-        "",
-        f"{cfg.shots} shots per class (train; split seed {cfg.data_seed}); ES seeds "
-        f"{list(cfg.seeds)}; {cfg.budget_per_run} API calls per run in the papers' unit (one "
-        "candidate on the whole train batch); "
-        f"prompt length {cfg.prompt_len}; defaults P={cfg.population}, d={cfg.num_dims}, "
-        f"sigma0={cfg.sigma0}. Test accuracy of the final ES mean, mean ± std over seeds "
-        "(generations per run in brackets).",
-    ]
-    names = {"population": "population P", "dims": "intrinsic dimension d", "sigma": "sigma0"}
-    for sweep in cfg.sweeps:
-        lines += ["", f"## Accuracy vs {names[sweep]}", ""]
-        lines += ["| " + " | ".join([names[sweep], *results]) + " |"]
-        lines += ["|---" * (len(results) + 1) + "|"]
-        for i, row in enumerate(next(iter(results.values()))[sweep]):
-            cells = []
-            for res in results.values():
-                r = res[sweep][i]
-                acc = np.array(r["test_acc"])
-                cells.append(f"{acc.mean():.3f} ± {acc.std():.3f} ({r['generations']})")
-            lines.append(f"| {row['value']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def import_legacy(store: RecordStore) -> None:
@@ -278,11 +94,6 @@ def import_legacy(store: RecordStore) -> None:
                 config["table"] = table.stem
                 append_raw(store, json_record(f"legacy/{table.stem}/json/{task}", config, res,
                                               raw, ROOT))  # fmt: skip
-
-
-def cells(cfg: AblationConfig, stem: str) -> list[Cell]:
-    base = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "tasks"}
-    return [Cell(f"{stem}/{t}", {**base, "task": t}) for t in cfg.tasks]
 
 
 def new_section(cfg: AblationConfig, stem: str, records: list[dict], command: str) -> str:
@@ -326,7 +137,7 @@ def main(argv=None) -> None:
 
         def runner(config: dict) -> dict:
             start = time.time()
-            out = run_task(cfg, model, config["task"])
+            out = run_task(cfg, model, config["task"], log=_say)
             device = jax.devices()[0].device_kind
             return {**out, "seconds": time.time() - start, "device": device}
 
