@@ -163,6 +163,7 @@ def report(cfg: TableConfig, res: dict, command: str) -> str:
             cells = [_ms([r[(arm, e)] for r in rows]) for e in cfg.etas]
             label = arm.replace("prefix", "Prefix tuning").replace("lora", "LoRA")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += reconstruction_effect(cfg, name, rows)
         lines += ["", f"## {name}: attacks on the private test text", ""]
         lines += ["Token recovery rate (inversion attacks) and Attribute inference AUC "
                   "(does the text contain a digit; 0.5 = nothing learned).", ""]  # fmt: skip
@@ -171,3 +172,29 @@ def report(cfg: TableConfig, res: dict, command: str) -> str:
             cells = [_ms([r[(a, e)] for r in rows]) for e in cfg.etas]
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def reconstruction_effect(cfg: TableConfig, name: str, rows: list[dict]) -> list[str]:
+    """Where reconstruction helps: +rec minus the same PEFT without it, in points, paired
+    per seed (the arms of one seed and eta share the privatized text)."""
+    etas = " | ".join(f"eta={e:g}" for e in cfg.etas)
+    lines = ["", f"## {name}: what reconstruction adds (points, +rec minus without)", ""]
+    lines += [
+        "Mean over the seeds where both ran, with the per-seed differences; the last row is "
+        "the input placement's +rec minus the old plain-before placement's.",
+        "",
+    ]
+    lines += [f"| method | {etas} |", "|---" * (len(cfg.etas) + 1) + "|"]
+    pairs = [(p, f"{p}+rec", p) for p in PEFTS]
+    pairs.append(("placement", "prompt+rec", "prompt+rec (plain before)"))
+    for label, a, b in pairs:
+        cells = []
+        for e in cfg.etas:
+            d = [100 * (r[(a, e)] - r[(b, e)]) for r in rows
+                 if r.get((a, e)) is not None and r.get((b, e)) is not None]  # fmt: skip
+            per_seed = ", ".join(f"{x:+.1f}" for x in d)
+            cells.append(f"{np.mean(d):+.1f} ({per_seed})" if d else "n/a")
+        label = label.replace("prefix", "Prefix tuning").replace("lora", "LoRA")
+        label = "placement: input - plain before" if label == "placement" else label
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
