@@ -109,6 +109,7 @@ def _fake_result(name: str, rng) -> dict:
         result["generator"] = {"id": "g2" if name.endswith("cbp/seed1") else "g1"}
     if col in ("bbt", "cbp"):
         result["calls"] = 7999
+        result["resumed_at_generation"] = 250 if name.endswith("seed0") else 0
         result["curve"] = [{"budget": b, "calls": b, "test_acc": acc} for b in (250, 8000)]
     return result
 
@@ -130,6 +131,9 @@ def test_report_regenerates_byte_identically_from_records(tmp_path):
     # each CBP column names its generators; one that saw two is flagged
     assert "- CBP z0 (no stage 2): g1\n" in text
     assert "- CBP (domain generator): g1, g2 **MIXED" in text
+    # a resumed run's seconds cover its last process only: whole runs time the column
+    assert "- BBT: 4 runs on cpu" in text and "(timed from 2)" in text
+    assert "2 resumed, timed from their resume only" in text
 
 
 def test_paper_budget_on_a_second_model_keeps_the_default_identity():

@@ -195,6 +195,14 @@ def _model_flags(cfg) -> str:
     )
 
 
+def _timed_seconds(recs: list[dict]) -> list[float]:
+    """Seconds per run, from the runs that ran whole in one process when there are any (a
+    resumed run times only its last process; records from before resumes were noted lack
+    the field and count as whole only when no run says it was whole)."""
+    whole = [r for r in recs if r["result"].get("resumed_at_generation") == 0]
+    return [r["result"].get("seconds", 0.0) for r in (whole or recs)]
+
+
 def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
     """Write `<cfg.name>.md` (and the curve PNGs) into `results`; returns the markdown path."""
     recs = _by_cell(cfg, cells, store)
@@ -224,7 +232,7 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
     groups: dict[tuple[str, str], list[dict]] = {}  # (column, device) -> its records
     for (_, col, _), rec in sorted(recs.items()):
         groups.setdefault((col, rec["result"].get("device", "cpu")), []).append(rec)
-    secs = {k: [r["result"].get("seconds", 0.0) for r in g] for k, g in groups.items()}
+    secs = {k: _timed_seconds(g) for k, g in groups.items()}
     for (col, dev), mine in sorted(groups.items()):
         ss = secs[col, dev]
         dtypes = sorted({r["dtype"] for r in mine})
@@ -238,8 +246,9 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
         )
         resumed = sum(r["result"].get("resumed_at_generation", 0) > 0 for r in mine)
         resumed_txt = f"; {resumed} resumed, timed from their resume only" if resumed else ""
-        lines.append(f"- {LABELS[col]}: {len(ss)} runs on {dev}, {np.mean(ss) / 60:.1f} min per "
-                     f"run (dtype {', '.join(dtypes)}){comp_txt}{resumed_txt}")  # fmt: skip
+        timed = f" (timed from {len(ss)})" if len(ss) < len(mine) else ""
+        lines.append(f"- {LABELS[col]}: {len(mine)} runs on {dev}, {np.mean(ss) / 60:.1f} min per "
+                     f"run{timed} (dtype {', '.join(dtypes)}){comp_txt}{resumed_txt}")  # fmt: skip
     left = [c.name for c in cells if store.get(c) is None]
     lines += ["", f"Not yet run ({len(left)}): " + (", ".join(left) if left else "none"), ""]
     cpu = {col: ss for (col, dev), ss in secs.items() if dev == "cpu"}
