@@ -87,6 +87,7 @@ ORCHESTRATION = (
     "cbp_jax.methods.zero_shot",  # builds the service it scores through
     "cbp_jax.privacy.rapt",  # RAPT's loop: the user's privatization, the provider's tuning
     "cbp_jax.privacy.attacks",  # the adversary re-runs the user's public mechanism
+    "cbp_jax.privacy.attack_suite",  # every attack at one eta, through the service's states
 )
 # Package __init__ files: docstrings and re-exports of their own package.
 PACKAGES = (
