@@ -44,7 +44,7 @@ TABLE_ARGS = {
         "--table-only",
         "--set",
         "tasks=sst2",
-        "seeds=13",
+        "seeds=13,42",
         "etas=40,100",
         "epochs=10",
         "shots=8",

@@ -125,10 +125,13 @@ def run_seed(model, cfg: TableConfig, get, name: str, seed: int, public) -> dict
 
 
 def _ms(xs) -> str:
+    """mean ± std over the seeds that ran, with "(k/n seeds)" when some have not."""
+    planned = len(xs)
     xs = np.asarray([x for x in xs if x is not None], float)
     if not len(xs):
         return "n/a"
-    return f"{xs.mean():.3f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.3f}"
+    part = f" ({len(xs)}/{planned} seeds)" if len(xs) < planned else ""
+    return f"{xs.mean():.3f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.3f}{part}"
 
 
 def report(cfg: TableConfig, res: dict, command: str) -> str:
