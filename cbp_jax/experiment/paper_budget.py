@@ -75,9 +75,13 @@ class PaperBudgetConfig:
         root = pathlib.Path(self.out) / "generators"
         return root / name if self.is_default_model else root / self.model / name
 
+    def trained_generator(self, name: str) -> pathlib.Path:
+        """Where stage 1 saves the generator `name` (inside its run directory)."""
+        return self.generator_dir(name) / "generator"
+
     def generator_path(self, task: str, held_out: bool) -> str:
         name = self.generator_name(task, held_out)
-        return SHIPPED_FINANCIAL if name is None else str(self.generator_dir(name) / "generator")
+        return SHIPPED_FINANCIAL if name is None else str(self.trained_generator(name))
 
     def stage1_command(self, name: str) -> list[str]:
         domain, exclude = self.generators()[name]
@@ -121,7 +125,7 @@ class PaperBudgetConfig:
 def ensure_generators(cfg: PaperBudgetConfig, needed: list[str], log=print) -> None:
     """Train (provider side, stage 1) each needed generator that is not on disk."""
     for name in needed:
-        target = cfg.generator_dir(name) / "generator"
+        target = cfg.trained_generator(name)
         if (ROOT / target).exists() or target.exists():
             continue
         cmd = cfg.stage1_command(name)
@@ -131,5 +135,5 @@ def ensure_generators(cfg: PaperBudgetConfig, needed: list[str], log=print) -> N
 
 def generators_for(cfg: PaperBudgetConfig, cells: list[Cell]) -> list[str]:
     """Names of the trained (not shipped) generators that `cells` use."""
-    by_path = {str(cfg.generator_dir(n) / "generator"): n for n in cfg.generators()}
+    by_path = {str(cfg.trained_generator(n)): n for n in cfg.generators()}
     return sorted({by_path[c.config.generator] for c in cells if c.config.generator in by_path})
