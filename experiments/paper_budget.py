@@ -12,6 +12,7 @@ run is appended to the records at once. `table` writes experiments/results/paper
 and the curves from the records only. `stash` copies each unfinished run's newest ES
 checkpoint to experiments/results/paper_budget_in_flight/ (commit it: checkpoints/ does not
 survive a machine); `run` restores a stash before it starts that run, which then resumes.
+`stash` and `run` drop the stashes of runs that have records and regenerate the stash index.
 `--model` replicates the protocol on another registered model (report
 paper_budget_<model>.md, records paper_budget_<model>_runs.jsonl); its CBP columns use
 generators trained on that model (stage 1 on first need, financial included, under
@@ -25,7 +26,7 @@ import argparse
 import pathlib
 
 from cbp_jax.experiment.compile_cache import CompileStats, enable_compile_cache
-from cbp_jax.experiment.in_flight import restore, stash
+from cbp_jax.experiment.in_flight import prune, restore, stash, write_index
 from cbp_jax.experiment.layer import run_cells
 from cbp_jax.experiment.paper_budget import PaperBudgetConfig, ensure_generators, generators_for
 from cbp_jax.experiment.records import RecordStore
@@ -35,6 +36,15 @@ from cbp_jax.run import RunConfig
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 IN_FLIGHT = RESULTS / "paper_budget_in_flight"
 DEFAULTS = {f: v.default for f, v in RunConfig.__dataclass_fields__.items()}
+RESUME = "python experiments/paper_budget.py run [--model M --columns ...]"
+
+
+def tidy_stashes(cells, store) -> None:
+    """Drop the stashes of runs that now have records; regenerate the stash index."""
+    finished = [c.config.run_dir for c in cells if store.get(c) is not None]
+    for name in prune(IN_FLIGHT, finished):
+        print(f"removed the stash of finished run {name}")
+    write_index(IN_FLIGHT, RESUME)
 
 
 def main(argv=None) -> None:
@@ -51,8 +61,10 @@ def main(argv=None) -> None:
     store = RecordStore(RESULTS / f"{cfg.name}_runs.jsonl", defaults=DEFAULTS)
     if args.command == "stash":
         for c in cells:
-            if store.get(c) is None and (out := stash(c.config.run_dir, IN_FLIGHT)):
+            label = f"{cfg.model}: {c.name}"
+            if store.get(c) is None and (out := stash(c.config.run_dir, IN_FLIGHT, label)):
                 print(f"stashed {c.name} -> {out}")
+        tidy_stashes(cells, store)
         return
     if args.command == "run":
         enable_compile_cache()
@@ -77,6 +89,7 @@ def main(argv=None) -> None:
 
         _, progress = run_cells(cells, store, runner, only=lambda c: c.name in names)
         print(f"ran {progress.ran}, reused {progress.reused}, in {progress.seconds:.0f} s")
+        tidy_stashes(cells, store)
     from cbp_jax.experiment.paper_budget_report import write_report
 
     print(f"wrote {write_report(cfg, cells, store, RESULTS)}")

@@ -233,3 +233,24 @@ def test_stashed_run_resumes_on_another_machine_to_the_same_result(tmp_path):
     np.testing.assert_array_equal(resumed.best_z, whole.best_z)
     assert resumed.history == whole.history and resumed.calls_used == whole.calls_used
     assert whole.resumed_at_generation == 0 < resumed.resumed_at_generation < whole.generations
+
+
+def test_stash_index_lists_unfinished_runs_and_prune_drops_finished_ones(tmp_path):
+    """The index names each stash's cell and generation; a finished run's stash is removed."""
+    from cbp_jax.experiment.in_flight import prune, stash, stashed, write_index
+
+    for name, step in (("seed0-aaa", 40), ("seed1-bbb", 80)):
+        (tmp_path / "runs" / name / "es" / str(step)).mkdir(parents=True)
+        (tmp_path / "runs" / name / "es" / str(step) / "state").write_text("x")
+        assert stash(tmp_path / "runs" / name, tmp_path / "in_flight", f"task/bbt/{name}")
+    assert stashed(tmp_path / "in_flight") == {
+        "seed0-aaa": ("task/bbt/seed0-aaa", 40),
+        "seed1-bbb": ("task/bbt/seed1-bbb", 80),
+    }
+    readme = write_index(tmp_path / "in_flight", "resume-cmd").read_text()
+    assert "| seed1-bbb | task/bbt/seed1-bbb | 80 |" in readme and "`resume-cmd`" in readme
+    assert prune(tmp_path / "in_flight", [tmp_path / "runs" / "seed0-aaa"]) == ["seed0-aaa"]
+    assert list(stashed(tmp_path / "in_flight")) == ["seed1-bbb"]
+    assert prune(tmp_path / "in_flight", [tmp_path / "runs" / "seed1-bbb"]) == ["seed1-bbb"]
+    readme = write_index(tmp_path / "in_flight", "resume-cmd").read_text()
+    assert "No run is stashed" in readme and "seed1-bbb" not in readme
