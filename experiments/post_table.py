@@ -20,9 +20,10 @@ experiments/results/post_runs.jsonl (a changed config is refused, naming the fie
 experiments/results/post.md is written from the records only (`--table-only`: run nothing;
 --quick: <out>/post_quick.md and <out>/post_quick_runs.jsonl). The earlier table's numbers
 are legacy records there (white-box and DP runs: no API-call budget). Config, runs and
-markdown: cbp_jax.experiment.post_table.
+markdown: cbp_jax.experiment.post_table and post_report.
 
     python experiments/post_table.py            # the full table (days on a CPU)
+    python experiments/post_table.py --reduced  # the CPU-sized preset, e.g. --set tasks=sst2
     python experiments/post_table.py --quick    # smoke run: 1 task, 1 seed, few steps
 """
 
@@ -34,7 +35,8 @@ import shlex
 import sys
 
 from cbp_jax.experiment.layer import run_cells
-from cbp_jax.experiment.post_table import QUICK, PostTableConfig, cell, cells, new_section
+from cbp_jax.experiment.post_report import new_section
+from cbp_jax.experiment.post_table import QUICK, REDUCED, PostTableConfig, cell, cells
 from cbp_jax.experiment.records import RecordStore
 from cbp_jax.experiment.tables import LegacyTable, import_legacy, write_table
 from cbp_jax.model import load_model
@@ -49,10 +51,12 @@ LEGACY = LegacyTable("post", None)  # prompt tuning, distillation, DP: no API-ca
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny smoke run (1 task, 1 seed)")
+    p.add_argument("--reduced", action="store_true", help="the CPU-sized preset (REDUCED)")
     p.add_argument("--set", nargs="*", default=[], help="overrides, e.g. tune.epochs=5")
     p.add_argument("--table-only", action="store_true", help="run nothing; table from records")
     a = p.parse_args(argv)
-    cfg = apply_overrides(QUICK if a.quick else PostTableConfig(), a.set)
+    base = QUICK if a.quick else REDUCED if a.reduced else PostTableConfig()
+    cfg = apply_overrides(base, a.set)
     dest, stem = (pathlib.Path(cfg.out), "post_quick") if a.quick else (RESULTS, "post")
     store = RecordStore(dest / f"{stem}_runs.jsonl")
     if not a.quick:

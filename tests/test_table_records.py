@@ -38,7 +38,7 @@ TABLE_ARGS = {
     "bbt_table": ["--table-only"],
     "cbp_domains": ["table", "--results-name"],
     "ablations": ["--table-only", "--stem"],
-    "post_table": ["--table-only"],
+    "post_table": ["--table-only", "--reduced"],  # the CPU-sized preset (post.md)
     # the reduced-scale run of the redesigned table (rapt.md says which cells have run)
     "rapt_table": [
         "--table-only",

@@ -1,4 +1,4 @@
-"""The POST table: its config, the runs of one (task, seed), and its markdown.
+"""The POST table: its config and the runs of one (task, seed) (markdown: post_report).
 
 Teacher: the served model; the student (first + last block) is distilled on public text
 (experiments/post_table.py does that once and passes both in). Per private task and seed
@@ -95,6 +95,20 @@ QUICK = PostTableConfig(
     out="checkpoints/post_quick",
 )
 
+# The CPU-sized run of the published protocol (2 cores: about 1-2 h per task and seed): the
+# paper's optimiser, epochs, epsilon and delta rule, on 200 private examples, 20-token
+# prompts, 4 LiRA shadows and 300 distillation steps.
+REDUCED = dataclasses.replace(
+    PostTableConfig(),
+    private_size=200,
+    test_size=200,
+    shadows=4,
+    audit_size=50,
+    tune=dataclasses.replace(PostTableConfig.tune, prompt_len=20),
+    distill=dataclasses.replace(PostTableConfig.distill, steps=300),
+    transfer=dataclasses.replace(PostTableConfig.transfer, steps=40),
+)
+
 
 def private_and_held_out(cfg: PostTableConfig, task_name: str, seed: int):
     """(private set, test set, audit non-members, shadow pool) as example lists."""
@@ -169,84 +183,3 @@ def cell(cfg: PostTableConfig, teacher, student, s_cfg, task_name: str, seed: in
                 dp_steps=res.steps,
             )
     return out
-
-
-def fmt(xs) -> str:
-    """Fractions as percent, mean ± std over seeds."""
-    xs = 100 * np.asarray(xs, float)
-    return f"{xs.mean():.2f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.2f}"
-
-
-def report(cfg: PostTableConfig, results: dict, command: str) -> str:
-    """The markdown of every task in `cfg` from {task: {seed: cell result}}."""
-    d = cfg.distill
-    lines = [
-        "# POST on smollm2-135m (teacher) and its first+last-block student",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Student: teacher blocks {d.layers or 'first+last'}, distilled {d.steps} steps x "
-        f"{d.batch_size} windows of {d.seq_len} ag_news tokens (loss 5 KL(T=2) + 2 LM + 1 cos). "
-        f"Prompts: {cfg.tune.prompt_len} tokens, {cfg.tune.epochs} epochs, "
-        f"{cfg.tune.optimizer} lr {cfg.tune.learning_rate}, expected batch "
-        f"{cfg.tune.expected_batch_size}, clip {cfg.tune.clip_norm}; DP at epsilon = "
-        f"{cfg.epsilon}, delta = {cfg.delta_factor}/N. Private set: "
-        f"{cfg.private_size or 'the whole train pool'} examples, no dev set; "
-        f"{cfg.test_size} test examples; transfer {cfg.transfer.steps} steps on "
-        f"{cfg.public_size} public texts, alpha from public inputs only. Test accuracy (%), "
-        f"mean ± std over seeds {list(cfg.seeds)}.",
-        "",
-    ]
-    for task in cfg.tasks:
-        rs = [results[task][s] for s in cfg.seeds]
-        eps = ", ".join(f"{r['epsilon_spent']:.3f}" for r in rs)
-        lines += [
-            f"## {task}",
-            "",
-            f"| method | no DP | DP (epsilon = {cfg.epsilon}) |",
-            "|---|---|---|",
-        ]
-        for row in ROWS:
-            dp = "-" if row == "zero_shot" else fmt([r[row + "_dp"] for r in rs])
-            lines.append(f"| {LABELS[row]} | {fmt([r[row] for r in rs])} | {dp} |")
-        alphas = "; ".join(
-            f"{p}: "
-            + ", ".join(
-                f"{r['alpha_' + p]['alpha']:.2f}/{r['alpha_' + p + '_dp']['alpha']:.2f}" for r in rs
-            )
-            for p in PUBLIC_SETS
-        )
-        lines += [
-            "",
-            f"Private set N = {rs[0]['N']}, delta = {rs[0]['delta']:.2e} (< 1/N = "
-            f"{1 / rs[0]['N']:.2e}). Spent epsilon per seed (RDP accountant): {eps}; noise "
-            f"multiplier {rs[0]['sigma']:.3f}, {rs[0]['dp_steps']} steps. alpha per seed "
-            f"(no DP / DP), from public inputs: {alphas}.",
-            "",
-            "Membership inference on the student prompt (AUC 50 = no leakage; offline LiRA "
-            f"with {rs[0]['lira']['shadows']} shadow prompts; TPR at 1% FPR):",
-            "",
-            "| | loss-threshold AUC | LiRA AUC | LiRA TPR @ 1% FPR |",
-            "|---|---|---|---|",
-        ]
-        for tag, name in (("", "no DP"), ("_dp", f"DP, epsilon = {cfg.epsilon}")):
-            lines.append(
-                f"| {name} | {fmt([r['mia' + tag]['auc'] for r in rs])} | "
-                f"{fmt([r['lira' + tag]['auc'] for r in rs])} | "
-                f"{fmt([r['lira' + tag]['tpr_at_fpr'] for r in rs])} |"
-            )
-        lines.append("")
-    return "\n".join(lines)
-
-
-def new_section(cfg: PostTableConfig, records: list[dict], command: str) -> str:
-    """The report of the tasks whose seeds all have records ("" when none has)."""
-    results: dict[str, dict] = {}
-    for rec in records:
-        results.setdefault(rec["config"]["task"], {})[rec["config"]["seed"]] = rec["result"]
-    done = tuple(t for t in cfg.tasks if len(results.get(t, {})) == len(cfg.seeds))
-    if not done:
-        return ""
-    text = report(dataclasses.replace(cfg, tasks=done), results, command)
-    left = [t for t in cfg.tasks if t not in done]
-    return text + (f"\nNot finished yet: {', '.join(left)}.\n" if left else "")
