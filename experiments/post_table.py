@@ -15,12 +15,14 @@ template). Audits on the student prompt: the loss-threshold attack and offline L
 `shadows` shadow prompts, trained by the same algorithm on test-pool examples that are
 not audit targets; members are `audit_size` examples of the private set, non-members as
 many test-pool examples. Runs go through the experiment layer: one cell per (task, seed),
-its config the whole table config; finished cells are appended to the committed
-experiments/results/post_runs.jsonl (a changed config is refused, naming the field), and
-experiments/results/post.md is written from the records only (`--table-only`: run nothing;
---quick: <out>/post_quick.md and <out>/post_quick_runs.jsonl). The earlier table's numbers
-are legacy records there (white-box and DP runs: no API-call budget). Config, runs and
-markdown: cbp_jax.experiment.post_table and post_report.
+its config the whole table config (each prompt a cell tunes or transfers is kept under
+<out>/cells/<task>-seed<seed>-<config hash>/, so a killed cell resumes after it); finished
+cells are appended to the committed experiments/results/post_runs.jsonl (a changed config
+is refused, naming the field), and experiments/results/post.md is written from the records
+only (`--table-only`: run nothing; --quick: <out>/post_quick.md and
+<out>/post_quick_runs.jsonl). The earlier table's numbers are legacy records there
+(white-box and DP runs: no API-call budget). Config, runs and markdown:
+cbp_jax.experiment.post_table and post_report.
 
     python experiments/post_table.py            # the full table (days on a CPU)
     python experiments/post_table.py --reduced  # the CPU-sized preset, e.g. --set tasks=sst2
@@ -34,10 +36,12 @@ import pathlib
 import shlex
 import sys
 
+from cbp_jax.experiment.identity import config_hash
 from cbp_jax.experiment.layer import run_cells
 from cbp_jax.experiment.post_report import new_section
 from cbp_jax.experiment.post_table import QUICK, REDUCED, PostTableConfig, cell, cells
 from cbp_jax.experiment.records import RecordStore
+from cbp_jax.experiment.step_cache import StepCache
 from cbp_jax.experiment.tables import LegacyTable, import_legacy, write_table
 from cbp_jax.model import load_model
 from cbp_jax.overrides import apply_overrides
@@ -70,7 +74,12 @@ def main(argv=None) -> None:
         )
 
         def runner(config: dict) -> dict:
-            return cell(cfg, teacher, st.params, st.cfg, config["task"], config["seed"])
+            task, seed = config["task"], config["seed"]
+            steps = pathlib.Path(cfg.out) / "cells" / f"{task}-seed{seed}-{config_hash(config)}"
+            cache = StepCache(steps)  # finished prompts: a killed cell resumes after them
+            out = cell(cfg, teacher, st.params, st.cfg, task, seed, cache)
+            print(f"{task}/seed{seed}: reused steps {cache.loaded} from {steps}", flush=True)
+            return out
 
     records, _ = run_cells(cells(cfg), store, runner, dry_run=a.table_only)
     args = [x for x in (sys.argv[1:] if argv is None else argv) if x != "--table-only"]

@@ -24,6 +24,7 @@ from cbp_jax.data.batching import make_inputs
 from cbp_jax.data.splits import test_pool, train_pool
 from cbp_jax.data.tasks import get_task
 from cbp_jax.experiment.records import Cell
+from cbp_jax.experiment.step_cache import StepCache
 from cbp_jax.post import (
     DistillConfig,
     DPConfig,
@@ -129,8 +130,28 @@ def cells(cfg: PostTableConfig) -> list[Cell]:
             for t in cfg.tasks for s in cfg.seeds]  # fmt: skip
 
 
-def cell(cfg: PostTableConfig, teacher, student, s_cfg, task_name: str, seed: int) -> dict:
-    """Every row of the table, with and without DP, for one (task, seed)."""
+def tuned(cache: StepCache, key: str, params, cfg, train, tune: DPConfig, **kw) -> dict:
+    """dp_tune_prompt's prompt and accounting (nan where there is no DP), one cached step."""
+
+    def compute():
+        r = dp_tune_prompt(params, cfg, train, None, tune, **kw)
+        nan = float("nan")
+        return {
+            "prompt_TxD": r.prompt_TxD,
+            "noise_multiplier": r.noise_multiplier,
+            "epsilon": nan if r.epsilon is None else r.epsilon,
+            "delta": nan if r.delta is None else r.delta,
+            "steps": r.steps,
+        }
+
+    return cache(key, compute)
+
+
+def cell(cfg: PostTableConfig, teacher, student, s_cfg, task_name: str, seed: int,
+         cache: StepCache | None = None) -> dict:  # fmt: skip
+    """Every row of the table, with and without DP, for one (task, seed). Each prompt it
+    tunes or transfers is a step of `cache` (a killed cell resumes after its last one)."""
+    cache = cache or StepCache(None)
     tok, task = teacher.tokenizer, get_task(task_name)
     private, test_ex, non_ex, shadow_ex = private_and_held_out(cfg, task_name, seed)
     train, test, nonmembers, shadow_pool = (
@@ -150,36 +171,45 @@ def cell(cfg: PostTableConfig, teacher, student, s_cfg, task_name: str, seed: in
             delta=cfg.delta_factor / n if dp else None,
             seed=seed,
         )
-        full = dp_tune_prompt(t_params, t_cfg, train, None, tune)
-        out["full" + tag] = accuracy(t_params, t_cfg, test, full.prompt_TxD)
-        res = dp_tune_prompt(student, s_cfg, train, None, tune)
-        p_s = res.prompt_TxD
+        full = tuned(cache, "full" + tag, t_params, t_cfg, train, tune)["prompt_TxD"]
+        out["full" + tag] = accuracy(t_params, t_cfg, test, full)
+        res = tuned(cache, "student" + tag, student, s_cfg, train, tune)
+        p_s = res["prompt_TxD"]
         out["student" + tag] = accuracy(student, s_cfg, test, p_s)
         out["direct" + tag] = accuracy(t_params, t_cfg, test, p_s)
         for name, public in publics.items():
             a = public_alpha(t_params, t_cfg, student, s_cfg, p_s, public)
             tcfg = dataclasses.replace(cfg.transfer, alpha=a["alpha"], seed=seed)
-            p_t, _ = transfer(t_params, t_cfg, student, s_cfg, p_s, public, tcfg)
+            p_t = cache(
+                f"post_{name}{tag}",
+                lambda public=public, tcfg=tcfg, p_s=p_s: {
+                    "prompt_TxD": transfer(t_params, t_cfg, student, s_cfg, p_s, public, tcfg)[0]
+                },
+            )["prompt_TxD"]
             out[f"post_{name}" + tag] = accuracy(t_params, t_cfg, test, p_t)
             out[f"alpha_{name}" + tag] = a
         shadows = train_shadows(
             shadow_pool,
             cfg.shadows,
             min(n, len(shadow_ex)),
-            lambda d, k, t=tune: (
-                dp_tune_prompt(
-                    student, s_cfg, d, None, dataclasses.replace(t, seed=1000 + k), progress=False
-                ).prompt_TxD
-            ),
+            lambda d, k, t=tune, tag=tag: tuned(
+                cache,
+                f"shadow{k}{tag}",
+                student,
+                s_cfg,
+                d,
+                dataclasses.replace(t, seed=1000 + k),
+                progress=False,
+            )["prompt_TxD"],  # fmt: skip
             seed,
         )
         out["mia" + tag] = loss_threshold_mia(student, s_cfg, p_s, members, nonmembers)
         out["lira" + tag] = lira_audit(student, s_cfg, p_s, members, nonmembers, shadows)
         if dp:
             out.update(
-                epsilon_spent=res.epsilon,
-                delta=res.delta,
-                sigma=res.noise_multiplier,
-                dp_steps=res.steps,
+                epsilon_spent=float(res["epsilon"]),
+                delta=float(res["delta"]),
+                sigma=float(res["noise_multiplier"]),
+                dp_steps=int(res["steps"]),
             )
     return out
