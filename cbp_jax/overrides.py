@@ -3,14 +3,17 @@
 `apply_overrides(cfg, ["epochs=10", "etas=10,40", "tune.prompt_len=20"])` returns a new
 config (via `dataclasses.replace`, so `__post_init__` validation runs again). A dotted key
 reaches into a nested dataclass field. Values are parsed by the type of the field's current
-value: int, float, bool (true/false/1/0), str, None-able numbers ("none"), and tuples
+value: int, float, bool (true/false/1/0), str, "none" for None, and tuples
 (comma-separated, elements parsed like the current first element, float if it is empty).
+A field whose current value is None is parsed by its annotation (`int | None` -> int).
 An unknown key or an unparsable value raises ValueError naming it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,6 +34,21 @@ def _parse_scalar(text: str, like: Any, key: str) -> Any:
     except (KeyError, ValueError):
         raise ValueError(f"override {key}={text!r}: not a {type(like).__name__}") from None
     return text
+
+
+def _like_none(cls: type, name: str) -> Any:
+    """A sample value of the non-None type of `name`'s annotation (float when unknown)."""
+    try:
+        hint = typing.get_type_hints(cls).get(name)
+    except (NameError, TypeError):  # an annotation that does not resolve here
+        return 0.0
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else None
+    samples = {int: 0, float: 0.0, str: "", bool: False}
+    if typing.get_origin(hint) is tuple:  # tuple[int, ...] | None
+        return (samples.get((typing.get_args(hint) or (float,))[0], 0.0),)
+    return samples.get(hint, 0.0)
 
 
 def _parse(text: str, like: Any, key: str) -> Any:
@@ -57,7 +75,8 @@ def _replace(cfg: Any, items: list[tuple[list[str], str, str]]) -> Any:
                 raise ValueError(f"override {key!r}: field {path[0]!r} is not a nested config")
             nested.setdefault(path[0], []).append((path[1:], text, key))
         else:
-            changes[path[0]] = _parse(text, current, key)
+            like = _like_none(type(cfg), path[0]) if current is None else current
+            changes[path[0]] = _parse(text, like, key)
     for name, sub in nested.items():
         changes[name] = _replace(getattr(cfg, name), sub)
     return dataclasses.replace(cfg, **changes)

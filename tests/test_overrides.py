@@ -20,6 +20,8 @@ class Outer:
     name: str = "a"
     flag: bool = False
     eps: float | None = None
+    size: int | None = None
+    layers: tuple[int, ...] | None = None
     inner: Inner = Inner()
 
     def __post_init__(self):
@@ -31,9 +33,19 @@ def test_types_and_nesting():
     cfg = apply_overrides(
         Outer(), ["etas=10,40", "seeds=1,2,3", "name=b", "flag=true", "eps=8", "inner.steps=7"]
     )
-    assert cfg == Outer((10.0, 40.0), (1, 2, 3), "b", True, 8.0, Inner(7, 1e-3))
+    assert cfg == Outer((10.0, 40.0), (1, 2, 3), "b", True, 8.0, inner=Inner(7, 1e-3))
     assert isinstance(cfg.seeds[0], int) and isinstance(cfg.etas[0], float)
     assert apply_overrides(cfg, ["eps=none"]).eps is None
+
+
+def test_a_none_field_is_parsed_by_its_annotation():
+    """`int | None` set from None is an int (a float here once broke slicing in POST)."""
+    cfg = apply_overrides(Outer(), ["size=200", "layers=0,29", "eps=8"])
+    assert cfg.size == 200 and type(cfg.size) is int
+    assert cfg.layers == (0, 29) and all(type(x) is int for x in cfg.layers)
+    assert type(cfg.eps) is float
+    with pytest.raises(ValueError, match="not a int"):
+        apply_overrides(Outer(), ["size=2.5"])
 
 
 def test_errors_name_the_problem():

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from cbp_jax.experiment.post_report import new_section
-from cbp_jax.experiment.post_table import PUBLIC_SETS, REDUCED, ROWS, cells
+from cbp_jax.experiment.post_table import PUBLIC_SETS, REDUCED, ROWS, PostTableConfig, cells
 
 
 def _result(acc: float) -> dict:
@@ -49,3 +51,9 @@ def test_records_of_seeds_outside_the_config_are_ignored():
     cfg = dataclasses.replace(REDUCED, seeds=(1,))
     recs = _records(REDUCED, {"sst2/seed0": 0.8})
     assert "## sst2" not in new_section(cfg, recs, "cmd")
+
+
+def test_private_size_must_be_an_int():
+    with pytest.raises(ValueError, match="private_size must be an int >= 2"):
+        PostTableConfig(private_size=200.0)
+    assert PostTableConfig(private_size=200).private_size == 200

@@ -76,8 +76,11 @@ class PostTableConfig:
             raise ValueError("need tasks, seeds and epsilon > 0")
         if not 0 < self.delta_factor < 1:
             raise ValueError("delta_factor must be in (0, 1): delta below 1/N")
-        if self.private_size is not None and self.private_size < 2:
-            raise ValueError("private_size must be >= 2 (or None: the whole train pool)")
+        size = self.private_size
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 2):
+            raise ValueError(
+                f"private_size must be an int >= 2 (or None: the whole pool), got {size!r}"
+            )
         if self.audit_size < 1 or self.shadows < 2:
             raise ValueError("audit_size must be >= 1 and shadows >= 2")
 
