@@ -50,8 +50,8 @@ def protocol(cfg: PostTableConfig) -> list[str]:
         "set, outside the budget.",
         f"- Membership inference: offline LiRA with {cfg.shadows} shadow prompts on the "
         "student (same algorithm, with and without DP, on test-pool examples that are not "
-        f"audit targets) beside the loss-threshold attack; {cfg.audit_size} members and as "
-        "many non-members per task and seed.",
+        "audit targets), reported as AUC and TPR at 1% FPR beside the loss-threshold "
+        f"attack's AUC; {cfg.audit_size} members and as many non-members per task and seed.",
         f"- Distillation: {d.steps} steps (the paper's 2000; the legacy table ran 300).",
         "",
         FULL_SCALE,
