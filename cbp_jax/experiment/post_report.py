@@ -129,6 +129,7 @@ def new_section(cfg: PostTableConfig, records: list[dict], command: str) -> str:
     lines = ["# POST on smollm2-135m (teacher) and its first+last-block student", ""]
     lines += protocol(cfg)
     if done:
+        lines += ["What the measured rows say: [post_reading.md](post_reading.md).", ""]
         lines += header(cfg, command)
         for task in done:
             lines += task_section(cfg, task, results[task])
