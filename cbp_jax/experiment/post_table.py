@@ -203,7 +203,7 @@ def cell(cfg: PostTableConfig, teacher, student, s_cfg, task_name: str, seed: in
                 d,
                 dataclasses.replace(t, seed=1000 + k),
                 progress=False,
-            )["prompt_TxD"],  # fmt: skip
+            )["prompt_TxD"],
             seed,
         )
         out["mia" + tag] = loss_threshold_mia(student, s_cfg, p_s, members, nonmembers)
