@@ -15,3 +15,14 @@ class KilledService:
         if self.n == self.die_at:
             raise KeyboardInterrupt("killed")
         self.inner.reserve(calls)
+
+
+def assert_parity(got, expected, real, tol=1e-4):
+    """Our float32 logits `got` match the reference `expected` at the `real` positions to
+    `tol`; a failure names the largest difference, where it is and the logits' scale."""
+    import numpy as np
+
+    diff = np.where(real[..., None], np.abs(np.asarray(got, np.float64) - expected), 0.0)
+    where = np.unravel_index(diff.argmax(), diff.shape)
+    scale = np.abs(expected[real]).max()
+    assert diff.max() <= tol, f"max |diff| {diff.max():.2e} at {where}, logit scale {scale:.1f}"
