@@ -4,6 +4,7 @@ configs (naming the fields), byte-identical reports from records, budget curves 
 import dataclasses
 import json
 import shutil
+import time
 
 import jax
 import numpy as np
@@ -92,6 +93,10 @@ def test_run_cells_runs_only_what_has_no_record(tmp_path):
     timed = [Cell("t", RunConfig(method="zero_shot", seed=9))]
     (rec,), _ = run_cells(timed, store, lambda rc: {"seconds": 42.0}, log=lambda _: 0)
     assert rec["result"]["seconds"] == 42.0
+    # CPU seconds leave out time the process waited (here asleep; in a long run, stopped)
+    napping = [Cell("n", RunConfig(method="zero_shot", seed=8))]
+    (rec,), _ = run_cells(napping, store, lambda rc: time.sleep(0.3) or {}, log=lambda _: 0)
+    assert rec["result"]["seconds"] >= 0.3 > 0.1 > rec["result"]["cpu_seconds"] >= 0
 
 
 def _fake_result(name: str, rng) -> dict:

@@ -48,12 +48,14 @@ def run_cells(
         rec = store.get(cell)  # raises RecordMismatchError naming changed fields
         if rec is None and not dry_run and (only is None or only(cell)):
             log(f"run {cell.name}")
-            start = time.time()
+            start, start_cpu = time.time(), time.process_time()
             result = runner(cell.config)
-            elapsed = time.time() - start
+            elapsed, cpu = time.time() - start, time.process_time() - start_cpu
             progress.seconds += elapsed
-            # every record says how long it took and where (runners may say it themselves)
-            result = {"seconds": elapsed, "device": jax.default_backend(), **result}
+            # every record says how long it took (wall, and CPU of all threads, which leaves
+            # out time stopped) and where; runners may say it themselves
+            timing = {"seconds": elapsed, "cpu_seconds": cpu, "device": jax.default_backend()}
+            result = {**timing, **result}
             dtype = result.get("dtype", {}).get("dtype", "unknown")
             rec = store.append(
                 cell, result, commit=result.get("commit") or git_commit(), dtype=dtype

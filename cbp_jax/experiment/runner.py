@@ -206,7 +206,7 @@ def run(cfg, progress: bool = True, model=None) -> dict:
     from cbp_jax.model import load_model
     from cbp_jax.model.precision import choose_dtype
 
-    start = time.time()
+    start, start_cpu = time.time(), time.process_time()
     dtype = choose_dtype(cfg.dtype)
     task, splits = get_task(cfg.task), cfg.splits()
     model = load_model(cfg.model, dtype=dtype.dtype) if model is None else model
@@ -241,7 +241,10 @@ def run(cfg, progress: bool = True, model=None) -> dict:
         save_prompt(
             cfg.run_dir / "prompt", kind, payload, task=cfg.task, model=model, method=cfg.method
         )
-    result["seconds"] = time.time() - start
+    result["seconds"] = time.time() - start  # wall time, including any time stopped
+    # CPU time of all this process's threads: unlike wall time it excludes time the process
+    # spent stopped (SIGSTOP) or waiting for the cores; on a C-core CPU it is up to C x wall
+    result["cpu_seconds"] = time.process_time() - start_cpu
     result["device"] = jax.devices()[0].device_kind
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     (cfg.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=_plain))
