@@ -58,6 +58,20 @@ def test_bf16_forward_tracks_float32(tiny_cfg, tiny_params):
     assert not np.allclose(np.asarray(lp32), np.asarray(lp16), atol=1e-7)  # bf16 really ran
 
 
+def test_bf16_per_row_candidate_head_returns_float32_logits(tiny_cfg, tiny_params):
+    """A per-row candidate head (B x D x C) scores like the full head: bf16 inputs, float32
+    accumulation and output, so its logits are not rounded to bf16 (~3 digits)."""
+    cfg16 = tiny_cfg.replace(dtype="bfloat16")
+    tokens = jax.random.randint(jax.random.key(2), (2, 10), 0, tiny_cfg.vocab_size)
+    mask = jnp.ones_like(tokens)
+    full = forward(tiny_params, cfg16, tokens, mask).logits
+    per_row = jnp.asarray([[7, 3, 60], [1, 50, 99]])
+    rows = forward(tiny_params, cfg16, tokens, mask, candidates=per_row).logits
+    picked = jnp.take_along_axis(full, per_row, 1)
+    assert np.abs(np.asarray(picked)).max() > 0.5  # bf16 spacing there is >= 2**-9
+    np.testing.assert_allclose(rows, picked, rtol=0, atol=2e-5)
+
+
 def _dot_operand_dtypes(fn, *args) -> set:
     """The (lhs, rhs) dtypes of every dot_general in fn's jaxpr, nested calls included."""
     found = set()

@@ -38,6 +38,7 @@ from cbp_jax.model.llama import (
     dense,
     embed_tokens,
     head_matrix,
+    head_product,
     last_token_index,
     mask_bias,
     mean_pooled_embeddings,
@@ -185,11 +186,11 @@ def forward(
     hidden = norm(h_text, params["final_norm"], eps) if return_hidden or full_logits else None
     w = head_matrix(params, None if candidates is None else jnp.asarray(candidates))
     if full_logits:
-        logits = _apply_head(hidden, w, "bsd,bdc->bsc")
+        logits = head_product(hidden, w)
     else:
         idx = last_token_index(mask_BxS) if answer_index_B is None else answer_index_B
         x = jnp.take_along_axis(h_text, idx[:, None, None], axis=1)[:, 0]
-        logits = _apply_head(norm(x, params["final_norm"], eps), w, "bd,bdc->bc")
+        logits = head_product(norm(x, params["final_norm"], eps), w)
     logits = softcap(logits.astype(jnp.float32), cfg.final_logit_softcapping)
     pooled = mean_pooled_embeddings(params, tokens_BxS, mask_BxS) if return_pooled else None
     return ModelOutput(logits, hidden if return_hidden else None, pooled)
@@ -231,13 +232,6 @@ def forward_shared_prompt(
         candidates=candidates,
     )
     return out.logits
-
-
-def _apply_head(x, w, per_row_spec):
-    """x @ head; a per-row candidate head (w with 3 dims) uses the einsum spec."""
-    if w.ndim == 3:
-        return jnp.einsum(per_row_spec, x.astype(w.dtype), w, preferred_element_type=jnp.float32)
-    return dense(x, w)
 
 
 def softcap(logits, cap):

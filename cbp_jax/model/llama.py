@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cbp_jax.model.config import LlamaConfig
-from cbp_jax.model.mixed_dot import dense, mixed_einsum
+from cbp_jax.model.mixed_dot import dense, head_product, mixed_einsum
 
 Params = dict[str, Any]
 
@@ -238,13 +238,13 @@ def forward(
             else rms_norm(h_text, params["final_norm"], cfg.rms_norm_eps)
         )
         w = head_matrix(params, cands)
-        logits = jnp.einsum("bsd,bdc->bsc", x.astype(w.dtype), w) if w.ndim == 3 else dense(x, w)
+        logits = head_product(x, w)
     else:
         idx = last_token_index(mask_BxS) if answer_index_B is None else answer_index_B
         x = jnp.take_along_axis(h_text, idx[:, None, None], axis=1)[:, 0]
         x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
         w = head_matrix(params, cands)
-        logits = jnp.einsum("bd,bdc->bc", x.astype(w.dtype), w) if w.ndim == 3 else dense(x, w)
+        logits = head_product(x, w)
     pooled = mean_pooled_embeddings(params, tokens_BxS, mask_BxS) if return_pooled else None
     return ModelOutput(logits.astype(jnp.float32), hidden, pooled)
 

@@ -13,6 +13,8 @@ accumulation; gradients leave the product in the inputs' dtype, as JAX's own rul
     mixed_einsum("bkme,bkse->bkms", q, k, dtype)   # any two-operand einsum whose every
                                                    # index is in the output or both inputs
     dense(x_...xK, w_KxN)                          # x @ w in w's dtype
+    head_product(x_BxD or x_BxSxD, w)              # logits from a D x C head, or a per-row
+                                                   # B x D x C candidate head
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ def dense(x, w):
     lead = x.shape[:-1]
     out = mixed_einsum("mk,kn->mn", x.reshape(-1, x.shape[-1]), w, w.dtype)
     return out.reshape(*lead, w.shape[-1])
+
+
+def head_product(x, w):
+    """Logits x @ w in float32 for a shared head (w: D x C) or a per-row candidate head
+    (w: B x D x C, x: B x D or B x S x D), inputs in w's dtype as every other product."""
+    if w.ndim == 2:
+        return dense(x, w)
+    spec = "bsd,bdc->bsc" if x.ndim == 3 else "bd,bdc->bc"
+    return mixed_einsum(spec, x, w, w.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

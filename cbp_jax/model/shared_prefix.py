@@ -24,6 +24,7 @@ from cbp_jax.model.llama import (
     attention,
     dense,
     head_matrix,
+    head_product,
     last_token_index,
     mask_bias,
     rms_norm,
@@ -133,5 +134,5 @@ def forward_shared_prompt(
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
     cands = None if candidates is None else jnp.asarray(candidates)
     w = head_matrix(params, cands)
-    logits = jnp.einsum("bd,bdc->bc", x.astype(w.dtype), w) if w.ndim == 3 else dense(x, w)
+    logits = head_product(x, w)
     return logits.astype(jnp.float32)
