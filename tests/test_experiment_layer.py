@@ -108,6 +108,8 @@ def _fake_result(name: str, rng) -> dict:
         "prediction": {
             "majority_acc": 0.6,
             "predicted_counts": [int(x) for x in rng.integers(0, 99, 2)],
+            "label_counts": [120, 80],
+            "confusion": [[90, 30], [40, 40]],  # balanced: (90/120 + 40/80) / 2 = 62.5
         },
     }
     if col.startswith("cbp"):  # seed 1's stage-2 run saw another generator
@@ -133,6 +135,10 @@ def test_report_regenerates_byte_identically_from_records(tmp_path):
     assert md1.read_bytes() == md2.read_bytes()
     text = md1.read_text()
     assert "majority class" in text and "BBT - zero-shot" in text and "Not yet run" in text
+    # balanced accuracy from each confusion matrix; one class for everything scores 1/2
+    assert "| majority class | 60.0 ± 0.0 | 50.0 ± 0.0 | 3/3 | 0 |" in text
+    assert "| 62.5 ± 0.0 | 3/3 |" in text
+    assert "Paired over seeds (balanced accuracy, points)" in text
     # each CBP column names its generators; one that saw two is flagged
     assert "- CBP z0 (no stage 2): g1\n" in text
     assert "- CBP (domain generator): g1, g2 **MIXED" in text

@@ -18,7 +18,7 @@ from cbp_jax.data.splits import test_subset
 from cbp_jax.data.tasks import get_task, run_key
 from cbp_jax.methods.domains import CrossDomainError, check_domain
 from cbp_jax.methods.estimate import plan_budget
-from cbp_jax.methods.evaluate import prediction_summary
+from cbp_jax.methods.evaluate import balanced_accuracy, prediction_summary
 from cbp_jax.run import RunConfig, parser
 from cbp_jax.run_help import HELP
 from cbp_jax.run_report import result_lines
@@ -139,8 +139,18 @@ def test_prediction_summary():
     assert s["predicted_counts"] == [4, 1, 0] and s["label_counts"] == [1, 3, 1]
     assert s["confusion"] == [[1, 0, 0], [2, 1, 0], [1, 0, 0]]
     assert (s["majority_class"], s["majority_acc"], s["chance"]) == (1, 0.6, pytest.approx(1 / 3))
+    assert s["balanced_acc"] == pytest.approx((1 / 1 + 1 / 3 + 0 / 1) / 3)  # per-class recall
     with pytest.raises(ValueError, match="class ids"):
         prediction_summary([0, 3], [0, 1], 3)
+
+
+def test_balanced_accuracy_ignores_the_class_prior():
+    # always the majority class: 60% accurate on a 3:1:1 test set, but 1/3 balanced
+    always = prediction_summary([1] * 5, [0, 1, 1, 1, 2], 3)
+    assert (always["accuracy"], always["balanced_acc"]) == (0.6, pytest.approx(1 / 3))
+    assert balanced_accuracy([[2, 0, 0], [0, 0, 0], [1, 0, 1]]) == 0.75  # class 1 absent
+    with pytest.raises(ValueError, match="square confusion"):
+        balanced_accuracy([[1, 0]])
 
 
 def test_printed_result_names_the_majority_baseline_and_no_nan(tasks_copy):

@@ -13,6 +13,7 @@ import pathlib
 import numpy as np
 
 from cbp_jax.experiment.records import RecordStore
+from cbp_jax.methods.evaluate import balanced_accuracy
 from cbp_jax.model.registry import DEFAULT_MODEL
 from cbp_jax.stats import paired_summary
 
@@ -45,12 +46,25 @@ def _mean_std(xs) -> str:
     return f"{m:.1f} ± {100 * float(np.std(xs)):.1f}" if len(xs) > 1 else f"{m:.1f}"
 
 
-def _paired(recs, task, a, b, seeds, key_a="test_acc", key_b="test_acc") -> str:
-    diffs = [
-        recs[(task, a, s)]["result"][key_a] - recs[(task, b, s)]["result"][key_b]
-        for s in seeds
-        if (task, a, s) in recs and (task, b, s) in recs
-    ]
+def _test_acc(result: dict) -> float:
+    return result["test_acc"]
+
+
+def _balanced(result: dict) -> float | None:
+    """Balanced test accuracy from the record's confusion matrix (None if it has none)."""
+    confusion = result.get("prediction", {}).get("confusion")
+    return None if confusion is None else balanced_accuracy(confusion)
+
+
+def _majority_balanced(result: dict) -> float:
+    """What always answering one class scores balanced: 1 / classes in the test set."""
+    return 1.0 / sum(1 for n in result["prediction"]["label_counts"] if n)
+
+
+def _paired(recs, task, a, b, seeds, metric=_test_acc) -> str:
+    pairs = [(metric(recs[(task, a, s)]["result"]), metric(recs[(task, b, s)]["result"]))
+             for s in seeds if (task, a, s) in recs and (task, b, s) in recs]  # fmt: skip
+    diffs = [x - y for x, y in pairs if x is not None and y is not None]
     if not diffs:
         return "not yet run"
     return paired_summary({task: diffs}).describe()
@@ -60,24 +74,39 @@ def task_section(cfg, task: str, recs: dict) -> list[str]:
     seeds = cfg.seeds
     n = len(seeds)
     lines = [f"### {task} ({dict(cfg.shots)[task]} shots per class, {cfg.test_size} test)", ""]
-    lines += ["| method | test acc. % (mean ± std over seeds) | seeds finished | calls |"]
-    lines += ["|---|---|---|---|"]
-    majority = [recs[(task, "zero_shot", s)]["result"]["prediction"]["majority_acc"]
-                for s in seeds if (task, "zero_shot", s) in recs]  # fmt: skip
-    lines.append(f"| majority class | {_mean_std(majority)} | {len(majority)}/{n} | 0 |")
+    lines += ["| method | test acc. % (mean ± std over seeds) | balanced acc. % | seeds finished "
+              "| calls |", "|---|---|---|---|---|"]  # fmt: skip
+    zs = [recs[(task, "zero_shot", s)]["result"] for s in seeds if (task, "zero_shot", s) in recs]
+    majority = [r["prediction"]["majority_acc"] for r in zs]
+    majority_bal = [_majority_balanced(r) for r in zs]
+    lines.append(
+        f"| majority class | {_mean_std(majority)} | {_mean_std(majority_bal)} | "
+        f"{len(majority)}/{n} | 0 |"
+    )
     for col in cfg.columns(task):
         got = [recs[(task, col, s)]["result"] for s in seeds if (task, col, s) in recs]
         calls = sorted({r.get("calls", 0) for r in got})
         calls_txt = "/".join(str(c) for c in calls) if got else "-"
         accs = [r["test_acc"] for r in got]
-        lines.append(f"| {LABELS[col]} | {_mean_std(accs)} | {len(got)}/{n} | {calls_txt} |")
-    lines += ["", "Paired over seeds (test accuracy, points):", ""]
-    for a, b, what in (
+        bal = [b for b in map(_balanced, got) if b is not None]
+        lines.append(
+            f"| {LABELS[col]} | {_mean_std(accs)} | {_mean_std(bal)} | {len(got)}/{n} | "
+            f"{calls_txt} |"
+        )
+    lines += ["", "Balanced accuracy is the mean per-class recall (`methods.evaluate."
+              "balanced_accuracy`, from each record's confusion matrix): the k-shot sets are "
+              "balanced by class, the test subsets keep the task's class prior.", ""]  # fmt: skip
+    comparisons = (
         ("bbt", "zero_shot", "BBT - zero-shot (does BBT move off zero-shot?)"),
         ("cbp", "cbp_z0", "CBP - CBP z0 (does stage 2 improve on z0?)"),
         ("cbp", "bbt", "CBP - BBT"),
-    ):
-        lines.append(f"- {what}: {_paired(recs, task, a, b, seeds)}")
+    )
+    for metric, name in ((_test_acc, "test accuracy"), (_balanced, "balanced accuracy")):
+        lines += [f"Paired over seeds ({name}, points):", ""]
+        for a, b, what in comparisons:
+            lines.append(f"- {what}: {_paired(recs, task, a, b, seeds, metric)}")
+        lines.append("")
+    lines.pop()
     lines += ["", "Predicted-class counts on the test subset (per finished run):", ""]
     for col in cfg.columns(task):
         for s in seeds:

@@ -49,7 +49,7 @@ def prediction_summary(preds, labels, num_classes: int) -> dict:
     -> {"accuracy", "predicted_counts" (per class), "label_counts", "confusion"
     (rows: true class, columns: predicted class), "majority_class", "majority_acc" (the
     accuracy of always answering the test set's most frequent class; ties: lowest class
-    id), "chance" (1 / classes, uniform guessing)}.
+    id), "chance" (1 / classes, uniform guessing), "balanced_acc" (`balanced_accuracy`)}.
     """
     preds, labels = np.asarray(preds, np.int64), np.asarray(labels, np.int64)
     if preds.shape != labels.shape or preds.ndim != 1 or not len(preds):
@@ -73,7 +73,21 @@ def prediction_summary(preds, labels, num_classes: int) -> dict:
         "majority_class": majority,
         "majority_acc": float(label_counts[majority] / len(labels)),
         "chance": 1.0 / num_classes,
+        "balanced_acc": balanced_accuracy(confusion),
     }
+
+
+def balanced_accuracy(confusion) -> float:
+    """Mean per-class recall over the classes the test set holds (rows: true class, columns:
+    predicted class). Unlike accuracy it does not reward matching the test set's class
+    prior: one class for every example scores 1 / classes, and a k-shot set balanced by
+    class, searched for accuracy on it, is judged on what it was tuned for."""
+    confusion = np.asarray(confusion, np.float64)
+    support = confusion.sum(axis=1)
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1] or not support.any():
+        raise ValueError(f"need a square confusion matrix with examples, got {confusion.shape}")
+    held = support > 0
+    return float(np.mean(np.diag(confusion)[held] / support[held]))
 
 
 def evaluate(service, tokenizer, task, examples, **kwargs) -> dict:
