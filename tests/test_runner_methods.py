@@ -33,6 +33,7 @@ def test_method_result_schema(real_model, tmp_path, method, extra):
         assert result["calls"] <= rc.budget
     if method == "cbp":
         assert [p["budget"] for p in result["curve"]] == [9, 20]
+        assert all(0 <= p["balanced_acc"] <= 1 for p in result["curve"])  # both metrics
         assert "test_acc_z0" in result
     rec = RecordStore(tmp_path / "t_runs.jsonl").append(
         Cell(method, rc), result, commit="test", dtype=result["dtype"]["dtype"]

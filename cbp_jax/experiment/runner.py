@@ -40,7 +40,7 @@ class Context:
 
         def on_milestone(best_z):
             payload = to_payload(np.asarray(best_z, np.float32))
-            acc = evaluate.accuracy(
+            summary = evaluate.evaluate(
                 evaluator,
                 self.model.tokenizer,
                 self.task,
@@ -48,7 +48,7 @@ class Context:
                 kind=kind,
                 payload=payload,
             )
-            return {"test_acc": acc}
+            return {"test_acc": summary["accuracy"], "balanced_acc": summary["balanced_acc"]}
 
         return {
             "run_dir": self.cfg.run_dir / "es",
