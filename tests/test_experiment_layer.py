@@ -18,7 +18,7 @@ from cbp_jax.experiment.paper_budget import (
     PaperBudgetConfig,
     generators_for,
 )
-from cbp_jax.experiment.paper_budget_report import write_report
+from cbp_jax.experiment.paper_budget_report import _timed_seconds, write_report
 from cbp_jax.experiment.records import Cell, RecordMismatchError, RecordStore
 from cbp_jax.methods.bbt import bbt_parameterization
 from cbp_jax.methods.blackbox import BlackBoxConfig, run_blackbox
@@ -142,9 +142,16 @@ def test_report_regenerates_byte_identically_from_records(tmp_path):
     # each CBP column names its generators; one that saw two is flagged
     assert "- CBP z0 (no stage 2): g1\n" in text
     assert "- CBP (domain generator): g1, g2 **MIXED" in text
-    # a resumed run's seconds cover its last process only: whole runs time the column
-    assert "- BBT: 4 runs on cpu" in text and "(timed from 2)" in text
-    assert "2 resumed, timed from their resume only" in text
+    # a resumed run's seconds cover its last process only: scaled to the whole run
+    assert "- BBT: 4 runs on cpu" in text and "scaled to the whole run" in text
+    timed = _timed_seconds([{"result": r} for r in (
+        {"seconds": 100.0, "generations": 395, "resumed_at_generation": 295},
+        {"seconds": 500.0, "generations": 395, "resumed_at_generation": 0},
+        {"seconds": 7.0},  # from before resumes were noted: left out beside noted runs
+    )])  # fmt: skip
+    assert timed == [395.0, 500.0]
+    assert _timed_seconds([{"result": {"seconds": 7.0}}]) == [7.0]
+    assert "2 resumed, timed from their resume and scaled" in text
 
 
 def test_paper_budget_on_a_second_model_keeps_the_default_identity():

@@ -225,11 +225,16 @@ def _model_flags(cfg) -> str:
 
 
 def _timed_seconds(recs: list[dict]) -> list[float]:
-    """Seconds per run, from the runs that ran whole in one process when there are any (a
-    resumed run times only its last process; records from before resumes were noted lack
-    the field and count as whole only when no run says it was whole)."""
-    whole = [r for r in recs if r["result"].get("resumed_at_generation") == 0]
-    return [r["result"].get("seconds", 0.0) for r in (whole or recs)]
+    """Whole-run seconds per run. A run resumed at generation g timed only its last
+    process, generations g..G, so its seconds are scaled by G / (G - g). Records from
+    before resumes were noted lack the field; they count only when no record has it."""
+    noted = [r["result"] for r in recs if "resumed_at_generation" in r["result"]]
+    out = []
+    for res in noted or [r["result"] for r in recs]:
+        start, gens = res.get("resumed_at_generation", 0), res.get("generations") or 0
+        scale = gens / (gens - start) if 0 < start < gens else 1.0
+        out.append(res.get("seconds", 0.0) * scale)
+    return out
 
 
 def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
@@ -274,7 +279,12 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
             else ""
         )
         resumed = sum(r["result"].get("resumed_at_generation", 0) > 0 for r in mine)
-        resumed_txt = f"; {resumed} resumed, timed from their resume only" if resumed else ""
+        resumed_txt = (
+            f"; {resumed} resumed, timed from their resume and scaled to the whole run by "
+            "generations"
+            if resumed
+            else ""
+        )
         timed = f" (timed from {len(ss)})" if len(ss) < len(mine) else ""
         lines.append(f"- {LABELS[col]}: {len(mine)} runs on {dev}, {np.mean(ss) / 60:.1f} min per "
                      f"run{timed} (dtype {', '.join(dtypes)}){comp_txt}{resumed_txt}")  # fmt: skip
