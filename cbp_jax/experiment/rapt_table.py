@@ -143,8 +143,7 @@ def report(cfg: TableConfig, res: dict, command: str) -> str:
         f"Command: `{command}`",
         "",
         "Cells marked n/a have not run yet: the command above runs them (each finished "
-        "cell is a record, so it resumes where it stopped). This section "
-        "supersedes the status note inside the legacy block below.",
+        "cell is a record, so it resumes where it stopped).",
         "",
         f"{cfg.shots} shots per class (train and dev), {cfg.test_size} test examples, seeds "
         f"{list(cfg.seeds)}; prompt / prefix length {cfg.prompt_len}, LoRA rank "
