@@ -47,7 +47,7 @@ def reference(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gemma")
     model.save_pretrained(folder, safe_serialization=True)
     cfg, params = load_hf_folder(folder)
-    return model, cfg, params
+    return model.double(), cfg, params  # same weights; float64 reference, no rounding of its own
 
 
 def _batch(left: bool, bos: bool):

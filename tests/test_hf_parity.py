@@ -2,7 +2,9 @@
 
 Each reference is built from a tiny random config with a fixed seed, saved as safetensors
 into a temp folder, and loaded through our strict HF loader. Compared on a left-padded
-batch (positions from the mask on both sides), at every real token.
+batch (positions from the mask on both sides), at every real token. The saved weights
+are float32; the reference then runs them in float64, so the difference is our float32
+forward's.
 """
 
 import jax.numpy as jnp
@@ -58,6 +60,7 @@ def _padded_batch():
 def test_logits_match_transformers(tmp_path, kind, tied):
     ref = _reference(kind, tied)
     ref.save_pretrained(tmp_path, safe_serialization=True)
+    ref = ref.double()  # the same weights; a float64 reference has no rounding of its own
     tokens, mask = _padded_batch()
     positions = np.maximum(mask.cumsum(1) - 1, 0)
     with torch.no_grad():
