@@ -24,6 +24,18 @@ SHIPPED_FINANCIAL = "checkpoints/shipped/financial-generator"
 COLUMNS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning", "cbp_z0", "cbp", "cbp_held_out")
 
 
+# how each column is named in tables and plots
+LABELS = {
+    "zero_shot": "zero-shot",
+    "bbt": "BBT",
+    "bbtv2": "BBTv2",
+    "prompt_tuning": "prompt tuning (white-box)",
+    "cbp_z0": "CBP z0 (no stage 2)",
+    "cbp": "CBP (domain generator)",
+    "cbp_held_out": "CBP (task held out of stage 1)",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class PaperBudgetConfig:
     """The protocol. shots: per class, train and dev each (sst2 16 as in BBT; financial 8, the
