@@ -10,7 +10,15 @@ import pytest
 from cbp_jax.data.tasks import get_task
 from cbp_jax.model import LlamaConfig, init_params
 from cbp_jax.privacy.peft import PeftConfig, init_peft
-from cbp_jax.privacy.rapt import RAPTConfig, rapt_accuracy, rapt_loss, tune_rapt
+from cbp_jax.privacy.rapt import (
+    RAPTConfig,
+    _private,
+    evaluate_peft,
+    rapt_accuracy,
+    rapt_evaluate,
+    rapt_loss,
+    tune_rapt,
+)
 from cbp_jax.privacy.reconstruction import init_head, input_reconstruction_loss
 
 CFG = LlamaConfig(101, 48, 80, 3, 6, 2, 8)
@@ -89,4 +97,10 @@ def test_one_loop_trains_every_method_on_privatized_text(model, peft):
     assert len(hist) == 3 and hist[0]["train_rec_loss"] > 0 and 0 <= acc <= 1
     assert hist[-1]["train_rec_loss"] < hist[0]["train_rec_loss"]
     test_acc = rapt_accuracy(model, CFG, tok, task, examples, params, rc, jax.random.key(1))
-    assert 0 <= test_acc <= 1
+    summary = rapt_evaluate(model, CFG, tok, task, examples, params, rc, jax.random.key(1))
+    assert summary["accuracy"] == test_acc and sum(summary["predicted_counts"]) == len(examples)
+    # the same privatized batch through the training loop's jitted evaluation
+    inputs, _, _, _ = _private(jax.random.key(1), model, tok, task, examples, rc)
+    _, batch_acc = evaluate_peft(model, CFG, rc.peft_config, params, *inputs.device())
+    assert float(batch_acc) == pytest.approx(test_acc)
+    assert 0 <= summary["balanced_acc"] <= 1

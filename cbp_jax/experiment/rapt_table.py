@@ -22,7 +22,7 @@ from cbp_jax.data.splits import kshot_splits
 from cbp_jax.data.tasks import get_task
 from cbp_jax.methods import zero_shot
 from cbp_jax.privacy.attack_suite import TOKEN_ATTACKS, attack_rates
-from cbp_jax.privacy.rapt import RAPTConfig, rapt_accuracy, tune_rapt
+from cbp_jax.privacy.rapt import RAPTConfig, rapt_evaluate, tune_rapt
 
 PEFTS = ("prompt", "prefix", "lora")
 ARMS = tuple(f"{p}{r}" for p in PEFTS for r in ("", "+rec")) + ("prompt+rec (plain before)",)
@@ -75,8 +75,9 @@ def arm_config(cfg: TableConfig, arm: str, eta: float, seed: int) -> RAPTConfig:
 
 
 def run_seed(model, cfg: TableConfig, get, name: str, seed: int, public) -> dict:
-    """Every run of task `name` at `seed`: {row or (row, eta): value} (None: not run).
-    public: the adversary's `PublicText` (None when nothing runs)."""
+    """Every run of task `name` at `seed`: {row or (row, eta): value} (None: not run). A
+    utility value is a `prediction_summary` dict (records from before it: the accuracy as a
+    float); an attack's, a rate. public: the adversary's `PublicText` (None: nothing runs)."""
     task = get_task(name)
     splits = functools.cache(lambda: kshot_splits(name, cfg.shots, seed, test_size=cfg.test_size))
     base = {"task": name, "seed": seed, "shots": cfg.shots, "test_size": cfg.test_size}
@@ -84,14 +85,14 @@ def run_seed(model, cfg: TableConfig, get, name: str, seed: int, public) -> dict
     zs = get(
         f"{at}/zero-shot",
         {**base, "arm": "zero-shot"},
-        lambda: zero_shot.accuracy(model, task, splits().test, progress=False),
+        lambda: zero_shot.evaluate(model, task, splits().test, progress=False),
     )
     out = {"zero-shot": zs}
 
     def tuned(rc: RAPTConfig, k_tune, k_test):
         params, mcfg, tok, sp = model.params, model.cfg, model.tokenizer, splits()
         peft, _, _ = tune_rapt(params, mcfg, tok, task, sp.train, sp.dev, rc, k_tune)
-        return rapt_accuracy(params, mcfg, tok, task, sp.test, peft, rc, k_test)
+        return rapt_evaluate(params, mcfg, tok, task, sp.test, peft, rc, k_test)
 
     clear = arm_config(cfg, "prompt", float("inf"), seed)
     keys = jax.random.split(jax.random.key(seed), 2)
@@ -134,6 +135,22 @@ def _ms(xs) -> str:
     return f"{xs.mean():.3f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.3f}{part}"
 
 
+def measure(row: dict, key: str) -> dict:
+    """A seed's utility cells reduced to one number: `key` of each `prediction_summary`; a
+    float (a record from before summaries) counts as accuracy, else None."""
+    out = dict(row)
+    for k, v in row.items():
+        if isinstance(v, dict):
+            out[k] = v.get(key)
+        elif v is not None and key != "accuracy" and (k in UTILITY or k[0] in ARMS):
+            out[k] = None
+    return out
+
+
+UTILITY = ("zero-shot", "prompt tuning (non-private)")
+MEASURES = (("accuracy", "test accuracy"), ("balanced_acc", "balanced accuracy"))
+
+
 def report(cfg: TableConfig, res: dict, command: str) -> str:
     """The table's new section (markdown) from `run_seed`'s results per task."""
     etas = " | ".join(f"eta={e:g}" for e in cfg.etas)
@@ -155,16 +172,23 @@ def report(cfg: TableConfig, res: dict, command: str) -> str:
         f"{cfg.public_task} texts privatized at the same eta. Runs: `rapt_runs.jsonl`.",
     ]
     for name in cfg.tasks:
-        rows = res[name]
-        lines += ["", f"## {name}: test accuracy (mean ± std over seeds)", ""]
-        lines += [f"| method | {etas} |", "|---" * (len(cfg.etas) + 1) + "|"]
-        for m in ("zero-shot", "prompt tuning (non-private)"):
-            cells = [_ms([r[m] for r in rows])] * len(cfg.etas)
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
-        for arm in ARMS:
-            cells = [_ms([r[(arm, e)] for r in rows]) for e in cfg.etas]
-            label = arm.replace("prefix", "Prefix tuning").replace("lora", "LoRA")
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        for key, title in MEASURES:
+            rows = [measure(r, key) for r in res[name]]
+            if key != "accuracy" and all(r[u] is None for r in rows for u in UTILITY):
+                continue  # no run of this task recorded its predictions yet
+            lines += ["", f"## {name}: {title} (mean ± std over seeds)", ""]
+            if key != "accuracy":
+                lines += ["Mean recall per class; runs recorded before predictions were "
+                          "kept count as not run here.", ""]  # fmt: skip
+            lines += [f"| method | {etas} |", "|---" * (len(cfg.etas) + 1) + "|"]
+            for m in UTILITY:
+                cells = [_ms([r[m] for r in rows])] * len(cfg.etas)
+                lines.append(f"| {m} | " + " | ".join(cells) + " |")
+            for arm in ARMS:
+                cells = [_ms([r[(arm, e)] for r in rows]) for e in cfg.etas]
+                label = arm.replace("prefix", "Prefix tuning").replace("lora", "LoRA")
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        rows = [measure(r, "accuracy") for r in res[name]]
         lines += reconstruction_effect(cfg, name, rows)
         lines += ["", f"## {name}: attacks on the private test text", ""]
         lines += ["Token recovery rate (inversion attacks) and Attribute inference AUC "

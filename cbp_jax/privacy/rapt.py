@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cbp_jax.methods.evaluate import prediction_summary
 from cbp_jax.methods.losses import accuracy, class_scores, cross_entropy
 from cbp_jax.privacy.dchi import check_eta
 from cbp_jax.privacy.inputs import privatized_inputs
@@ -126,6 +127,13 @@ def evaluate_peft(params, cfg, pc, peft, tokens, mask, cands, labels):
     return cross_entropy(scores, labels), accuracy(scores, labels)
 
 
+@functools.partial(jax.jit, static_argnames=("cfg", "pc"))
+def predict_peft(params, cfg, pc, peft, tokens, mask, cands):
+    """The adapted model's predicted class per example (B,)."""
+    scores, _ = peft_class_scores(params, cfg, pc, peft, tokens, mask, cands)
+    return jnp.argmax(scores, axis=-1)
+
+
 def _private(key, params, tokenizer, task, examples, rc: RAPTConfig):
     special = tuple(tokenizer.all_special_ids)
     plain = plain_token_ids(rc, params["embed"].shape[0], special)
@@ -178,8 +186,9 @@ def tune_rapt(params, cfg, tokenizer, task, train_examples, dev_examples, rc: RA
     return jax.tree.map(np.asarray, best[2]), best[0], history
 
 
-def rapt_accuracy(params, cfg, tokenizer, task, examples, peft, rc, key, batch_size=32):
-    """Test accuracy on privatized inputs (plain tokens prepended if any), head dropped.
+def rapt_evaluate(params, cfg, tokenizer, task, examples, peft, rc, key, batch_size=32) -> dict:
+    """`prediction_summary` (accuracy, balanced accuracy, predicted-class counts, confusion)
+    on privatized inputs (plain tokens prepended if any), head dropped.
 
     `peft` is the dict `tune_rapt` returns, or (prompt tuning) a bare T x D prompt.
     """
@@ -188,11 +197,16 @@ def rapt_accuracy(params, cfg, tokenizer, task, examples, peft, rc, key, batch_s
     peft = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), peft)
     inputs, _, _, _ = _private(key, params, tokenizer, task, examples, rc)
     tokens, mask, cands, labels = inputs.device()
-    correct = 0.0
+    preds = []
     for s in range(0, tokens.shape[0], batch_size):
         sl = slice(s, s + batch_size)
-        _, acc = evaluate_peft(
-            params, cfg, rc.peft_config, peft, tokens[sl], mask[sl], cands, labels[sl]
-        )
-        correct += float(acc) * labels[sl].shape[0]
-    return correct / tokens.shape[0]
+        pred = predict_peft(params, cfg, rc.peft_config, peft, tokens[sl], mask[sl], cands)
+        preds.append(np.asarray(pred))
+    return prediction_summary(np.concatenate(preds), np.asarray(labels), task.num_classes)
+
+
+def rapt_accuracy(params, cfg, tokenizer, task, examples, peft, rc, key, batch_size=32):
+    """Test accuracy of `rapt_evaluate`."""
+    return rapt_evaluate(params, cfg, tokenizer, task, examples, peft, rc, key, batch_size)[
+        "accuracy"
+    ]
