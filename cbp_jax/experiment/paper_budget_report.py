@@ -12,9 +12,8 @@ import pathlib
 import numpy as np
 
 from cbp_jax.experiment.paper_budget import LABELS
-from cbp_jax.experiment.paper_budget_curves import curve_plot
+from cbp_jax.experiment.paper_budget_curves import balanced, curve_plot, majority_balanced
 from cbp_jax.experiment.records import RecordStore
-from cbp_jax.methods.evaluate import balanced_accuracy
 from cbp_jax.model.registry import DEFAULT_MODEL
 from cbp_jax.stats import paired_summary
 
@@ -41,17 +40,6 @@ def _test_acc(result: dict) -> float:
     return result["test_acc"]
 
 
-def _balanced(result: dict) -> float | None:
-    """Balanced test accuracy from the record's confusion matrix (None if it has none)."""
-    confusion = result.get("prediction", {}).get("confusion")
-    return None if confusion is None else balanced_accuracy(confusion)
-
-
-def _majority_balanced(result: dict) -> float:
-    """What always answering one class scores balanced: 1 / classes in the test set."""
-    return 1.0 / sum(1 for n in result["prediction"]["label_counts"] if n)
-
-
 def _paired(recs, task, a, b, seeds, metric=_test_acc) -> str:
     pairs = [(metric(recs[(task, a, s)]["result"]), metric(recs[(task, b, s)]["result"]))
              for s in seeds if (task, a, s) in recs and (task, b, s) in recs]  # fmt: skip
@@ -69,7 +57,7 @@ def task_section(cfg, task: str, recs: dict) -> list[str]:
               "| calls |", "|---|---|---|---|---|"]  # fmt: skip
     zs = [recs[(task, "zero_shot", s)]["result"] for s in seeds if (task, "zero_shot", s) in recs]
     majority = [r["prediction"]["majority_acc"] for r in zs]
-    majority_bal = [_majority_balanced(r) for r in zs]
+    majority_bal = [majority_balanced(r) for r in zs]
     lines.append(
         f"| majority class | {_mean_std(majority)} | {_mean_std(majority_bal)} | "
         f"{len(majority)}/{n} | 0 |"
@@ -79,7 +67,7 @@ def task_section(cfg, task: str, recs: dict) -> list[str]:
         calls = sorted({r.get("calls", 0) for r in got})
         calls_txt = "/".join(str(c) for c in calls) if got else "-"
         accs = [r["test_acc"] for r in got]
-        bal = [b for b in map(_balanced, got) if b is not None]
+        bal = [b for b in map(balanced, got) if b is not None]
         lines.append(
             f"| {LABELS[col]} | {_mean_std(accs)} | {_mean_std(bal)} | {len(got)}/{n} | "
             f"{calls_txt} |"
@@ -92,7 +80,7 @@ def task_section(cfg, task: str, recs: dict) -> list[str]:
         ("cbp", "cbp_z0", "CBP - CBP z0 (does stage 2 improve on z0?)"),
         ("cbp", "bbt", "CBP - BBT"),
     )
-    for metric, name in ((_test_acc, "test accuracy"), (_balanced, "balanced accuracy")):
+    for metric, name in ((_test_acc, "test accuracy"), (balanced, "balanced accuracy")):
         lines += [f"Paired over seeds ({name}, points):", ""]
         for a, b, what in comparisons:
             lines.append(f"- {what}: {_paired(recs, task, a, b, seeds, metric)}")
