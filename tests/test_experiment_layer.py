@@ -272,3 +272,32 @@ def test_stash_index_lists_unfinished_runs_and_prune_drops_finished_ones(tmp_pat
     assert prune(tmp_path / "in_flight", [tmp_path / "runs" / "seed1-bbb"]) == ["seed1-bbb"]
     readme = write_index(tmp_path / "in_flight", "resume-cmd").read_text()
     assert "No run is stashed" in readme and "seed1-bbb" not in readme
+
+
+def test_balanced_panel_draws_only_the_seeds_whose_milestones_carry_it(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cbp_jax.experiment.paper_budget_curves import _panel, curve_plot
+
+    cfg, rng = PaperBudgetConfig(), np.random.default_rng(0)
+    recs = {}
+    for seed in cfg.seeds:
+        for col in ("zero_shot", "cbp_z0", "bbt"):
+            recs[("sst2", col, seed)] = {"result": _fake_result(f"sst2/{col}/seed{seed}", rng)}
+    recs[("sst2", "bbt", 2)]["result"]["curve"][-1]["balanced_acc"] = 0.7  # a new milestone
+    fig, (left, right) = plt.subplots(1, 2)
+    assert _panel(left, cfg, "sst2", recs, "test_acc")
+    assert _panel(right, cfg, "sst2", recs, "balanced_acc")
+    labels = [line.get_label() for line in right.lines]
+    assert labels[0] == "BBT (1)" and list(right.lines[0].get_ydata()) == [70.0]
+    # the starting points in balanced accuracy: 62.5 from the confusion, 1/2 for one class
+    assert {line.get_label(): line.get_ydata()[0] for line in right.lines[1:]} == {
+        "zero-shot": 62.5, "CBP z0": 62.5, "majority class": 50.0}  # fmt: skip
+    for rec in recs.values():
+        rec["result"].get("curve", [{}])[-1].pop("balanced_acc", None)
+    assert not _panel(plt.subplots()[1], cfg, "sst2", recs, "balanced_acc")
+    assert curve_plot(cfg, "sst2", recs, tmp_path / "c.png") and (tmp_path / "c.png").exists()
+    plt.close("all")
