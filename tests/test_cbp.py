@@ -17,6 +17,7 @@ from cbp_jax.methods.cbp import customize, load_task_vector, save_task_vector, t
 from cbp_jax.methods.cbp_train import Stage1Config, train_generator
 from cbp_jax.methods.stage1_data import TrainTask, load_train_tasks, make_batch
 from cbp_jax.model import LlamaConfig, forward, init_params, mean_pooled_embeddings
+from cbp_jax.model.fingerprint import params_digest
 from cbp_jax.model.registry import LoadedModel
 from cbp_jax.prompts.artifact import load_generator, save_generator
 from cbp_jax.prompts.generator import GeneratorConfig, PromptGenerator, generator_apply
@@ -356,3 +357,14 @@ def test_per_task_vectors_resume_after_kill(model, tmp_path):
     whole, resumed = _whole_and_resumed(model, cfg, tmp_path, kill_at=6)
     np.testing.assert_array_equal(whole.artifact.z0_R, resumed.artifact.z0_R)
     assert whole.artifact.info["task_vectors"] == resumed.artifact.info["task_vectors"]
+
+
+def test_params_digest_is_exact_content_and_shape():
+    a = {"w": np.ones((2, 3), np.float32), "b": np.zeros(3, np.float32)}
+    assert params_digest(a) == params_digest(jax.tree.map(np.copy, a))
+    # values, not storage: the same numbers held in bf16 hash alike
+    assert params_digest(a) == params_digest(jax.tree.map(lambda x: x.astype(jnp.bfloat16), a))
+    nudged = jax.tree.map(np.copy, a)
+    nudged["w"][0, 0] += 1e-6
+    assert params_digest(nudged) != params_digest(a)
+    assert params_digest({"w": a["w"].reshape(3, 2), "b": a["b"]}) != params_digest(a)

@@ -57,3 +57,16 @@ def test_private_size_must_be_an_int():
     with pytest.raises(ValueError, match="private_size must be an int >= 2"):
         PostTableConfig(private_size=200.0)
     assert PostTableConfig(private_size=200).private_size == 200
+
+
+def test_the_student_of_each_seed_is_named_and_a_mismatch_is_flagged():
+    recs = _records(REDUCED, {"sst2/seed0": 0.8, "sst2/seed1": 0.7})
+    recs[0]["result"]["student_id"] = recs[1]["result"]["student_id"] = "aaaa"
+    text = new_section(REDUCED, recs, "cmd")
+    assert "(params digest): seed 0: aaaa, seed 1: aaaa." in text
+    assert "did not all use the same student" not in text
+    recs[1]["result"]["student_id"] = "bbbb"
+    assert "did not all use the same student" in new_section(REDUCED, recs, "cmd")
+    del recs[0]["result"]["student_id"]  # records from before the digest was recorded
+    text = new_section(REDUCED, recs, "cmd")
+    assert "seed 0: not recorded, seed 1: bbbb" in text and "did not all use" in text

@@ -99,7 +99,22 @@ def task_section(cfg: PostTableConfig, task: str, by_seed: dict) -> list[str]:
             f"{fmt([r['lira' + tag]['auc'] for r in rs])} | "
             f"{fmt([r['lira' + tag]['tpr_at_fpr'] for r in rs])} |"
         )
-    return lines + [""]
+    return lines + ["", student_line(seeds, rs), ""]
+
+
+def student_line(seeds: list[int], rs: list[dict]) -> str:
+    """Which distilled student each seed's prompts were tuned on (its params digest)."""
+    ids = [r.get("student_id", "not recorded") for r in rs]
+    line = "Student weights per seed (params digest): " + ", ".join(
+        f"seed {s}: {i}" for s, i in zip(seeds, ids, strict=True)
+    )
+    if len(set(ids)) > 1:
+        line += (
+            ". **The seeds did not all use the same student** (it was distilled again on "
+            "another machine, or the digest was not recorded): the student rows compare "
+            "different students across seeds"
+        )
+    return line + "."
 
 
 def header(cfg: PostTableConfig, command: str) -> list[str]:

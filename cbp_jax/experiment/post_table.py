@@ -25,6 +25,7 @@ from cbp_jax.data.splits import test_pool, train_pool
 from cbp_jax.data.tasks import get_task
 from cbp_jax.experiment.records import Cell
 from cbp_jax.experiment.step_cache import StepCache
+from cbp_jax.model.fingerprint import params_digest
 from cbp_jax.post import (
     DistillConfig,
     DPConfig,
@@ -166,6 +167,7 @@ def cell(cfg: PostTableConfig, teacher, student, s_cfg, task_name: str, seed: in
     t_params, t_cfg = teacher.params, teacher.cfg
     publics = {p: PublicData.from_task(tok, task, p, cfg.public_size, seed) for p in PUBLIC_SETS}
     out = {"zero_shot": accuracy(t_params, t_cfg, test), "N": n}
+    out["student_id"] = params_digest(student)  # a re-distilled student is another student
     for dp in (False, True):
         tag = "_dp" if dp else ""
         tune = dataclasses.replace(

@@ -2,17 +2,31 @@
 
 A saved generator, task vector or prompt records the fingerprint of the model it was made
 with; `check_model` raises `contract.GeneratorMismatchError` when it is used with another.
+`params_digest` is the exact content hash of trained weights (a generator, a POST student):
+what a run record cites so that every seed of a table can be checked to use the same ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 
+import jax
 import numpy as np
 
 from cbp_jax.contract import GeneratorMismatchError
 
 PROBE_ROWS = 16  # embedding rows whose norms identify a model (see `model_fingerprint`)
+
+
+def params_digest(*trees) -> str:
+    """16 hex digits of SHA-256 over every leaf of `trees` (as float32, with its shape)."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(trees):
+        a = np.ascontiguousarray(np.asarray(leaf, np.float32))
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
 
 
 def model_fingerprint(model) -> dict:

@@ -11,7 +11,6 @@ weights) is meant for users: that is all stage 2 needs to start CMA-ES at z0.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import pathlib
 from typing import Any
 
@@ -21,19 +20,10 @@ import numpy as np
 
 from cbp_jax.ckpt import read_meta, restore_arrays, save_arrays
 from cbp_jax.contract import CBPRelease
-from cbp_jax.model.fingerprint import check_model
+from cbp_jax.model.fingerprint import check_model, params_digest
 from cbp_jax.prompts.generator import GeneratorConfig, PromptGenerator, check_shapes
 
 ARTIFACT_FORMAT = "cbp-generator/1"
-
-
-def _digest(*arrays) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(np.asarray(a, np.float32))
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -57,8 +47,7 @@ class GeneratorArtifact:
     @property
     def generator_id(self) -> str:
         """Content hash of params, A and z0: what a saved task vector records."""
-        leaves = jax.tree.leaves(self.params)
-        return _digest(*leaves, self.A_DxR, self.z0_R)
+        return params_digest(self.params, self.A_DxR, self.z0_R)
 
     def adapter_params(self) -> dict:
         """Provider-side arrays for `ScoringService(adapter_params=...)` (CBPGenerator)."""
