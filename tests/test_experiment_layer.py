@@ -23,6 +23,7 @@ from cbp_jax.experiment.records import Cell, RecordMismatchError, RecordStore
 from cbp_jax.methods.bbt import bbt_parameterization
 from cbp_jax.methods.blackbox import BlackBoxConfig, run_blackbox
 from cbp_jax.model import LlamaConfig, init_params
+from cbp_jax.model.precision import cpu_model
 from cbp_jax.model.registry import LoadedModel
 from cbp_jax.prompts.projection import ProjectionConfig
 from cbp_jax.run import RunConfig
@@ -97,6 +98,9 @@ def test_run_cells_runs_only_what_has_no_record(tmp_path):
     napping = [Cell("n", RunConfig(method="zero_shot", seed=8))]
     (rec,), _ = run_cells(napping, store, lambda rc: time.sleep(0.3) or {}, log=lambda _: 0)
     assert rec["result"]["seconds"] >= 0.3 > 0.1 > rec["result"]["cpu_seconds"] >= 0
+    # on a CPU the record names the CPU (run times compare only on one model)
+    on_cpu = jax.default_backend() == "cpu"
+    assert rec["result"].get("cpu_model") == (cpu_model() if on_cpu else None)
 
 
 def _fake_result(name: str, rng) -> dict:
@@ -115,6 +119,7 @@ def _fake_result(name: str, rng) -> dict:
     if col.startswith("cbp"):  # seed 1's stage-2 run saw another generator
         result["generator"] = {"id": "g2" if name.endswith("cbp/seed1") else "g1"}
     if col in ("bbt", "cbp"):
+        result["cpu_model"] = "CPU A" if name.endswith("seed0") else "CPU B"
         result["calls"] = 7999
         result["resumed_at_generation"] = 250 if name.endswith("seed0") else 0
         result["curve"] = [{"budget": b, "calls": b, "test_acc": acc} for b in (250, 8000)]
@@ -152,6 +157,10 @@ def test_report_regenerates_byte_identically_from_records(tmp_path):
     assert timed == [395.0, 500.0]
     assert _timed_seconds([{"result": {"seconds": 7.0}}]) == [7.0]
     assert "2 resumed, timed from their resume and scaled" in text
+    # the CPUs the runs finished on (records from before the field name none)
+    assert "scaled to the whole run by generations; finished on CPU A / CPU B" in text
+    (zero_shot,) = [ln for ln in text.splitlines() if ln.startswith("- zero-shot: ")]
+    assert "finished on" not in zero_shot
 
 
 def test_paper_budget_on_a_second_model_keeps_the_default_identity():

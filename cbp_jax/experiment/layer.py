@@ -5,7 +5,8 @@ records. `run_cells` runs what has no record yet (in plan order, each appended t
 committed JSONL as soon as it finishes, so a killed sweep loses at most the run in flight,
 which itself resumes from its checkpoint), refuses records whose config changed, and
 returns the records in plan order. Reports are produced from records only. Every new
-record's result carries its wall seconds and JAX backend unless the runner set them.
+record's result carries its wall and CPU seconds, its JAX backend and, on a CPU, the CPU's
+model (run times compare only on one CPU) unless the runner set them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import jax
 
 from cbp_jax.experiment.identity import git_commit
 from cbp_jax.experiment.records import Cell, RecordStore
+from cbp_jax.model.precision import cpu_model
 
 
 @dataclasses.dataclass
@@ -55,6 +57,8 @@ def run_cells(
             # every record says how long it took (wall, and CPU of all threads, which leaves
             # out time stopped) and where; runners may say it themselves
             timing = {"seconds": elapsed, "cpu_seconds": cpu, "device": jax.default_backend()}
+            if jax.default_backend() == "cpu":
+                timing["cpu_model"] = cpu_model()
             result = {**timing, **result}
             dtype = result.get("dtype", {}).get("dtype", "unknown")
             rec = store.append(

@@ -217,8 +217,11 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
             else ""
         )
         timed = f" (timed from {len(ss)})" if len(ss) < len(mine) else ""
+        cpus = sorted({r["result"]["cpu_model"] for r in mine if "cpu_model" in r["result"]})
+        cpu_txt = f"; finished on {' / '.join(cpus)}" if cpus else ""
         lines.append(f"- {LABELS[col]}: {len(mine)} runs on {dev}, {np.mean(ss) / 60:.1f} min per "
-                     f"run{timed} (dtype {', '.join(dtypes)}){comp_txt}{resumed_txt}")  # fmt: skip
+                     f"run{timed} (dtype {', '.join(dtypes)}){comp_txt}{resumed_txt}"
+                     + cpu_txt)  # fmt: skip
     left = [c.name for c in cells if store.get(c) is None]
     lines += ["", f"Not yet run ({len(left)}): " + (", ".join(left) if left else "none"), ""]
     cpu = {col: ss for (col, dev), ss in secs.items() if dev == "cpu"}
