@@ -57,7 +57,7 @@ def run_cells(
             # every record says how long it took (wall, and CPU of all threads, which leaves
             # out time stopped) and where; runners may say it themselves
             timing = {"seconds": elapsed, "cpu_seconds": cpu, "device": jax.default_backend()}
-            if jax.default_backend() == "cpu":
+            if timing["device"] == "cpu":
                 timing["cpu_model"] = cpu_model()
             result = {**timing, **result}
             dtype = result.get("dtype", {}).get("dtype", "unknown")
