@@ -38,7 +38,7 @@ from cbp_jax.experiment.timing import interleaved_times
 from cbp_jax.methods.losses import cross_entropy
 from cbp_jax.methods.prompt_tuning import prompt_scores
 from cbp_jax.model import load_model
-from cbp_jax.model.precision import BF16_CPU_FLAGS, cpu_flags, cpu_model
+from cbp_jax.model.precision import machine_info
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "bench_backward.json"
 DTYPES = ("float32", "bfloat16")
@@ -105,8 +105,7 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(os.cpu_count())
-    machine = {"cpu": cpu_model(), "bf16_flags": sorted(cpu_flags() & set(BF16_CPU_FLAGS))}
-    machine["cpu_count"] = os.cpu_count()
+    machine = machine_info()
     print(f"{vars(args)}\nmachine: {machine}; jax {jax.__version__}, torch {torch.__version__}")
     task = get_task(args.task)
     per_class = -(-args.batch // task.num_classes)

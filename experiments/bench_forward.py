@@ -36,7 +36,7 @@ import numpy as np
 
 from cbp_jax.experiment.timing import interleaved_times
 from cbp_jax.model import forward, load_model
-from cbp_jax.model.precision import BF16_CPU_FLAGS, cpu_flags, cpu_model, resolve_dtype
+from cbp_jax.model.precision import machine_info, resolve_dtype
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "bench_forward.json"
 DTYPES = ("float32", "bfloat16")
@@ -133,9 +133,8 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(os.cpu_count())
-    flags = sorted(cpu_flags() & set(BF16_CPU_FLAGS))
     auto = resolve_dtype("auto")
-    machine = {"cpu": cpu_model(), "bf16_flags": flags, "cpu_count": os.cpu_count()}
+    machine = machine_info()
     print(f"{bc}\njax {jax.__version__} on {jax.devices()}, torch {torch.__version__}")
     print(f"machine: {machine}; auto dtype: {auto.dtype} ({auto.reason})")
 

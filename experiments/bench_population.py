@@ -52,7 +52,7 @@ from cbp_jax.data.tasks import get_task
 from cbp_jax.es.bench import PYCMA, compare_steps
 from cbp_jax.experiment.timing import interleaved_medians
 from cbp_jax.model import load_model
-from cbp_jax.model.precision import BF16_CPU_FLAGS, cpu_flags, cpu_model, resolve_dtype
+from cbp_jax.model.precision import machine_info, resolve_dtype
 from cbp_jax.service import ScoringService
 from cbp_jax.service.oracle import SoftPrompt
 
@@ -141,9 +141,10 @@ def main(argv=None) -> dict:
         **(quick if args.quick else {}),
     )
     auto = resolve_dtype("auto")
-    torch_dtype = "bfloat16" if cpu_flags() & set(BF16_CPU_FLAGS) else "float32"
+    machine = machine_info()
+    torch_dtype = "bfloat16" if machine["bf16_flags"] else "float32"
     print(f"ours: {auto.dtype} ({auto.reason}); torch tried in float32 and {torch_dtype}")
-    print(f"cpu: {cpu_model()}, bf16 flags {sorted(cpu_flags() & set(BF16_CPU_FLAGS))}")
+    print(f"machine: {machine}")
     model32 = load_model("smollm2-135m")
     model = model32 if auto.dtype == "float32" else load_model("smollm2-135m", dtype=auto.dtype)
     task = get_task("sst2")
@@ -273,7 +274,7 @@ def main(argv=None) -> dict:
                 "es_step_s": es,
                 "max_abs_logprob_diff": diff,
                 "max_abs_logprob_diff_auto_vs_f32": diff_auto,
-                "cpu": cpu_model(),
+                "machine": machine,
                 "quick": args.quick,
                 "config": dataclasses.asdict(cfg),
                 "command": " ".join([sys.executable, *sys.argv]),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import statistics
 import time
@@ -28,7 +27,7 @@ import numpy as np
 from cbp_jax.data.splits import test_pool
 from cbp_jax.data.tasks import task_names
 from cbp_jax.model import dispatch, load_model
-from cbp_jax.model.precision import BF16_CPU_FLAGS, cpu_flags, cpu_model
+from cbp_jax.model.precision import machine_info
 from cbp_jax.run import RunConfig, run
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "models.json"
@@ -112,8 +111,7 @@ def main(argv=None):
     tasks = args.tasks.split(",")
     names = args.models.split(",")
     models = {name: load_model(name, dtype=args.dtype) for name in names}
-    machine = {"cpu": cpu_model(), "bf16_flags": sorted(cpu_flags() & set(BF16_CPU_FLAGS))}
-    record = {"args": vars(args), "machine": machine | {"cpu_count": os.cpu_count()}}
+    record = {"args": vars(args), "machine": machine_info()}
     record |= {"zero_shot": {}, "bench": {}}
     for name, model in models.items():
         record["zero_shot"][name] = zero_shot(

@@ -23,7 +23,7 @@ from cbp_jax.experiment.records import Cell, RecordMismatchError, RecordStore
 from cbp_jax.methods.bbt import bbt_parameterization
 from cbp_jax.methods.blackbox import BlackBoxConfig, run_blackbox
 from cbp_jax.model import LlamaConfig, init_params
-from cbp_jax.model.precision import cpu_model
+from cbp_jax.model.precision import machine_info
 from cbp_jax.model.registry import LoadedModel
 from cbp_jax.prompts.projection import ProjectionConfig
 from cbp_jax.run import RunConfig
@@ -100,7 +100,9 @@ def test_run_cells_runs_only_what_has_no_record(tmp_path):
     assert rec["result"]["seconds"] >= 0.3 > 0.1 > rec["result"]["cpu_seconds"] >= 0
     # on a CPU the record names the CPU (run times compare only on one model)
     on_cpu = jax.default_backend() == "cpu"
-    assert rec["result"].get("cpu_model") == (cpu_model() if on_cpu else None)
+    machine = machine_info() if on_cpu else {}
+    assert rec["result"].get("cpu_model") == machine.get("cpu")
+    assert rec["result"].get("bf16_flags") == machine.get("bf16_flags")
 
 
 def _fake_result(name: str, rng) -> dict:

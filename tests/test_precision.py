@@ -2,6 +2,7 @@
 the mixed-precision products keep their backward in bf16."""
 
 import functools
+import os
 
 import jax
 import jax.extend.core
@@ -11,7 +12,7 @@ import pytest
 
 from cbp_jax.model import forward
 from cbp_jax.model.mixed_dot import dense, mixed_einsum
-from cbp_jax.model.precision import cpu_flags, resolve_dtype
+from cbp_jax.model.precision import cpu_flags, machine_info, resolve_dtype
 
 
 @pytest.mark.parametrize(
@@ -44,6 +45,22 @@ def test_cpu_flags_reads_this_machine():
         assert resolve_dtype("auto").dtype == (
             "bfloat16" if {"amx_bf16", "avx512_bf16"} & flags else "float32"
         )
+
+
+def test_machine_info_reads_model_and_bf16_flags(tmp_path):
+    """One description of the machine for every benchmark: model name, native bf16 flags
+    only (sorted), cores; an unreadable cpuinfo gives "unknown" and no flags, not an error."""
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: Test CPU 9000\n"
+        "flags\t\t: fpu avx512_bf16 avx2 amx_bf16 sse\n"
+    )
+    m = machine_info(str(info))
+    assert m["cpu"] == "Test CPU 9000"
+    assert m["bf16_flags"] == ["amx_bf16", "avx512_bf16"]
+    assert m["cpu_count"] == os.cpu_count()
+    missing = machine_info(str(tmp_path / "absent"))
+    assert (missing["cpu"], missing["bf16_flags"]) == ("unknown", [])
 
 
 def test_bf16_forward_tracks_float32(tiny_cfg, tiny_params):

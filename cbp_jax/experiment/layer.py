@@ -19,7 +19,7 @@ import jax
 
 from cbp_jax.experiment.identity import git_commit
 from cbp_jax.experiment.records import Cell, RecordStore
-from cbp_jax.model.precision import cpu_model
+from cbp_jax.model.precision import machine_info
 
 
 @dataclasses.dataclass
@@ -58,7 +58,8 @@ def run_cells(
             # out time stopped) and where; runners may say it themselves
             timing = {"seconds": elapsed, "cpu_seconds": cpu, "device": jax.default_backend()}
             if timing["device"] == "cpu":
-                timing["cpu_model"] = cpu_model()
+                machine = machine_info()
+                timing |= {"cpu_model": machine["cpu"], "bf16_flags": machine["bf16_flags"]}
             result = {**timing, **result}
             dtype = result.get("dtype", {}).get("dtype", "unknown")
             rec = store.append(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import pathlib
 
 import jax
@@ -58,6 +59,16 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return "unknown"
+
+
+def machine_info(cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """What a speed figure depends on, for every benchmark and run record: the CPU's model,
+    its native bf16 flags and the core count (compare figures only within one machine)."""
+    return {
+        "cpu": cpu_model(cpuinfo),
+        "bf16_flags": sorted(cpu_flags(cpuinfo) & set(BF16_CPU_FLAGS)),
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def resolve_dtype(
