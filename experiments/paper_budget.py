@@ -3,6 +3,7 @@
     python experiments/paper_budget.py run [--only sst2/bbt] [--max-runs N]
     python experiments/paper_budget.py table
     python experiments/paper_budget.py stash   # unfinished runs' newest checkpoints -> git
+    python experiments/paper_budget.py stash --every 20   # ... again every 20 minutes
     python experiments/paper_budget.py run --model gemma3-270m --columns zero_shot,bbt
 
 `run` trains the sentiment generators it needs (stage 1), then runs every planned cell that
@@ -13,6 +14,9 @@ and the curves from the records only. `stash` copies each unfinished run's newes
 checkpoint to experiments/results/paper_budget_in_flight/ (commit it: checkpoints/ does not
 survive a machine); `run` restores a stash before it starts that run, which then resumes.
 `stash` and `run` drop the stashes of runs that have records and regenerate the stash index.
+`stash --every M` repeats the stash every M minutes until killed: started beside a long run, it
+bounds what a machine lost without warning costs to M minutes (what a killed session left
+uncommitted under experiments/ can be recovered; a run's own checkpoints/ cannot).
 `--model` replicates the protocol on another registered model (report
 paper_budget_<model>.md, records paper_budget_<model>_runs.jsonl); its CBP columns use
 generators trained on that model (stage 1 on first need, financial included, under
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import time
 
 from cbp_jax.experiment.compile_cache import CompileStats, enable_compile_cache
 from cbp_jax.experiment.in_flight import prune, restore, stash, write_index
@@ -54,18 +59,23 @@ def main(argv=None) -> None:
     p.add_argument("--max-runs", type=int, default=0, help="stop after this many runs (0: all)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="the served model (registry name)")
     p.add_argument("--columns", default="", help="only these columns, e.g. zero_shot,bbt")
+    p.add_argument("--every", type=float, default=0.0, help="stash: repeat every M minutes")
     args = p.parse_args(argv)
     only = tuple(c for c in args.columns.split(",") if c)
     cfg = PaperBudgetConfig(model=args.model, only_columns=only)
     cells = cfg.cells()
     store = RecordStore(RESULTS / f"{cfg.name}_runs.jsonl", defaults=DEFAULTS)
     if args.command == "stash":
-        for c in cells:
-            label = f"{cfg.model}: {c.name}"
-            if store.get(c) is None and (out := stash(c.config.run_dir, IN_FLIGHT, label)):
-                print(f"stashed {c.name} -> {out}")
-        tidy_stashes(cells, store)
-        return
+        while True:
+            store = RecordStore(store.path, defaults=DEFAULTS)  # records committed meanwhile
+            for c in cells:
+                label = f"{cfg.model}: {c.name}"
+                if store.get(c) is None and (out := stash(c.config.run_dir, IN_FLIGHT, label)):
+                    print(f"stashed {c.name} -> {out}", flush=True)
+            tidy_stashes(cells, store)
+            if args.every <= 0:
+                return
+            time.sleep(60 * args.every)
     if args.command == "run":
         enable_compile_cache()
         selected = [c for c in cells if c.name.startswith(args.only)]
