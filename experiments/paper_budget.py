@@ -17,6 +17,8 @@ survive a machine); `run` restores a stash before it starts that run, which then
 `stash --every M` repeats the stash every M minutes until killed: started beside a long run, it
 bounds what a machine lost without warning costs to M minutes (what a killed session left
 uncommitted under experiments/ can be recovered; a run's own checkpoints/ cannot).
+On a 2-core CPU, two `run --only <cell>` processes pinned one per core (`taskset -c 0`,
+`taskset -c 1`) do 1.3-1.4x the work per hour of one (results/precision.md).
 `--model` replicates the protocol on another registered model (report
 paper_budget_<model>.md, records paper_budget_<model>_runs.jsonl); its CBP columns use
 generators trained on that model (stage 1 on first need, financial included, under
