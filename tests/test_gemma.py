@@ -12,10 +12,11 @@ import pytest
 from cbp_jax.model import LlamaConfig, UnsupportedConfigError, init_params
 from cbp_jax.model.dispatch import forward as any_forward
 from cbp_jax.model.dispatch import forward_shared_prompt as any_shared
-from cbp_jax.model.gemma import forward, forward_shared_prompt
+from cbp_jax.model.gemma import forward
 from cbp_jax.model.gemma_config import GemmaConfig, sliding_pattern
 from cbp_jax.model.gemma_convert import config_from_hf_gemma
 from cbp_jax.model.gemma_module import Gemma, init_gemma_params
+from cbp_jax.model.gemma_shared_prefix import forward_shared_prompt
 from cbp_jax.model.llama import forward as llama_forward
 
 
@@ -77,7 +78,7 @@ def test_deep_and_shared_prompts(tiny):
         prompt_BxTxD=jnp.stack([p, p]),
         deep_prompts_LxBxTxD=jnp.stack([deep, deep], 1),
     ).logits
-    np.testing.assert_allclose(shared, full, atol=1e-6)
+    np.testing.assert_allclose(shared, full, atol=1e-5)
     assert float(jnp.abs(shared - shallow).max()) > 1e-3  # the deep prompt mattered
 
 
@@ -168,3 +169,56 @@ def test_bf16_forward_and_shared_prompt_track_float32(tiny):
         lp16 = np.asarray(jax.nn.log_softmax(run(cfg16)))
         assert np.max(np.abs(lp32 - lp16)) < 0.1
         assert not np.allclose(lp32, lp16, atol=1e-7)
+
+
+@pytest.mark.parametrize("which", ["shallow", "deep", "both"])
+def test_shared_prompt_path_equals_broadcast_forward(tiny, which):
+    """The computed-once prompt block gives `forward`'s numbers with the prompt broadcast:
+    left padding, rows longer than the sliding window (3), candidates; with and without BOS."""
+    cfg, params = tiny
+    rows = [[5, 9, 14, 7, 30, 11, 4], [8, 3], [6, 6, 12, 40]]
+    tokens = np.zeros((3, 8), np.int32)
+    for i, r in enumerate(rows):
+        tokens[i, 8 - len(r) :] = r
+    tokens, mask = jnp.asarray(tokens), jnp.asarray(tokens != 0, jnp.int32)
+    p = jax.random.normal(jax.random.key(5), (4, cfg.hidden_size))
+    deep = 0.5 * jax.random.normal(jax.random.key(6), (cfg.num_layers, 4, cfg.hidden_size))
+    shared_kw = {"prompt_TxD": p if which != "deep" else None}
+    shared_kw["deep_prompts_LxTxD"] = deep if which != "shallow" else None
+    full_kw = {
+        "prompt_BxTxD": None if which == "deep" else jnp.stack([p] * 3),
+        "deep_prompts_LxBxTxD": None if which == "shallow" else jnp.stack([deep] * 3, 1),
+    }
+    cands = jnp.asarray([7, 1, 40, 22])
+    for c in (cfg, dataclasses.replace(cfg, bos_token_id=None)):
+        want = forward(params, c, tokens, mask, candidates=cands, **full_kw).logits
+        got = jax.jit(forward_shared_prompt, static_argnames="cfg")(
+            params, c, tokens, mask, candidates=cands, **shared_kw
+        )
+        np.testing.assert_allclose(got, want, atol=2e-5)
+        unwindowed = dataclasses.replace(c, sliding_window=100)
+        other = forward_shared_prompt(
+            params, unwindowed, tokens, mask, candidates=cands, **shared_kw
+        )
+        assert float(jnp.abs(other - got).max()) > 1e-3  # the window was exercised
+
+
+def test_shared_prompt_bad_shapes_name_the_problem(tiny):
+    cfg, params = tiny
+    tokens = _ids([5, 9, 14])
+    with pytest.raises(ValueError, match="needs prompt_TxD or deep_prompts_LxTxD"):
+        forward_shared_prompt(params, cfg, tokens)
+    with pytest.raises(ValueError, match="T x D"):
+        forward_shared_prompt(params, cfg, tokens, prompt_TxD=jnp.zeros((1, 3, cfg.hidden_size)))
+    with pytest.raises(ValueError, match="T x 32"):
+        forward_shared_prompt(params, cfg, tokens, prompt_TxD=jnp.zeros((3, 7)))
+    with pytest.raises(ValueError, match="L x T x D = 4"):
+        forward_shared_prompt(params, cfg, tokens, deep_prompts_LxTxD=jnp.zeros((2, 3, 32)))
+    with pytest.raises(ValueError, match="same length T"):
+        forward_shared_prompt(
+            params,
+            cfg,
+            tokens,
+            prompt_TxD=jnp.zeros((3, 32)),
+            deep_prompts_LxTxD=jnp.zeros((4, 2, 32)),
+        )

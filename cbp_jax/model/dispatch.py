@@ -8,7 +8,7 @@ from the config, so a caller switches families by importing from here.
 
 from __future__ import annotations
 
-from cbp_jax.model import gemma, llama, shared_prefix
+from cbp_jax.model import gemma, gemma_shared_prefix, llama, shared_prefix
 from cbp_jax.model.gemma_config import GemmaConfig
 
 
@@ -19,6 +19,6 @@ def forward(params, cfg, tokens_BxS, mask_BxS=None, **kwargs) -> llama.ModelOutp
 
 
 def forward_shared_prompt(params, cfg, tokens_BxS, mask_BxS=None, **kwargs):
-    """`shared_prefix.forward_shared_prompt` or `gemma.forward_shared_prompt`."""
-    family = gemma if isinstance(cfg, GemmaConfig) else shared_prefix
+    """`shared_prefix.forward_shared_prompt` or `gemma_shared_prefix.forward_shared_prompt`."""
+    family = gemma_shared_prefix if isinstance(cfg, GemmaConfig) else shared_prefix
     return family.forward_shared_prompt(params, cfg, tokens_BxS, mask_BxS, **kwargs)

@@ -196,44 +196,6 @@ def forward(
     return ModelOutput(logits, hidden if return_hidden else None, pooled)
 
 
-def forward_shared_prompt(
-    params: Params,
-    cfg: GemmaConfig,
-    tokens_BxS,
-    mask_BxS=None,
-    *,
-    prompt_TxD=None,
-    deep_prompts_LxTxD=None,
-    answer_index_B=None,
-    candidates=None,
-):
-    """`shared_prefix.forward_shared_prompt`'s contract for Gemma: answer-position logits for
-    one prompt shared by every row. Computed by broadcasting the prompt (the same numbers,
-    without the shared-prefix saving, which is Llama-only so far)."""
-    if prompt_TxD is None and deep_prompts_LxTxD is None:
-        raise ValueError("forward_shared_prompt needs prompt_TxD or deep_prompts_LxTxD")
-    if prompt_TxD is not None and prompt_TxD.ndim != 2:
-        raise ValueError(f"shared prompt must be T x D, got shape {prompt_TxD.shape}")
-    if deep_prompts_LxTxD is not None and deep_prompts_LxTxD.ndim != 3:
-        raise ValueError(f"shared deep prompts must be L x T x D, got {deep_prompts_LxTxD.shape}")
-    b = tokens_BxS.shape[0]
-    prompt = None if prompt_TxD is None else jnp.broadcast_to(prompt_TxD, (b, *prompt_TxD.shape))
-    deep = deep_prompts_LxTxD
-    if deep is not None:
-        deep = jnp.broadcast_to(deep[:, None], (deep.shape[0], b, *deep.shape[1:]))
-    out = forward(
-        params,
-        cfg,
-        tokens_BxS,
-        mask_BxS,
-        prompt_BxTxD=prompt,
-        deep_prompts_LxBxTxD=deep,
-        answer_index_B=answer_index_B,
-        candidates=candidates,
-    )
-    return out.logits
-
-
 def softcap(logits, cap):
     return logits if cap is None else jnp.tanh(logits / np.float32(cap)) * np.float32(cap)
 
