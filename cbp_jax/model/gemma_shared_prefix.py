@@ -29,8 +29,8 @@ from cbp_jax.model.llama import (
     head_product,
     last_token_index,
     mask_bias,
-    validate_inputs,
 )
+from cbp_jax.model.shared_prefix import validate_shared_inputs
 
 
 def _shared_block(cfg: GemmaConfig, h_NxD, layer, cos, sin, t, b, s, bias_p, bias_t):
@@ -95,25 +95,9 @@ def forward_shared_prompt(
     deep_prompts_LxBxTxD=broadcast(deep_prompts_LxTxD)).logits`; prompts in embedding-table
     units (scaled by sqrt(D) on entry, as in `gemma.py`).
     """
-    if prompt_TxD is None and deep_prompts_LxTxD is None:
-        raise ValueError("forward_shared_prompt needs prompt_TxD or deep_prompts_LxTxD")
-    if prompt_TxD is not None and prompt_TxD.ndim != 2:
-        raise ValueError(f"shared prompt must be T x D, got shape {prompt_TxD.shape}")
-    if deep_prompts_LxTxD is not None and deep_prompts_LxTxD.ndim != 3:
-        raise ValueError(f"shared deep prompts must be L x T x D, got {deep_prompts_LxTxD.shape}")
+    validate_shared_inputs(cfg, tokens_BxS, mask_BxS, prompt_TxD, deep_prompts_LxTxD, candidates)
     b, s = tokens_BxS.shape
-    validate_inputs(cfg, tokens_BxS, mask_BxS, None, None, candidates)
-    d, n_l = cfg.hidden_size, cfg.num_layers
-    if prompt_TxD is not None and prompt_TxD.shape[1] != d:
-        raise ValueError(f"shared prompt must be T x D = T x {d}, got {prompt_TxD.shape}")
-    if deep_prompts_LxTxD is not None and deep_prompts_LxTxD.shape[::2] != (n_l, d):
-        raise ValueError(
-            f"shared deep prompts must be L x T x D = {n_l} x T x {d}, "
-            f"got {deep_prompts_LxTxD.shape}"
-        )
-    both = prompt_TxD is not None and deep_prompts_LxTxD is not None
-    if both and prompt_TxD.shape[0] != deep_prompts_LxTxD.shape[1]:
-        raise ValueError("shallow and deep prompts must have the same length T")
+    d = cfg.hidden_size
     dtype = cfg.jnp_dtype
     params = jax.tree.map(lambda w: w.astype(dtype), params)
     mask_BxS = jnp.ones((b, s), jnp.int32) if mask_BxS is None else mask_BxS.astype(jnp.int32)

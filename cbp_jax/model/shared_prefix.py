@@ -69,6 +69,28 @@ def _shared_block(cfg: LlamaConfig, h_NxD, layer, cos_sin, t, b, s, text_allowed
     return h_NxD + dense(jax.nn.silu(gate) * up, layer["w_down"])
 
 
+def validate_shared_inputs(cfg, tokens_BxS, mask_BxS, prompt_TxD, deep_prompts_LxTxD, candidates):
+    """`forward_shared_prompt`'s input checks (any model family), each error naming the problem."""
+    if prompt_TxD is None and deep_prompts_LxTxD is None:
+        raise ValueError("forward_shared_prompt needs prompt_TxD or deep_prompts_LxTxD")
+    if prompt_TxD is not None and prompt_TxD.ndim != 2:
+        raise ValueError(f"shared prompt must be T x D, got shape {prompt_TxD.shape}")
+    if deep_prompts_LxTxD is not None and deep_prompts_LxTxD.ndim != 3:
+        raise ValueError(f"shared deep prompts must be L x T x D, got {deep_prompts_LxTxD.shape}")
+    validate_inputs(cfg, tokens_BxS, mask_BxS, None, None, candidates)
+    d, n_l = cfg.hidden_size, cfg.num_layers
+    if prompt_TxD is not None and prompt_TxD.shape[1] != d:
+        raise ValueError(f"shared prompt must be T x D = T x {d}, got {prompt_TxD.shape}")
+    if deep_prompts_LxTxD is not None and deep_prompts_LxTxD.shape[::2] != (n_l, d):
+        raise ValueError(
+            f"shared deep prompts must be L x T x D = {n_l} x T x {d}, "
+            f"got {deep_prompts_LxTxD.shape}"
+        )
+    both = prompt_TxD is not None and deep_prompts_LxTxD is not None
+    if both and prompt_TxD.shape[0] != deep_prompts_LxTxD.shape[1]:
+        raise ValueError("shallow and deep prompts must have the same length T")
+
+
 def forward_shared_prompt(
     params: Params,
     cfg: LlamaConfig,
@@ -85,26 +107,11 @@ def forward_shared_prompt(
     Same contract as `forward(..., prompt_BxTxD=broadcast(prompt_TxD), deep_prompts_LxBxTxD=
     broadcast(deep_prompts_LxTxD))` restricted to answer-position logits.
     """
-    if prompt_TxD is None and deep_prompts_LxTxD is None:
-        raise ValueError("forward_shared_prompt needs prompt_TxD or deep_prompts_LxTxD")
+    validate_shared_inputs(cfg, tokens_BxS, mask_BxS, prompt_TxD, deep_prompts_LxTxD, candidates)
     b, s = tokens_BxS.shape
     if prompt_TxD is None:
         prompt_TxD = jnp.zeros(deep_prompts_LxTxD.shape[1:], jnp.float32)
-    if prompt_TxD.ndim != 2:
-        raise ValueError(f"shared prompt must be T x D, got shape {prompt_TxD.shape}")
-    if deep_prompts_LxTxD is not None and deep_prompts_LxTxD.ndim != 3:
-        raise ValueError(f"shared deep prompts must be L x T x D, got {deep_prompts_LxTxD.shape}")
     t, d = prompt_TxD.shape
-    validate_inputs(cfg, tokens_BxS, mask_BxS, None, None, candidates)
-    if d != cfg.hidden_size:
-        raise ValueError(f"shared prompt must be T x D = T x {cfg.hidden_size}, got {(t, d)}")
-    if deep_prompts_LxTxD is not None and deep_prompts_LxTxD.shape[::2] != (cfg.num_layers, d):
-        raise ValueError(
-            f"shared deep prompts must be L x T x D = {cfg.num_layers} x T x {cfg.hidden_size}, "
-            f"got {deep_prompts_LxTxD.shape}"
-        )
-    if deep_prompts_LxTxD is not None and deep_prompts_LxTxD.shape[1] != t:
-        raise ValueError("shallow and deep prompts must have the same length T")
     dtype = cfg.jnp_dtype
     params = jax.tree.map(lambda w: w.astype(dtype), params)
     mask_BxS = jnp.ones((b, s), jnp.int32) if mask_BxS is None else mask_BxS.astype(jnp.int32)
