@@ -19,6 +19,9 @@ bounds what a machine lost without warning costs to M minutes (what a killed ses
 uncommitted under experiments/ can be recovered; a run's own checkpoints/ cannot).
 On a 2-core CPU, two `run --only <cell>` processes pinned one per core (`taskset -c 0`,
 `taskset -c 1`) do 1.3-1.4x the work per hour of one (results/precision.md).
+`--results DIR` puts records, report and stashes in DIR instead of experiments/results/: a
+run in a second git worktree (code kept still while the main checkout changes) then appends
+its records straight to the main checkout's, so nothing finished waits to be copied over.
 `--model` replicates the protocol on another registered model (report
 paper_budget_<model>.md, records paper_budget_<model>_runs.jsonl); its CBP columns use
 generators trained on that model (stage 1 on first need, financial included, under
@@ -41,17 +44,16 @@ from cbp_jax.model.registry import DEFAULT_MODEL
 from cbp_jax.run import RunConfig
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-IN_FLIGHT = RESULTS / "paper_budget_in_flight"
 DEFAULTS = {f: v.default for f, v in RunConfig.__dataclass_fields__.items()}
 RESUME = "python experiments/paper_budget.py run [--model M --columns ...]"
 
 
-def tidy_stashes(cells, store) -> None:
+def tidy_stashes(cells, store, in_flight: pathlib.Path) -> None:
     """Drop the stashes of runs that now have records; regenerate the stash index."""
     finished = [c.config.run_dir for c in cells if store.get(c) is not None]
-    for name in prune(IN_FLIGHT, finished):
+    for name in prune(in_flight, finished):
         print(f"removed the stash of finished run {name}")
-    write_index(IN_FLIGHT, RESUME)
+    write_index(in_flight, RESUME)
 
 
 def main(argv=None) -> None:
@@ -62,19 +64,26 @@ def main(argv=None) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="the served model (registry name)")
     p.add_argument("--columns", default="", help="only these columns, e.g. zero_shot,bbt")
     p.add_argument("--every", type=float, default=0.0, help="stash: repeat every M minutes")
+    p.add_argument(
+        "--results",
+        default=str(RESULTS),
+        help="records, report and stashes live here (a worktree's runs can write into main's)",
+    )
     args = p.parse_args(argv)
+    results = pathlib.Path(args.results)
+    in_flight = results / "paper_budget_in_flight"
     only = tuple(c for c in args.columns.split(",") if c)
     cfg = PaperBudgetConfig(model=args.model, only_columns=only)
     cells = cfg.cells()
-    store = RecordStore(RESULTS / f"{cfg.name}_runs.jsonl", defaults=DEFAULTS)
+    store = RecordStore(results / f"{cfg.name}_runs.jsonl", defaults=DEFAULTS)
     if args.command == "stash":
         while True:
             store = RecordStore(store.path, defaults=DEFAULTS)  # records committed meanwhile
             for c in cells:
                 label = f"{cfg.model}: {c.name}"
-                if store.get(c) is None and (out := stash(c.config.run_dir, IN_FLIGHT, label)):
+                if store.get(c) is None and (out := stash(c.config.run_dir, in_flight, label)):
                     print(f"stashed {c.name} -> {out}", flush=True)
-            tidy_stashes(cells, store)
+            tidy_stashes(cells, store, in_flight)
             if args.every <= 0:
                 return
             time.sleep(60 * args.every)
@@ -92,7 +101,7 @@ def main(argv=None) -> None:
         names = {c.name for c in todo}
 
         def runner(rc):
-            if restore(IN_FLIGHT, rc.run_dir):
+            if restore(in_flight, rc.run_dir):
                 print(f"restored a stashed checkpoint into {rc.run_dir}", flush=True)
             stats = CompileStats().start()
             result = run(rc, progress=False, model=model)
@@ -101,10 +110,10 @@ def main(argv=None) -> None:
 
         _, progress = run_cells(cells, store, runner, only=lambda c: c.name in names)
         print(f"ran {progress.ran}, reused {progress.reused}, in {progress.seconds:.0f} s")
-        tidy_stashes(cells, store)
+        tidy_stashes(cells, store, in_flight)
     from cbp_jax.experiment.paper_budget_report import write_report
 
-    print(f"wrote {write_report(cfg, cells, store, RESULTS)}")
+    print(f"wrote {write_report(cfg, cells, store, results)}")
 
 
 if __name__ == "__main__":
