@@ -222,3 +222,28 @@ def test_shared_prompt_bad_shapes_name_the_problem(tiny):
             prompt_TxD=jnp.zeros((3, 32)),
             deep_prompts_LxTxD=jnp.zeros((4, 2, 32)),
         )
+
+
+def test_layer_inputs_and_bbtv2_stds_for_gemma(tiny):
+    """The provider's per-layer hidden std (BBT/BBTv2 projections) runs on Gemma: the layer
+    inputs are the forward's own (final state -> `return_hidden`), in prompt units."""
+    import types
+
+    from cbp_jax.model.gemma import layer_inputs, norm
+    from cbp_jax.service.hidden_stats import clipped_std, layer_input_stds
+
+    cfg, params = tiny
+    ids = jnp.asarray([5, 9, 14, 7, 30, 11], jnp.int32)
+    inputs, final = layer_inputs(params, cfg, ids)
+    assert inputs.shape == (cfg.num_layers, 6, cfg.hidden_size)
+    hidden = forward(params, cfg, ids[None], return_hidden=True).hidden_BxSxD[0]
+
+    np.testing.assert_allclose(
+        norm(final, params["final_norm"], cfg.rms_norm_eps), hidden, atol=1e-5
+    )
+    model = types.SimpleNamespace(params=params, cfg=cfg, tokenizer=None)
+    stds = layer_input_stds(model)
+    assert len(stds) == cfg.num_layers and all(np.isfinite(stds))
+    ids64 = np.random.default_rng(0).integers(0, cfg.vocab_size, 64)
+    want = clipped_std(np.asarray(layer_inputs(params, cfg, ids64)[0][1]) / np.sqrt(32))
+    np.testing.assert_allclose(stds[1], want, rtol=1e-5)

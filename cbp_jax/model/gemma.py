@@ -196,6 +196,38 @@ def forward(
     return ModelOutput(logits, hidden if return_hidden else None, pooled)
 
 
+def layer_inputs(params: Params, cfg: GemmaConfig, tokens_S):
+    """Hidden states entering each decoder layer (L x S x D, float32; row 0 the scaled
+    embeddings) and the final pre-norm state (S x D), residual-stream units, text rows only
+    (the BOS row that `forward` puts first is computed and then left out)."""
+    dtype = cfg.jnp_dtype
+    params = jax.tree.map(lambda w: w.astype(dtype), params)
+    tokens_1xS = jnp.asarray(tokens_S, jnp.int32)[None]
+    h = (embed_tokens(params, tokens_1xS).astype(dtype) * embed_scale(cfg)).astype(jnp.float32)
+    bos, _ = with_bos(params, cfg, 1, None, None)
+    t = 0 if bos is None else 1
+    if t:
+        h = jnp.concatenate([(bos.astype(dtype) * embed_scale(cfg)).astype(jnp.float32), h], 1)
+    p = h.shape[1]
+    positions_1xP = jnp.arange(p)[None]
+    biases = attention_biases(cfg, jnp.ones((1, p), jnp.int32), positions_1xP)
+    e = cfg.head_dim
+    tables = [
+        rope_table(positions_1xP, cfg.rope_theta, e, cfg.rope_scaling_factor),
+        rope_table(positions_1xP, cfg.rope_local_theta, e),
+    ]
+    cos2, sin2 = jnp.stack([tables[0][0], tables[1][0]]), jnp.stack([tables[0][1], tables[1][1]])
+
+    def step(h_1xPxD, xs):
+        layer, kind = xs
+        out = _block(cfg, h_1xPxD, layer, cos2[kind], sin2[kind], biases[kind])
+        return out, h_1xPxD[0, t:]
+
+    kind_L = jnp.asarray(cfg.sliding_layers, jnp.int32)
+    final, inputs_LxSxD = jax.lax.scan(step, h, (params["layers"], kind_L))
+    return inputs_LxSxD, final[0, t:]
+
+
 def softcap(logits, cap):
     return logits if cap is None else jnp.tanh(logits / np.float32(cap)) * np.float32(cap)
 

@@ -6,7 +6,9 @@ layer), outliers clipped at mean +- 3 std for 5 rounds (its deepbbt.py computes 
 first training batch). Here the provider computes them once on a fixed public text
 (`PUBLIC_TEXT`, or fixed token ids for a model without a tokenizer), so a user learns one
 float per layer and nothing about any input of theirs. `layer_input_stds` returns them;
-`PublicInfo.hidden_std` carries them.
+`PublicInfo.hidden_std` carries them. For Gemma, whose prompts are given in embedding-table
+units and scaled by sqrt(D) on entry, the stds are of the layer inputs divided by sqrt(D),
+so that they are in the units the deep prompts are drawn in.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cbp_jax.model import gemma
+from cbp_jax.model.gemma_config import GemmaConfig
 from cbp_jax.model.llama import _block, embed_tokens, mask_bias, rope_tables
 
 PUBLIC_TEXT = (
@@ -62,13 +66,17 @@ def layer_inputs(params, cfg, tokens_S) -> jax.Array:
 
 
 _layer_inputs = jax.jit(layer_inputs, static_argnums=1)
+_gemma_layer_inputs = jax.jit(gemma.layer_inputs, static_argnums=1)
 
 
 def layer_input_stds(model) -> tuple[float, ...]:
     """Per layer l, the clipped std of the hidden states entering layer l on the public
     text; l = 0 is the word-embedding matrix's std (unclipped, as BBTv2)."""
     ids = public_token_ids(model.tokenizer, model.cfg.vocab_size)
-    inputs, _ = _layer_inputs(model.params, model.cfg, ids)
-    inputs = np.asarray(inputs)
+    if isinstance(model.cfg, GemmaConfig):  # prompts enter Gemma in embedding-table units,
+        inputs, _ = _gemma_layer_inputs(model.params, model.cfg, ids)  # x sqrt(D) on entry
+        inputs = np.asarray(inputs) / np.sqrt(model.cfg.hidden_size)
+    else:
+        inputs = np.asarray(_layer_inputs(model.params, model.cfg, ids)[0])
     embed_std = float(jnp.std(model.params["embed"].astype(jnp.float32)))
     return (embed_std, *(clipped_std(inputs[l]) for l in range(1, inputs.shape[0])))
