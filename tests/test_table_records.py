@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import pathlib
+import re
 import sys
 
 import pytest
@@ -21,6 +22,15 @@ from cbp_jax.experiment.records import RecordStore
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 RESULTS = EXPERIMENTS / "results"
+
+
+def _command_args(md: pathlib.Path, script: str) -> list[str]:
+    """The arguments of the first "Command: `python experiments/<script> ...`" line in md."""
+    match = re.search(rf"^Command: `python experiments/{script} ([^`]*)`", md.read_text(), re.M)
+    assert match, f"{md.name} names no command for {script}"
+    return match.group(1).split()
+
+
 # table script -> the markdown stems it writes from its records (stem_runs.jsonl each)
 CBP = ("cbp", "cbp_budget8000", "cbp_budget8000_held_out", "cbp_budget8000_margin2",
        "cbp_budget8000_natural", "cbp_gpu", "cbp_natural_held_out", "cbp_permuted_held_out",
@@ -39,16 +49,8 @@ TABLE_ARGS = {
     "cbp_domains": ["table", "--results-name"],
     "ablations": ["--table-only", "--stem"],
     "post_table": ["--table-only", "--reduced"],  # the CPU-sized preset (post.md)
-    # the reduced-scale run of the redesigned table (rapt.md says which cells have run)
-    "rapt_table": [
-        "--table-only",
-        "--set",
-        "tasks=sst2",
-        "seeds=13,42",
-        "etas=40,100",
-        "epochs=10",
-        "shots=8",
-    ],  # fmt: skip
+    # the run the committed rapt.md names on its first `Command:` line (it grows as cells run)
+    "rapt_table": ["--table-only", *_command_args(RESULTS / "rapt.md", "rapt_table.py")],
     "cbp_generator_spread": [
         "--table-only",
         "--extra",
