@@ -84,6 +84,15 @@ def rope_table(positions_BxP, theta, e, scaling=1.0):
     return jnp.cos(angles), jnp.sin(angles)
 
 
+def rope_by_kind(cfg: GemmaConfig, positions_BxP):
+    """RoPE (cos, sin) tables stacked by layer kind: index 0 global, 1 local (sliding window),
+    each 2 x B x P x 1 x E, so a scanned layer picks its own with `cos2[kind]`."""
+    e = cfg.head_dim
+    glob = rope_table(positions_BxP, cfg.rope_theta, e, cfg.rope_scaling_factor)
+    local = rope_table(positions_BxP, cfg.rope_local_theta, e)
+    return jnp.stack([glob[0], local[0]]), jnp.stack([glob[1], local[1]])
+
+
 def _block(cfg: GemmaConfig, h_BxPxD, layer, cos, sin, bias_Bx1x1xPxP):
     """One decoder block: QK-normed GQA attention then GeGLU, each sandwiched by norms."""
     b, p, _ = h_BxPxD.shape
@@ -166,12 +175,7 @@ def forward(
     full_mask_BxP = jnp.concatenate([jnp.ones((b, t), jnp.int32), mask_BxS], axis=1)
     positions_BxP = jnp.maximum(jnp.cumsum(full_mask_BxP, axis=1) - 1, 0)
     biases = attention_biases(cfg, full_mask_BxP, positions_BxP)
-    e = cfg.head_dim
-    tables = [
-        rope_table(positions_BxP, cfg.rope_theta, e, cfg.rope_scaling_factor),
-        rope_table(positions_BxP, cfg.rope_local_theta, e),
-    ]
-    cos2, sin2 = jnp.stack([tables[0][0], tables[1][0]]), jnp.stack([tables[0][1], tables[1][1]])
+    cos2, sin2 = rope_by_kind(cfg, positions_BxP)
     kind_L = jnp.asarray(cfg.sliding_layers, jnp.int32)  # 0 global, 1 local
 
     def step(h_BxPxD, xs):
@@ -211,12 +215,7 @@ def layer_inputs(params: Params, cfg: GemmaConfig, tokens_S):
     p = h.shape[1]
     positions_1xP = jnp.arange(p)[None]
     biases = attention_biases(cfg, jnp.ones((1, p), jnp.int32), positions_1xP)
-    e = cfg.head_dim
-    tables = [
-        rope_table(positions_1xP, cfg.rope_theta, e, cfg.rope_scaling_factor),
-        rope_table(positions_1xP, cfg.rope_local_theta, e),
-    ]
-    cos2, sin2 = jnp.stack([tables[0][0], tables[1][0]]), jnp.stack([tables[0][1], tables[1][1]])
+    cos2, sin2 = rope_by_kind(cfg, positions_1xP)
 
     def step(h_1xPxD, xs):
         layer, kind = xs

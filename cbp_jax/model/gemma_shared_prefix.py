@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cbp_jax.model.gemma import embed_scale, norm, rope_table, softcap, with_bos
+from cbp_jax.model.gemma import embed_scale, norm, rope_by_kind, softcap, with_bos
 from cbp_jax.model.gemma_config import GemmaConfig
 from cbp_jax.model.llama import (
     Params,
@@ -119,12 +119,7 @@ def forward_shared_prompt(
     # Positions as in `gemma.forward`: prompt 0..T-1, text T + (real tokens so far) - 1.
     text_pos_BxS = t + jnp.cumsum(mask_BxS, axis=1) - 1
     positions_1xN = jnp.concatenate([jnp.arange(t), text_pos_BxS.reshape(-1)])[None]
-    e = cfg.head_dim
-    tables = [
-        rope_table(positions_1xN, cfg.rope_theta, e, cfg.rope_scaling_factor),
-        rope_table(positions_1xN, cfg.rope_local_theta, e),
-    ]
-    cos2, sin2 = jnp.stack([tables[0][0], tables[1][0]]), jnp.stack([tables[0][1], tables[1][1]])
+    cos2, sin2 = rope_by_kind(cfg, positions_1xN)
     bias_p2, bias_t2 = _biases(cfg, t, mask_BxS, text_pos_BxS)
     kind_L = jnp.asarray(cfg.sliding_layers, jnp.int32)  # 0 global, 1 local
 
