@@ -170,6 +170,8 @@ def report(cfg: TableConfig, res: dict, command: str) -> str:
         f"before': the earlier placement, {cfg.num_plain_tokens} plain tokens before the "
         f"text. Larger eta = less noise. Attacks fitted on {cfg.public_size} public "
         f"{cfg.public_task} texts privatized at the same eta. Runs: `rapt_runs.jsonl`.",
+        "",
+        "What the measured rows say: [rapt_reading.md](rapt_reading.md) (written by hand).",
     ]
     for name in cfg.tasks:
         for key, title in MEASURES:
