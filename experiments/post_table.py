@@ -16,7 +16,10 @@ template). Audits on the student prompt: the loss-threshold attack and offline L
 not audit targets; members are `audit_size` examples of the private set, non-members as
 many test-pool examples. Runs go through the experiment layer: one cell per (task, seed),
 its config the whole table config (each prompt a cell tunes or transfers is kept under
-<out>/cells/<task>-seed<seed>-<config hash>/, so a killed cell resumes after it); finished
+<out>/cells/<task>-seed<seed>-<config hash>/, so a killed cell resumes after it; the
+teacher's two prompts, the longest steps, are also copied to
+experiments/results/post_in_flight/<same name>/ to be committed, so a new machine resumes
+after them too, and are removed there once the cell's record exists); finished
 cells are appended to the committed experiments/results/post_runs.jsonl (a changed config
 is refused, naming the field), and experiments/results/post.md is written from the records
 only (`--table-only`: run nothing; --quick: <out>/post_quick.md and
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import shlex
+import shutil
 import sys
 
 from cbp_jax.experiment.identity import config_hash
@@ -50,6 +54,11 @@ from cbp_jax.post import distill, public_corpus
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 ROOT = RESULTS.parents[1]
 LEGACY = LegacyTable("post", None)  # prompt tuning, distillation, DP: no API-call budget
+TEACHER_STEPS = ("full", "full_dp")  # depend on the teacher and the config only
+
+
+def _cell_dir(config: dict) -> str:
+    return f"{config['task']}-seed{config['seed']}-{config_hash(config)}"
 
 
 def main(argv=None) -> None:
@@ -63,6 +72,7 @@ def main(argv=None) -> None:
     cfg = apply_overrides(base, a.set)
     dest, stem = (pathlib.Path(cfg.out), "post_quick") if a.quick else (RESULTS, "post")
     store = RecordStore(dest / f"{stem}_runs.jsonl")
+    in_flight = dest / "post_in_flight"  # committed copies of unfinished cells' teacher steps
     if not a.quick:
         import_legacy(store, LEGACY, RESULTS, ROOT)
     runner = None
@@ -75,13 +85,19 @@ def main(argv=None) -> None:
 
         def runner(config: dict) -> dict:
             task, seed = config["task"], config["seed"]
-            steps = pathlib.Path(cfg.out) / "cells" / f"{task}-seed{seed}-{config_hash(config)}"
-            cache = StepCache(steps)  # finished prompts: a killed cell resumes after them
+            steps = pathlib.Path(cfg.out) / "cells" / _cell_dir(config)
+            # finished prompts: a killed cell resumes after them; the teacher's two (about
+            # 45 min each on a CPU core) are also kept beside the records, for a new machine
+            stash = None if a.quick else in_flight / steps.name
+            cache = StepCache(steps, stash, TEACHER_STEPS if stash else ())
             out = cell(cfg, teacher, st.params, st.cfg, task, seed, cache)
             print(f"{task}/seed{seed}: reused steps {cache.loaded} from {steps}", flush=True)
             return out
 
     records, _ = run_cells(cells(cfg), store, runner, dry_run=a.table_only)
+    for c in cells(cfg):  # a finished cell's stashed steps are in its record now
+        if not a.quick and store.get(c) is not None:
+            shutil.rmtree(in_flight / _cell_dir(c.config), ignore_errors=True)
     args = [x for x in (sys.argv[1:] if argv is None else argv) if x != "--table-only"]
     command = ("python experiments/post_table.py " + shlex.join(args)).strip()
     dest.mkdir(parents=True, exist_ok=True)

@@ -60,3 +60,26 @@ def test_no_directory_caches_nothing_and_bad_steps_are_refused(tmp_path):
         StepCache(tmp_path)("../escape", lambda: {"x": 1})
     with pytest.raises(ValueError, match="not numeric arrays"):
         StepCache(tmp_path)("eps", lambda: {"epsilon": None})
+
+
+def test_stashed_steps_survive_a_lost_cache_directory(tmp_path):
+    """Keys in stash_keys are copied to the stash; a fresh machine (empty cache directory)
+    reads them from there without computing; other keys are not stashed."""
+    calls = []
+
+    def compute(v):
+        return lambda: calls.append(v) or {"prompt_TxD": np.full((2, 3), v, np.float32)}
+
+    stash = tmp_path / "results" / "post_in_flight" / "sst2-seed1-abc"
+    cache = StepCache(tmp_path / "machine1", stash=stash, stash_keys=("full", "full_dp"))
+    cache("full", compute(1.0))
+    cache("student", compute(2.0))
+    assert sorted(p.name for p in stash.iterdir()) == ["full.npz"]  # no temp file left
+    fresh = StepCache(tmp_path / "machine2", stash=stash, stash_keys=("full", "full_dp"))
+    got = fresh("full", compute(9.0))
+    np.testing.assert_array_equal(got["prompt_TxD"], np.full((2, 3), 1.0, np.float32))
+    assert fresh.loaded == ["full"] and (tmp_path / "machine2" / "full.npz").exists()
+    fresh("student", compute(3.0))  # machine-local: recomputed on the new machine
+    assert calls == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="stash directory"):
+        StepCache(tmp_path / "m", stash_keys=("full",))
