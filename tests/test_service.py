@@ -185,7 +185,8 @@ def test_hidden_std_is_the_models_own_layer_inputs_clipped(model):
     """The published per-layer std reads the hidden states the model's forward computes
     (its final state, normed, equals forward's hidden output) and clips outliers."""
     from cbp_jax.model import forward
-    from cbp_jax.service.hidden_stats import clipped_std, layer_inputs, public_token_ids
+    from cbp_jax.model.llama import layer_inputs
+    from cbp_jax.service.hidden_stats import clipped_std, public_token_ids
 
     ids = public_token_ids(None, CFG.vocab_size)
     inputs, final = layer_inputs(model.params, CFG, ids)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cbp_jax.model.gemma_config import GemmaConfig
+from cbp_jax.model.input_checks import validate_inputs
 from cbp_jax.model.llama import (
     ModelOutput,
     Params,
@@ -43,7 +44,6 @@ from cbp_jax.model.llama import (
     mask_bias,
     mean_pooled_embeddings,
     rms_norm,
-    validate_inputs,
 )
 
 NEG = jnp.finfo(jnp.float32).min

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cbp_jax.model.config import LlamaConfig
+from cbp_jax.model.input_checks import validate_inputs
 from cbp_jax.model.mixed_dot import dense, head_product, mixed_einsum
 
 Params = dict[str, Any]
@@ -249,39 +250,21 @@ def forward(
     return ModelOutput(logits.astype(jnp.float32), hidden, pooled)
 
 
-def _concrete(x) -> bool:
-    return x is not None and not isinstance(x, jax.core.Tracer)
+def layer_inputs(params: Params, cfg: LlamaConfig, tokens_S):
+    """Hidden states entering each decoder layer (L x S x D, float32; row 0 the embeddings)
+    and the final pre-norm state (S x D), as `forward` computes them, for one text."""
+    params = jax.tree.map(lambda w: w.astype(cfg.jnp_dtype), params)
+    tokens_1xS = jnp.asarray(tokens_S, jnp.int32)[None]
+    s = tokens_1xS.shape[1]
+    h = embed_tokens(params, tokens_1xS).astype(jnp.float32)
+    bias = mask_bias(jnp.tril(jnp.ones((s, s), bool))[None])
+    cos_sin = rope_tables(jnp.arange(s)[None], cfg.rope_theta, cfg.head_dim)
 
+    def step(h_1xSxD, layer):
+        return _block(cfg, h_1xSxD, layer, cos_sin, bias), h_1xSxD[0]
 
-def validate_inputs(cfg, tokens_BxS, mask_BxS, prompt_BxTxD, deep_prompts_LxBxTxD, candidates):
-    """Raise a ValueError naming the problem; value checks run only outside jit."""
-    if tokens_BxS.ndim != 2:
-        raise ValueError(f"tokens must be B x S, got shape {tokens_BxS.shape}")
-    if not jnp.issubdtype(tokens_BxS.dtype, jnp.integer):
-        raise ValueError(f"tokens must be integer ids, got dtype {tokens_BxS.dtype}")
-    b, s = tokens_BxS.shape
-    if mask_BxS is not None and mask_BxS.shape != (b, s):
-        raise ValueError(f"mask shape {mask_BxS.shape} != tokens shape {(b, s)}")
-    d = cfg.hidden_size
-    if prompt_BxTxD is not None and (prompt_BxTxD.ndim != 3 or prompt_BxTxD.shape[::2] != (b, d)):
-        raise ValueError(f"prompt must be B x T x D = {b} x T x {d}, got {prompt_BxTxD.shape}")
-    if deep_prompts_LxBxTxD is not None:
-        shape = deep_prompts_LxBxTxD.shape
-        if len(shape) != 4 or (shape[0], shape[1], shape[3]) != (cfg.num_layers, b, d):
-            raise ValueError(
-                f"deep prompts must be L x B x T x D = {cfg.num_layers} x {b} x T x {d}, "
-                f"got {shape}"
-            )
-        if prompt_BxTxD is not None and prompt_BxTxD.shape[1] != shape[2]:
-            raise ValueError("shallow and deep prompts must have the same length T")
-    for name, ids in (("token", tokens_BxS), ("candidate", candidates)):
-        if _concrete(ids):
-            ids = np.asarray(ids)
-            if ids.size and (ids.min() < 0 or ids.max() >= cfg.vocab_size):
-                raise ValueError(
-                    f"{name} ids out of range [0, {cfg.vocab_size}): "
-                    f"min {ids.min()}, max {ids.max()}"
-                )
+    final, inputs_LxSxD = jax.lax.scan(step, h, params["layers"])
+    return inputs_LxSxD, final[0]
 
 
 STATIC_ARGNAMES = ("cfg", "full_logits", "return_hidden", "return_pooled")

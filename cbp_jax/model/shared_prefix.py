@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cbp_jax.model.config import LlamaConfig
+from cbp_jax.model.input_checks import validate_inputs
 from cbp_jax.model.llama import (
     Params,
     apply_rope,
@@ -29,7 +30,6 @@ from cbp_jax.model.llama import (
     mask_bias,
     rms_norm,
     rope_tables,
-    validate_inputs,
 )
 
 

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cbp_jax.model.input_checks import validate_inputs
 from cbp_jax.model.llama import (
     ModelOutput,
     apply_rope,
@@ -38,7 +39,6 @@ from cbp_jax.model.llama import (
     mask_bias,
     rms_norm,
     rope_tables,
-    validate_inputs,
 )
 
 PEFT_KINDS = ("prompt", "prefix", "lora")

@@ -17,9 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cbp_jax.model import gemma
-from cbp_jax.model.gemma_config import GemmaConfig
-from cbp_jax.model.llama import _block, embed_tokens, mask_bias, rope_tables
+from cbp_jax.model.dispatch import layer_inputs, prompt_scale
 
 PUBLIC_TEXT = (
     "The quick brown fox jumps over the lazy dog. A market report said that shares rose "
@@ -47,36 +45,14 @@ def public_token_ids(tokenizer, vocab_size: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, vocab_size, 64).astype(np.int32)
 
 
-def layer_inputs(params, cfg, tokens_S) -> jax.Array:
-    """Hidden states entering each decoder layer, L x S x D float32 (row 0: embeddings),
-    and the final pre-norm state, as the model's own forward computes them."""
-    dtype = cfg.jnp_dtype
-    params = jax.tree.map(lambda w: w.astype(dtype), params)
-    tokens_1xS = jnp.asarray(tokens_S, jnp.int32)[None]
-    s = tokens_1xS.shape[1]
-    h = embed_tokens(params, tokens_1xS).astype(jnp.float32)
-    bias = mask_bias(jnp.tril(jnp.ones((s, s), bool))[None])
-    cos_sin = rope_tables(jnp.arange(s)[None], cfg.rope_theta, cfg.head_dim)
-
-    def step(h_1xSxD, layer):
-        return _block(cfg, h_1xSxD, layer, cos_sin, bias), h_1xSxD[0]
-
-    final, inputs_LxSxD = jax.lax.scan(step, h, params["layers"])
-    return inputs_LxSxD, final[0]
-
-
 _layer_inputs = jax.jit(layer_inputs, static_argnums=1)
-_gemma_layer_inputs = jax.jit(gemma.layer_inputs, static_argnums=1)
 
 
 def layer_input_stds(model) -> tuple[float, ...]:
     """Per layer l, the clipped std of the hidden states entering layer l on the public
     text; l = 0 is the word-embedding matrix's std (unclipped, as BBTv2)."""
     ids = public_token_ids(model.tokenizer, model.cfg.vocab_size)
-    if isinstance(model.cfg, GemmaConfig):  # prompts enter Gemma in embedding-table units,
-        inputs, _ = _gemma_layer_inputs(model.params, model.cfg, ids)  # x sqrt(D) on entry
-        inputs = np.asarray(inputs) / np.sqrt(model.cfg.hidden_size)
-    else:
-        inputs = np.asarray(_layer_inputs(model.params, model.cfg, ids)[0])
+    inputs = np.asarray(_layer_inputs(model.params, model.cfg, ids)[0])
+    inputs = inputs / prompt_scale(model.cfg)  # in the units the deep prompts are drawn in
     embed_std = float(jnp.std(model.params["embed"].astype(jnp.float32)))
     return (embed_std, *(clipped_std(inputs[l]) for l in range(1, inputs.shape[0])))
