@@ -59,6 +59,23 @@ def test_record_with_a_changed_field_is_refused_naming_it(tmp_path):
         again.append(cell, {}, commit="x", dtype="float32")
 
 
+def test_two_processes_on_one_record_file_keep_one_record_per_run(tmp_path):
+    """A second store (another process) sees records appended after it read the file, and a
+    run it finished too late keeps the first record instead of writing a duplicate."""
+    path = tmp_path / "t_runs.jsonl"
+    cell = Cell("sst2/bbt/seed0", RunConfig(task="sst2", method="bbt", seed=0))
+    other = Cell("sst2/bbt/seed1", RunConfig(task="sst2", method="bbt", seed=1))
+    first, second = RecordStore(path), RecordStore(path)
+    first.append(cell, {"test_acc": 0.5}, commit="a", dtype="bfloat16")
+    assert second.get(cell)["result"] == {"test_acc": 0.5}
+    late = RecordStore(tmp_path / "t_runs.jsonl")
+    first.append(other, {"test_acc": 0.7}, commit="a", dtype="bfloat16")
+    kept = late.append(other, {"test_acc": 0.1}, commit="b", dtype="float32")
+    assert kept["result"] == {"test_acc": 0.7}
+    names = [json.loads(x)["name"] for x in path.read_text().splitlines()]
+    assert names == [cell.name, other.name]
+
+
 def test_a_field_added_later_counts_at_its_default(tmp_path):
     path = tmp_path / "t_runs.jsonl"
     cell = Cell("c", RunConfig(method="zero_shot"))

@@ -43,15 +43,26 @@ class RecordStore:
         self.path = pathlib.Path(path)
         self.defaults = canonical(defaults or {})
         self.records: dict[str, dict] = {}
-        if self.path.exists():
+        self._size = -1
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Reread the file if it changed size: another process (a second run on the other
+        core, say) may have appended records since this store last read it."""
+        size = self.path.stat().st_size if self.path.exists() else -1
+        if size == self._size:
+            return
+        records = {}
+        if size >= 0:
             for i, line in enumerate(self.path.read_text().splitlines(), 1):
                 if not line.strip():
                     continue
                 try:
                     rec = json.loads(line)
-                    self.records[rec["name"]] = rec
+                    records[rec["name"]] = rec
                 except (json.JSONDecodeError, KeyError, TypeError) as e:
                     raise ValueError(f"{self.path}:{i}: not a run record ({e})") from e
+        self.records, self._size = records, size
 
     def _matches(self, rec: dict, want: dict) -> dict:
         have = {**{k: v for k, v in self.defaults.items() if k in want}, **rec["config"]}
@@ -59,6 +70,7 @@ class RecordStore:
 
     def get(self, cell: Cell) -> dict | None:
         """The record of `cell`, None if it has none; raises if its config differs."""
+        self._refresh()
         rec = self.records.get(cell.name)
         if rec is None:
             return None
@@ -75,9 +87,13 @@ class RecordStore:
         return rec
 
     def append(self, cell: Cell, result: dict, *, commit: str, dtype: str) -> dict:
-        """Record a finished run (appended to the file at once) and return the record."""
+        """Record a finished run (appended to the file at once) and return the record. If
+        another process recorded the same run meanwhile, its record stands and is returned."""
         if cell.name in self.records:
             raise ValueError(f"{self.path}: {cell.name!r} is already recorded")
+        self._refresh()
+        if cell.name in self.records and self.get(cell) is not None:
+            return self.records[cell.name]  # written by another process first: keep one
         config = canonical(cell.config)
         rec = {
             "name": cell.name,
