@@ -11,14 +11,27 @@
 # Outputs under $OUT: lease.log and paper_budget.tgz (the records, the regenerated report
 # and curves, the stashes). Unpack it in the repository root here and commit: the records
 # say device "gpu", and the report lists the device of every run's timing.
-# PB_ONLY narrows the cells (e.g. PB_ONLY=sst2), PB_LIMIT is the stage's seconds.
+# PB_ONLY narrows the cells (e.g. PB_ONLY=sst2), PB_LIMIT is the stage's seconds, PB_ARGS
+# selects another table, e.g. PB_ARGS="--model gemma3-270m --columns zero_shot,bbt,cbp_z0,cbp"
+# (the model set up by `gpu_setup.sh gemma`).
+#
+# How it ran on 2026-12-04 for gemma3-270m (one H200, 15-minute lease, 850 s used): the
+# tracked tree is 47 MiB, so for the calls the unneeded tracked paths (other tasks' data,
+# SmolLM2 generators, tests, other results) were un-indexed and excluded, leaving 19 MiB, and
+# the GGUF went in six parts (33 + 5 x 42 MiB) with the wheels in the first call; each part
+# call took ~5 s. The image's transformers 5.17 cannot convert a gemma3 GGUF tokenizer
+# (KeyError 'gemma3'): carry the transformers 5.24 wheel too. Then 480 s ran six 8000-call
+# runs (1.5 min each, ~42 s of it compiling); a second call of 150 s (records first restored
+# from the first call's tarball, since each call re-copies the tracked results) finished one
+# more and stashed the next.
 OUT=${OUT:-/tmp/gpu_lease}
 source "$(dirname "$0")/gpu_stages.sh"
+read -r -a ARGS <<<"${PB_ARGS:-}"
 
-stage "${PB_LIMIT:-480}" python3 experiments/paper_budget.py run --only "${PB_ONLY:-}"
-python3 experiments/paper_budget.py stash >>"$LOG" 2>&1
-python3 experiments/paper_budget.py table >>"$LOG" 2>&1
-tar czf "$OUT/paper_budget.tgz" experiments/results/paper_budget.md \
-  experiments/results/paper_budget_runs.jsonl experiments/results/paper_budget_*_curve.png \
+stage "${PB_LIMIT:-480}" python3 experiments/paper_budget.py run --only "${PB_ONLY:-}" "${ARGS[@]}"
+python3 experiments/paper_budget.py stash "${ARGS[@]}" >>"$LOG" 2>&1
+python3 experiments/paper_budget.py table "${ARGS[@]}" >>"$LOG" 2>&1
+tar czf "$OUT/paper_budget.tgz" experiments/results/paper_budget*.md \
+  experiments/results/paper_budget*_runs.jsonl experiments/results/paper_budget_*curve.png \
   $(ls -d experiments/results/paper_budget_in_flight 2>/dev/null) 2>>"$LOG"
 say "done"
