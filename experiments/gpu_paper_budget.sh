@@ -22,11 +22,15 @@
 # call took ~5 s. The image's transformers 5.17 cannot convert a gemma3 GGUF tokenizer
 # (KeyError 'gemma3'): carry the transformers 5.24 wheel too. Then 480 s ran six 8000-call
 # runs (1.5 min each, ~42 s of it compiling); a second call of 150 s (records first restored
-# from the first call's tarball, since each call re-copies the tracked results) finished one
-# more and stashed the next.
+# from the first call's tarball by hand, which the script now does itself) finished one more
+# and stashed the next.
 OUT=${OUT:-/tmp/gpu_lease}
 source "$(dirname "$0")/gpu_stages.sh"
 read -r -a ARGS <<<"${PB_ARGS:-}"
+# Each call re-copies the tracked tree, records included: a later call of the same lease first
+# takes back what the earlier one recorded (records are append-only, so this is a superset).
+LAST=/tmp/paper_budget_last.tgz
+[ -f "$LAST" ] && tar xzf "$LAST" && say "restored the records of an earlier call"
 
 stage "${PB_LIMIT:-480}" python3 experiments/paper_budget.py run --only "${PB_ONLY:-}" "${ARGS[@]}"
 python3 experiments/paper_budget.py stash "${ARGS[@]}" >>"$LOG" 2>&1
@@ -34,4 +38,5 @@ python3 experiments/paper_budget.py table "${ARGS[@]}" >>"$LOG" 2>&1
 tar czf "$OUT/paper_budget.tgz" experiments/results/paper_budget*.md \
   experiments/results/paper_budget*_runs.jsonl experiments/results/paper_budget_*curve.png \
   $(ls -d experiments/results/paper_budget_in_flight 2>/dev/null) 2>>"$LOG"
+cp "$OUT/paper_budget.tgz" "$LAST"
 say "done"
