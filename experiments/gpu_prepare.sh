@@ -6,7 +6,7 @@
 #   bash experiments/gpu_prepare.sh slim [PATH...]  # un-index what the lease does not need
 #   bash experiments/gpu_prepare.sh gemma    # gemma3-270m GGUF parts sized to the slim tree
 #   bash experiments/gpu_prepare.sh size     # MiB that travel with every call
-#   bash experiments/gpu_prepare.sh restore  # index back to HEAD, held files back in place
+#   bash experiments/gpu_prepare.sh restore  # index back to HEAD, excludes as before
 #
 # Then the calls (experiments/gpu_setup.sh runs there): carry [".whl", ".gg1"] with
 # `bash experiments/gpu_setup.sh wheels && bash experiments/gpu_setup.sh part .gg1`, then one
@@ -15,13 +15,13 @@
 # A warm machine goes back after 30 s idle: send the calls back to back.
 #
 # `slim` without PATHs un-indexes what a gemma3-270m paper-budget lease does not read (other
-# tasks' data, SmolLM2's generators, tests, the other results); files a .gitignore re-includes
-# (checkpoints/shipped/) are moved to .gg_hold/ meanwhile. Run `restore` right after the lease
-# and before any commit: until then `git status` shows the un-indexed files as deleted.
+# tasks' data, SmolLM2's generators, tests, the other results), excluding each file by its own
+# path (a file pattern holds even under a .gitignore negation such as !checkpoints/shipped/).
+# Run `restore` right after the lease and before any commit: until then `git status` shows the
+# un-indexed files as deleted.
 set -eu
 cd "$(git rev-parse --show-toplevel)"
 EXCL=.git/info/exclude
-HOLD=.gg_hold
 MIB=1048576
 PY=${PY:-.venv/bin/python}
 
@@ -58,18 +58,9 @@ case "${1:-}" in
     if [ $# -gt 0 ]; then git ls-files -- "$@" >/tmp/gpu_slim.txt; else default_slim >/tmp/gpu_slim.txt; fi
     sed 's|^|/|' /tmp/gpu_slim.txt >>"$EXCL"
     tr '\n' '\0' </tmp/gpu_slim.txt | xargs -0 -r git rm -q --cached --
-    # a .gitignore negation (checkpoints/shipped/) outranks info/exclude: hold those aside
-    tr '\n' '\0' </tmp/gpu_slim.txt | xargs -0 -r git ls-files -z --others --exclude-standard -- |
-      while IFS= read -r -d '' f; do mkdir -p "$HOLD/$(dirname "$f")" && mv "$f" "$HOLD/$f"; done
     echo "un-indexed $(wc -l </tmp/gpu_slim.txt) files; travels: $(( $(travel_bytes) / MIB )) MiB"
     ;;
   restore)
-    if [ -d "$HOLD" ]; then
-      (cd "$HOLD" && find . -type f) | while IFS= read -r f; do
-        mkdir -p "$(dirname "$f")" && mv "$HOLD/$f" "$f"
-      done
-      rm -rf "$HOLD"
-    fi
     git reset -q
     [ -e "$EXCL.before-slim" ] && mv "$EXCL.before-slim" "$EXCL"
     git status --short | head
