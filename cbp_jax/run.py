@@ -49,9 +49,16 @@ class RunConfig:
     out: str = "checkpoints/runs"
     tag: str = ""  # extra run-dir level, e.g. the generator's name
     dtype: str = "auto"  # auto: bf16 where the chip has it natively (model.precision)
-    p0_offset: int = 1000  # BBT/BBTv2 p0: embeddings of ids p0_offset..+T-1; -1: p0 = 0
+    p0_offset: int = 1000  # p0="ids": embeddings of ids p0_offset..+T-1; -1: p0 = 0
     curve: str = "250,500,1000,2000,4000,8000"  # calls at which the kept z is tested
     bbtv2_sigma0: float = 0.2  # BBTv2's CMA-ES step size (its README; BBT's is sigma0 = 1)
+    p0: str = "words"  # BBT/BBTv2 p0 (service.p0): words (BBT's prefix) | ids | zero
+
+    @staticmethod
+    def record_defaults(recorded: dict) -> dict:
+        """What a committed record's config ran with in the fields it lacks (added to
+        RunConfig after it ran): `record_defaults` (module level)."""
+        return record_defaults(recorded)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -67,6 +74,9 @@ class RunConfig:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose 'auto' or one of {DTYPES}")
         if self.p0_offset < -1:
             raise ValueError(f"p0_offset must be >= 0, or -1 for no p0; got {self.p0_offset}")
+        from cbp_jax.service.p0 import check_mode
+
+        check_mode(self.p0)
         self.curve_budgets()  # raises on a malformed list
 
     def curve_budgets(self) -> tuple[int, ...]:
@@ -82,19 +92,31 @@ class RunConfig:
         return tuple(b for b in budgets if b <= self.budget)
 
     def projection(self):
-        """BBT/BBTv2's random projection config (with BBT's p0 unless p0_offset is -1)."""
+        """BBT/BBTv2's random projection config (user side; p0 is the provider's,
+        `p0_token_ids`)."""
         from cbp_jax.prompts.projection import ProjectionConfig
 
-        p0 = None if self.p0_offset < 0 else self.p0_offset
-        return ProjectionConfig(num_dims=self.num_dims, prompt_len=self.prompt_len, p0_offset=p0)
+        return ProjectionConfig(num_dims=self.num_dims, prompt_len=self.prompt_len)
+
+    def p0_token_ids(self, tokenizer):
+        """Provider side: the T token ids of the served model (`tokenizer`) whose embeddings
+        are BBT/BBTv2's p0, or None (no p0); see `cbp_jax.service.p0`."""
+        from cbp_jax.service.p0 import p0_token_ids
+
+        return p0_token_ids(self.p0, tokenizer, self.prompt_len, self.p0_offset)
 
     def identity(self) -> str:
         """The run's identity: the hash of its whole config except where it is written; a
-        custom task counts by its content key (`tasks.run_key`), not the path it was given."""
+        custom task counts by its content key (`tasks.run_key`), not the path it was given.
+        A field of `LEGACY_VALUES` at the value runs had before it existed is left out, so
+        adding it moved no earlier run's directory (a BBT run with p0="ids" is the run it
+        was before p0 existed; one with p0="words" is a new run)."""
         from cbp_jax.data.tasks import run_key
         from cbp_jax.experiment.identity import config_hash
 
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "out"}
+        then = record_defaults(fields)
+        fields = {k: v for k, v in fields.items() if k not in LEGACY_VALUES or v != then[k]}
         return config_hash({**fields, "task": run_key(self.task)})
 
     def blackbox(self, sigma0: float):
@@ -128,6 +150,25 @@ class RunConfig:
         method = f"{self.method}-{self.tag}" if self.tag else self.method
         leaf = f"seed{self.seed}-{self.identity()[:8]}"  # a changed config is a new run
         return pathlib.Path(self.out) / run_key(self.task) / method / leaf
+
+
+# Fields whose value in records written before the field existed is not today's default.
+# p0 (added with p0="words"): BBT/BBTv2 ran with the model's own ids p0_offset.. (zero when
+# p0_offset was -1), which is p0="ids"; the other methods have no p0, so today's default.
+P0_METHODS = ("bbt", "bbtv2")
+LEGACY_VALUES = {"p0": ("ids", P0_METHODS)}  # field -> (value it ran with, for these methods)
+
+
+def record_defaults(recorded: dict) -> dict:
+    """The value of every RunConfig field for a committed record's config `recorded` that
+    lacks it: the value the code had when the record ran (`LEGACY_VALUES`), else today's
+    default. The one source of these defaults: `RecordStore` asks a RunConfig cell for them
+    (`RunConfig.record_defaults`), so an old BBT record never passes for a new-p0 run."""
+    out = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    for field, (value, methods) in LEGACY_VALUES.items():
+        if recorded.get("method", RunConfig.method) in methods:
+            out[field] = value
+    return out
 
 
 def parser(add_help: bool = True) -> argparse.ArgumentParser:

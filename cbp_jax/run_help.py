@@ -34,8 +34,10 @@ HELP = {
     "out": "root of the run directories: <out>/<task key>/<method>[-<tag>]/seed<seed>-<hash>",
     "dtype": "compute dtype: auto (bfloat16 on GPU/TPU and CPUs with AMX or AVX512-BF16, "
     "else float32), float32 or bfloat16",
-    "p0_offset": "BBT/BBTv2: the prompt starts at the embeddings of token ids p0_offset.. "
-    "(BBT's code uses 1000); -1: a zero prompt",
+    "p0_offset": "BBT/BBTv2 with --p0 ids: the prompt starts at the embeddings of the "
+    "model's token ids p0_offset..; -1: a zero prompt",
+    "p0": "BBT/BBTv2 prompt start p0: words (BBT's prefix, RoBERTa's ids 1000-1049 decoded, "
+    "in this model's tokens), ids (this model's ids p0_offset..) or zero",
     "bbtv2_sigma0": "BBTv2: CMA-ES initial step size of every layer's ES (BBTv2 uses 0.2)",
     "curve": "black-box: comma-separated call counts at which the kept z is scored on the "
     "test subset (a budget curve from one run)",

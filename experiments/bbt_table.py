@@ -25,12 +25,11 @@ from cbp_jax.experiment.layer import run_cells
 from cbp_jax.experiment.legacy import budget_conversion
 from cbp_jax.experiment.records import Cell, RecordStore
 from cbp_jax.experiment.tables import LegacyTable, import_legacy, write_table
-from cbp_jax.run import RunConfig
+from cbp_jax.run import RunConfig, record_defaults
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 ROOT = RESULTS.parents[1]
 RECORDS = RESULTS / "bbt_runs.jsonl"
-DEFAULTS = {f: v.default for f, v in RunConfig.__dataclass_fields__.items()}
 METHODS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning")
 LABELS = {
     "zero_shot": "zero-shot",
@@ -152,7 +151,7 @@ def main(argv=None) -> None:
     cfg = TableConfig(task=a.task, seeds=tuple(int(s) for s in a.seeds.split(",")),
                       methods=tuple(a.methods.split(",")), budget=a.budget,
                       prompt_len=a.prompt_len, out=a.out)  # fmt: skip
-    store = RecordStore(RECORDS, defaults=DEFAULTS)
+    store = RecordStore(RECORDS, defaults=record_defaults)
     import_legacy(store, LEGACY, RESULTS, ROOT)
     runner = None
     if not a.table_only:

@@ -41,10 +41,9 @@ from cbp_jax.experiment.legacy import budget_conversion
 from cbp_jax.experiment.records import Cell, RecordStore
 from cbp_jax.experiment.tables import LegacyTable, has_legacy, import_legacy, write_table
 from cbp_jax.overrides import apply_overrides
-from cbp_jax.run import RunConfig
+from cbp_jax.run import RunConfig, record_defaults
 
 RESULTS = ROOT / "experiments" / "results"
-DEFAULTS = {f: v.default for f, v in RunConfig.__dataclass_fields__.items()}
 
 
 def train(cfg: SweepConfig, names: tuple[str, ...] = ()) -> None:
@@ -115,7 +114,7 @@ def main(argv=None) -> None:
     cfg = sweep_config(args)
     tasks = tuple(t for t in args.tasks.split(",") if t)
     name = args.results_name
-    store = RecordStore(RESULTS / f"{name}_runs.jsonl", defaults=DEFAULTS)
+    store = RecordStore(RESULTS / f"{name}_runs.jsonl", defaults=record_defaults)
     if not has_legacy(store, name) and (RESULTS / f"{name}.md").exists():
         import_legacy(store, legacy_table(name), RESULTS, ROOT)
     if args.stage == "train":

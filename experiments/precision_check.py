@@ -23,7 +23,7 @@ import pathlib
 from cbp_jax.experiment.compile_cache import enable_compile_cache
 from cbp_jax.experiment.layer import run_cells
 from cbp_jax.experiment.records import Cell, RecordStore
-from cbp_jax.run import RunConfig
+from cbp_jax.run import RunConfig, record_defaults
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 DEFAULT_MODEL = "smollm2-135m"
@@ -38,9 +38,6 @@ def _suffix(model: str) -> str:
     return "" if model == DEFAULT_MODEL else f"_{model}"
 
 
-DEFAULTS = {f: v.default for f, v in RunConfig.__dataclass_fields__.items()}
-
-
 def cells(model: str = DEFAULT_MODEL) -> list[Cell]:
     out_dir = "checkpoints/precision" + _suffix(model)
     base = RunConfig(shots=8, seed=0, test_size=200, budget=500, out=out_dir, model=model)
@@ -50,7 +47,9 @@ def cells(model: str = DEFAULT_MODEL) -> list[Cell]:
     for task, method in plan:
         for dt in DTYPES:
             gen = GENERATORS[model] if method == "cbp" else ""
-            rc = dataclasses.replace(base, task=task, method=method, dtype=dt, generator=gen)
+            # its BBT records ran with the model's own ids as p0 (before p0="words")
+            p0 = {"p0": "ids"} if method == "bbt" else {}
+            rc = dataclasses.replace(base, task=task, method=method, dtype=dt, generator=gen, **p0)
             out.append(Cell(f"{task}/{method}/{dt}", rc))
     return out
 
@@ -116,7 +115,7 @@ def main(argv=None) -> None:
     p.add_argument("command", choices=("run", "table"))
     args = p.parse_args(argv)
     records = RESULTS / f"precision_check{_suffix(args.model)}_runs.jsonl"
-    store = RecordStore(records, defaults=DEFAULTS)
+    store = RecordStore(records, defaults=record_defaults)
     if args.command == "run":
         enable_compile_cache()
         from cbp_jax.run import run

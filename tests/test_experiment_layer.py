@@ -26,11 +26,9 @@ from cbp_jax.model import LlamaConfig, init_params
 from cbp_jax.model.precision import machine_info
 from cbp_jax.model.registry import LoadedModel
 from cbp_jax.prompts.projection import ProjectionConfig
-from cbp_jax.run import RunConfig
+from cbp_jax.run import RunConfig, record_defaults
 from cbp_jax.service import ScoringService
 from cbp_jax.service.oracle import NoPrompt, SoftPrompt
-
-DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 
 def test_identity_is_the_config_not_the_path():
@@ -83,11 +81,56 @@ def test_a_field_added_later_counts_at_its_default(tmp_path):
     rec["config"].pop("curve")  # as if recorded before RunConfig had `curve`
     rec["id"] = config_hash(rec["config"])
     path.write_text(json.dumps(rec) + "\n")
-    assert RecordStore(path, defaults=DEFAULTS).get(cell)["result"] == {"test_acc": 0.1}
+    assert RecordStore(path, defaults=record_defaults).get(cell)["result"] == {"test_acc": 0.1}
     with pytest.raises(RecordMismatchError, match="curve"):
-        RecordStore(path, defaults=DEFAULTS).get(
+        RecordStore(path, defaults=record_defaults).get(
             Cell("c", RunConfig(method="zero_shot", curve="5"))
         )
+
+
+def _record_without_p0(path, config):
+    """A record as written before RunConfig had `p0` (BBT then ran with p0 = the ids)."""
+    cell = Cell("c", config)
+    rec = RecordStore(path).append(cell, {"test_acc": 0.3}, commit="a", dtype="float32")
+    rec["config"].pop("p0")
+    rec["id"] = config_hash(rec["config"])
+    path.write_text(json.dumps(rec) + "\n")
+
+
+@pytest.mark.parametrize("defaults", [None, record_defaults, {"p0": "words"}])
+def test_an_old_bbt_record_without_p0_is_an_ids_run_not_a_words_run(tmp_path, defaults):
+    """A BBT record lacking `p0` ran with the model's own ids: it matches p0="ids" and is
+    refused for p0="words" (today's default), whatever defaults the store was given (a
+    RunConfig cell brings its own, `RunConfig.record_defaults`); its run dir is unmoved."""
+    path = tmp_path / "t_runs.jsonl"
+    old = RunConfig(method="bbt", p0="ids")
+    _record_without_p0(path, old)
+    store = RecordStore(path, defaults=defaults)
+    assert store.get(Cell("c", old))["result"] == {"test_acc": 0.3}
+    with pytest.raises(RecordMismatchError, match="p0: recorded 'ids', planned 'words'"):
+        store.get(Cell("c", RunConfig(method="bbt")))
+    # a zero-p0 record (p0_offset -1) is p0="ids" with that offset
+    zero = dataclasses.replace(old, method="bbtv2", p0_offset=-1)
+    _record_without_p0(tmp_path / "z_runs.jsonl", zero)
+    assert RecordStore(tmp_path / "z_runs.jsonl").get(Cell("c", zero))["result"] == {
+        "test_acc": 0.3
+    }
+    assert record_defaults({"method": "bbt"})["p0"] == "ids"
+    # the identity of an ids run is the pre-p0 one; a words run is a new run
+    fields = {k: v for k, v in dataclasses.asdict(old).items() if k not in ("out", "p0")}
+    assert old.identity() == config_hash(fields)
+    assert RunConfig(method="bbt").identity() != old.identity()
+
+
+def test_an_old_record_of_a_method_without_p0_keeps_matching(tmp_path):
+    """zero_shot / CBP have no p0: their records lacking it count at today's default."""
+    path = tmp_path / "t_runs.jsonl"
+    _record_without_p0(path, RunConfig(method="zero_shot"))
+    store = RecordStore(path, defaults=record_defaults)
+    assert store.get(Cell("c", RunConfig(method="zero_shot")))["result"] == {"test_acc": 0.3}
+    fields = dataclasses.asdict(RunConfig(method="zero_shot"))
+    fields = {k: v for k, v in fields.items() if k not in ("out", "p0")}
+    assert RunConfig(method="zero_shot").identity() == config_hash(fields)
 
 
 def test_run_cells_runs_only_what_has_no_record(tmp_path):
@@ -185,7 +228,9 @@ def test_report_regenerates_byte_identically_from_records(tmp_path):
 def test_paper_budget_on_a_second_model_keeps_the_default_identity():
     default = {c.name: c.config for c in PaperBudgetConfig().cells()}
     # the committed records and stashes are keyed by these: the model field must not move them
-    assert default["financial_phrasebank/bbt/seed0"].run_dir.name == "seed0-5f332805"
+    bbt = default["financial_phrasebank/bbt/seed0"]
+    # p0="ids" (the p0 the committed BBT records ran with) left the identity where it was
+    assert dataclasses.replace(bbt, p0="ids").run_dir.name == "seed0-5f332805"
     gemma = PaperBudgetConfig(model="gemma3-270m", only_columns=("zero_shot", "bbt"))
     cells = gemma.cells()
     assert gemma.name == "paper_budget_gemma3-270m" and len(cells) == 2 * 2 * 3

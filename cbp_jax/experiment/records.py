@@ -35,13 +35,17 @@ class Cell:
 class RecordStore:
     """The records of one table, read from and appended to one JSONL file.
 
-    defaults: field -> default of the config type; a field the record lacks (added to the
-    config after the run) counts at its default, so additive config changes keep records.
+    defaults: field -> default of the config type, or a function of a record's config
+    giving that mapping; a field the record lacks (added to the config after the run)
+    counts at its default, so additive config changes keep records. A cell config with a
+    `record_defaults(recorded_config)` method (RunConfig) supplies its own, overriding
+    `defaults`: a field whose default changed meaning (RunConfig.p0) must count at the
+    value the record ran with, not today's default.
     """
 
-    def __init__(self, path: str | pathlib.Path, defaults: dict | None = None):
+    def __init__(self, path: str | pathlib.Path, defaults=None):
         self.path = pathlib.Path(path)
-        self.defaults = canonical(defaults or {})
+        self.defaults = defaults if callable(defaults) else canonical(defaults or {})
         self.records: dict[str, dict] = {}
         self._size = -1
         self._refresh()
@@ -64,8 +68,12 @@ class RecordStore:
                     raise ValueError(f"{self.path}:{i}: not a run record ({e})") from e
         self.records, self._size = records, size
 
-    def _matches(self, rec: dict, want: dict) -> dict:
-        have = {**{k: v for k, v in self.defaults.items() if k in want}, **rec["config"]}
+    def _matches(self, rec: dict, want: dict, config: Any) -> dict:
+        own = getattr(config, "record_defaults", None)
+        defaults = own if callable(own) else self.defaults
+        if callable(defaults):
+            defaults = canonical(defaults(rec["config"]))
+        have = {**{k: v for k, v in defaults.items() if k in want}, **rec["config"]}
         return config_diff(have, want)
 
     def get(self, cell: Cell) -> dict | None:
@@ -77,7 +85,7 @@ class RecordStore:
         want = canonical(cell.config)
         if rec["id"] == config_hash(want):
             return rec
-        diff = self._matches(rec, want)
+        diff = self._matches(rec, want, cell.config)
         if diff:
             fields = "; ".join(f"{k}: recorded {o!r}, planned {n!r}" for k, (o, n) in diff.items())
             raise RecordMismatchError(

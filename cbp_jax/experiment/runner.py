@@ -6,7 +6,10 @@ why), the commit, the config's identity hash and seconds. Black-box methods (BBT
 CBP stage 2) also record calls in the papers' unit (one candidate on one k-shot batch), dev
 calls apart, examples and tokens scored, generations, the per-generation history and the
 budget curve: the kept prompt's test accuracy when the calls first pass each of
-`cfg.curve_budgets()` (from one run). BBT/BBTv2 save their best prompt for `cbp-jax predict`.
+`cfg.curve_budgets()` (from one run), and the start point's dev accuracy (`start_dev_acc`:
+z = 0, i.e. p0 alone, for BBT/BBTv2; z0 for CBP). BBT/BBTv2 also record `p0_text`, the
+decoded prefix p0 is the embeddings of (`cbp_jax.service.p0`), and save their best prompt
+for `cbp-jax predict`.
 """
 
 from __future__ import annotations
@@ -73,6 +76,16 @@ def _blackbox_fields(res, service) -> dict:
     }
 
 
+def _p0(ctx: Context, result: dict):
+    """Provider side: BBT/BBTv2's p0 token ids for the served model; records the decoded
+    prefix as `p0_text` ("" for no p0)."""
+    from cbp_jax.service.p0 import p0_text
+
+    ids = ctx.cfg.p0_token_ids(ctx.model.tokenizer)
+    result["p0_text"] = p0_text(ctx.model.tokenizer, ids)
+    return ids
+
+
 def run_zero_shot(ctx: Context, result: dict):
     from cbp_jax.service import ScoringService
     from cbp_jax.service.oracle import NoPrompt
@@ -87,7 +100,7 @@ def run_bbt(ctx: Context, result: dict):
     from cbp_jax.service.methods import bbt_adapters
 
     cfg, proj = ctx.cfg, ctx.cfg.projection()
-    adapters = bbt_adapters(proj)
+    adapters = bbt_adapters(_p0(ctx, result))
     evaluator = ScoringService(ctx.model, adapters)
     service = ScoringService(ctx.model, adapters, budget=cfg.budget)
     param = bbt_parameterization(jax.random.key(cfg.seed), service.public_info(), proj)
@@ -107,7 +120,7 @@ def run_bbtv2(ctx: Context, result: dict):
     from cbp_jax.service.methods import bbt_adapters
 
     cfg, proj = ctx.cfg, ctx.cfg.projection()
-    adapters = bbt_adapters(proj)
+    adapters = bbt_adapters(_p0(ctx, result))
     evaluator = ScoringService(ctx.model, adapters)
     service = ScoringService(ctx.model, adapters, budget=cfg.budget)
     layers = tuple(int(x) for x in cfg.bbtv2_layers.split(",") if x) or None
@@ -169,7 +182,7 @@ def run_cbp(ctx: Context, result: dict):
     result["generator"] = {"path": cfg.generator, "id": release.generator_id, **artifact.info}
     z = np.asarray(release.z0_R, np.float32)
     if cfg.method == "cbp":
-        result["test_acc_z0"] = evaluate.accuracy(
+        z0 = evaluate.evaluate(
             evaluator,
             ctx.model.tokenizer,
             ctx.task,
@@ -177,6 +190,7 @@ def run_cbp(ctx: Context, result: dict):
             kind="task_vector",
             payload=z[None],
         )
+        result["test_acc_z0"], result["balanced_acc_z0"] = z0["accuracy"], z0["balanced_acc"]
         service = cbp_service(ctx.model, artifact, budget=cfg.budget)
         engine = ctx.engine_kwargs(evaluator, "task_vector", lambda z_R: z_R[None])
         res = customize(

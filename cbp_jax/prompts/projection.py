@@ -5,9 +5,10 @@ s = alpha * std / (sqrt(d) * sigma): BBT's and BBTv2's code, std the word embedd
 the input layer and, in BBTv2, each deeper layer's hidden-state std (outliers clipped at
 3 sigma); BBT runs alpha = sigma = 1 (its defaults), BBTv2 alpha = sigma = 0.2 (its README),
 the same s, with CMA-ES sigma0 = sigma (1.0 and 0.2).
-p0 (BBT's code: the embeddings of the 50 vocabulary tokens 1000-1049, to which A z is
-added) is provider side: `p0_offset` names the first id, the service's adapters
-(`service.methods.bbt_adapters`) add embed[p0_offset : p0_offset + T]; None: p0 = 0.
+p0 (BBT's code: the embeddings of the natural-language prefix that RoBERTa's vocabulary
+ids 1000-1049 decode to, to which A z is added) is provider side and not in this config:
+the service's adapters (`service.methods.bbt_adapters`, ids from `service.p0`) add it, so
+`project` is called here without it and the user's payload is A z alone.
 We store A transposed, d x (T*D), so a population z_PxR projects with one matmul.
 """
 
@@ -25,24 +26,12 @@ class ProjectionConfig:
     prompt_len: int = 50  # T
     alpha: float = 0.2
     sigma: float = 0.2  # CMA-ES sigma0 the scale is matched to
-    p0_offset: int | None = 1000  # BBT's p0: token ids p0_offset..+T-1; None: p0 = 0
 
     def __post_init__(self):
         if self.num_dims <= 0 or self.prompt_len <= 0:
             raise ValueError("projection num_dims and prompt_len must be positive")
         if self.alpha <= 0 or self.sigma <= 0:
             raise ValueError("projection alpha and sigma must be positive")
-        if self.p0_offset is not None and (
-            not isinstance(self.p0_offset, int) or self.p0_offset < 0
-        ):
-            raise ValueError(f"p0_offset must be an int >= 0 or None, got {self.p0_offset!r}")
-
-    @property
-    def p0_token_ids(self) -> tuple[int, ...] | None:
-        """The T token ids whose embeddings are p0 (provider side), or None."""
-        if self.p0_offset is None:
-            return None
-        return tuple(range(self.p0_offset, self.p0_offset + self.prompt_len))
 
 
 def projection_std(cfg: ProjectionConfig, embedding_std: float) -> float:

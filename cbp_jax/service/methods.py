@@ -1,8 +1,9 @@
 """Provider-side set-up of a scoring service for each black-box method.
 
 - BBT / BBTv2 (`bbt_adapters`): "none", and "prompt" / "deep_prompt" with BBT's p0, the
-  embeddings of token ids p0_offset..p0_offset+T-1 added on the provider side (BBT's code
-  uses ids 1000-1049), so the user's payload is A z alone and z = 0 is a real prompt.
+  embeddings of T tokens of the served model added on the provider side (`service.p0`: by
+  default the words BBT's code prefixes, RoBERTa's ids 1000-1049 decoded, in this model's
+  tokens), so the user's payload is A z alone and z = 0 is a real prompt.
 - CBP-Tuning (`cbp_service`): "none" and "task_vector" requests through a trained prompt
   generator, p = L_U(GeLU(L_D(mean_pool(Emb(X)) + A z))); the generator's weights stay here,
   the user gets only `artifact.release()` (a `contract.CBPRelease`).
@@ -15,11 +16,11 @@ from cbp_jax.service.oracle import CBPGenerator, DeepPrompt, NoPrompt, SoftPromp
 from cbp_jax.service.provider import ScoringService
 
 
-def bbt_adapters(proj) -> tuple:
-    """The adapters of a BBT / BBTv2 service for a projection config `proj` (its
-    `p0_token_ids`; None: no p0). Build every service of a run with them, the test-set
-    evaluator too, since the payload is A z alone."""
-    ids = proj.p0_token_ids
+def bbt_adapters(p0_token_ids: tuple[int, ...] | None) -> tuple:
+    """The adapters of a BBT / BBTv2 service whose p0 is the embeddings of `p0_token_ids`
+    (T ids, `service.p0.p0_token_ids`; None: no p0). Build every service of a run with
+    them, the test-set evaluator too, since the payload is A z alone."""
+    ids = p0_token_ids
     return (NoPrompt(), SoftPrompt(p0_token_ids=ids), DeepPrompt(p0_token_ids=ids))
 
 

@@ -17,8 +17,9 @@ request). Callers reserve those P calls with the service before the compiled loo
 
 BBT's p0: `SoftPrompt(p0_token_ids=ids)` / `DeepPrompt(p0_token_ids=ids)` add the provider's
 embeddings of real vocabulary tokens to the user's payload on the provider side (BBT's
-code adds A z to the embeddings of token ids 1000-1049), so z = 0 is a real prompt and the
-user never sees an embedding. None (the default) adds nothing.
+code adds A z to the embeddings of the prefix RoBERTa's ids 1000-1049 decode to; which ids
+here: `service.p0`), so z = 0 is a real prompt and the user never sees an embedding. None
+(the default) adds nothing.
 """
 
 from __future__ import annotations
