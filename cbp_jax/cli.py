@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -133,6 +134,12 @@ def _customize_parser(sub) -> None:
         help="k-shot class proportions: k per class, or k x classes in the pool's proportions",
     )
     cu.add_argument("--seed", type=int, default=42, help="k-shot sets, test subset, search")
+    cu.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["auto", "float32", "bfloat16"],
+        help="compute dtype (auto: bfloat16 where the chip has native bf16 dot units)",
+    )
     cu.add_argument("--test-size", type=int, default=500, help="test examples from the pool")
     cu.add_argument("--budget", type=int, default=4000, help="API calls, train + dev")
     cu.add_argument("--population", type=int, default=20, help="CMA-ES candidates a generation")
@@ -207,7 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def setup_process() -> None:
+    """What a command-line process sets up before any command runs: transformers' advisory
+    "PyTorch was not found" line off (torch is only a test dependency here), and JAX's
+    persistent compilation cache on (`experiment.compile_cache`, under checkpoints/ of the
+    working directory, created on first use), so a later run loads its programs."""
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from cbp_jax.experiment.compile_cache import enable_compile_cache
+
+    enable_compile_cache()
+
+
 def main(argv=None) -> None:
+    """Parse and run one command. Started as a program (`argv` None: the `cbp-jax` script
+    or `python -m cbp_jax.cli`), it first runs `setup_process`; a caller passing `argv`
+    (tests, scripts) keeps its own process settings."""
+    if argv is None:
+        setup_process()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] and argv[0] in (*cli_tables.TABLE_VERBS, "table") and argv[1:2] != ["-h"]:
         cli_tables.dispatch(argv)  # the script parses its own options

@@ -97,13 +97,16 @@ def train_generator(args) -> None:
 
 def customize(args) -> None:
     from cbp_jax.data.tasks import get_task
+    from cbp_jax.experiment.compile_cache import CompileStats
     from cbp_jax.methods.domains import check_domain
+    from cbp_jax.methods.estimate import budget_lines
     from cbp_jax.model import load_model
+    from cbp_jax.model.precision import choose_dtype
     from cbp_jax.prompts.artifact import load_generator
     from cbp_jax.run import RunConfig, run
-    from cbp_jax.run_report import class_names, label_summary, summary_lines
 
     start = time.time()
+    stats = CompileStats().start()
     task = get_task(args.task)
     base = RunConfig(
         task=args.task,
@@ -119,26 +122,83 @@ def customize(args) -> None:
         cbp_sigma0=args.sigma0,
         out=args.out,
         tag=args.tag,
+        dtype=args.dtype,
     )
-    model = load_model(args.model)
+    dtype = choose_dtype(args.dtype)
+    model = load_model(args.model, dtype=dtype.dtype)
     generator = load_generator(args.generator, expected_model=model)
     warning = check_domain(generator.domain, task, args.allow_cross_domain)
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr)
-    from cbp_jax.methods.estimate import budget_lines
-
     print("\n".join(budget_lines(base.budget, base.population, base.chunk)), flush=True)
     zero = run(dataclasses.replace(base, method="zero_shot", generator="", tag=""), model=model)
     cbp = run(base, model=model)
+    compiled = stats.stop()
     print(_command_line())
-    print(f"CBP-Tuning on {task.name} ({base.shots} shots per class, seed {base.seed}):")
-    print(f"  test accuracy, zero-shot           {zero['test_acc']:.4f}")
-    print(f"  test accuracy, CBP z0 (no stage 2) {cbp['test_acc_z0']:.4f}")
-    print(
-        f"  test accuracy, CBP (stage 2)       {cbp['test_acc']:.4f}  "
-        f"[{cbp['calls']} API calls, {cbp['generations']} generations, dev {cbp['dev_acc']:.4f}]"
+    print("\n".join(customize_lines(base, task, zero, cbp, dtype)))
+    print(f"  task vector: {base.run_dir / 'task_vector'}")
+    print(time_line(time.time() - start, compiled))
+
+
+def customize_lines(cfg, task, zero: dict, cbp: dict, dtype) -> list[str]:
+    """What `customize` prints after its runs: the model and dtype, the k-shot sets' class
+    counts, test accuracy and balanced accuracy of the majority class, zero-shot, z0 and
+    stage 2, stage 2's predictions and confusion, and the verdict."""
+    from cbp_jax.run_report import class_names, kshot_lines, label_summary, summary_lines, verdict
+
+    splits, names = cfg.splits(), class_names(task)
+    labels = label_summary([ex["label"] for ex in splits.test], task.num_classes)
+    maj = labels["majority_class"]
+    counts = ", ".join(f"{w} {c}" for w, c in zip(names, labels["label_counts"], strict=True))
+    lines = [
+        f"CBP-Tuning on {task.name} (seed {cfg.seed}), {cfg.model} in {dtype.dtype} "
+        f"({dtype.reason}):",
+        *kshot_lines(splits, task, cfg.kshot),
+        f"  test set {len(splits.test)} examples: {counts}",
+        f"  {'test':<44}{'accuracy':>9}{'balanced':>10}",
+    ]
+
+    def row(name: str, acc: float, balanced, extra: str = "") -> str:
+        bal = "" if balanced is None else f"{balanced:>10.4f}"
+        return f"  {name:<44}{acc:>9.4f}{bal}{extra}"
+
+    def balanced(result: dict):
+        return (result.get("prediction") or {}).get("balanced_acc")
+
+    lines += [
+        row(
+            f"majority-class baseline (always {names[maj]!r})",
+            labels["majority_acc"],
+            1 / len(names),
+        ),
+        row("zero-shot", zero["test_acc"], balanced(zero)),
+        row("CBP z0 (no stage 2)", cbp["test_acc_z0"], cbp.get("balanced_acc_z0")),
+        row(
+            "CBP stage 2",
+            cbp["test_acc"],
+            balanced(cbp),
+            f"  [{cbp['calls']} API calls, {cbp['generations']} generations, "
+            f"dev {cbp['dev_acc']:.4f}]",
+        ),
+    ]
+    if cbp.get("prediction"):
+        lines.append("  stage 2 on test:")
+        lines += summary_lines(cbp["prediction"], names)[1:]  # the baseline is in the table
+    lines.append(verdict(cbp["test_acc"], cbp["test_acc_z0"], labels["majority_acc"]))
+    return lines
+
+
+def time_line(seconds: float, compiled: dict) -> str:
+    """The command's seconds, split into XLA compilation (`CompileStats`) and the rest, and
+    the machine they were measured on."""
+    from cbp_jax.model.precision import cpu_flags, machine_info
+
+    info = machine_info()
+    avx512 = "yes" if any(f.startswith("avx512") for f in cpu_flags()) else "no"
+    run_s = seconds - compiled["compile_seconds"]
+    return (
+        f"time: {seconds:.0f} s in all = {compiled['compile_seconds']:.0f} s compiling "
+        f"({compiled['compilations']} programs compiled, {compiled['cache_hits']} loaded from "
+        f"the compile cache) + {run_s:.0f} s running; on {info['cpu']}, "
+        f"{info['cpu_count']} cores, AVX-512 {avx512}"
     )
-    labels = [ex["label"] for ex in base.splits().test]
-    summary = cbp.get("prediction") or label_summary(labels, task.num_classes)
-    print("\n".join(summary_lines(summary, class_names(task))))
-    print(f"  task vector: {base.run_dir / 'task_vector'}  [{time.time() - start:.0f}s]")

@@ -59,3 +59,39 @@ def result_lines(cfg, result: dict, task, test_labels) -> list[str]:
     lines += summary_lines(summary, class_names(task))
     lines.append(f"  run directory: {cfg.run_dir}")
     return lines
+
+
+def kshot_lines(splits, task, proportions: str) -> list[str]:
+    """The k-shot train and dev sets' class counts, by class name, and how they were drawn."""
+    names = class_names(task)
+    how = {
+        "balanced": "the same number of every class",
+        "natural": "in the train pool's class proportions",
+    }[proportions]
+    lines = [f"  k-shot sets ({proportions}: {how}):"]
+    for what, examples in (("train", splits.train), ("dev", splits.dev)):
+        counts = label_summary([ex["label"] for ex in examples], task.num_classes)
+        per_class = ", ".join(
+            f"{w} {c}" for w, c in zip(names, counts["label_counts"], strict=True)
+        )
+        lines.append(f"    {what:<5} {len(examples):>3} examples: {per_class}")
+    return lines
+
+
+def verdict(stage2_acc: float, z0_acc: float, majority_acc: float) -> str:
+    """One plain line: did CBP stage 2 beat z0 (the provider's vector, no stage 2) and the
+    majority class on the test set? Accuracies in [0, 1]; a tie is not a win."""
+    for acc in (stage2_acc, z0_acc, majority_acc):
+        if not 0.0 <= acc <= 1.0:
+            raise ValueError(f"accuracies must lie in [0, 1], got {acc}")
+    beat = []
+    for name, base in (("z0", z0_acc), ("the majority class", majority_acc)):
+        points = 100.0 * (stage2_acc - base)
+        beat.append((points > 1e-9, f"{name} ({points:+.1f} points)"))
+    (z0_won, z0_text), (maj_won, maj_text) = beat
+    if z0_won and maj_won:
+        return f"verdict: stage 2 beat {z0_text} and {maj_text}"
+    if not z0_won and not maj_won:
+        return f"verdict: stage 2 beat neither {z0_text} nor {maj_text}"
+    won, lost = (z0_text, maj_text) if z0_won else (maj_text, z0_text)
+    return f"verdict: stage 2 beat {won} but not {lost}"

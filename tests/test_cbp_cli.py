@@ -44,7 +44,9 @@ def test_train_generator_then_customize(tmp_path, capsys, real_model, monkeypatc
          "--out", str(out)]
     )  # fmt: skip
     printed = capsys.readouterr().out
-    assert "test accuracy, zero-shot" in printed and "CBP (stage 2)" in printed
+    assert "zero-shot" in printed and "CBP z0 (no stage 2)" in printed
+    assert "CBP stage 2" in printed and "verdict: stage 2 beat" in printed
+    assert "k-shot sets (balanced" in printed and re.search(r"time: \d+ s in all", printed)
     vector_dir = pathlib.Path(re.search(r"task vector: (\S+)", printed).group(1))
     run_dir = vector_dir.parent
     assert run_dir.parent == out / "financial_phrasebank" / "cbp"

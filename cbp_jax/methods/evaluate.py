@@ -1,7 +1,9 @@
 """Held-out accuracy of a payload (or none: zero-shot) through the scoring service.
 
-Examples are length-sorted into left-padded batches so padding stays small; each batch is
-one request with a population of one. Labels stay here, on the user side.
+Examples are length-sorted into left-padded batches of one row count and at most two widths
+(`data.eval_batches.fixed_batches`), so a pass over a test set compiles at most 2 programs
+whatever its size; each batch is one request with a population of one. Labels stay here, on
+the user side.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import numpy as np
 from tqdm import tqdm
 
 from cbp_jax.contract import ScoreRequest
-from cbp_jax.data.batching import candidate_ids, encode, length_sorted_batches
+from cbp_jax.data.batching import candidate_ids, encode
+from cbp_jax.data.eval_batches import fixed_batches
 from cbp_jax.methods.losses import class_scores
 
 
@@ -25,16 +28,18 @@ def predict(
     reduce="logsumexp",
     progress=False,
 ) -> np.ndarray:
-    """Predicted class per example, in input order. payload: one candidate (leading P = 1)."""
+    """Predicted class per example, in input order. payload: one candidate (leading P = 1).
+    Batches hold `batch_size` rows at most (`fixed_batches`: copies fill the last)."""
     if not examples:
         raise ValueError(f"task {task.name}: no examples to evaluate")
     seqs = encode(tokenizer, [task.render(ex) for ex in examples])
     cands = candidate_ids(tokenizer, task.label_words)
     preds = np.zeros(len(examples), np.int64)
-    batches = list(length_sorted_batches(seqs, batch_size, tokenizer.pad_token_id or 0))
+    batches = list(fixed_batches(seqs, batch_size, tokenizer.pad_token_id or 0))
     for idx, tokens, mask in tqdm(batches, desc=f"eval {task.name}", disable=not progress):
         resp = service.score(ScoreRequest(kind, payload, tokens, mask, cands))
-        preds[idx] = np.argmax(np.asarray(class_scores(resp.logprobs_PxBxCxW[0], reduce)), -1)
+        scores = np.asarray(class_scores(resp.logprobs_PxBxCxW[0], reduce))
+        preds[idx] = np.argmax(scores[: len(idx)], -1)  # the rest are copied rows
     return preds
 
 
