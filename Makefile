@@ -46,7 +46,7 @@ TEST_WORKERS ?= 2
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .

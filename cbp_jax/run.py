@@ -21,6 +21,9 @@ import typing
 from cbp_jax.data.splits import check_proportions, kshot_splits
 
 METHODS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning", "cbp_z0", "cbp")
+# The CMA-ES every run recorded before 2026-12-07 used (CSA step size; cbp_jax.es). Plans
+# whose committed records ran with it pin it, so their cells keep matching their records.
+LEGACY_STRATEGY = "lazy_cma"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +40,7 @@ class RunConfig:
     num_dims: int = 500
     prompt_len: int = 50
     sigma0: float = 1.0
-    strategy: str = "lazy_cma"
+    strategy: str = "pycma"  # cbp_jax.es.DEFAULT_STRATEGY; records before 2026-12-07: lazy_cma
     loss: str = "ce"
     chunk: int = 5
     bbtv2_layers: str = ""  # comma-separated layer ids; empty: all layers
@@ -66,6 +69,10 @@ class RunConfig:
         if self.shots <= 0:
             raise ValueError("shots must be positive")
         check_proportions(self.kshot)
+        from cbp_jax.es import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; known: {sorted(STRATEGIES)}")
         if self.method.startswith("cbp") and not self.generator:
             raise ValueError(f"method {self.method} needs --generator PATH (a stage-1 generator)")
         from cbp_jax.model.precision import DTYPES

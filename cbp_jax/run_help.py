@@ -21,7 +21,9 @@ HELP = {
     "num_dims": "BBT/BBTv2: dimension of the searched vector z",
     "prompt_len": "soft-prompt tokens (BBT, BBTv2, prompt tuning)",
     "sigma0": "BBT/BBTv2: CMA-ES initial step size",
-    "strategy": "evolution strategy: lazy_cma, cma (evosax) or sep_cma (diagonal)",
+    "strategy": "evolution strategy: pycma (pycma's default: TPA step size for d >= 300, "
+    "else CSA), tpa_cma, lazy_cma (CSA; every record before 2026-12-07), cma (evosax) or "
+    "sep_cma (diagonal)",
     "loss": "black-box training loss on the returned scores: ce or hinge",
     "chunk": "generations per compiled call; the dev set is scored after each chunk",
     "bbtv2_layers": "BBTv2: comma-separated layer ids to tune (empty: all layers)",

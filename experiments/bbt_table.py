@@ -25,7 +25,7 @@ from cbp_jax.experiment.layer import run_cells
 from cbp_jax.experiment.legacy import budget_conversion
 from cbp_jax.experiment.records import Cell, RecordStore
 from cbp_jax.experiment.tables import LegacyTable, import_legacy, write_table
-from cbp_jax.run import RunConfig, record_defaults
+from cbp_jax.run import LEGACY_STRATEGY, RunConfig, record_defaults
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 ROOT = RESULTS.parents[1]
@@ -70,6 +70,7 @@ class TableConfig:
                     bbtv2_layers=self.bbtv2_layers,
                     test_size=self.test_size,
                     out=self.out,
+                    strategy=LEGACY_STRATEGY,  # what its committed records ran with
                 ),
             )  # fmt: skip
             for m in self.methods

@@ -16,7 +16,7 @@ import sys
 
 from cbp_jax.data.splits import check_proportions
 from cbp_jax.data.tasks import domain_tasks
-from cbp_jax.run import RunConfig
+from cbp_jax.run import LEGACY_STRATEGY, RunConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOMAINS = ("financial", "medical", "commonsense")
@@ -136,6 +136,7 @@ def run_config(cfg: SweepConfig, task: str, method: str, seed: int, gen: str = "
         generator=str(cfg.generator_dir(gen) / "generator") if gen else "",
         tag=gen,
         out=str(ROOT / cfg.out / "runs"),
+        strategy=LEGACY_STRATEGY,  # what its committed records ran with
     )
 
 

@@ -90,7 +90,7 @@ def main(argv=None) -> None:
     if args.command == "run":
         enable_compile_cache()
         selected = [c for c in cells if c.name.startswith(args.only)]
-        todo = [c for c in selected if store.get(c) is None]
+        todo = [c for c in selected if store.get(c) is None and cfg.runnable(c)]
         if args.max_runs:
             todo = todo[: args.max_runs]
         ensure_generators(cfg, generators_for(cfg, todo))

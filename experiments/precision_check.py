@@ -23,7 +23,7 @@ import pathlib
 from cbp_jax.experiment.compile_cache import enable_compile_cache
 from cbp_jax.experiment.layer import run_cells
 from cbp_jax.experiment.records import Cell, RecordStore
-from cbp_jax.run import RunConfig, record_defaults
+from cbp_jax.run import LEGACY_STRATEGY, RunConfig, record_defaults
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 DEFAULT_MODEL = "smollm2-135m"
@@ -41,6 +41,7 @@ def _suffix(model: str) -> str:
 def cells(model: str = DEFAULT_MODEL) -> list[Cell]:
     out_dir = "checkpoints/precision" + _suffix(model)
     base = RunConfig(shots=8, seed=0, test_size=200, budget=500, out=out_dir, model=model)
+    base = dataclasses.replace(base, strategy=LEGACY_STRATEGY)  # what its records ran with
     plan = [(t, "zero_shot") for t in ("financial_phrasebank", "sst2", "ag_news")]
     plan += [("financial_phrasebank", "bbt"), ("financial_phrasebank", "cbp")]
     out = []

@@ -1,9 +1,16 @@
 """Shared fixtures: a tiny random config and the real embedded default model (loaded once)."""
 
-import jax
-import pytest
+import os
 
-from cbp_jax.model import LlamaConfig, init_params, load_model
+# One OpenBLAS thread (set before numpy loads it; `make test` sets it too): multi-threaded
+# OpenBLAS spin-waits on a busy 2-core machine, and pycma's and JAX's CPU eigh ran 5-10x
+# slower for it (tests/test_es_pycma.py: 38 s against 4 s for one pycma run).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from cbp_jax.model import LlamaConfig, init_params, load_model  # noqa: E402
 
 # Parity tests compare float32 paths to tight tolerances. On GPUs JAX's default matmul
 # precision may use TF32-class accumulation (an H200 run of test_shared_prefix differed by

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from evosax.algorithms import CMA_ES, Sep_CMA_ES
 
-from cbp_jax.es import STRATEGIES, LazyCMA_ES, make_strategy, pycma_lazy_gap
+from cbp_jax.es import STRATEGIES, TPA_CMA_ES, LazyCMA_ES, make_strategy, pycma_lazy_gap
 from cbp_jax.es.lazy_cma import State
 
 # Most tests share one small configuration, so that its compiled functions are reused.
@@ -228,8 +228,10 @@ def test_default_lazy_gap_follows_pycma_rule():
 
 
 def test_make_strategy():
-    assert set(STRATEGIES) == {"cma", "lazy_cma", "sep_cma"}
-    for name, cls in (("cma", CMA_ES), ("lazy_cma", LazyCMA_ES), ("sep_cma", Sep_CMA_ES)):
+    assert set(STRATEGIES) == {"pycma", "tpa_cma", "cma", "lazy_cma", "sep_cma"}
+    named = (("cma", CMA_ES), ("lazy_cma", LazyCMA_ES), ("sep_cma", Sep_CMA_ES))
+    named += (("tpa_cma", TPA_CMA_ES), ("pycma", LazyCMA_ES))  # pycma at d = 5: CSA
+    for name, cls in named:
         es, params = make_strategy(name, 6, 5, sigma0=0.25)
         assert type(es) is cls and es.population_size == 6 and es.num_dims == 5
         assert float(params.std_init) == pytest.approx(0.25)

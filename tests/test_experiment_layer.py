@@ -14,11 +14,12 @@ from cbp_jax.data.batching import Inputs
 from cbp_jax.experiment.identity import config_diff, config_hash
 from cbp_jax.experiment.layer import run_cells
 from cbp_jax.experiment.paper_budget import (
+    LABELS,
     SHIPPED_FINANCIAL,
     PaperBudgetConfig,
     generators_for,
 )
-from cbp_jax.experiment.paper_budget_report import _timed_seconds, write_report
+from cbp_jax.experiment.paper_budget_report import _timed_seconds, cell_key, write_report
 from cbp_jax.experiment.records import Cell, RecordMismatchError, RecordStore
 from cbp_jax.methods.bbt import bbt_parameterization
 from cbp_jax.methods.blackbox import BlackBoxConfig, run_blackbox
@@ -166,7 +167,7 @@ def test_run_cells_runs_only_what_has_no_record(tmp_path):
 
 
 def _fake_result(name: str, rng) -> dict:
-    task, col, _ = name.split("/")
+    task, col, _ = cell_key(name)
     acc = float(rng.integers(0, 200)) / 200
     result = {
         "test_acc": acc,
@@ -208,9 +209,9 @@ def test_report_regenerates_byte_identically_from_records(tmp_path):
     assert "Paired over seeds (balanced accuracy, points)" in text
     # each CBP column names its generators; one that saw two is flagged
     assert "- CBP z0 (no stage 2): g1\n" in text
-    assert "- CBP (domain generator): g1, g2 **MIXED" in text
+    assert f"- {LABELS['cbp']}: g1, g2 **MIXED" in text
     # a resumed run's seconds cover its last process only: scaled to the whole run
-    assert "- BBT: 4 runs on cpu" in text and "scaled to the whole run" in text
+    assert f"- {LABELS['bbt']}: 6 runs on cpu" in text and "scaled to the whole run" in text
     timed = _timed_seconds([{"result": r} for r in (
         {"seconds": 100.0, "generations": 395, "resumed_at_generation": 295},
         {"seconds": 500.0, "generations": 395, "resumed_at_generation": 0},
@@ -229,8 +230,14 @@ def test_paper_budget_on_a_second_model_keeps_the_default_identity():
     default = {c.name: c.config for c in PaperBudgetConfig().cells()}
     # the committed records and stashes are keyed by these: the model field must not move them
     bbt = default["financial_phrasebank/bbt/seed0"]
-    # p0="ids" (the p0 the committed BBT records ran with) left the identity where it was
-    assert dataclasses.replace(bbt, p0="ids").run_dir.name == "seed0-5f332805"
+    # the first protocol's BBT cells pin what their records ran with: CSA and p0="ids"
+    assert (bbt.strategy, bbt.p0) == ("lazy_cma", "ids")
+    assert bbt.run_dir.name == "seed0-5f332805"
+    new = default["financial_phrasebank/published/bbt/seed0"]
+    assert (new.strategy, new.p0, new.kshot) == ("pycma", "words", "balanced")
+    nat = default["financial_phrasebank/published/cbp_natural/seed0"]
+    assert nat.kshot == "natural" and nat.generator == SHIPPED_FINANCIAL
+    assert "sst2/published/cbp_natural/seed0" not in default  # natural: financial only
     gemma = PaperBudgetConfig(model="gemma3-270m", only_columns=("zero_shot", "bbt"))
     cells = gemma.cells()
     assert gemma.name == "paper_budget_gemma3-270m" and len(cells) == 2 * 2 * 3
@@ -238,11 +245,17 @@ def test_paper_budget_on_a_second_model_keeps_the_default_identity():
     assert {c.name.split("/")[1] for c in cells} == {"zero_shot", "bbt"}
     assert all(c.config != default[c.name] for c in cells)
     # CBP on another model uses generators trained on its embeddings, financial included
-    full = PaperBudgetConfig(model="gemma3-270m", only_columns=("cbp_z0", "cbp", "cbp_held_out"))
+    full = PaperBudgetConfig(
+        model="gemma3-270m", only_columns=("cbp_z0", "cbp", "published/cbp_held_out")
+    )
     gens = {c.name: c.config.generator for c in full.cells()}
     root = "checkpoints/paper_budget/generators/gemma3-270m"
     assert gens["financial_phrasebank/cbp/seed1"] == f"{root}/financial/generator"
-    assert gens["sst2/cbp_held_out/seed0"] == f"{root}/sentiment-minus-sst2/generator"
+    assert gens["sst2/published/cbp_held_out/seed0"] == f"{root}/sentiment-minus-sst2/generator"
+    # financial held out of stage 1: the sentiment generator never saw it
+    assert (
+        gens["financial_phrasebank/published/cbp_held_out/seed0"] == f"{root}/sentiment/generator"
+    )
     assert generators_for(full, full.cells()) == [
         "financial", "sentiment", "sentiment-minus-sst2"
     ]  # fmt: skip

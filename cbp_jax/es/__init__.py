@@ -2,8 +2,14 @@
 
 `make_strategy(name, population_size, num_dims, sigma0)` returns `(es, params)` for
 
-- "lazy_cma": `LazyCMA_ES`, full-covariance CMA-ES that decomposes C only every
-  `params.lazy_gap` generations (pycma's rule); the default full-covariance choice.
+- "pycma" (DEFAULT_STRATEGY): what pycma, BBT's optimizer, runs by default at this d:
+  `TPA_CMA_ES` (two-point step-size adaptation on mirrored mean-shift samples) for
+  d >= 300, `LazyCMA_ES` (CSA) below. At d = 500, P = 20 CSA's step size falls far
+  more slowly than pycma's (experiments/results/es_vs_pycma.md).
+- "tpa_cma": `TPA_CMA_ES` at any d.
+- "lazy_cma": `LazyCMA_ES`, full-covariance CMA-ES with CSA (evosax's equations) that
+  decomposes C only every `params.lazy_gap` generations (pycma's rule); the default before
+  2026-12-07, kept as the named option every earlier record ran with.
 - "cma": evosax's `CMA_ES` (eigendecomposition every generation), kept as the reference.
 - "sep_cma": evosax's `Sep_CMA_ES` (diagonal covariance, O(P d) per generation), the choice
   for large d (thousands of dimensions and up) where a d x d covariance is too costly. It
@@ -24,21 +30,39 @@ import jax.numpy as jnp
 from evosax.algorithms import CMA_ES, LM_MA_ES, SNES, Sep_CMA_ES
 
 from cbp_jax.es.lazy_cma import LazyCMA_ES, pycma_lazy_gap
+from cbp_jax.es.tpa_cma import TPA_CMA_ES, pycma_strategy_class
 
-STRATEGIES: dict[str, type] = {"cma": CMA_ES, "lazy_cma": LazyCMA_ES, "sep_cma": Sep_CMA_ES}
+DEFAULT_STRATEGY = "pycma"
+STRATEGIES: dict[str, type] = {
+    "pycma": TPA_CMA_ES,  # resolved by d in `strategy_class`
+    "tpa_cma": TPA_CMA_ES,
+    "lazy_cma": LazyCMA_ES,
+    "cma": CMA_ES,
+    "sep_cma": Sep_CMA_ES,
+}
 # Sweeps only (large populations, O(P d) a generation), with evosax's own default params.
 EXTRA_STRATEGIES: dict[str, type] = {"lm_ma": LM_MA_ES, "snes": SNES}
 
 __all__ = [
     "CMA_ES",
+    "DEFAULT_STRATEGY",
     "EXTRA_STRATEGIES",
     "STRATEGIES",
     "LazyCMA_ES",
     "Sep_CMA_ES",
+    "TPA_CMA_ES",
     "make_strategy",
     "pycma_lazy_gap",
+    "strategy_class",
     "sweep_strategy",
 ]
+
+
+def strategy_class(name: str, num_dims: int) -> type:
+    """The evosax-interface class behind a `make_strategy` name at this dimension."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown ES strategy {name!r}; expected one of {sorted(STRATEGIES)}")
+    return pycma_strategy_class(num_dims) if name == "pycma" else STRATEGIES[name]
 
 
 def make_strategy(name: str, population_size: int, num_dims: int, sigma0: float = 1.0):
@@ -62,7 +86,9 @@ def make_strategy(name: str, population_size: int, num_dims: int, sigma0: float 
         raise TypeError(f"sigma0 must be a number, got {sigma0!r}") from None
     if not (math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma0 must be a positive finite number, got {sigma0!r}")
-    es = STRATEGIES[name](population_size=population_size, solution=jnp.zeros(num_dims))
+    es = strategy_class(name, num_dims)(
+        population_size=population_size, solution=jnp.zeros(num_dims)
+    )
     params = es.default_params.replace(std_init=jnp.asarray(sigma, dtype=jnp.float32))
     return es, params
 

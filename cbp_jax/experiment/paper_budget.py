@@ -1,10 +1,22 @@
 """The paper-budget tables: BBT, BBTv2 and CBP at 8000 calls (400 generations at P = 20).
 
-One table per task (sst2, financial_phrasebank): zero-shot, the majority class, BBT, BBTv2,
-white-box prompt tuning, CBP z0, CBP stage 2 with the task's domain generator, and on sst2
-CBP with sst2 held out of stage 1. Calls are the papers' unit (one candidate on the whole
-k-shot batch). Cells are planned cheapest and headline first (zero-shot, z0, then BBT and
-CBP seed by seed, then BBTv2, PT and held-out CBP), so a sweep cut short fills whole rows.
+One table per task (sst2, financial_phrasebank), in two protocols:
+
+- *as first run* (columns without a prefix; records up to 2026-12-06): CSA CMA-ES
+  (`LEGACY_STRATEGY`) and BBT's p0 taken as the served model's own ids 1000-1049 (code
+  fragments in SmolLM2's vocabulary). Its black-box columns (`SUPERSEDED`) keep their records
+  as labelled ablation rows and are not run further.
+- *as published* (columns `published/...`, planned 2026-12-07 after an audit against BBT's
+  code): pycma's CMA-ES (TPA step size at d = 500, `cbp_jax.es.DEFAULT_STRATEGY`), p0 the
+  words RoBERTa's ids 1000-1049 decode to, CBP with the task held out of stage 1 (sst2: a
+  generator without sst2; financial_phrasebank: the sentiment generator, which never saw it),
+  BBTv2, and on financial_phrasebank the k-shot sets in the task's own class proportions
+  (`kshot=natural`) beside balanced ones.
+
+Columns that run no CMA-ES (zero-shot, prompt tuning, CBP z0) are shared by both protocols.
+Calls are the papers' unit (one candidate on the whole k-shot batch). Cells are planned
+cheapest and most decisive first (zero-shot and z0; then held-out CBP seed by seed, BBT,
+BBTv2, the natural-proportion columns, in-domain CBP), so a sweep cut short fills whole rows.
 The report reads the committed records only.
 """
 
@@ -15,25 +27,61 @@ import pathlib
 import subprocess
 import sys
 
+from cbp_jax.es import DEFAULT_STRATEGY
 from cbp_jax.experiment.records import Cell
 from cbp_jax.model.registry import DEFAULT_MODEL
-from cbp_jax.run import RunConfig
+from cbp_jax.run import LEGACY_STRATEGY, RunConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHIPPED_FINANCIAL = "checkpoints/shipped/financial-generator"
-COLUMNS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning", "cbp_z0", "cbp", "cbp_held_out")
+PUBLISHED = "published/"  # column prefix of the protocol as the papers' code runs it
+COLUMNS = (
+    "zero_shot",
+    "bbt",
+    "prompt_tuning",
+    "cbp_z0",
+    "cbp",
+    "published/cbp_z0_held_out",
+    "published/cbp_held_out",
+    "published/bbt",
+    "published/bbtv2",
+    "published/cbp",
+    "published/cbp_z0_natural",
+    "published/cbp_natural",
+    "published/bbt_natural",
+    "published/prompt_tuning_natural",
+)
+SUPERSEDED = ("bbt", "cbp")  # first-protocol CMA-ES columns: records kept, not run further
+NATURAL_TASKS = ("financial_phrasebank",)  # the natural-proportion columns' task
 
 
 # how each column is named in tables and plots
 LABELS = {
     "zero_shot": "zero-shot",
-    "bbt": "BBT",
-    "bbtv2": "BBTv2",
+    "bbt": "BBT, first protocol (CSA CMA-ES, p0 = own ids 1000-1049)",
     "prompt_tuning": "prompt tuning (white-box)",
     "cbp_z0": "CBP z0 (no stage 2)",
-    "cbp": "CBP (domain generator)",
-    "cbp_held_out": "CBP (task held out of stage 1)",
+    "cbp": "CBP (domain generator), first protocol (CSA CMA-ES)",
+    "published/cbp_z0_held_out": "CBP z0, task held out of stage 1",
+    "published/cbp_held_out": "CBP, task held out of stage 1",
+    "published/bbt": "BBT (pycma CMA-ES, p0 = words)",
+    "published/bbtv2": "BBTv2 (pycma CMA-ES, p0 = words)",
+    "published/cbp": "CBP (domain generator, pycma CMA-ES)",
+    "published/cbp_z0_natural": "CBP z0, natural k-shot proportions",
+    "published/cbp_natural": "CBP, natural k-shot proportions",
+    "published/bbt_natural": "BBT, natural k-shot proportions",
+    "published/prompt_tuning_natural": "prompt tuning (white-box), natural k-shot proportions",
 }
+
+
+def column_parts(column: str) -> tuple[str, bool, bool, bool]:
+    """(method, published, held_out, natural) of a column name."""
+    published = column.startswith(PUBLISHED)
+    base = column.removeprefix(PUBLISHED)
+    natural = base.endswith("_natural")
+    base = base.removesuffix("_natural")
+    held = base.endswith("_held_out")
+    return base.removesuffix("_held_out"), published, held, natural
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +125,12 @@ class PaperBudgetConfig:
         return gens if self.is_default_model else {"financial": ("financial", ()), **gens}
 
     def generator_name(self, task: str, held_out: bool) -> str | None:
-        """The generator a CBP cell of `task` uses (None: the shipped financial one)."""
+        """The generator a CBP cell of `task` uses (None: the shipped financial one). Held out:
+        sst2 -> trained on the sentiment domain without sst2; financial_phrasebank -> the
+        sentiment generator (sst2 and ag_news; it never saw financial_phrasebank)."""
         if task == "financial_phrasebank":
+            if held_out:
+                return "sentiment"
             return None if self.is_default_model else "financial"
         return "sentiment-minus-sst2" if held_out else "sentiment"
 
@@ -103,35 +155,59 @@ class PaperBudgetConfig:
         return cmd + (["--exclude", ",".join(exclude)] if exclude else [])
 
     def run_config(self, task: str, column: str, seed: int) -> RunConfig:
-        method = "cbp" if column == "cbp_held_out" else column
-        held = column == "cbp_held_out"
+        method, published, held, natural = column_parts(column)
         gen = self.generator_path(task, held) if method.startswith("cbp") else ""
+        tag = "-".join(t for t, on in (("pub", published), ("held-out", held),
+                                        ("natural", natural)) if on)  # fmt: skip
+        # The first protocol's records ran with CSA and (BBT) the model's own ids as p0.
+        first = {
+            "strategy": LEGACY_STRATEGY,
+            "p0": "ids" if method in ("bbt", "bbtv2") else "words",
+        }
+        proto = {"strategy": DEFAULT_STRATEGY, "p0": "words"} if published else first
         return RunConfig(
             task=task, method=method, model=self.model, seed=seed, shots=dict(self.shots)[task],
+            kshot="natural" if natural else "balanced",
             budget=self.budget, population=self.population, test_size=self.test_size,
             pt_epochs=self.pt_epochs, generator=gen,
-            tag="held-out" if held else "", out=str(pathlib.Path(self.out) / "runs"),
+            tag=tag if published else ("held-out" if held else ""),
+            out=str(pathlib.Path(self.out) / "runs"), **proto,
         )  # fmt: skip
 
     def columns(self, task: str) -> tuple[str, ...]:
-        cols = COLUMNS if task == "sst2" else COLUMNS[:-1]
+        cols = [c for c in COLUMNS if task in NATURAL_TASKS or not c.endswith("_natural")]
         return tuple(c for c in cols if not self.only_columns or c in self.only_columns)
 
     def cells(self) -> list[Cell]:
+        first = (("zero_shot", "cbp_z0"), ("bbt", "cbp"), ("prompt_tuning",))
+        cheap = ("published/cbp_z0_held_out", "published/cbp_z0_natural")
+        decisive = (
+            ("published/cbp_held_out",),
+            ("published/bbt",),
+            ("published/bbtv2",),
+            ("published/cbp_natural",),
+            ("published/bbt_natural", "published/prompt_tuning_natural"),
+            ("published/cbp",),
+        )
         order = []
-        for cols in (("zero_shot", "cbp_z0"), ("bbt", "cbp")):
+        for cols in (*first, cheap, *decisive):
             for seed in self.seeds:  # seed by seed: one finished seed gives whole rows
-                for task in self.tasks:
+                for task in self.tasks_by_priority():
                     order += [(task, c, seed) for c in cols if c in self.columns(task)]
-        for col in ("bbtv2", "prompt_tuning", "cbp_held_out"):
-            for seed in self.seeds:
-                order += [(t, col, seed) for t in self.tasks if col in self.columns(t)]
-        seen, cells = set(), []
+        seen, cells = set(), []  # a column listed twice is planned once
         for task, col, seed in order:
             if (task, col, seed) not in seen:
                 seen.add((task, col, seed))
                 cells.append(Cell(f"{task}/{col}/seed{seed}", self.run_config(task, col, seed)))
         return cells
+
+    def tasks_by_priority(self) -> tuple[str, ...]:
+        """sst2 first (its held-out generator is the papers' case), then the others."""
+        return tuple(sorted(self.tasks, key=lambda t: t != "sst2"))
+
+    def runnable(self, cell: Cell) -> bool:
+        """Whether `run` should run this cell if it has no record (not superseded)."""
+        return cell.name.split("/")[1] not in SUPERSEDED
 
 
 def ensure_generators(cfg: PaperBudgetConfig, needed: list[str], log=print) -> None:

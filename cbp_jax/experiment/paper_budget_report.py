@@ -24,9 +24,15 @@ def _by_cell(cfg, cells, store: RecordStore) -> dict:
     for cell in cells:
         rec = store.get(cell)
         if rec is not None:
-            task, col, seed = cell.name.split("/")
-            out[(task, col, int(seed[4:]))] = rec
+            task, col, seed = cell_key(cell.name)
+            out[(task, col, seed)] = rec
     return out
+
+
+def cell_key(name: str) -> tuple[str, str, int]:
+    """(task, column, seed) of a cell name `<task>/<column>/seed<n>` (columns may hold '/')."""
+    task, *col, seed = name.split("/")
+    return task, "/".join(col), int(seed.removeprefix("seed"))
 
 
 def _mean_std(xs) -> str:
@@ -222,10 +228,10 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
         lines.append(f"- {LABELS[col]}: {len(mine)} runs on {dev}, {np.mean(ss) / 60:.1f} min per "
                      f"run{timed} (dtype {', '.join(dtypes)}){comp_txt}{resumed_txt}"
                      + cpu_txt)  # fmt: skip
-    left = [c.name for c in cells if store.get(c) is None]
+    left = [c.name for c in cells if store.get(c) is None and cfg.runnable(c)]
     lines += ["", f"Not yet run ({len(left)}): " + (", ".join(left) if left else "none"), ""]
     cpu = {col: ss for (col, dev), ss in secs.items() if dev == "cpu"}
-    known = [cpu[n.split("/")[1]] for n in left if n.split("/")[1] in cpu]
+    known = [cpu[cell_key(n)[1]] for n in left if cell_key(n)[1] in cpu]
     if left:
         est = sum(float(np.mean(ss)) for ss in known) / 3600
         lines += [
