@@ -11,7 +11,7 @@ import pathlib
 
 import numpy as np
 
-from cbp_jax.experiment.paper_budget import LABELS
+from cbp_jax.experiment.paper_budget import LABELS, column_parts
 from cbp_jax.experiment.paper_budget_curves import balanced, curve_plot, majority_balanced
 from cbp_jax.experiment.records import RecordStore
 from cbp_jax.model.registry import DEFAULT_MODEL
@@ -55,17 +55,38 @@ def _paired(recs, task, a, b, seeds, metric=_test_acc) -> str:
     return paired_summary({task: diffs}).describe()
 
 
+# (a, b, what a - b asks), in the order the report lists them; each is shown where the task
+# has both columns. The first block is the papers' protocol, the last the first one's.
+COMPARISONS = (
+    ("published/cbp_held_out", "published/bbt", "CBP held out - BBT (the papers' claim)"),
+    ("published/cbp_held_out", "published/cbp_z0_held_out",
+     "CBP held out - its z0 (does stage 2 improve on the held-out start?)"),
+    ("published/bbt", "zero_shot", "BBT - zero-shot (does BBT move off zero-shot?)"),
+    ("published/bbt", "bbt", "BBT - BBT first protocol (pycma search, p0 as words)"),
+    ("published/bbtv2", "published/bbt", "BBTv2 - BBT"),
+    ("published/cbp", "cbp_z0", "CBP - CBP z0 (pycma CMA-ES)"),
+    ("published/cbp", "published/bbt", "CBP (domain generator) - BBT"),
+    ("published/cbp_natural", "published/cbp_z0_natural",
+     "natural proportions: CBP - its z0"),
+    ("published/cbp_natural", "published/bbt_natural", "natural proportions: CBP - BBT"),
+    ("published/cbp_natural", "published/prompt_tuning_natural",
+     "natural proportions: CBP - prompt tuning"),
+    ("cbp", "cbp_z0", "first protocol: CBP - CBP z0"),
+    ("cbp", "bbt", "first protocol: CBP - BBT"),
+)  # fmt: skip
+
+
 def task_section(cfg, task: str, recs: dict) -> list[str]:
     seeds = cfg.seeds
     n = len(seeds)
     lines = [f"### {task} ({dict(cfg.shots)[task]} shots per class, {cfg.test_size} test)", ""]
-    lines += ["| method | test acc. % (mean ± std over seeds) | balanced acc. % | seeds finished "
-              "| calls |", "|---|---|---|---|---|"]  # fmt: skip
+    lines += ["| method | test acc. % (mean ± std over seeds) | balanced acc. % | start dev acc. % "
+              "| seeds finished | calls |", "|---|---|---|---|---|---|"]  # fmt: skip
     zs = [recs[(task, "zero_shot", s)]["result"] for s in seeds if (task, "zero_shot", s) in recs]
     majority = [r["prediction"]["majority_acc"] for r in zs]
     majority_bal = [majority_balanced(r) for r in zs]
     lines.append(
-        f"| majority class | {_mean_std(majority)} | {_mean_std(majority_bal)} | "
+        f"| majority class | {_mean_std(majority)} | {_mean_std(majority_bal)} | - | "
         f"{len(majority)}/{n} | 0 |"
     )
     for col in cfg.columns(task):
@@ -74,18 +95,19 @@ def task_section(cfg, task: str, recs: dict) -> list[str]:
         calls_txt = "/".join(str(c) for c in calls) if got else "-"
         accs = [r["test_acc"] for r in got]
         bal = [b for b in map(balanced, got) if b is not None]
+        start = [r["start_dev_acc"] for r in got if r.get("start_dev_acc") is not None]
         lines.append(
-            f"| {LABELS[col]} | {_mean_std(accs)} | {_mean_std(bal)} | {len(got)}/{n} | "
-            f"{calls_txt} |"
+            f"| {LABELS[col]} | {_mean_std(accs)} | {_mean_std(bal)} | {_mean_std(start)} | "
+            f"{len(got)}/{n} | {calls_txt} |"
         )
     lines += ["", "Balanced accuracy is the mean per-class recall (`methods.evaluate."
               "balanced_accuracy`, from each record's confusion matrix): the k-shot sets are "
-              "balanced by class, the test subsets keep the task's class prior.", ""]  # fmt: skip
-    comparisons = (
-        ("bbt", "zero_shot", "BBT - zero-shot (does BBT move off zero-shot?)"),
-        ("cbp", "cbp_z0", "CBP - CBP z0 (does stage 2 improve on z0?)"),
-        ("cbp", "bbt", "CBP - BBT"),
-    )
+              "balanced by class unless the row says natural (drawn in the task's class "
+              "proportions), the test subsets keep the task's class prior (the same subset "
+              "for both). Start dev acc.: the dev accuracy of the search's start (BBT: p0 "
+              "alone, z = 0; CBP: z0), scored before the first generation.", ""]  # fmt: skip
+    have = set(cfg.columns(task))
+    comparisons = [c for c in COMPARISONS if c[0] in have and c[1] in have]
     for metric, name in ((_test_acc, "test accuracy"), (balanced, "balanced accuracy")):
         lines += [f"Paired over seeds ({name}, points):", ""]
         for a, b, what in comparisons:
@@ -174,6 +196,21 @@ def _timed_seconds(recs: list[dict]) -> list[float]:
     return out
 
 
+def remaining_cpu_hours(left: list[str], cpu: dict) -> tuple[float, list[str]]:
+    """(hours, columns timed by proxy) for the cells `left`, from `cpu`: column -> seconds."""
+    total, proxied = 0.0, []
+    for name in left:
+        col = cell_key(name)[1]
+        if col not in cpu:
+            method = column_parts(col)[0]
+            proxy = "bbt" if method == "bbtv2" else method
+            if col not in proxied:
+                proxied.append(col)
+            col = proxy
+        total += float(np.mean(cpu[col])) if col in cpu else 0.0
+    return total / 3600, proxied
+
+
 def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
     """Write `<cfg.name>.md` (and the curve PNGs) into `results`; returns the markdown path."""
     recs = _by_cell(cfg, cells, store)
@@ -230,15 +267,20 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
                      + cpu_txt)  # fmt: skip
     left = [c.name for c in cells if store.get(c) is None and cfg.runnable(c)]
     lines += ["", f"Not yet run ({len(left)}): " + (", ".join(left) if left else "none"), ""]
+    dropped = [c.name for c in cells if store.get(c) is None and not cfg.runnable(c)]
+    if dropped:
+        lines += [f"First-protocol cells not run further (superseded by the published protocol; "
+                  f"{len(dropped)}): " + ", ".join(dropped), ""]  # fmt: skip
     cpu = {col: ss for (col, dev), ss in secs.items() if dev == "cpu"}
-    known = [cpu[cell_key(n)[1]] for n in left if cell_key(n)[1] in cpu]
     if left:
-        est = sum(float(np.mean(ss)) for ss in known) / 3600
+        hours, proxied = remaining_cpu_hours(left, cpu)
         lines += [
-            f"Estimate for what remains on the CPU, from the measured mean seconds of each "
-            f"column there: {est:.1f} h for the {len(known)} runs of measured columns; the other "
-            f"{len(left) - len(known)} have no finished CPU run yet to time (an 8000-call run "
-            "scores 395 generations x 20 candidates on the k-shot batch).",
+            f"Estimate for what remains on one CPU core: {hours:.1f} h for {len(left)} runs, "
+            "from each column's measured mean seconds on the CPU, or, for a column with no "
+            f"finished CPU run yet ({', '.join(proxied) or 'none'}), its first-protocol "
+            "column of the same method (BBTv2 timed as BBT; an 8000-call run scores 395 "
+            "generations x 20 candidates on the k-shot batch). Two runs pinned one per core "
+            "do 1.3-1.4x the work per hour of one (results/precision.md).",
             "",
         ]
     lines += [
