@@ -9,8 +9,12 @@ from the schema, so replays and conflicting reuses happen too. Properties: no an
 5xx, no 4xx charges anything, and afterwards the ledger's used calls equal the sum of the
 calls charged in the answers. Bounded: MAX_EXAMPLES per operation (about a minute on
 2 cores); the hypothesis seed (FUZZ_SEED, else random) and the example count are printed.
+The same bodies also go straight through decoding and admission (no server, thousands of
+examples in seconds): only `MalformedRequestError` may come out, never another exception
+(the server would answer that with a 500), and its message names the field.
 """
 
+import math
 import os
 import random
 
@@ -21,8 +25,14 @@ import pytest
 import schemathesis
 from hypothesis import strategies as st
 
+from cbp_jax.contract import MalformedRequestError
 from cbp_jax.serve.guard import GuardConfig
+from cbp_jax.serve.limits import ServeLimits
+from cbp_jax.serve.wire import decode_request
+from cbp_jax.service.core import ProviderCore
+from cbp_jax.service.oracle import DeepPrompt, NoPrompt, SoftPrompt
 from tests.serve_live import KEYS, LiveServer
+from tests.serve_tiny import tiny_model
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 SEED = int(os.environ.get("FUZZ_SEED", random.randrange(2**32)))
@@ -58,7 +68,10 @@ def valid_request(draw) -> dict:
 MSGPACK_INTS = st.integers(-(2**63), 2**64 - 1)
 BAD_VALUES = st.sampled_from([np.nan, np.inf, -np.inf, 1e300, 3e38, -3e38, 65504.0])
 BAD_SHAPES = st.sampled_from([[2**32, 2**32], [2**62, 4], [0], [], [1, 1, 1, 1, 1, 1, 1],
-                              [2**31 - 1], [-1, 2], [3], [1, 2, 3, 48]])  # fmt: skip
+                              [2**31 - 1], [-1, 2], [3], [1, 2, 3, 48],
+                              # empty arrays with a huge axis: their data is b"" (issue 43)
+                              [2**64 - 1, 0], [2**63, 0], [2**40, 2**40, 0], [0, 2**63],
+                              [0, 2**20], [2**20, 0, 2**20]])  # fmt: skip
 
 
 @st.composite
@@ -83,7 +96,10 @@ def broken_request(draw) -> dict:
                 a[draw(st.integers(0, a.size - 1))] = draw(bad)
         body[field]["data"] = a.tobytes()
     elif how == "shape":
-        body[field]["shape"] = draw(BAD_SHAPES)
+        shape = draw(BAD_SHAPES)
+        body[field]["shape"] = shape
+        if math.prod(shape) == 0:  # the byte count agrees: only the shape itself is wrong
+            body[field]["data"] = b""
     elif how == "bytes":
         body[field]["data"] = body[field]["data"][: draw(st.integers(0, 8))]
     else:
@@ -157,3 +173,25 @@ def test_fuzz_ledger_equals_the_sum_of_charges(live, capsys):
     if not STATS["examples"]:
         pytest.skip("the fuzz test did not run in this session")
     assert live.used("alice") == STATS["charged"]
+
+
+def test_decoding_and_admission_raise_only_malformed_request_errors():
+    core = ProviderCore(
+        tiny_model(), [NoPrompt(), SoftPrompt(), DeepPrompt()], limits=ServeLimits()
+    )
+    bodies = st.one_of(valid_request().map(_pack), broken_request().map(_pack))
+    settings = hypothesis.settings(
+        max_examples=20 * MAX_EXAMPLES // 3, deadline=None, database=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )  # fmt: skip
+
+    @hypothesis.seed(SEED)
+    @settings
+    @hypothesis.given(body=bodies)
+    def admit(body):
+        try:
+            core.admit(decode_request(body))
+        except MalformedRequestError as e:
+            assert str(e), "a refusal must say why"
+
+    admit()

@@ -6,8 +6,10 @@ lists): a 20 x 500 float32 population is 40 kB on the wire. A score request body
 {"logprobs": P x B x C x W float32, "calls": int, "examples": int, "tokens": int}
 (calls = P; examples and tokens = the work scored). Decoding never trusts the sender:
 unknown dtypes, shapes that disagree with the byte count (sizes are multiplied as Python
-ints, so a shape like [2**32, 2**32] cannot wrap around), oversized containers and missing
-fields raise `MalformedRequestError` (the server answers 400).
+ints, so a shape like [2**32, 2**32] cannot wrap around; each axis and the product of the
+non-zero axes are bounded before any reshape, so an empty array with a huge axis such as
+[2**64 - 1, 0] is refused too), oversized containers and missing fields raise
+`MalformedRequestError` naming the field (the server answers 400, never 500).
 
 `request_id` derives the idempotency key of a request from its content (see client.py).
 """
@@ -26,6 +28,8 @@ from cbp_jax.contract import MalformedRequestError, ScoreRequest
 # dtypes accepted on the wire: ids as int32/int64, payloads as float16/32/64.
 WIRE_DTYPES = ("<i4", "<i8", "<f2", "<f4", "<f8")
 MAX_NDIM = 6
+MAX_AXIS = 1 << 24  # no field of a request or response has a longer axis
+MAX_EXTENT = 1 << 40  # product of the non-zero axes: what numpy can index, with room
 REQUEST_FIELDS = ("kind", "payload", "tokens", "mask", "candidates")
 MEDIA_TYPE = "application/msgpack"
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -54,13 +58,22 @@ def decode_array(obj, name: str) -> np.ndarray:
         raise MalformedRequestError(f"{name}: shape must be <= {MAX_NDIM} non-negative ints")
     if not isinstance(data, bytes):
         raise MalformedRequestError(f"{name}: data must be raw bytes")
+    extent = math.prod(max(n, 1) for n in shape)  # an empty array's other axes count too
+    if max(shape, default=0) > MAX_AXIS or extent > MAX_EXTENT:
+        raise MalformedRequestError(
+            f"{name}: shape {list(shape)} has an axis over {MAX_AXIS} or more than "
+            f"{MAX_EXTENT} cells counting empty axes as 1"
+        )
     want = math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: no int64 wrap-around
     if len(data) != want:
         raise MalformedRequestError(
             f"{name}: {len(data)} data bytes do not match shape {list(shape)} of {dtype} "
             f"({want} bytes)"
         )
-    return np.frombuffer(data, dtype=dtype).reshape(shape)
+    try:
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+    except ValueError as e:  # bounded above; kept so that no shape can become a 500
+        raise MalformedRequestError(f"{name}: shape {list(shape)} not accepted: {e}") from e
 
 
 def _unpack(body: bytes, max_bytes: int) -> dict:
