@@ -9,13 +9,14 @@
 
 One call = one candidate prompt scored on one batch: a request of population P costs P
 calls whatever its batch; the work one call may ask is bounded (`ServeLimits`, published
-in /v1/info). Every call but health needs `X-API-Key`. A score request goes: auth
-throttle (429) -> key (401) -> size limit (413) -> body within the read timeout (408) ->
-decode, then the provider core's checks (service/core.py, the same as in process:
-limits, validation, finiteness after the cast to the compute dtype; 400) -> replay of a
-recorded `X-Request-Id` (same bytes, 0 calls) -> budget hold (402) -> the fair scheduler
-and a bucketed compiled call (503 past the request timeout) -> finite outputs (else 400)
--> charge + record in one SQLite transaction (409 if a racing request claimed the id for
+in /v1/info). Every call but health needs `X-API-Key`. A score request goes: key (a
+wrong one: 401, or 429 with Retry-After past the failed-key throttle; a correct key is
+never throttled) -> size limit (413) -> body within the read timeout (408) -> decode,
+then the provider core's checks (service/core.py, the same as in process: limits,
+validation, finiteness after the cast to the compute dtype; 400) -> replay of a recorded
+`X-Request-Id` (same bytes, 0 calls) -> budget hold (402) -> the fair scheduler and a
+bucketed compiled call (503 past the request timeout) -> finite outputs (else 400) ->
+charge + record in one SQLite transaction (409 if a racing request claimed the id for
 another body) -> response. Nothing is charged unless the response is recorded.
 Responses carry candidate log-probs only: never parameters, hidden states or full logits.
 Run it with `cbp-jax serve` (or `python -m cbp_jax.cli serve`, same options).
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -44,9 +46,10 @@ CALL_UNIT = "one call = one candidate prompt scored on one batch (a request cost
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.status, self.message = status, message
+        self.headers = {} if retry_after is None else {"Retry-After": str(math.ceil(retry_after))}
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -89,14 +92,18 @@ class ScoreServer:
         self.commits = 0  # responses charged and recorded
 
     def user(self, request: Request) -> str:
+        """The key's user; a correct key is never throttled (checked first)."""
+        key = request.headers.get("x-api-key")
+        user = self.ledger.authenticate(key)
+        if user is not None:
+            return user
         address = request.client.host if request.client else "?"
-        if self.throttle.blocked(address):
-            raise HttpError(429, "too many failed API keys from this address; retry later")
-        user = self.ledger.authenticate(request.headers.get("x-api-key"))
-        if user is None:
-            self.throttle.failed(address)
-            raise HttpError(401, "missing or unknown API key (header X-API-Key)")
-        return user
+        wait = self.throttle.retry_after(address, key)
+        if wait > 0:
+            raise HttpError(429, "too many failed API keys from this address or with this "
+                            "key prefix; retry later", retry_after=wait)  # fmt: skip
+        self.throttle.failed(address, key)
+        raise HttpError(401, "missing or unknown API key (header X-API-Key)")
 
     @property
     def public(self) -> dict:
@@ -211,7 +218,8 @@ def create_app(server: ScoreServer) -> FastAPI:
     for exc_type, status in errors:
         app.add_exception_handler(exc_type, on_error(status))
     app.add_exception_handler(
-        HttpError, lambda _r, e: JSONResponse({"error": e.message}, status_code=e.status)
+        HttpError,
+        lambda _r, e: JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers),
     )
 
     @app.get("/v1/health")

@@ -4,9 +4,11 @@
   than the body sent, or a slow drip, is answered 408 and the connection freed).
 - `request_timeout_s`: queue wait + compute of one score request; past it the request is
   answered 503 (retryable) and nothing is charged.
-- `auth_failures` per `auth_window_s` per client address: past it, every request from that
-  address is answered 429 until the window has passed, without looking at the key (so a
-  key cannot be guessed faster than this, and a 429 says nothing about the key).
+- `auth_failures` per `auth_window_s` per client address and per key prefix: past it, a
+  wrong key from that address (or with that prefix) is answered 429 with Retry-After
+  instead of 401 until the window frees a slot. A correct key is checked first and always
+  served, so one client's failures never lock out a valid key sharing its address (a proxy,
+  loopback). A 429 answers only wrong keys, so it says nothing a 401 would not.
 """
 
 from __future__ import annotations
@@ -32,27 +34,43 @@ class GuardConfig:
 
 
 class AuthThrottle:
-    """Sliding-window count of failed authentications per client address."""
+    """Sliding-window counts of failed authentications per client address and per key
+    prefix. A correct key is checked before the throttle and never blocked (many users may
+    share one address behind a proxy, or all of loopback); a wrong key from an address or
+    with a prefix over `auth_failures` is answered 429 instead of 401, with the seconds
+    until the window frees a slot (Retry-After)."""
+
+    PREFIX = 4  # characters of a presented key that name its prefix bucket
 
     def __init__(self, config: GuardConfig):
         self.config = config
-        self._failures: dict[str, collections.deque] = {}
+        self._failures: dict[tuple[str, str], collections.deque] = {}
         self._lock = threading.Lock()
 
-    def _recent(self, address: str, now: float) -> collections.deque:
-        q = self._failures.setdefault(address, collections.deque())
+    def _buckets(self, address: str, key: str | None) -> tuple[tuple[str, str], ...]:
+        return ("address", address), ("prefix", (key or "")[: self.PREFIX])
+
+    def _recent(self, bucket: tuple[str, str], now: float) -> collections.deque:
+        q = self._failures.get(bucket, collections.deque())
         while q and q[0] <= now - self.config.auth_window_s:
             q.popleft()
         return q
 
-    def blocked(self, address: str) -> bool:
+    def retry_after(self, address: str, key: str | None) -> float:
+        """Seconds until a failure from here may be answered 401 again; 0 if not blocked."""
+        with self._lock:
+            now, wait = time.monotonic(), 0.0
+            for bucket in self._buckets(address, key):
+                q = self._recent(bucket, now)
+                if not q:
+                    self._failures.pop(bucket, None)  # forget buckets without recent failures
+                elif len(q) >= self.config.auth_failures:
+                    wait = max(wait, q[0] + self.config.auth_window_s - now)
+            return wait
+
+    def failed(self, address: str, key: str | None) -> None:
         with self._lock:
             now = time.monotonic()
-            blocked = len(self._recent(address, now)) >= self.config.auth_failures
-            if not self._failures[address]:
-                del self._failures[address]  # forget addresses without recent failures
-            return blocked
-
-    def failed(self, address: str) -> None:
-        with self._lock:
-            self._recent(address, time.monotonic()).append(time.monotonic())
+            for bucket in self._buckets(address, key):
+                self._failures[bucket] = self._recent(bucket, now)
+                self._failures[bucket].append(now)
