@@ -1,9 +1,11 @@
 """RAPT privacy-utility table: PEFT accuracy and attack success per noise level eta.
 
 Per task, seed and eta: prompt tuning, prefix tuning and LoRA on privatized text, each
-without and with the reconstruction task (head over the vocabulary at the input's own
-positions), and the earlier placement (plain tokens before the text) as an ablation row;
-zero-shot and non-private prompt tuning as references. Attacks on the private test text per
+without and with RAPT's reconstruction task (a head over the vocabulary recovering public
+plain tokens privatized with the input and placed after it: the fixed sequence, or random
+public tokens per example); the plain tokens before the text as an ablation row; the
+non-private oracle head (the user's original tokens: an upper bound, not RAPT); zero-shot
+and non-private prompt tuning as references. Attacks on the private test text per
 eta, all fitted on PUBLIC text (ag_news train pool) privatized at the same eta: token
 inversion (identity, nearest public token, learned count table), embedding inversion of the
 service's hidden states, and attribute inference (does the original text contain a digit?).

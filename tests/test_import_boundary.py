@@ -72,6 +72,7 @@ USER = (
     "cbp_jax.serve.client",
     "cbp_jax.privacy.dchi",
     "cbp_jax.privacy.inputs",
+    "cbp_jax.privacy.plain_tokens",  # the user privatizes its public plain tokens
     "cbp_jax.post.dp",
     "cbp_jax.post.lira",
 )

@@ -1,15 +1,21 @@
-"""The RAPT table: reconstruction-effect rows (paired per seed, in points, n/a when unrun)
-and its two measures over old (accuracy-only) and new (summary) records."""
+"""The RAPT table: reconstruction-effect rows (paired per seed, in points, n/a when unrun),
+its two measures over old (accuracy-only) and new (summary) records, and its arms: RAPT's
+public plain tokens (fixed, random) by default, the oracle only under its own label."""
 
 from cbp_jax.experiment.rapt_table import (
     ARMS,
+    ORACLE_LABEL,
     UTILITY,
     TableConfig,
+    arm_config,
+    arm_label,
     measure,
+    rc_payload,
     reconstruction_effect,
     report,
 )
 from cbp_jax.privacy.attack_suite import TOKEN_ATTACKS
+from cbp_jax.privacy.reconstruction import ORACLE
 
 
 def test_reconstruction_effect_is_paired_per_seed_in_points():
@@ -17,13 +23,33 @@ def test_reconstruction_effect_is_paired_per_seed_in_points():
     rows = []
     for base in (0.50, 0.60):  # two seeds; +rec adds 2 and 4 points at eta 40
         row = {(arm, e): base for arm in ARMS for e in cfg.etas}
-        row[("prompt+rec", 40.0)] = base + (0.02 if base == 0.50 else 0.04)
-        row[("lora+rec", 100.0)] = None  # not run yet
+        row[("prompt+rec (fixed plain)", 40.0)] = base + (0.02 if base == 0.50 else 0.04)
+        row[("lora+rec (random plain)", 100.0)] = None  # not run yet
         rows.append(row)
     text = "\n".join(reconstruction_effect(cfg, "sst2", rows))
-    assert "| prompt | +3.0 (+2.0, +4.0) | +0.0 (+0.0, +0.0) |" in text
-    assert "| LoRA | +0.0 (+0.0, +0.0) | n/a |" in text
-    assert "| placement: input - plain before | +3.0 (+2.0, +4.0) |" in text
+    assert "| prompt+rec (fixed plain) | +3.0 (+2.0, +4.0) | +0.0 (+0.0, +0.0) |" in text
+    assert "| LoRA+rec (random plain) | +0.0 (+0.0, +0.0) | n/a |" in text
+    assert "| prompt + non-private oracle (upper bound) | +0.0 (+0.0, +0.0) |" in text
+    assert "| placement: plain after - plain before | +3.0 (+2.0, +4.0) |" in text
+
+
+def test_arms_default_to_public_plain_tokens_and_label_the_oracle():
+    cfg = TableConfig()
+    for peft in ("prompt", "prefix", "lora"):
+        for choice in ("fixed", "random"):
+            rc = arm_config(cfg, f"{peft}+rec ({choice} plain)", 40.0, 13)
+            assert (rc.placement, rc.plain_tokens, rc.use_reconstruction) == (
+                "plain_after", choice, True)  # fmt: skip
+            assert rc.num_plain_tokens == cfg.num_plain_tokens
+        oracle = arm_config(cfg, f"{peft}+rec", 40.0, 13)
+        assert oracle.placement == ORACLE and arm_label(f"{peft}+rec").endswith(ORACLE_LABEL)
+    labels = [arm_label(a) for a in ARMS]
+    assert all("oracle" not in x for x in labels if "plain" in x)
+    assert sum("oracle" in x for x in labels) == 3
+    # a field added after the records ran stays out of a cell's config at its recorded value
+    assert "plain_tokens" not in rc_payload(arm_config(cfg, "prompt", 40.0, 13))
+    assert rc_payload(arm_config(cfg, "lora+rec (random plain)", 40.0, 13))["plain_tokens"] == (
+        "random")  # fmt: skip
 
 
 def _summary(acc, bal):

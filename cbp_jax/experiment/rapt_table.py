@@ -1,9 +1,12 @@
 """The RAPT privacy-utility table: its config, one (task, seed) of runs, and its markdown.
 
 Per task, seed and eta: prompt tuning, prefix tuning and LoRA on privatized text, each
-without and with the reconstruction task (head over the vocabulary at the input's own
-positions), and the earlier placement (plain tokens before the text) as an ablation row;
-zero-shot and non-private prompt tuning as references; every attack of
+without reconstruction and with RAPT's (a head over the vocabulary recovering m PUBLIC plain
+tokens privatized with the input and placed after it: the fixed plain-token sequence, or
+fresh random plain tokens per example); the plain tokens before the text as an ablation row;
+the non-private oracle head (predicts the user's original tokens, outside the threat model:
+an upper bound, not RAPT; its cells keep the "+rec" names they were recorded under); zero-shot
+and non-private prompt tuning as references; every attack of
 `privacy.attack_suite` per eta. Each run is a cell of the experiment layer: `run_seed` asks
 `get(name, payload, compute)` for it, which returns the committed record's value or runs
 `compute` and records it (experiments/rapt_table.py passes `tables.get_or_run` on the
@@ -23,9 +26,16 @@ from cbp_jax.data.tasks import get_task
 from cbp_jax.methods import zero_shot
 from cbp_jax.privacy.attack_suite import TOKEN_ATTACKS, attack_rates
 from cbp_jax.privacy.rapt import RAPTConfig, rapt_evaluate, tune_rapt
+from cbp_jax.privacy.reconstruction import ORACLE
 
 PEFTS = ("prompt", "prefix", "lora")
-ARMS = tuple(f"{p}{r}" for p in PEFTS for r in ("", "+rec")) + ("prompt+rec (plain before)",)
+PLAIN = ("fixed", "random")
+RECS = ("", *(f"+rec ({c} plain)" for c in PLAIN), "+rec")  # "+rec": the ORACLE's records
+ARMS = tuple(f"{p}{r}" for p in PEFTS for r in RECS) + ("prompt+rec (plain before)",)
+ORACLE_LABEL = " + non-private oracle (upper bound)"
+# RAPTConfig fields added after records of this table ran, at the value those runs had:
+# left out of a cell's config at that value, so the records keep matching their cells
+ADDED_FIELDS = {"plain_tokens": "fixed"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +52,7 @@ class TableConfig:
     epochs: int = 30
     batch_size: int = 8
     learning_rate: float = 3e-3
-    num_plain_tokens: int = 8  # the plain_before ablation
+    num_plain_tokens: int = 8  # m, for every plain-token arm
     head_dim: int = 64
     public_task: str = "ag_news"
     public_size: int = 500
@@ -62,16 +72,36 @@ QUICK |= dict(epochs=2, public_size=20, attack_draws=1)
 
 
 def arm_config(cfg: TableConfig, arm: str, eta: float, seed: int) -> RAPTConfig:
-    """One arm's RAPT config (eta = inf: no privatization)."""
+    """One arm's RAPT config (eta = inf: no privatization). Arms without reconstruction and
+    the oracle arms pin placement and m to the values their records ran with (unused
+    without reconstruction)."""
     common = dict(prompt_len=cfg.prompt_len, learning_rate=cfg.learning_rate, seed=seed)
     common |= dict(epochs=cfg.epochs, batch_size=cfg.batch_size, head_dim=cfg.head_dim)
     common |= dict(lora_rank=cfg.lora_rank, lora_alpha=2.0 * cfg.lora_rank, eta=eta)
+    m = cfg.num_plain_tokens
     if arm == "prompt+rec (plain before)":
         return RAPTConfig(peft="prompt", placement="plain_before", head_vocab="plain",
-                          num_plain_tokens=cfg.num_plain_tokens, **common)  # fmt: skip
+                          num_plain_tokens=m, **common)  # fmt: skip
+    if arm.endswith(" plain)"):
+        peft, choice = arm.removesuffix(" plain)").split("+rec (")
+        return RAPTConfig(peft=peft, placement="plain_after", plain_tokens=choice,
+                          num_plain_tokens=m, **common)  # fmt: skip
     return RAPTConfig(
-        peft=arm.removesuffix("+rec"), use_reconstruction=arm.endswith("+rec"), **common
-    )
+        peft=arm.removesuffix("+rec"), use_reconstruction=arm.endswith("+rec"),
+        placement=ORACLE, num_plain_tokens=0, **common,
+    )  # fmt: skip
+
+
+def rc_payload(rc: RAPTConfig) -> dict:
+    """A cell's RAPT config: every field, less those of ADDED_FIELDS at their recorded value."""
+    d = dataclasses.asdict(rc)
+    return {k: v for k, v in d.items() if k not in ADDED_FIELDS or v != ADDED_FIELDS[k]}
+
+
+def arm_label(arm: str) -> str:
+    """An arm's row label: the oracle named as such, Prefix tuning and LoRA spelled out."""
+    label = arm.removesuffix("+rec") + ORACLE_LABEL if arm.endswith("+rec") else arm
+    return label.replace("prefix", "Prefix tuning").replace("lora", "LoRA")
 
 
 def run_seed(model, cfg: TableConfig, get, name: str, seed: int, public) -> dict:
@@ -98,7 +128,7 @@ def run_seed(model, cfg: TableConfig, get, name: str, seed: int, public) -> dict
     keys = jax.random.split(jax.random.key(seed), 2)
     out["prompt tuning (non-private)"] = get(
         f"{at}/non-private",
-        {**base, "arm": "non-private", "rc": dataclasses.asdict(clear)},
+        {**base, "arm": "non-private", "rc": rc_payload(clear)},
         lambda: tuned(clear, *keys),
     )
     for i, eta in enumerate(cfg.etas):
@@ -108,7 +138,7 @@ def run_seed(model, cfg: TableConfig, get, name: str, seed: int, public) -> dict
             rc = arm_config(cfg, arm, eta, seed)
             out[(arm, eta)] = get(
                 f"{at}/eta{eta:g}/{arm}",
-                {**base, "arm": arm, "rc": dataclasses.asdict(rc)},
+                {**base, "arm": arm, "rc": rc_payload(rc)},
                 lambda rc=rc, kt=(k_tune, k_test): tuned(rc, *kt),
             )
         payload = {**base, "arm": "attacks", "eta": eta, "public": cfg.public_size,
@@ -165,10 +195,15 @@ def report(cfg: TableConfig, res: dict, command: str) -> str:
         f"{cfg.shots} shots per class (train and dev), {cfg.test_size} test examples, seeds "
         f"{list(cfg.seeds)}; prompt / prefix length {cfg.prompt_len}, LoRA rank "
         f"{cfg.lora_rank} (alpha {2 * cfg.lora_rank}), {cfg.epochs} epochs, Adam lr "
-        f"{cfg.learning_rate}. '+rec': reconstruction head (c={cfg.head_dim}, over the "
-        f"vocabulary) predicting the original token at each private input position; 'plain "
-        f"before': the earlier placement, {cfg.num_plain_tokens} plain tokens before the "
-        f"text. Larger eta = less noise. Attacks fitted on {cfg.public_size} public "
+        f"{cfg.learning_rate}. RAPT '+rec (fixed plain)' / '+rec (random plain)': "
+        f"reconstruction head (c={cfg.head_dim}, over the vocabulary) recovering "
+        f"{cfg.num_plain_tokens} public plain tokens privatized with the input and placed after "
+        f"it (the fixed sequence, or random public tokens drawn per example); 'plain before': "
+        f"the fixed plain tokens before the text (an ablation). '{ORACLE_LABEL.strip(' +')}': "
+        f"a head predicting the user's ORIGINAL token at each private position; its gradient "
+        f"carries the private text into the trained parameters, outside the local-DP "
+        f"guarantee, so it is an upper bound, not RAPT. Larger eta = less noise. Attacks "
+        f"fitted on {cfg.public_size} public "
         f"{cfg.public_task} texts privatized at the same eta. Runs: `rapt_runs.jsonl`.",
         "",
         "What the measured rows say: [rapt_reading.md](rapt_reading.md) (written by hand).",
@@ -188,8 +223,7 @@ def report(cfg: TableConfig, res: dict, command: str) -> str:
                 lines.append(f"| {m} | " + " | ".join(cells) + " |")
             for arm in ARMS:
                 cells = [_ms([r[(arm, e)] for r in rows]) for e in cfg.etas]
-                label = arm.replace("prefix", "Prefix tuning").replace("lora", "LoRA")
-                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+                lines.append(f"| {arm_label(arm)} | " + " | ".join(cells) + " |")
         rows = [measure(r, "accuracy") for r in res[name]]
         lines += reconstruction_effect(cfg, name, rows)
         lines += ["", f"## {name}: attacks on the private test text", ""]
@@ -203,18 +237,19 @@ def report(cfg: TableConfig, res: dict, command: str) -> str:
 
 
 def reconstruction_effect(cfg: TableConfig, name: str, rows: list[dict]) -> list[str]:
-    """Where reconstruction helps: +rec minus the same PEFT without it, in points, paired
-    per seed (the arms of one seed and eta share the privatized text)."""
+    """Where reconstruction helps: each +rec arm minus the same PEFT without it, in points,
+    paired per seed (the arms of one seed and eta share the privatized text)."""
     etas = " | ".join(f"eta={e:g}" for e in cfg.etas)
     lines = ["", f"## {name}: what reconstruction adds (points, +rec minus without)", ""]
     lines += [
         "Mean over the seeds where both ran, with the per-seed differences; the last row is "
-        "the input placement's +rec minus the old plain-before placement's.",
+        "RAPT's fixed plain tokens after the text minus the same tokens before it.",
         "",
     ]
     lines += [f"| method | {etas} |", "|---" * (len(cfg.etas) + 1) + "|"]
-    pairs = [(p, f"{p}+rec", p) for p in PEFTS]
-    pairs.append(("placement", "prompt+rec", "prompt+rec (plain before)"))
+    pairs = [(arm_label(p + r), p + r, p) for p in PEFTS for r in RECS[1:]]
+    pairs.append(("placement: plain after - plain before", "prompt+rec (fixed plain)",
+                  "prompt+rec (plain before)"))  # fmt: skip
     for label, a, b in pairs:
         cells = []
         for e in cfg.etas:
@@ -222,7 +257,5 @@ def reconstruction_effect(cfg: TableConfig, name: str, rows: list[dict]) -> list
                  if r.get((a, e)) is not None and r.get((b, e)) is not None]  # fmt: skip
             per_seed = ", ".join(f"{x:+.1f}" for x in d)
             cells.append(f"{np.mean(d):+.1f} ({per_seed})" if d else "n/a")
-        label = label.replace("prefix", "Prefix tuning").replace("lora", "LoRA")
-        label = "placement: input - plain before" if label == "placement" else label
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines

@@ -1,16 +1,20 @@
-"""RAPT: parameter-efficient tuning on d_chi-privatized text with token reconstruction.
+"""RAPT: parameter-efficient tuning on d_chi-privatized text with plain-token reconstruction.
 
 Li, Tan, Liu (arXiv 2305.06212 v3). The user privatizes its text locally, x' = M(x) (see
-dchi.py; with the "plain_before" ablation x' = M([k ; x]) for m fixed plain tokens k), and
-tunes PEFT parameters theta (prompt tuning, prefix tuning or LoRA, peft.py) through the
-frozen model on x', together with a reconstruction head (reconstruction.py):
+dchi.py), together with m PUBLIC plain tokens k (plain_tokens.py), and the service tunes PEFT
+parameters theta (prompt tuning, prefix tuning or LoRA, peft.py) through the frozen model on
+what it received, together with a reconstruction head (reconstruction.py):
 
     L = L_task + w_rec L_rec,
 
 L_task the cross-entropy over verbalizer class scores (methods/losses.py) at the answer
-position and L_rec the head's recovery of the original tokens. Only (theta, head) train; the
-head is dropped at inference, and test inputs are privatized as at training. All three PEFT
-methods share this one loop (Adam, global-norm clipping, best dev epoch kept).
+position and L_rec the head's recovery of the plain tokens k from M(k), placed after the
+prompt (default "plain_after"; "plain_before" an ablation). Both are computable from the
+privatized text and public data. The "input" placement (`ORACLE`) predicts the user's
+original tokens instead: a NON-PRIVATE ORACLE (upper bound), never the default and not RAPT.
+Only (theta, head) train; the head is dropped at inference, and test inputs are privatized
+as at training. All three PEFT methods share this one loop (Adam, global-norm clipping,
+best dev epoch kept).
 """
 
 from __future__ import annotations
@@ -23,13 +27,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cbp_jax.data.batching import Inputs
 from cbp_jax.methods.evaluate import prediction_summary
 from cbp_jax.methods.losses import accuracy, class_scores, cross_entropy
 from cbp_jax.privacy.dchi import check_eta
 from cbp_jax.privacy.inputs import privatized_inputs
 from cbp_jax.privacy.peft import PeftConfig, init_peft, peft_forward
+from cbp_jax.privacy.plain_tokens import (
+    PLAIN_CHOICES,
+    append_private_plain,
+    fixed_plain_ids,
+    plain_ids_for,
+    plain_pool,
+)
 from cbp_jax.privacy.reconstruction import (
     HEAD_VOCABS,
+    ORACLE,
     PLACEMENTS,
     head_targets,
     init_head,
@@ -45,10 +58,11 @@ class RAPTConfig:
     lora_rank: int = 4
     lora_alpha: float = 8.0
     use_reconstruction: bool = True
-    placement: str = "input"  # input | plain_before (the earlier, ablation)
-    num_plain_tokens: int = 0  # m, prepended and privatized with the text
+    placement: str = "plain_after"  # plain_after (RAPT) | plain_before | input (the ORACLE)
+    num_plain_tokens: int = 8  # m, public, privatized with the text
+    plain_tokens: str = "fixed"  # fixed: one sequence for all | random: fresh per example
     head_dim: int = 64  # c
-    head_vocab: str = "full"  # plain_before only: "plain" = an m-way head
+    head_vocab: str = "full"  # fixed plain tokens only: "plain" = a head over their ids
     rec_weight: float = 1.0
     learning_rate: float = 3e-3
     epochs: int = 30
@@ -70,9 +84,17 @@ class RAPTConfig:
             raise ValueError(f"head_vocab must be one of {HEAD_VOCABS}, got {self.head_vocab!r}")
         if self.placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
-        if self.use_reconstruction and self.placement == "plain_before":
+        if self.plain_tokens not in PLAIN_CHOICES:
+            raise ValueError(
+                f"plain_tokens must be one of {PLAIN_CHOICES}, got {self.plain_tokens!r}"
+            )
+        if self.use_reconstruction and self.placement != ORACLE:
             if self.num_plain_tokens == 0:
-                raise ValueError("the plain_before reconstruction needs num_plain_tokens >= 1")
+                raise ValueError(f"the {self.placement} reconstruction needs num_plain_tokens >= 1")
+            if self.plain_tokens == "random" and self.head_vocab != "full":
+                raise ValueError("random plain tokens need head_vocab='full'")
+            if self.plain_tokens == "random" and self.placement == "plain_before":
+                raise ValueError("plain_before takes the fixed plain tokens only")
         _ = self.peft_config  # validates peft, prompt_len, lora_rank, lora_alpha
 
     @property
@@ -84,16 +106,18 @@ class RAPTConfig:
 
 def plain_token_ids(rc: RAPTConfig, vocab_size: int, special_ids=()) -> np.ndarray:
     """The m fixed plain tokens: distinct non-special ids below init_vocab, from rc.seed."""
-    pool = np.setdiff1d(np.arange(min(rc.init_vocab, vocab_size)), np.asarray(special_ids))
-    if len(pool) < rc.num_plain_tokens:
-        raise ValueError(f"only {len(pool)} ids to draw {rc.num_plain_tokens} plain tokens")
-    rng = np.random.default_rng(np.random.SeedSequence([rc.seed, 7]))
-    return rng.choice(pool, rc.num_plain_tokens, replace=False).astype(np.int32)
+    pool = plain_pool(vocab_size, rc.init_vocab, special_ids)
+    return fixed_plain_ids(rc.num_plain_tokens, rc.seed, pool)
 
 
-def peft_class_scores(params, cfg, pc, peft, tokens, mask, cands, return_hidden=False):
+def peft_class_scores(
+    params, cfg, pc, peft, tokens, mask, cands, return_hidden=False, answer_index_B=None
+):
     """(class scores B x C, final hidden states or None) of the adapted model."""
-    out = peft_forward(params, cfg, pc, peft, tokens, mask, return_hidden=return_hidden)
+    out = peft_forward(
+        params, cfg, pc, peft, tokens, mask, return_hidden=return_hidden,
+        answer_index_B=answer_index_B,
+    )  # fmt: skip
     logp = jax.nn.log_softmax(out.logits, axis=-1)
     b, (c, w) = tokens.shape[0], cands.shape
     return class_scores(logp[:, cands.reshape(-1)].reshape(b, c, w)), out.hidden_BxSxD
@@ -101,13 +125,20 @@ def peft_class_scores(params, cfg, pc, peft, tokens, mask, cands, return_hidden=
 
 def rapt_loss(train, params, cfg, pc, placement, use_rec, batch, rec_weight=1.0):
     """(L, (L_task, L_rec)); train = {"peft", "head"}; batch = (tokens, mask, cands, labels,
-    original tokens, private mask, plain targets_M)."""
-    tokens, mask, cands, labels, orig, private, targets_M = batch
-    scores, hidden = peft_class_scores(params, cfg, pc, train["peft"], tokens, mask, cands, use_rec)
+    original tokens, private mask, plain targets M or B x M). With "plain_after" the last m
+    token columns are M(k) and the answer is read at the prompt's last token before them;
+    the original tokens are read by the ORACLE placement only."""
+    tokens, mask, cands, labels, orig, private, targets = batch
+    answer = None
+    if use_rec and placement == "plain_after":
+        answer = jnp.full((tokens.shape[0],), tokens.shape[1] - targets.shape[-1] - 1)
+    scores, hidden = peft_class_scores(
+        params, cfg, pc, train["peft"], tokens, mask, cands, use_rec, answer
+    )
     task = cross_entropy(scores, labels)
     rec = jnp.zeros(())
     if use_rec:
-        rec = rec_loss(placement, train["head"], hidden, mask, orig, private, targets_M)
+        rec = rec_loss(placement, train["head"], hidden, mask, orig, private, targets)
     return task + rec_weight * rec, (task, rec)
 
 
@@ -134,25 +165,53 @@ def predict_peft(params, cfg, pc, peft, tokens, mask, cands):
     return jnp.argmax(scores, axis=-1)
 
 
-def _private(key, params, tokenizer, task, examples, rc: RAPTConfig):
+def _private(key, params, tokenizer, task, examples, rc: RAPTConfig, *, train: bool = False):
+    """(inputs, original tokens, private mask, plain targets B x M) of privatized examples.
+
+    "plain_before": M(k) prepended (training and evaluation). "plain_after" with
+    reconstruction, train=True: M(k) appended after the prompt (`append_private_plain`);
+    evaluation needs none (the answer precedes them). The text's x' is the same either way.
+    """
     special = tuple(tokenizer.all_special_ids)
-    plain = plain_token_ids(rc, params["embed"].shape[0], special)
+    vocab = params["embed"].shape[0]
+    before = rc.placement == "plain_before"
+    plain = plain_token_ids(rc, vocab, special) if before else np.zeros(0, np.int32)
     inputs, orig, private = privatized_inputs(
         key, params["embed"], tokenizer, task, examples, rc.eta, plain, chunk=rc.chunk
     )
-    return inputs, orig, private, plain
+    n = len(examples)
+    if before or not (train and rc.use_reconstruction and rc.placement == "plain_after"):
+        targets, _ = head_targets(plain, rc.head_vocab, vocab)
+        return inputs, orig, private, np.broadcast_to(targets, (n, len(plain))).copy()
+    pool = plain_pool(vocab, rc.init_vocab, special)
+    ids_BxM = plain_ids_for(rc.plain_tokens, key, n, rc.num_plain_tokens, rc.seed, pool)
+    tokens, mask, _ = append_private_plain(
+        key, params["embed"], inputs.tokens_BxS, inputs.mask_BxS, ids_BxM, rc.eta,
+        protected_ids=special, chunk=rc.chunk,
+    )  # fmt: skip
+    inputs = Inputs(tokens, mask, inputs.candidates_CxW, inputs.labels_B)
+    pad = np.zeros_like(ids_BxM)
+    orig, private = np.concatenate([orig, pad], 1), np.concatenate([private, pad], 1)
+    if rc.head_vocab == "plain":  # fixed plain tokens only (config check): every row alike
+        ids_BxM = np.broadcast_to(head_targets(ids_BxM[0], "plain", vocab)[0], ids_BxM.shape)
+    return inputs, orig, private, np.array(ids_BxM, np.int32)
+
+
+def head_size(rc: RAPTConfig, vocab_size: int, special_ids=()) -> int:
+    """The head's output size: the vocabulary, or the fixed plain tokens' distinct ids."""
+    if rc.placement == ORACLE or rc.head_vocab == "full":
+        return vocab_size
+    return head_targets(plain_token_ids(rc, vocab_size, special_ids), "plain", vocab_size)[1]
 
 
 def tune_rapt(params, cfg, tokenizer, task, train_examples, dev_examples, rc: RAPTConfig, key):
     """Privatize train/dev, tune (peft, head); returns (best peft params, dev acc, history)."""
     key_train, key_dev, key_peft, key_head, key_order = jax.random.split(key, 5)
-    train_in, orig, private, plain = _private(
-        key_train, params, tokenizer, task, train_examples, rc
+    train_in, orig, private, targets = _private(
+        key_train, params, tokenizer, task, train_examples, rc, train=True
     )
     dev_in, _, _, _ = _private(key_dev, params, tokenizer, task, dev_examples, rc)
-    targets_M, k = head_targets(plain, rc.head_vocab, cfg.vocab_size)
-    if rc.placement == "input":
-        k = cfg.vocab_size
+    k = head_size(rc, cfg.vocab_size, tuple(tokenizer.all_special_ids))
     pc = rc.peft_config
     train = {
         "peft": init_peft(key_peft, params, cfg, pc),
@@ -162,7 +221,7 @@ def tune_rapt(params, cfg, tokenizer, task, train_examples, dev_examples, rc: RA
     opt_state = opt.init(train)
     tr, dv = train_in.device(), dev_in.device()
     orig, private = jnp.asarray(orig, jnp.int32), jnp.asarray(private, jnp.int32)
-    n, targets_M = tr[0].shape[0], jnp.asarray(targets_M)
+    n, targets = tr[0].shape[0], jnp.asarray(targets, jnp.int32)
     rng = np.random.default_rng(int(jax.random.randint(key_order, (), 0, 2**31 - 1)))
     best, history = (-1.0, float("inf"), train["peft"]), []
     for epoch in range(rc.epochs):
@@ -172,7 +231,7 @@ def tune_rapt(params, cfg, tokenizer, task, train_examples, dev_examples, rc: RA
             batch = (tr[0][idx], tr[1][idx], tr[2], tr[3][idx], orig[idx], private[idx])
             train, opt_state, p = train_step(
                 train, opt_state, params, cfg, opt, pc, rc.placement,
-                rc.use_reconstruction, (*batch, targets_M), rc.rec_weight,
+                rc.use_reconstruction, (*batch, targets[idx]), rc.rec_weight,
             )  # fmt: skip
             parts.append([float(x) for x in p])
         dev_loss, dev_acc = (float(x) for x in evaluate_peft(params, cfg, pc, train["peft"], *dv))
@@ -188,7 +247,7 @@ def tune_rapt(params, cfg, tokenizer, task, train_examples, dev_examples, rc: RA
 
 def rapt_evaluate(params, cfg, tokenizer, task, examples, peft, rc, key, batch_size=32) -> dict:
     """`prediction_summary` (accuracy, balanced accuracy, predicted-class counts, confusion)
-    on privatized inputs (plain tokens prepended if any), head dropped.
+    on privatized inputs (plain tokens prepended with "plain_before"), head dropped.
 
     `peft` is the dict `tune_rapt` returns, or (prompt tuning) a bare T x D prompt.
     """

@@ -1,18 +1,20 @@
-"""RAPT's privatized-token reconstruction head and its two placements on a decoder.
+"""RAPT's privatized-token reconstruction head and where it reads on a decoder.
 
 The head maps a final hidden state h to the vocabulary, softmax(W1 W2 h), W2: D -> c and
 W1: c -> |V| (the paper's W); it trains with the PEFT parameters and is dropped at inference.
+Its targets are PUBLIC plain tokens k, privatized with the input (plain_tokens.py):
 
-- "input" (default): the head reads the hidden state at every private (user-text) position t
-  of the privatized input x' and predicts the ORIGINAL token x_t there:
-      L_rec = mean over private positions t of -log softmax(W1 W2 h_t)[x_t].
-  On a decoder h_t attends to the PEFT parameters and to x'_1..x'_t, so the loss depends on
-  the input and its gradient shapes how the adapted model represents the privatized text.
-  The targets are the user's own tokens: the user computes L_rec; only x' crosses.
-- "plain_before" (the earlier placement, kept as an ablation): m fixed plain tokens k are
-  prepended to the text (privatized with it) and the head recovers each k_i from the hidden
-  state at its position. With causal attention those positions precede the text and never
-  see it, and the targets are the same for every example.
+- "plain_after" (RAPT, the default): M(k) placed after the privatized prompt; the head
+  recovers each k_i from the hidden state at M(k)_i's position, which attends to x':
+      L_rec = mean over examples and i of -log softmax(W1 W2 h_i)[k_i].
+  L_rec and its gradient are functions of (x', M(k), k) only: the service can compute them
+  from what the user sent, inside the local-DP guarantee.
+- "plain_before" (an ablation): M(k) prepended; with causal attention those positions
+  precede the text and never see it, so L_rec cannot shape how the model reads x'.
+- "input" = `ORACLE`, the NON-PRIVATE ORACLE (an upper bound, not RAPT): predicts the user's
+  ORIGINAL token x_t at each private position of x'. Its gradient carries the private text
+  into the trained parameters, outside the local-DP guarantee; it is kept only as a labelled
+  upper-bound arm (its records ran under this name).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-PLACEMENTS = ("input", "plain_before")
+ORACLE = "input"  # the non-private oracle head (upper bound), never RAPT's default
+PLACEMENTS = ("plain_after", "plain_before", ORACLE)
 HEAD_VOCABS = ("plain", "full")
 
 
@@ -39,15 +42,16 @@ def head_logp(head: dict, hidden_xD):
     return jax.nn.log_softmax((hidden_xD @ head["w2_DxC"]) @ head["w1_CxK"], axis=-1)
 
 
-def input_reconstruction_loss(head: dict, hidden_BxSxD, orig_BxS, private_BxS):
-    """Mean over private positions of -log P(original token | h at that position)."""
+def oracle_reconstruction_loss(head: dict, hidden_BxSxD, orig_BxS, private_BxS):
+    """NON-PRIVATE ORACLE: mean over private positions of -log P(original token | h there).
+    It reads the user's original tokens, so it is an upper bound, never RAPT."""
     logp_BxSxV = head_logp(head, hidden_BxSxD)
     picked_BxS = jnp.take_along_axis(logp_BxSxV, orig_BxS[..., None], -1)[..., 0]
     w_BxS = private_BxS.astype(jnp.float32)
     return -(picked_BxS * w_BxS).sum() / jnp.maximum(w_BxS.sum(), 1.0)
 
 
-# ---------------------------------------------------------------- the earlier placement
+# ---------------------------------------------------------------- RAPT: public plain tokens
 
 
 def head_targets(plain_ids_M, head_vocab: str, vocab_size: int):
@@ -61,24 +65,30 @@ def head_targets(plain_ids_M, head_vocab: str, vocab_size: int):
 
 
 def plain_hidden(hidden_BxSxD, mask_BxS, m: int):
-    """Hidden states at the m plain-token positions (the first real tokens of each row)."""
+    """Hidden states at m plain tokens placed BEFORE the text (the first real tokens)."""
     first_B = mask_BxS.shape[1] - mask_BxS.sum(axis=1)  # left padding
     idx_BxM = first_B[:, None] + jnp.arange(m)
     return jnp.take_along_axis(hidden_BxSxD, idx_BxM[..., None], axis=1)
 
 
 def reconstruction_loss(head: dict, hidden_BxMxD, plain_ids_M):
-    """L_rec = mean over batch and i of -log softmax(W1 W2 h_i)[k_i] (head-vocab indices)."""
+    """L_rec = mean over batch and i of -log softmax(W1 W2 h_i)[k_i]; targets in head-vocab
+    indices, M (the same for every row) or B x M (per example)."""
     logp = head_logp(head, hidden_BxMxD)
     picked = jnp.take_along_axis(logp, jnp.broadcast_to(plain_ids_M, logp.shape[:2])[..., None], -1)
     return -picked.mean()
 
 
-def rec_loss(placement: str, head, hidden_BxSxD, mask_BxS, orig_BxS, private_BxS, targets_M):
-    """L_rec of either placement (targets_M: the plain tokens' head indices, plain_before)."""
-    if placement == "input":
-        return input_reconstruction_loss(head, hidden_BxSxD, orig_BxS, private_BxS)
+def rec_loss(placement: str, head, hidden_BxSxD, mask_BxS, orig_BxS, private_BxS, targets):
+    """L_rec of a placement. targets: the plain tokens' head indices, M or B x M (the plain
+    placements; with "plain_after" they are the last m positions); orig_BxS and private_BxS
+    are read by the ORACLE only."""
+    if placement == "plain_after":
+        m = targets.shape[-1]
+        return reconstruction_loss(head, hidden_BxSxD[:, -m:], targets)
     if placement == "plain_before":
-        h = plain_hidden(hidden_BxSxD, mask_BxS, targets_M.shape[0])
-        return reconstruction_loss(head, h, targets_M)
+        h = plain_hidden(hidden_BxSxD, mask_BxS, targets.shape[-1])
+        return reconstruction_loss(head, h, targets)
+    if placement == ORACLE:
+        return oracle_reconstruction_loss(head, hidden_BxSxD, orig_BxS, private_BxS)
     raise ValueError(f"reconstruction placement must be one of {PLACEMENTS}, got {placement!r}")
