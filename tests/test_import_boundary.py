@@ -47,6 +47,7 @@ PROVIDER = (
     "cbp_jax.methods.stage1_step",
     "cbp_jax.post.distill",
     "cbp_jax.post.transfer",
+    "cbp_jax.post.transfer_loss",
     "cbp_jax.post.public_alpha",
     "cbp_jax.privacy.peft",
     "cbp_jax.privacy.reconstruction",

@@ -12,6 +12,12 @@ after POST transfer with each public set. Audits on the student prompt: the loss
 attack and offline LiRA with `shadows` shadow prompts trained by the same algorithm on
 test-pool examples that are not audit targets. One experiment-layer cell per (task, seed),
 its config the whole table config.
+
+This plan's committed records ran the transfer loss as KL(T || S); the public code's
+direction is KL(S || T) (transfer_loss.py). The plan keeps the recorded direction, pinned in
+its transfer config (`kl_direction="teacher_student"`, left out of a cell's config at that
+value so the records keep matching), so the table still says what ran; a rerun as the code
+runs it is another plan.
 """
 
 from __future__ import annotations
@@ -68,7 +74,9 @@ class PostTableConfig:
     tune: DPConfig = DPConfig(  # the paper's: SGD, lr 1e-3, 20 epochs, 100 tokens
         prompt_len=100, epochs=20, expected_batch_size=16, physical_batch=8
     )
-    transfer: TransferConfig = TransferConfig(steps=300, batch_size=8, learning_rate=3e-3)
+    transfer: TransferConfig = TransferConfig(  # the direction its records ran with (above)
+        steps=300, batch_size=8, learning_rate=3e-3, kl_direction="teacher_student"
+    )
     public_size: int = 512
     out: str = "checkpoints/post"
 
@@ -95,7 +103,9 @@ QUICK = PostTableConfig(
     shadows=2,
     distill=DistillConfig(steps=10, batch_size=2, seq_len=64, checkpoint_every=5),
     tune=DPConfig(prompt_len=10, epochs=2, expected_batch_size=8, physical_batch=8),
-    transfer=TransferConfig(steps=4, batch_size=4, learning_rate=3e-3),
+    transfer=TransferConfig(
+        steps=4, batch_size=4, learning_rate=3e-3, kl_direction="teacher_student"
+    ),
     public_size=16,
     out="checkpoints/post_quick",
 )
@@ -127,9 +137,16 @@ def private_and_held_out(cfg: PostTableConfig, task_name: str, seed: int):
     return private, test, [held[i] for i in order[:k]], [held[i] for i in order[k:]]
 
 
+# TransferConfig fields added after this plan's records ran, at the value those runs had
+ADDED_TRANSFER_FIELDS = {"kl_direction": "teacher_student"}
+
+
 def cells(cfg: PostTableConfig) -> list[Cell]:
-    """One cell per (task, seed); its payload is the whole config."""
+    """One cell per (task, seed); its payload is the whole config (less the transfer fields
+    of ADDED_TRANSFER_FIELDS at their recorded value)."""
     base = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("tasks", "seeds")}
+    base["transfer"] = {k: v for k, v in base["transfer"].items()
+                        if ADDED_TRANSFER_FIELDS.get(k, object()) != v}  # fmt: skip
     return [Cell(f"{t}/seed{s}", {**base, "task": t, "seed": s})
             for t in cfg.tasks for s in cfg.seeds]  # fmt: skip
 

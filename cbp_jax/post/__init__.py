@@ -5,7 +5,9 @@
    (noise calibrated by `noise_multiplier_for`, spent budget from `spent_epsilon`);
    audited by `loss_threshold_mia` and offline LiRA (`lira_audit`, `train_shadows`).
 3. `transfer`: the provider moves the prompt to the teacher using only `PublicData`, with
-   the weight alpha from public inputs (`public_alpha`).
+   the public code's loss (`mix_loss`: KL(S || T), tau = 2) and weight alpha (`transfer_alpha`:
+   the paper's formula, the code's 0.5, or the public proxy `public_alpha`); the last and the
+   best accuracy over steps (`best_and_last`).
 """
 
 from cbp_jax.post.audit import accuracy, dp_advantage_bound, loss_threshold_mia
@@ -39,6 +41,7 @@ from cbp_jax.post.transfer import (
     transfer,
     transfer_loss,
 )
+from cbp_jax.post.transfer_loss import best_and_last, mix_loss, paper_alpha, transfer_alpha
 
 __all__ = [
     "PRIVATE_TASKS",
@@ -51,6 +54,10 @@ __all__ = [
     "TransferConfig",
     "alpha_heuristic",
     "accuracy",
+    "best_and_last",
+    "mix_loss",
+    "paper_alpha",
+    "transfer_alpha",
     "clip_per_example",
     "dp_advantage_bound",
     "lira_audit",

@@ -2,16 +2,20 @@
 
 Given the student S with the user's prompt p_s, the provider trains the teacher's prompt p_t
 (initialised to p_s; both live in the same embedding space) on public inputs x rendered in
-the private task's template, matching next-token logits z at the answer position:
+the private task's template, matching next-token logits z at the answer position as the
+public code does (transfer_loss.py, `mix_loss`), with s(.) = softmax(. / tau):
 
-    L = (1 - a) KL( softmax(T(p_t + x) / tau) || softmax(S(p_s + x) / tau) )
-        + a KL( softmax((T(p_t + x) - T(x)) / tau) || softmax((S(p_s + x) - S(x)) / tau) ),
+    L = tau^2 [ (1 - a) KL( s(S(p_s + x)) || s(T(p_t + x)) )
+                + a KL( s(S(p_s + x) - S(x)) || s(T(p_t + x) - T(x)) ) ],
 
-times tau^2, tau = 2, over the full vocabulary. The second term transfers the prompt's
-*effect* (the change it makes to the model's output) rather than the student's output itself,
-which helps when the student is weak. a = min((ZS - RG) / (C - RG), 1) clipped at 0, with
-ZS the teacher's zero-shot accuracy, C the compressed (student) model's accuracy with the
-prompt and RG random guessing (`alpha_heuristic`), or set by hand. Fixed number of steps.
+tau = 2, over the full vocabulary: KL(S || T) in both terms (TransferConfig.kl_direction;
+"teacher_student" is this project's earlier, reversed runs). The a-term transfers the
+prompt's *effect* (the change it makes to the model's output) rather than the student's
+output itself, which helps when the student is weak. a: the code's 0.5 by default, the
+paper's min((ZS - RG) / (C - RG), 1) (`paper_alpha`), or the public proxy. Fixed number of
+steps; with an `evaluate` callback the accuracy is recorded every `eval_every` steps (the
+code's interval, on the private task's validation set) and at the last step, so the result
+has both the last and the best over steps (`best_and_last`).
 
 Privacy boundary, enforced in code: `transfer` accepts only a `PublicData`, which can only be
 built by its constructors from public sources (registry tasks that are not private, plain
@@ -36,6 +40,7 @@ from cbp_jax.data.batching import Inputs, candidate_ids, encode, left_pad
 from cbp_jax.data.spec import TaskSpec, truncate
 from cbp_jax.model.config import LlamaConfig
 from cbp_jax.model.dispatch import forward  # Llama or Gemma by config
+from cbp_jax.post.transfer_loss import CODE_ALPHA, KL_DIRECTIONS, TAU, mix_loss, paper_alpha
 
 PRIVATE_TASKS = ("sst2", "financial_phrasebank")
 PRIVATE_MARKER = "_private"
@@ -168,14 +173,7 @@ class PublicData:
         return cls.from_texts(tokenizer, task, lines, str(path), private_tasks, **kw)
 
 
-def alpha_heuristic(zs: float, c: float, rg: float) -> float:
-    """a = min((ZS - RG) / (C - RG), 1), clipped at 0; accuracies in [0, 1]."""
-    for name, v in (("zs", zs), ("c", c), ("rg", rg)):
-        if not 0 <= v <= 1:
-            raise ValueError(f"{name} must be an accuracy in [0, 1], got {v!r}")
-    if not c > rg:
-        raise ValueError(f"compressed-model accuracy c ({c}) must exceed random guess rg ({rg})")
-    return float(min(max((zs - rg) / (c - rg), 0.0), 1.0))
+alpha_heuristic = paper_alpha  # the earlier name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,9 +181,10 @@ class TransferConfig:
     steps: int = 200
     batch_size: int = 8
     learning_rate: float = 1e-3
-    temperature: float = 2.0
-    alpha: float = 0.5
+    temperature: float = TAU
+    alpha: float = CODE_ALPHA
     seed: int = 0
+    kl_direction: str = KL_DIRECTIONS[0]  # KL(S || T), as the public code
 
     def __post_init__(self):
         if min(self.steps, self.batch_size) <= 0:
@@ -194,16 +193,18 @@ class TransferConfig:
             raise ValueError("TransferConfig learning_rate and temperature must be > 0")
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"TransferConfig.alpha must be in [0, 1], got {self.alpha}")
-
-
-def _kl(p_logits, q_logits, tau):
-    lp, lq = jax.nn.log_softmax(p_logits / tau, -1), jax.nn.log_softmax(q_logits / tau, -1)
-    return (jnp.exp(lp) * (lp - lq)).sum(-1).mean()
+        if self.kl_direction not in KL_DIRECTIONS:
+            raise ValueError(
+                f"TransferConfig.kl_direction must be one of {KL_DIRECTIONS}, "
+                f"got {self.kl_direction!r}"
+            )
 
 
 def transfer_loss(
-    p_t_TxD, teacher, t_cfg, student, s_cfg, p_s_TxD, tokens_BxS, mask_BxS, alpha, tau
-):
+    p_t_TxD, teacher, t_cfg, student, s_cfg, p_s_TxD, tokens_BxS, mask_BxS, alpha, tau,
+    direction=KL_DIRECTIONS[0],
+):  # fmt: skip
+    """`mix_loss` of the teacher with p_t against the student with p_s on a public batch."""
     b = tokens_BxS.shape[0]
 
     def logits(params, cfg, prompt):
@@ -218,7 +219,7 @@ def transfer_loss(
             logits(student, s_cfg, None),
         )
     )
-    return tau**2 * ((1 - alpha) * _kl(t_p, s_p, tau) + alpha * _kl(t_p - t_0, s_p - s_0, tau))
+    return mix_loss(t_p, t_0, s_p, s_0, alpha, tau, direction)
 
 
 @functools.lru_cache(maxsize=8)
@@ -228,8 +229,9 @@ def _step_fn(t_cfg: LlamaConfig, s_cfg: LlamaConfig, tcfg: TransferConfig):
     @jax.jit
     def step(p_t, opt_state, teacher, student, p_s, tokens, mask):
         loss, grad = jax.value_and_grad(transfer_loss)(
-            p_t, teacher, t_cfg, student, s_cfg, p_s, tokens, mask, tcfg.alpha, tcfg.temperature
-        )
+            p_t, teacher, t_cfg, student, s_cfg, p_s, tokens, mask, tcfg.alpha,
+            tcfg.temperature, tcfg.kl_direction,
+        )  # fmt: skip
         updates, opt_state = opt.update(grad, opt_state, p_t)
         return optax.apply_updates(p_t, updates), opt_state, loss
 
@@ -245,14 +247,20 @@ def transfer(
     public: PublicData,
     tcfg: TransferConfig,
     progress: bool = True,
+    evaluate=None,
+    eval_every: int = 30,
 ):
-    """The teacher's prompt T x D and the loss history; `public` must be a PublicData."""
+    """The teacher's prompt T x D (the last step's) and the history; `public` must be a
+    PublicData. evaluate(p_t) -> accuracy, if given, runs at steps 1, 1 + eval_every, ...
+    (the code's `step % interval == 1`) and at the last step; those entries carry "acc"."""
     if isinstance(public, Inputs) or not isinstance(public, PublicData):
         raise PrivacyBoundaryError(
             f"transfer takes only PublicData, got {type(public).__name__} (private data?)"
         )
     if public._key is not _BUILD or public.tokens_BxS.shape[0] == 0:
         raise PrivacyBoundaryError("PublicData not built by its public constructors")
+    if eval_every < 1:
+        raise ValueError(f"eval_every must be >= 1, got {eval_every}")
     p_s = jnp.asarray(student_prompt_TxD, jnp.float32)
     opt, step_fn = _step_fn(t_cfg, s_cfg, tcfg)
     p_t, opt_state = p_s, opt.init(p_s)
@@ -264,5 +272,8 @@ def transfer(
         p_t, opt_state, loss = step_fn(
             p_t, opt_state, teacher_params, student_params, p_s, tokens[idx], mask[idx]
         )
-        history.append({"step": step + 1, "loss": float(loss)})
+        entry = {"step": step + 1, "loss": float(loss)}
+        if evaluate is not None and (step % eval_every == 0 or step + 1 == tcfg.steps):
+            entry["acc"] = float(evaluate(np.asarray(p_t)))
+        history.append(entry)
     return np.asarray(p_t), history
