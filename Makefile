@@ -26,20 +26,21 @@ $(VENV)/.installed-test: $(VENV)/.installed
 # `python experiments/cbp_domains.py train`; see checkpoints/README.md), as a user would run
 # it: k-shot train and dev sets of 4 x 3 classes = 12 examples each, drawn in the task's own
 # class proportions (--kshot natural), float32, 200 test examples. Budget in BBT's unit (one
-# API call = one candidate prompt scored on the whole k-shot set): 102 calls = 5 CMA-ES
-# generations x population 20 + 2 dev evaluations (1 + ceil(5 / 5)); the papers' budget is
-# 8000. On a 2-core CPU in float32 a generation costs about 20-25 s (20 x 12 examples) and
-# a pass over the 200 test examples about 30 s (three passes: zero-shot, z0, stage 2), so
-# this is what fits in 4 minutes. It prints the k-shot class counts, test accuracy and
-# balanced accuracy of the majority class, zero-shot, z0 and stage 2, a verdict line, and
-# its seconds (compile vs run). Compiled programs are kept in checkpoints/jax_cache, so a
-# second run compiles less.
+# API call = one candidate prompt scored on the whole k-shot set): 82 calls = 4 CMA-ES
+# generations x population 20 + 2 dev evaluations (1 + ceil(4 / 5)); the papers' budget is
+# 8000. On a 2-core AMD EPYC (no AVX-512) in float32 a call costs about 2.6 CPU-seconds
+# (20 x 12 examples a generation) and a pass over the 200 test examples about 50 (three
+# passes: zero-shot, z0, stage 2): 5 generations took 443 CPU-seconds in all, so 4 is what
+# fits in 240 s. It prints the k-shot class counts, test accuracy and balanced accuracy of
+# the majority class, zero-shot, z0 and stage 2, a verdict line, and its seconds (compile
+# vs run). Compiled programs are kept in checkpoints/jax_cache, so a second run compiles
+# less.
 DEMO_GENERATOR := checkpoints/shipped/financial-generator
 
 demo: $(VENV)/.installed
 	rm -rf checkpoints/demo
 	$(PY) -m cbp_jax.cli customize --task financial_phrasebank --generator $(DEMO_GENERATOR) \
-		--shots 4 --kshot natural --dtype float32 --test-size 200 --budget 102 --seed 0 \
+		--shots 4 --kshot natural --dtype float32 --test-size 200 --budget 82 --seed 0 \
 		--out checkpoints/demo
 
 # Test files run in TEST_WORKERS processes (pytest-xdist; one file stays in one process, so
