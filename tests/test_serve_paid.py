@@ -5,7 +5,12 @@ its fix:
    naming the field, not a 500 from numpy's reshape.
 4. Failed keys from one address never lock out a valid key from that address; failures
    are throttled per address and per key prefix (429 with Retry-After).
+5. A retry of a request id still in flight waits for that attempt and gets its replay,
+   also at the budget edge (it used to ask for a second budget hold and get 402).
 """
+
+import concurrent.futures
+import threading
 
 import msgpack
 import numpy as np
@@ -77,3 +82,75 @@ def test_failures_are_counted_per_address_and_per_key_prefix():
         throttle.failed("10.0.0.7", f"{_}xyz-key")  # one address, many prefixes
     assert throttle.retry_after("10.0.0.7", "zzzz-key") > 0
     assert throttle.retry_after("10.0.0.8", "zzzz-key") == 0
+
+
+class Gate:
+    """Holds the server's compiled calls until `open()`; `entered` is set when one waits."""
+
+    def __init__(self, batcher):
+        self.entered, self._go, self._inner = threading.Event(), threading.Event(), batcher._compute
+        batcher._compute = self._compute
+
+    def _compute(self, key, jobs):
+        self.entered.set()
+        assert self._go.wait(timeout=600), "the test never opened the gate"
+        return self._inner(key, jobs)
+
+    def open(self):
+        self._go.set()
+
+
+def _until(condition, what: str, deadline_s: float = 600.0) -> None:
+    """Wait for `condition()` (a readiness signal polled, not a timing assumption)."""
+    done = threading.Event()
+    while not condition():
+        if done.wait(0.01) or deadline_s <= 0:
+            raise AssertionError(f"never happened: {what}")
+        deadline_s -= 0.01
+
+
+def _waiting(server) -> int:
+    inflight = getattr(server, "inflight", None)  # (absent before issue 43's fix)
+    return 0 if inflight is None else inflight.waiting
+
+
+def test_a_retry_of_an_id_in_flight_at_the_budget_edge_gets_the_replay(tmp_path):
+    srv = LiveServer(tmp_path / "l.sqlite", {"alice": 3})  # room for one request of P = 3
+    gate = Gate(srv.server.batcher)
+    try:
+        body, headers = encode_request(_req(p=3)), {"X-Client-Id": "client-1"}
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(srv.post, body, rid="edge-1", timeout=600, **headers)
+            assert gate.entered.wait(timeout=600)  # the first attempt is computing
+            retry = pool.submit(srv.post, body, rid="edge-1", timeout=600, **headers)
+            _until(lambda: retry.done() or _waiting(srv.server) == 1, "retry waiting")
+            gate.open()
+            first, retry = first.result(), retry.result()
+        assert first.status_code == 200 and first.headers["X-Charged"] == "3"
+        assert retry.status_code == 200, retry.text
+        assert retry.headers["X-Replayed"] == "1" and retry.headers["X-Charged"] == "0"
+        assert retry.headers["X-Replay-Own"] == "1" and retry.content == first.content
+        assert srv.used("alice") == 3
+    finally:
+        gate.open()
+        srv.stop()
+
+
+def test_another_body_under_an_id_in_flight_is_409_and_charges_nothing(tmp_path):
+    srv = LiveServer(tmp_path / "l.sqlite", {"alice": 100})
+    gate = Gate(srv.server.batcher)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(srv.post, encode_request(_req(seed=1)), rid="x-1", timeout=600)
+            assert gate.entered.wait(timeout=600)
+            other = pool.submit(srv.post, encode_request(_req(seed=2)), rid="x-1", timeout=600)
+            queue = srv.server.batcher._queue
+            _until(lambda: other.done() or len(queue) > 0, "answered or queued")
+            gate.open()
+            first, other = first.result(), other.result()
+        assert first.status_code == 200
+        assert other.status_code == 409 and srv.used("alice") == 2
+        assert srv.server.batcher.packs == 1  # refused before any compute
+    finally:
+        gate.open()
+        srv.stop()

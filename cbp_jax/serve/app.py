@@ -25,6 +25,7 @@ Run it with `cbp-jax serve` (or `python -m cbp_jax.cli serve`, same options).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import math
 
@@ -35,6 +36,7 @@ from fastapi.responses import JSONResponse, Response
 from cbp_jax.contract import HTTP_STATUS
 from cbp_jax.serve.batcher import BatchConfig, Batcher, Job
 from cbp_jax.serve.guard import AuthThrottle, GuardConfig
+from cbp_jax.serve.inflight import InFlight, InFlightTimeoutError
 from cbp_jax.serve.ledger import Ledger
 from cbp_jax.serve.limits import PayloadTooLargeError, ServeLimits
 from cbp_jax.serve.openapi import SCORE_OPENAPI
@@ -65,6 +67,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """What the ledger records with a charge: request id, run id, body hash, client id."""
+
+    rid: str | None
+    run_id: str
+    digest: str
+    client: str
+
+
 class ScoreServer:
     """The service state: the provider core (public info, checks, prices; core.py, shared
     with the in-process service), the batcher, the ledger (a `service.budget.Budget`)."""
@@ -90,6 +102,7 @@ class ScoreServer:
         self._public = None
         self.guard, self.throttle = guard, AuthThrottle(guard)
         self.commits = 0  # responses charged and recorded
+        self.inflight = InFlight()  # request ids being computed; their retries wait
 
     def user(self, request: Request) -> str:
         """The key's user; a correct key is never throttled (checked first)."""
@@ -163,26 +176,40 @@ class ScoreServer:
             calls = self.core.admit(req)  # limits, validation, finite payload; the price
             job = self._job(req, user)
             digest = hashlib.sha256(body).hexdigest()
-            if rid is not None:
-                recorded = await asyncio.to_thread(self.ledger.lookup, user, rid, digest)
-                if recorded is not None:
-                    own = await self._charged_to(user, rid, client)
-                    return _msgpack(recorded, charged=0, replayed=True, own=own)
-            self.ledger.hold(user, calls)
-            try:
-                future = self.batcher.submit(job)
-            except BaseException:
-                self.ledger.release(user, calls)
-                raise
+        if rid is None:
+            return await self._compute(req, job, user, calls, Attempt(None, run_id, digest, client))
+        try:
+            claim = self.inflight.claim(user, rid, digest, self.guard.request_timeout_s)
+            async with claim:
+                return await self._once(req, job, user, calls, Attempt(rid, run_id, digest, client))
+        except InFlightTimeoutError as e:
+            raise HttpError(503, str(e), retry_after=1) from None
+
+    async def _once(self, req, job: Job, user: str, calls: int, at: Attempt) -> Response:
+        """Answer a request id from its record, or compute it (its id claimed meanwhile)."""
+        recorded = await asyncio.to_thread(self.ledger.lookup, user, at.rid, at.digest)
+        if recorded is not None:
+            own = await self._charged_to(user, at.rid, at.client)
+            return _msgpack(recorded, charged=0, replayed=True, own=own)
+        return await self._compute(req, job, user, calls, at)
+
+    async def _compute(self, req, job: Job, user: str, calls: int, at: Attempt) -> Response:
+        """Hold the price, score, charge and record (nothing is charged on any failure)."""
+        self.ledger.hold(user, calls)
+        try:
+            future = self.batcher.submit(job)
+        except BaseException:
+            self.ledger.release(user, calls)
+            raise
         logprobs = await self._scores(future, user, calls)
         work = {"examples": getattr(req, "examples", None), "tokens": getattr(req, "tokens", None)}
         response = encode_response(logprobs, calls, **work)
         out, charged = await asyncio.to_thread(
-            self.ledger.commit, user, rid, run_id, digest, calls, response, client
+            self.ledger.commit, user, at.rid, at.run_id, at.digest, calls, response, at.client
         )
         self.committed()
         replayed = charged == 0 and calls > 0  # a racing attempt of this id committed first
-        own = replayed and await self._charged_to(user, rid, client)
+        own = replayed and await self._charged_to(user, at.rid, at.client)
         return _msgpack(out, charged=charged, replayed=replayed, own=own)
 
     async def _charged_to(self, user: str, rid: str, client: str) -> bool:
