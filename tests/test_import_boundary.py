@@ -75,6 +75,7 @@ USER = (
     "cbp_jax.privacy.inputs",
     "cbp_jax.privacy.plain_tokens",  # the user privatizes its public plain tokens
     "cbp_jax.post.dp",
+    "cbp_jax.post.code_prompts",  # the public code's init texts and label words
     "cbp_jax.post.lira",
 )
 ORCHESTRATION = (

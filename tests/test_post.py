@@ -190,6 +190,9 @@ def test_dp_prompt_tuning_spends_at_most_epsilon(teacher):
         physical_batch=4,
         learning_rate=0.1,
         epsilon=8.0,
+        optimizer="sgd",
+        init="random",
+        class_score="logsumexp",
     )
     out = dp_tune_prompt(student, s_cfg, train, train, dcfg, progress=False)
     assert out.steps == 4 and out.delta == 1 / 8 and out.noise_multiplier > 0
@@ -200,7 +203,14 @@ def test_dp_prompt_tuning_spends_at_most_epsilon(teacher):
         s_cfg,
         train,
         None,
-        DPConfig(prompt_len=3, epochs=2, expected_batch_size=4, epsilon=None),
+        DPConfig(
+            prompt_len=3,
+            epochs=2,
+            expected_batch_size=4,
+            epsilon=None,
+            init="random",
+            class_score="logsumexp",
+        ),  # fmt: skip
         progress=False,
     )
     assert plain.epsilon is None and plain.noise_multiplier == 0

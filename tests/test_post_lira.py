@@ -24,7 +24,8 @@ def model():
 
 def _overfit(model, data, seed):
     dcfg = DPConfig(prompt_len=4, epochs=40, expected_batch_size=12, physical_batch=12,
-                    learning_rate=0.05, optimizer="adam", epsilon=None, seed=seed)  # fmt: skip
+                    learning_rate=0.05, optimizer="adam", epsilon=None, seed=seed,
+                    init="random", class_score="logsumexp")  # fmt: skip
     return dp_tune_prompt(model, CFG, data, None, dcfg, progress=False).prompt_TxD
 
 
@@ -61,7 +62,8 @@ def test_spent_epsilon_equals_dp_accounting_direct():
     student, s_cfg = make_student(init_params(CFG, jax.random.key(0), std=0.2), CFG)
     train = tiny_inputs(10, jax.random.key(3))
     dcfg = DPConfig(prompt_len=2, epochs=2, expected_batch_size=4, physical_batch=4,
-                    epsilon=4.0, delta=1e-3)  # fmt: skip
+                    epsilon=4.0, delta=1e-3, optimizer="sgd", init="random",
+                    class_score="logsumexp")  # fmt: skip
     out = dp_tune_prompt(student, s_cfg, train, None, dcfg, progress=False)
     q = 4 / 10
     assert out.steps == round(2 / q) and out.delta == 1e-3

@@ -3,7 +3,7 @@
 Teacher: the served model; the student (first + last block) is distilled on public text
 (experiments/post_table.py does that once and passes both in). Per private task and seed
 the user's private set is `private_size` examples of the task's train pool (None: the whole
-pool); prompts are tuned by `dp_tune_prompt` with the paper's optimiser (SGD, lr 1e-3, 20
+pool); prompts are tuned by `dp_tune_prompt` with the recorded optimiser (SGD, lr 1e-3, 20
 epochs; the same Poisson batches with and without DP; DP at epsilon and delta =
 delta_factor / N < 1/N). No private data is used outside the accountant: the last prompt is
 released (no dev selection) and alpha comes from public inputs only (`public_alpha`). The
@@ -13,11 +13,13 @@ attack and offline LiRA with `shadows` shadow prompts trained by the same algori
 test-pool examples that are not audit targets. One experiment-layer cell per (task, seed),
 its config the whole table config.
 
-This plan's committed records ran the transfer loss as KL(T || S); the public code's
-direction is KL(S || T) (transfer_loss.py). The plan keeps the recorded direction, pinned in
-its transfer config (`kl_direction="teacher_student"`, left out of a cell's config at that
-value so the records keep matching), so the table still says what ran; a rerun as the code
-runs it is another plan.
+This plan's committed records ran the transfer loss as KL(T || S) and tuned the private
+prompts with SGD at 1e-3 for 20 epochs from random tokens with one label word per class; the
+public code runs KL(S || T) (transfer_loss.py) and Adam at 5e-4 for 5 epochs from the task
+text with several label words (dp.py, code_prompts.py). The plan keeps what its records ran,
+pinned in its configs (the fields added since are left out of a cell's config at those
+values, ADDED_FIELDS, so the records keep matching), so the table still says what ran; a
+rerun as the code runs it is another plan.
 """
 
 from __future__ import annotations
@@ -71,9 +73,10 @@ class PostTableConfig:
     epsilon: float = 8.0
     delta_factor: float = 0.1  # delta = delta_factor / N
     distill: DistillConfig = DistillConfig(steps=2000, batch_size=8, seq_len=128)
-    tune: DPConfig = DPConfig(  # the paper's: SGD, lr 1e-3, 20 epochs, 100 tokens
-        prompt_len=100, epochs=20, expected_batch_size=16, physical_batch=8
-    )
+    tune: DPConfig = DPConfig(  # what its records ran: SGD, lr 1e-3, 20 epochs, 100 tokens,
+        prompt_len=100, epochs=20, expected_batch_size=16, physical_batch=8,  # random init,
+        learning_rate=1e-3, optimizer="sgd", init="random", class_score="logsumexp",  # 1 word
+    )  # fmt: skip
     transfer: TransferConfig = TransferConfig(  # the direction its records ran with (above)
         steps=300, batch_size=8, learning_rate=3e-3, kl_direction="teacher_student"
     )
@@ -102,7 +105,16 @@ QUICK = PostTableConfig(
     audit_size=8,
     shadows=2,
     distill=DistillConfig(steps=10, batch_size=2, seq_len=64, checkpoint_every=5),
-    tune=DPConfig(prompt_len=10, epochs=2, expected_batch_size=8, physical_batch=8),
+    tune=DPConfig(
+        prompt_len=10,
+        epochs=2,
+        expected_batch_size=8,
+        physical_batch=8,
+        learning_rate=1e-3,
+        optimizer="sgd",
+        init="random",
+        class_score="logsumexp",
+    ),
     transfer=TransferConfig(
         steps=4, batch_size=4, learning_rate=3e-3, kl_direction="teacher_student"
     ),
@@ -110,9 +122,9 @@ QUICK = PostTableConfig(
     out="checkpoints/post_quick",
 )
 
-# The CPU-sized run of the published protocol (2 cores: about 1-2 h per task and seed): the
-# paper's optimiser, epochs, epsilon and delta rule, on 200 private examples, 20-token
-# prompts, 4 LiRA shadows and 300 distillation steps.
+# The CPU-sized run (2 cores: about 1-2 h per task and seed): the recorded optimiser and
+# epochs (above), the paper's epsilon and a delta below 1/N, on 200 private examples,
+# 20-token prompts, 4 LiRA shadows and 300 distillation steps.
 REDUCED = dataclasses.replace(
     PostTableConfig(),
     private_size=200,
@@ -137,16 +149,19 @@ def private_and_held_out(cfg: PostTableConfig, task_name: str, seed: int):
     return private, test, [held[i] for i in order[:k]], [held[i] for i in order[k:]]
 
 
-# TransferConfig fields added after this plan's records ran, at the value those runs had
-ADDED_TRANSFER_FIELDS = {"kl_direction": "teacher_student"}
+# config fields added after this plan's records ran, at the value those runs had
+ADDED_FIELDS = {
+    "transfer": {"kl_direction": "teacher_student"},
+    "tune": {"init": "random", "class_score": "logsumexp"},
+}
 
 
 def cells(cfg: PostTableConfig) -> list[Cell]:
-    """One cell per (task, seed); its payload is the whole config (less the transfer fields
-    of ADDED_TRANSFER_FIELDS at their recorded value)."""
+    """One cell per (task, seed); its payload is the whole config (less the fields of
+    ADDED_FIELDS at their recorded value)."""
     base = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("tasks", "seeds")}
-    base["transfer"] = {k: v for k, v in base["transfer"].items()
-                        if ADDED_TRANSFER_FIELDS.get(k, object()) != v}  # fmt: skip
+    for part, added in ADDED_FIELDS.items():
+        base[part] = {k: v for k, v in base[part].items() if added.get(k, object()) != v}
     return [Cell(f"{t}/seed{s}", {**base, "task": t, "seed": s})
             for t in cfg.tasks for s in cfg.seeds]  # fmt: skip
 

@@ -1,15 +1,19 @@
 """POST step 2, user side: soft-prompt tuning on the student with DP-SGD (Abadi et al. 2016).
 
 The user's prompt p (T x D) is trained locally on the student with the classification loss of
-prompt tuning (cross-entropy over class scores s_c = logsumexp over the class's label-word
-log-probs at the answer position). With DP, each step
+prompt tuning: cross-entropy over class scores at the answer position. As the public code
+runs it by default (scripts/train_prompt.py, train_DP_prompt.py): the prompt starts from the
+task's init text and the class score is the mean raw logit over the class's several label
+words (code_prompts.py; the caller passes `init_prompt_TxD` and `weights_CxW`), Adam at lr
+5e-4 for 5 epochs, DP or not. The earlier setup (random-token init, logsumexp over the
+label-word log-probs, SGD) stays as options. With DP, each step
 
   1. Poisson-samples the batch: example i is included independently with probability q;
   2. computes per-example gradients g_i = grad_p loss(p; x_i) (`jax.vmap(jax.grad(.))`);
   3. clips each: g_i <- g_i * min(1, C / ||g_i||_2);
   4. adds noise and normalises by the expected batch size q N:
          g = (sum_{i in batch} g_i + N(0, sigma^2 C^2 I)) / (q N);
-  5. takes an optimiser step (SGD by default, as in the paper).
+  5. takes an optimiser step (Adam by default, as the code; SGD an option).
 
 The sampled batch has a variable size; it is processed in fixed-size chunks of
 `physical_batch` rows, padded and masked, so nothing is truncated and compiled shapes stay
@@ -34,10 +38,14 @@ import optax
 from tqdm import tqdm
 
 from cbp_jax.data.batching import Inputs
-from cbp_jax.methods.losses import cross_entropy
-from cbp_jax.methods.prompt_tuning import evaluate_prompt, prompt_scores
+from cbp_jax.methods.losses import accuracy, cross_entropy
+from cbp_jax.methods.prompt_tuning import prompt_scores
+from cbp_jax.model.dispatch import forward
+from cbp_jax.post.code_prompts import mean_logit_scores
 
 ACCOUNTANTS = ("rdp", "pld")
+INITS = ("text", "random")  # the code's task-text init; random vocabulary tokens
+CLASS_SCORES = ("mean_logit", "logsumexp")  # the code's mean raw logit; logsumexp of log-probs
 
 
 # ---------------------------------------------------------------------------- accounting
@@ -107,24 +115,41 @@ def clip_per_example(grads_BxTxD, clip_norm):
     return grads_BxTxD * scale_B.reshape((b,) + (1,) * (grads_BxTxD.ndim - 1)), norms_B
 
 
-def example_loss(prompt_TxD, params, cfg, tokens_S, mask_S, cands_CxW, label):
+def scores_of(params, cfg, prompt_TxD, tokens_BxS, mask_BxS, cands_CxW, weights_CxW=None):
+    """B x C class scores: mean raw logit over the label words (weights C x W given), else
+    logsumexp of their log-probs."""
+    if weights_CxW is None:
+        return prompt_scores(params, cfg, prompt_TxD, tokens_BxS, mask_BxS, cands_CxW)
+    prompt = jnp.broadcast_to(prompt_TxD, (tokens_BxS.shape[0], *prompt_TxD.shape))
+    logits = forward(params, cfg, tokens_BxS, mask_BxS, prompt_BxTxD=prompt).logits
+    return mean_logit_scores(logits, cands_CxW, weights_CxW)
+
+
+def example_loss(prompt_TxD, params, cfg, tokens_S, mask_S, cands_CxW, label, weights_CxW=None):
     """Cross-entropy of one example (the unit DP-SGD clips)."""
-    scores = prompt_scores(params, cfg, prompt_TxD, tokens_S[None], mask_S[None], cands_CxW)
+    scores = scores_of(
+        params, cfg, prompt_TxD, tokens_S[None], mask_S[None], cands_CxW, weights_CxW
+    )
     return cross_entropy(scores, label[None])
 
 
-def per_example_grads(prompt_TxD, params, cfg, tokens_BxS, mask_BxS, cands_CxW, labels_B):
+def per_example_grads(
+    prompt_TxD, params, cfg, tokens_BxS, mask_BxS, cands_CxW, labels_B, weights_CxW=None
+):
     """B x T x D gradients, one per example, with jax.vmap(jax.grad(.))."""
-    grad_fn = jax.vmap(jax.grad(example_loss), in_axes=(None, None, None, 0, 0, None, 0))
-    return grad_fn(prompt_TxD, params, cfg, tokens_BxS, mask_BxS, cands_CxW, labels_B)
+    grad_fn = jax.vmap(jax.grad(example_loss), in_axes=(None, None, None, 0, 0, None, 0, None))
+    return grad_fn(prompt_TxD, params, cfg, tokens_BxS, mask_BxS, cands_CxW, labels_B, weights_CxW)
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
 def clipped_grad_sum(
-    prompt_TxD, params, cfg, tokens_BxS, mask_BxS, cands_CxW, labels_B, keep_B, clip_norm
-):
+    prompt_TxD, params, cfg, tokens_BxS, mask_BxS, cands_CxW, labels_B, keep_B, clip_norm,
+    weights_CxW=None,
+):  # fmt: skip
     """Sum over kept rows of clipped per-example gradients (T x D), and their raw norms."""
-    grads = per_example_grads(prompt_TxD, params, cfg, tokens_BxS, mask_BxS, cands_CxW, labels_B)
+    grads = per_example_grads(
+        prompt_TxD, params, cfg, tokens_BxS, mask_BxS, cands_CxW, labels_B, weights_CxW
+    )
     clipped, norms_B = clip_per_example(grads, clip_norm)
     return jnp.einsum("b,btd->td", keep_B.astype(clipped.dtype), clipped), norms_B
 
@@ -148,20 +173,25 @@ def poisson_sample(seed: int, step: int, n: int, q: float) -> np.ndarray:
 class DPConfig:
     """DP-SGD prompt tuning. epsilon None = no privacy (no clipping, no noise; the same
     Poisson batches). delta None = 1 / N. expected_batch_size: q N. physical_batch: rows per
-    compiled chunk. optimizer: "sgd" (paper) or "adam"."""
+    compiled chunk. optimizer: "adam" (the code's, lr 5e-4, 5 epochs) or "sgd". init: "text"
+    (the code's task text; the caller passes the prompt) or "random" (ids below init_vocab).
+    class_score: "mean_logit" (the code's; the caller passes the label-word weights) or
+    "logsumexp"."""
 
     prompt_len: int = 100
-    epochs: int = 20
+    epochs: int = 5
     expected_batch_size: int = 16
     physical_batch: int = 16
-    learning_rate: float = 1e-3
-    optimizer: str = "sgd"
+    learning_rate: float = 5e-4
+    optimizer: str = "adam"
     clip_norm: float = 1.0
     epsilon: float | None = 8.0
     delta: float | None = None
     accountant: str = "rdp"
     init_vocab: int = 5000
     seed: int = 0
+    init: str = "text"
+    class_score: str = "mean_logit"
 
     def __post_init__(self):
         for name in ("prompt_len", "epochs", "expected_batch_size", "physical_batch", "init_vocab"):
@@ -178,6 +208,12 @@ class DPConfig:
             raise ValueError(f"DPConfig.optimizer must be sgd or adam, got {self.optimizer!r}")
         if self.accountant not in ACCOUNTANTS:
             raise ValueError(f"DPConfig.accountant must be one of {ACCOUNTANTS}")
+        if self.init not in INITS:
+            raise ValueError(f"DPConfig.init must be one of {INITS}, got {self.init!r}")
+        if self.class_score not in CLASS_SCORES:
+            raise ValueError(
+                f"DPConfig.class_score must be one of {CLASS_SCORES}, got {self.class_score!r}"
+            )
 
 
 @dataclasses.dataclass
@@ -190,11 +226,35 @@ class DPResult:
     history: list[dict]
 
 
+def _start(params, cfg, dcfg: DPConfig, train: Inputs, init_prompt_TxD, weights_CxW):
+    """(initial prompt T x D float32, label-word weights or None), checked against dcfg."""
+    if dcfg.init == "text":
+        if init_prompt_TxD is None:
+            raise ValueError("init='text' needs init_prompt_TxD (code_prompts.text_init_prompt)")
+        prompt = jnp.asarray(init_prompt_TxD, jnp.float32)
+        if prompt.shape != (dcfg.prompt_len, cfg.hidden_size):
+            raise ValueError(f"init prompt must be {dcfg.prompt_len} x {cfg.hidden_size}, "
+                             f"got {prompt.shape}")  # fmt: skip
+    else:
+        key_init = jax.random.split(jax.random.key(dcfg.seed))[0]
+        hi = min(dcfg.init_vocab, cfg.vocab_size)
+        ids = jax.random.randint(key_init, (dcfg.prompt_len,), 0, hi)
+        prompt = params["embed"][ids].astype(jnp.float32)
+    if dcfg.class_score == "logsumexp":
+        return prompt, None
+    if weights_CxW is None or np.shape(weights_CxW) != train.candidates_CxW.shape:
+        raise ValueError("class_score='mean_logit' needs weights_CxW shaped like the "
+                         "candidates (code_prompts.code_candidates)")  # fmt: skip
+    return prompt, jnp.asarray(weights_CxW, jnp.float32)
+
+
 def dp_tune_prompt(
-    params, cfg, train: Inputs, dev: Inputs | None, dcfg: DPConfig, progress: bool = True
-) -> DPResult:
+    params, cfg, train: Inputs, dev: Inputs | None, dcfg: DPConfig, progress: bool = True,
+    *, init_prompt_TxD=None, weights_CxW=None,
+) -> DPResult:  # fmt: skip
     """Tune a soft prompt on (params, cfg) with DP-SGD; returns the LAST prompt (picking the
-    best on dev would spend privacy on the dev set)."""
+    best on dev would spend privacy on the dev set). init_prompt_TxD / weights_CxW: the
+    text-initialised prompt and label-word weights DPConfig.init / class_score ask for."""
     n = train.tokens_BxS.shape[0]
     q = min(1.0, dcfg.expected_batch_size / n)
     steps = max(1, round(dcfg.epochs / q))
@@ -202,9 +262,8 @@ def dp_tune_prompt(
     delta = (dcfg.delta or 1.0 / n) if private else None
     sigma = noise_multiplier_for(dcfg.epsilon, delta, q, steps, dcfg.accountant) if private else 0
     clip = dcfg.clip_norm if private else math.inf
-    key_init, key_noise = jax.random.split(jax.random.key(dcfg.seed))
-    ids = jax.random.randint(key_init, (dcfg.prompt_len,), 0, min(dcfg.init_vocab, cfg.vocab_size))
-    prompt = params["embed"][ids].astype(jnp.float32)
+    key_noise = jax.random.split(jax.random.key(dcfg.seed))[1]
+    prompt, weights = _start(params, cfg, dcfg, train, init_prompt_TxD, weights_CxW)
     opt = (optax.sgd if dcfg.optimizer == "sgd" else optax.adam)(dcfg.learning_rate)
     opt_state = opt.init(prompt)
     update = jax.jit(lambda g, s, p: opt.update(g, s, p))
@@ -219,8 +278,9 @@ def dp_tune_prompt(
             rows = jnp.asarray(np.pad(chunk, (0, pb - len(chunk))), jnp.int32)
             keep = jnp.arange(pb) < len(chunk)
             part, _ = clipped_grad_sum(
-                prompt, params, cfg, tokens[rows], mask[rows], cands, labels[rows], keep, clip
-            )
+                prompt, params, cfg, tokens[rows], mask[rows], cands, labels[rows], keep, clip,
+                weights,
+            )  # fmt: skip
             grad_sum = grad_sum + part
         grad = noisy_gradient(
             jax.random.fold_in(key_noise, step), grad_sum, dcfg.clip_norm, sigma, q * n
@@ -229,7 +289,9 @@ def dp_tune_prompt(
         prompt = optax.apply_updates(prompt, updates)
         history.append({"step": step + 1, "batch": int(len(idx))})
     if dev is not None:
-        loss, acc = (float(x) for x in evaluate_prompt(params, cfg, prompt, *dev.device()))
+        d_tokens, d_mask, d_cands, d_labels = dev.device()
+        scores = scores_of(params, cfg, prompt, d_tokens, d_mask, d_cands, weights)
+        loss, acc = float(cross_entropy(scores, d_labels)), float(accuracy(scores, d_labels))
         history.append({"step": steps, "dev_loss": loss, "dev_acc": acc})
     spent = spent_epsilon(sigma, q, steps, delta, dcfg.accountant) if private else None
     return DPResult(np.asarray(prompt), float(sigma), spent, delta, steps, history)
