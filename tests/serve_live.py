@@ -51,7 +51,7 @@ class LiveServer:
         self._uvicorn = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uvicorn.run, daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + 120  # start-up deadline, not a timing assertion
+        deadline = time.monotonic() + 600  # start-up deadline, not a timing assertion
         while not self._uvicorn.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("in-process server did not start")
@@ -60,7 +60,7 @@ class LiveServer:
     def used(self, user: str) -> int:
         return self.server.ledger.budget(user)["used"]
 
-    def post(self, body: bytes, user: str | None = "alice", rid=None, timeout=60, **headers):
+    def post(self, body: bytes, user: str | None = "alice", rid=None, timeout=600, **headers):
         h = {"Content-Type": "application/msgpack", **headers}
         if user is not None:
             h["X-API-Key"] = KEYS.get(user, user)
@@ -70,7 +70,7 @@ class LiveServer:
 
     def stop(self) -> None:
         self._uvicorn.should_exit = True
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=120)
         self.server.batcher.close()
         self.server.ledger.close()
 

@@ -45,7 +45,7 @@ class GatedBatcher(Batcher):
 
     def _compute(self, key, jobs):
         self.started.set()
-        self.go.wait(timeout=60)
+        self.go.wait(timeout=600)
         self.order += [j.user + str(j.rows) for j in jobs]
         return super()._compute(key, jobs)
 
@@ -54,12 +54,12 @@ def test_small_request_of_another_user_is_not_held_behind_a_backlog(tiny):
     batcher = GatedBatcher(*tiny, BatchConfig())
     try:
         futures = [batcher.submit(_job("a", 8, 8, 32, seed=0))]  # A's first: computing
-        assert batcher.started.wait(timeout=60)
+        assert batcher.started.wait(timeout=600)
         futures += [batcher.submit(_job("a", 8, 8, 32, seed=i)) for i in (1, 2, 3)]
         futures.append(batcher.submit(_job("b", 1, 1, 8, seed=4)))  # B's small request
         batcher.go.set()
         for f in futures:
-            f.result(timeout=120)
+            f.result(timeout=600)
     finally:
         batcher.close()
     # B waited for the batch running when it arrived, and no other of A's requests
@@ -108,7 +108,7 @@ def test_rebucketing_by_length_changes_no_score(tiny):
     assert len(length_groups(job)) == 4  # widths 8, 16, 32 and 40 (capped at S)
     batcher = Batcher(model, adapters, adapter_params, BatchConfig())
     try:
-        got = batcher.submit(job).result(timeout=120)
+        got = batcher.submit(job).result(timeout=600)
     finally:
         batcher.close()
     np.testing.assert_allclose(got, local.score(req).logprobs_PxBxCxW, atol=1e-5)
