@@ -261,3 +261,11 @@ def test_precision_check_reports_regenerate_from_their_records(model_args, tmp_p
     monkeypatch.setattr(mod, "RESULTS", tmp_path)
     mod.main([*model_args, "table"])
     assert (tmp_path / f"{stem}.md").read_text() == (RESULTS / f"{stem}.md").read_text()
+
+
+def test_es_vs_pycma_table_regenerates_from_its_record(tmp_path):
+    mod = _script("es_vs_pycma")
+    record = RESULTS / "es_vs_pycma_runs.jsonl"
+    (tmp_path / record.name).write_text(record.read_text())  # all it may read
+    mod.main(["--table", "--results", str(tmp_path)])
+    assert (tmp_path / "es_vs_pycma.md").read_text() == (RESULTS / "es_vs_pycma.md").read_text()
