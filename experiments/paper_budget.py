@@ -5,6 +5,7 @@
     python experiments/paper_budget.py stash   # unfinished runs' newest checkpoints -> git
     python experiments/paper_budget.py stash --every 20   # ... again every 20 minutes
     python experiments/paper_budget.py run --model gemma3-270m --columns zero_shot,bbt
+    python experiments/paper_budget.py run --ray [--ray-address HOST:6379] [--gpus-per-cell 1]
 
 `run` trains the sentiment generators it needs (stage 1), then runs every planned cell that
 has no committed record (experiments/results/paper_budget_runs.jsonl), one process, the
@@ -26,12 +27,17 @@ its records straight to the main checkout's, so nothing finished waits to be cop
 paper_budget_<model>.md, records paper_budget_<model>_runs.jsonl); its CBP columns use
 generators trained on that model (stage 1 on first need, financial included, under
 checkpoints/paper_budget/generators/<model>/).
+`run --ray` runs the missing cells as Ray tasks (`pip install -e '.[cluster]'`; a local Ray
+on this machine, or the cluster at `--ray-address`), one worker per `--cpus-per-cell` cores
+or `--gpus-per-cell` GPUs, each loading the model once; this process appends the records
+(cbp_jax/experiment/ray_runner.py; README "Running a study on a cluster").
 Plan and report: cbp_jax.experiment.paper_budget*.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import time
 
@@ -56,6 +62,25 @@ def tidy_stashes(cells, store, in_flight: pathlib.Path) -> None:
     write_index(in_flight, RESUME)
 
 
+def make_runner(model_name: str, dtype: str, in_flight: pathlib.Path):
+    """The model loaded once, and a runner of one cell's config with it (in this process, or
+    once per Ray worker): a stashed checkpoint restored first, compilations counted."""
+    from cbp_jax.model import load_model
+    from cbp_jax.run import run
+
+    model = load_model(model_name, dtype=dtype)
+
+    def runner(rc):
+        if restore(in_flight, rc.run_dir):
+            print(f"restored a stashed checkpoint into {rc.run_dir}", flush=True)
+        stats = CompileStats().start()
+        result = run(rc, progress=False, model=model)
+        result["compile"] = stats.stop()
+        return result
+
+    return runner
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("command", choices=("run", "table", "stash"))
@@ -69,6 +94,12 @@ def main(argv=None) -> None:
         default=str(RESULTS),
         help="records, report and stashes live here (a worktree's runs can write into main's)",
     )
+    p.add_argument("--ray", action="store_true", help="run: each cell a Ray task (cluster extra)")
+    p.add_argument("--ray-address", default="", help="join this Ray cluster (default: start one)")
+    p.add_argument("--ray-cpus", type=int, default=0, help="cores of the local Ray (0: all)")
+    p.add_argument("--cpus-per-cell", type=float, default=1.0, help="cores each Ray worker holds")
+    p.add_argument("--gpus-per-cell", type=float, default=0.0, help="GPUs each Ray worker holds")
+    p.add_argument("--tpus-per-cell", type=float, default=0.0, help="TPU chips each one holds")
     args = p.parse_args(argv)
     results = pathlib.Path(args.results)
     in_flight = results / "paper_budget_in_flight"
@@ -94,21 +125,23 @@ def main(argv=None) -> None:
         if args.max_runs:
             todo = todo[: args.max_runs]
         ensure_generators(cfg, generators_for(cfg, todo))
-        from cbp_jax.model import load_model
-        from cbp_jax.run import run
-
-        model = load_model(cells[0].config.model, dtype=cells[0].config.dtype)
         names = {c.name for c in todo}
+        model_args = (cells[0].config.model, cells[0].config.dtype, in_flight)
+        if args.ray:  # each cell a Ray task; this process only appends the records
+            from cbp_jax.experiment.ray_runner import RayConfig, run_cells_ray
 
-        def runner(rc):
-            if restore(in_flight, rc.run_dir):
-                print(f"restored a stashed checkpoint into {rc.run_dir}", flush=True)
-            stats = CompileStats().start()
-            result = run(rc, progress=False, model=model)
-            result["compile"] = stats.stop()
-            return result
-
-        _, progress = run_cells(cells, store, runner, only=lambda c: c.name in names)
+            ray_cfg = RayConfig(
+                address=args.ray_address or None, num_cpus=args.ray_cpus or None,
+                cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell,
+                resources=(("TPU", args.tpus_per_cell),) if args.tpus_per_cell else (),
+            )  # fmt: skip
+            make = functools.partial(make_runner, *model_args)
+            _, progress = run_cells_ray(cells, store, make, ray_cfg, only=lambda c: c.name in names)
+            for name, why in progress.failed:
+                print(f"FAILED {name}: {why}")
+        else:
+            runner = make_runner(*model_args)
+            _, progress = run_cells(cells, store, runner, only=lambda c: c.name in names)
         print(f"ran {progress.ran}, reused {progress.reused}, in {progress.seconds:.0f} s")
         tidy_stashes(cells, store, in_flight)
     from cbp_jax.experiment.paper_budget_report import write_report

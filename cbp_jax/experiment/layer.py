@@ -30,6 +30,10 @@ class Progress:
     ran: int = 0
     skipped: int = 0
     seconds: float = 0.0
+    # the Ray path (ray_runner.py): cells that failed every try (name, error), and per worker
+    # process ("host:pid") its cells, compilations, compile and run seconds
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    workers: dict[str, dict] = dataclasses.field(default_factory=dict)
 
 
 def run_cells(
@@ -50,21 +54,9 @@ def run_cells(
         rec = store.get(cell)  # raises RecordMismatchError naming changed fields
         if rec is None and not dry_run and (only is None or only(cell)):
             log(f"run {cell.name}")
-            start, start_cpu = time.time(), time.process_time()
-            result = runner(cell.config)
-            elapsed, cpu = time.time() - start, time.process_time() - start_cpu
+            result, elapsed = timed_run(runner, cell.config)
             progress.seconds += elapsed
-            # every record says how long it took (wall, and CPU of all threads, which leaves
-            # out time stopped) and where; runners may say it themselves
-            timing = {"seconds": elapsed, "cpu_seconds": cpu, "device": jax.default_backend()}
-            if timing["device"] == "cpu":
-                machine = machine_info()
-                timing |= {"cpu_model": machine["cpu"], "bf16_flags": machine["bf16_flags"]}
-            result = {**timing, **result}
-            dtype = result.get("dtype", {}).get("dtype", "unknown")
-            rec = store.append(
-                cell, result, commit=result.get("commit") or git_commit(), dtype=dtype
-            )
+            rec = record(store, cell, result)
             progress.ran += 1
         elif rec is None:
             progress.skipped += 1
@@ -73,3 +65,24 @@ def run_cells(
         if rec is not None:
             records.append(rec)
     return records, progress
+
+
+def timed_run(runner: Callable[[object], dict], config) -> tuple[dict, float]:
+    """`runner(config)` with its wall and CPU seconds (CPU of all threads, which leaves out
+    time stopped), its JAX backend and, on a CPU, the CPU's model; a runner's own figures
+    win. Also the wall seconds, apart. Runs where it is called (a Ray worker, for one)."""
+    start, start_cpu = time.time(), time.process_time()
+    result = runner(config)
+    elapsed, cpu = time.time() - start, time.process_time() - start_cpu
+    timing = {"seconds": elapsed, "cpu_seconds": cpu, "device": jax.default_backend()}
+    if timing["device"] == "cpu":
+        machine = machine_info()
+        timing |= {"cpu_model": machine["cpu"], "bf16_flags": machine["bf16_flags"]}
+    return {**timing, **result}, elapsed
+
+
+def record(store: RecordStore, cell: Cell, result: dict) -> dict:
+    """Append `cell`'s finished result to `store` (its commit and dtype from the result when
+    the runner named them) and return the record."""
+    dtype = result.get("dtype", {}).get("dtype", "unknown")
+    return store.append(cell, result, commit=result.get("commit") or git_commit(), dtype=dtype)
