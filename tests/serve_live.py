@@ -18,6 +18,7 @@ import uvicorn
 from cbp_jax.serve.app import create_app
 from cbp_jax.serve.batcher import BatchConfig
 from cbp_jax.serve.guard import GuardConfig
+from cbp_jax.serve.headers import uvicorn_options
 from cbp_jax.serve.ledger import UserSpec
 from tests.serve_tiny import tiny_server
 
@@ -46,8 +47,9 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(self.server), host="127.0.0.1", port=self.port, log_level="warning"
-        )
+            create_app(self.server), host="127.0.0.1", port=self.port, log_level="warning",
+            **uvicorn_options(),
+        )  # fmt: skip
         self._uvicorn = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uvicorn.run, daemon=True)
         self._thread.start()

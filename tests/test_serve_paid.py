@@ -10,6 +10,7 @@ its fix:
 """
 
 import concurrent.futures
+import socket
 import threading
 
 import msgpack
@@ -154,3 +155,23 @@ def test_another_body_under_an_id_in_flight_is_409_and_charges_nothing(tmp_path)
     finally:
         gate.open()
         srv.stop()
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/json", "msgpack"])
+def test_a_score_body_of_another_content_type_is_415(live, content_type):
+    used = live.used("alice")
+    answer = live.post(encode_request(_req()), **{"Content-Type": content_type or ""})
+    assert answer.status_code == 415, answer.text
+    assert live.used("alice") == used
+    ok = live.post(encode_request(_req()), **{"Content-Type": "application/msgpack; x=1"})
+    assert ok.status_code == 200
+
+
+def test_too_many_or_too_large_headers_are_431(live):
+    many = {f"X-Pad-{i}": "1" for i in range(2000)}
+    assert live.post(encode_request(_req()), **many).status_code == 431
+    with socket.create_connection(("127.0.0.1", live.port), timeout=600) as s:
+        s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (8 << 20))
+        reply = s.recv(4096)  # answered while the header still streams in, not reset
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:100]
+    assert live.post(encode_request(_req())).status_code == 200  # still serving

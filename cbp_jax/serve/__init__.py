@@ -11,6 +11,8 @@ P calls, as in process); the work one request may ask is bounded by `limits`.
 - `fair`: one queue per user, least recently served first.
 - `batcher`: requests padded to shape buckets, an LRU of compiled calls, optional packing.
 - `guard`: read and request timeouts, the failed-authentication throttle.
+- `headers`: Content-Type (415), header count and size (431).
+- `inflight`: a retry of a request id in flight waits for that attempt's answer.
 - `openapi`: the schema of `POST /v1/score` (its body is msgpack).
 - `app`: the FastAPI app (`/v1/score`, `/v1/budget`, `/v1/info`, `/v1/health`).
 - `launch`: builds a server from `cbp-jax serve` options.

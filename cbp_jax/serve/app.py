@@ -9,14 +9,16 @@
 
 One call = one candidate prompt scored on one batch: a request of population P costs P
 calls whatever its batch; the work one call may ask is bounded (`ServeLimits`, published
-in /v1/info). Every call but health needs `X-API-Key`. A score request goes: key (a
-wrong one: 401, or 429 with Retry-After past the failed-key throttle; a correct key is
-never throttled) -> size limit (413) -> body within the read timeout (408) -> decode,
-then the provider core's checks (service/core.py, the same as in process: limits,
-validation, finiteness after the cast to the compute dtype; 400) -> replay of a recorded
-`X-Request-Id` (same bytes, 0 calls) -> budget hold (402) -> the fair scheduler and a
-bucketed compiled call (503 past the request timeout) -> finite outputs (else 400) ->
-charge + record in one SQLite transaction (409 if a racing request claimed the id for
+in /v1/info). Every call but health needs `X-API-Key`. Over 64 header fields or 16 KiB
+of headers: 431 (`headers`). A score request goes: key (a wrong one: 401, or 429 with
+Retry-After past the failed-key throttle; a correct key is never throttled) ->
+Content-Type application/msgpack (else 415) -> size limit (413) -> body within the read
+timeout (408) -> decode, then the provider core's checks (service/core.py, the same as in
+process: limits, validation, finiteness after the cast to the compute dtype; 400) ->
+replay of a recorded `X-Request-Id` (same bytes, 0 calls; a retry of an id in flight
+waits for that attempt's record, `inflight`) -> budget hold (402) -> the fair scheduler
+and a bucketed compiled call (503 past the request timeout) -> finite outputs (else 400)
+-> charge + record in one SQLite transaction (409 if a racing request claimed the id for
 another body) -> response. Nothing is charged unless the response is recorded.
 Responses carry candidate log-probs only: never parameters, hidden states or full logits.
 Run it with `cbp-jax serve` (or `python -m cbp_jax.cli serve`, same options).
@@ -36,6 +38,7 @@ from fastapi.responses import JSONResponse, Response
 from cbp_jax.contract import HTTP_STATUS
 from cbp_jax.serve.batcher import BatchConfig, Batcher, Job
 from cbp_jax.serve.guard import AuthThrottle, GuardConfig
+from cbp_jax.serve.headers import HeaderLimit, is_msgpack, uvicorn_options
 from cbp_jax.serve.inflight import InFlight, InFlightTimeoutError
 from cbp_jax.serve.ledger import Ledger
 from cbp_jax.serve.limits import PayloadTooLargeError, ServeLimits
@@ -167,6 +170,8 @@ class ScoreServer:
 
     async def score(self, request: Request) -> Response:
         user = self.user(request)  # an unknown key costs nothing and learns nothing
+        if not is_msgpack(request.headers.get("content-type")):
+            raise HttpError(415, f"Content-Type must be {MEDIA_TYPE}")
         with self.batcher.arriving():
             body = await self._body(request)
             rid = check_request_id(request.headers.get("x-request-id"))
@@ -230,6 +235,7 @@ def _msgpack(body: bytes, *, charged: int, replayed: bool, own: bool = False) ->
 
 def create_app(server: ScoreServer) -> FastAPI:
     app = FastAPI(title="cbp-jax scoring service", docs_url=None, redoc_url=None)
+    app.add_middleware(HeaderLimit)  # 431 past MAX_HEADERS header fields
     errors = ((PayloadTooLargeError, 413), *HTTP_STATUS.items())  # most specific class wins
     # Anything else is a server fault: a 500 that names no internals (no traceback).
     app.add_exception_handler(
@@ -277,5 +283,5 @@ def serve(server: ScoreServer, host: str = "127.0.0.1", port: int = 8321) -> Non
     print(f"cbp-jax serve: {server.core.name} on http://{host}:{port}", flush=True)
     uvicorn.run(
         create_app(server), host=host, port=port, log_level="warning", workers=1,
-        timeout_keep_alive=5, limit_concurrency=256,
+        timeout_keep_alive=5, limit_concurrency=256, **uvicorn_options(),
     )  # fmt: skip

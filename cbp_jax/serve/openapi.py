@@ -14,7 +14,9 @@ _STATUSES = {
     "408": "request body not received within the read timeout",
     "409": "request id already used for a different body",
     "413": "request body too large",
-    "429": "too many failed API keys from this address",
+    "415": "Content-Type is not application/msgpack",
+    "429": "too many failed API keys from this address or key prefix (Retry-After)",
+    "431": "more than 64 header fields or 16 KiB of headers",
     "503": "not scored within the request timeout (nothing charged)",
 }
 
