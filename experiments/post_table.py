@@ -5,7 +5,7 @@ on public ag_news text (resumable, under <out>/student). Per private task (sst2,
 financial_phrasebank) and seed the user's private set is `private_size` examples of the
 task's train pool (None: the whole pool, N = 436 / 2419); prompts are tuned by
 `dp_tune_prompt` with the recorded optimiser (SGD, lr 1e-3, 20 epochs; the public code's
-default is Adam at 5e-4 for 5 epochs, DPConfig's default now; the same Poisson
+is lr 5e-4 for 5 epochs, Adam without DP and SGD with DP, DPConfig's default now; the same Poisson
 batches with and without DP; DP at epsilon = 8 and delta = delta_factor / N < 1/N). No
 private data is used outside the accountant: the last prompt is released (no dev
 selection) and alpha comes from public inputs only (`public_alpha`: the teacher's

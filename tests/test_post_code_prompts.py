@@ -1,6 +1,7 @@
 """POST's private prompt tuning as the public code runs it: the task's init text (ids repeated
 to the prompt length, PEFT's rule), several label words per class scored by their mean raw
-logit, Adam at 5e-4 for 5 epochs by default, DP or not; the earlier setup stays an option."""
+logit, lr 5e-4 for 5 epochs by default with Adam, and SGD under DP (the code's Opacus path
+asserts SGD); the earlier setup stays an option."""
 
 import jax
 import jax.numpy as jnp
@@ -75,7 +76,9 @@ def _inputs(n, cands):
 
 def test_dp_tuning_defaults_to_the_codes_setup():
     d = DPConfig()
-    assert (d.optimizer, d.learning_rate, d.epochs) == ("adam", 5e-4, 5)
+    assert (d.optimizer, d.learning_rate, d.epochs) == ("auto", 5e-4, 5)
+    assert d.resolved_optimizer == "sgd" and DPConfig(epsilon=None).resolved_optimizer == "adam"
+    assert DPConfig(optimizer="adam").resolved_optimizer == "adam"
     assert (d.init, d.class_score, d.epsilon, d.delta) == ("text", "mean_logit", 8.0, None)
     teacher = init_params(CFG, jax.random.key(0), std=0.2)
     student, s_cfg = make_student(teacher, CFG)

@@ -4,16 +4,17 @@ The user's prompt p (T x D) is trained locally on the student with the classific
 prompt tuning: cross-entropy over class scores at the answer position. As the public code
 runs it by default (scripts/train_prompt.py, train_DP_prompt.py): the prompt starts from the
 task's init text and the class score is the mean raw logit over the class's several label
-words (code_prompts.py; the caller passes `init_prompt_TxD` and `weights_CxW`), Adam at lr
-5e-4 for 5 epochs, DP or not. The earlier setup (random-token init, logsumexp over the
-label-word log-probs, SGD) stays as options. With DP, each step
+words (code_prompts.py; the caller passes `init_prompt_TxD` and `weights_CxW`), lr 5e-4 for
+5 epochs, Adam without DP and SGD with DP (the code's Opacus path asserts SGD; its
+ReduceLROnPlateau schedule is not reproduced). The earlier setup (random-token init,
+logsumexp over the label-word log-probs, SGD) stays as options. With DP, each step
 
   1. Poisson-samples the batch: example i is included independently with probability q;
   2. computes per-example gradients g_i = grad_p loss(p; x_i) (`jax.vmap(jax.grad(.))`);
   3. clips each: g_i <- g_i * min(1, C / ||g_i||_2);
   4. adds noise and normalises by the expected batch size q N:
          g = (sum_{i in batch} g_i + N(0, sigma^2 C^2 I)) / (q N);
-  5. takes an optimiser step (Adam by default, as the code; SGD an option).
+  5. takes an optimiser step (SGD with DP, Adam without, as the code; either by choice).
 
 The sampled batch has a variable size; it is processed in fixed-size chunks of
 `physical_batch` rows, padded and masked, so nothing is truncated and compiled shapes stay
@@ -173,7 +174,8 @@ def poisson_sample(seed: int, step: int, n: int, q: float) -> np.ndarray:
 class DPConfig:
     """DP-SGD prompt tuning. epsilon None = no privacy (no clipping, no noise; the same
     Poisson batches). delta None = 1 / N. expected_batch_size: q N. physical_batch: rows per
-    compiled chunk. optimizer: "adam" (the code's, lr 5e-4, 5 epochs) or "sgd". init: "text"
+    compiled chunk. optimizer: "auto" (the code's: Adam without DP, SGD with DP, where its
+    Opacus path asserts SGD; lr 5e-4, 5 epochs), "adam" or "sgd". init: "text"
     (the code's task text; the caller passes the prompt) or "random" (ids below init_vocab).
     class_score: "mean_logit" (the code's; the caller passes the label-word weights) or
     "logsumexp"."""
@@ -183,7 +185,7 @@ class DPConfig:
     expected_batch_size: int = 16
     physical_batch: int = 16
     learning_rate: float = 5e-4
-    optimizer: str = "adam"
+    optimizer: str = "auto"
     clip_norm: float = 1.0
     epsilon: float | None = 8.0
     delta: float | None = None
@@ -204,8 +206,10 @@ class DPConfig:
             raise ValueError(f"DPConfig.epsilon must be > 0 (or None), got {self.epsilon!r}")
         if self.delta is not None and not 0 < self.delta < 1:
             raise ValueError(f"DPConfig.delta must be in (0, 1), got {self.delta!r}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"DPConfig.optimizer must be sgd or adam, got {self.optimizer!r}")
+        if self.optimizer not in ("auto", "sgd", "adam"):
+            raise ValueError(
+                f"DPConfig.optimizer must be auto, sgd or adam, got {self.optimizer!r}"
+            )
         if self.accountant not in ACCOUNTANTS:
             raise ValueError(f"DPConfig.accountant must be one of {ACCOUNTANTS}")
         if self.init not in INITS:
@@ -214,6 +218,13 @@ class DPConfig:
             raise ValueError(
                 f"DPConfig.class_score must be one of {CLASS_SCORES}, got {self.class_score!r}"
             )
+
+    @property
+    def resolved_optimizer(self) -> str:
+        """The optimizer that runs: "auto" is Adam without DP and SGD with DP (the code)."""
+        if self.optimizer != "auto":
+            return self.optimizer
+        return "adam" if self.epsilon is None else "sgd"
 
 
 @dataclasses.dataclass
@@ -264,7 +275,7 @@ def dp_tune_prompt(
     clip = dcfg.clip_norm if private else math.inf
     key_noise = jax.random.split(jax.random.key(dcfg.seed))[1]
     prompt, weights = _start(params, cfg, dcfg, train, init_prompt_TxD, weights_CxW)
-    opt = (optax.sgd if dcfg.optimizer == "sgd" else optax.adam)(dcfg.learning_rate)
+    opt = (optax.sgd if dcfg.resolved_optimizer == "sgd" else optax.adam)(dcfg.learning_rate)
     opt_state = opt.init(prompt)
     update = jax.jit(lambda g, s, p: opt.update(g, s, p))
     tokens, mask, cands, labels = train.device()
