@@ -35,6 +35,8 @@ PROVIDER = (
     "cbp_jax.serve.batcher",
     "cbp_jax.serve.fair",
     "cbp_jax.serve.guard",
+    "cbp_jax.serve.headers",
+    "cbp_jax.serve.inflight",
     "cbp_jax.serve.launch",
     "cbp_jax.serve.ledger",
     "cbp_jax.serve.limits",
