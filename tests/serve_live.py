@@ -43,7 +43,7 @@ class LiveServer:
         )  # fmt: skip
         self.server = tiny_server(args)
         self.server.guard = guard
-        self.server.throttle.config = guard
+        self.server.throttle.config = self.server.shedder.config = guard
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(

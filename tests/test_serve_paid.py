@@ -7,9 +7,13 @@ its fix:
    are throttled per address and per key prefix (429 with Retry-After).
 5. A retry of a request id still in flight waits for that attempt and gets its replay,
    also at the budget edge (it used to ask for a second budget hold and get 402).
+6. Load shedding: bounded per-user and global queues answer 429 / 503 with Retry-After
+   (nothing charged), and the client waits at least Retry-After before it retries.
+9. Content-Type other than application/msgpack: 415; too many or too large headers: 431.
 """
 
 import concurrent.futures
+import json
 import socket
 import threading
 
@@ -18,6 +22,7 @@ import numpy as np
 import pytest
 import requests
 
+from cbp_jax.serve.client import RemoteService, RetryPolicy
 from cbp_jax.serve.guard import AuthThrottle, GuardConfig
 from cbp_jax.serve.wire import encode_request
 from cbp_jax.service import ScoreRequest
@@ -175,3 +180,55 @@ def test_too_many_or_too_large_headers_are_431(live):
         reply = s.recv(4096)  # answered while the header still streams in, not reset
     assert reply.startswith(b"HTTP/1.1 431"), reply[:100]
     assert live.post(encode_request(_req())).status_code == 200  # still serving
+
+
+def test_full_queues_shed_requests_with_retry_after_and_charge_nothing(tmp_path):
+    guard = GuardConfig(max_queued_per_user=1, max_queued=2)
+    srv = LiveServer(tmp_path / "l.sqlite", {"alice": 100, "bob": 100, "carol": 100}, guard=guard)
+    gate = Gate(srv.server.batcher)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(srv.post, encode_request(_req(seed=1)), timeout=600)
+            assert gate.entered.wait(timeout=600)  # alice's request computes (held)
+            mine = srv.post(encode_request(_req(seed=2)))  # alice's queue (1) is full
+            queued = pool.submit(srv.post, encode_request(_req(seed=3)), user="bob", timeout=600)
+            _until(lambda: queued.done() or len(srv.server.batcher._queue) > 0, "bob queued")
+            full = srv.post(encode_request(_req(seed=4)), user="carol")  # the server's (2)
+            gate.open()
+            assert first.result().status_code == 200 and queued.result().status_code == 200
+        assert mine.status_code == 429 and int(mine.headers["Retry-After"]) >= 1, mine.text
+        assert full.status_code == 503 and int(full.headers["Retry-After"]) >= 1, full.text
+        assert srv.used("alice") == 2 and srv.used("bob") == 2 and srv.used("carol") == 0
+        assert srv.post(encode_request(_req(seed=4)), user="carol").status_code == 200
+    finally:
+        gate.open()
+        srv.stop()
+
+
+class _Answers:
+    """A requests session that answers from a list of (status, headers, json body)."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+
+    def request(self, method, url, **kw):
+        status, headers, body = self.answers.pop(0)
+        resp = requests.Response()
+        resp.status_code, resp._content = status, json.dumps(body).encode()
+        resp.headers.update(headers)
+        return resp
+
+
+def test_the_client_waits_at_least_the_servers_retry_after(monkeypatch):
+    import cbp_jax.serve.client as client_module
+
+    slept = []
+    monkeypatch.setattr(client_module.time, "sleep", slept.append)
+    client = RemoteService("http://127.0.0.1:9", "key-00000000", retry=RetryPolicy(backoff_s=0.1))
+    budget = {"user": "a", "budget": 9, "used": 0, "remaining": 9, "run_used": 0}
+    full = {"error": "full"}
+    session = _Answers((503, {"Retry-After": "7"}, full), (429, {"Retry-After": "3"}, full),
+                       (200, {}, budget))  # fmt: skip
+    client._session = lambda: session
+    assert client.budget() == budget
+    assert slept == [7.0, 3.0]  # not the 0.1 s / 0.2 s of its own backoff

@@ -16,7 +16,8 @@ Content-Type application/msgpack (else 415) -> size limit (413) -> body within t
 timeout (408) -> decode, then the provider core's checks (service/core.py, the same as in
 process: limits, validation, finiteness after the cast to the compute dtype; 400) ->
 replay of a recorded `X-Request-Id` (same bytes, 0 calls; a retry of an id in flight
-waits for that attempt's record, `inflight`) -> budget hold (402) -> the fair scheduler
+waits for that attempt's record, `inflight`) -> load shedding (429 past the user's queue
+bound, 503 past the server's, both with Retry-After) -> budget hold (402) -> the fair scheduler
 and a bucketed compiled call (503 past the request timeout) -> finite outputs (else 400)
 -> charge + record in one SQLite transaction (409 if a racing request claimed the id for
 another body) -> response. Nothing is charged unless the response is recorded.
@@ -30,6 +31,7 @@ import asyncio
 import dataclasses
 import hashlib
 import math
+import time
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -37,7 +39,7 @@ from fastapi.responses import JSONResponse, Response
 
 from cbp_jax.contract import HTTP_STATUS
 from cbp_jax.serve.batcher import BatchConfig, Batcher, Job
-from cbp_jax.serve.guard import AuthThrottle, GuardConfig
+from cbp_jax.serve.guard import AuthThrottle, GuardConfig, LoadShedder
 from cbp_jax.serve.headers import HeaderLimit, is_msgpack, uvicorn_options
 from cbp_jax.serve.inflight import InFlight, InFlightTimeoutError
 from cbp_jax.serve.ledger import Ledger
@@ -104,6 +106,7 @@ class ScoreServer:
         self.batcher = Batcher(model, self.adapters, adapter_params, batching)
         self._public = None
         self.guard, self.throttle = guard, AuthThrottle(guard)
+        self.shedder = LoadShedder(guard)  # bounded queues: 429 / 503 with Retry-After
         self.commits = 0  # responses charged and recorded
         self.inflight = InFlight()  # request ids being computed; their retries wait
 
@@ -199,6 +202,22 @@ class ScoreServer:
         return await self._compute(req, job, user, calls, at)
 
     async def _compute(self, req, job: Job, user: str, calls: int, at: Attempt) -> Response:
+        """Shed it if the queues are full (429 / 503 with Retry-After), else score it."""
+        shed = self.shedder.admit(user)
+        if shed is not None:
+            status, reason = shed
+            wait = self.shedder.retry_after(self.shedder.pending.get(user, 0) if status == 429
+                                            else self.shedder.total)  # fmt: skip
+            raise HttpError(status, f"{reason}; nothing was charged, retry later", wait)
+        start, seconds = time.monotonic(), None
+        try:
+            response = await self._charged(req, job, user, calls, at)
+            seconds = time.monotonic() - start
+            return response
+        finally:
+            self.shedder.done(user, seconds)
+
+    async def _charged(self, req, job: Job, user: str, calls: int, at: Attempt) -> Response:
         """Hold the price, score, charge and record (nothing is charged on any failure)."""
         self.ledger.hold(user, calls)
         try:

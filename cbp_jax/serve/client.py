@@ -11,7 +11,8 @@ to the longest bucket, the mask marking the padding; the server re-buckets by le
 one oracle call = one batch = P calls, over HTTP exactly as in process.
 
 Retries: every HTTP attempt has a timeout; connection errors, timeouts, 429 and 5xx are
-retried with exponential backoff until `RetryPolicy.deadline_s`, then
+retried with exponential backoff, waiting at least the server's Retry-After (a shed
+request: the server's queues were full), until `RetryPolicy.deadline_s`, then
 `ServiceUnavailableError` is raised (inside a compiled loop it surfaces wrapped in a JAX
 runtime error; the run's Orbax checkpoint then resumes it once the server is back).
 4xx answers are not retried: 400/413 -> MalformedRequestError, 401 -> AuthenticationError,
@@ -124,15 +125,17 @@ class RemoteService:
                 if resp.status_code != 429 and resp.status_code < 500:
                     raise RuntimeError(f"{method} {path}: HTTP {resp.status_code}: {message}")
                 last = f"HTTP {resp.status_code}: {message}"
+                told = retry_after(resp)
             except (requests.ConnectionError, requests.Timeout) as e:
-                last = f"{type(e).__name__}: {e}"
+                last, told = f"{type(e).__name__}: {e}", 0.0
                 self._local.session = requests.Session()  # drop a broken pooled connection
-            if time.monotonic() + wait > deadline:
+            pause = max(wait, told)  # the server's Retry-After, when it sent one
+            if time.monotonic() + pause > deadline:
                 raise ServiceUnavailableError(
                     f"{method} {self.url}{path}: no answer within {self.retry.deadline_s}s "
                     f"(last: {last})"
                 )
-            time.sleep(wait)
+            time.sleep(pause)
             wait = min(2 * wait, self.retry.backoff_max_s)
 
     def _post_score(self, req: ScoreRequest, rid: str) -> tuple[np.ndarray, int, dict]:
@@ -227,6 +230,14 @@ class RemoteService:
         payload, rest = (None, arrays) if kind == "none" else (arrays[0], arrays[1:])
         req = ScoreRequest(kind, payload, *(np.asarray(x) for x in rest))
         return self._post_score(req, request_id(self.run_id, f"epoch:{self._reserved}", req))[0]
+
+
+def retry_after(resp: requests.Response) -> float:
+    """Seconds of a Retry-After header (delta-seconds form), 0 if absent or unreadable."""
+    try:
+        return max(0.0, float(resp.headers.get("Retry-After", "0")))
+    except ValueError:
+        return 0.0
 
 
 def _error_message(resp: requests.Response) -> str:

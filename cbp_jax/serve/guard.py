@@ -4,6 +4,10 @@
   than the body sent, or a slow drip, is answered 408 and the connection freed).
 - `request_timeout_s`: queue wait + compute of one score request; past it the request is
   answered 503 (retryable) and nothing is charged.
+- `max_queued_per_user` / `max_queued`: score requests admitted and not yet answered (queued
+  or computing), per user and in all; past either the request is shed before any budget
+  hold or compute: 429 (this user's queue is full) or 503 (the server's), with Retry-After
+  the expected seconds until a slot frees (`LoadShedder`).
 - `auth_failures` per `auth_window_s` per client address and per key prefix: past it, a
   wrong key from that address (or with that prefix) is answered 429 with Retry-After
   instead of 401 until the window frees a slot. A correct key is checked first and always
@@ -25,6 +29,8 @@ class GuardConfig:
     request_timeout_s: float = 300.0
     auth_failures: int = 20
     auth_window_s: float = 60.0
+    max_queued_per_user: int = 4
+    max_queued: int = 32
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -74,3 +80,40 @@ class AuthThrottle:
             for bucket in self._buckets(address, key):
                 self._failures[bucket] = self._recent(bucket, now)
                 self._failures[bucket].append(now)
+
+
+class LoadShedder:
+    """Bounded per-user and global counts of admitted score requests (one event loop)."""
+
+    def __init__(self, config: GuardConfig):
+        self.config = config
+        self.pending: dict[str, int] = {}
+        self.total = 0
+        self.seconds = 1.0  # moving average of one request's seconds, for Retry-After
+
+    def retry_after(self, queued: int) -> float:
+        return max(1.0, self.seconds * queued)
+
+    def admit(self, user: str) -> tuple[int, str] | None:
+        """None (admitted: call `done` when answered) or (status, reason) to shed it."""
+        mine = self.pending.get(user, 0)
+        if mine >= self.config.max_queued_per_user:
+            return (
+                429,
+                f"{mine} of your requests are queued (limit {self.config.max_queued_per_user})",
+            )
+        if self.total >= self.config.max_queued:
+            return (
+                503,
+                f"the server has {self.total} requests queued (limit {self.config.max_queued})",
+            )
+        self.pending[user], self.total = mine + 1, self.total + 1
+        return None
+
+    def done(self, user: str, seconds: float | None = None) -> None:
+        self.pending[user] -= 1
+        if not self.pending[user]:
+            del self.pending[user]
+        self.total -= 1
+        if seconds is not None:
+            self.seconds = 0.8 * self.seconds + 0.2 * seconds

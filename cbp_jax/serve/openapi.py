@@ -15,9 +15,11 @@ _STATUSES = {
     "409": "request id already used for a different body",
     "413": "request body too large",
     "415": "Content-Type is not application/msgpack",
-    "429": "too many failed API keys from this address or key prefix (Retry-After)",
+    "429": "too many failed API keys from this address or key prefix, or too many of this "
+    "user's requests queued (Retry-After)",
     "431": "more than 64 header fields or 16 KiB of headers",
-    "503": "not scored within the request timeout (nothing charged)",
+    "503": "not scored within the request timeout, or the server's queue is full "
+    "(Retry-After; nothing charged)",
 }
 
 SCORE_OPENAPI = {
