@@ -73,6 +73,7 @@ USER = (
     "cbp_jax.methods.sweep",
     "cbp_jax.prompts.projection",
     "cbp_jax.serve.client",
+    "cbp_jax.serve.split",
     "cbp_jax.privacy.dchi",
     "cbp_jax.privacy.inputs",
     "cbp_jax.privacy.plain_tokens",  # the user privatizes its public plain tokens

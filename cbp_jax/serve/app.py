@@ -2,9 +2,10 @@
 
     POST /v1/score    msgpack ScoreRequest -> msgpack {"logprobs": P x B x C x W, "calls",
                       "examples", "tokens"}
-    GET  /v1/budget   the caller's budget, used and remaining calls (?run=ID: that run's)
+    GET  /v1/budget   the caller's budget, used and remaining calls, tokens scored
+                      (?run=ID: that run's calls and tokens)
     GET  /v1/info     public model facts (shapes, embedding std, accepted kinds), the call
-                      unit and this server's per-request limits
+                      unit, both prices (calls and tokens) and the per-request limits
     GET  /v1/health   liveness, no key needed
 
 One call = one candidate prompt scored on one batch: a request of population P costs P
@@ -38,7 +39,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from cbp_jax.contract import HTTP_STATUS
-from cbp_jax.serve.batcher import BatchConfig, Batcher, Job
+from cbp_jax.serve.batcher import BatchConfig, Batcher, Job, padded_tokens
 from cbp_jax.serve.guard import AuthThrottle, GuardConfig, LoadShedder
 from cbp_jax.serve.headers import HeaderLimit, is_msgpack, uvicorn_options
 from cbp_jax.serve.inflight import InFlight, InFlightTimeoutError
@@ -50,6 +51,13 @@ from cbp_jax.service.core import ProviderCore
 
 DEFAULT_LIMITS, DEFAULT_BATCHING, DEFAULT_GUARD = ServeLimits(), BatchConfig(), GuardConfig()
 CALL_UNIT = "one call = one candidate prompt scored on one batch (a request costs P calls)"
+PRICES = {
+    "calls": "P per request: one candidate prompt scored on one batch (the papers' unit)",
+    "tokens": "P x B x S per request after padding B to a power of two and S to a power of "
+    "two >= 8: the work, recorded beside the calls (/v1/budget tokens_used)",
+    "work_cap": "a request over limits.max_work_tokens (P x B x (S + prompt)) is refused 413 "
+    "naming the cap; the client library splits it into several requests",
+}
 
 
 class HttpError(Exception):
@@ -128,7 +136,7 @@ class ScoreServer:
     def public(self) -> dict:
         """/v1/info: the core's public info, the call unit and this server's limits."""
         if self._public is None:
-            public = {**self.core.public_dict(), "call_unit": CALL_UNIT}
+            public = {**self.core.public_dict(), "call_unit": CALL_UNIT, "prices": PRICES}
             self._public = {**public, "limits": self.limits.public()}
         return self._public
 
@@ -228,9 +236,11 @@ class ScoreServer:
         logprobs = await self._scores(future, user, calls)
         work = {"examples": getattr(req, "examples", None), "tokens": getattr(req, "tokens", None)}
         response = encode_response(logprobs, calls, **work)
+        tokens = padded_tokens(job.rows, *job.tokens.shape)
         out, charged = await asyncio.to_thread(
-            self.ledger.commit, user, at.rid, at.run_id, at.digest, calls, response, at.client
-        )
+            self.ledger.commit, user, at.rid, at.run_id, at.digest, calls, response, at.client,
+            tokens,
+        )  # fmt: skip
         self.committed()
         replayed = charged == 0 and calls > 0  # a racing attempt of this id committed first
         own = replayed and await self._charged_to(user, at.rid, at.client)

@@ -71,6 +71,11 @@ def row_bucket(n: int) -> int:
     return -(-n // step) * step
 
 
+def padded_tokens(rows: int, batch: int, seq: int) -> int:
+    """Tokens a request is priced in: P x B x S after padding to the shape buckets."""
+    return rows * bucket(batch) * bucket(seq, 8)
+
+
 @dataclasses.dataclass
 class Job:
     """One validated request: payload rows P x ... (population first, float32 or None)."""

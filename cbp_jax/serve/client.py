@@ -17,6 +17,8 @@ request: the server's queues were full), until `RetryPolicy.deadline_s`, then
 runtime error; the run's Orbax checkpoint then resumes it once the server is back).
 4xx answers are not retried: 400/413 -> MalformedRequestError, 401 -> AuthenticationError,
 402 -> BudgetExhaustedError, 409 -> RequestIdConflictError.
+Work caps: a request over the server's `max_work_tokens` / `max_call_tokens` (/v1/info) is
+sent as several requests (`split`: population first), their scores joined in order.
 
 Request ids (idempotency keys): id = sha256(run_id, scope, request content). For oracle
 calls, scope = "epoch:<calls reserved so far>". The engine reserves before every chunk and,
@@ -53,6 +55,7 @@ from cbp_jax.contract import (
     ScoreResponse,
     ServiceUnavailableError,
 )
+from cbp_jax.serve.split import join_scores, split_request
 from cbp_jax.serve.wire import MEDIA_TYPE, decode_response, encode_request, request_id
 
 
@@ -100,6 +103,7 @@ class RemoteService:
         self._counted: set[str] = set()  # request ids whose charge calls_used includes
         self._client_id = uuid.uuid4().hex  # tells this object's charged attempts apart
         self._info = None
+        self._server_limits = None
 
     # ------------------------------------------------------------------ transport
 
@@ -138,7 +142,32 @@ class RemoteService:
             time.sleep(pause)
             wait = min(2 * wait, self.retry.backoff_max_s)
 
+    def _limits(self) -> dict:
+        """The server's per-request limits (/v1/info), fetched once."""
+        if self._server_limits is None:
+            self._server_limits = dict(self.server_info().get("limits", {}))
+        return self._server_limits
+
     def _post_score(self, req: ScoreRequest, rid: str) -> tuple[np.ndarray, int, dict]:
+        """(log-probs, calls charged, work fields): one request, or several when its work is
+        over the server's caps (`split`; part ids derive from `rid`)."""
+        limits = self._limits()
+        if "max_work_tokens" not in limits:
+            return self._post_one(req, rid)
+        parts = split_request(req, limits["max_work_tokens"], limits["max_call_tokens"])
+        if len(parts) == 1 and len(parts[0]) == 1:
+            return self._post_one(req, rid)
+        scores, charged, work = [], 0, {}
+        for i, row in enumerate(parts):
+            scores.append([])
+            for j, part in enumerate(row):
+                logprobs, c, body = self._post_one(part, f"{rid}.{i}.{j}")
+                scores[-1].append(logprobs)
+                charged += c
+                work = {k: work.get(k, 0) + v for k, v in body.items()}
+        return join_scores(scores), charged, work
+
+    def _post_one(self, req: ScoreRequest, rid: str) -> tuple[np.ndarray, int, dict]:
         """(log-probs, calls charged to this request, the response's work fields)."""
         resp = self._http(
             "POST",

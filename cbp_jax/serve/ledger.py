@@ -1,9 +1,10 @@
 """API keys, budgets and the response record of the network service, in SQLite (WAL mode).
 
-Tables: `users` (name, sha256 of the API key, budget, calls used) and `records` (one row
-per scored request: user, request id, run id, body hash, calls, the response bytes, and
+Tables: `users` (name, sha256 of the API key, budget, calls used, tokens scored) and
+`records` (one row per scored request: user, request id, run id, body hash, calls, tokens
+scored (P x B x S after padding, the work beside the price), the response bytes, and
 the client object that sent the charged attempt, so a replay can tell that client its own
-earlier attempt was charged; files from before that column get it added, empty).
+earlier attempt was charged; files from before these columns get them added, 0 / empty).
 Calls are counted as the user sees them: one call = one candidate prompt scored on one
 batch (a request of population P costs P; the server bounds each request's work by
 `ServeLimits`). Charging and recording happen in ONE transaction after the scores are
@@ -39,11 +40,13 @@ from cbp_jax.service.budget import exhausted_error
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
   name TEXT PRIMARY KEY, key_sha256 TEXT UNIQUE NOT NULL,
-  budget INTEGER NOT NULL CHECK (budget >= 0), used INTEGER NOT NULL DEFAULT 0);
+  budget INTEGER NOT NULL CHECK (budget >= 0), used INTEGER NOT NULL DEFAULT 0,
+  tokens_used INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS records (
   user TEXT NOT NULL, request_id TEXT NOT NULL, run_id TEXT NOT NULL, body_sha256 TEXT NOT NULL,
   calls INTEGER NOT NULL, response BLOB NOT NULL, created REAL NOT NULL,
-  client TEXT NOT NULL DEFAULT '', PRIMARY KEY (user, request_id));
+  client TEXT NOT NULL DEFAULT '', tokens INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (user, request_id));
 CREATE INDEX IF NOT EXISTS records_run ON records (user, run_id);
 """
 
@@ -95,9 +98,14 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a charge survives power loss too
         self._db.executescript(SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
-        if "client" not in columns:  # a ledger file written before clients were recorded
-            self._db.execute("ALTER TABLE records ADD COLUMN client TEXT NOT NULL DEFAULT ''")
+        for table, column, sql in (  # columns a ledger file written earlier lacks
+            ("records", "client", "TEXT NOT NULL DEFAULT ''"),
+            ("records", "tokens", "INTEGER NOT NULL DEFAULT 0"),
+            ("users", "tokens_used", "INTEGER NOT NULL DEFAULT 0"),
+        ):
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql}")
         self._lock = threading.Lock()
         self._held: dict[str, int] = {}
 
@@ -147,21 +155,24 @@ class Ledger:
 
     def budget(self, user: str, run_id: str | None = None) -> dict:
         with self._lock:
-            budget, used = self._db.execute(
-                "SELECT budget, used FROM users WHERE name = ?", (user,)
+            budget, used, tokens = self._db.execute(
+                "SELECT budget, used, tokens_used FROM users WHERE name = ?", (user,)
             ).fetchone()
-            run_used = 0
+            run_used = run_tokens = 0
             if run_id is not None:
-                run_used = self._db.execute(
-                    "SELECT COALESCE(SUM(calls), 0) FROM records WHERE user = ? AND run_id = ?",
+                run_used, run_tokens = self._db.execute(
+                    "SELECT COALESCE(SUM(calls), 0), COALESCE(SUM(tokens), 0) FROM records "
+                    "WHERE user = ? AND run_id = ?",
                     (user, run_id),
-                ).fetchone()[0]
+                ).fetchone()
         return {
             "user": user,
             "budget": budget,
             "used": used,
             "remaining": budget - used,
             "run_used": int(run_used),
+            "tokens_used": int(tokens),
+            "run_tokens": int(run_tokens),
         }
 
     def lookup(self, user: str, request_id: str, body_sha256: str) -> bytes | None:
@@ -211,8 +222,10 @@ class Ledger:
         calls: int,
         response: bytes,
         client: str = "",
+        tokens: int = 0,
     ) -> tuple[bytes, int]:
-        """Charge a held request and record its response (and `client`), atomically.
+        """Charge a held request and record its response (and `client`, and the `tokens`
+        of work scored beside the calls), atomically.
 
         Returns (response bytes, calls charged): a concurrent duplicate (same body) that
         committed first wins, and this one is answered with its bytes for 0 calls; another
@@ -231,12 +244,15 @@ class Ledger:
                     ).fetchone()
                 if row is None:
                     self._db.execute(
-                        "UPDATE users SET used = used + ? WHERE name = ?", (calls, user)
+                        "UPDATE users SET used = used + ?, tokens_used = tokens_used + ? "
+                        "WHERE name = ?",
+                        (calls, tokens, user),
                     )
                     if request_id is not None:
                         self._db.execute(
                             "INSERT INTO records (user, request_id, run_id, body_sha256, "
-                            "calls, response, created, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            "calls, response, created, client, tokens) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (
                                 user,
                                 request_id,
@@ -246,6 +262,7 @@ class Ledger:
                                 response,
                                 time.time(),
                                 client,
+                                tokens,
                             ),  # fmt: skip
                         )
                 self._db.execute("COMMIT" if row is None else "ROLLBACK")

@@ -36,6 +36,11 @@ class PayloadTooLargeError(MalformedRequestError):
     """The request body is larger than `ServeLimits.max_body_bytes` (HTTP 413)."""
 
 
+class WorkTooLargeError(PayloadTooLargeError):
+    """A request's work is over `max_work_tokens` or a call's over `max_call_tokens` (HTTP
+    413, naming the cap): split it (RemoteService does so by itself)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ServeLimits:
     """Upper bounds per request. One call (one candidate on one batch) may cover at most
@@ -81,8 +86,15 @@ class ServeLimits:
             ("prompt length", t, self.max_prompt_len),
             ("candidate classes", c, self.max_candidates),
             ("words per class", w, self.max_words),
-            ("work (population x batch x tokens)", p * b * (s + t), self.max_work_tokens),
-            ("tokens per call (batch x tokens)", b * (s + t), self.max_call_tokens),
         ):
             if got > limit:
                 raise MalformedRequestError(f"{name} {got} exceeds this server's limit {limit}")
+        for name, got, cap in (
+            ("work (population x batch x tokens)", p * b * (s + t), "max_work_tokens"),
+            ("tokens per call (batch x tokens)", b * (s + t), "max_call_tokens"),
+        ):
+            if got > getattr(self, cap):
+                raise WorkTooLargeError(
+                    f"{name} {got} exceeds this server's cap {cap} = {getattr(self, cap)}; "
+                    "split the request (population, then batch)"
+                )
