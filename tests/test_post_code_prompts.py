@@ -11,7 +11,9 @@ import pytest
 from cbp_jax.data.batching import Inputs
 from cbp_jax.data.tasks import get_task
 from cbp_jax.model import LlamaConfig, init_params
-from cbp_jax.post import DPConfig, dp_tune_prompt, make_student
+from cbp_jax.model.dispatch import forward
+from cbp_jax.post import DPConfig, accuracy, dp_tune_prompt, make_student
+from cbp_jax.post.audit import class_scores_of
 from cbp_jax.post.code_prompts import (
     INIT_TEXT,
     LABEL_WORDS,
@@ -121,3 +123,21 @@ def test_mean_logit_loss_differs_from_logsumexp():
     b = dp_tune_prompt(teacher, CFG, train, None, DPConfig(**kw), False, weights_CxW=weights)
     assert not np.allclose(a.prompt_TxD, b.prompt_TxD)
     assert jnp.asarray(a.prompt_TxD).shape == (3, CFG.hidden_size)
+
+
+def test_audit_scores_with_the_codes_label_words():
+    params = init_params(CFG, jax.random.key(2), std=0.2)
+    cands, weights = code_candidates(WordTokenizer(), "sst2")
+    data = _inputs(6, cands)
+    prompt = np.asarray(params["embed"][:3])
+    scores, labels = class_scores_of(params, CFG, data, prompt, 4, weights)
+    b = data.tokens_BxS.shape[0]
+    logits = forward(params, CFG, jnp.asarray(data.tokens_BxS), jnp.asarray(data.mask_BxS),
+                     prompt_BxTxD=jnp.broadcast_to(prompt, (b, *prompt.shape))).logits  # fmt: skip
+    want = np.asarray(mean_logit_scores(logits, cands, weights))
+    assert scores.shape == (6, 2)  # rows come back in length buckets: compare as sets of rows
+    np.testing.assert_allclose(np.sort(scores, 0), np.sort(want, 0), rtol=1e-4, atol=1e-4)
+    acc = accuracy(params, CFG, data, prompt, 4, weights)
+    assert acc == float((scores.argmax(-1) == labels).mean())
+    plain, _ = class_scores_of(params, CFG, data, prompt, 4)
+    assert not np.allclose(plain, scores)  # logsumexp of log-probs is another score

@@ -1,7 +1,9 @@
 """Evaluation and a privacy audit of POST prompts: accuracy and loss-threshold membership inference.
 
 Accuracy: argmax over class scores s_c = logsumexp_{w in words(c)} log p(w | [p; x]) at the
-answer position (no prompt = zero-shot), in length-sorted batches.
+answer position (no prompt = zero-shot), in length-sorted batches; with label-word weights
+(code_prompts.code_candidates) the public code's score instead, the mean raw logit over the
+class's words.
 
 Membership inference (Yeom et al. 2018, loss threshold): the attacker sees the per-example
 loss l(x, y) = -log softmax_c(s)[y] under the released prompt and guesses "member" when
@@ -26,27 +28,32 @@ from cbp_jax.model.dispatch import forward  # Llama or Gemma by config
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
-def _scores(params, cfg, prompt_TxD, tokens_BxS, mask_BxS, cands_CxW):
+def _scores(params, cfg, prompt_TxD, tokens_BxS, mask_BxS, cands_CxW, weights_CxW=None):
     b = tokens_BxS.shape[0]
     prompt = None if prompt_TxD is None else jnp.broadcast_to(prompt_TxD, (b, *prompt_TxD.shape))
     logits = forward(params, cfg, tokens_BxS, mask_BxS, prompt_BxTxD=prompt).logits
-    logp = jax.nn.log_softmax(logits, axis=-1)
     c, w = cands_CxW.shape
+    if weights_CxW is not None:  # the public code: mean raw logit over the class's words
+        return (logits[:, cands_CxW.reshape(-1)].reshape(b, c, w) * weights_CxW).sum(-1)
+    logp = jax.nn.log_softmax(logits, axis=-1)
     return class_scores(logp[:, cands_CxW.reshape(-1)].reshape(b, c, w))
 
 
-def class_scores_of(params, cfg, data: Inputs, prompt_TxD=None, batch_size: int = 16):
+def class_scores_of(params, cfg, data: Inputs, prompt_TxD=None, batch_size: int = 16,
+                    weights_CxW=None):  # fmt: skip
     """B x C class scores of every example (bucketed by length to save padding)."""
     buckets, labels = data.buckets(max(1, -(-len(data.labels_B) // batch_size)))
+    weights = None if weights_CxW is None else jnp.asarray(weights_CxW, jnp.float32)
     out = []
     for tokens, mask, cands in buckets:
         prompt = None if prompt_TxD is None else jnp.asarray(prompt_TxD, jnp.float32)
-        out.append(np.asarray(_scores(params, cfg, prompt, tokens, mask, cands)))
+        out.append(np.asarray(_scores(params, cfg, prompt, tokens, mask, cands, weights)))
     return np.concatenate(out), np.asarray(labels)
 
 
-def accuracy(params, cfg, data: Inputs, prompt_TxD=None, batch_size: int = 16) -> float:
-    scores, labels = class_scores_of(params, cfg, data, prompt_TxD, batch_size)
+def accuracy(params, cfg, data: Inputs, prompt_TxD=None, batch_size: int = 16,
+             weights_CxW=None) -> float:  # fmt: skip
+    scores, labels = class_scores_of(params, cfg, data, prompt_TxD, batch_size, weights_CxW)
     return float((scores.argmax(-1) == labels).mean())
 
 
