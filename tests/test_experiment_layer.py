@@ -378,7 +378,7 @@ def test_balanced_panel_draws_only_the_seeds_whose_milestones_carry_it(tmp_path)
     assert _panel(left, cfg, "sst2", recs, "test_acc")
     assert _panel(right, cfg, "sst2", recs, "balanced_acc")
     labels = [line.get_label() for line in right.lines]
-    assert labels[0] == "BBT (1)" and list(right.lines[0].get_ydata()) == [70.0]
+    assert labels[0] == "BBT, first protocol (1)" and list(right.lines[0].get_ydata()) == [70.0]
     # the starting points in balanced accuracy: 62.5 from the confusion, 1/2 for one class
     assert {line.get_label(): line.get_ydata()[0] for line in right.lines[1:]} == {
         "zero-shot": 62.5, "CBP z0": 62.5, "majority class": 50.0}  # fmt: skip

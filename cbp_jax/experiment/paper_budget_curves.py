@@ -14,7 +14,6 @@ import pathlib
 
 import numpy as np
 
-from cbp_jax.experiment.paper_budget import LABELS
 from cbp_jax.methods.evaluate import balanced_accuracy
 
 PANELS = (("test_acc", "test accuracy %"), ("balanced_acc", "balanced accuracy %"))
@@ -39,10 +38,29 @@ def _reference(result: dict, col: str, key: str) -> float | None:
     return result["test_acc"] if key == "test_acc" else balanced(result)
 
 
+# the search columns drawn against calls, with their legend names (first protocol lighter)
+CURVES = (
+    ("bbt", "lightsteelblue"),
+    ("cbp", "lightsalmon"),
+    ("published/bbt", "tab:blue"),
+    ("published/bbtv2", "tab:cyan"),
+    ("published/cbp", "tab:red"),
+    ("published/cbp_held_out", "tab:purple"),
+)
+SHORT = {
+    "bbt": "BBT, first protocol",
+    "cbp": "CBP, first protocol",
+    "published/bbt": "BBT",
+    "published/bbtv2": "BBTv2",
+    "published/cbp": "CBP",
+    "published/cbp_held_out": "CBP held out",
+}
+
+
 def _panel(ax, cfg, task: str, recs: dict, key: str) -> bool:
     """One measure against calls on `ax`; whether any search curve carried it."""
     drawn = False
-    for col, color in (("bbt", "tab:blue"), ("cbp", "tab:red")):
+    for col, color in CURVES:
         curves = [recs[(task, col, s)]["result"].get("curve") or [] for s in cfg.seeds
                   if (task, col, s) in recs]  # fmt: skip
         curves = [[p for p in c if p.get(key) is not None] for c in curves]
@@ -53,7 +71,7 @@ def _panel(ax, cfg, task: str, recs: dict, key: str) -> bool:
         acc = np.array([[next((p[key] for p in c if p["budget"] == b), math.nan)
                          for b in budgets] for c in curves])  # fmt: skip
         mean = np.nanmean(acc, axis=0)
-        ax.plot(budgets, 100 * mean, "o-", color=color, label=f"{LABELS[col]} ({len(curves)})")
+        ax.plot(budgets, 100 * mean, "o-", color=color, label=f"{SHORT[col]} ({len(curves)})")
         ax.fill_between(budgets, 100 * np.nanmin(acc, 0), 100 * np.nanmax(acc, 0),
                         color=color, alpha=0.2)  # fmt: skip
         drawn = True
