@@ -28,9 +28,9 @@ MODEL_HELP = "registered model name, .gguf file or Hugging Face folder"
 
 
 def _serve(args) -> None:
-    from cbp_jax.serve.launch import run_serve
+    from cbp_jax.serve.launch import revoke_key, run_serve
 
-    run_serve(args)
+    revoke_key(args) if getattr(args, "serve_command", None) else run_serve(args)
 
 
 def _run(args) -> None:
@@ -181,6 +181,12 @@ def _serve_parser(sub) -> None:
     sv.add_argument("--max-rows", type=int, default=64, help="candidates per compiled call")
     sv.add_argument("--max-body-bytes", type=int, default=8 << 20, help="largest request body")
     sv.set_defaults(func=_serve)
+    keys = sv.add_subparsers(dest="serve_command").add_parser("keys", help="manage API keys")
+    revoke = keys.add_subparsers(dest="keys_command", required=True).add_parser(
+        "revoke", help="revoke a user's key now, in the running server too (queued work dropped)"
+    )
+    revoke.add_argument("name", help="the user's name")
+    revoke.add_argument("--db", default="cbp_serve.sqlite", help="the server's SQLite file")
 
 
 def _run_parser(sub) -> None:

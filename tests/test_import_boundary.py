@@ -41,6 +41,7 @@ PROVIDER = (
     "cbp_jax.serve.ledger",
     "cbp_jax.serve.limits",
     "cbp_jax.serve.openapi",
+    "cbp_jax.serve.waiting",
     "cbp_jax.prompts.generator",
     "cbp_jax.prompts.artifact",
     "cbp_jax.methods.cbp_train",

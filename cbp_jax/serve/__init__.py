@@ -12,6 +12,8 @@ P calls, as in process); the work one request may ask is bounded by `limits`.
 - `batcher`: requests padded to shape buckets, an LRU of compiled calls, optional packing.
 - `guard`: read and request timeouts, the failed-authentication throttle.
 - `headers`: Content-Type (415), header count and size (431).
+- `waiting`: the body (413) and the scores (deadline, client gone: work abandoned).
+- `split` (user side): work over the server's caps sent as several requests.
 - `inflight`: a retry of a request id in flight waits for that attempt's answer.
 - `openapi`: the schema of `POST /v1/score` (its body is msgpack).
 - `app`: the FastAPI app (`/v1/score`, `/v1/budget`, `/v1/info`, `/v1/health`).

@@ -23,6 +23,9 @@ and a bucketed compiled call (503 past the request timeout) -> finite outputs (e
 -> charge + record in one SQLite transaction (409 if a racing request claimed the id for
 another body) -> response. Nothing is charged unless the response is recorded.
 Responses carry candidate log-probs only: never parameters, hidden states or full logits.
+Work is abandoned between chunks (nothing charged) when the request passes its deadline,
+its client goes away or its user is revoked (`cbp-jax serve keys revoke NAME`, no
+restart); at shutdown, requests still in flight after 5 s are cancelled and so abandoned.
 Run it with `cbp-jax serve` (or `python -m cbp_jax.cli serve`, same options).
 """
 
@@ -39,13 +42,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from cbp_jax.contract import HTTP_STATUS
-from cbp_jax.serve.batcher import BatchConfig, Batcher, Job, padded_tokens
+from cbp_jax.serve.batcher import AbandonedError, BatchConfig, Batcher, Job, padded_tokens
 from cbp_jax.serve.guard import AuthThrottle, GuardConfig, LoadShedder
 from cbp_jax.serve.headers import HeaderLimit, is_msgpack, uvicorn_options
 from cbp_jax.serve.inflight import InFlight, InFlightTimeoutError
 from cbp_jax.serve.ledger import Ledger
 from cbp_jax.serve.limits import PayloadTooLargeError, ServeLimits
 from cbp_jax.serve.openapi import SCORE_OPENAPI
+from cbp_jax.serve.waiting import ClientGoneError, read_body, wait_for_job
 from cbp_jax.serve.wire import MEDIA_TYPE, check_request_id, decode_request, encode_response
 from cbp_jax.service.core import ProviderCore
 
@@ -67,19 +71,6 @@ class HttpError(Exception):
         self.headers = {} if retry_after is None else {"Retry-After": str(math.ceil(retry_after))}
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise PayloadTooLargeError(f"request body of {declared} bytes exceeds {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 @dataclasses.dataclass(frozen=True)
 class Attempt:
     """What the ledger records with a charge: request id, run id, body hash, client id."""
@@ -88,6 +79,7 @@ class Attempt:
     run_id: str
     digest: str
     client: str
+    gone: object = None  # async () -> bool: the client went away
 
 
 class ScoreServer:
@@ -147,7 +139,11 @@ class ScoreServer:
             axis = self.adapters[req.kind].payload_axis
             payload = np.moveaxis(np.asarray(req.payload, np.float32), axis, 0)
         ids = (req.tokens_BxS, req.mask_BxS, req.candidates_CxW)
-        return Job(req.kind, payload, *(np.asarray(x, np.int32) for x in ids), user=user)
+        return Job(
+            req.kind, payload, *(np.asarray(x, np.int32) for x in ids), user=user,
+            deadline=time.monotonic() + self.guard.request_timeout_s,
+            still_wanted=lambda: self.ledger.active(user),
+        )  # fmt: skip
 
     def committed(self) -> None:
         """Called after each response is charged and recorded (before it is sent)."""
@@ -156,27 +152,25 @@ class ScoreServer:
     async def _body(self, request: Request) -> bytes:
         try:
             return await asyncio.wait_for(
-                _read_body(request, self.limits.max_body_bytes), self.guard.read_timeout_s
+                read_body(request, self.limits.max_body_bytes), self.guard.read_timeout_s
             )
         except TimeoutError:
             raise HttpError(408, f"request body not received within "
                             f"{self.guard.read_timeout_s:g} s") from None  # fmt: skip
 
-    async def _scores(self, future, user: str, calls: int) -> np.ndarray:
-        """Wait for the batcher (bounded), then check the outputs; release the hold on any
-        failure (nothing is charged)."""
+    async def _scores(self, job: Job, future, user: str, calls: int, gone) -> np.ndarray:
+        """The job's checked scores (`waiting.wait_for_job`: past its deadline or with its
+        client gone, the worker stops within one chunk); HttpError on abandoned work."""
         try:
-            logprobs = await asyncio.wait_for(
-                asyncio.wrap_future(future), self.guard.request_timeout_s
-            )
-            logprobs = self.core.check_scores(logprobs)
+            logprobs = self.core.check_scores(await wait_for_job(job, future, gone))
+        except AbandonedError:
+            if not self.ledger.active(user):
+                raise HttpError(401, "API key revoked; nothing was charged") from None
+            raise HttpError(503, "abandoned; nothing was charged", retry_after=1) from None
         except TimeoutError:
-            self.ledger.release(user, calls)
-            raise HttpError(503, f"not scored within {self.guard.request_timeout_s:g} s; "
-                            "nothing was charged, retry later") from None  # fmt: skip
-        except BaseException:
-            self.ledger.release(user, calls)
-            raise
+            limit = self.guard.request_timeout_s
+            raise HttpError(503, f"not scored within {limit:g} s; nothing was charged, "
+                            "retry later", retry_after=1) from None  # fmt: skip
         return logprobs
 
     async def score(self, request: Request) -> Response:
@@ -192,12 +186,17 @@ class ScoreServer:
             calls = self.core.admit(req)  # limits, validation, finite payload; the price
             job = self._job(req, user)
             digest = hashlib.sha256(body).hexdigest()
+        gone = request.is_disconnected
         if rid is None:
-            return await self._compute(req, job, user, calls, Attempt(None, run_id, digest, client))
+            return await self._compute(
+                req, job, user, calls, Attempt(None, run_id, digest, client, gone)
+            )
         try:
             claim = self.inflight.claim(user, rid, digest, self.guard.request_timeout_s)
             async with claim:
-                return await self._once(req, job, user, calls, Attempt(rid, run_id, digest, client))
+                return await self._once(
+                    req, job, user, calls, Attempt(rid, run_id, digest, client, gone)
+                )
         except InFlightTimeoutError as e:
             raise HttpError(503, str(e), retry_after=1) from None
 
@@ -233,7 +232,11 @@ class ScoreServer:
         except BaseException:
             self.ledger.release(user, calls)
             raise
-        logprobs = await self._scores(future, user, calls)
+        try:
+            logprobs = await self._scores(job, future, user, calls, at.gone)
+        except BaseException:
+            self.ledger.release(user, calls)
+            raise
         work = {"examples": getattr(req, "examples", None), "tokens": getattr(req, "tokens", None)}
         response = encode_response(logprobs, calls, **work)
         tokens = padded_tokens(job.rows, *job.tokens.shape)
@@ -279,6 +282,9 @@ def create_app(server: ScoreServer) -> FastAPI:
 
     for exc_type, status in errors:
         app.add_exception_handler(exc_type, on_error(status))
+    app.add_exception_handler(  # nobody reads it: the status is for the access log
+        ClientGoneError, lambda _r, e: JSONResponse({"error": str(e)}, status_code=499)
+    )
     app.add_exception_handler(
         HttpError,
         lambda _r, e: JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers),
@@ -312,5 +318,6 @@ def serve(server: ScoreServer, host: str = "127.0.0.1", port: int = 8321) -> Non
     print(f"cbp-jax serve: {server.core.name} on http://{host}:{port}", flush=True)
     uvicorn.run(
         create_app(server), host=host, port=port, log_level="warning", workers=1,
-        timeout_keep_alive=5, limit_concurrency=256, **uvicorn_options(),
+        timeout_keep_alive=5, limit_concurrency=256, timeout_graceful_shutdown=5,
+        **uvicorn_options(),
     )  # fmt: skip

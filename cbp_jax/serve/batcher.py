@@ -11,6 +11,12 @@ out: the model counts positions over real tokens only). The compiled executables
 an LRU cache of at most `BatchConfig.max_compiled` entries, so the server's memory for
 compiled code is bounded whatever shapes clients send, and `compiles` counts compilations.
 
+Chunks: a pack's rows are computed in chunks of at most `TOKENS_PER_CHUNK` tokens (one
+compiled shape per bucket), and before each chunk the worker checks whether anyone still
+waits for the pack (`Job.abandoned`: client gone, past its deadline, user revoked); if
+nobody does, it stops (`AbandonedError`, nothing charged) and takes the next request,
+so an abandoned request holds the worker for at most one chunk's time.
+
 Packing (optional): with `max_requests > 1` the worker waits up to `window_ms` for more
 requests (up to `max_requests` / `max_rows` candidates), groups them by bucket, and runs
 each group as one compiled call: row q of the pack is (candidate payload_q, input slot_q).
@@ -87,6 +93,15 @@ class Job:
     cands: np.ndarray
     user: str = ""
     future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
+    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+    deadline: float = float("inf")  # time.monotonic() past which nobody waits for it
+    still_wanted: object = None  # optional callable: False once its user is revoked
+
+    def abandoned(self) -> bool:
+        """Nobody waits for it any more: cancelled (client gone, timed out), past its
+        deadline, or its user revoked. Checked before each chunk of compute."""
+        wanted = self.still_wanted is None or self.still_wanted()
+        return self.cancel.is_set() or time.monotonic() > self.deadline or not wanted
 
     @property
     def rows(self) -> int:
@@ -163,6 +178,16 @@ def _packed(model_params, adapter_params, payload_Q, slot_Q, tokens, mask, cands
     return jax.lax.map(one, (payload_Q, slot_Q), batch_size=chunk)
 
 
+class AbandonedError(RuntimeError):
+    """A request's compute stopped between chunks: nobody waits for its answer."""
+
+
+def chunk_rows(b: int, s: int) -> int:
+    """Rows (candidates) computed per chunk: a power of two with <= TOKENS_PER_CHUNK tokens
+    (at least 1); abandonment is checked between chunks."""
+    return 1 << (max(1, TOKENS_PER_CHUNK // (b * s)).bit_length() - 1)
+
+
 class Batcher:
     """Owns the model arrays and the worker thread; `submit(job)` returns its future."""
 
@@ -173,6 +198,7 @@ class Batcher:
         self._queue = FairQueue()
         self.packs = 0  # compiled calls made (for the load test's report)
         self.compiles = 0  # executables compiled (evicted ones compile again on reuse)
+        self.chunks = 0  # compiled calls over one chunk of rows
         self._arriving = 0  # requests past the door, not yet submitted (see `arriving`)
         self._arrive_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="score-batcher", daemon=True)
@@ -285,10 +311,32 @@ class Batcher:
                 payload[start : start + job.rows] = job.payload
             slot[start : start + job.rows] = i
             start += job.rows
-        args = (
-            self._model.params, self._adapter_params, jnp.asarray(payload), jnp.asarray(slot),
-            jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(cands),
-        )  # fmt: skip
-        out = self._executable(kind, args)(*args)
+        return self._chunked(kind, jobs, payload, slot, (tokens, mask, cands))
+
+    def _chunked(self, kind: str, jobs: list[Job], payload, slot, inputs) -> np.ndarray:
+        """Run the pack's rows in chunks of `chunk_rows` (one compiled shape); before each
+        chunk, stop (AbandonedError) if every job of the pack is abandoned."""
+        q, (b, s) = payload.shape[0], inputs[0].shape[1:]
+        step = chunk_rows(b, s)
+        if q > step:  # pad the rows to whole chunks (padding rows score input slot 0)
+            extra = -q % step
+            payload = np.concatenate([payload, np.zeros((extra, *payload.shape[1:]), np.float32)])
+            slot = np.concatenate([slot, np.zeros((extra,), np.int32)])
+        else:
+            step = q
+        fixed = (self._model.params, self._adapter_params)
+        inputs = tuple(jnp.asarray(x) for x in inputs)
+        out = []
+        for start in range(0, payload.shape[0], step):
+            if all(job.abandoned() for job in jobs):
+                raise AbandonedError(f"abandoned after {start} of {q} rows")
+            args = (*fixed, jnp.asarray(payload[start : start + step]),
+                    jnp.asarray(slot[start : start + step]), *inputs)  # fmt: skip
+            out.append(np.asarray(self._run_chunk(kind, args), np.float32))
         self.packs += 1
-        return np.asarray(out, np.float32)
+        return np.concatenate(out)[:q]
+
+    def _run_chunk(self, kind: str, args: tuple):
+        """One compiled call over one chunk of rows (the seam tests hold)."""
+        self.chunks += 1
+        return self._executable(kind, args)(*args)

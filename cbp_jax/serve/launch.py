@@ -1,7 +1,8 @@
 """Build a `ScoreServer` from `cbp-jax serve` options: model, generator, users, database.
 
 The users file (plus `--key` values) is the source of truth for who may call: at start-up
-the ledger is synced to it, so a user removed from the file is revoked (tests/serve_tiny.py
+the ledger is synced to it, so a user removed from the file is revoked; `revoke_key`
+(`cbp-jax serve keys revoke NAME`) revokes one in a running server (tests/serve_tiny.py
 serves the tiny random test model through the same `make_server`).
 """
 
@@ -72,6 +73,15 @@ def build_server(args):
 
         artifact = load_generator(args.generator, expected_model=model)
     return make_server(model, artifact, users, args, pathlib.Path(args.model).name)
+
+
+def revoke_key(args) -> None:
+    """`cbp-jax serve keys revoke NAME --db F`: revoke in the ledger file, which a running
+    server reads per request and between chunks (no restart). Remove the user from the
+    users file too, or the next start restores the key."""
+    if not Ledger(args.db).revoke(args.name):
+        raise SystemExit(f"cbp-jax serve keys revoke: no active user {args.name!r} in {args.db}")
+    print(f"revoked {args.name!r} in {args.db}; also remove it from the users file")
 
 
 def run_serve(args) -> None:

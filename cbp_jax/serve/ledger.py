@@ -153,6 +153,24 @@ class Ledger:
             ).fetchone()
         return None if row is None else row[0]
 
+    def active(self, user: str) -> bool:
+        """Whether `user` exists and is not revoked (checked between chunks of compute)."""
+        with self._lock:
+            row = self._db.execute(f"SELECT 1 FROM users {_ACTIVE} AND name = ?", (user,))
+            return row.fetchone() is not None
+
+    def revoke(self, user: str) -> bool:
+        """Revoke `user` now (its key stops working; usage and records stay); False if no
+        active user has that name. Effective in a running server: keys are looked up per
+        request and queued work is dropped between chunks. The users file still lists the
+        user until edited: a restart would restore the key."""
+        with self._lock:
+            cur = self._db.execute(
+                f"UPDATE users SET key_sha256 = '{_REVOKED}' || name {_ACTIVE} AND name = ?",
+                (user,),
+            )
+            return cur.rowcount > 0
+
     def budget(self, user: str, run_id: str | None = None) -> dict:
         with self._lock:
             budget, used, tokens = self._db.execute(
