@@ -26,6 +26,7 @@ import time
 import ray
 
 from cbp_jax.experiment.compile_cache import CompileStats, enable_compile_cache
+from cbp_jax.experiment.identity import config_hash
 from cbp_jax.experiment.layer import run_cells
 from cbp_jax.experiment.paper_budget import PaperBudgetConfig
 from cbp_jax.experiment.ray_runner import RayConfig, run_cells_ray
@@ -50,21 +51,27 @@ def study(args, path: str) -> list:
 
 
 def _placed_nowhere(result: dict) -> dict:
-    """A result without its timing figures and without where it was written (the runner's
-    copy of the config names its `out`, which is no part of a run's identity)."""
-    out = {k: v for k, v in result.items() if k not in TIMING}
+    """A result without its timing figures, its commit (HEAD when the cell finished: it moves
+    whenever anything is committed meanwhile) and where it was written (`out`)."""
+    out = {k: v for k, v in result.items() if k not in (*TIMING, "commit")}
     if isinstance(out.get("config"), dict):
         out["config"] = {k: v for k, v in out["config"].items() if k != "out"}
     return out
 
 
 def same_records(a: RecordStore, b: RecordStore) -> list[str]:
-    """The fields (name: field) in which two stores' records of the same cells differ."""
+    """The fields (name: field) in which two stores' records of the same cells differ, the
+    run directory (`out`, which each path sets to its own) and what `_placed_nowhere` drops
+    aside. A record's id hashes its whole config, `out` included: it is checked with b's
+    `out` put into a's config."""
     diff = [] if set(a.records) == set(b.records) else ["the recorded cells"]
     for name in sorted(set(a.records) & set(b.records)):
         ra, rb = a.records[name], b.records[name]
-        for k in ("id", "config", "dtype"):
-            diff += [f"{name}: {k}"] if ra[k] != rb[k] else []
+        if config_hash({**ra["config"], "out": rb["config"]["out"]}) != rb["id"]:
+            diff.append(f"{name}: id")
+        if {**ra["config"], "out": None} != {**rb["config"], "out": None}:
+            diff.append(f"{name}: config")
+        diff += [f"{name}: dtype"] if ra["dtype"] != rb["dtype"] else []
         res_a, res_b = (_placed_nowhere(r["result"]) for r in (ra, rb))
         diff += [f"{name}: result.{k}" for k in sorted(set(res_a) | set(res_b))
                  if res_a.get(k) != res_b.get(k)]  # fmt: skip
@@ -106,7 +113,11 @@ def main(argv=None) -> None:
 
 
 def write_md(args, cells, stores, serial, wall_ray, progress, diff) -> None:
-    accs = {n: r["result"]["test_acc"] for n, r in sorted(stores["serial"].records.items())}
+    accs = ", ".join(f"{n.split('/')[-1]} {100 * r['result']['test_acc']:.1f}"
+                     for n, r in sorted(stores["serial"].records.items()))  # fmt: skip
+    per_cell = {k: ", ".join(str(r["result"]["compile"]["compilations"])
+                             for _, r in sorted(st.records.items()))
+                for k, st in stores.items()}  # fmt: skip
     run_s = sum(r["result"]["seconds"] for r in stores["serial"].records.values())
     lines = [
         "# A study through Ray against the serial path",
@@ -121,18 +132,19 @@ def write_md(args, cells, stores, serial, wall_ray, progress, diff) -> None:
         "`cluster_ray_runs.jsonl`.",
         "",
         "**The machine's 2 cores were busy with other long experiment runs (load average "
-        "about 8-10) while this ran: both wall times are inflated, and by different amounts "
+        "about 9-15) while this ran: both wall times are inflated, and by different amounts "
         "as that load changed; they show the figures, not the speed-up.**",
         "",
         "Records: "
         + (
-            f"identical (config hash, config, dtype and every result field but "
-            f"{', '.join(TIMING)} and the run directory its config names)"
+            "identical: the same cells, configs, dtypes and results (best z, history, curve, "
+            "predictions, accuracies), all but the run directory each path wrote to "
+            "(`out`, hence the config hash), the commit each cell finished at (HEAD moved "
+            "while other sessions committed) and the seconds and compile figures"
             if not diff
             else f"DIFFER in {diff}"
         )
-        + ". "
-        f"Test accuracies: {accs}.",
+        + f". Test accuracies: {accs}.",
         "",
         "| path | wall s | process | cells | compilations | cache hits | compile s | run s |",
         "|---|---|---|---|---|---|---|---|",
@@ -148,10 +160,14 @@ def write_md(args, cells, stores, serial, wall_ray, progress, diff) -> None:
     lines += [
         "",
         f"Serial cells' own seconds sum to {run_s:.0f} s. A Ray worker's figures cover its "
-        "cells from the model load on (its first cell loads the model; Ray's own start-up "
-        "is in the wall time only). Each worker compiles its programs once: later cells of "
-        "the same shapes add no compilations. A worker holds 1 core in Ray's accounting; "
-        "XLA's CPU threads are not pinned, so the two workers share both cores.",
+        "cells from the model load on (Ray's own start-up is in the wall time only). "
+        f"Compilations per cell, seeds in order: serial {per_cell['serial']}; Ray "
+        f"{per_cell['ray']}. A process's first cell compiles everything (about 95 programs); "
+        "a later cell in the same process compiles only the few programs whose shapes "
+        "depend on its seed's k-shot set (4, still most of its compile seconds). Every "
+        "worker wrote to and read from one compilation cache directory; both workers started "
+        "at once, so their cache hits are mostly within one process. A worker holds 1 core in "
+        "Ray's accounting; XLA's CPU threads are not pinned, so the workers share both cores.",
         "",
     ]
     (RESULTS / "cluster.md").write_text("\n".join(lines))
