@@ -232,3 +232,11 @@ def test_the_client_waits_at_least_the_servers_retry_after(monkeypatch):
     client._session = lambda: session
     assert client.budget() == budget
     assert slept == [7.0, 3.0]  # not the 0.1 s / 0.2 s of its own backoff
+
+
+def test_the_openapi_schema_describes_the_msgpack_body(live):
+    schema = requests.get(live.url + "/openapi.json", timeout=600).json()
+    body = schema["paths"]["/v1/score"]["post"]["requestBody"]["content"]["application/msgpack"]
+    props = body["schema"]["properties"]
+    assert {"kind", "payload", "tokens", "mask", "candidates"} == set(props)
+    assert props["tokens"]["properties"]["shape"]["items"]["maximum"] == 1 << 24

@@ -1,12 +1,44 @@
 """OpenAPI description of `POST /v1/score`, whose body FastAPI cannot infer (raw msgpack).
 
 Published at /openapi.json, so clients and fuzzers (the suite runs schemathesis over it)
-know the body media type, the headers and every status the endpoint may answer.
+know the body media type, its structure as a msgpack object (`SCORE_BODY`: arrays as
+{dtype, shape, data}), the headers and every status the endpoint may answer.
 """
 
 from __future__ import annotations
 
 _ERROR = {"content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def _array(dtypes: list[str], ndim: int | tuple[int, ...], description: str) -> dict:
+    """An array on the wire: {dtype, shape, data} (raw little-endian bytes, wire.py)."""
+    lo, hi = (ndim, ndim) if isinstance(ndim, int) else (min(ndim), max(ndim))
+    shape = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 1 << 24},
+             "minItems": lo, "maxItems": hi}  # fmt: skip
+    return {
+        "type": "object", "description": description, "additionalProperties": False,
+        "required": ["dtype", "shape", "data"],
+        "properties": {"dtype": {"enum": dtypes}, "shape": shape,
+                       "data": {"type": "string", "format": "binary"}},
+    }  # fmt: skip
+
+
+_IDS, _FLOATS = ["<i4", "<i8"], ["<f2", "<f4", "<f8"]
+# The msgpack body as an object: what a fuzzer needs to tell valid bodies from invalid ones
+# (the suite registers a msgpack strategy for it: tests/test_serve_fuzz.py).
+SCORE_BODY = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["kind", "payload", "tokens", "mask", "candidates"],
+    "properties": {
+        "kind": {"enum": ["none", "prompt", "deep_prompt", "task_vector"]},
+        "payload": {"oneOf": [{"type": "null"}, _array(_FLOATS, (2, 3, 4),
+                    "P x R (task_vector), P x T x D (prompt), L x P x T x D (deep_prompt)")]},
+        "tokens": _array(_IDS, 2, "B x S token ids, left-padded"),
+        "mask": _array(_IDS, 2, "B x S, 1 on real tokens"),
+        "candidates": _array(_IDS, 2, "C x W answer word ids"),
+    },
+}  # fmt: skip
 _STATUSES = {
     "400": "malformed request (decoding, shapes, limits, ids, non-finite payload or scores)",
     "401": "missing or unknown API key",
@@ -43,7 +75,7 @@ SCORE_OPENAPI = {
     ],
     "requestBody": {
         "required": True,
-        "content": {"application/msgpack": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {"application/msgpack": {"schema": SCORE_BODY}},
     },
     "responses": {
         "200": {
