@@ -1,16 +1,21 @@
 """The provider as a network service: HTTP server, wire format, accounting and client.
 
 One API call = one candidate prompt scored on one batch (a request of population P costs
-P calls, as in process); the work one request may ask is bounded by `limits`.
+P calls, as in process); the work one request may ask is bounded by `limits` (413 past
+the cap; the client splits such work), and the ledger records it beside the calls
+(tokens: P x B x S after padding).
 
 - `wire`: msgpack messages with raw little-endian array bytes (overflow-safe shapes).
 - `limits`: per-request bounds (bytes, population, batch, sequence, prompt, work per call
   and per request), published in /v1/info.
 - `ledger`: API keys, budgets and recorded responses in SQLite (WAL), idempotent charging;
-  the users file decides who exists (removed users are revoked).
+  the users file decides who exists (removed users are revoked); `cbp-jax serve keys
+  revoke NAME` revokes one in a running server.
 - `fair`: one queue per user, least recently served first.
-- `batcher`: requests padded to shape buckets, an LRU of compiled calls, optional packing.
-- `guard`: read and request timeouts, the failed-authentication throttle.
+- `batcher`: requests padded to shape buckets, an LRU of compiled calls, optional packing;
+  computed in chunks, abandoned between chunks when nobody waits.
+- `guard`: read and request timeouts, the failed-authentication throttle (never a valid
+  key), bounded queues (429 / 503 with Retry-After).
 - `headers`: Content-Type (415), header count and size (431).
 - `waiting`: the body (413) and the scores (deadline, client gone: work abandoned).
 - `split` (user side): work over the server's caps sent as several requests.
