@@ -1,0 +1,149 @@
+"""Load of the scoring service as a paid API (issue 43): latency under floods, work served,
+compilations and memory over many shapes. One run, one machine, loopback.
+
+1. A light client (P=2, B=4, S=16 requests, one after another): p50/p99 alone.
+2. The same while 3 heavy clients flood (P=16, B=16, S=64, back to back; shed requests are
+   retried after Retry-After by the client library): p50/p99, requests shed.
+3. The same while one maximum-size request runs (work = max_work_tokens): p50/p99 against
+   one chunk's time (its time over its chunks; compile included).
+4. Tokens/s served in phase 2 (the ledger's tokens_used: P x B x S after padding).
+5. 200 distinct request shapes: compilations (/v1/health) and server resident memory
+   (VmRSS) before and after.
+Run: `.venv/bin/python experiments/service_paid_load.py` (prints a markdown
+section; experiments/results/service_load.md holds the recorded one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+import requests
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from load_test import USERS, Server  # noqa: E402  (the load test's server wrapper)
+
+from cbp_jax.contract import ScoreRequest  # noqa: E402
+from cbp_jax.serve.batcher import bucket, chunk_rows  # noqa: E402
+from cbp_jax.serve.client import RemoteService, RetryPolicy  # noqa: E402
+from cbp_jax.serve.limits import ServeLimits  # noqa: E402
+
+LIGHT, HEAVY = (2, 4, 16), (16, 16, 64)
+PATIENT = RetryPolicy(timeout_s=600, deadline_s=1200)
+
+
+def request(rng, p: int, b: int, s: int) -> ScoreRequest:
+    tokens = rng.integers(1, 101, (b, s)).astype(np.int32)
+    z = (0.02 * rng.normal(size=(p, 16))).astype(np.float32)
+    return ScoreRequest("task_vector", z, tokens, np.ones_like(tokens), np.array([[3], [4]]))
+
+
+def service(url: str, user: str, run: str) -> RemoteService:
+    return RemoteService(url, f"{user}-secret-key", run_id=run, retry=PATIENT)
+
+
+def light(url: str, n: int, seed: int) -> list[float]:
+    svc, rng, out = service(url, "user0", f"light-{seed}"), np.random.default_rng(seed), []
+    for _ in range(n):
+        t = time.perf_counter()
+        svc.score(request(rng, *LIGHT))
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def flood(url: str, user: str, stop: threading.Event, shed: list) -> int:
+    svc, rng, done = service(url, user, f"flood-{user}"), np.random.default_rng(hash(user) % 99), 0
+    session = svc._session()
+    hook = session.hooks.setdefault("response", [])
+    hook.append(
+        lambda r, *a, **k: shed.append(r.status_code) if r.status_code in (429, 503) else None
+    )
+    while not stop.is_set():
+        svc.score(request(rng, *HEAVY))
+        done += 1
+    return done
+
+
+def pct(xs: list[float], q: float) -> float:
+    return 1000 * float(np.percentile(xs, q))
+
+
+def tokens_used(url: str, users) -> int:
+    return sum(service(url, u, "x").budget()["tokens_used"] for u in users)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--light", type=int, default=40, help="light requests per phase")
+    ap.add_argument("--shapes", type=int, default=200)
+    ap.add_argument("--max-work", type=int, default=ServeLimits().max_work_tokens,
+                    help="work of the big request (default: the server's cap)")  # fmt: skip
+    args = ap.parse_args()
+    srv = Server("tiny", [])
+    try:
+        light(srv.url, 5, 99)  # warm the light shape
+        alone = light(srv.url, args.light, 0)
+        heavy_users, stop, shed = USERS[1:4], threading.Event(), []
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            before, t0 = tokens_used(srv.url, heavy_users), time.perf_counter()
+            jobs = [pool.submit(flood, srv.url, u, stop, shed) for u in heavy_users]
+            flooded = light(srv.url, args.light, 1)
+            stop.set()
+            heavy_done = sum(j.result() for j in jobs)
+            seconds = time.perf_counter() - t0
+            served = tokens_used(srv.url, heavy_users) - before
+        cap = args.max_work
+        p, b, s = 32, 64, max(8, cap // (32 * 64))  # one maximum-size request: P x B x S = the cap
+        big_rng = np.random.default_rng(5)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            t = time.perf_counter()
+            big = pool.submit(service(srv.url, "user5", "big").score, request(big_rng, p, b, s))
+            beside = light(srv.url, args.light // 2, 2)
+            big.result()
+            big_s = time.perf_counter() - t
+        chunks = -(-p // chunk_rows(b, bucket(s, 8)))  # the worker's chunks for this request
+        health = requests.get(srv.url + "/v1/health", timeout=600).json()
+        rss0, compiles0 = srv.rss_mb(), health["compiles"]
+        rng, svc = np.random.default_rng(7), service(srv.url, "user6", "shapes")
+        for i in range(args.shapes):
+            svc.score(request(rng, 1 + i % 5, 1 + (i * 3) % 17, 4 + (i * 7) % 121))
+        compiles1 = requests.get(srv.url + "/v1/health", timeout=600).json()["compiles"]
+        rss1 = srv.rss_mb()
+    finally:
+        srv.stop()
+    chunk_ms = 1000 * big_s / chunks
+    rows = [
+        ("alone", alone),
+        ("under a 3-client heavy flood (P=16, B=16, S=64)", flooded),
+        (f"while one maximum-size request runs ({p}x{b}x{s} = {cap} tokens)", beside),
+    ]
+    table = "\n".join(
+        f"| {name} | {len(xs)} | {pct(xs, 50):.0f} | {pct(xs, 99):.0f} |" for name, xs in rows
+    )
+    print(f"""## Paid API: latency under floods, work served, shapes (issue 43)
+
+Command: `.venv/bin/python experiments/service_paid_load.py` (tiny random test
+model, default server: one request at a time, chunks of 1024 tokens, queues 4 per user /
+32 in all). Machine: 2 CPU cores shared with other jobs during the run.
+
+| light client (P=2, B=4, S=16) | requests | p50 ms | p99 ms |
+|---|---|---|---|
+{table}
+
+- Maximum-size request: {big_s:.1f} s in {chunks} chunks, one chunk about {chunk_ms:.0f} ms
+  (light p99 beside it: {pct(beside, 99) / chunk_ms:.2f} chunks).
+- Heavy flood: {heavy_done} heavy requests in {seconds:.1f} s, {served} tokens scored:
+  **{served / seconds:.0f} tokens/s** (P x B x S after padding); {len(shed)} answers shed
+  (429/503 with Retry-After, retried by the client).
+- {args.shapes} distinct request shapes: compilations {compiles0} -> {compiles1}; server
+  resident memory (VmRSS) {rss0:.0f} MB -> {rss1:.0f} MB.
+""")
+
+
+if __name__ == "__main__":
+    main()
