@@ -32,7 +32,9 @@ SHARED = (
 PROVIDER = (
     "cbp_jax.service",
     "cbp_jax.serve.app",
+    "cbp_jax.serve.answers",
     "cbp_jax.serve.batcher",
+    "cbp_jax.serve.shape_buckets",
     "cbp_jax.serve.fair",
     "cbp_jax.serve.guard",
     "cbp_jax.serve.headers",
@@ -74,6 +76,7 @@ USER = (
     "cbp_jax.methods.sweep",
     "cbp_jax.prompts.projection",
     "cbp_jax.serve.client",
+    "cbp_jax.serve.remote_oracle",
     "cbp_jax.serve.split",
     "cbp_jax.privacy.dchi",
     "cbp_jax.privacy.inputs",

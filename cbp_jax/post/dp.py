@@ -8,20 +8,12 @@ words (code_prompts.py; the caller passes `init_prompt_TxD` and `weights_CxW`), 
 5 epochs, Adam without DP and SGD with DP (the code's Opacus path asserts SGD; its
 ReduceLROnPlateau schedule is not reproduced). The earlier setup (random-token init,
 logsumexp over the label-word log-probs, SGD) stays as options. With DP, each step
+Poisson-samples the batch (rate q), takes per-example gradients (`vmap(grad)`), clips each to
+norm C, adds N(0, sigma^2 C^2 I) to their sum, divides by q N and steps the optimiser.
 
-  1. Poisson-samples the batch: example i is included independently with probability q;
-  2. computes per-example gradients g_i = grad_p loss(p; x_i) (`jax.vmap(jax.grad(.))`);
-  3. clips each: g_i <- g_i * min(1, C / ||g_i||_2);
-  4. adds noise and normalises by the expected batch size q N:
-         g = (sum_{i in batch} g_i + N(0, sigma^2 C^2 I)) / (q N);
-  5. takes an optimiser step (SGD with DP, Adam without, as the code; either by choice).
-
-The sampled batch has a variable size; it is processed in fixed-size chunks of
-`physical_batch` rows, padded and masked, so nothing is truncated and compiled shapes stay
-fixed. The noise multiplier sigma is the smallest one whose spent epsilon after
-steps = round(epochs / q) compositions of the Poisson-subsampled Gaussian mechanism is at most
-the target (epsilon, delta = 1/N by default), found by bisection with Google's
-`dp_accounting` (RDP accountant by default, PLD as an alternative).
+The variable-size batch runs in padded, masked chunks of `physical_batch` rows (fixed
+shapes). sigma is the smallest noise multiplier whose epsilon after round(epochs / q) steps is
+at most the target (delta = 1/N by default), by bisection with `dp_accounting` (RDP or PLD).
 """
 
 from __future__ import annotations

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import math
 import time
 
 import numpy as np
@@ -42,6 +41,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from cbp_jax.contract import HTTP_STATUS
+from cbp_jax.serve.answers import CALL_UNIT, PRICES, HttpError, msgpack_answer
 from cbp_jax.serve.batcher import AbandonedError, BatchConfig, Batcher, Job, padded_tokens
 from cbp_jax.serve.guard import AuthThrottle, GuardConfig, LoadShedder
 from cbp_jax.serve.headers import HeaderLimit, is_msgpack, uvicorn_options
@@ -54,21 +54,6 @@ from cbp_jax.serve.wire import MEDIA_TYPE, check_request_id, decode_request, enc
 from cbp_jax.service.core import ProviderCore
 
 DEFAULT_LIMITS, DEFAULT_BATCHING, DEFAULT_GUARD = ServeLimits(), BatchConfig(), GuardConfig()
-CALL_UNIT = "one call = one candidate prompt scored on one batch (a request costs P calls)"
-PRICES = {
-    "calls": "P per request: one candidate prompt scored on one batch (the papers' unit)",
-    "tokens": "P x B x S per request after padding B to a power of two and S to a power of "
-    "two >= 8: the work, recorded beside the calls (/v1/budget tokens_used)",
-    "work_cap": "a request over limits.max_work_tokens (P x B x (S + prompt)) is refused 413 "
-    "naming the cap; the client library splits it into several requests",
-}
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.status, self.message = status, message
-        self.headers = {} if retry_after is None else {"Retry-After": str(math.ceil(retry_after))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +190,7 @@ class ScoreServer:
         recorded = await asyncio.to_thread(self.ledger.lookup, user, at.rid, at.digest)
         if recorded is not None:
             own = await self._charged_to(user, at.rid, at.client)
-            return _msgpack(recorded, charged=0, replayed=True, own=own)
+            return msgpack_answer(recorded, charged=0, replayed=True, own=own)
         return await self._compute(req, job, user, calls, at)
 
     async def _compute(self, req, job: Job, user: str, calls: int, at: Attempt) -> Response:
@@ -247,22 +232,12 @@ class ScoreServer:
         self.committed()
         replayed = charged == 0 and calls > 0  # a racing attempt of this id committed first
         own = replayed and await self._charged_to(user, at.rid, at.client)
-        return _msgpack(out, charged=charged, replayed=replayed, own=own)
+        return msgpack_answer(out, charged=charged, replayed=replayed, own=own)
 
     async def _charged_to(self, user: str, rid: str, client: str) -> bool:
         """Whether this request id's recorded charge came from the same client id."""
         recorded = await asyncio.to_thread(self.ledger.charged_client, user, rid)
         return bool(client) and recorded == client
-
-
-def _msgpack(body: bytes, *, charged: int, replayed: bool, own: bool = False) -> Response:
-    """The answer's headers: X-Charged (calls charged now), X-Replayed (answered from the
-    record) and, on a replay, X-Replay-Own (the recorded charge came from the same X-Client-Id:
-    an earlier attempt whose answer that client never got)."""
-    headers = {"X-Charged": str(charged), "X-Replayed": "1" if replayed else "0"}
-    if replayed:
-        headers["X-Replay-Own"] = "1" if own else "0"
-    return Response(content=body, media_type=MEDIA_TYPE, headers=headers)
 
 
 def create_app(server: ScoreServer) -> FastAPI:

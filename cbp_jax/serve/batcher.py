@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cbp_jax.serve.fair import FairQueue
+from cbp_jax.serve.shape_buckets import bucket, chunk_rows, gather, padded_tokens, row_bucket
 from cbp_jax.service.oracle import TOKENS_PER_CHUNK, score_population
 
 
@@ -61,25 +62,6 @@ class BatchConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"BatchConfig.{name} must be an int >= 1, got {value!r}")
-
-
-def bucket(n: int, floor: int = 1) -> int:
-    """Smallest power of two >= max(n, floor)."""
-    return 1 << (max(n, floor) - 1).bit_length()
-
-
-def row_bucket(n: int) -> int:
-    """Packed rows: a power of two up to 8, a multiple of 8 up to 64, then of 32 (compute is
-    linear in rows on CPU, so padding rows are pure waste there: <= 12.5% up to 64)."""
-    if n <= 8:
-        return bucket(n)
-    step = 8 if n <= 64 else 32
-    return -(-n // step) * step
-
-
-def padded_tokens(rows: int, batch: int, seq: int) -> int:
-    """Tokens a request is priced in: P x B x S after padding to the shape buckets."""
-    return rows * bucket(batch) * bucket(seq, 8)
 
 
 @dataclasses.dataclass
@@ -137,28 +119,6 @@ def length_groups(job: Job, floor: int = 8) -> list[tuple[np.ndarray, Job]]:
     return groups
 
 
-def _gather(parent: concurrent.futures.Future, groups, shape) -> None:
-    """Resolve `parent` with the groups' results put back in row order (or their error)."""
-    out = np.zeros(shape, np.float32)
-    pending = [len(groups)]
-    lock = threading.Lock()
-
-    def done(idx, child):
-        with lock:
-            if parent.done():
-                return
-            if child.exception() is not None:
-                parent.set_exception(child.exception())
-                return
-            out[:, idx] = child.result()
-            pending[0] -= 1
-            if pending[0] == 0:
-                parent.set_result(out)
-
-    for idx, part in groups:
-        part.future.add_done_callback(functools.partial(done, idx))
-
-
 def _packed(model_params, adapter_params, payload_Q, slot_Q, tokens, mask, cands, *, cfg, adapter):
     """Q x B x C x W log-probs: row q scores payload_Q[q] on input slot slot_Q[q]."""
     none = adapter.kind == "none"
@@ -178,14 +138,12 @@ def _packed(model_params, adapter_params, payload_Q, slot_Q, tokens, mask, cands
     return jax.lax.map(one, (payload_Q, slot_Q), batch_size=chunk)
 
 
+__all__ = ["AbandonedError", "BatchConfig", "Batcher", "Job", "bucket", "chunk_rows",
+           "length_groups", "padded_tokens", "row_bucket"]  # fmt: skip
+
+
 class AbandonedError(RuntimeError):
     """A request's compute stopped between chunks: nobody waits for its answer."""
-
-
-def chunk_rows(b: int, s: int) -> int:
-    """Rows (candidates) computed per chunk: a power of two with <= TOKENS_PER_CHUNK tokens
-    (at least 1); abandonment is checked between chunks."""
-    return 1 << (max(1, TOKENS_PER_CHUNK // (b * s)).bit_length() - 1)
 
 
 class Batcher:
@@ -220,7 +178,7 @@ class Batcher:
         groups = length_groups(job)
         if len(groups) > 1:
             b, (c, w) = job.tokens.shape[0], job.cands.shape
-            _gather(job.future, groups, (job.rows, b, c, w))
+            gather(job.future, groups, (job.rows, b, c, w))
         for _, part in groups:  # queued before `arriving` is left: the worker sees them
             self._queue.put(part)
         return job.future
