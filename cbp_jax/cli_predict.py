@@ -29,7 +29,7 @@ def _payload(args, model):
     from cbp_jax.methods.saved_prompt import load_prompt
     from cbp_jax.prompts.artifact import load_generator
     from cbp_jax.service import ScoringService
-    from cbp_jax.service.methods import cbp_service
+    from cbp_jax.service.methods import bbt_adapters, cbp_service
     from cbp_jax.service.oracle import DeepPrompt, NoPrompt, SoftPrompt
 
     if bool(args.vector) == bool(args.prompt):
@@ -38,7 +38,9 @@ def _payload(args, model):
         )
     if args.prompt:
         saved = load_prompt(args.prompt, expected_model=model)
-        service = ScoringService(model, (NoPrompt(), SoftPrompt(), DeepPrompt()))
+        ids = saved.meta.get("p0_token_ids")  # the p0 BBT/BBTv2 scored the payload with
+        adapters = bbt_adapters(tuple(ids)) if ids else (NoPrompt(), SoftPrompt(), DeepPrompt())
+        service = ScoringService(model, adapters)
         return service, saved.kind, saved.payload, f"{saved.meta['method']} prompt", saved.meta
     if not args.generator:
         raise SystemExit("predict: a CBP task vector (--vector) needs its --generator DIR")

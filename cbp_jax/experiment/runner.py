@@ -252,9 +252,9 @@ def run(cfg, progress: bool = True, model=None) -> dict:
     if kind in ("prompt", "deep_prompt"):
         from cbp_jax.methods.saved_prompt import save_prompt
 
-        save_prompt(
-            cfg.run_dir / "prompt", kind, payload, task=cfg.task, model=model, method=cfg.method
-        )
+        ids = cfg.p0_token_ids(model.tokenizer) if cfg.method in ("bbt", "bbtv2") else None
+        save_prompt(cfg.run_dir / "prompt", kind, payload, task=cfg.task, model=model,
+                    method=cfg.method, p0_token_ids=ids)  # fmt: skip
     result["seconds"] = time.time() - start  # wall time, including any time stopped
     # CPU time of all this process's threads: unlike wall time it excludes time the process
     # spent stopped (SIGSTOP) or waiting for the cores; on a C-core CPU it is up to C x wall

@@ -28,8 +28,12 @@ class SavedPrompt:
     meta: dict
 
 
-def save_prompt(path, kind: str, payload, *, task: str, model, method: str) -> pathlib.Path:
-    """Save one tuned prompt (`payload` as sent in a ScoreRequest of `kind`)."""
+def save_prompt(
+    path, kind: str, payload, *, task: str, model, method: str, p0_token_ids=None
+) -> pathlib.Path:
+    """Save one tuned prompt (`payload` as sent in a ScoreRequest of `kind`). BBT/BBTv2's
+    payload is A z; `p0_token_ids` names the provider's p0 it was scored with (public
+    vocabulary ids), so a reload scores it with the same p0."""
     if kind not in PROMPT_KINDS:
         raise ValueError(f"kind must be one of {PROMPT_KINDS}, got {kind!r}")
     payload = np.asarray(payload, np.float32)
@@ -43,6 +47,8 @@ def save_prompt(path, kind: str, payload, *, task: str, model, method: str) -> p
         "method": method,
         "model": model_fingerprint(model),
     }
+    if p0_token_ids is not None:
+        meta["p0_token_ids"] = [int(i) for i in p0_token_ids]
     return save_arrays(path, {"payload": payload}, meta)
 
 
