@@ -36,6 +36,13 @@ class Progress:
     workers: dict[str, dict] = dataclasses.field(default_factory=dict)
 
 
+def check_unique_names(cells) -> None:
+    """Raise unless every cell of a table has its own name (records are keyed by it)."""
+    names = [c.name for c in cells]
+    if len(set(names)) != len(names):
+        raise ValueError("cell names of a table must be unique")
+
+
 def run_cells(
     cells: Sequence[Cell],
     store: RecordStore,
@@ -46,9 +53,7 @@ def run_cells(
     log: Callable[[str], None] = print,
 ) -> tuple[list[dict], Progress]:
     """Records of `cells` in plan order, running the missing ones that `only` selects."""
-    names = [c.name for c in cells]
-    if len(set(names)) != len(names):
-        raise ValueError("cell names of a table must be unique")
+    check_unique_names(cells)
     progress, records = Progress(), []
     for cell in cells:
         rec = store.get(cell)  # raises RecordMismatchError naming changed fields

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from cbp_jax.experiment.compile_cache import DEFAULT_CACHE, CompileStats, enable_compile_cache
-from cbp_jax.experiment.layer import Progress, record, timed_run
+from cbp_jax.experiment.layer import Progress, check_unique_names, record, timed_run
 from cbp_jax.experiment.records import Cell, RecordStore
 
 
@@ -159,9 +159,7 @@ def run_cells_ray(
     """Records of `cells` in plan order, running the missing ones that `only` selects on Ray
     workers. Starts a local Ray (or joins cfg.address) unless one is running, and stops what
     it started."""
-    names = [c.name for c in cells]
-    if len(set(names)) != len(names):
-        raise ValueError("cell names of a table must be unique")
+    check_unique_names(cells)
     progress, todo = Progress(), []
     for cell in cells:
         rec = store.get(cell)  # raises RecordMismatchError naming changed fields
