@@ -10,6 +10,7 @@
   counts and the confusion matrix on a task.
 - `serve`: the provider as an HTTP service (cbp_jax/serve): per-user API keys and budgets
   in SQLite, candidate log-probs only, concurrent requests packed into one compiled call.
+- `study NAME run|table|status`: a study of the checkout (studies/NAME/, cli_study.py).
 - `post`, `rapt`: the POST and RAPT tables; `table NAME`: any table script of experiments/
   (cli_tables.py), each with its own options passed on.
 """
@@ -21,7 +22,7 @@ import os
 import shlex
 import sys
 
-from cbp_jax import cli_commands, cli_predict, cli_tables
+from cbp_jax import cli_commands, cli_predict, cli_study, cli_tables
 
 TASK_HELP = "a shipped task or the path of your own task's JSON config (examples/tasks/)"
 MODEL_HELP = "registered model name, .gguf file or Hugging Face folder"
@@ -217,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         add(sub)
     cli_tables.add_parsers(sub)
+    cli_study.add_parser(sub)
     return parser
 
 
@@ -238,6 +240,9 @@ def main(argv=None) -> None:
     if argv is None:
         setup_process()
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["study"]:
+        cli_study.dispatch(argv[1:])  # the study parses its own options
+        return
     if argv[:1] and argv[0] in (*cli_tables.TABLE_VERBS, "table") and argv[1:2] != ["-h"]:
         cli_tables.dispatch(argv)  # the script parses its own options
         return

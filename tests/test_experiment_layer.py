@@ -13,13 +13,6 @@ import pytest
 from cbp_jax.data.batching import Inputs
 from cbp_jax.experiment.identity import config_diff, config_hash
 from cbp_jax.experiment.layer import run_cells
-from cbp_jax.experiment.paper_budget import (
-    LABELS,
-    SHIPPED_FINANCIAL,
-    PaperBudgetConfig,
-    generators_for,
-)
-from cbp_jax.experiment.paper_budget_report import _timed_seconds, cell_key, write_report
 from cbp_jax.experiment.records import Cell, RecordMismatchError, RecordStore
 from cbp_jax.methods.bbt import bbt_parameterization
 from cbp_jax.methods.blackbox import BlackBoxConfig, run_blackbox
@@ -30,6 +23,13 @@ from cbp_jax.prompts.projection import ProjectionConfig
 from cbp_jax.run import RunConfig, record_defaults
 from cbp_jax.service import ScoringService
 from cbp_jax.service.oracle import NoPrompt, SoftPrompt
+from studies.paper_budget.plan import (
+    LABELS,
+    SHIPPED_FINANCIAL,
+    PaperBudgetConfig,
+    generators_for,
+)
+from studies.paper_budget.report import _timed_seconds, cell_key, write_report
 
 
 def test_identity_is_the_config_not_the_path():
@@ -366,7 +366,7 @@ def test_balanced_panel_draws_only_the_seeds_whose_milestones_carry_it(tmp_path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cbp_jax.experiment.paper_budget_curves import _panel, curve_plot
+    from studies.paper_budget.curves import _panel, curve_plot
 
     cfg, rng = PaperBudgetConfig(), np.random.default_rng(0)
     recs = {}

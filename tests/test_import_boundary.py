@@ -90,6 +90,7 @@ ORCHESTRATION = (
     "cbp_jax.cli_commands",
     "cbp_jax.cli_predict",
     "cbp_jax.cli_tables",
+    "cbp_jax.cli_study",
     "cbp_jax.run",
     "cbp_jax.run_help",
     "cbp_jax.run_report",

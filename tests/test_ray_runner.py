@@ -21,10 +21,10 @@ import pytest
 import ray
 
 from cbp_jax.experiment.layer import run_cells
-from cbp_jax.experiment.paper_budget import PaperBudgetConfig
-from cbp_jax.experiment.paper_budget_report import write_report
 from cbp_jax.experiment.ray_runner import RayConfig, run_cells_ray, worker_count
 from cbp_jax.experiment.records import RecordStore
+from studies.paper_budget.plan import PaperBudgetConfig
+from studies.paper_budget.report import write_report
 from tests.test_experiment_layer import _fake_result
 
 # Ray workers cannot import this test module: its functions and classes travel by value.

@@ -239,17 +239,18 @@ def test_models_table_regenerates_from_its_record(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "model_args", [[], ["--model", "gemma3-270m", "--columns", "zero_shot,bbt,cbp_z0,cbp"]]
 )
-def test_paper_budget_reports_regenerate_from_their_records(model_args, tmp_path, monkeypatch):
-    mod = _script("paper_budget")
+def test_paper_budget_reports_regenerate_from_their_records(model_args, tmp_path):
+    from cbp_jax.cli import main as cli_main
+
+    study = pathlib.Path(__file__).resolve().parents[1] / "studies" / "paper_budget"
     stem = "paper_budget" if not model_args else f"paper_budget_{model_args[1]}"
-    records = RESULTS / f"{stem}_runs.jsonl"
+    records = study / f"{stem}_runs.jsonl"
     (tmp_path / records.name).write_text(records.read_text())
     if model_args:  # another model's report sets its means beside the default model's
-        default = RESULTS / "paper_budget_runs.jsonl"
+        default = study / "paper_budget_runs.jsonl"
         (tmp_path / default.name).write_text(default.read_text())
-    monkeypatch.setattr(mod, "RESULTS", tmp_path)
-    mod.main(["table", *model_args])
-    assert (tmp_path / f"{stem}.md").read_text() == (RESULTS / f"{stem}.md").read_text()
+    cli_main(["study", "paper_budget", "table", "--results", str(tmp_path), *model_args])
+    assert (tmp_path / f"{stem}.md").read_text() == (study / f"{stem}.md").read_text()
 
 
 @pytest.mark.parametrize("model_args", [[], ["--model", "gemma3-270m"]])

@@ -1,37 +1,31 @@
-"""The paper-budget tables (8000 calls, P = 20, 3 seeds) on sst2 and financial_phrasebank.
+"""Study `paper_budget`: BBT, BBTv2 and CBP at the papers' budget (8000 calls, P = 20, 3 seeds).
 
-    python experiments/paper_budget.py run [--only sst2/bbt] [--max-runs N]
-    python experiments/paper_budget.py table
-    python experiments/paper_budget.py stash   # unfinished runs' newest checkpoints -> git
-    python experiments/paper_budget.py stash --every 20   # ... again every 20 minutes
-    python experiments/paper_budget.py run --model gemma3-270m --columns zero_shot,bbt
-    python experiments/paper_budget.py run --ray [--ray-address HOST:6379] [--gpus-per-cell 1]
+    cbp-jax study paper_budget run [--only sst2/published] [--max-runs N]
+    cbp-jax study paper_budget table
+    cbp-jax study paper_budget status
+    cbp-jax study paper_budget stash [--every 20]   # unfinished runs' newest checkpoints -> git
+    cbp-jax study paper_budget run --model gemma3-270m --columns zero_shot,bbt
+    cbp-jax study paper_budget run --ray [--ray-address HOST:6379] [--gpus-per-cell 1]
 
 `run` trains the sentiment generators it needs (stage 1), then runs every planned cell that
-has no committed record (experiments/results/paper_budget_runs.jsonl), one process, the
+has no committed record (studies/paper_budget/paper_budget_runs.jsonl), one process, the
 model loaded once in the auto dtype, JAX's persistent compilation cache on; each finished
-run is appended to the records at once. `table` writes experiments/results/paper_budget.md
-and the curves from the records only. `stash` copies each unfinished run's newest ES
-checkpoint to experiments/results/paper_budget_in_flight/ (commit it: checkpoints/ does not
-survive a machine); `run` restores a stash before it starts that run, which then resumes.
-`stash` and `run` drop the stashes of runs that have records and regenerate the stash index.
-`stash --every M` repeats the stash every M minutes until killed: started beside a long run, it
-bounds what a machine lost without warning costs to M minutes (what a killed session left
-uncommitted under experiments/ can be recovered; a run's own checkpoints/ cannot).
+run is appended to the records at once. `table` writes paper_budget.md and the curves from
+the records only; `status` prints seeds done / planned per column and the CPU hours left.
+`stash` copies each unfinished run's newest ES checkpoint to stashes/paper_budget/ (commit
+it: checkpoints/ does not survive a machine); `run` restores a stash before it starts that
+run, which then resumes. `stash` and `run` drop the stashes of runs that have records.
+`stash --every M` repeats every M minutes until killed, beside a long run.
 On a 2-core CPU, two `run --only <cell>` processes pinned one per core (`taskset -c 0`,
-`taskset -c 1`) do 1.3-1.4x the work per hour of one (results/precision.md).
-`--results DIR` puts records, report and stashes in DIR instead of experiments/results/: a
-run in a second git worktree (code kept still while the main checkout changes) then appends
-its records straight to the main checkout's, so nothing finished waits to be copied over.
-`--model` replicates the protocol on another registered model (report
-paper_budget_<model>.md, records paper_budget_<model>_runs.jsonl); its CBP columns use
-generators trained on that model (stage 1 on first need, financial included, under
-checkpoints/paper_budget/generators/<model>/).
+`taskset -c 1`) do 1.3-1.4x the work per hour of one (studies/precision).
+`--results DIR` puts records and report in DIR (a run in a second git worktree, code kept
+still while the main checkout changes, appends straight to the main checkout's records).
+`--model` replicates the protocol on another registered model (paper_budget_<model>.md,
+paper_budget_<model>_runs.jsonl); its CBP columns use generators trained on that model.
 `run --ray` runs the missing cells as Ray tasks (`pip install -e '.[cluster]'`; a local Ray
 on this machine, or the cluster at `--ray-address`), one worker per `--cpus-per-cell` cores
 or `--gpus-per-cell` GPUs, each loading the model once; this process appends the records
-(cbp_jax/experiment/ray_runner.py; README "Running a study on a cluster").
-Plan and report: cbp_jax.experiment.paper_budget*.
+(cbp_jax/experiment/ray_runner.py; docs/cluster.md). Plan: plan.py; report: report.py.
 """
 
 from __future__ import annotations
@@ -41,17 +35,25 @@ import functools
 import pathlib
 import time
 
-from cbp_jax.experiment.compile_cache import CompileStats, enable_compile_cache
-from cbp_jax.experiment.in_flight import prune, restore, stash, write_index
+from cbp_jax.experiment.cell_runner import make_runner
+from cbp_jax.experiment.compile_cache import enable_compile_cache
+from cbp_jax.experiment.in_flight import prune, stash, write_index
 from cbp_jax.experiment.layer import run_cells
-from cbp_jax.experiment.paper_budget import PaperBudgetConfig, ensure_generators, generators_for
 from cbp_jax.experiment.records import RecordStore
 from cbp_jax.model.registry import DEFAULT_MODEL
 from cbp_jax.run import RunConfig
+from studies.paper_budget.plan import PaperBudgetConfig, ensure_generators, generators_for
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+QUESTION = "At the papers' budget, does CBP (task held out of stage 1) beat BBT and its own z0?"
+ANSWER = (
+    "Not yet decided: held-out z0 is below zero-shot on sst2 and below majority on financial; "
+    "the 8000-call held-out, BBT (words p0) and BBTv2 runs are in flight"
+)
+COMMANDS = ("run", "table", "status", "stash")
+NAME = "paper_budget"
+RESULTS = pathlib.Path(__file__).resolve().parent
 DEFAULTS = {f: v.default for f, v in RunConfig.__dataclass_fields__.items()}
-RESUME = "python experiments/paper_budget.py run [--model M --columns ...]"
+RESUME = "cbp-jax study paper_budget run [--model M --columns ...]"
 
 
 def tidy_stashes(cells, store, in_flight: pathlib.Path) -> None:
@@ -62,28 +64,9 @@ def tidy_stashes(cells, store, in_flight: pathlib.Path) -> None:
     write_index(in_flight, RESUME)
 
 
-def make_runner(model_name: str, dtype: str, in_flight: pathlib.Path):
-    """The model loaded once, and a runner of one cell's config with it (in this process, or
-    once per Ray worker): a stashed checkpoint restored first, compilations counted."""
-    from cbp_jax.model import load_model
-    from cbp_jax.run import run
-
-    model = load_model(model_name, dtype=dtype)
-
-    def runner(rc):
-        if restore(in_flight, rc.run_dir):
-            print(f"restored a stashed checkpoint into {rc.run_dir}", flush=True)
-        stats = CompileStats().start()
-        result = run(rc, progress=False, model=model)
-        result["compile"] = stats.stop()
-        return result
-
-    return runner
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("run", "table", "stash"))
+    p.add_argument("command", choices=COMMANDS)
     p.add_argument("--only", default="", help="run only cells whose name starts with this")
     p.add_argument("--max-runs", type=int, default=0, help="stop after this many runs (0: all)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="the served model (registry name)")
@@ -92,8 +75,9 @@ def main(argv=None) -> None:
     p.add_argument(
         "--results",
         default=str(RESULTS),
-        help="records, report and stashes live here (a worktree's runs can write into main's)",
+        help="records and report live here (a worktree's runs can write into main's)",
     )
+    p.add_argument("--stashes", default="", help="stashes here (default: <checkout>/stashes/)")
     p.add_argument("--ray", action="store_true", help="run: each cell a Ray task (cluster extra)")
     p.add_argument("--ray-address", default="", help="join this Ray cluster (default: start one)")
     p.add_argument("--ray-cpus", type=int, default=0, help="cores of the local Ray (0: all)")
@@ -102,11 +86,16 @@ def main(argv=None) -> None:
     p.add_argument("--tpus-per-cell", type=float, default=0.0, help="TPU chips each one holds")
     args = p.parse_args(argv)
     results = pathlib.Path(args.results)
-    in_flight = results / "paper_budget_in_flight"
+    in_flight = pathlib.Path(args.stashes or results.resolve().parents[1] / "stashes" / NAME)
     only = tuple(c for c in args.columns.split(",") if c)
     cfg = PaperBudgetConfig(model=args.model, only_columns=only)
     cells = cfg.cells()
     store = RecordStore(results / f"{cfg.name}_runs.jsonl", defaults=DEFAULTS)
+    from studies.paper_budget.report import status, write_report
+
+    if args.command == "status":
+        print("\n".join(status(cfg, cells, store)))
+        return
     if args.command == "stash":
         while True:
             store = RecordStore(store.path, defaults=DEFAULTS)  # records committed meanwhile
@@ -144,8 +133,6 @@ def main(argv=None) -> None:
             _, progress = run_cells(cells, store, runner, only=lambda c: c.name in names)
         print(f"ran {progress.ran}, reused {progress.reused}, in {progress.seconds:.0f} s")
         tidy_stashes(cells, store, in_flight)
-    from cbp_jax.experiment.paper_budget_report import write_report
-
     print(f"wrote {write_report(cfg, cells, store, results)}")
 
 

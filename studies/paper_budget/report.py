@@ -11,11 +11,11 @@ import pathlib
 
 import numpy as np
 
-from cbp_jax.experiment.paper_budget import LABELS, column_parts
-from cbp_jax.experiment.paper_budget_curves import balanced, curve_plot, majority_balanced
 from cbp_jax.experiment.records import RecordStore
 from cbp_jax.model.registry import DEFAULT_MODEL
 from cbp_jax.stats import paired_summary
+from studies.paper_budget.curves import balanced, curve_plot, majority_balanced
+from studies.paper_budget.plan import LABELS, column_parts
 
 
 def _by_cell(cfg, cells, store: RecordStore) -> dict:
@@ -211,11 +211,35 @@ def remaining_cpu_hours(left: list[str], cpu: dict) -> tuple[float, list[str]]:
     return total / 3600, proxied
 
 
+def _groups(recs: dict) -> dict[tuple[str, str], list[dict]]:
+    """(column, device) -> its records."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for (_, col, _), rec in sorted(recs.items()):
+        groups.setdefault((col, rec["result"].get("device", "cpu")), []).append(rec)
+    return groups
+
+
+def status(cfg, cells, store: RecordStore) -> list[str]:
+    """Runs done / planned per task and column, and the CPU core-hours what is left needs."""
+    recs = _by_cell(cfg, cells, store)
+    planned: dict[tuple[str, str], list[bool]] = {}
+    for c in cells:
+        task, col, _ = cell_key(c.name)
+        if cfg.runnable(c) or store.get(c) is not None:
+            planned.setdefault((task, col), []).append(store.get(c) is not None)
+    lines = [f"{task:22s} {LABELS[col]:45s} {sum(d)}/{len(d)}"
+             for (task, col), d in planned.items()]  # fmt: skip
+    cpu = {col: _timed_seconds(g) for (col, dev), g in _groups(recs).items() if dev == "cpu"}
+    left = [c.name for c in cells if store.get(c) is None and cfg.runnable(c)]
+    hours, _ = remaining_cpu_hours(left, cpu)
+    return lines + [f"{len(left)} runs left, about {hours:.0f} CPU core-hours"]
+
+
 def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
     """Write `<cfg.name>.md` (and the curve PNGs) into `results`; returns the markdown path."""
     recs = _by_cell(cfg, cells, store)
     gens = cfg.budget // cfg.population
-    cmd = "python experiments/paper_budget.py" + _model_flags(cfg)
+    cmd, flags = "cbp-jax study paper_budget", _model_flags(cfg)
     done, total = len(recs), len(cells)
     lines = [
         "# Paper-budget tables: BBT, BBTv2 and CBP at 8000 calls"
@@ -226,8 +250,8 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
         f"same budget): {gens} "
         f"CMA-ES generations at population {cfg.population} before dev evaluations. "
         f"Seeds {list(cfg.seeds)}; {done} of {total} planned runs finished. Generated from "
-        f"`experiments/results/{cfg.name}_runs.jsonl` by `{cmd} table`; runs resume with "
-        f"`{cmd} run`.",
+        f"`studies/paper_budget/{cfg.name}_runs.jsonl` by `{cmd} table{flags}`; runs resume "
+        f"with `{cmd} run{flags}`.",
         "",
     ]
     for task in cfg.tasks:
@@ -237,9 +261,7 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
             lines += [f"![test accuracy vs calls, {task}]({png.name})", ""]
     lines += beside_default(cfg, recs, results, store.defaults)
     lines += ["## Run times and what remains", ""]
-    groups: dict[tuple[str, str], list[dict]] = {}  # (column, device) -> its records
-    for (_, col, _), rec in sorted(recs.items()):
-        groups.setdefault((col, rec["result"].get("device", "cpu")), []).append(rec)
+    groups = _groups(recs)
     secs = {k: _timed_seconds(g) for k, g in groups.items()}
     for (col, dev), mine in sorted(groups.items()):
         ss = secs[col, dev]
@@ -284,8 +306,8 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
             "",
         ]
     lines += [
-        f"Commands: `{cmd} run` (all missing cells, resumable; "
-        f"`--only financial_phrasebank/bbt` for a subset), then `{cmd} table`. "
+        f"Commands: `{cmd} run{flags}` (all missing cells, resumable; "
+        f"`--only financial_phrasebank/bbt` for a subset), then `{cmd} table{flags}`. "
         "The reading: `paper_budget_reading.md`.",
         "",
     ]

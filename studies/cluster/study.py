@@ -1,13 +1,13 @@
-"""A small real study run twice, serially and through a local Ray, for results/cluster.md.
+"""Study `cluster`: a small real study run twice, serially and through a local Ray.
 
-    python experiments/cluster_study.py [--budget 60] [--seeds 0,1,2] [--test-size 24]
+    cbp-jax study cluster run [--budget 60] [--seeds 0,1,2] [--test-size 24] [--workers 2]
 
 The study: BBT (the published protocol's column of the paper-budget table) on
 financial_phrasebank, 4 shots per class, population 20, `--budget` calls, one cell per seed,
 on the default model. It runs once in this process (the serial path, `run_cells`) and once
 through a local Ray with `--workers` workers of 1 core each (`run_cells_ray`), each path with
 its own fresh persistent compilation cache and run directories, records in
-experiments/results/cluster_{serial,ray}_runs.jsonl (removed first: both paths run every
+studies/cluster/cluster_{serial,ray}_runs.jsonl (removed first: both paths run every
 cell). It checks that both paths recorded the same cells with the same results, wall and
 compile figures aside, and writes cluster.md: wall time of each path, compilations and
 compile vs run seconds of the serial process and of each Ray worker.
@@ -20,25 +20,21 @@ import functools
 import os
 import pathlib
 import shutil
-import sys
 import time
 
-import ray
-
+from cbp_jax.experiment.cell_runner import make_runner
 from cbp_jax.experiment.compile_cache import CompileStats, enable_compile_cache
 from cbp_jax.experiment.identity import config_hash
 from cbp_jax.experiment.layer import run_cells
-from cbp_jax.experiment.paper_budget import PaperBudgetConfig
 from cbp_jax.experiment.ray_runner import RayConfig, run_cells_ray
 from cbp_jax.experiment.records import RecordStore
 from cbp_jax.model.precision import machine_info
+from studies.paper_budget.plan import PaperBudgetConfig
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import paper_budget  # noqa: E402  (its make_runner: the model loaded once per process)
-
-ray.cloudpickle.register_pickle_by_value(paper_budget)  # Ray workers cannot import it
-
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+QUESTION = "Does a study run through Ray record the same results as the serial path?"
+ANSWER = "Yes: BBT on financial_phrasebank, 3 seeds, identical records (cluster.md)"
+COMMANDS = ("run",)
+RESULTS = pathlib.Path(__file__).resolve().parent
 WORK = pathlib.Path("checkpoints/cluster_study")
 TIMING = ("seconds", "cpu_seconds", "compile")  # what may differ between two runs of a cell
 
@@ -80,6 +76,7 @@ def same_records(a: RecordStore, b: RecordStore) -> list[str]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=COMMANDS)
     p.add_argument("--budget", type=int, default=60)
     p.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), default=(0, 1, 2))
     p.add_argument("--test-size", type=int, default=24)
@@ -95,12 +92,14 @@ def main(argv=None) -> None:
 
     enable_compile_cache(WORK / "cache_serial")
     start, stats = time.time(), CompileStats().start()
-    run_cells(cells, stores["serial"], paper_budget.make_runner(*model_args))
+    run_cells(cells, stores["serial"], make_runner(*model_args))
     serial = {"wall": time.time() - start, **stats.stop()}
+
+    import ray  # the cluster extra
 
     ray.init(num_cpus=args.workers, include_dashboard=False)
     cfg = RayConfig(cpus_per_cell=1, workers=args.workers, compile_cache=str(WORK / "cache_ray"))
-    make = functools.partial(paper_budget.make_runner, *model_args)
+    make = functools.partial(make_runner, *model_args)
     start = time.time()  # workers started inside: their start-up and model loads count
     _, progress = run_cells_ray(study(args, "ray"), stores["ray"], make, cfg)
     wall_ray = time.time() - start
@@ -124,7 +123,7 @@ def write_md(args, cells, stores, serial, wall_ray, progress, diff) -> None:
         "",
         f"BBT (published protocol) on financial_phrasebank, 4 shots per class, population 20, "
         f"{args.budget} calls, test size {args.test_size}, seeds {list(args.seeds)}, default "
-        f"model, one cell per seed; run by `python experiments/cluster_study.py --budget "
+        f"model, one cell per seed; run by `cbp-jax study cluster run --budget "
         f"{args.budget} --seeds {','.join(map(str, args.seeds))} --test-size "
         f"{args.test_size} --workers {args.workers}` on {machine_info()['cpu']} "
         f"({os.cpu_count()} cores). Each path had its own fresh persistent compilation "
