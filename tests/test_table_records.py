@@ -1,9 +1,9 @@
 """The ported tables regenerate byte for byte from their committed records (no model runs).
 
-Each table script in experiments/ writes its markdown from `<table>_runs.jsonl` only; the
-runs made before the papers' call unit are legacy records, rendered with their old-unit
-mark and a budget note in the papers' unit. (A changed config being refused is tested in
-test_experiment_layer.py.)
+Each table script in experiments/ and each study's `table` writes its markdown from
+`<table>_runs.jsonl` only; the runs made before the papers' call unit are legacy records,
+rendered with their old-unit mark and a budget note in the papers' unit. (A changed config
+being refused is tested in test_experiment_layer.py.)
 """
 
 from __future__ import annotations
@@ -24,10 +24,13 @@ EXPERIMENTS = ROOT / "experiments"
 RESULTS = EXPERIMENTS / "results"
 
 
-def _command_args(md: pathlib.Path, script: str) -> list[str]:
-    """The arguments of the first "Command: `python experiments/<script> ...`" line in md."""
-    match = re.search(rf"^Command: `python experiments/{script} ([^`]*)`", md.read_text(), re.M)
-    assert match, f"{md.name} names no command for {script}"
+STUDIES = ROOT / "studies"
+
+
+def _command_args(md: pathlib.Path, study: str) -> list[str]:
+    """The arguments of the first "Command: `cbp-jax study <study> run ...`" line in md."""
+    match = re.search(rf"^Command: `cbp-jax study {study} run ?([^`]*)`", md.read_text(), re.M)
+    assert match, f"{md.name} names no command for {study}"
     return match.group(1).split()
 
 
@@ -41,7 +44,6 @@ PORTED = {
     "cbp_domains": CBP,
     "ablations": ABLATIONS,
     "post_table": ("post",),
-    "rapt_table": ("rapt",),
     "cbp_generator_spread": ("cbp_generator_spread",),
 }
 TABLE_ARGS = {
@@ -49,8 +51,6 @@ TABLE_ARGS = {
     "cbp_domains": ["table", "--results-name"],
     "ablations": ["--table-only", "--stem"],
     "post_table": ["--table-only", "--reduced"],  # the CPU-sized preset (post.md)
-    # the run the committed rapt.md names on its first `Command:` line (it grows as cells run)
-    "rapt_table": ["--table-only", *_command_args(RESULTS / "rapt.md", "rapt_table.py")],
     "cbp_generator_spread": [
         "--table-only",
         "--extra",
@@ -58,6 +58,14 @@ TABLE_ARGS = {
     ],
 }
 RECORDS = {"ablations": "ablations_runs.jsonl"}  # one store for all its stems
+# study -> the markdown stems `cbp-jax study NAME table` writes from its records, each with
+# the arguments of the run it names on its first `Command:` line (it grows as cells run)
+STUDY_TABLES = {"rapt": ("rapt",)}
+
+
+def _records(script: str, stem: str) -> pathlib.Path:
+    folder = STUDIES / script if script in STUDY_TABLES else RESULTS
+    return folder / RECORDS.get(script, f"{stem}_runs.jsonl")
 
 
 def _script(name):
@@ -82,9 +90,23 @@ def test_table_regenerates_byte_identically(script, stem, tmp_path, monkeypatch)
     assert (tmp_path / f"{stem}.md").read_text() == (RESULTS / f"{stem}.md").read_text()
 
 
-@pytest.mark.parametrize("script,stem", [(s, t) for s, ts in PORTED.items() for t in ts])
+@pytest.mark.parametrize("name,stem", [(s, t) for s, ts in STUDY_TABLES.items() for t in ts])
+def test_study_table_regenerates_byte_identically(name, stem, tmp_path):
+    from cbp_jax.cli import main as cli_main
+
+    records, md = _records(name, stem), STUDIES / name / f"{stem}.md"
+    assert RecordStore(records).records, f"{records.name} has no records"
+    (tmp_path / records.name).write_text(records.read_text())  # all it may read
+    cli_main(["study", name, "table", *_command_args(md, name), "--results", str(tmp_path)])
+    assert (tmp_path / f"{stem}.md").read_text() == md.read_text()
+
+
+BOTH = [(s, t) for tables in (PORTED, STUDY_TABLES) for s, ts in tables.items() for t in ts]
+
+
+@pytest.mark.parametrize("script,stem", BOTH)
 def test_legacy_records_are_marked_and_sourced(script, stem):
-    store = RecordStore(RESULTS / RECORDS.get(script, f"{stem}_runs.jsonl"))
+    store = RecordStore(_records(script, stem))
     old = [r for r in store.records.values() if r.get("legacy") and r["config"]["table"] == stem]
     assert old, f"{stem}: no legacy records"
     for r in old:

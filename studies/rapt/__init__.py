@@ -1,0 +1,1 @@
+"""Study cluster: one small study run serially and through a local Ray (study.py)."""
