@@ -71,7 +71,7 @@ def dispatch(argv: list[str]) -> None:
     if study in cli_study.study_names():
         run_study(study, rest)
     else:
-        run_script(verb + "_table" * (verb in TABLE_VERBS), rest)
+        run_script(verb, rest)
 
 
 def table(args) -> None:

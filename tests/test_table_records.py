@@ -43,14 +43,12 @@ PORTED = {
     "bbt_table": ("bbt",),
     "cbp_domains": CBP,
     "ablations": ABLATIONS,
-    "post_table": ("post",),
     "cbp_generator_spread": ("cbp_generator_spread",),
 }
 TABLE_ARGS = {
     "bbt_table": ["--table-only"],
     "cbp_domains": ["table", "--results-name"],
     "ablations": ["--table-only", "--stem"],
-    "post_table": ["--table-only", "--reduced"],  # the CPU-sized preset (post.md)
     "cbp_generator_spread": [
         "--table-only",
         "--extra",
@@ -60,7 +58,7 @@ TABLE_ARGS = {
 RECORDS = {"ablations": "ablations_runs.jsonl"}  # one store for all its stems
 # study -> the markdown stems `cbp-jax study NAME table` writes from its records, each with
 # the arguments of the run it names on its first `Command:` line (it grows as cells run)
-STUDY_TABLES = {"rapt": ("rapt",)}
+STUDY_TABLES = {"rapt": ("rapt",), "post": ("post",)}
 
 
 def _records(script: str, stem: str) -> pathlib.Path:

@@ -1,1 +1,1 @@
-"""Study cluster: one small study run serially and through a local Ray (study.py)."""
+"""Study rapt: RAPT's privacy-utility table on privatized text (study.py)."""
