@@ -97,7 +97,7 @@ def add_parsers(sub) -> None:
         "table",
         "a study or an experiment's table script: cbp-jax table NAME [ARGS]",
         "Run the study NAME (as `cbp-jax study NAME run ARGS`) or experiments/NAME.py with "
-        "ARGS, e.g. `cbp-jax table cbp_domains all` or `cbp-jax table bbt_table -- --seeds "
+        "ARGS, e.g. `cbp-jax table cbp_domains all` or `cbp-jax table bbt -- --seeds "
         "13`. Studies: "
         + ", ".join(cli_study.study_names())
         + "; scripts: "

@@ -39,12 +39,10 @@ CBP = ("cbp", "cbp_budget8000", "cbp_budget8000_held_out", "cbp_budget8000_margi
        "cbp_sentiment", "cbp_task_vectors")  # fmt: skip
 ABLATIONS = ("ablations_gpu_sigma", "ablations_gpu_population", "ablations_cpu_dims", "ablations")
 PORTED = {
-    "bbt_table": ("bbt",),
     "cbp_domains": CBP,
     "cbp_generator_spread": ("cbp_generator_spread",),
 }
 TABLE_ARGS = {
-    "bbt_table": ["--table-only"],
     "cbp_domains": ["table", "--results-name"],
     "cbp_generator_spread": [
         "--table-only",
@@ -56,7 +54,7 @@ RECORDS = {"ablations": "ablations_runs.jsonl"}  # one store for all its stems
 # study -> the markdown stems `cbp-jax study NAME table [--stem STEM]` writes from its records,
 # each with the arguments of the run it names on its first `Command:` line (it grows as cells
 # run; none: legacy records only)
-STUDY_TABLES = {"rapt": ("rapt",), "post": ("post",), "ablations": ABLATIONS}
+STUDY_TABLES = {"rapt": ("rapt",), "post": ("post",), "ablations": ABLATIONS, "bbt": ("bbt",)}
 
 
 def _records(script: str, stem: str) -> pathlib.Path:
@@ -207,11 +205,9 @@ def test_cbp_report_reads_new_runs_from_records_only(tmp_path):
 def test_bbt_table_runs_missing_cells_into_records_then_reuses_them(tmp_path, monkeypatch):
     """run -> record -> table: a new run is appended, shown above the legacy rows, not rerun."""
     from cbp_jax import run as run_mod
+    from studies.bbt import study as mod
 
-    mod = _script("bbt_table")
-    (tmp_path / "bbt_runs.jsonl").write_text((RESULTS / "bbt_runs.jsonl").read_text())
-    monkeypatch.setattr(mod, "RESULTS", tmp_path)
-    monkeypatch.setattr(mod, "RECORDS", tmp_path / "bbt_runs.jsonl")
+    (tmp_path / "bbt_runs.jsonl").write_text((STUDIES / "bbt" / "bbt_runs.jsonl").read_text())
     ran = []
     hist = [{"calls": 20 * g, "loss_mean": 1.0, "dev_loss": 0.9} for g in (1, 2)]
 
@@ -220,8 +216,9 @@ def test_bbt_table_runs_missing_cells_into_records_then_reuses_them(tmp_path, mo
         return {"test_acc": 0.75, "dev_acc": 0.5, "calls": 400, "seconds": 3.0, "history": hist}
 
     monkeypatch.setattr(run_mod, "run", fake_run)
-    mod.main(["--seeds", "13", "--methods", "bbt"])
-    mod.main(["--seeds", "13", "--methods", "bbt"])  # recorded: nothing reruns
+    argv = ["run", "--seeds", "13", "--methods", "bbt", "--results", str(tmp_path)]
+    mod.main(argv)
+    mod.main(argv)  # recorded: nothing reruns
     assert len(ran) == 1 and ran[0].budget == 8000
     text = (tmp_path / "bbt.md").read_text()
     assert text.index("| BBT | 0.7500 | - | 0.750 | 0.5000 | 400 | 3 |") < text.index(
