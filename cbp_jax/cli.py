@@ -11,8 +11,8 @@
 - `serve`: the provider as an HTTP service (cbp_jax/serve): per-user API keys and budgets
   in SQLite, candidate log-probs only, concurrent requests packed into one compiled call.
 - `study NAME run|table|status`: a study of the checkout (studies/NAME/, cli_study.py).
-- `post`, `rapt`: the POST and RAPT tables; `table NAME`: any table script of experiments/
-  (cli_tables.py), each with its own options passed on.
+- `post`, `rapt`: the POST and RAPT studies' `run` (or `table`); `table NAME`: a study or
+  any table script of experiments/ (cli_tables.py), each with its own options passed on.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""`cbp-jax post`, `cbp-jax rapt` and `cbp-jax table NAME`: the experiments' table commands.
+"""`cbp-jax post`, `cbp-jax rapt` and `cbp-jax table NAME`: the tables' commands.
 
-The tables are scripts under `experiments/` of a checkout (they write into
-`experiments/results/`); these verbs find that folder (the current directory's, else the
-one beside the installed package) and run the script's `main` with the remaining
-arguments, so `cbp-jax post --quick` is `python experiments/post_table.py --quick`.
+`post` and `rapt` are studies (studies/<name>/, cli_study.py): `cbp-jax rapt ARGS` is
+`cbp-jax study rapt run ARGS` (or `study rapt table ...` when ARGS starts with a command).
+`table NAME` runs a study the same way (NAME or NAME_table), else the script
+`experiments/NAME.py` of a checkout (the current directory's, else the one beside the
+installed package) with the remaining arguments, as `python experiments/NAME.py ARGS`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import runpy
 import sys
 
 import cbp_jax
+from cbp_jax import cli_study
 
-# verb -> script under experiments/ (the other table scripts are reached by `table NAME`)
-TABLE_VERBS = {"post": "post_table", "rapt": "rapt_table"}
+# verbs of a study's table (the other tables are reached by `table NAME`)
+TABLE_VERBS = ("post", "rapt")
 
 
 def experiments_dir() -> pathlib.Path:
@@ -50,17 +52,26 @@ def run_script(name: str, argv: list[str]) -> None:
         sys.argv = saved
 
 
+def run_study(name: str, argv: list[str]) -> None:
+    """`cbp-jax study NAME ARGV`, with `run` first unless ARGV starts with a command."""
+    commands = cli_study.constants(name).get("COMMANDS", ())
+    cli_study.dispatch([name, *(argv if argv[:1] and argv[0] in commands else ["run", *argv])])
+
+
 def dispatch(argv: list[str]) -> None:
     """`post ARGS`, `rapt ARGS` or `table NAME ARGS`, passed on untouched (a leading `--`
-    dropped), so the script's own options need no declaring here."""
+    dropped), so the study's or script's own options need no declaring here."""
     verb, rest = argv[0], argv[1:]
     if verb == "table":
         if not rest:
             raise SystemExit(f"cbp-jax table NAME [ARGS]; scripts: {', '.join(table_names())}")
-        name, rest = rest[0], rest[1:]
+        verb, rest = rest[0], rest[1:]
+    rest = rest[1:] if rest[:1] == ["--"] else rest
+    study = verb.removesuffix("_table")
+    if study in cli_study.study_names():
+        run_study(study, rest)
     else:
-        name = TABLE_VERBS[verb]
-    run_script(name, rest[1:] if rest[:1] == ["--"] else rest)
+        run_script(verb, rest)
 
 
 def table(args) -> None:
@@ -73,21 +84,25 @@ def add_parsers(sub) -> None:
     def make(name, help, description):
         return sub.add_parser(name, help=help, description=description)
 
-    for verb, script in TABLE_VERBS.items():
+    for verb in TABLE_VERBS:
         p = make(
             verb,
-            f"the {verb.upper()} table (python experiments/{script}.py)",
-            f"Run experiments/{script}.py with the remaining arguments (e.g. --quick, "
-            f"--set k=v); `cbp-jax {verb} -- --help` shows the script's own options.",
+            f"the {verb.upper()} table (cbp-jax study {verb} run|table)",
+            f"Run `cbp-jax study {verb} run` with the remaining arguments (e.g. --quick, "
+            f"--set k=v; `table ...` runs nothing); `cbp-jax {verb} -- --help` shows them.",
         )
         p.add_argument("rest", nargs="*", help="arguments passed to the script")
         p.set_defaults(func=table)
     t = make(
         "table",
-        "an experiment's table script: cbp-jax table NAME [ARGS]",
-        "Run experiments/NAME.py with ARGS, e.g. `cbp-jax table cbp_domains all` or "
-        "`cbp-jax table bbt_table -- --seeds 13`. Scripts: " + ", ".join(table_names()),
+        "a study or an experiment's table script: cbp-jax table NAME [ARGS]",
+        "Run the study NAME (as `cbp-jax study NAME run ARGS`) or experiments/NAME.py with "
+        "ARGS, e.g. `cbp-jax table cbp_domains all` or `cbp-jax table bbt -- --seeds "
+        "13`. Studies: "
+        + ", ".join(cli_study.study_names())
+        + "; scripts: "
+        + ", ".join(table_names()),
     )
-    t.add_argument("name", help="script name under experiments/ (without .py)")
+    t.add_argument("name", help="a study, or a script under experiments/ (without .py)")
     t.add_argument("rest", nargs="*", help="arguments passed to the script")
     t.set_defaults(func=table)

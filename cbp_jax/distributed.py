@@ -14,7 +14,7 @@ Cluster launch
 SLURM (one task per host, all GPUs of the host visible to it)::
 
     #SBATCH --nodes=4 --ntasks-per-node=1 --gpus-per-node=8
-    srun python experiments/ablations.py --distributed
+    srun python my_sweep.py
 
 with, at the top of the script, `cbp_jax.distributed.initialize()`: with no arguments JAX
 reads the coordinator, process count and id from SLURM (also Open MPI, Kubernetes

@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from cbp_jax.experiment.post_report import new_section
-from cbp_jax.experiment.post_table import PUBLIC_SETS, REDUCED, ROWS, PostTableConfig, cells
+from studies.post.plan import PUBLIC_SETS, REDUCED, ROWS, PostTableConfig, cells
+from studies.post.report import new_section
 
 
 def _result(acc: float) -> dict:

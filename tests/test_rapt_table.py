@@ -2,7 +2,9 @@
 its two measures over old (accuracy-only) and new (summary) records, and its arms: RAPT's
 public plain tokens (fixed, random) by default, the oracle only under its own label."""
 
-from cbp_jax.experiment.rapt_table import (
+from cbp_jax.privacy.attack_suite import TOKEN_ATTACKS
+from cbp_jax.privacy.reconstruction import ORACLE
+from studies.rapt.study import (
     ARMS,
     ORACLE_LABEL,
     UTILITY,
@@ -14,8 +16,6 @@ from cbp_jax.experiment.rapt_table import (
     reconstruction_effect,
     report,
 )
-from cbp_jax.privacy.attack_suite import TOKEN_ATTACKS
-from cbp_jax.privacy.reconstruction import ORACLE
 
 
 def test_reconstruction_effect_is_paired_per_seed_in_points():

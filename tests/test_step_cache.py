@@ -70,7 +70,7 @@ def test_stashed_steps_survive_a_lost_cache_directory(tmp_path):
     def compute(v):
         return lambda: calls.append(v) or {"prompt_TxD": np.full((2, 3), v, np.float32)}
 
-    stash = tmp_path / "results" / "post_in_flight" / "sst2-seed1-abc"
+    stash = tmp_path / "stashes" / "post" / "sst2-seed1-abc"
     cache = StepCache(tmp_path / "machine1", stash=stash, stash_keys=("full", "full_dp"))
     cache("full", compute(1.0))
     cache("student", compute(2.0))

@@ -1,9 +1,9 @@
 """The ported tables regenerate byte for byte from their committed records (no model runs).
 
-Each table script in experiments/ writes its markdown from `<table>_runs.jsonl` only; the
-runs made before the papers' call unit are legacy records, rendered with their old-unit
-mark and a budget note in the papers' unit. (A changed config being refused is tested in
-test_experiment_layer.py.)
+Each table script in experiments/ and each study's `table` writes its markdown from
+`<table>_runs.jsonl` only; the runs made before the papers' call unit are legacy records,
+rendered with their old-unit mark and a budget note in the papers' unit. (A changed config
+being refused is tested in test_experiment_layer.py.)
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ EXPERIMENTS = ROOT / "experiments"
 RESULTS = EXPERIMENTS / "results"
 
 
-def _command_args(md: pathlib.Path, script: str) -> list[str]:
-    """The arguments of the first "Command: `python experiments/<script> ...`" line in md."""
-    match = re.search(rf"^Command: `python experiments/{script} ([^`]*)`", md.read_text(), re.M)
-    assert match, f"{md.name} names no command for {script}"
-    return match.group(1).split()
+STUDIES = ROOT / "studies"
+
+
+def _command_args(md: pathlib.Path, study: str) -> list[str]:
+    """The arguments of the first "Command: `cbp-jax study <study> run ...`" line in md."""
+    match = re.search(rf"^Command: `cbp-jax study {study} run ?([^`]*)`", md.read_text(), re.M)
+    return match.group(1).split() if match else []
 
 
 # table script -> the markdown stems it writes from its records (stem_runs.jsonl each)
@@ -37,20 +39,11 @@ CBP = ("cbp", "cbp_budget8000", "cbp_budget8000_held_out", "cbp_budget8000_margi
        "cbp_sentiment", "cbp_task_vectors")  # fmt: skip
 ABLATIONS = ("ablations_gpu_sigma", "ablations_gpu_population", "ablations_cpu_dims", "ablations")
 PORTED = {
-    "bbt_table": ("bbt",),
     "cbp_domains": CBP,
-    "ablations": ABLATIONS,
-    "post_table": ("post",),
-    "rapt_table": ("rapt",),
     "cbp_generator_spread": ("cbp_generator_spread",),
 }
 TABLE_ARGS = {
-    "bbt_table": ["--table-only"],
     "cbp_domains": ["table", "--results-name"],
-    "ablations": ["--table-only", "--stem"],
-    "post_table": ["--table-only", "--reduced"],  # the CPU-sized preset (post.md)
-    # the run the committed rapt.md names on its first `Command:` line (it grows as cells run)
-    "rapt_table": ["--table-only", *_command_args(RESULTS / "rapt.md", "rapt_table.py")],
     "cbp_generator_spread": [
         "--table-only",
         "--extra",
@@ -58,6 +51,15 @@ TABLE_ARGS = {
     ],
 }
 RECORDS = {"ablations": "ablations_runs.jsonl"}  # one store for all its stems
+# study -> the markdown stems `cbp-jax study NAME table [--stem STEM]` writes from its records,
+# each with the arguments of the run it names on its first `Command:` line (it grows as cells
+# run; none: legacy records only)
+STUDY_TABLES = {"rapt": ("rapt",), "post": ("post",), "ablations": ABLATIONS, "bbt": ("bbt",)}
+
+
+def _records(script: str, stem: str) -> pathlib.Path:
+    folder = STUDIES / script if script in STUDY_TABLES else RESULTS
+    return folder / RECORDS.get(script, f"{stem}_runs.jsonl")
 
 
 def _script(name):
@@ -82,14 +84,31 @@ def test_table_regenerates_byte_identically(script, stem, tmp_path, monkeypatch)
     assert (tmp_path / f"{stem}.md").read_text() == (RESULTS / f"{stem}.md").read_text()
 
 
-@pytest.mark.parametrize("script,stem", [(s, t) for s, ts in PORTED.items() for t in ts])
+@pytest.mark.parametrize("name,stem", [(s, t) for s, ts in STUDY_TABLES.items() for t in ts])
+def test_study_table_regenerates_byte_identically(name, stem, tmp_path):
+    from cbp_jax.cli import main as cli_main
+
+    records, md = _records(name, stem), STUDIES / name / f"{stem}.md"
+    assert RecordStore(records).records, f"{records.name} has no records"
+    (tmp_path / records.name).write_text(records.read_text())  # all it may read
+    args = _command_args(md, name) + (["--stem", stem] if stem != name else [])
+    cli_main(["study", name, "table", *args, "--results", str(tmp_path)])
+    assert (tmp_path / f"{stem}.md").read_text() == md.read_text()
+
+
+BOTH = [(s, t) for tables in (PORTED, STUDY_TABLES) for s, ts in tables.items() for t in ts]
+
+
+@pytest.mark.parametrize("script,stem", BOTH)
 def test_legacy_records_are_marked_and_sourced(script, stem):
-    store = RecordStore(RESULTS / RECORDS.get(script, f"{stem}_runs.jsonl"))
+    store = RecordStore(_records(script, stem))
     old = [r for r in store.records.values() if r.get("legacy") and r["config"]["table"] == stem]
     assert old, f"{stem}: no legacy records"
     for r in old:
         assert r["call_unit"] in (legacy.LEGACY_UNIT, legacy.NO_CALLS)
-        assert (ROOT / r["source"]).exists() and r["commit"] not in ("unknown", "uncommitted")
+        moved = STUDIES / script / pathlib.Path(r["source"]).name  # moved with its study
+        assert (ROOT / r["source"]).exists() or moved.exists(), r["source"]
+        assert r["commit"] not in ("unknown", "uncommitted")
 
 
 def _md(tmp_path, body: str) -> pathlib.Path:
@@ -137,7 +156,7 @@ def test_ablation_json_records_give_the_tables_cells():
     """The raw per-seed legacy numbers (from the committed JSON) reproduce each table cell."""
     import numpy as np
 
-    store = RecordStore(RESULTS / "ablations_runs.jsonl")
+    store = RecordStore(STUDIES / "ablations" / "ablations_runs.jsonl")
     raw = [r for r in store.records.values() if "/json/" in r["name"]]
     assert len(raw) == 3
     for rec in raw:
@@ -186,11 +205,9 @@ def test_cbp_report_reads_new_runs_from_records_only(tmp_path):
 def test_bbt_table_runs_missing_cells_into_records_then_reuses_them(tmp_path, monkeypatch):
     """run -> record -> table: a new run is appended, shown above the legacy rows, not rerun."""
     from cbp_jax import run as run_mod
+    from studies.bbt import study as mod
 
-    mod = _script("bbt_table")
-    (tmp_path / "bbt_runs.jsonl").write_text((RESULTS / "bbt_runs.jsonl").read_text())
-    monkeypatch.setattr(mod, "RESULTS", tmp_path)
-    monkeypatch.setattr(mod, "RECORDS", tmp_path / "bbt_runs.jsonl")
+    (tmp_path / "bbt_runs.jsonl").write_text((STUDIES / "bbt" / "bbt_runs.jsonl").read_text())
     ran = []
     hist = [{"calls": 20 * g, "loss_mean": 1.0, "dev_loss": 0.9} for g in (1, 2)]
 
@@ -199,8 +216,9 @@ def test_bbt_table_runs_missing_cells_into_records_then_reuses_them(tmp_path, mo
         return {"test_acc": 0.75, "dev_acc": 0.5, "calls": 400, "seconds": 3.0, "history": hist}
 
     monkeypatch.setattr(run_mod, "run", fake_run)
-    mod.main(["--seeds", "13", "--methods", "bbt"])
-    mod.main(["--seeds", "13", "--methods", "bbt"])  # recorded: nothing reruns
+    argv = ["run", "--seeds", "13", "--methods", "bbt", "--results", str(tmp_path)]
+    mod.main(argv)
+    mod.main(argv)  # recorded: nothing reruns
     assert len(ran) == 1 and ran[0].budget == 8000
     text = (tmp_path / "bbt.md").read_text()
     assert text.index("| BBT | 0.7500 | - | 0.750 | 0.5000 | 400 | 3 |") < text.index(

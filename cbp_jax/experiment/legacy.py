@@ -58,11 +58,6 @@ def budget_conversion(calls: int, population: int, train_examples: dict[str, int
     return {"calls_old_unit": calls, "population": population, "per_task": per_task}
 
 
-def budget_parts(parts: dict[str, dict]) -> dict:
-    """One table of several runs' budgets: {label: budget_conversion(...)}."""
-    return {"parts": {f"{label}: ": b for label, b in parts.items()}}
-
-
 def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip()[1:-1].split(" | ")]
 
@@ -229,9 +224,3 @@ def plots_note(lines: list[str], records: list[dict]) -> list[str]:
 
 def _ticks(names: list[str]) -> str:
     return ", ".join(f"`{n}`" for n in names)
-
-
-def json_record(name: str, config: dict, result: dict, source: pathlib.Path, root: pathlib.Path):
-    """A legacy record of raw numbers read from a committed JSON file (kept as they are)."""
-    rel = str(source.relative_to(root))
-    return _record(name, config, result, rel, source_commit(source, root))

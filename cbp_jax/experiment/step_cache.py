@@ -9,8 +9,8 @@ half-saved. Loaded arrays are bit-identical to the computed ones, so a resumed r
 where an uninterrupted one does. The directory should carry the run's config hash (a cache
 never serves a run of another config); `StepCache(None)` computes everything, keeps nothing.
 
-`checkpoints/` does not survive a replaced machine. `stash` (a directory beside the committed
-records) and `stash_keys` keep a second copy of the steps that depend on nothing
+`checkpoints/` does not survive a replaced machine. `stash` (a committed directory under
+stashes/<study>/) and `stash_keys` keep a second copy of the steps that depend on nothing
 machine-local (POST: the teacher's prompts, not those tuned on a re-distillable student):
 they are copied there once finished, and a fresh machine's cache reads them from there.
 """

@@ -1,10 +1,11 @@
 """A table's markdown from its records: new runs' report first, then its legacy numbers.
 
-Shared by the table scripts in experiments/ (bbt, cbp*, ablations, post, rapt): each keeps
-its plan and report format, and this module keeps the records side the same for all of
-them: `import_legacy` reads committed markdown into legacy records once (`legacy.py`),
-`write_table` writes `<stem>.md` from the records only, so a fresh clone regenerates it
-byte for byte, and `check_table` says whether the committed file is what the records give.
+Shared by the table scripts in experiments/ (bbt, cbp*) and the studies (ablations, post,
+rapt): each keeps its plan and report format, and this module keeps the records side the
+same for all of them: `import_legacy` reads committed markdown into legacy records once
+(`legacy.py`), `write_table` writes `<stem>.md` from the records only, so a fresh clone
+regenerates it byte for byte, and `check_table` says whether the committed file is what the
+records give.
 """
 
 from __future__ import annotations

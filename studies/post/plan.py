@@ -1,7 +1,7 @@
-"""The POST table: its config and the runs of one (task, seed) (markdown: post_report).
+"""The POST study's plan: its config and the runs of one (task, seed) (markdown: report.py).
 
 Teacher: the served model; the student (first + last block) is distilled on public text
-(experiments/post_table.py does that once and passes both in). Per private task and seed
+(study.py does that once and passes both in). Per private task and seed
 the user's private set is `private_size` examples of the task's train pool (None: the whole
 pool); prompts are tuned by `dp_tune_prompt` with the recorded optimiser (SGD, lr 1e-3, 20
 epochs; the same Poisson batches with and without DP; DP at epsilon and delta =

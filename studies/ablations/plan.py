@@ -1,4 +1,4 @@
-"""BBT ablations as sweeps: test accuracy vs population size P, intrinsic dimension d, sigma0.
+"""The ablations study's plan: its config, the sweeps of one task, one cell per (stem, task).
 
 Per task: one k-shot split (data seed `data_seed`), one random projection per d, and `seeds`
 ES seeds. The population and d sweeps are `sweep_shapes` calls (one compile per (P, d), the
@@ -8,13 +8,12 @@ train only: generations = budget // (P x B)); the others use the generations tha
 `population` buys at that budget. Strategy: Sep-CMA-ES (diagonal; P to 10^3 and d to 2000).
 Scoring is chunked to a memory budget (`chunk_for_memory`). The ES mean after the last
 generation is scored on the test split by the experimenter's own unlimited evaluator.
-The script (experiments/ablations.py) runs it through the experiment layer.
+study.py runs it through the experiment layer and writes its tables and plots.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 
 import jax
 import numpy as np
@@ -160,66 +159,6 @@ def run_task(cfg: AblationConfig, model, name: str, log=print) -> dict:
     out["calls_used"] = service.calls_used
     log(f"{name}: done")
     return out
-
-
-def plot(results: dict, cfg: AblationConfig, path: pathlib.Path) -> None:
-    """Test accuracy vs each swept value, one panel per sweep, mean ± std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(cfg.sweeps), figsize=(4.5 * len(cfg.sweeps), 3.5))
-    for ax, sweep in zip(np.atleast_1d(axes), cfg.sweeps, strict=True):
-        for task, res in results.items():
-            rows = res[sweep]
-            x = [r["value"] for r in rows]
-            acc = np.array([r["test_acc"] for r in rows])
-            ax.errorbar(x, acc.mean(1), yerr=acc.std(1), marker="o", capsize=3, label=task)
-        ax.set_xscale("log")
-        ax.set_xlabel({"population": "population P", "dims": "d", "sigma": "sigma0"}[sweep])
-        ax.set_ylabel("test accuracy")
-        ax.legend(fontsize=7)
-    if cfg.quick:
-        fig.suptitle("SMOKE RUN (--quick): not results")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata={"Software": None})
-    plt.close(fig)
-
-
-def markdown(results: dict, cfg: AblationConfig, command: str, seconds: float, device) -> str:
-    """The new runs' section: one table per sweep, tasks as columns."""
-    lines = [f"# BBT ablations ({cfg.model}, Sep-CMA-ES, on {device})", ""]
-    if cfg.quick:
-        lines += [
-            "**SMOKE RUN (`--quick`), NOT RESULTS**: tiny budget, one task, 2 shots, "
-            f"{len(cfg.seeds)} seeds, {cfg.test_size} test examples. It only shows that the "
-            "script runs end to end; the numbers below mean nothing.",
-            "",
-        ]
-    lines += [
-        f"Command: `{command}` ({seconds / 60:.1f} min)",
-        "",
-        f"{cfg.shots} shots per class (train; split seed {cfg.data_seed}); ES seeds "
-        f"{list(cfg.seeds)}; {cfg.budget_per_run} API calls per run in the papers' unit (one "
-        "candidate on the whole train batch); "
-        f"prompt length {cfg.prompt_len}; defaults P={cfg.population}, d={cfg.num_dims}, "
-        f"sigma0={cfg.sigma0}. Test accuracy of the final ES mean, mean ± std over seeds "
-        "(generations per run in brackets).",
-    ]
-    names = {"population": "population P", "dims": "intrinsic dimension d", "sigma": "sigma0"}
-    for sweep in cfg.sweeps:
-        lines += ["", f"## Accuracy vs {names[sweep]}", ""]
-        lines += ["| " + " | ".join([names[sweep], *results]) + " |"]
-        lines += ["|---" * (len(results) + 1) + "|"]
-        for i, row in enumerate(next(iter(results.values()))[sweep]):
-            cells = []
-            for res in results.values():
-                r = res[sweep][i]
-                acc = np.array(r["test_acc"])
-                cells.append(f"{acc.mean():.3f} ± {acc.std():.3f} ({r['generations']})")
-            lines.append(f"| {row['value']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def cells(cfg: AblationConfig, stem: str) -> list[Cell]:

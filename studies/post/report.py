@@ -1,6 +1,6 @@
 """The POST table's markdown, from the records only: the protocol, then every task run so far.
 
-`new_section(cfg, records, command)` is the part of experiments/results/post.md above the
+`new_section(cfg, records, command)` is the part of studies/post/post.md above the
 legacy table: the title, what the protocol (issue 27) changes against the legacy table and
 why, written from the config, and for each task with at least one recorded seed the
 Table-1 analogue (mean ± std over the seeds that ran, and which of the planned ones they
@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from cbp_jax.experiment.post_table import LABELS, PUBLIC_SETS, REDUCED, ROWS, PostTableConfig
+from studies.post.plan import LABELS, PUBLIC_SETS, REDUCED, ROWS, PostTableConfig
 
 FULL_SCALE = (
     "At the published scale (the whole train pool, N = 2419 on financial_phrasebank, 20 "

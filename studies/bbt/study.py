@@ -1,14 +1,15 @@
-"""Baselines table: zero-shot, BBT, BBTv2 and white-box prompt tuning, mean/std over seeds.
+"""Study `bbt`: zero-shot, BBT, BBTv2 and white-box prompt tuning on one task, over seeds.
+
+    cbp-jax study bbt run --task sst2 --seeds 13,42,87 --budget 8000
+    cbp-jax study bbt table                 # regenerate bbt.md from the records
 
 Plans one `cbp_jax.run.RunConfig` per (method, seed) on one task, runs those with no record
-in experiments/results/bbt_runs.jsonl (the experiment layer: a run's identity is its config
-hash; a changed config is refused, naming the field), and writes experiments/results/bbt.md
-and the BBT learning curve from the records only. Budget in the papers' unit (one candidate
-on the whole k-shot batch). The table's earlier numbers (old per-example unit) are legacy
-records in the same file, rendered below any new runs and marked with their unit.
-
-    python experiments/bbt_table.py --task sst2 --seeds 13,42,87 --budget 8000
-    python experiments/bbt_table.py --table-only      # regenerate bbt.md from the records
+in bbt_runs.jsonl beside this file (the experiment layer: a run's identity is its config
+hash; a changed config is refused, naming the field), and writes bbt.md and the BBT
+learning curve from the records only. Budget in the papers' unit (one candidate on the
+whole k-shot batch). The table's earlier numbers (old per-example unit) are legacy records
+in the same file, rendered below any new runs and marked with their unit.
+experiments/results/bbt.md links here (an acceptance script reads it there).
 """
 
 from __future__ import annotations
@@ -17,19 +18,23 @@ import argparse
 import dataclasses
 import pathlib
 import shlex
-import sys
 
 import numpy as np
 
 from cbp_jax.experiment.layer import run_cells
-from cbp_jax.experiment.legacy import budget_conversion
 from cbp_jax.experiment.records import Cell, RecordStore
-from cbp_jax.experiment.tables import LegacyTable, import_legacy, write_table
+from cbp_jax.experiment.tables import write_table
 from cbp_jax.run import LEGACY_STRATEGY, RunConfig, record_defaults
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-ROOT = RESULTS.parents[1]
-RECORDS = RESULTS / "bbt_runs.jsonl"
+QUESTION = (
+    "On sst2 with 16 shots, how do BBT and BBTv2 compare with zero-shot and white-box tuning?"
+)
+ANSWER = (
+    "Legacy runs (old unit, 12000 calls, 3 seeds): zero-shot 0.706, BBT 0.733, BBTv2 0.736, "
+    "white-box prompt tuning 0.818; no run in the papers' unit yet"
+)
+COMMANDS = ("run", "table")
+RESULTS = pathlib.Path(__file__).resolve().parent
 METHODS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning")
 LABELS = {
     "zero_shot": "zero-shot",
@@ -37,8 +42,6 @@ LABELS = {
     "bbtv2": "BBTv2",
     "prompt_tuning": "white-box prompt tuning",
 }
-# bbt.md as committed: sst2, 16 shots per class (32 train examples), 12000 per-example calls.
-LEGACY = LegacyTable("bbt", budget_conversion(12000, 20, {"sst2": 16 * 2}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +103,7 @@ def plot(results: dict, path: pathlib.Path) -> None:
     plt.close(fig)
 
 
-def report(cfg: TableConfig, records: list[dict], command: str) -> str:
+def report(cfg: TableConfig, records: list[dict], command: str, dest: pathlib.Path) -> str:
     """The new runs' section from their records ("" when none has run)."""
     results: dict[str, dict] = {}
     for rec in records:
@@ -134,38 +137,39 @@ def report(cfg: TableConfig, records: list[dict], command: str) -> str:
         lines.append(f"| {LABELS[m]} | {accs.mean():.4f} | {std} | {per} | {dev} | {calls} "
                      f"| {np.mean([r['seconds'] for r in got]):.0f} |")  # fmt: skip
     if "bbt" in results:
-        plot(results, RESULTS / f"bbt_{cfg.task}_calls_curve.png")
+        plot(results, dest / f"bbt_{cfg.task}_calls_curve.png")
         lines += ["", f"Learning curve: `bbt_{cfg.task}_calls_curve.png`."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=COMMANDS)
     p.add_argument("--task", default=TableConfig.task)
     p.add_argument("--seeds", default="13,42,87")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--budget", type=int, default=TableConfig.budget)
     p.add_argument("--prompt-len", type=int, default=TableConfig.prompt_len)
     p.add_argument("--out", default=TableConfig.out)
-    p.add_argument("--table-only", action="store_true", help="run nothing; table from records")
+    p.add_argument("--results", default=str(RESULTS), help="records and table live here")
     a = p.parse_args(argv)
     cfg = TableConfig(task=a.task, seeds=tuple(int(s) for s in a.seeds.split(",")),
                       methods=tuple(a.methods.split(",")), budget=a.budget,
                       prompt_len=a.prompt_len, out=a.out)  # fmt: skip
-    store = RecordStore(RECORDS, defaults=record_defaults)
-    import_legacy(store, LEGACY, RESULTS, ROOT)
+    dest = pathlib.Path(a.results)
+    store = RecordStore(dest / "bbt_runs.jsonl", defaults=record_defaults)
     runner = None
-    if not a.table_only:
+    if a.command == "run":
         from cbp_jax.run import run
 
         runner = run
-    records, _ = run_cells(cfg.cells(), store, runner, dry_run=a.table_only)
-    args = sys.argv[1:] if argv is None else argv
-    command = "python experiments/bbt_table.py " + shlex.join(
-        a for a in args if a != "--table-only"
-    )
-    out = write_table(store, LEGACY.stem, RESULTS, report(cfg, records, command.strip()))
-    print(f"wrote {out}")
+    records, _ = run_cells(cfg.cells(), store, runner, dry_run=a.command == "table")
+    opts = {"--task": a.task, "--seeds": a.seeds, "--methods": a.methods, "--budget": a.budget,
+            "--prompt-len": a.prompt_len, "--out": a.out}  # fmt: skip
+    args = [str(x) for k, v in opts.items() if v != p.get_default(k[2:].replace("-", "_"))
+            for x in (k, v)]  # fmt: skip
+    command = "cbp-jax study bbt run " + shlex.join(args)
+    print(f"wrote {write_table(store, 'bbt', dest, report(cfg, records, command.strip(), dest))}")
 
 
 if __name__ == "__main__":

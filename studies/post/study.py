@@ -1,0 +1,104 @@
+"""Study `post`: POST's table: zero-shot, prompt tuning, student, Direct transfer and POST, ± DP.
+
+    cbp-jax study post run            # the full table (days on a CPU)
+    cbp-jax study post run --reduced  # the CPU-sized preset, e.g. --set tasks=sst2
+    cbp-jax study post run --quick    # smoke run: 1 task, 1 seed, few steps
+    cbp-jax study post table --reduced  # post.md from the records, nothing run
+
+Teacher: smollm2-135m; the student (first + last block) is distilled once on public ag_news
+text (resumable, under <out>/student). The plan (plan.py: config, one (task, seed) cell of
+every row with and without DP, the audits) and what its records ran are described there;
+the markdown is report.py's. One experiment-layer cell per (task, seed); each prompt a cell
+tunes or transfers is kept under <out>/cells/<task>-seed<seed>-<config hash>/, so a killed
+cell resumes after it; the teacher's two prompts, the longest steps, are also copied to
+stashes/post/<same name>/ to be committed, so a new machine resumes after them too, and are
+removed there once the cell's record exists. Finished cells are appended to post_runs.jsonl
+beside this file (a changed config is refused, naming the field) and post.md is written
+from the records only (--quick: <out>/post_quick.md and <out>/post_quick_runs.jsonl). The
+earlier table's numbers are legacy records there. experiments/results/post.md links here
+(acceptance scripts read it there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import shlex
+import shutil
+
+from cbp_jax.experiment.identity import config_hash
+from cbp_jax.experiment.layer import run_cells
+from cbp_jax.experiment.records import RecordStore
+from cbp_jax.experiment.step_cache import StepCache
+from cbp_jax.experiment.tables import write_table
+from cbp_jax.overrides import apply_overrides
+from studies.post.plan import QUICK, REDUCED, PostTableConfig, cell, cells
+from studies.post.report import new_section
+
+QUESTION = "Does POST (student-tuned DP prompt, transferred) beat Direct transfer and zero-shot?"
+ANSWER = (
+    "No so far: one reduced cell (sst2, seed 0) puts POST at 52-55.5 against Direct transfer "
+    "67.0 and zero-shot 71.5; membership inference is at chance with and without DP"
+)
+COMMANDS = ("run", "table")
+RESULTS = pathlib.Path(__file__).resolve().parent
+STASHES = RESULTS.parents[1] / "stashes" / "post"  # committed teacher steps of open cells
+TEACHER_STEPS = ("full", "full_dp")  # depend on the teacher and the config only
+
+
+def _cell_dir(config: dict) -> str:
+    return f"{config['task']}-seed{config['seed']}-{config_hash(config)}"
+
+
+def make_runner(cfg: PostTableConfig, stashes: pathlib.Path | None):
+    """A cell runner: the teacher loaded and the student distilled (or reloaded) once."""
+    from cbp_jax.model import load_model
+    from cbp_jax.post import distill, public_corpus
+
+    teacher = load_model("smollm2-135m")
+    corpus = public_corpus(teacher.tokenizer, ("ag_news",), cfg.distill.seq_len)
+    st = distill(
+        teacher.params, teacher.cfg, corpus, cfg.distill, pathlib.Path(cfg.out) / "student"
+    )
+
+    def runner(config: dict) -> dict:
+        task, seed = config["task"], config["seed"]
+        steps = pathlib.Path(cfg.out) / "cells" / _cell_dir(config)
+        # finished prompts: a killed cell resumes after them; the teacher's two (about 45
+        # min each on a CPU core) are also kept in the stashes, for a new machine
+        stash = None if stashes is None else stashes / steps.name
+        cache = StepCache(steps, stash, TEACHER_STEPS if stash else ())
+        out = cell(cfg, teacher, st.params, st.cfg, task, seed, cache)
+        print(f"{task}/seed{seed}: reused steps {cache.loaded} from {steps}", flush=True)
+        return out
+
+    return runner
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=COMMANDS)
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (1 task, 1 seed)")
+    p.add_argument("--reduced", action="store_true", help="the CPU-sized preset (REDUCED)")
+    p.add_argument("--set", nargs="*", default=[], help="overrides, e.g. tune.epochs=5")
+    p.add_argument("--results", default=str(RESULTS), help="records and table live here")
+    a = p.parse_args(argv)
+    cfg = apply_overrides(QUICK if a.quick else REDUCED if a.reduced else PostTableConfig(), a.set)
+    dest, stem = (
+        (pathlib.Path(cfg.out), "post_quick") if a.quick else (pathlib.Path(a.results), "post")
+    )
+    store = RecordStore(dest / f"{stem}_runs.jsonl")
+    stashes = None if a.quick else STASHES
+    runner = make_runner(cfg, stashes) if a.command == "run" else None
+    records, _ = run_cells(cells(cfg), store, runner, dry_run=a.command == "table")
+    for c in cells(cfg) if runner and stashes else ():  # a finished cell's steps: its record
+        if store.get(c) is not None:
+            shutil.rmtree(stashes / _cell_dir(c.config), ignore_errors=True)
+    args = ["--quick"] * a.quick + ["--reduced"] * a.reduced + (["--set", *a.set] if a.set else [])
+    command = ("cbp-jax study post run " + shlex.join(args)).strip()
+    dest.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {write_table(store, stem, dest, new_section(cfg, records, command))}")
+
+
+if __name__ == "__main__":
+    main()

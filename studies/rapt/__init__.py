@@ -1,0 +1,1 @@
+"""Study rapt: RAPT's privacy-utility table on privatized text (study.py)."""
