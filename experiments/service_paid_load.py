@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load_test import USERS, Server  # noqa: E402  (the load test's server wrapper)
 
 from cbp_jax.contract import ScoreRequest  # noqa: E402
-from cbp_jax.serve.batcher import bucket, chunk_rows  # noqa: E402
+from cbp_jax.serve.batcher import chunks_of  # noqa: E402
 from cbp_jax.serve.client import RemoteService, RetryPolicy  # noqa: E402
 from cbp_jax.serve.limits import ServeLimits  # noqa: E402
 
@@ -106,7 +106,7 @@ def main() -> None:
             beside = light(srv.url, args.light // 2, 2)
             big.result()
             big_s = time.perf_counter() - t
-        chunks = -(-p // chunk_rows(b, bucket(s, 8)))  # the worker's chunks for this request
+        chunks = chunks_of(p, b, s)  # the worker's chunks for this request
         health = requests.get(srv.url + "/v1/health", timeout=600).json()
         rss0, compiles0 = srv.rss_mb(), health["compiles"]
         rng, svc = np.random.default_rng(7), service(srv.url, "user6", "shapes")
