@@ -2,7 +2,7 @@
 
 What: the throughput (tokens/s, GFLOP/s) of scoring a B x S batch of token ids with logits
 only at the last real token (full vocabulary head there), for our jitted
-`cbp_jax.model.llama.forward` and for transformers' `AutoModelForCausalLM` on the same GGUF
+`cbp_jax.model.decoder.forward` and for transformers' `AutoModelForCausalLM` on the same GGUF
 weights with `logits_to_keep=1`, each in float32 and in bfloat16 (ours: bf16 matmul inputs,
 float32 accumulation and residual stream; torch: the model cast to bf16). Beside them, the
 matmul peak of each framework and dtype, measured in the same run (jitted / eager 2048^3

@@ -2,9 +2,9 @@
 
 What: one BBT generation's scoring work, P candidate soft prompts of T = 50 rows on a batch
 of real financial_phrasebank k-shot inputs (answer-position candidate logits), timed two
-ways on the same jitted population loop: `dispatch.forward_shared_prompt` (the prompt as a
-single T-row block, T + B*S rows per candidate) and `dispatch.forward` with the prompt
-broadcast to the batch (B*(T + S) rows, what Gemma ran before `gemma_shared_prefix`).
+ways on the same jitted population loop: `decoder.forward_shared_prompt` (the prompt as a
+single T-row block, T + B*S rows per candidate) and `decoder.forward` with the prompt
+broadcast to the batch (B*(T + S) rows).
 Both give the same numbers: `--agreement-only` adds, per model, each path's largest
 log-prob difference in float32 and bfloat16 from float32 broadcast (2 prompts); the timed
 run reports the largest difference between the paths in the auto dtype. Interleaved
@@ -31,7 +31,7 @@ from cbp_jax.data.splits import kshot_splits
 from cbp_jax.data.tasks import get_task
 from cbp_jax.experiment.timing import interleaved_medians
 from cbp_jax.model import load_model
-from cbp_jax.model.dispatch import forward, forward_shared_prompt
+from cbp_jax.model.decoder import forward, forward_shared_prompt
 from cbp_jax.model.precision import machine_info
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "bench_shared_prefix.json"

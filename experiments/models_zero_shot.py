@@ -26,7 +26,7 @@ import numpy as np
 
 from cbp_jax.data.splits import test_pool
 from cbp_jax.data.tasks import task_names
-from cbp_jax.model import dispatch, load_model
+from cbp_jax.model import decoder, load_model
 from cbp_jax.model.precision import machine_info
 from cbp_jax.run import RunConfig, run
 
@@ -77,7 +77,7 @@ def bench(models: dict, batch: int, seq: int, repeats: int) -> dict:
         rng = np.random.default_rng(0)
         tokens = jnp.asarray(rng.integers(3, 1000, (batch, seq)), jnp.int32)
         mask = jnp.ones_like(tokens)
-        fn = jax.jit(lambda p, t, k, cfg=m.cfg: dispatch.forward(p, cfg, t, k).logits)
+        fn = jax.jit(lambda p, t, k, cfg=m.cfg: decoder.forward(p, cfg, t, k).logits)
         fn(m.params, tokens, mask).block_until_ready()  # compile and warm up
         fns[name], inputs[name] = fn, (m.params, tokens, mask)
     times = {name: [] for name in models}

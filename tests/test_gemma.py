@@ -1,6 +1,6 @@
-"""Gemma 3 forward contract (random tiny model): prompts in embedding-table units, deep and
-shared prompts, candidates, padding with a sliding window, dispatch by config type, the NNX
-module, and errors for bad configs."""
+"""Gemma 3 through the one decoder forward (random tiny model): prompts in embedding-table
+units, deep and shared prompts, key/value prefixes, candidates, padding with a sliding
+window, and errors for bad configs."""
 
 import dataclasses
 
@@ -9,20 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cbp_jax.model import LlamaConfig, UnsupportedConfigError, init_params
-from cbp_jax.model.dispatch import forward as any_forward
-from cbp_jax.model.dispatch import forward_shared_prompt as any_shared
-from cbp_jax.model.gemma import forward
-from cbp_jax.model.gemma_config import GemmaConfig, sliding_pattern
+from cbp_jax.model import UnsupportedConfigError, init_params
+from cbp_jax.model.config import gemma3_config, sliding_pattern
+from cbp_jax.model.decoder import forward, forward_jit, forward_shared_prompt
 from cbp_jax.model.gemma_convert import config_from_hf_gemma
-from cbp_jax.model.gemma_module import Gemma, init_gemma_params
-from cbp_jax.model.gemma_shared_prefix import forward_shared_prompt
-from cbp_jax.model.llama import forward as llama_forward
+from cbp_jax.privacy.peft import prefix_from_tokens
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    cfg = GemmaConfig(
+    cfg = gemma3_config(
         vocab_size=61,
         hidden_size=32,
         intermediate_size=48,
@@ -36,7 +32,7 @@ def tiny():
         final_logit_softcapping=20.0,
         bos_token_id=2,
     )
-    return cfg, init_gemma_params(cfg, jax.random.key(0), std=0.3, norm_std=0.3)
+    return cfg, init_params(cfg, jax.random.key(0), std=0.3, norm_std=0.3)
 
 
 def _ids(*rows):
@@ -103,31 +99,39 @@ def test_padding_with_window_and_candidates(tiny):
     assert float(jnp.abs(batched).max()) <= cfg.final_logit_softcapping  # soft-capped
 
 
-def test_dispatch_and_module(tiny, tiny_cfg, tiny_params):
+def test_one_forward_runs_both_families(tiny, tiny_cfg, tiny_params):
+    """The same forward (eager and jitted) runs the Gemma and the Llama configs; the Gemma
+    params carry the norms its config fields ask for."""
     cfg, params = tiny
+    assert {"q_norm", "k_norm", "post_attn_norm", "post_mlp_norm"} <= set(params["layers"])
+    assert "q_norm" not in tiny_params["layers"]
     tokens = _ids([5, 9, 14])
-    np.testing.assert_array_equal(
-        any_forward(params, cfg, tokens).logits, forward(params, cfg, tokens).logits
-    )
-    np.testing.assert_array_equal(
-        any_forward(tiny_params, tiny_cfg, tokens).logits,
-        llama_forward(tiny_params, tiny_cfg, tokens).logits,
-    )
-    p = jnp.ones((2, cfg.hidden_size))
-    np.testing.assert_array_equal(
-        any_shared(params, cfg, tokens, prompt_TxD=p),
-        forward_shared_prompt(params, cfg, tokens, prompt_TxD=p),
-    )
-    module = Gemma(cfg, params=params)
-    np.testing.assert_array_equal(module(tokens).logits, forward(params, cfg, tokens).logits)
-    assert isinstance(tiny_cfg, LlamaConfig) and init_params  # the Llama side is untouched
+    for c, p in ((cfg, params), (tiny_cfg, tiny_params)):
+        eager = forward(p, c, tokens).logits
+        np.testing.assert_allclose(forward_jit(p, c, tokens).logits, eager, atol=1e-5)
+        assert eager.shape == (1, c.vocab_size)
+
+
+def test_kv_prefix_of_tokens_equals_running_them_first(tiny):
+    """Prefix tuning runs on Gemma too: the prefix of [BOS; u] (the BOS slot included, the
+    sliding window counting prefix positions) makes the text's output that of [BOS; u; text]."""
+    cfg, params = tiny
+    ids = jnp.asarray([5, 17, 3, 40], jnp.int32)
+    prefix = prefix_from_tokens(params, cfg, ids)
+    assert prefix["k_LxTxKxE"].shape == (cfg.num_layers, 5, cfg.num_kv_heads, cfg.head_dim)
+    tokens = _ids([9, 14, 7, 30], [0, 0, 11, 4])
+    mask = (tokens != 0).astype(jnp.int32)
+    whole = jnp.concatenate([jnp.broadcast_to(ids, (2, 4)), tokens], 1)
+    want = forward(params, cfg, whole, jnp.concatenate([jnp.ones((2, 4), jnp.int32), mask], 1))
+    got = forward(params, cfg, tokens, mask, kv_prefix=prefix).logits
+    np.testing.assert_allclose(got, want.logits, atol=2e-5)
 
 
 def test_bad_configs_name_the_problem():
     with pytest.raises(ValueError, match="sliding_layers"):
-        GemmaConfig(61, 32, 48, 4, 4, 2, 8, sliding_layers=(True,))
+        gemma3_config(61, 32, 48, 4, 4, 2, 8, sliding_layers=(True,))
     with pytest.raises(ValueError, match="num_kv_heads"):
-        GemmaConfig(61, 32, 48, 1, 4, 3, 8, sliding_layers=(False,))
+        gemma3_config(61, 32, 48, 1, 4, 3, 8, sliding_layers=(False,))
     raw = {
         "model_type": "gemma3_text",
         "vocab_size": 61,
@@ -229,7 +233,8 @@ def test_layer_inputs_and_bbtv2_stds_for_gemma(tiny):
     inputs are the forward's own (final state -> `return_hidden`), in prompt units."""
     import types
 
-    from cbp_jax.model.gemma import layer_inputs, norm
+    from cbp_jax.model.block import rms_norm
+    from cbp_jax.model.decoder import layer_inputs
     from cbp_jax.service.hidden_stats import clipped_std, layer_input_stds
 
     cfg, params = tiny
@@ -239,7 +244,7 @@ def test_layer_inputs_and_bbtv2_stds_for_gemma(tiny):
     hidden = forward(params, cfg, ids[None], return_hidden=True).hidden_BxSxD[0]
 
     np.testing.assert_allclose(
-        norm(final, params["final_norm"], cfg.rms_norm_eps), hidden, atol=1e-5
+        rms_norm(final, params["final_norm"], cfg.rms_norm_eps, 1.0), hidden, atol=1e-5
     )
     model = types.SimpleNamespace(params=params, cfg=cfg, tokenizer=None)
     stds = layer_input_stds(model)

@@ -14,8 +14,7 @@ import torch
 import transformers
 
 from cbp_jax.model import UnsupportedConfigError
-from cbp_jax.model.gemma import forward
-from cbp_jax.model.gemma_config import GemmaConfig
+from cbp_jax.model.decoder import forward
 from cbp_jax.model.gemma_package import ChecksumError, gemma3_270m_gguf
 from cbp_jax.model.gguf_loader import load_gguf
 from tests.gguf_quant import Q, encode
@@ -95,7 +94,7 @@ def tiny_gguf(tmp_path_factory):
 
 def test_config_from_gemma3_gguf(tiny_gguf):
     cfg, params, _ = load_gguf(tiny_gguf)
-    assert isinstance(cfg, GemmaConfig)
+    assert cfg.qk_norm and cfg.post_norms and cfg.embed_scale and cfg.norm_offset == 1.0
     assert cfg.sliding_layers == (True,) * 5 + (False,)  # llama.cpp's every-6th-global
     assert (cfg.sliding_window, cfg.head_dim, cfg.query_pre_attn_scalar) == (WINDOW, E, E)
     assert (cfg.rope_theta, cfg.rope_local_theta, cfg.bos_token_id) == (1000.0, 10_000.0, BOS)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from cbp_jax.model.gemma import forward
+from cbp_jax.model.decoder import forward
 from cbp_jax.model.hf_loader import load_hf_folder
 
 V, BOS, WINDOW = 97, 2, 5

@@ -7,15 +7,8 @@ import numpy as np
 import pytest
 
 from cbp_jax.model import LlamaConfig, init_params
-from cbp_jax.model.llama import forward
-from cbp_jax.privacy.peft import (
-    PeftConfig,
-    init_peft,
-    merge_lora,
-    peft_forward,
-    prefix_forward,
-    prefix_from_tokens,
-)
+from cbp_jax.model.decoder import forward
+from cbp_jax.privacy.peft import PeftConfig, init_peft, merge_lora, peft_forward, prefix_from_tokens
 
 CFG = LlamaConfig(101, 48, 80, 3, 6, 2, 8)
 
@@ -59,13 +52,13 @@ def test_zero_prefixes_masked_out_equal_the_base_model(model):
     prefix = {"k_LxTxKxE": zeros, "v_LxTxKxE": zeros}
     real = np.asarray(mask) > 0
     for p, pm in ((None, None), (prefix, jnp.zeros(4))):
-        got = prefix_forward(model, CFG, p, tokens, mask, prefix_mask_T=pm, return_hidden=True)
+        got = forward(model, CFG, tokens, mask, kv_prefix=p, prefix_mask_T=pm, return_hidden=True)
         np.testing.assert_allclose(got.logits, base.logits, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(
             np.asarray(got.hidden_BxSxD)[real], np.asarray(base.hidden_BxSxD)[real], atol=1e-5
         )
     # the same zero prefixes, attended to, take attention mass: the output changes
-    seen = prefix_forward(model, CFG, prefix, tokens, mask)
+    seen = forward(model, CFG, tokens, mask, kv_prefix=prefix)
     assert float(jnp.abs(seen.logits - base.logits).max()) > 1e-3
 
 
@@ -104,4 +97,4 @@ def test_bad_peft_config():
         PeftConfig("lora", rank=0)
     with pytest.raises(ValueError, match="L x T x K x E"):
         bad = {"k_LxTxKxE": jnp.zeros((1, 2, 3)), "v_LxTxKxE": jnp.zeros((1, 2, 3))}
-        prefix_forward(init_params(CFG, jax.random.key(0)), CFG, bad, jnp.zeros((1, 2), int))
+        forward(init_params(CFG, jax.random.key(0)), CFG, jnp.zeros((1, 2), int), kv_prefix=bad)

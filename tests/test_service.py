@@ -131,7 +131,7 @@ def _scores(model, adapter, payload, tokens):
 def test_p0_none_is_the_bare_prompt_and_p0_adds_token_embeddings(model):
     """SoftPrompt(): the payload is the prompt (no p0); SoftPrompt(p0_token_ids=ids) scores
     payload + embed[ids] exactly as if the user had sent that sum."""
-    from cbp_jax.model.shared_prefix import forward_shared_prompt
+    from cbp_jax.model.decoder import forward_shared_prompt
 
     r = np.random.default_rng(1)
     tokens = r.integers(0, CFG.vocab_size, (3, 5))
@@ -153,7 +153,7 @@ def test_p0_none_is_the_bare_prompt_and_p0_adds_token_embeddings(model):
 
 
 def test_deep_prompt_p0_starts_the_prompt_slots_from_token_embeddings(model):
-    from cbp_jax.model.shared_prefix import forward_shared_prompt
+    from cbp_jax.model.decoder import forward_shared_prompt
 
     r = np.random.default_rng(2)
     tokens = r.integers(0, CFG.vocab_size, (3, 5))
@@ -185,15 +185,14 @@ def test_hidden_std_is_the_models_own_layer_inputs_clipped(model):
     """The published per-layer std reads the hidden states the model's forward computes
     (its final state, normed, equals forward's hidden output) and clips outliers."""
     from cbp_jax.model import forward
-    from cbp_jax.model.llama import layer_inputs
+    from cbp_jax.model.block import rms_norm
+    from cbp_jax.model.decoder import layer_inputs
     from cbp_jax.service.hidden_stats import clipped_std, public_token_ids
 
     ids = public_token_ids(None, CFG.vocab_size)
     inputs, final = layer_inputs(model.params, CFG, ids)
     assert inputs.shape == (CFG.num_layers, 64, CFG.hidden_size)
     out = forward(model.params, CFG, jax.numpy.asarray(ids)[None], return_hidden=True)
-    from cbp_jax.model.llama import rms_norm
-
     normed = rms_norm(final, model.params["final_norm"], CFG.rms_norm_eps)
     np.testing.assert_allclose(normed, out.hidden_BxSxD[0], atol=1e-5)
     std = ScoringService(model, KINDS).public_info().hidden_std

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cbp_jax.model import LlamaConfig, forward, init_params
-from cbp_jax.model.shared_prefix import forward_shared_prompt
+from cbp_jax.model.decoder import forward_shared_prompt
 
 CFG = LlamaConfig(101, 48, 80, 3, 6, 2, 8)
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from cbp_jax.data.batching import Inputs
 from cbp_jax.methods.losses import accuracy, class_scores, cross_entropy
 from cbp_jax.model.config import LlamaConfig
-from cbp_jax.model.dispatch import forward
+from cbp_jax.model.decoder import forward
 
 
 @dataclasses.dataclass(frozen=True)

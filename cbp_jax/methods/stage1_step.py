@@ -20,8 +20,7 @@ import optax
 from cbp_jax.methods.losses import accuracy, cross_entropy
 from cbp_jax.methods.stage1_config import Stage1Config
 from cbp_jax.model.config import LlamaConfig
-from cbp_jax.model.dispatch import forward
-from cbp_jax.model.llama import mean_pooled_embeddings
+from cbp_jax.model.decoder import forward, mean_pooled_embeddings
 from cbp_jax.prompts.generator import generator_apply
 
 NEG = -1e9  # score of a padded (absent) class

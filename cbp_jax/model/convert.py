@@ -1,9 +1,11 @@
 """Strict conversion of Hugging Face-named tensors into the stacked, fused params pytree.
 
-Both loaders (safetensors folders and GGUF files) first name every tensor the way
-transformers does (`model.layers.3.self_attn.q_proj.weight`, [out, in] layout), then call
-`assemble_params`, which consumes each name exactly once and raises on anything left over
-or missing. Nothing is silently dropped or zero-filled.
+Both loaders (safetensors folders and GGUF files) and every family (Llama, Qwen2, Gemma 3)
+first name every tensor the way transformers does (`model.layers.3.self_attn.q_proj.weight`,
+[out, in] layout), then call `assemble_params`, which maps them into the one params tree of
+`block.param_shapes` (which norms exist follows the config's fields), consumes each name
+exactly once and raises on anything left over or missing. Nothing is silently dropped or
+zero-filled.
 """
 
 from __future__ import annotations
@@ -12,21 +14,12 @@ import re
 
 import numpy as np
 
-from cbp_jax.model.config import LlamaConfig
-from cbp_jax.model.llama import Params, param_shapes
+from cbp_jax.model.block import Params, param_shapes
+from cbp_jax.model.config import DecoderConfig
 
-_LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
-_LAYER_NAMES = {
-    "input_layernorm.weight",
-    "post_attention_layernorm.weight",
-    "self_attn.q_proj.weight",
-    "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight",
-    "self_attn.o_proj.weight",
-    "mlp.gate_proj.weight",
-    "mlp.up_proj.weight",
-    "mlp.down_proj.weight",
-}
+_LINEAR_NAMES = [f"self_attn.{p}_proj.weight" for p in "qkvo"] + [
+    f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")
+]
 _BIAS_NAMES = {"self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"}
 # Buffers some exporters write that are not parameters (recomputed from the config).
 _IGNORABLE = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
@@ -40,10 +33,25 @@ class UnmappedTensorError(ValueError):
     """A checkpoint tensor has no place in the params pytree (or one is missing)."""
 
 
-def assemble_params(cfg: LlamaConfig, tensors: dict[str, np.ndarray]) -> Params:
+def norm_names(cfg: DecoderConfig) -> dict[str, str]:
+    """HF name (after `model.layers.<i>.`) -> our name, of every per-layer norm weight."""
+    names = {"input_layernorm.weight": "attn_norm"}
+    if cfg.post_norms:  # Gemma: post_attention_layernorm is the attention's output norm
+        names["post_attention_layernorm.weight"] = "post_attn_norm"
+        names["pre_feedforward_layernorm.weight"] = "mlp_norm"
+        names["post_feedforward_layernorm.weight"] = "post_mlp_norm"
+    else:
+        names["post_attention_layernorm.weight"] = "mlp_norm"
+    if cfg.qk_norm:
+        names |= {"self_attn.q_norm.weight": "q_norm", "self_attn.k_norm.weight": "k_norm"}
+    return names
+
+
+def assemble_params(cfg: DecoderConfig, tensors: dict[str, np.ndarray]) -> Params:
     """Build the params pytree from HF-named [out, in] arrays; strict both ways."""
+    norms = norm_names(cfg)
+    per_layer = {*norms, *_LINEAR_NAMES, *(_BIAS_NAMES if cfg.qkv_bias else ())}
     expected = {"model.embed_tokens.weight", "model.norm.weight"}
-    per_layer = _LAYER_NAMES | (_BIAS_NAMES if cfg.qkv_bias else set())
     expected |= {f"model.layers.{i}.{n}" for i in range(cfg.num_layers) for n in per_layer}
     if not cfg.tie_embeddings:
         expected.add("lm_head.weight")
@@ -54,11 +62,9 @@ def assemble_params(cfg: LlamaConfig, tensors: dict[str, np.ndarray]) -> Params:
                 "config ties the head to the embedding but lm_head.weight differs from it"
             )
         names.discard("lm_head.weight")
-    unmapped = sorted(names - expected)
-    if unmapped:
+    if unmapped := sorted(names - expected):
         raise UnmappedTensorError(f"unmapped tensors in checkpoint: {unmapped[:8]}")
-    missing = sorted(expected - names)
-    if missing:
+    if missing := sorted(expected - names):
         raise UnmappedTensorError(f"tensors missing from checkpoint: {missing[:8]}")
 
     def layer(name: str) -> np.ndarray:
@@ -67,16 +73,13 @@ def assemble_params(cfg: LlamaConfig, tensors: dict[str, np.ndarray]) -> Params:
     def linear(name: str) -> np.ndarray:  # [L, out, in] -> [L, in, out]
         return np.swapaxes(layer(name), 1, 2)
 
-    layers = {
-        "attn_norm": layer("input_layernorm.weight"),
-        "w_qkv": np.concatenate([linear(f"self_attn.{p}_proj.weight") for p in "qkv"], axis=2),
-        "w_o": linear("self_attn.o_proj.weight"),
-        "mlp_norm": layer("post_attention_layernorm.weight"),
-        "w_gate_up": np.concatenate(
-            [linear("mlp.gate_proj.weight"), linear("mlp.up_proj.weight")], 2
-        ),
-        "w_down": linear("mlp.down_proj.weight"),
-    }
+    layers = {ours: layer(hf) for hf, ours in norms.items()}
+    layers["w_qkv"] = np.concatenate([linear(f"self_attn.{p}_proj.weight") for p in "qkv"], 2)
+    layers["w_o"] = linear("self_attn.o_proj.weight")
+    layers["w_gate_up"] = np.concatenate(
+        [linear("mlp.gate_proj.weight"), linear("mlp.up_proj.weight")], 2
+    )
+    layers["w_down"] = linear("mlp.down_proj.weight")
     if cfg.qkv_bias:
         layers["b_qkv"] = np.concatenate([layer(f"self_attn.{p}_proj.bias") for p in "qkv"], 1)
     params: Params = {
@@ -90,13 +93,8 @@ def assemble_params(cfg: LlamaConfig, tensors: dict[str, np.ndarray]) -> Params:
     return params
 
 
-def check_shapes(cfg: LlamaConfig, params: Params) -> None:
+def check_shapes(cfg: DecoderConfig, params: Params) -> None:
     """Raise if any array's shape differs from what the config implies."""
-    check_shapes_against(param_shapes(cfg), params)
-
-
-def check_shapes_against(shapes: dict, params: Params) -> None:
-    """Raise if any array's shape differs from the nested dict of expected shapes."""
 
     def walk(expect, got, path):
         for key, shape in expect.items():
@@ -107,4 +105,4 @@ def check_shapes_against(shapes: dict, params: Params) -> None:
                     f"tensor {path}{key} has shape {tuple(got[key].shape)}, config implies {shape}"
                 )
 
-    walk(shapes, params, "")
+    walk(param_shapes(cfg), params, "")

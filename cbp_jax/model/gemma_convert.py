@@ -1,21 +1,15 @@
-"""Gemma 3 from Hugging Face names: strict config mapping and strict tensor assembly.
+"""Gemma 3 from a Hugging Face config: strict mapping to the decoder's config.
 
 `config_from_hf_gemma` maps a `gemma3_text` config.json (both the older `rope_local_base_freq`
-/ `rope_scaling` form and transformers 5's `rope_parameters` form) to `GemmaConfig` and raises
-on any field whose value we do not implement. `assemble_gemma_params` consumes every
-HF-named [out, in] tensor exactly once (the GGUF loader renames to the same names), fuses
-q/k/v and gate/up, and raises on anything left over or missing.
+/ `rope_scaling` form and transformers 5's `rope_parameters` form) to `gemma3_config` and
+raises on any field whose value we do not implement. Its tensors go through the one strict
+assembly of every family (`convert.assemble_params`).
 """
 
 from __future__ import annotations
 
-import re
-
-import numpy as np
-
-from cbp_jax.model.convert import UnmappedTensorError, UnsupportedConfigError, check_shapes_against
-from cbp_jax.model.gemma import param_shapes
-from cbp_jax.model.gemma_config import GemmaConfig, sliding_pattern
+from cbp_jax.model.config import DecoderConfig, gemma3_config, sliding_pattern
+from cbp_jax.model.convert import UnsupportedConfigError
 
 _BOOKKEEPING = {
     "architectures", "model_type", "transformers_version", "dtype", "torch_dtype",
@@ -39,18 +33,6 @@ _ARCH_KEYS = {
     "rope_theta", "rope_local_base_freq", "rope_scaling",
     "rope_parameters", "bos_token_id",
 }  # fmt: skip
-_LAYER_NAMES = {
-    "input_layernorm.weight": "input_norm",
-    "self_attn.q_norm.weight": "q_norm",
-    "self_attn.k_norm.weight": "k_norm",
-    "post_attention_layernorm.weight": "post_attn_norm",
-    "pre_feedforward_layernorm.weight": "pre_mlp_norm",
-    "post_feedforward_layernorm.weight": "post_mlp_norm",
-}
-_LINEAR_NAMES = [f"self_attn.{p}_proj.weight" for p in "qkvo"] + [
-    f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")
-]
-_LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
 
 
 def _rope(raw: dict) -> tuple[float, float, float]:
@@ -73,8 +55,8 @@ def _rope(raw: dict) -> tuple[float, float, float]:
     return float(full.get("rope_theta", 1e6)), float(local.get("rope_theta", 1e4)), factor
 
 
-def config_from_hf_gemma(raw: dict, dtype: str = "float32") -> GemmaConfig:
-    """Map a gemma3_text config.json dict to GemmaConfig; raise on anything unsupported."""
+def config_from_hf_gemma(raw: dict, dtype: str = "float32") -> DecoderConfig:
+    """Map a gemma3_text config.json dict to a Gemma 3 config; raise on anything unsupported."""
     if raw.get("model_type") != "gemma3_text":
         raise UnsupportedConfigError(
             f"unsupported architecture model_type={raw.get('model_type')!r}; expected "
@@ -98,7 +80,7 @@ def config_from_hf_gemma(raw: dict, dtype: str = "float32") -> GemmaConfig:
         sliding = sliding_pattern(n_layers, raw.get("sliding_window_pattern", 6))
     theta, local_theta, factor = _rope(raw)
     heads = raw["num_attention_heads"]
-    return GemmaConfig(
+    return gemma3_config(
         vocab_size=raw["vocab_size"],
         hidden_size=raw["hidden_size"],
         intermediate_size=raw["intermediate_size"],
@@ -118,46 +100,3 @@ def config_from_hf_gemma(raw: dict, dtype: str = "float32") -> GemmaConfig:
         tie_embeddings=bool(raw.get("tie_word_embeddings", True)),
         dtype=dtype,
     )
-
-
-def assemble_gemma_params(cfg: GemmaConfig, tensors: dict[str, np.ndarray]) -> dict:
-    """Build the Gemma params pytree from HF-named [out, in] arrays; strict both ways."""
-    per_layer = set(_LAYER_NAMES) | set(_LINEAR_NAMES)
-    expected = {"model.embed_tokens.weight", "model.norm.weight"}
-    expected |= {f"model.layers.{i}.{n}" for i in range(cfg.num_layers) for n in per_layer}
-    if not cfg.tie_embeddings:
-        expected.add("lm_head.weight")
-    names = set(tensors)
-    if cfg.tie_embeddings and "lm_head.weight" in names:
-        if not np.array_equal(tensors["lm_head.weight"], tensors["model.embed_tokens.weight"]):
-            raise UnmappedTensorError(
-                "config ties the head to the embedding but lm_head.weight differs from it"
-            )
-        names.discard("lm_head.weight")
-    if unmapped := sorted(names - expected):
-        raise UnmappedTensorError(f"unmapped tensors in checkpoint: {unmapped[:8]}")
-    if missing := sorted(expected - names):
-        raise UnmappedTensorError(f"tensors missing from checkpoint: {missing[:8]}")
-
-    def layer(name: str) -> np.ndarray:
-        return np.stack([tensors[f"model.layers.{i}.{name}"] for i in range(cfg.num_layers)])
-
-    def linear(name: str) -> np.ndarray:  # [L, out, in] -> [L, in, out]
-        return np.swapaxes(layer(name), 1, 2)
-
-    layers = {ours: layer(hf) for hf, ours in _LAYER_NAMES.items()}
-    layers["w_qkv"] = np.concatenate([linear(f"self_attn.{p}_proj.weight") for p in "qkv"], 2)
-    layers["w_o"] = linear("self_attn.o_proj.weight")
-    layers["w_gate_up"] = np.concatenate(
-        [linear("mlp.gate_proj.weight"), linear("mlp.up_proj.weight")], 2
-    )
-    layers["w_down"] = linear("mlp.down_proj.weight")
-    params = {
-        "embed": tensors["model.embed_tokens.weight"],
-        "layers": layers,
-        "final_norm": tensors["model.norm.weight"],
-    }
-    if not cfg.tie_embeddings:
-        params["lm_head"] = tensors["lm_head.weight"].T
-    check_shapes_against(param_shapes(cfg), params)
-    return params

@@ -13,12 +13,10 @@ Facts this follows, checked against transformers' GGUF loader and llama.cpp's co
 
 from __future__ import annotations
 
-import re
-
 import gguf
 
-from cbp_jax.model.convert import UnmappedTensorError, UnsupportedConfigError
-from cbp_jax.model.gemma_config import GemmaConfig, sliding_pattern
+from cbp_jax.model.config import DecoderConfig, gemma3_config, sliding_pattern
+from cbp_jax.model.convert import UnsupportedConfigError
 
 NORM_SHIFT = 1.0
 _FIELDS = {
@@ -40,31 +38,17 @@ _FIELDS = {
     "final_logit_softcapping",
     "vocab_size",
 }
-_TENSOR_NAMES = {
-    "attn_norm": "input_layernorm",
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
+TENSOR_NAMES = {  # GGUF block tensor -> HF name where it differs from the llama arch's
     "attn_q_norm": "self_attn.q_norm",
     "attn_k_norm": "self_attn.k_norm",
     "post_attention_norm": "post_attention_layernorm",
     "ffn_norm": "pre_feedforward_layernorm",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
     "post_ffw_norm": "post_feedforward_layernorm",
 }
-_GLOBAL_NAMES = {
-    "token_embd.weight": "model.embed_tokens.weight",
-    "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-}
-_BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.weight")
 GLOBAL_EVERY = 6
 
 
-def config_from_gguf_gemma(reader: gguf.GGUFReader, dtype: str = "float32") -> GemmaConfig:
+def config_from_gguf_gemma(reader: gguf.GGUFReader, dtype: str = "float32") -> DecoderConfig:
     values = {}
     for key, field in reader.fields.items():
         if key.startswith("gemma3."):
@@ -103,7 +87,7 @@ def config_from_gguf_gemma(reader: gguf.GGUFReader, dtype: str = "float32") -> G
     def optional(name):
         return float(values[name]) if name in values else None
 
-    return GemmaConfig(
+    return gemma3_config(
         vocab_size=vocab,
         hidden_size=d,
         intermediate_size=int(values["feed_forward_length"]),
@@ -123,13 +107,3 @@ def config_from_gguf_gemma(reader: gguf.GGUFReader, dtype: str = "float32") -> G
         tie_embeddings=not any(t.name == "output.weight" for t in reader.tensors),
         dtype=dtype,
     )
-
-
-def hf_name_gemma(gguf_name: str) -> str:
-    if gguf_name in _GLOBAL_NAMES:
-        return _GLOBAL_NAMES[gguf_name]
-    match = _BLOCK.fullmatch(gguf_name)
-    if match is None or match.group(2) not in _TENSOR_NAMES:
-        raise UnmappedTensorError(f"unmapped GGUF tensor {gguf_name!r}")
-    layer, kind = match.groups()
-    return f"model.layers.{layer}.{_TENSOR_NAMES[kind]}.weight"

@@ -4,8 +4,9 @@ Tensors are dequantized to float32 (`dequant.dequantize_tensor`, tested types on
 renamed to the Hugging Face convention so the same strict assembly applies as for
 safetensors folders. llama.cpp's converter permutes q/k rows of `llama` models so its
 interleaved-pair RoPE matches HF's rotate-half RoPE; `unpermute_rope_rows` undoes it. Qwen2
-(q/k/v biases) and Gemma 3 use NEOX-style RoPE and are not permuted. Gemma 3 goes through
-`gguf_gemma` (its own config, names and norm shift). The tokenizer is rebuilt from the
+(q/k/v biases) and Gemma 3 use NEOX-style RoPE and are not permuted. Gemma 3's config, extra
+tensor names and norm shift are in `gguf_gemma`; every family's tensors then go through the
+one strict assembly (`convert.assemble_params`). The tokenizer is rebuilt from the
 `tokenizer.ggml.*` metadata with transformers' GGUF converter (no torch).
 """
 
@@ -17,12 +18,13 @@ import re
 import gguf
 import numpy as np
 
-from cbp_jax.model.config import LlamaConfig
+from cbp_jax.model.config import DecoderConfig
 from cbp_jax.model.convert import UnmappedTensorError, UnsupportedConfigError, assemble_params
 from cbp_jax.model.dequant import dequantize_tensor
+from cbp_jax.model.gguf_gemma import NORM_SHIFT, TENSOR_NAMES, config_from_gguf_gemma
 
 SUPPORTED_ARCHS = ("llama", "qwen2", "gemma3")
-_ARCH_FIELDS = {  # <arch>.<key> -> LlamaConfig field (None: read for checks only)
+_ARCH_FIELDS = {  # <arch>.<key> -> DecoderConfig field (None: read for checks only)
     "block_count": "num_layers",
     "embedding_length": "hidden_size",
     "feed_forward_length": "intermediate_size",
@@ -60,8 +62,8 @@ def field_value(reader: gguf.GGUFReader, key: str):
     return reader.fields[key].contents()
 
 
-def config_from_gguf(reader: gguf.GGUFReader, dtype: str = "float32") -> LlamaConfig:
-    """LlamaConfig of a llama or qwen2 GGUF (gemma3: `gguf_gemma.config_from_gguf_gemma`)."""
+def config_from_gguf(reader: gguf.GGUFReader, dtype: str = "float32") -> DecoderConfig:
+    """DecoderConfig of a llama or qwen2 GGUF (gemma3: `gguf_gemma.config_from_gguf_gemma`)."""
     arch = field_value(reader, "general.architecture")
     if arch not in ("llama", "qwen2"):
         raise UnsupportedConfigError(
@@ -89,7 +91,7 @@ def config_from_gguf(reader: gguf.GGUFReader, dtype: str = "float32") -> LlamaCo
     else:
         raise UnsupportedConfigError(f"GGUF file states no vocabulary size ({arch}.vocab_size)")
     has_head = any(t.name == "output.weight" for t in reader.tensors)
-    return LlamaConfig(
+    return DecoderConfig(
         vocab_size=int(vocab),
         hidden_size=int(values["embedding_length"]),
         intermediate_size=int(values["feed_forward_length"]),
@@ -111,49 +113,37 @@ def unpermute_rope_rows(w_OxI: np.ndarray, n_heads: int) -> np.ndarray:
     return w_OxI.reshape(n_heads, out // n_heads // 2, 2, inp).swapaxes(1, 2).reshape(out, inp)
 
 
-def hf_name(gguf_name: str) -> str:
+def hf_name(gguf_name: str, arch: str = "llama") -> str:
     if gguf_name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[gguf_name]
+    names = _TENSOR_NAMES | TENSOR_NAMES if arch == "gemma3" else _TENSOR_NAMES
     match = _BLOCK.fullmatch(gguf_name)
-    if match is None or match.group(2) not in _TENSOR_NAMES:
+    if match is None or match.group(2) not in names:
         raise UnmappedTensorError(f"unmapped GGUF tensor {gguf_name!r}")
     layer, kind, suffix = match.groups()
     if suffix == "bias" and kind not in _BIASES:
         raise UnmappedTensorError(f"unmapped GGUF tensor {gguf_name!r}")
-    return f"model.layers.{layer}.{_TENSOR_NAMES[kind]}.{suffix}"
+    return f"model.layers.{layer}.{names[kind]}.{suffix}"
 
 
 def load_gguf(path: str | pathlib.Path, dtype: str = "float32"):
-    """Config (LlamaConfig, or GemmaConfig for gemma3), float32 numpy params and the open
-    reader (for the tokenizer)."""
+    """Config, float32 numpy params and the open reader (for the tokenizer)."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no GGUF file at {path}")
     reader = gguf.GGUFReader(str(path))
     arch = field_value(reader, "general.architecture")
-    if arch == "gemma3":
-        return (*_load_gemma(reader, dtype), reader)
-    cfg = config_from_gguf(reader, dtype)
+    gemma = arch == "gemma3"
+    cfg = config_from_gguf_gemma(reader, dtype) if gemma else config_from_gguf(reader, dtype)
     tensors = {}
     for t in reader.tensors:
-        name = hf_name(t.name)
+        name = hf_name(t.name, arch)
         w = dequantize_tensor(t)
         if arch == "llama" and name.endswith("q_proj.weight"):
             w = unpermute_rope_rows(w, cfg.num_heads)
         elif arch == "llama" and name.endswith("k_proj.weight"):
             w = unpermute_rope_rows(w, cfg.num_kv_heads)
+        elif gemma and name.endswith("norm.weight"):
+            w = w - NORM_SHIFT
         tensors[name] = w
     return cfg, assemble_params(cfg, tensors), reader
-
-
-def _load_gemma(reader: gguf.GGUFReader, dtype: str):
-    from cbp_jax.model.gemma_convert import assemble_gemma_params
-    from cbp_jax.model.gguf_gemma import NORM_SHIFT, config_from_gguf_gemma, hf_name_gemma
-
-    cfg = config_from_gguf_gemma(reader, dtype)
-    tensors = {}
-    for t in reader.tensors:
-        name = hf_name_gemma(t.name)
-        w = dequantize_tensor(t)
-        tensors[name] = w - NORM_SHIFT if name.endswith("norm.weight") else w
-    return cfg, assemble_gemma_params(cfg, tensors)

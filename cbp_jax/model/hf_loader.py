@@ -14,12 +14,13 @@ import pathlib
 import numpy as np
 from safetensors import safe_open
 
-from cbp_jax.model.config import LlamaConfig
+from cbp_jax.model.block import Params
+from cbp_jax.model.config import DecoderConfig
 from cbp_jax.model.convert import (
     UnsupportedConfigError,  # noqa: F401 (re-exported)
     assemble_params,
 )
-from cbp_jax.model.llama import Params
+from cbp_jax.model.gemma_convert import config_from_hf_gemma
 
 SUPPORTED_TYPES = ("llama", "qwen2")
 # Keys that carry no architecture (bookkeeping, generation defaults, HF training flags).
@@ -74,8 +75,8 @@ _ARCH_KEYS = {
 }
 
 
-def config_from_hf(raw: dict, dtype: str = "float32") -> LlamaConfig:
-    """Map a config.json dict to LlamaConfig; raise on anything unsupported."""
+def config_from_hf(raw: dict, dtype: str = "float32") -> DecoderConfig:
+    """Map a llama/qwen2 config.json dict to DecoderConfig; raise on anything unsupported."""
     model_type = raw.get("model_type")
     if model_type not in SUPPORTED_TYPES:
         raise UnsupportedConfigError(
@@ -105,7 +106,7 @@ def config_from_hf(raw: dict, dtype: str = "float32") -> LlamaConfig:
     if model_type == "llama" and attention_bias:
         raise UnsupportedConfigError("unsupported config field attention_bias=True for llama")
     heads = raw["num_attention_heads"]
-    return LlamaConfig(
+    return DecoderConfig(
         vocab_size=raw["vocab_size"],
         hidden_size=raw["hidden_size"],
         intermediate_size=raw["intermediate_size"],
@@ -143,11 +144,10 @@ def read_safetensors(files: list[pathlib.Path]) -> dict[str, np.ndarray]:
     return tensors
 
 
-def load_hf_folder(path: str | pathlib.Path, dtype: str = "float32") -> tuple[LlamaConfig, Params]:
-    """Config and params (numpy, float32) from a Hugging Face folder.
-
-    A `gemma3_text` folder gives a `GemmaConfig` and Gemma params instead.
-    """
+def load_hf_folder(
+    path: str | pathlib.Path, dtype: str = "float32"
+) -> tuple[DecoderConfig, Params]:
+    """Config and params (numpy, float32) from a Hugging Face folder (any family)."""
     folder = pathlib.Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"no checkpoint folder at {folder}")
@@ -155,12 +155,8 @@ def load_hf_folder(path: str | pathlib.Path, dtype: str = "float32") -> tuple[Ll
     if not config_file.exists():
         raise FileNotFoundError(f"missing {config_file}")
     raw = json.loads(config_file.read_text())
-    if raw.get("model_type") == "gemma3_text":  # Gemma 3: its own config and params
-        from cbp_jax.model.gemma_convert import assemble_gemma_params, config_from_hf_gemma
-
-        cfg, assemble = config_from_hf_gemma(raw, dtype=dtype), assemble_gemma_params
-    else:
-        cfg, assemble = config_from_hf(raw, dtype=dtype), assemble_params
+    gemma = raw.get("model_type") == "gemma3_text"
+    cfg = config_from_hf_gemma(raw, dtype=dtype) if gemma else config_from_hf(raw, dtype=dtype)
     tensors = read_safetensors(_safetensor_files(folder))
     tensors = {k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()}
-    return cfg, assemble(cfg, tensors)
+    return cfg, assemble_params(cfg, tensors)

@@ -1,4 +1,4 @@
-"""The forward contract's input checks, shared by every model family.
+"""The forward contract's input checks (plain, shared-prompt, key/value prefix).
 
 `validate_inputs` raises a ValueError naming the problem (shapes, dtypes, prompt and deep
 prompt layouts, token and candidate ids out of the vocabulary); value checks run only on
@@ -45,3 +45,35 @@ def validate_inputs(cfg, tokens_BxS, mask_BxS, prompt_BxTxD, deep_prompts_LxBxTx
                     f"{name} ids out of range [0, {cfg.vocab_size}): "
                     f"min {ids.min()}, max {ids.max()}"
                 )
+
+
+def validate_prefix(cfg, kv_prefix) -> None:
+    """A key/value prefix must be {"k_LxTxKxE", "v_LxTxKxE"} of equal shapes."""
+    if kv_prefix is None:
+        return
+    pk, pv = kv_prefix["k_LxTxKxE"], kv_prefix["v_LxTxKxE"]
+    want = (cfg.num_layers, cfg.num_kv_heads, cfg.head_dim)
+    if pk.ndim != 4 or pk.shape != pv.shape or (pk.shape[0], *pk.shape[2:]) != want:
+        raise ValueError(f"prefixes must be L x T x K x E with (L, K, E) = {want}")
+
+
+def validate_shared_inputs(cfg, tokens_BxS, mask_BxS, prompt_TxD, deep_prompts_LxTxD, candidates):
+    """`forward_shared_prompt`'s input checks, each error naming the problem."""
+    if prompt_TxD is None and deep_prompts_LxTxD is None:
+        raise ValueError("forward_shared_prompt needs prompt_TxD or deep_prompts_LxTxD")
+    if prompt_TxD is not None and prompt_TxD.ndim != 2:
+        raise ValueError(f"shared prompt must be T x D, got shape {prompt_TxD.shape}")
+    if deep_prompts_LxTxD is not None and deep_prompts_LxTxD.ndim != 3:
+        raise ValueError(f"shared deep prompts must be L x T x D, got {deep_prompts_LxTxD.shape}")
+    validate_inputs(cfg, tokens_BxS, mask_BxS, None, None, candidates)
+    d, n_l = cfg.hidden_size, cfg.num_layers
+    if prompt_TxD is not None and prompt_TxD.shape[1] != d:
+        raise ValueError(f"shared prompt must be T x D = T x {d}, got {prompt_TxD.shape}")
+    if deep_prompts_LxTxD is not None and deep_prompts_LxTxD.shape[::2] != (n_l, d):
+        raise ValueError(
+            f"shared deep prompts must be L x T x D = {n_l} x T x {d}, "
+            f"got {deep_prompts_LxTxD.shape}"
+        )
+    both = prompt_TxD is not None and deep_prompts_LxTxD is not None
+    if both and prompt_TxD.shape[0] != deep_prompts_LxTxD.shape[1]:
+        raise ValueError("shallow and deep prompts must have the same length T")

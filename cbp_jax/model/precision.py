@@ -1,7 +1,7 @@
 """Choosing the compute dtype: `dtype="auto"` picks bfloat16 where the chip runs it natively.
 
 bfloat16 here means bfloat16 matmul *inputs* with float32 accumulation and a float32
-residual stream, norms, RoPE and softmax (see `llama.py`). It pays only where the hardware
+residual stream, norms, RoPE and softmax (see `block.py`). It pays only where the hardware
 has bf16 dot units: GPUs, TPUs, and x86 CPUs with AMX (`amx_bf16`) or AVX512-BF16
 (`avx512_bf16`), where XLA's CPU backend hands bf16 x bf16 -> f32 dots to AMX/VNNI kernels.
 Elsewhere (e.g. an AMD EPYC without those flags, or an ARM CPU) bf16 is emulated and slower

@@ -19,11 +19,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from cbp_jax.model.config import LlamaConfig
+from cbp_jax.model.block import Params
+from cbp_jax.model.config import DecoderConfig
 from cbp_jax.model.gemma_package import gemma3_270m_gguf
 from cbp_jax.model.gguf_loader import load_gguf
 from cbp_jax.model.hf_loader import load_hf_folder
-from cbp_jax.model.llama import Params
 from cbp_jax.model.precision import choose_dtype
 from cbp_jax.model.tokenizer import tokenizer_from_folder, tokenizer_from_gguf
 
@@ -37,7 +37,7 @@ REGISTERED = (*_WHEELS, *_ASSEMBLED)
 class LoadedModel:
     """A config, its params pytree (jax arrays in cfg.dtype) and the tokenizer."""
 
-    cfg: LlamaConfig  # or GemmaConfig for Gemma 3 models
+    cfg: DecoderConfig
     params: Params
     tokenizer: Any
     source: str

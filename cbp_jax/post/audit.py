@@ -24,7 +24,7 @@ import numpy as np
 
 from cbp_jax.data.batching import Inputs
 from cbp_jax.methods.losses import class_scores
-from cbp_jax.model.dispatch import forward  # Llama or Gemma by config
+from cbp_jax.model.decoder import forward
 
 
 @functools.partial(jax.jit, static_argnames="cfg")

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from cbp_jax.ckpt import Checkpointer, StepLog
 from cbp_jax.model.config import LlamaConfig
-from cbp_jax.model.dispatch import forward  # Llama or Gemma by config
+from cbp_jax.model.decoder import forward
 
 DEFAULT_PUBLIC = ("ag_news",)
 

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from cbp_jax.data.batching import Inputs
 from cbp_jax.methods.losses import accuracy, cross_entropy
 from cbp_jax.methods.prompt_tuning import prompt_scores
-from cbp_jax.model.dispatch import forward
+from cbp_jax.model.decoder import forward
 from cbp_jax.post.code_prompts import mean_logit_scores
 
 ACCOUNTANTS = ("rdp", "pld")

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from cbp_jax.data.batching import Inputs, candidate_ids, encode, left_pad
 from cbp_jax.data.spec import TaskSpec, truncate
 from cbp_jax.model.config import LlamaConfig
-from cbp_jax.model.dispatch import forward  # Llama or Gemma by config
+from cbp_jax.model.decoder import forward
 from cbp_jax.post.transfer_loss import CODE_ALPHA, KL_DIRECTIONS, TAU, mix_loss, paper_alpha
 
 PRIVATE_TASKS = ("sst2", "financial_phrasebank")

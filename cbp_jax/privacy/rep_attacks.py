@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cbp_jax.model.dispatch import forward  # Llama or Gemma by config
+from cbp_jax.model.decoder import forward
 
 
 @functools.partial(jax.jit, static_argnames="cfg")

@@ -6,9 +6,9 @@ layer), outliers clipped at mean +- 3 std for 5 rounds (its deepbbt.py computes 
 first training batch). Here the provider computes them once on a fixed public text
 (`PUBLIC_TEXT`, or fixed token ids for a model without a tokenizer), so a user learns one
 float per layer and nothing about any input of theirs. `layer_input_stds` returns them;
-`PublicInfo.hidden_std` carries them. For Gemma, whose prompts are given in embedding-table
-units and scaled by sqrt(D) on entry, the stds are of the layer inputs divided by sqrt(D),
-so that they are in the units the deep prompts are drawn in.
+`PublicInfo.hidden_std` carries them. For a model whose prompts are scaled by sqrt(D) on
+entry (`cfg.embed_scale`, Gemma), the stds are of the layer inputs divided by sqrt(D), so
+that they are in the units the deep prompts are drawn in.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cbp_jax.model.dispatch import layer_inputs, prompt_scale
+from cbp_jax.model.decoder import layer_inputs
 
 PUBLIC_TEXT = (
     "The quick brown fox jumps over the lazy dog. A market report said that shares rose "
@@ -53,6 +53,7 @@ def layer_input_stds(model) -> tuple[float, ...]:
     text; l = 0 is the word-embedding matrix's std (unclipped, as BBTv2)."""
     ids = public_token_ids(model.tokenizer, model.cfg.vocab_size)
     inputs = np.asarray(_layer_inputs(model.params, model.cfg, ids)[0])
-    inputs = inputs / prompt_scale(model.cfg)  # in the units the deep prompts are drawn in
+    if model.cfg.embed_scale:  # in the units the deep prompts are drawn in
+        inputs = inputs / float(np.sqrt(model.cfg.hidden_size))
     embed_std = float(jnp.std(model.params["embed"].astype(jnp.float32)))
     return (embed_std, *(clipped_std(inputs[l]) for l in range(1, inputs.shape[0])))

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from cbp_jax.model.config import LlamaConfig
-from cbp_jax.model.dispatch import forward, forward_shared_prompt  # Llama or Gemma by config
+from cbp_jax.model.decoder import forward, forward_shared_prompt
 
 
 class PromptAdapter(Protocol):
@@ -279,7 +279,7 @@ class CBPGenerator:
         return (None, self.task_dims)
 
     def prompts(self, adapter_params, model_params, cfg, z_R, tokens_BxS, mask_BxS):
-        from cbp_jax.model.llama import mean_pooled_embeddings
+        from cbp_jax.model.decoder import mean_pooled_embeddings
         from cbp_jax.prompts.generator import generator_apply
 
         a_DxR = adapter_params["A_DxR"]
