@@ -12,8 +12,10 @@ the cap; the client splits such work), and the ledger records it beside the call
   the users file decides who exists (removed users are revoked); `cbp-jax serve keys
   revoke NAME` revokes one in a running server.
 - `fair`: one queue per user, least recently served first.
-- `batcher`: requests padded to shape buckets, an LRU of compiled calls, optional packing;
-  computed in chunks, abandoned between chunks when nobody waits.
+- `batcher`: requests computed in fixed-shape chunks (`shape_buckets.tile`: a bounded set
+  of compiled programs), one chunk per turn round robin over users, an LRU of compiled
+  calls, optional packing; abandoned between chunks when nobody waits.
+- `tiles`: a request's work as chunks of one tile, and the compiled tile function.
 - `guard`: read and request timeouts, the failed-authentication throttle (never a valid
   key), bounded queues (429 / 503 with Retry-After).
 - `headers`: Content-Type (415), header count and size (431).
