@@ -2,7 +2,7 @@
 
 `post` and `rapt` are studies (studies/<name>/, cli_study.py): `cbp-jax rapt ARGS` is
 `cbp-jax study rapt run ARGS` (or `study rapt table ...` when ARGS starts with a command).
-`table NAME` runs a study the same way (NAME or NAME_table), else the script
+`table NAME` runs a study the same way (NAME, or its old script's name), else the script
 `experiments/NAME.py` of a checkout (the current directory's, else the one beside the
 installed package) with the remaining arguments, as `python experiments/NAME.py ARGS`.
 """
@@ -18,6 +18,7 @@ from cbp_jax import cli_study
 
 # verbs of a study's table (the other tables are reached by `table NAME`)
 TABLE_VERBS = ("post", "rapt")
+OLD_NAMES = {"cbp_domains": "cbp"}  # scripts that became a study of another name
 
 
 def experiments_dir() -> pathlib.Path:
@@ -67,7 +68,7 @@ def dispatch(argv: list[str]) -> None:
             raise SystemExit(f"cbp-jax table NAME [ARGS]; scripts: {', '.join(table_names())}")
         verb, rest = rest[0], rest[1:]
     rest = rest[1:] if rest[:1] == ["--"] else rest
-    study = verb.removesuffix("_table")
+    study = OLD_NAMES.get(verb, verb.removesuffix("_table"))
     if study in cli_study.study_names():
         run_study(study, rest)
     else:
@@ -97,8 +98,7 @@ def add_parsers(sub) -> None:
         "table",
         "a study or an experiment's table script: cbp-jax table NAME [ARGS]",
         "Run the study NAME (as `cbp-jax study NAME run ARGS`) or experiments/NAME.py with "
-        "ARGS, e.g. `cbp-jax table cbp_domains all` or `cbp-jax table bbt -- --seeds "
-        "13`. Studies: "
+        "ARGS, e.g. `cbp-jax table cbp` or `cbp-jax table bbt -- --seeds 13`. Studies: "
         + ", ".join(cli_study.study_names())
         + "; scripts: "
         + ", ".join(table_names()),

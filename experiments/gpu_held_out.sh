@@ -45,12 +45,12 @@ snapshot() {  # finished runs and chain logs -> $OUT/runs.tgz (atomically replac
 say "sweep: tasks [$TASKS], budget $BUDGET, out $SWEEP_OUT, limit ${SWEEP_LIMIT}s"
 for task in $TASKS; do
   for method in bbt cbp; do
-    timeout "$SWEEP_LIMIT" python3 experiments/cbp_domains.py run --budget "$BUDGET" \
+    timeout "$SWEEP_LIMIT" python3 -m cbp_jax.cli study cbp run --budget "$BUDGET" \
       --tasks "$task" --set held_out_only=true "methods=$method" "out=$SWEEP_OUT" \
       >"$CHAINS/$task-$method.log" 2>&1 &
   done
 done
-while pgrep -f "cbp_domains.py run" >/dev/null; do
+while pgrep -f "study cbp run" >/dev/null; do
   sleep 30
   snapshot
   say "finished runs: $(find "$SWEEP_OUT/runs" -name result.json 2>/dev/null | wc -l)"

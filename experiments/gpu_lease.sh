@@ -3,7 +3,7 @@
 # each stage under its own time limit so a cut-short lease still returns what finished.
 #
 #   1. experiments/bench_sweep.py             -> RESULT sweep_speedup on the GPU (issue 9)
-#   2. experiments/cbp_domains.py, financial  -> the financial CBP table rerun on the GPU (issue 5),
+#   2. studies/cbp/study.py, financial  -> the financial CBP table rerun on the GPU (issue 5),
 #      with the same generator as the CPU table (the shipped one) and the same config
 #   3. cbp-jax study ablations run, financial_phrasebank, sigma / population / dims sweeps (issue 9)
 #
@@ -30,11 +30,11 @@ cp experiments/results/bench_sweep.json "$OUT/bench_sweep_gpu.json" 2>/dev/null
 #    checkpoints/cbp_domains/generators/financial/generator), same SweepConfig otherwise.
 GEN=checkpoints/cbp_gpu/generators/financial/generator
 mkdir -p "$(dirname "$GEN")" && cp -r checkpoints/shipped/financial-generator "$GEN"
-stage "${CBP_LIMIT:-220}" python3 experiments/cbp_domains.py run \
+stage "${CBP_LIMIT:-220}" python3 -m cbp_jax.cli study cbp run \
   --set domains=financial leave_one_out= out=checkpoints/cbp_gpu
-python3 experiments/cbp_domains.py table --results-name cbp_gpu \
+python3 -m cbp_jax.cli study cbp table --results-name cbp_gpu \
   --set domains=financial leave_one_out= out=checkpoints/cbp_gpu >>"$LOG" 2>&1
-tar czf "$OUT/cbp_gpu.tgz" experiments/results/cbp_gpu* \
+tar czf "$OUT/cbp_gpu.tgz" studies/cbp/cbp_gpu* \
   $(find checkpoints/cbp_gpu/runs -name result.json) 2>>"$LOG"
 
 # 3. ablations on one task, one command per sweep (each writes its own report)

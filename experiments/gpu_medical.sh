@@ -4,9 +4,9 @@
 # test that failed there at TF32 precision before tests/conftest.py pinned it to "highest".
 #
 #   1. pytest tests/test_shared_prefix.py      (the TF32 failure of the first lease, rechecked)
-#   2. experiments/cbp_domains.py run           medqa_usmle, pubmedqa: zero-shot, BBT, CBP x 3
+#   2. studies/cbp/study.py run           medqa_usmle, pubmedqa: zero-shot, BBT, CBP x 3
 #      seeds, same SweepConfig and medical generator as the CPU table; results land in the
-#      CPU table's run folders, so `cbp_domains.py table` puts them in cbp.md (its header
+#      CPU table's run folders, so `cbp-jax study cbp table` puts them in cbp.md (its header
 #      lists the devices the runs came from)
 #
 # Setup: experiments/gpu_setup.sh (wheels, model in parts). Usage, after the setup calls:
@@ -16,7 +16,7 @@ OUT=${OUT:-/tmp/gpu_medical}
 source "$(dirname "$0")/gpu_stages.sh"
 
 stage "${TEST_LIMIT:-60}" python3 -m pytest -q -p no:cacheprovider tests/test_shared_prefix.py
-stage "${RUN_LIMIT:-420}" python3 experiments/cbp_domains.py run --tasks medqa_usmle,pubmedqa \
+stage "${RUN_LIMIT:-420}" python3 -m cbp_jax.cli study cbp run --tasks medqa_usmle,pubmedqa \
   --set domains=medical leave_one_out=
 tar czf "$OUT/runs.tgz" checkpoints/cbp_domains/runs/medqa_usmle checkpoints/cbp_domains/runs/pubmedqa \
   2>>"$LOG"

@@ -40,13 +40,15 @@ def test_table_verbs_pass_arguments_on(monkeypatch):
     cli.main(["rapt", "table", "--set", "epochs=10"])
     cli.main(["table", "rapt_table", "--quick"])
     cli.main(["table", "bbt_table", "--seeds", "13"])
-    cli.main(["table", "cbp_domains", "all"])
+    cli.main(["table", "cbp_domains", "table"])
+    cli.main(["table", "models_zero_shot", "table"])
     assert calls == [
         ("study", ["post", "run", "--quick", "--set", "tune.epochs=1"]),
         ("study", ["rapt", "run", "--quick"]),
         ("study", ["rapt", "table", "--set", "epochs=10"]),
         ("study", ["rapt", "run", "--quick"]),
         ("study", ["bbt", "run", "--seeds", "13"]),
-        ("cbp_domains", ["all"]),
+        ("study", ["cbp", "table"]),
+        ("models_zero_shot", ["table"]),
     ]
-    assert "cbp_domains" in cli_tables.table_names()
+    assert "models_zero_shot" in cli_tables.table_names()

@@ -1,6 +1,6 @@
-"""The ported tables regenerate byte for byte from their committed records (no model runs).
+"""The studies' tables regenerate byte for byte from their committed records (no model runs).
 
-Each table script in experiments/ and each study's `table` writes its markdown from
+Each study's `table` (and each table script left in experiments/) writes its markdown from
 `<table>_runs.jsonl` only; the runs made before the papers' call unit are legacy records,
 rendered with their old-unit mark and a budget note in the papers' unit. (A changed config
 being refused is tested in test_experiment_layer.py.)
@@ -22,8 +22,6 @@ from cbp_jax.experiment.records import RecordStore
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 RESULTS = EXPERIMENTS / "results"
-
-
 STUDIES = ROOT / "studies"
 
 
@@ -33,33 +31,21 @@ def _command_args(md: pathlib.Path, study: str) -> list[str]:
     return match.group(1).split() if match else []
 
 
-# table script -> the markdown stems it writes from its records (stem_runs.jsonl each)
+# study -> the markdown stems `cbp-jax study NAME table [--stem STEM]` writes from its records
+# (stem_runs.jsonl each, but ablations: one store), each with the arguments of the run it names
+# on its first `Command:` line (it grows as cells run; none: legacy records only)
 CBP = ("cbp", "cbp_budget8000", "cbp_budget8000_held_out", "cbp_budget8000_margin2",
        "cbp_budget8000_natural", "cbp_gpu", "cbp_natural_held_out", "cbp_permuted_held_out",
        "cbp_sentiment", "cbp_task_vectors")  # fmt: skip
 ABLATIONS = ("ablations_gpu_sigma", "ablations_gpu_population", "ablations_cpu_dims", "ablations")
-PORTED = {
-    "cbp_domains": CBP,
-    "cbp_generator_spread": ("cbp_generator_spread",),
-}
-TABLE_ARGS = {
-    "cbp_domains": ["table", "--results-name"],
-    "cbp_generator_spread": [
-        "--table-only",
-        "--extra",
-        "shipped (seed 0, another machine)=checkpoints/shipped/financial-generator",
-    ],
-}
-RECORDS = {"ablations": "ablations_runs.jsonl"}  # one store for all its stems
-# study -> the markdown stems `cbp-jax study NAME table [--stem STEM]` writes from its records,
-# each with the arguments of the run it names on its first `Command:` line (it grows as cells
-# run; none: legacy records only)
-STUDY_TABLES = {"rapt": ("rapt",), "post": ("post",), "ablations": ABLATIONS, "bbt": ("bbt",)}
+STUDY_TABLES = {"rapt": ("rapt",), "post": ("post",), "ablations": ABLATIONS, "bbt": ("bbt",),
+                "cbp": CBP, "generator_spread": ("cbp_generator_spread",)}  # fmt: skip
+STEMS = [(s, t) for s, ts in STUDY_TABLES.items() for t in ts]
 
 
-def _records(script: str, stem: str) -> pathlib.Path:
-    folder = STUDIES / script if script in STUDY_TABLES else RESULTS
-    return folder / RECORDS.get(script, f"{stem}_runs.jsonl")
+def _records(study: str, stem: str) -> pathlib.Path:
+    name = "ablations_runs.jsonl" if study == "ablations" else f"{stem}_runs.jsonl"
+    return STUDIES / study / name
 
 
 def _script(name):
@@ -70,36 +56,19 @@ def _script(name):
         sys.path.remove(str(EXPERIMENTS))
 
 
-@pytest.mark.parametrize("script,stem", [(s, t) for s, ts in PORTED.items() for t in ts])
-def test_table_regenerates_byte_identically(script, stem, tmp_path, monkeypatch):
-    mod = _script(script)
-    records = RESULTS / RECORDS.get(script, f"{stem}_runs.jsonl")
-    assert RecordStore(records).records, f"{records.name} has no records"
-    (tmp_path / records.name).write_text(records.read_text())  # all it may read
-    monkeypatch.setattr(mod, "RESULTS", tmp_path)  # and where it writes
-    if hasattr(mod, "RECORDS"):
-        monkeypatch.setattr(mod, "RECORDS", tmp_path / records.name)
-    args = TABLE_ARGS[script]
-    mod.main(args + [stem] if args[-1] in ("--results-name", "--stem") else args)
-    assert (tmp_path / f"{stem}.md").read_text() == (RESULTS / f"{stem}.md").read_text()
-
-
-@pytest.mark.parametrize("name,stem", [(s, t) for s, ts in STUDY_TABLES.items() for t in ts])
+@pytest.mark.parametrize("name,stem", STEMS)
 def test_study_table_regenerates_byte_identically(name, stem, tmp_path):
     from cbp_jax.cli import main as cli_main
 
     records, md = _records(name, stem), STUDIES / name / f"{stem}.md"
     assert RecordStore(records).records, f"{records.name} has no records"
     (tmp_path / records.name).write_text(records.read_text())  # all it may read
-    args = _command_args(md, name) + (["--stem", stem] if stem != name else [])
+    args = _command_args(md, name) + (["--stem", stem] if len(STUDY_TABLES[name]) > 1 else [])
     cli_main(["study", name, "table", *args, "--results", str(tmp_path)])
     assert (tmp_path / f"{stem}.md").read_text() == md.read_text()
 
 
-BOTH = [(s, t) for tables in (PORTED, STUDY_TABLES) for s, ts in tables.items() for t in ts]
-
-
-@pytest.mark.parametrize("script,stem", BOTH)
+@pytest.mark.parametrize("script,stem", STEMS)
 def test_legacy_records_are_marked_and_sourced(script, stem):
     store = RecordStore(_records(script, stem))
     old = [r for r in store.records.values() if r.get("legacy") and r["config"]["table"] == stem]
@@ -174,10 +143,10 @@ def test_ablation_json_records_give_the_tables_cells():
 def test_cbp_report_reads_new_runs_from_records_only(tmp_path):
     """A new (papers'-unit) run is a record of a repo-relative cell; the report shows it."""
     from cbp_jax.experiment.layer import run_cells
+    from studies.cbp import report
+    from studies.cbp import study as cbp
 
-    cbp = _script("cbp_domains")
-    report = _script("cbp_domains_report")
-    cfg = _script("cbp_sweep").SweepConfig(
+    cfg = cbp.SweepConfig(
         domains=("financial",), leave_one_out=(), seeds=(0,), methods=("zero_shot", "bbt", "cbp")
     )
     cells = cbp.cells(cfg)
