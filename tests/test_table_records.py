@@ -241,14 +241,14 @@ def test_paper_budget_reports_regenerate_from_their_records(model_args, tmp_path
 
 
 @pytest.mark.parametrize("model_args", [[], ["--model", "gemma3-270m"]])
-def test_precision_check_reports_regenerate_from_their_records(model_args, tmp_path, monkeypatch):
-    mod = _script("precision_check")
+def test_precision_check_reports_regenerate_from_their_records(model_args, tmp_path):
+    from cbp_jax.cli import main as cli_main
+
     stem = "precision_check" + (f"_{model_args[1]}" if model_args else "")
-    records = RESULTS / f"{stem}_runs.jsonl"
+    records = STUDIES / "precision" / f"{stem}_runs.jsonl"
     (tmp_path / records.name).write_text(records.read_text())
-    monkeypatch.setattr(mod, "RESULTS", tmp_path)
-    mod.main([*model_args, "table"])
-    assert (tmp_path / f"{stem}.md").read_text() == (RESULTS / f"{stem}.md").read_text()
+    cli_main(["study", "precision", "table", *model_args, "--results", str(tmp_path)])
+    assert (tmp_path / f"{stem}.md").read_text() == (records.parent / f"{stem}.md").read_text()
 
 
 def test_es_vs_pycma_table_regenerates_from_its_record(tmp_path):
