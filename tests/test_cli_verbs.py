@@ -41,7 +41,7 @@ def test_table_verbs_pass_arguments_on(monkeypatch):
     cli.main(["table", "rapt_table", "--quick"])
     cli.main(["table", "bbt_table", "--seeds", "13"])
     cli.main(["table", "cbp_domains", "table"])
-    cli.main(["table", "models_zero_shot", "table"])
+    cli.main(["table", "es_vs_pycma", "--table"])
     assert calls == [
         ("study", ["post", "run", "--quick", "--set", "tune.epochs=1"]),
         ("study", ["rapt", "run", "--quick"]),
@@ -49,6 +49,6 @@ def test_table_verbs_pass_arguments_on(monkeypatch):
         ("study", ["rapt", "run", "--quick"]),
         ("study", ["bbt", "run", "--seeds", "13"]),
         ("study", ["cbp", "table"]),
-        ("models_zero_shot", ["table"]),
+        ("es_vs_pycma", ["--table"]),
     ]
-    assert "models_zero_shot" in cli_tables.table_names()
+    assert "es_vs_pycma" in cli_tables.table_names()

@@ -216,10 +216,11 @@ def test_get_or_run_records_a_sub_run_once(tmp_path):
 
 
 def test_models_table_regenerates_from_its_record(tmp_path, monkeypatch):
-    mod = _script("models_zero_shot")
-    md = RESULTS / "models.md"
+    from studies.models import study as mod
+
+    md = STUDIES / "models" / "models.md"
     (tmp_path / "models.md").write_text(md.read_text().replace(mod.BEGIN, mod.BEGIN + "\nstale"))
-    mod.write_table(json.loads((RESULTS / "models.json").read_text()), tmp_path / "models.md")
+    mod.write_table(json.loads(md.with_suffix(".json").read_text()), tmp_path / "models.md")
     assert (tmp_path / "models.md").read_text() == md.read_text()
 
 
