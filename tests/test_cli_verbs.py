@@ -41,7 +41,7 @@ def test_table_verbs_pass_arguments_on(monkeypatch):
     cli.main(["table", "rapt_table", "--quick"])
     cli.main(["table", "bbt_table", "--seeds", "13"])
     cli.main(["table", "cbp_domains", "table"])
-    cli.main(["table", "es_vs_pycma", "--table"])
+    cli.main(["table", "bench_sweep", "--quick"])
     assert calls == [
         ("study", ["post", "run", "--quick", "--set", "tune.epochs=1"]),
         ("study", ["rapt", "run", "--quick"]),
@@ -49,6 +49,6 @@ def test_table_verbs_pass_arguments_on(monkeypatch):
         ("study", ["rapt", "run", "--quick"]),
         ("study", ["bbt", "run", "--seeds", "13"]),
         ("study", ["cbp", "table"]),
-        ("es_vs_pycma", ["--table"]),
+        ("bench_sweep", ["--quick"]),
     ]
-    assert "es_vs_pycma" in cli_tables.table_names()
+    assert "bench_sweep" in cli_tables.table_names()

@@ -253,8 +253,11 @@ def test_precision_check_reports_regenerate_from_their_records(model_args, tmp_p
 
 
 def test_es_vs_pycma_table_regenerates_from_its_record(tmp_path):
-    mod = _script("es_vs_pycma")
-    record = RESULTS / "es_vs_pycma_runs.jsonl"
+    from cbp_jax.cli import main as cli_main
+
+    record = STUDIES / "es_vs_pycma" / "es_vs_pycma_runs.jsonl"
     (tmp_path / record.name).write_text(record.read_text())  # all it may read
-    mod.main(["--table", "--results", str(tmp_path)])
-    assert (tmp_path / "es_vs_pycma.md").read_text() == (RESULTS / "es_vs_pycma.md").read_text()
+    cli_main(["study", "es_vs_pycma", "table", "--results", str(tmp_path)])
+    assert (tmp_path / "es_vs_pycma.md").read_text() == (
+        record.parent / "es_vs_pycma.md"
+    ).read_text()
