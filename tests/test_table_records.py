@@ -80,45 +80,17 @@ def test_legacy_records_are_marked_and_sourced(script, stem):
         assert r["commit"] not in ("unknown", "uncommitted")
 
 
-def _md(tmp_path, body: str) -> pathlib.Path:
-    md = tmp_path / "t.md"
-    md.write_text(body)
-    return md
-
-
-def test_legacy_row_rendered_with_old_unit_mark_and_budget(tmp_path):
-    md = _md(tmp_path, "# T\n\ntext\n\n| method | acc |\n|---|---|\n| BBT | 0.733 ± 0.02 |\n")
-    budget = legacy.budget_conversion(1000, 20, {"financial_phrasebank": 24})
-    recs = legacy.import_markdown(md, tmp_path, "t", budget)
-    assert recs[1]["result"]["cells"] == ["BBT", "0.733 ± 0.02"]
-    assert recs[1]["result"]["numbers"] == [[], ["0.733", "0.02"]]
-    assert budget["per_task"]["financial_phrasebank"] == {
-        "train_examples": 24, "papers_calls_at_most": 41, "generations_at_most": 2}  # fmt: skip
-    text = legacy.render(recs, "t")
-    assert "| BBT (old unit) | 0.733 ± 0.02 |" in text
-    assert "per-example (old)" in text and "<= 41 calls, <= 2 generations" in text
-    # without a budget (white-box runs): marked legacy, no unit conversion
-    recs = legacy.import_markdown(md, tmp_path, "t", None)
-    assert "| BBT (legacy) |" in legacy.render(recs, "t")
-
-
-def test_render_is_a_function_of_the_records(tmp_path):
-    md = _md(tmp_path, "# T\n\n| a | b |\n|---|---|\n| x | 1 |\n| x | 2 |\n\ntail")
-    store = RecordStore(tmp_path / "t_runs.jsonl")
-    n = tables.import_legacy(store, tables.LegacyTable("t", None), tmp_path, tmp_path)
-    assert (
-        n == 3
-        and tables.import_legacy(store, tables.LegacyTable("t", None), tmp_path, tmp_path) == 0
-    )
-    again = RecordStore(tmp_path / "t_runs.jsonl")  # what a fresh clone reads
-    text = tables.render_table(again, "t")
-    assert text.endswith("| x (legacy) | 1 |\n| x (legacy) | 2 |\n\ntail")
-    assert tables.render_table(again, "t", "# new\n").startswith("# new\n\n# T\n")
-    lines = (tmp_path / "t_runs.jsonl").read_text().splitlines()
-    assert all(json.loads(x)["legacy"] for x in lines)
-    md.write_text(text)  # a rendered file is not imported twice
-    with pytest.raises(ValueError, match="already rendered"):
-        legacy.import_markdown(md, tmp_path, "t", None)
+def test_legacy_rows_are_rendered_with_their_mark_and_budget():
+    """Black-box runs: the old-unit mark and their budget in the papers' unit; white-box runs
+    (no API calls): the legacy mark and no conversion."""
+    bbt = list(RecordStore(STUDIES / "bbt" / "bbt_runs.jsonl").records.values())
+    text = legacy.render(bbt, "bbt")
+    assert "| BBT (old unit) | 0.7332" in text and "per-example (old)" in text
+    assert "sst2: B = 32, <= 375 calls, <= 18 generations" in text
+    rapt = list(RecordStore(STUDIES / "rapt" / "rapt_runs.jsonl").records.values())
+    text = legacy.render(rapt, "rapt")
+    assert "| zero-shot (legacy) | 0.718" in text and "call unit does not apply" in text
+    assert "(old unit)" not in text
 
 
 def test_ablation_json_records_give_the_tables_cells():
