@@ -1,18 +1,16 @@
 """The studies' tables regenerate byte for byte from their committed records (no model runs).
 
-Each study's `table` (and each table script left in experiments/) writes its markdown from
-`<table>_runs.jsonl` only; the runs made before the papers' call unit are legacy records,
-rendered with their old-unit mark and a budget note in the papers' unit. (A changed config
+Each study's `table` writes its markdown from `<table>_runs.jsonl` only; the runs made before
+the papers' call unit are legacy records, rendered with their old-unit mark and a budget note
+in the papers' unit. (A changed config
 being refused is tested in test_experiment_layer.py.)
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import pathlib
 import re
-import sys
 
 import pytest
 
@@ -20,8 +18,6 @@ from cbp_jax.experiment import legacy, tables
 from cbp_jax.experiment.records import RecordStore
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-EXPERIMENTS = ROOT / "experiments"
-RESULTS = EXPERIMENTS / "results"
 STUDIES = ROOT / "studies"
 
 
@@ -46,14 +42,6 @@ STEMS = [(s, t) for s, ts in STUDY_TABLES.items() for t in ts]
 def _records(study: str, stem: str) -> pathlib.Path:
     name = "ablations_runs.jsonl" if study == "ablations" else f"{stem}_runs.jsonl"
     return STUDIES / study / name
-
-
-def _script(name):
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
 
 
 @pytest.mark.parametrize("name,stem", STEMS)
