@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import json
 import pathlib
-import re
 
 import pytest
 
+from cbp_jax import cli_study
 from cbp_jax.experiment import legacy, tables
 from cbp_jax.experiment.records import RecordStore
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STUDIES = ROOT / "studies"
-
-
-def _command_args(md: pathlib.Path, study: str) -> list[str]:
-    """The arguments of the first "Command: `cbp-jax study <study> run ...`" line in md."""
-    match = re.search(rf"^Command: `cbp-jax study {study} run ?([^`]*)`", md.read_text(), re.M)
-    return match.group(1).split() if match else []
 
 
 # study -> the markdown stems `cbp-jax study NAME table [--stem STEM]` writes from its records
@@ -51,7 +45,8 @@ def test_study_table_regenerates_byte_identically(name, stem, tmp_path):
     records, md = _records(name, stem), STUDIES / name / f"{stem}.md"
     assert RecordStore(records).records, f"{records.name} has no records"
     (tmp_path / records.name).write_text(records.read_text())  # all it may read
-    args = _command_args(md, name) + (["--stem", stem] if len(STUDY_TABLES[name]) > 1 else [])
+    args = cli_study.committed_run(md, name)  # rapt and post default to theirs
+    args += ["--stem", stem] if len(STUDY_TABLES[name]) > 1 else []
     cli_main(["study", name, "table", *args, "--results", str(tmp_path)])
     assert (tmp_path / f"{stem}.md").read_text() == md.read_text()
 
