@@ -142,7 +142,7 @@ def _customize_parser(sub) -> None:
         help="compute dtype (auto: bfloat16 where the chip has native bf16 dot units)",
     )
     cu.add_argument("--test-size", type=int, default=500, help="test examples from the pool")
-    cu.add_argument("--budget", type=int, default=4000, help="API calls, train + dev")
+    cu.add_argument("--budget", type=int, default=8000, help="API calls, train + dev (papers')")
     cu.add_argument("--population", type=int, default=20, help="CMA-ES candidates a generation")
     cu.add_argument("--sigma0", type=float, default=0.5, help="CMA-ES step size around z0")
     cu.add_argument("--out", default="checkpoints/runs", help="root of the run directories")

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load_test import USERS, Server  # noqa: E402  (the load test's server wrapper)
 
 from cbp_jax.contract import ScoreRequest  # noqa: E402
-from cbp_jax.serve.batcher import bucket, chunk_rows  # noqa: E402
+from cbp_jax.serve.batcher import chunks_of, tile_shapes  # noqa: E402
 from cbp_jax.serve.client import RemoteService, RetryPolicy  # noqa: E402
 from cbp_jax.serve.limits import ServeLimits  # noqa: E402
 
@@ -106,7 +106,7 @@ def main() -> None:
             beside = light(srv.url, args.light // 2, 2)
             big.result()
             big_s = time.perf_counter() - t
-        chunks = -(-p // chunk_rows(b, bucket(s, 8)))  # the worker's chunks for this request
+        chunks = chunks_of(p, b, s)  # the worker's chunks for this request
         health = requests.get(srv.url + "/v1/health", timeout=600).json()
         rss0, compiles0 = srv.rss_mb(), health["compiles"]
         rng, svc = np.random.default_rng(7), service(srv.url, "user6", "shapes")
@@ -117,6 +117,8 @@ def main() -> None:
     finally:
         srv.stop()
     chunk_ms = 1000 * big_s / chunks
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), "CPU")  # fmt: skip
     rows = [
         ("alone", alone),
         ("under a 3-client heavy flood (P=16, B=16, S=64)", flooded),
@@ -128,19 +130,21 @@ def main() -> None:
     print(f"""## Paid API: latency under floods, work served, shapes (issue 43)
 
 Command: `.venv/bin/python experiments/service_paid_load.py` (tiny random test
-model, default server: one request at a time, chunks of 1024 tokens, queues 4 per user /
-32 in all). Machine: 2 CPU cores shared with other jobs during the run.
+model, default server: fixed tiles of 1024 tokens, one chunk per turn round robin over
+users, queues 4 per user / 32 in all). Machine: {cpu}, 2 cores shared with other jobs.
 
 | light client (P=2, B=4, S=16) | requests | p50 ms | p99 ms |
 |---|---|---|---|
 {table}
 
 - Maximum-size request: {big_s:.1f} s in {chunks} chunks, one chunk about {chunk_ms:.0f} ms
-  (light p99 beside it: {pct(beside, 99) / chunk_ms:.2f} chunks).
+  (its time over its chunks; the light requests' chunks interleaved in it are counted in);
+  light p99 beside it: {pct(beside, 99) / chunk_ms:.2f} chunks.
 - Heavy flood: {heavy_done} heavy requests in {seconds:.1f} s, {served} tokens scored:
   **{served / seconds:.0f} tokens/s** (P x B x S after padding); {len(shed)} answers shed
   (429/503 with Retry-After, retried by the client).
-- {args.shapes} distinct request shapes: compilations {compiles0} -> {compiles1}; server
+- {args.shapes} distinct request shapes: compilations {compiles0} -> {compiles1} (bound: the
+  {len(tile_shapes(128))} tiles of S <= 128, `shape_buckets.tile_shapes`); server
   resident memory (VmRSS) {rss0:.0f} MB -> {rss1:.0f} MB.
 """)
 

@@ -35,7 +35,7 @@ def free_port() -> int:
 class LiveServer:
     """Serve `tiny_server` on 127.0.0.1 from a thread; `url`, `server`, `stop()`."""
 
-    def __init__(self, db, budgets: dict, *, guard=GUARD, batching=BATCHING):
+    def __init__(self, db, budgets: dict, *, guard=GUARD, batching=BATCHING, graceful_s=None):
         args = types.SimpleNamespace(
             db=str(db), users=None, key=[f"{n}:{KEYS[n]}:{b}" for n, b in budgets.items()],
             max_body_bytes=8 << 20, batch_window_ms=batching.window_ms,
@@ -47,8 +47,8 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(self.server), host="127.0.0.1", port=self.port, log_level="warning",
-            **uvicorn_options(),
+            create_app(self.server), host="127.0.0.1", port=self.port, log_level="critical",
+            timeout_graceful_shutdown=graceful_s, **uvicorn_options(),
         )  # fmt: skip
         self._uvicorn = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uvicorn.run, daemon=True)

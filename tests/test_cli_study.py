@@ -36,7 +36,7 @@ def test_the_index_regenerates_byte_for_byte(tmp_path):
     shutil.copy(ROOT / "studies" / "__init__.py", tmp_path / "studies")
     for name in cli_study.study_names(ROOT):
         (tmp_path / "studies" / name).mkdir()
-        for f in ["study.py", *(p.name for p in (ROOT / "studies" / name).glob("*_runs.jsonl"))]:
+        for f in ["study.py", *(p.name for p in (ROOT / "studies" / name).glob("*runs*.jsonl"))]:
             shutil.copy(ROOT / "studies" / name / f, tmp_path / "studies" / name / f)
     out = cli_study.write_index(tmp_path)
     assert out.read_text() == (ROOT / "studies" / "README.md").read_text()
@@ -50,7 +50,7 @@ def test_listing_and_status_need_no_import_of_the_study(capsys, monkeypatch):
         assert name in listing and cli_study.constants(name, ROOT)["QUESTION"] in listing
     cli_main(["study", "cluster", "status"])  # no status of its own: its record count
     records = sum(
-        len(p.read_text().splitlines()) for p in (ROOT / "studies/cluster").glob("*_runs.jsonl")
+        len(p.read_text().splitlines()) for p in (ROOT / "studies/cluster").glob("*runs*.jsonl")
     )
     assert capsys.readouterr().out.startswith(f"cluster: {records} records")
 

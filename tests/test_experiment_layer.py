@@ -193,7 +193,7 @@ def test_report_regenerates_byte_identically_from_records(tmp_path):
     cfg = PaperBudgetConfig()
     cells = cfg.cells()
     rng = np.random.default_rng(0)
-    store = RecordStore(tmp_path / "a" / "paper_budget_runs.jsonl")
+    store = RecordStore(tmp_path / "a" / "runs.jsonl")
     for cell in cells[: len(cells) // 2]:  # a half-finished sweep
         store.append(cell, _fake_result(cell.name, rng), commit="c0ffee", dtype="bfloat16")
     md1 = write_report(cfg, cells, store, tmp_path / "a")

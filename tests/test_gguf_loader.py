@@ -103,3 +103,24 @@ def test_gguf_strictness(tmp_path):
     _write_gguf(tmp_path / "c.gguf", arch="falcon")
     with pytest.raises(UnsupportedConfigError, match="falcon"):
         load_gguf(tmp_path / "c.gguf")
+
+
+def test_model_dir_serves_registered_names_from_files(tmp_path, monkeypatch):
+    """CBP_JAX_MODEL_DIR (an offline host, ops/accelerator.sh): a registered name loads
+    DIR/<name>.gguf, and a missing file is named."""
+    from cbp_jax.model import registry
+
+    monkeypatch.setenv("CBP_JAX_MODEL_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="holds no gemma3-270m.gguf"):
+        registry.load_model("gemma3-270m")
+    (tmp_path / "smollm2-135m.gguf").write_bytes(b"")
+    seen = []
+
+    def fake_load(path, dtype):
+        seen.append(path)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(registry, "load_gguf", fake_load)
+    with pytest.raises(RuntimeError, match="stop here"):
+        registry.load_model("smollm2-135m")
+    assert seen == [tmp_path / "smollm2-135m.gguf"]

@@ -35,6 +35,7 @@ PROVIDER = (
     "cbp_jax.serve.answers",
     "cbp_jax.serve.batcher",
     "cbp_jax.serve.shape_buckets",
+    "cbp_jax.serve.tiles",
     "cbp_jax.serve.fair",
     "cbp_jax.serve.guard",
     "cbp_jax.serve.headers",

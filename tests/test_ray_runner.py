@@ -122,11 +122,11 @@ def test_ray_config_checks_and_worker_count(monkeypatch):
 def test_ray_study_gives_the_serial_records_and_table_bytes(tmp_path, local_ray):
     serial_runner = _runner(tmp_path / "s")
     (tmp_path / "s").mkdir()
-    serial = RecordStore(tmp_path / "s" / "paper_budget_runs.jsonl")
+    serial = RecordStore(tmp_path / "s" / "runs.jsonl")
     run_cells(CELLS, serial, serial_runner(), log=lambda _: 0)
     # the Ray study starts with the first two cells already recorded: they are not rerun
     (tmp_path / "r").mkdir()
-    path = tmp_path / "r" / "paper_budget_runs.jsonl"
+    path = tmp_path / "r" / "runs.jsonl"
     path.write_text("".join(ln + "\n" for ln in serial.path.read_text().splitlines()[:2]))
     runner = _runner(tmp_path / "r")
     recs, progress = run_cells_ray(

@@ -287,8 +287,8 @@ def test_packing_concurrent_requests_changes_no_score(tiny):
     reqs[1] = ScoreRequest("task_vector", reqs[1].payload, reqs[1].tokens_BxS[:, 2:],
                            reqs[1].mask_BxS[:, 2:], reqs[1].candidates_CxW)  # fmt: skip
     jobs = [Job(r.kind, r.payload, r.tokens_BxS, r.mask_BxS, r.candidates_CxW) for r in reqs]
-    assert len({j.key() for j in jobs}) == 1  # one shape bucket: one compiled call
-    batcher._run(jobs[0].key(), jobs)
+    assert len({j.key() for j in jobs}) == 1  # one tile: their rows share chunks
+    batcher.run_now(jobs)
     for req, job in zip(reqs, jobs, strict=True):
         want = local.score(req).logprobs_PxBxCxW
         np.testing.assert_allclose(job.future.result(), want, atol=1e-5)

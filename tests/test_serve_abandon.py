@@ -5,6 +5,10 @@ failing before its fix:
    is not charged, and the worker takes the next request after at most one more chunk.
 8. `Ledger.revoke` (what `cbp-jax serve keys revoke NAME` runs) takes effect in the running
    server: the key is refused and the user's queued request is dropped uncharged.
+   Graceful shutdown: what was answered before it is charged once; requests still in flight
+   when the grace period ends (one computing, one queued) are cancelled, stop uncharged
+   with no hold left, and after a restart on the same ledger a retry of each id computes
+   or replays it, so every request is charged exactly once.
 
 The worker is held at a chunk by a gate (a readiness signal), never by sleeping.
 """
@@ -16,7 +20,7 @@ import threading
 import numpy as np
 import pytest
 
-from cbp_jax.serve.batcher import chunk_rows
+from cbp_jax.serve.batcher import chunks_of
 from cbp_jax.serve.guard import GuardConfig
 from cbp_jax.serve.wire import encode_request
 from cbp_jax.service import ScoreRequest
@@ -49,8 +53,8 @@ def _request(p, b, s, seed=0):
 
 
 def _long(seed=0):
-    """A request of 8 chunks: one candidate on 16 x 128 tokens is over one chunk."""
-    assert chunk_rows(16, 128) == 1
+    """A request of 16 chunks: one candidate on 16 x 128 tokens is two chunks."""
+    assert chunks_of(8, 16, 128) == 16
     return _request(8, 16, 128, seed)
 
 
@@ -62,12 +66,12 @@ def test_a_request_past_its_deadline_stops_between_chunks_uncharged(tmp_path):
     srv = LiveServer(tmp_path / "l.sqlite", {"alice": 100}, guard=GuardConfig(request_timeout_s=1))
     gate = ChunkGate(srv.server.batcher)
     try:
-        late = srv.post(encode_request(_long()))  # held at chunk 1 of 8 past its deadline
+        late = srv.post(encode_request(_long()))  # held at chunk 1 of 16 past its deadline
         assert late.status_code == 503 and "Retry-After" in late.headers, late.text
         srv.server.guard = GuardConfig()  # the next request's deadline: generous
         gate.open()  # chunk 1 runs; then the worker sees nobody waits and stops
         assert srv.post(encode_request(_small())).status_code == 200  # the worker is free
-        assert srv.server.batcher.chunks == 2  # chunk 1 of 8, then the small request's one
+        assert srv.server.batcher.chunks == 2  # chunk 1 of 16, then the small request's one
         assert srv.used("alice") == 1
     finally:
         gate.open()
@@ -85,12 +89,12 @@ def test_a_request_whose_client_went_away_stops_uncharged(tmp_path):
         )
         with socket.create_connection(("127.0.0.1", srv.port), timeout=600) as s:
             s.sendall(head.encode() + body)
-            assert gate.entered.wait(timeout=600)  # computing chunk 1 of 8
+            assert gate.entered.wait(timeout=600)  # computing chunk 1 of 16
         # the server notices the closed connection while it waits, and gives the request up
         _until(lambda: srv.server.shedder.total == 0, "the server sees the client gone")
         gate.open()
         assert srv.post(encode_request(_small())).status_code == 200  # the worker is free
-        assert srv.server.batcher.chunks == 2  # chunk 1 of 8, then the small request's one
+        assert srv.server.batcher.chunks == 2  # chunk 1 of 16, then the small request's one
         assert srv.used("alice") == 1
     finally:
         gate.open()
@@ -131,3 +135,43 @@ def test_the_revoke_verb_revokes_in_the_ledger_file(tmp_path):
     assert ledger.authenticate(KEYS["bob"]) is None and ledger.active("alice")
     with pytest.raises(SystemExit, match="no active user 'bob'"):
         main(["serve", "keys", "revoke", "bob", "--db", db])
+
+
+def test_shutdown_abandons_in_flight_work_uncharged_and_nothing_is_charged_twice(tmp_path):
+    db, budgets = tmp_path / "l.sqlite", {"alice": 100, "bob": 100}
+    srv, gate = LiveServer(db, budgets, graceful_s=1), None  # grace period (serve(): 5 s)
+    try:
+        answered = srv.post(encode_request(_small(seed=2)), rid="a-1")
+        assert answered.status_code == 200 and srv.used("alice") == 1
+        gate = ChunkGate(srv.server.batcher)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            long = pool.submit(srv.post, encode_request(_long()), rid="a-2")
+            assert gate.entered.wait(timeout=600)  # alice's long request: chunk 1 of 16 held
+            queued = pool.submit(srv.post, encode_request(_small(seed=3)), user="bob", rid="b-1")
+            _until(lambda: len(srv.server.batcher._queue) == 1, "bob's request queued")
+            srv._uvicorn.should_exit = True  # shutdown: after the grace period, tasks cancelled
+            _until(lambda: srv.server.shedder.total == 0, "in-flight requests given up")
+            gate.open()  # chunk 1 ends; the worker then sees nobody waits for either request
+            outcomes = [f.exception() or f.result().status_code for f in (long, queued)]
+        _until(lambda: srv.server.batcher._queue.empty(), "the worker dropped both")
+        assert all(o != 200 for o in outcomes), outcomes
+        assert srv.server.batcher.chunks == 2  # a-1's chunk, then a-2's first of 16: no more
+        assert (srv.used("alice"), srv.used("bob")) == (1, 0)
+        assert srv.server.ledger._held == {"alice": 0, "bob": 0}  # holds given back
+    finally:
+        if gate is not None:
+            gate.open()
+        srv.stop()
+    again = LiveServer(db, budgets)  # restarted on the same ledger; clients retry their ids
+    try:
+        for body, user, rid, charged in (
+            (_small(seed=2), "alice", "a-1", "0"),  # answered before: its record, free
+            (_long(), "alice", "a-2", "8"),  # abandoned: computed now, charged once
+            (_long(), "alice", "a-2", "0"),  # and its retry replayed
+            (_small(seed=3), "bob", "b-1", "1"),
+        ):
+            answer = again.post(encode_request(body), user=user, rid=rid)
+            assert answer.status_code == 200 and answer.headers["X-Charged"] == charged, rid
+        assert (again.used("alice"), again.used("bob")) == (9, 1)
+    finally:
+        again.stop()

@@ -94,13 +94,13 @@ class Gate:
     """Holds the server's compiled calls until `open()`; `entered` is set when one waits."""
 
     def __init__(self, batcher):
-        self.entered, self._go, self._inner = threading.Event(), threading.Event(), batcher._compute
-        batcher._compute = self._compute
+        self.entered, self._go = threading.Event(), threading.Event()
+        self._inner, batcher._run_chunk = batcher._run_chunk, self._run_chunk
 
-    def _compute(self, key, jobs):
+    def _run_chunk(self, kind, args):
         self.entered.set()
         assert self._go.wait(timeout=600), "the test never opened the gate"
-        return self._inner(key, jobs)
+        return self._inner(kind, args)
 
     def open(self):
         self._go.set()

@@ -1,9 +1,12 @@
-"""The batcher's scheduling and compilation bounds (issue 25).
+"""The batcher's scheduling and compilation bounds (issues 25 and 43).
 
-- Fairness: a small request of user B waits behind at most one request of user A, even
-  when A queued a backlog first (a FIFO served all of A's backlog first).
-- Bounded compilation: many distinct request shapes compile at most once per shape bucket,
-  and the LRU keeps at most `max_compiled` executables.
+- Fairness: a small request of user B waits for one chunk of user A, even when A queued a
+  backlog first (a FIFO served all of A's backlog first), and even when A's one request is
+  a big one of many chunks: B's answer comes back before A's last chunk is computed
+  (chunks interleaved; before issue 43, B waited for all of A's request).
+- Bounded compilation (issue 43, defect 7): many distinct request shapes compile at most
+  once per tile (`shape_buckets.tile_shapes`: a fixed set, whatever the shapes), a second
+  pass over them compiles nothing, and the LRU keeps at most `max_compiled` executables.
 - Re-bucketing: a request joining rows of different lengths is split by length on the
   server and gives the same scores as scoring it whole.
 """
@@ -14,7 +17,7 @@ import numpy as np
 import pytest
 
 from cbp_jax.contract import ScoreRequest
-from cbp_jax.serve.batcher import BatchConfig, Batcher, Job, length_groups, row_bucket
+from cbp_jax.serve.batcher import BatchConfig, Batcher, Job, chunks_of, length_groups, tile_shapes
 from cbp_jax.service.oracle import CBPGenerator, NoPrompt, SoftPrompt
 from cbp_jax.service.provider import ScoringService
 from tests.serve_tiny import tiny_generator, tiny_model
@@ -37,17 +40,19 @@ def _job(user, p, b, s, seed=0, c=2, w=1):
 
 
 class GatedBatcher(Batcher):
-    """Holds its first compiled call until `go` is set, so the queue fills meanwhile."""
+    """Holds its first chunk until `go` is set (so the queue fills meanwhile) and records,
+    per chunk, its user and which of `watch`'s futures were already answered."""
 
     def __init__(self, *args):
-        self.go, self.started, self.order = threading.Event(), threading.Event(), []
+        self.go, self.started, self.order, self.watch = threading.Event(), threading.Event(), [], {}
         super().__init__(*args)
 
-    def _compute(self, key, jobs):
+    def step(self, work):
         self.started.set()
-        self.go.wait(timeout=600)
-        self.order += [j.user + str(j.rows) for j in jobs]
-        return super()._compute(key, jobs)
+        assert self.go.wait(timeout=600), "the test never opened the gate"
+        answered = sorted(name for name, f in self.watch.items() if f.done())
+        self.order.append((work.user, work.done // work.q, work.chunks, answered))
+        return super().step(work)
 
 
 def test_small_request_of_another_user_is_not_held_behind_a_backlog(tiny):
@@ -62,24 +67,50 @@ def test_small_request_of_another_user_is_not_held_behind_a_backlog(tiny):
             f.result(timeout=600)
     finally:
         batcher.close()
-    # B waited for the batch running when it arrived, and no other of A's requests
-    assert batcher.order == ["a8", "b1", "a8", "a8", "a8"]
+    # B waited for the chunk running when it arrived, and no other of A's work
+    assert chunks_of(8, 8, 32) == 2
+    assert [user for user, *_ in batcher.order] == ["a", "b"] + ["a"] * 7
 
 
-def test_distinct_shapes_compile_once_per_bucket_and_the_cache_is_bounded(tiny):
-    batcher = Batcher(*tiny, BatchConfig(max_compiled=4))
-    shapes = [(p, b, s, c, w) for p in (3, 4) for b in (3, 4) for s in (5, 7, 8)
-              for c, w in ((2, 1), (3, 2))]  # fmt: skip
+def test_a_big_request_is_interleaved_with_another_users_small_one(tiny):
+    batcher = GatedBatcher(*tiny, BatchConfig())
     try:
-        for i, shape in enumerate(shapes):
-            batcher.submit(_job("u", *shape[:3], seed=i, c=shape[3], w=shape[4])).result(120)
+        big = batcher.submit(_job("a", 32, 16, 128, seed=0))  # 32 x 2 tiles = 64 chunks
+        assert batcher.started.wait(timeout=600)  # A's first chunk is computing (held)
+        small = batcher.watch["b"] = batcher.submit(_job("b", 2, 4, 16, seed=1))
+        assert len(batcher._queue) == 1  # B's request waits (A's rest is not queued yet)
+        batcher.go.set()
+        small.result(timeout=600)
+        big.result(timeout=600)
     finally:
         batcher.close()
-    buckets = {_job("u", *s[:3], c=s[3], w=s[4]).key() + (row_bucket(s[0]),) for s in shapes}
-    print(f"{len(shapes)} distinct shapes, {len(buckets)} buckets, {batcher.compiles} compiles")
-    assert len(buckets) == 2 < len(shapes) == 24
-    assert batcher.compiles <= len(buckets)
-    assert len(batcher._compiled) <= 4
+    a_chunks = [(i, n, answered) for user, i, n, answered in batcher.order if user == "a"]
+    assert len(a_chunks) == a_chunks[0][1] == chunks_of(32, 16, 128) == 64
+    assert batcher.order[1][0] == "b"  # right after A's first chunk
+    assert a_chunks[-1][2] == ["b"]  # B answered before A's last chunk was computed
+    assert [i for i, *_ in a_chunks] == list(range(64))
+
+
+def test_distinct_shapes_compile_at_most_once_per_tile(tiny):
+    rng = np.random.default_rng(0)
+    shapes = set()
+    while len(shapes) < 48:  # distinct (P, B, S, C, W) up to S = 16
+        shapes.add((int(rng.integers(1, 6)), int(rng.integers(1, 13)), int(rng.integers(2, 17)),
+                    int(rng.integers(2, 5)), int(rng.integers(1, 3))))  # fmt: skip
+    bound = len(tile_shapes(16))  # every tile a request of S <= 16 can run in
+    batcher = Batcher(*tiny, BatchConfig(max_compiled=bound))
+    try:
+        for rounds in range(2):
+            for i, (p, b, s, c, w) in enumerate(sorted(shapes)):
+                batcher.submit(_job("u", p, b, s, seed=i, c=c, w=w)).result(600)
+            if rounds == 0:
+                first = batcher.compiles
+    finally:
+        batcher.close()
+    tiles = {_job("u", *s[:3], c=s[3], w=s[4]).key() for s in shapes}
+    print(f"{len(shapes)} distinct shapes, {len(tiles)} tiles hit of {bound}, {first} compiles")
+    assert first == len(tiles) <= bound == 15 < len(shapes)
+    assert batcher.compiles == first  # the second pass compiled nothing: memory stays flat
 
 
 def test_lru_evicts_and_recompiles(tiny):

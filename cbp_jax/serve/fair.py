@@ -6,7 +6,8 @@ takes the head of the least recently served user with work waiting (ties: the ol
 head), so a request waits behind at most one request (one batch) of each other waiting
 user, including the one being computed when it arrived.
 Per-request work is bounded separately (`ServeLimits.max_work_tokens`), which bounds that
-wait. `put(None)` closes the queue: `get` then returns None once it is empty.
+wait. `put_front` puts a started request's remaining chunks back (the batcher serves a
+request one chunk per turn). `put(None)` closes the queue: `get` then returns None once it is empty.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ class FairQueue:
             else:
                 self._queues.setdefault(item.user, collections.deque()).append((self._seq, item))
                 self._seq += 1
+            self._cond.notify_all()
+
+    def put_front(self, item) -> None:
+        """Put a started item (a request's remaining chunks) back at the head of its
+        user's queue: served before that user's later items, after other users' turns."""
+        with self._cond:
+            self._queues.setdefault(item.user, collections.deque()).appendleft((-1, item))
             self._cond.notify_all()
 
     def empty(self) -> bool:

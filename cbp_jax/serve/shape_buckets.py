@@ -1,5 +1,15 @@
-"""The batcher's shapes and joins: power-of-two buckets (what a request is priced and compiled
-at), rows per abandonable chunk, and putting a split request's parts back in row order."""
+"""The batcher's shapes and joins: power-of-two buckets (what a request is priced at), the
+fixed chunk shapes ("tiles") it is compiled and computed in, and putting a split request's
+parts back in row order.
+
+A tile is (rows Q, batch B, sequence S) with S a power of two >= 8, B a power of two and
+Q x B x S = TOKENS_PER_CHUNK (one candidate on B examples is one row; S over the chunk: Q =
+B = 1). A request of batch b and sequence s runs in the tile with S = bucket(s, 8) and B =
+min(bucket(b), TOKENS_PER_CHUNK // S): its batch is cut into tiles of B rows, its
+candidates fill the Q rows, padding rows fill the last chunk. So whatever the clients send,
+one adapter payload shape compiles at most `len(tile_shapes(max_seq_len))` programs (35 for
+S <= 512), every chunk costs the same time, and the worker can stop or switch between any
+two chunks."""
 
 from __future__ import annotations
 
@@ -17,24 +27,31 @@ def bucket(n: int, floor: int = 1) -> int:
     return 1 << (max(n, floor) - 1).bit_length()
 
 
-def row_bucket(n: int) -> int:
-    """Packed rows: a power of two up to 8, a multiple of 8 up to 64, then of 32 (compute is
-    linear in rows on CPU, so padding rows are pure waste there: <= 12.5% up to 64)."""
-    if n <= 8:
-        return bucket(n)
-    step = 8 if n <= 64 else 32
-    return -(-n // step) * step
-
-
 def padded_tokens(rows: int, batch: int, seq: int) -> int:
     """Tokens a request is priced in: P x B x S after padding to the shape buckets."""
     return rows * bucket(batch) * bucket(seq, 8)
 
 
-def chunk_rows(b: int, s: int) -> int:
-    """Rows (candidates) computed per chunk: a power of two with <= TOKENS_PER_CHUNK tokens
-    (at least 1); abandonment is checked between chunks."""
-    return 1 << (max(1, TOKENS_PER_CHUNK // (b * s)).bit_length() - 1)
+def tile(b: int, s: int, tokens: int = TOKENS_PER_CHUNK) -> tuple[int, int, int]:
+    """(rows Q, batch B, sequence S) of the chunk a request of batch b, sequence s runs in."""
+    seq = bucket(s, 8)
+    batch = min(bucket(b), max(1, tokens // seq))
+    return max(1, tokens // (seq * batch)), batch, seq
+
+
+def tile_shapes(max_seq: int, tokens: int = TOKENS_PER_CHUNK) -> list[tuple[int, int, int]]:
+    """Every tile a request of sequence <= max_seq can run in: the compiled shapes' bound."""
+    out, seq = [], 8
+    while seq <= bucket(max_seq, 8):
+        out += [tile(1 << k, seq, tokens) for k in range(max(1, tokens // seq).bit_length())]
+        seq *= 2
+    return out
+
+
+def chunks_of(p: int, b: int, s: int, tokens: int = TOKENS_PER_CHUNK) -> int:
+    """Chunks a request of population p, batch b, sequence s is computed in (alone)."""
+    q, batch, _ = tile(b, s, tokens)
+    return -(-p * -(-b // batch) // q)
 
 
 def gather(parent: concurrent.futures.Future, groups, shape) -> None:

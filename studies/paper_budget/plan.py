@@ -111,8 +111,22 @@ class PaperBudgetConfig:
 
     @property
     def name(self) -> str:
-        """The report's file stem: paper_budget for the default model, else with the model."""
-        return "paper_budget" if self.is_default_model else f"paper_budget_{self.model}"
+        """The table's name: paper_budget for the default model, else with the model."""
+        return "paper_budget" + self.suffix
+
+    @property
+    def suffix(self) -> str:
+        """Of the study's files: table.md, runs.jsonl for the default model, else
+        table_<model>.md, runs_<model>.jsonl."""
+        return "" if self.is_default_model else f"_{self.model}"
+
+    @property
+    def records_file(self) -> str:
+        return f"runs{self.suffix}.jsonl"
+
+    @property
+    def table_file(self) -> str:
+        return f"table{self.suffix}.md"
 
     @property
     def is_default_model(self) -> bool:

@@ -148,13 +148,13 @@ def beside_default(cfg, recs: dict, results: pathlib.Path, defaults: dict) -> li
     """For another model: each column's mean beside the default model's, read from the
     default model's committed records in `results` (nothing for the default model)."""
     base = dataclasses.replace(cfg, model=DEFAULT_MODEL)
-    path = results / f"{base.name}_runs.jsonl"
+    path = results / base.records_file
     if cfg.is_default_model or not path.exists():
         return []
     other = _by_cell(base, base.cells(), RecordStore(path, defaults=defaults))
     lines = [f"## Beside the default model ({DEFAULT_MODEL})", "",
              "Test accuracy %, mean ± std over the finished seeds (how many in brackets); "
-             f"the same protocol, k-shot sets and test subsets; `{base.name}.md` has "
+             f"the same protocol, k-shot sets and test subsets; `{base.table_file}` has "
              "the default model's runs.", "",
              f"| task | method | {DEFAULT_MODEL} | {cfg.model} |", "|---|---|---|---|"]  # fmt: skip
 
@@ -236,7 +236,7 @@ def status(cfg, cells, store: RecordStore) -> list[str]:
 
 
 def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
-    """Write `<cfg.name>.md` (and the curve PNGs) into `results`; returns the markdown path."""
+    """Write `cfg.table_file` (and the curve PNGs) into `results`; returns the markdown path."""
     recs = _by_cell(cfg, cells, store)
     gens = cfg.budget // cfg.population
     cmd, flags = "cbp-jax study paper_budget", _model_flags(cfg)
@@ -250,13 +250,13 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
         f"same budget): {gens} "
         f"CMA-ES generations at population {cfg.population} before dev evaluations. "
         f"Seeds {list(cfg.seeds)}; {done} of {total} planned runs finished. Generated from "
-        f"`studies/paper_budget/{cfg.name}_runs.jsonl` by `{cmd} table{flags}`; runs resume "
+        f"`studies/paper_budget/{cfg.records_file}` by `{cmd} table{flags}`; runs resume "
         f"with `{cmd} run{flags}`.",
         "",
     ]
     for task in cfg.tasks:
         lines += task_section(cfg, task, recs)
-        png = results / f"{cfg.name}_{task}_curve.png"
+        png = results / f"curve{cfg.suffix}_{task}.png"
         if curve_plot(cfg, task, recs, png):
             lines += [f"![test accuracy vs calls, {task}]({png.name})", ""]
     lines += beside_default(cfg, recs, results, store.defaults)
@@ -308,9 +308,9 @@ def write_report(cfg, cells, store: RecordStore, results: pathlib.Path):
     lines += [
         f"Commands: `{cmd} run{flags}` (all missing cells, resumable; "
         f"`--only financial_phrasebank/bbt` for a subset), then `{cmd} table{flags}`. "
-        "The reading: `paper_budget_reading.md`.",
+        "The reading: `reading.md`.",
         "",
     ]
-    out = results / f"{cfg.name}.md"
+    out = results / cfg.table_file
     out.write_text("\n".join(lines).rstrip() + "\n")
     return out

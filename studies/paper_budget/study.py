@@ -8,9 +8,9 @@
     cbp-jax study paper_budget run --ray [--ray-address HOST:6379] [--gpus-per-cell 1]
 
 `run` trains the sentiment generators it needs (stage 1), then runs every planned cell that
-has no committed record (studies/paper_budget/paper_budget_runs.jsonl), one process, the
+has no committed record (studies/paper_budget/runs.jsonl), one process, the
 model loaded once in the auto dtype, JAX's persistent compilation cache on; each finished
-run is appended to the records at once. `table` writes paper_budget.md and the curves from
+run is appended to the records at once. `table` writes table.md and the curves from
 the records only; `status` prints seeds done / planned per column and the CPU hours left.
 `stash` copies each unfinished run's newest ES checkpoint to stashes/paper_budget/ (commit
 it: checkpoints/ does not survive a machine); `run` restores a stash before it starts that
@@ -20,8 +20,8 @@ On a 2-core CPU, two `run --only <cell>` processes pinned one per core (`taskset
 `taskset -c 1`) do 1.3-1.4x the work per hour of one (studies/precision).
 `--results DIR` puts records and report in DIR (a run in a second git worktree, code kept
 still while the main checkout changes, appends straight to the main checkout's records).
-`--model` replicates the protocol on another registered model (paper_budget_<model>.md,
-paper_budget_<model>_runs.jsonl); its CBP columns use generators trained on that model.
+`--model` replicates the protocol on another registered model (table_<model>.md,
+runs_<model>.jsonl); its CBP columns use generators trained on that model.
 `run --ray` runs the missing cells as Ray tasks (`pip install -e '.[cluster]'`; a local Ray
 on this machine, or the cluster at `--ray-address`), one worker per `--cpus-per-cell` cores
 or `--gpus-per-cell` GPUs, each loading the model once; this process appends the records
@@ -90,7 +90,7 @@ def main(argv=None) -> None:
     only = tuple(c for c in args.columns.split(",") if c)
     cfg = PaperBudgetConfig(model=args.model, only_columns=only)
     cells = cfg.cells()
-    store = RecordStore(results / f"{cfg.name}_runs.jsonl", defaults=DEFAULTS)
+    store = RecordStore(results / cfg.records_file, defaults=DEFAULTS)
     from studies.paper_budget.report import status, write_report
 
     if args.command == "status":
