@@ -23,7 +23,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	touch $@
 
 # CBP-Tuning stage 2 with the shipped financial-domain generator (stage 1 made it with
-# `python experiments/cbp_domains.py train`; see checkpoints/README.md), as a user would run
+# `cbp-jax study cbp run --train-only`; see checkpoints/README.md), as a user would run
 # it: k-shot train and dev sets of 4 x 3 classes = 12 examples each, drawn in the task's own
 # class proportions (--kshot natural), float32, 200 test examples. Budget in BBT's unit (one
 # API call = one candidate prompt scored on the whole k-shot set): 82 calls = 4 CMA-ES

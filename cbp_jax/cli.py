@@ -11,8 +11,8 @@
 - `serve`: the provider as an HTTP service (cbp_jax/serve): per-user API keys and budgets
   in SQLite, candidate log-probs only, concurrent requests packed into one compiled call.
 - `study NAME run|table|status`: a study of the checkout (studies/NAME/, cli_study.py).
-- `post`, `rapt`: the POST and RAPT studies' `run` (or `table`); `table NAME`: a study or
-  any table script of experiments/ (cli_tables.py), each with its own options passed on.
+- `post`, `rapt`: the POST and RAPT studies' `run` (or `table`); `table NAME`: any study's
+  (cli_tables.py), each with its own options passed on.
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def main(argv=None) -> None:
         cli_study.dispatch(argv[1:])  # the study parses its own options
         return
     if argv[:1] and argv[0] in (*cli_tables.TABLE_VERBS, "table") and argv[1:2] != ["-h"]:
-        cli_tables.dispatch(argv)  # the script parses its own options
+        cli_tables.dispatch(argv)  # the study parses its own options
         return
     args = build_parser().parse_args(argv)
     args.func(args)

@@ -19,6 +19,8 @@ import ast
 import importlib
 import json
 import pathlib
+import re
+import shlex
 import sys
 
 import cbp_jax
@@ -76,6 +78,14 @@ def constants(name: str, root: pathlib.Path | None = None) -> dict[str, object]:
                 except ValueError:
                     pass
     return out
+
+
+def committed_run(md: pathlib.Path, name: str) -> list[str]:
+    """The arguments of the run a committed table names first (its "Command: `cbp-jax study
+    NAME run ARGS`" line): what its `table` regenerates by default. [] when it names none."""
+    text = md.read_text() if md.is_file() else ""
+    match = re.search(rf"^Command: `cbp-jax study {name} run ?([^`]*)`", text, re.M)
+    return shlex.split(match.group(1)) if match else []
 
 
 def record_count(folder: pathlib.Path) -> str:

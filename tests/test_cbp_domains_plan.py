@@ -1,20 +1,15 @@
-"""The CBP domain sweep's plan: which generator each run uses, and what it refuses.
+"""The cbp study's plan: which generator each run uses, and what it refuses.
 
 The leave-one-task-out claim rests on the held-out runs using a generator that never saw
 their task; these tests check the plan (no model is loaded, nothing is trained). The
 records side (cells, run records, tables from records) is in test_table_records.py.
 """
 
-import pathlib
-import sys
-
 import pytest
 
 from cbp_jax.data.tasks import domain_tasks
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "experiments"))
-import cbp_domains_report  # noqa: E402
-import cbp_sweep  # noqa: E402
+from studies.cbp import plan as cbp_sweep
+from studies.cbp import report as cbp_domains_report
 
 
 def test_held_out_runs_use_a_generator_trained_without_their_task():

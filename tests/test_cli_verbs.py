@@ -1,11 +1,13 @@
 """One command line: `cbp-jax --help` lists every verb; `cbp-jax run` is `python -m
-cbp_jax.run`; `post`, `rapt` and `table` pass their arguments on to a study or a script."""
+cbp_jax.run`; `post`, `rapt` and `table` pass their arguments on to a study."""
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
-from cbp_jax import cli, cli_study, cli_tables
+from cbp_jax import cli, cli_study
 from cbp_jax import run as run_mod
 
 VERBS = ("run", "zero-shot", "train-generator", "customize", "predict", "serve", "post", "rapt")
@@ -33,20 +35,26 @@ def test_run_verb_builds_the_same_config_as_the_module(monkeypatch, capsys):
 
 def test_table_verbs_pass_arguments_on(monkeypatch):
     calls = []
-    monkeypatch.setattr(cli_tables, "run_script", lambda name, argv: calls.append((name, argv)))
-    monkeypatch.setattr(cli_study, "dispatch", lambda argv: calls.append(("study", argv)))
+    monkeypatch.setattr(cli_study, "dispatch", lambda argv: calls.append(argv))
     cli.main(["post", "--quick", "--set", "tune.epochs=1"])
     cli.main(["rapt", "--", "--quick"])
     cli.main(["rapt", "table", "--set", "epochs=10"])
     cli.main(["table", "rapt_table", "--quick"])
     cli.main(["table", "bbt_table", "--seeds", "13"])
-    cli.main(["table", "cbp_domains", "all"])
+    cli.main(["table", "cbp_domains", "table"])
+    cli.main(["table", "precision_check", "table", "--model", "gemma3-270m"])
     assert calls == [
-        ("study", ["post", "run", "--quick", "--set", "tune.epochs=1"]),
-        ("study", ["rapt", "run", "--quick"]),
-        ("study", ["rapt", "table", "--set", "epochs=10"]),
-        ("study", ["rapt", "run", "--quick"]),
-        ("study", ["bbt", "run", "--seeds", "13"]),
-        ("cbp_domains", ["all"]),
+        ["post", "run", "--quick", "--set", "tune.epochs=1"],
+        ["rapt", "run", "--quick"],
+        ["rapt", "table", "--set", "epochs=10"],
+        ["rapt", "run", "--quick"],
+        ["bbt", "run", "--seeds", "13"],
+        ["cbp", "table"],
+        ["precision", "table", "--model", "gemma3-270m"],
     ]
-    assert "cbp_domains" in cli_tables.table_names()
+
+
+def test_table_of_an_unknown_study_names_the_known_ones(monkeypatch):
+    monkeypatch.chdir(pathlib.Path(__file__).resolve().parents[1])
+    with pytest.raises(SystemExit, match="no study 'bench_sweep'; known: .*rapt"):
+        cli.main(["table", "bench_sweep", "--quick"])

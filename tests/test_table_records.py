@@ -1,105 +1,57 @@
-"""The ported tables regenerate byte for byte from their committed records (no model runs).
+"""The studies' tables regenerate byte for byte from their committed records (no model runs).
 
-Each table script in experiments/ and each study's `table` writes its markdown from
-`<table>_runs.jsonl` only; the runs made before the papers' call unit are legacy records,
-rendered with their old-unit mark and a budget note in the papers' unit. (A changed config
+Each study's `table` writes its markdown from `<table>_runs.jsonl` only; the runs made before
+the papers' call unit are legacy records, rendered with their old-unit mark and a budget note
+in the papers' unit. (A changed config
 being refused is tested in test_experiment_layer.py.)
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import pathlib
-import re
-import sys
 
 import pytest
 
+from cbp_jax import cli_study
 from cbp_jax.experiment import legacy, tables
 from cbp_jax.experiment.records import RecordStore
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-EXPERIMENTS = ROOT / "experiments"
-RESULTS = EXPERIMENTS / "results"
-
-
 STUDIES = ROOT / "studies"
 
 
-def _command_args(md: pathlib.Path, study: str) -> list[str]:
-    """The arguments of the first "Command: `cbp-jax study <study> run ...`" line in md."""
-    match = re.search(rf"^Command: `cbp-jax study {study} run ?([^`]*)`", md.read_text(), re.M)
-    return match.group(1).split() if match else []
-
-
-# table script -> the markdown stems it writes from its records (stem_runs.jsonl each)
+# study -> the markdown stems `cbp-jax study NAME table [--stem STEM]` writes from its records
+# (stem_runs.jsonl each, but ablations: one store), each with the arguments of the run it names
+# on its first `Command:` line (it grows as cells run; none: legacy records only)
 CBP = ("cbp", "cbp_budget8000", "cbp_budget8000_held_out", "cbp_budget8000_margin2",
        "cbp_budget8000_natural", "cbp_gpu", "cbp_natural_held_out", "cbp_permuted_held_out",
        "cbp_sentiment", "cbp_task_vectors")  # fmt: skip
 ABLATIONS = ("ablations_gpu_sigma", "ablations_gpu_population", "ablations_cpu_dims", "ablations")
-PORTED = {
-    "cbp_domains": CBP,
-    "cbp_generator_spread": ("cbp_generator_spread",),
-}
-TABLE_ARGS = {
-    "cbp_domains": ["table", "--results-name"],
-    "cbp_generator_spread": [
-        "--table-only",
-        "--extra",
-        "shipped (seed 0, another machine)=checkpoints/shipped/financial-generator",
-    ],
-}
-RECORDS = {"ablations": "ablations_runs.jsonl"}  # one store for all its stems
-# study -> the markdown stems `cbp-jax study NAME table [--stem STEM]` writes from its records,
-# each with the arguments of the run it names on its first `Command:` line (it grows as cells
-# run; none: legacy records only)
-STUDY_TABLES = {"rapt": ("rapt",), "post": ("post",), "ablations": ABLATIONS, "bbt": ("bbt",)}
+STUDY_TABLES = {"rapt": ("rapt",), "post": ("post",), "ablations": ABLATIONS, "bbt": ("bbt",),
+                "cbp": CBP, "generator_spread": ("cbp_generator_spread",)}  # fmt: skip
+STEMS = [(s, t) for s, ts in STUDY_TABLES.items() for t in ts]
 
 
-def _records(script: str, stem: str) -> pathlib.Path:
-    folder = STUDIES / script if script in STUDY_TABLES else RESULTS
-    return folder / RECORDS.get(script, f"{stem}_runs.jsonl")
+def _records(study: str, stem: str) -> pathlib.Path:
+    name = "ablations_runs.jsonl" if study == "ablations" else f"{stem}_runs.jsonl"
+    return STUDIES / study / name
 
 
-def _script(name):
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
-
-
-@pytest.mark.parametrize("script,stem", [(s, t) for s, ts in PORTED.items() for t in ts])
-def test_table_regenerates_byte_identically(script, stem, tmp_path, monkeypatch):
-    mod = _script(script)
-    records = RESULTS / RECORDS.get(script, f"{stem}_runs.jsonl")
-    assert RecordStore(records).records, f"{records.name} has no records"
-    (tmp_path / records.name).write_text(records.read_text())  # all it may read
-    monkeypatch.setattr(mod, "RESULTS", tmp_path)  # and where it writes
-    if hasattr(mod, "RECORDS"):
-        monkeypatch.setattr(mod, "RECORDS", tmp_path / records.name)
-    args = TABLE_ARGS[script]
-    mod.main(args + [stem] if args[-1] in ("--results-name", "--stem") else args)
-    assert (tmp_path / f"{stem}.md").read_text() == (RESULTS / f"{stem}.md").read_text()
-
-
-@pytest.mark.parametrize("name,stem", [(s, t) for s, ts in STUDY_TABLES.items() for t in ts])
+@pytest.mark.parametrize("name,stem", STEMS)
 def test_study_table_regenerates_byte_identically(name, stem, tmp_path):
     from cbp_jax.cli import main as cli_main
 
     records, md = _records(name, stem), STUDIES / name / f"{stem}.md"
     assert RecordStore(records).records, f"{records.name} has no records"
     (tmp_path / records.name).write_text(records.read_text())  # all it may read
-    args = _command_args(md, name) + (["--stem", stem] if stem != name else [])
+    args = cli_study.committed_run(md, name)  # rapt and post default to theirs
+    args += ["--stem", stem] if len(STUDY_TABLES[name]) > 1 else []
     cli_main(["study", name, "table", *args, "--results", str(tmp_path)])
     assert (tmp_path / f"{stem}.md").read_text() == md.read_text()
 
 
-BOTH = [(s, t) for tables in (PORTED, STUDY_TABLES) for s, ts in tables.items() for t in ts]
-
-
-@pytest.mark.parametrize("script,stem", BOTH)
+@pytest.mark.parametrize("script,stem", STEMS)
 def test_legacy_records_are_marked_and_sourced(script, stem):
     store = RecordStore(_records(script, stem))
     old = [r for r in store.records.values() if r.get("legacy") and r["config"]["table"] == stem]
@@ -111,45 +63,17 @@ def test_legacy_records_are_marked_and_sourced(script, stem):
         assert r["commit"] not in ("unknown", "uncommitted")
 
 
-def _md(tmp_path, body: str) -> pathlib.Path:
-    md = tmp_path / "t.md"
-    md.write_text(body)
-    return md
-
-
-def test_legacy_row_rendered_with_old_unit_mark_and_budget(tmp_path):
-    md = _md(tmp_path, "# T\n\ntext\n\n| method | acc |\n|---|---|\n| BBT | 0.733 ± 0.02 |\n")
-    budget = legacy.budget_conversion(1000, 20, {"financial_phrasebank": 24})
-    recs = legacy.import_markdown(md, tmp_path, "t", budget)
-    assert recs[1]["result"]["cells"] == ["BBT", "0.733 ± 0.02"]
-    assert recs[1]["result"]["numbers"] == [[], ["0.733", "0.02"]]
-    assert budget["per_task"]["financial_phrasebank"] == {
-        "train_examples": 24, "papers_calls_at_most": 41, "generations_at_most": 2}  # fmt: skip
-    text = legacy.render(recs, "t")
-    assert "| BBT (old unit) | 0.733 ± 0.02 |" in text
-    assert "per-example (old)" in text and "<= 41 calls, <= 2 generations" in text
-    # without a budget (white-box runs): marked legacy, no unit conversion
-    recs = legacy.import_markdown(md, tmp_path, "t", None)
-    assert "| BBT (legacy) |" in legacy.render(recs, "t")
-
-
-def test_render_is_a_function_of_the_records(tmp_path):
-    md = _md(tmp_path, "# T\n\n| a | b |\n|---|---|\n| x | 1 |\n| x | 2 |\n\ntail")
-    store = RecordStore(tmp_path / "t_runs.jsonl")
-    n = tables.import_legacy(store, tables.LegacyTable("t", None), tmp_path, tmp_path)
-    assert (
-        n == 3
-        and tables.import_legacy(store, tables.LegacyTable("t", None), tmp_path, tmp_path) == 0
-    )
-    again = RecordStore(tmp_path / "t_runs.jsonl")  # what a fresh clone reads
-    text = tables.render_table(again, "t")
-    assert text.endswith("| x (legacy) | 1 |\n| x (legacy) | 2 |\n\ntail")
-    assert tables.render_table(again, "t", "# new\n").startswith("# new\n\n# T\n")
-    lines = (tmp_path / "t_runs.jsonl").read_text().splitlines()
-    assert all(json.loads(x)["legacy"] for x in lines)
-    md.write_text(text)  # a rendered file is not imported twice
-    with pytest.raises(ValueError, match="already rendered"):
-        legacy.import_markdown(md, tmp_path, "t", None)
+def test_legacy_rows_are_rendered_with_their_mark_and_budget():
+    """Black-box runs: the old-unit mark and their budget in the papers' unit; white-box runs
+    (no API calls): the legacy mark and no conversion."""
+    bbt = list(RecordStore(STUDIES / "bbt" / "bbt_runs.jsonl").records.values())
+    text = legacy.render(bbt, "bbt")
+    assert "| BBT (old unit) | 0.7332" in text and "per-example (old)" in text
+    assert "sst2: B = 32, <= 375 calls, <= 18 generations" in text
+    rapt = list(RecordStore(STUDIES / "rapt" / "rapt_runs.jsonl").records.values())
+    text = legacy.render(rapt, "rapt")
+    assert "| zero-shot (legacy) | 0.718" in text and "call unit does not apply" in text
+    assert "(old unit)" not in text
 
 
 def test_ablation_json_records_give_the_tables_cells():
@@ -174,10 +98,10 @@ def test_ablation_json_records_give_the_tables_cells():
 def test_cbp_report_reads_new_runs_from_records_only(tmp_path):
     """A new (papers'-unit) run is a record of a repo-relative cell; the report shows it."""
     from cbp_jax.experiment.layer import run_cells
+    from studies.cbp import report
+    from studies.cbp import study as cbp
 
-    cbp = _script("cbp_domains")
-    report = _script("cbp_domains_report")
-    cfg = _script("cbp_sweep").SweepConfig(
+    cfg = cbp.SweepConfig(
         domains=("financial",), leave_one_out=(), seeds=(0,), methods=("zero_shot", "bbt", "cbp")
     )
     cells = cbp.cells(cfg)
@@ -247,10 +171,11 @@ def test_get_or_run_records_a_sub_run_once(tmp_path):
 
 
 def test_models_table_regenerates_from_its_record(tmp_path, monkeypatch):
-    mod = _script("models_zero_shot")
-    md = RESULTS / "models.md"
+    from studies.models import study as mod
+
+    md = STUDIES / "models" / "models.md"
     (tmp_path / "models.md").write_text(md.read_text().replace(mod.BEGIN, mod.BEGIN + "\nstale"))
-    mod.write_table(json.loads((RESULTS / "models.json").read_text()), tmp_path / "models.md")
+    mod.write_table(json.loads(md.with_suffix(".json").read_text()), tmp_path / "models.md")
     assert (tmp_path / "models.md").read_text() == md.read_text()
 
 
@@ -273,19 +198,22 @@ def test_paper_budget_reports_regenerate_from_their_records(model_args, tmp_path
 
 
 @pytest.mark.parametrize("model_args", [[], ["--model", "gemma3-270m"]])
-def test_precision_check_reports_regenerate_from_their_records(model_args, tmp_path, monkeypatch):
-    mod = _script("precision_check")
+def test_precision_check_reports_regenerate_from_their_records(model_args, tmp_path):
+    from cbp_jax.cli import main as cli_main
+
     stem = "precision_check" + (f"_{model_args[1]}" if model_args else "")
-    records = RESULTS / f"{stem}_runs.jsonl"
+    records = STUDIES / "precision" / f"{stem}_runs.jsonl"
     (tmp_path / records.name).write_text(records.read_text())
-    monkeypatch.setattr(mod, "RESULTS", tmp_path)
-    mod.main([*model_args, "table"])
-    assert (tmp_path / f"{stem}.md").read_text() == (RESULTS / f"{stem}.md").read_text()
+    cli_main(["study", "precision", "table", *model_args, "--results", str(tmp_path)])
+    assert (tmp_path / f"{stem}.md").read_text() == (records.parent / f"{stem}.md").read_text()
 
 
 def test_es_vs_pycma_table_regenerates_from_its_record(tmp_path):
-    mod = _script("es_vs_pycma")
-    record = RESULTS / "es_vs_pycma_runs.jsonl"
+    from cbp_jax.cli import main as cli_main
+
+    record = STUDIES / "es_vs_pycma" / "es_vs_pycma_runs.jsonl"
     (tmp_path / record.name).write_text(record.read_text())  # all it may read
-    mod.main(["--table", "--results", str(tmp_path)])
-    assert (tmp_path / "es_vs_pycma.md").read_text() == (RESULTS / "es_vs_pycma.md").read_text()
+    cli_main(["study", "es_vs_pycma", "table", "--results", str(tmp_path)])
+    assert (tmp_path / "es_vs_pycma.md").read_text() == (
+        record.parent / "es_vs_pycma.md"
+    ).read_text()

@@ -1,26 +1,24 @@
 """Legacy records: the numbers of tables run before the papers' call unit, kept as records.
 
 The tables made before the budget unit changed (one API call = one candidate on ONE example,
-"per-example (old)") are not rerun. Their numbers are imported from the committed markdown
-into the table's `<table>_runs.jsonl`, marked `"legacy": true`, with the old unit, the
-source file and the commit it was read from, and the table is rendered back from those
-records only. What is stored is what the table showed, cell by cell as text (no number is
-recomputed, rounded or invented); `numbers` repeats the cell's figures parsed from that text.
-A legacy row is rendered with its mark (`LEGACY_MARK`), and the table gets a generated note
+"per-example (old)") are not rerun. Their numbers were imported once from the committed
+markdown into the table's `<table>_runs.jsonl` (the importer went once every table was in;
+each record names the `source` file and the `commit` it was read from), marked
+`"legacy": true`, with the old unit, and the table is rendered back from those records only.
+What is stored is what the table showed, cell by cell as text (no number is recomputed,
+rounded or invented); `numbers` repeats the cell's figures parsed from that text. A legacy
+row is rendered with its mark (`LEGACY_MARK`), and the table gets a generated note
 converting its budget to the papers' unit where it can be computed (`budget_note`).
 
 Layout: one document record (`legacy/<stem>/document`: the file's lines with each table's
 body rows replaced by a `{{rows N}}` marker) and one record per body row
-(`legacy/<stem>/tN/<first cell>`).
-"""
+(`legacy/<stem>/tN/<first cell>`); raw per-seed numbers of a committed JSON file as
+`legacy/<stem>/json/<task>`."""
 
 from __future__ import annotations
 
 import pathlib
 import re
-import subprocess
-
-from cbp_jax.experiment.identity import config_hash
 
 LEGACY_UNIT = "per-example (old)"
 NO_CALLS = "none (no API-call budget)"
@@ -28,97 +26,10 @@ LEGACY_MARK = " (old unit)"
 NO_BUDGET_MARK = " (legacy)"
 _MARKER = re.compile(r"^\{\{rows (\d+)\}\}$")
 _PLOT = re.compile(r"`([\w.-]+\.png)`")
-_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
-
-
-def source_commit(path: pathlib.Path, root: pathlib.Path) -> str:
-    """The last commit that changed `path` (the version the numbers were read from)."""
-    try:
-        out = subprocess.run(
-            ["git", "log", "-1", "--format=%H", "--", str(path.relative_to(root))],
-            cwd=root, capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError, ValueError):
-        return "unknown"
-    return out or "uncommitted"
-
-
-def budget_conversion(calls: int, population: int, train_examples: dict[str, int]) -> dict:
-    """An old-unit budget in the papers' unit, per task: at most calls // B papers' calls
-    and calls // (P x B) generations (B = k-shot train examples; dev calls came out of the
-    same budget, so both are upper bounds)."""
-    per_task = {
-        t: {
-            "train_examples": b,
-            "papers_calls_at_most": calls // b,
-            "generations_at_most": calls // (population * b),
-        }
-        for t, b in sorted(train_examples.items())
-    }
-    return {"calls_old_unit": calls, "population": population, "per_task": per_task}
-
-
-def _cells(line: str) -> list[str]:
-    return [c.strip() for c in line.strip()[1:-1].split(" | ")]
 
 
 def _row_line(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
-
-
-def _record(name: str, config: dict, result: dict, source: str, commit: str,
-            unit: str = LEGACY_UNIT) -> dict:  # fmt: skip
-    return {
-        "name": name,
-        "id": config_hash(config),
-        "config": config,
-        "commit": commit,
-        "dtype": "unknown",
-        "legacy": True,
-        "call_unit": unit,
-        "source": source,
-        "result": result,
-    }
-
-
-def import_markdown(md: pathlib.Path, root: pathlib.Path, stem: str, budget: dict | None):
-    """Legacy records of one committed markdown table file (document first, then rows).
-
-    budget: `budget_conversion(...)` of the runs behind it, or None when they had no API
-    budget (white-box methods); stored in the document record."""
-    source = str(md.relative_to(root))
-    commit, unit = source_commit(md, root), LEGACY_UNIT if budget is not None else NO_CALLS
-    lines = md.read_text().splitlines()
-    if any(line.startswith("> **Legacy records**") for line in lines):
-        raise ValueError(
-            f"{source} is already rendered from legacy records; import its git version"
-        )
-    doc, rows, table, i = [], [], -1, 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
-            table += 1
-            doc += [line, lines[i + 1], f"{{{{rows {table}}}}}"]
-            header, i = _cells(line), i + 2
-            seen: dict[str, int] = {}
-            while i < len(lines) and lines[i].startswith("|"):
-                cells = _cells(lines[i])
-                label = cells[0] or "-"
-                seen[label] = seen.get(label, 0) + 1
-                name = f"legacy/{stem}/t{table}/{label}"
-                name += f"#{seen[label]}" if seen[label] > 1 else ""
-                result = {"cells": cells, "numbers": [_NUMBER.findall(c) for c in cells]}
-                if _row_line(cells) != lines[i]:
-                    result["line"] = lines[i]  # spacing the cell split cannot give back
-                config = {"table": stem, "columns": header, "part": table, "row": len(rows)}
-                rows.append(_record(name, config, result, source, commit, unit))
-                i += 1
-            continue
-        doc.append(line)
-        i += 1
-    config = {"table": stem, "tables": table + 1}
-    result = {"lines": doc, "budget": budget, "trailing_newline": md.read_text().endswith("\n")}
-    return [_record(f"legacy/{stem}/document", config, result, source, commit, unit), *rows]
 
 
 def budget_note(budget: dict | None, source: str, commit: str) -> list[str]:

@@ -1,55 +1,21 @@
 """A table's markdown from its records: new runs' report first, then its legacy numbers.
 
-Shared by the table scripts in experiments/ (bbt, cbp*) and the studies (ablations, post,
-rapt): each keeps its plan and report format, and this module keeps the records side the
-same for all of them: `import_legacy` reads committed markdown into legacy records once
-(`legacy.py`), `write_table` writes `<stem>.md` from the records only, so a fresh clone
-regenerates it byte for byte, and `check_table` says whether the committed file is what the
-records give.
+Shared by the studies' tables (studies/*/study.py): each keeps its plan and report format,
+and this module keeps the records side the same for all of them: `write_table` writes
+`<stem>.md` from the records only (its legacy records rendered by `legacy.py`), so a fresh
+clone regenerates it byte for byte; `get_or_run` is one sub-run as a cell.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import pathlib
 
 from cbp_jax.experiment import legacy
 from cbp_jax.experiment.records import RecordStore
 
 
-@dataclasses.dataclass(frozen=True)
-class LegacyTable:
-    """One committed markdown table of legacy runs. budget: `legacy.budget_conversion(...)`
-    of its black-box runs, None when they had no API budget."""
-
-    stem: str
-    budget: dict | None
-
-
 def has_legacy(store: RecordStore, stem: str) -> bool:
     return f"legacy/{stem}/document" in store.records
-
-
-def append_raw(store: RecordStore, rec: dict) -> None:
-    """Append an already formed record (a legacy one) to the store's file."""
-    if rec["name"] in store.records:
-        raise ValueError(f"{store.path}: {rec['name']!r} is already recorded")
-    store.path.parent.mkdir(parents=True, exist_ok=True)
-    with store.path.open("a") as f:
-        f.write(json.dumps(rec, sort_keys=True) + "\n")
-    store.records[rec["name"]] = rec
-
-
-def import_legacy(store: RecordStore, table: LegacyTable, results: pathlib.Path,
-                  root: pathlib.Path) -> int:  # fmt: skip
-    """Import `<results>/<stem>.md` as legacy records unless already there; how many added."""
-    if has_legacy(store, table.stem):
-        return 0
-    recs = legacy.import_markdown(results / f"{table.stem}.md", root, table.stem, table.budget)
-    for rec in recs:
-        append_raw(store, rec)
-    return len(recs)
 
 
 def render_table(store: RecordStore, stem: str, new_section: str = "") -> str:
@@ -70,12 +36,6 @@ def write_table(store: RecordStore, stem: str, results: pathlib.Path,
     out = results / f"{stem}.md"
     out.write_text(render_table(store, stem, new_section))
     return out
-
-
-def check_table(store: RecordStore, stem: str, results: pathlib.Path,
-                new_section: str = "") -> bool:  # fmt: skip
-    """Whether the committed `<stem>.md` is exactly what the records give."""
-    return (results / f"{stem}.md").read_text() == render_table(store, stem, new_section)
 
 
 def legacy_summary(store: RecordStore) -> dict[str, int]:

@@ -3,7 +3,7 @@
     cbp-jax study post run            # the full table (days on a CPU)
     cbp-jax study post run --reduced  # the CPU-sized preset, e.g. --set tasks=sst2
     cbp-jax study post run --quick    # smoke run: 1 task, 1 seed, few steps
-    cbp-jax study post table --reduced  # post.md from the records, nothing run
+    cbp-jax study post table          # post.md from the records (its own run's preset)
 
 Teacher: smollm2-135m; the student (first + last block) is distilled once on public ag_news
 text (resumable, under <out>/student). The plan (plan.py: config, one (task, seed) cell of
@@ -26,6 +26,7 @@ import pathlib
 import shlex
 import shutil
 
+from cbp_jax.cli_study import committed_run
 from cbp_jax.experiment.identity import config_hash
 from cbp_jax.experiment.layer import run_cells
 from cbp_jax.experiment.records import RecordStore
@@ -83,6 +84,10 @@ def main(argv=None) -> None:
     p.add_argument("--set", nargs="*", default=[], help="overrides, e.g. tune.epochs=5")
     p.add_argument("--results", default=str(RESULTS), help="records and table live here")
     a = p.parse_args(argv)
+    if a.command == "table" and not (a.quick or a.reduced or a.set):  # post.md's own run
+        a = p.parse_args(
+            ["table", *committed_run(RESULTS / "post.md", "post"), "--results", a.results]
+        )
     cfg = apply_overrides(QUICK if a.quick else REDUCED if a.reduced else PostTableConfig(), a.set)
     dest, stem = (
         (pathlib.Path(cfg.out), "post_quick") if a.quick else (pathlib.Path(a.results), "post")

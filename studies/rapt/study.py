@@ -2,7 +2,7 @@
 
     cbp-jax study rapt run --set tasks=sst2 seeds=13 etas=40,100 epochs=5
     cbp-jax study rapt run --quick --results /tmp/rapt_smoke   # smoke run
-    cbp-jax study rapt table [--set ...]                        # run nothing
+    cbp-jax study rapt table [--set ...]     # run nothing (default: rapt.md's own run)
 
 Per task, seed and eta: prompt tuning, prefix tuning and LoRA on privatized text, each
 without reconstruction and with RAPT's (a head over the vocabulary recovering m PUBLIC plain
@@ -30,6 +30,7 @@ import shlex
 import jax
 import numpy as np
 
+from cbp_jax.cli_study import committed_run
 from cbp_jax.data.splits import kshot_splits
 from cbp_jax.data.tasks import get_task
 from cbp_jax.experiment.records import Cell, RecordStore
@@ -290,6 +291,10 @@ def main(argv=None) -> None:
     p.add_argument("--results", default=str(RESULTS), help="records and table live here")
     p.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. epochs=10")
     a = p.parse_args(argv)
+    if a.command == "table" and not (a.quick or a.set):  # the committed table's own run
+        a = p.parse_args(
+            ["table", *committed_run(RESULTS / "rapt.md", "rapt"), "--results", a.results]
+        )
     cfg = apply_overrides(TableConfig(**(QUICK if a.quick else {})), a.set)
     out = pathlib.Path(a.results)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
-"""The CBP domain sweep's tables and plot, from run records only (nothing is run).
+"""The cbp study's tables and plot, from run records only (nothing is run).
 
-`use_records` gives the report the sweep's records (cbp_domains.py reads them from the
-committed `<name>_runs.jsonl`); a planned run without a record counts as not finished.
+`use_records` gives the report the sweep's records (study.py reads them from the committed
+`<name>_runs.jsonl`); a planned run without a record counts as not finished.
 
 `table` writes per-domain rows (mean ± std over seeds of every method), the held-out
 section with its paired lines (per-seed differences on shared k-shot sets and test subsets,
@@ -15,11 +15,11 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
-from cbp_sweep import METHODS, SweepConfig, _small_pools, cell_name, planned, run_config
 
 from cbp_jax.data.tasks import domain_tasks
 from cbp_jax.run import RunConfig
 from cbp_jax.stats import paired_summary
+from studies.cbp.plan import METHODS, SweepConfig, _small_pools, cell_name, planned, run_config
 
 COLUMNS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning", "cbp_z0", "cbp")
 LABELS = {

@@ -1,11 +1,11 @@
-"""CBP held-out - BBT pooled over the held-out tasks of several `cbp_domains.py` sweeps.
+"""CBP held-out - BBT pooled over the held-out tasks of several sweeps of the cbp study.
 
-    python experiments/cbp_held_out_pooled.py
-    python experiments/cbp_held_out_pooled.py --sweep "" --sweep \
+    python -m studies.cbp.pooled            # from the checkout's root
+    python -m studies.cbp.pooled --sweep "" --sweep \
         "domains=sentiment leave_one_out=sst2,ag_news out=checkpoints/cbp_sentiment"
 
 Each --sweep is one sweep's SweepConfig overrides (k=v, space-separated; "" is the main
-table's defaults), optionally after `NAME:` (its records, experiments/results/NAME_runs.jsonl;
+table's defaults), optionally after `NAME:` (its records, studies/cbp/NAME_runs.jsonl;
 default: cbp). Reads run records only (nothing is run; legacy records, which keep only the
 tables' cells, have no per-seed results to pair): per held-out task the per-seed
 differences CBP held-out - BBT on shared k-shot sets and test subsets, then one t interval
@@ -18,22 +18,18 @@ from __future__ import annotations
 import argparse
 import pathlib
 import shlex
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-
-from cbp_domains_report import seed_diffs, use_records  # noqa: E402
-from cbp_sweep import SweepConfig  # noqa: E402
-
-from cbp_jax.experiment.records import RecordStore  # noqa: E402
-from cbp_jax.overrides import apply_overrides  # noqa: E402
-from cbp_jax.stats import paired_summary  # noqa: E402
+from cbp_jax.experiment.records import RecordStore
+from cbp_jax.overrides import apply_overrides
+from cbp_jax.stats import paired_summary
+from studies.cbp.plan import SweepConfig
+from studies.cbp.report import seed_diffs, use_records
 
 DEFAULT_SWEEPS = (
     "cbp:",
     "cbp_sentiment:domains=sentiment leave_one_out=sst2,ag_news out=checkpoints/cbp_sentiment",
 )
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+RESULTS = pathlib.Path(__file__).resolve().parent
 
 
 def held_out_diffs(sweeps: list[str]) -> dict[str, list[float] | None]:

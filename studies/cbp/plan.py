@@ -1,10 +1,10 @@
-"""The CBP domain sweep's configuration and plan: which runs, with which generator.
+"""The cbp study's configuration and plan: which runs, with which generator.
 
 `SweepConfig` fixes the protocol (domains, held-out tasks, seeds, shots, budget, ...);
 `generators()` names one stage-1 generator per domain plus one per held-out task (the
 domain without it); `planned()` lists every `RunConfig` in the order the sweep runs them.
-Nothing here loads a model or trains: `cbp_domains.py` runs the plan and
-`cbp_domains_report.py` reads its results.
+Nothing here loads a model or trains: study.py runs the plan and report.py reads its
+results.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from cbp_jax.data.splits import check_proportions
 from cbp_jax.data.tasks import domain_tasks
 from cbp_jax.run import LEGACY_STRATEGY, RunConfig
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # the checkout
 DOMAINS = ("financial", "medical", "commonsense")
 METHODS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning", "cbp")
 
