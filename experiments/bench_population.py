@@ -5,7 +5,7 @@ prompts on a batch of real SST-2 inputs (candidate-token log-probs at the answer
 - ours: the engine's scoring path, the service's `Oracle` in one jitted call over the whole
   population, the batch split into the engine's 4 length buckets (`Inputs.buckets`, as
   `run_blackbox` scores it); the soft prompt, shared by the batch, runs once per candidate
-  (`model.shared_prefix`). Also timed on one padded batch (`ours_one_batch`);
+  (`decoder.forward_shared_prompt`). Also timed on one padded batch (`ours_one_batch`);
 - torch loop: transformers PyTorch on the same GGUF weights, a Python loop over
   candidates, each a batched forward with `inputs_embeds` = [prompt; text] on the batch
   padded to its longest example (BBT's code); `torch_loop_buckets` runs the loop on our

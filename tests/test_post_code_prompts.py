@@ -11,7 +11,7 @@ import pytest
 from cbp_jax.data.batching import Inputs
 from cbp_jax.data.tasks import get_task
 from cbp_jax.model import LlamaConfig, init_params
-from cbp_jax.model.dispatch import forward
+from cbp_jax.model.decoder import forward
 from cbp_jax.post import DPConfig, accuracy, dp_tune_prompt, make_student
 from cbp_jax.post.audit import class_scores_of
 from cbp_jax.post.code_prompts import (

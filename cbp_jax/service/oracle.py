@@ -3,7 +3,7 @@
 `score_population` runs the whole population x batch in one call: each candidate's prompt
 is built by a provider-side adapter (identity for BBT's soft prompts, the prompt generator
 for CBP), the model runs with logits at the answer position only (a prompt shared by the
-whole batch, as in BBT/BBTv2, is computed once per candidate: `model.shared_prefix`), and
+whole batch, as in BBT/BBTv2, is computed once per candidate: `forward_shared_prompt`), and
 the log-softmax is read at the candidate token ids. Population is the leading axis (vmap,
 or lax.map in chunks for very large populations); shard it with `jax.sharding` from the outside.
 
