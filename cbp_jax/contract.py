@@ -8,7 +8,7 @@ service may raise are defined here too, so both sides (and both transports, in p
 HTTP) name them the same way. `ScoringAPI` is what any scoring service offers the user's
 engine: the in-process `service.ScoringService` and the HTTP `serve.client.RemoteService`.
 
-Cost (BBT's unit, METHODS.md): one API call = one candidate prompt scored on one batch of
+Cost (BBT's unit, docs/methods.md): one API call = one candidate prompt scored on one batch of
 examples, whatever the batch's size, so a request costs its population P in calls. The
 work is reported beside it: examples scored (P x B) and tokens scored (P x the real,
 unpadded text tokens of the batch).
@@ -135,7 +135,7 @@ class PublicInfo:
     hidden_size: int
     num_layers: int
     vocab_size: int
-    embedding_std: float  # BBT's projection scale uses it (METHODS.md)
+    embedding_std: float  # BBT's projection scale uses it (docs/methods.md)
     accepted_kinds: tuple[str, ...]
     tokenizer: Any
     hidden_std: tuple[float, ...] = ()

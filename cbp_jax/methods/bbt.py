@@ -1,4 +1,4 @@
-"""BBT and BBTv2 parameterisations for the black-box engine (METHODS.md, BBT).
+"""BBT and BBTv2 parameterisations for the black-box engine (docs/methods.md, BBT).
 
 BBT: one z in R^d, p = A z + p0, a T x D prefix prompt sent as a "prompt" request; the
 user sends A z and the provider adds p0, the embeddings of T real vocabulary tokens

@@ -1,4 +1,4 @@
-"""CBP-Tuning stage 2, user side (METHODS.md, CBP-Tuning).
+"""CBP-Tuning stage 2, user side (docs/methods.md, CBP-Tuning).
 
 The provider's side is elsewhere: stage 1 (training G and z0) is `train_generator` in
 cbp_train.py, the generator is saved and loaded by `prompts.artifact`, and served by

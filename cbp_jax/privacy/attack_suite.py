@@ -1,6 +1,6 @@
 """Every attack on d_chi-privatized text at one noise level, fitted on public text only.
 
-RAPT's privacy evaluation (METHODS.md, RAPT; issue 27): the user privatizes the private test
+RAPT's privacy evaluation (docs/methods.md, RAPT; issue 27): the user privatizes the private test
 text at `eta`, and the adversary, who holds PUBLIC text of another task privatized at the
 same eta, tries to recover or infer what was private:
 - token inversion of the privatized ids: identity (the noisy token is the original), the

@@ -1,4 +1,4 @@
-"""CBP-Tuning's prompt generator G (METHODS.md, CBP-Tuning).
+"""CBP-Tuning's prompt generator G (docs/methods.md, CBP-Tuning).
 
     I(X, z) = mean_pool(Emb(X)) + A z            A in R^{D x r}, random and fixed, z in R^r
     p       = L_U(GeLU(L_D(I)))                  L_D: D -> m, L_U: m -> t*D

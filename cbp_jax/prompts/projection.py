@@ -1,4 +1,4 @@
-"""BBT / BBTv2 random projection of a low-dimensional z to a soft prompt (METHODS.md, BBT).
+"""BBT / BBTv2 random projection of a low-dimensional z to a soft prompt (docs/methods.md, BBT).
 
 p = A z + p0 with z in R^d, A in R^{(T*D) x d}, A ~ N(0, s^2),
 s = alpha * std / (sqrt(d) * sigma): BBT's and BBTv2's code, std the word embeddings' for

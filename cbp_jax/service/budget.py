@@ -1,6 +1,6 @@
 """API-call accounting: one call = one candidate prompt scored on one batch of examples.
 
-This is BBT's unit (METHODS.md): the count is the population size of each request, whatever
+This is BBT's unit (docs/methods.md): the count is the population size of each request, whatever
 its number of examples, so scoring 20 candidates one by one or in one batch costs the same,
 20 calls. A request that would overrun the budget is refused whole, before any compute,
 with `BudgetExhaustedError`.

@@ -264,7 +264,7 @@ class Oracle:
 class CBPGenerator:
     """CBP-Tuning: the payload is a task vector z (P x R); the provider's prompt generator
     turns it and each example's mean-pooled input embeddings into that example's T x D
-    prompt (METHODS.md, CBP-Tuning). adapter_params: {"params", "A_DxR"} of a generator
+    prompt (docs/methods.md, CBP-Tuning). adapter_params: {"params", "A_DxR"} of a generator
     (`GeneratorArtifact.adapter_params()`); they never leave the provider."""
 
     task_dims: int

@@ -7,7 +7,7 @@
     cbp-jax study cbp run --tasks copa,arc_easy
     cbp-jax study cbp table [--results-name NAME]  # tables + plot from the records only
 
-For each domain (METHODS.md: commonsense, medical, financial) a generator is trained on the
+For each domain (docs/methods.md: commonsense, medical, financial) a generator is trained on the
 TRAIN pools of the domain's tasks (`cbp-jax train-generator`); for each leave-one-out task
 X another generator is trained on the domain without X. Then, per task and seed, zero-shot,
 BBT, BBTv2, white-box prompt tuning and CBP (stage 2 from z0; the same run reports z0's
