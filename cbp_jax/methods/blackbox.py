@@ -10,23 +10,12 @@ generation is written, and the state is checkpointed with Orbax, so a killed run
 the same result. That driver, `run_es`, is BBTv2's too (bbtv2.py: one unit is a round of
 per-layer generations); checkpoint, log and progress are the one loop's (`cbp_jax.loop`).
 
-API calls, as BBT counts them (METHODS.md). One call = one candidate prompt scored on one
-batch of the user's k-shot set (train or dev), whatever its number of examples: a
-generation costs P calls (not P x B), one dev evaluation of the ES mean costs 1. How this
-maps to BBT's code (txsun1997/Black-Box-Tuning, bbt.py, serial mode, the default): each
-CMA-ES candidate is one `LMForwardAPI.eval` call, one forward of the whole k-shot train
-batch, and `num_call` grows by one; pycma runs `maxiter = budget // popsize` generations,
-so 8000 calls at population 20 are 400 generations. BBT scores the dev set every
-`eval_every` = 100 calls (every 5 generations at P = 20), on the candidate just scored, and
-keeps the best prompt on dev. Where this engine differs:
-- dev evaluations are API calls here, charged within `budget` and reported apart
-  (`dev_calls`); BBT does not count them. With `chunk` = 5 (dev every 5 generations, as BBT)
-  8000 calls at P = 20 buy 395 generations and 80 dev evaluations (one of the start point),
-  7980 calls; `calls.plan` gives the numbers for any budget;
-- dev scores the ES mean after each chunk (BBT: the latest candidate), and the start
-  point is scored too (`eval_init`), so the kept prompt can be z0 itself;
-- BBT's `--parallel` mode, which counts a whole population as one call (maxiter = budget),
-  is not used: calls here are always per candidate, batched or not.
+API calls as BBT counts them (docs/methods.md maps them to BBT's code): one call is one
+candidate scored on one batch of the user's k-shot set (train or dev), whatever its size; a
+generation costs P calls, a dev evaluation of the ES mean 1, charged within `budget` and
+reported apart (`dev_calls`). `calls.plan` gives the schedule (8000 calls at P = 20, chunk 5:
+395 generations and 80 dev evaluations, the start point's included). The start point is
+scored too (`eval_init`), so the kept prompt can be z0 itself.
 Length buckets only save padding: one bucketed batch is one oracle call, P calls.
 """
 
