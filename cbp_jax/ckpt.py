@@ -57,39 +57,6 @@ class Checkpointer:
         self._manager.close()
 
 
-class StepLog:
-    """The per-step JSONL log of a resumable training run (`<run_dir>/log.jsonl`).
-
-    `StepLog(run_dir, step)` keeps the rows up to the restored `step` (a killed run may have
-    logged past its last checkpoint) and rewrites the file to them; `append(row)` adds a row
-    and flushes it. `run_dir=None` keeps the rows in memory only. `history` is every row.
-    """
-
-    def __init__(self, run_dir: str | pathlib.Path | None, step: int = 0):
-        self.path = None if run_dir is None else pathlib.Path(run_dir) / "log.jsonl"
-        self.history: list[dict] = []
-        self._file = None
-        if self.path is None:
-            return
-        if step > 0 and self.path.exists():
-            rows = [json.loads(x) for x in self.path.read_text().splitlines()]
-            self.history = [r for r in rows if r["step"] <= step]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.history))
-        self._file = self.path.open("a")
-
-    def append(self, row: dict) -> None:
-        self.history.append(row)
-        if self._file is not None:
-            self._file.write(json.dumps(row) + "\n")
-            self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
 # ---------------------------------------------------------------------------- arrays + meta.json
 
 

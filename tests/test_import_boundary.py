@@ -21,6 +21,7 @@ SHARED = (
     "cbp_jax.model",
     "cbp_jax.data",
     "cbp_jax.ckpt",
+    "cbp_jax.loop",  # the one training loop: state, checkpoint, resume, log, progress
     "cbp_jax.sharding",
     "cbp_jax.distributed",
     "cbp_jax.stats",

@@ -17,37 +17,42 @@ has std alpha x s_l / (sqrt(d) x sigma), s_l the provider's published hidden-sta
 entering layer l (`PublicInfo.hidden_std`; the word embeddings' for layer 0); BBTv2 runs
 alpha = sigma = 0.2 and CMA-ES sigma0 = 0.2 (set `BlackBoxConfig.sigma0` to it).
 A_l is regenerated from its key inside the compiled round (L x d x T x D floats would not
-fit in memory for 30 layers). A killed run resumes from its Orbax checkpoint after the
-last finished round.
+fit in memory for 30 layers). Each layer's step is the engine's one generation
+(`generation.generation`, the payload A_l z in layer l of the deep prompt) and a round runs
+under the black-box engine's driver (`blackbox.run_es`, one unit = one round), so budget,
+dev selection, log and checkpoint are the engine's: a killed run resumes from its Orbax
+checkpoint after the last finished round.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
-from cbp_jax.ckpt import Checkpointer
 from cbp_jax.data.batching import Inputs
 from cbp_jax.es import make_strategy
-from cbp_jax.methods.blackbox import BlackBoxConfig, BlackBoxResult, replaces
-from cbp_jax.methods.calls import CallLedger
-from cbp_jax.methods.chunked_scoring import oracle_scores
-from cbp_jax.methods.losses import accuracy, get_loss
+from cbp_jax.methods.blackbox import (
+    BlackBoxConfig,
+    BlackBoxResult,
+    ESMethod,
+    Parameterization,
+    make_eval_fn,
+    run_es,
+)
+from cbp_jax.methods.calls import schedule
+from cbp_jax.methods.generation import generation
+from cbp_jax.methods.losses import get_loss
 from cbp_jax.prompts.projection import ProjectionConfig, project, random_projection
 
 
 def bbtv2_plan(budget: int, population: int, num_layers: int, eval_init: bool = True):
-    """(rounds, dev evaluations) a budget buys: L x P + 1 calls per round, 1 for the start."""
-    per_round = num_layers * population + 1
-    start = 1 if eval_init and budget >= 1 + per_round else 0
-    rounds = (budget - start) // per_round
-    return rounds, rounds + start
+    """(rounds, dev evaluations) a budget buys: L x P + 1 calls per round, 1 for the start
+    (`calls.schedule` with one round per chunk, as `run_es` runs it)."""
+    return schedule(budget, num_layers * population, 1, 1, eval_init)[:2]
 
 
 def layer_stds(info, layers) -> np.ndarray:
@@ -65,25 +70,23 @@ def layer_stds(info, layers) -> np.ndarray:
 def _make_fns(es, es_params, proj: ProjectionConfig, d: int, cfg: BlackBoxConfig):
     loss_fn = get_loss(cfg.loss)
 
+    def payload(payload_params, z_PxR):  # layer l's population, the other layers fixed
+        base_LxTxD, a_RxTD, l = payload_params
+        n_l, p = base_LxTxD.shape[0], z_PxR.shape[0]
+        deep = jnp.broadcast_to(base_LxTxD[:, None], (n_l, p, *base_LxTxD.shape[1:]))
+        return deep.at[l].set(project(a_RxTD, z_PxR, d))
+
+    param = Parameterization("deep_prompt", proj.num_dims, payload)
+
     def layer_step(carry, xs, oracle, data):
         base_LxTxD, key = carry
         state, l, a_key, std = xs
         a_RxTD = random_projection(a_key, proj, d, std)
-        key, k_ask, k_tell = jax.random.split(key, 3)
-        z_PxR, state = es.ask(k_ask, state, es_params)
-        n_l, p = base_LxTxD.shape[0], z_PxR.shape[0]
-        deep = jnp.broadcast_to(base_LxTxD[:, None], (n_l, p, *base_LxTxD.shape[1:]))
-        deep = deep.at[l].set(project(a_RxTD, z_PxR, d))
-        buckets, labels = data
-        scores = oracle_scores(oracle, deep, buckets, cfg.score_reduce)
-        losses_P = loss_fn(scores, labels)
-        state, _ = es.tell(k_tell, z_PxR, losses_P, state, es_params)
+        (state, key), metrics = generation(
+            es, es_params, param, loss_fn, cfg.score_reduce, (state, key), oracle,
+            (base_LxTxD, a_RxTD, l), data,
+        )  # fmt: skip
         base_LxTxD = base_LxTxD.at[l].set(project(a_RxTD, state.best_solution[None], d)[0])
-        metrics = {
-            "loss_mean": losses_P.mean(),
-            "loss_min": losses_P.min(),
-            "acc_max": accuracy(scores, labels).max(),
-        }
         return (base_LxTxD, key), (state, metrics)
 
     @jax.jit
@@ -93,13 +96,7 @@ def _make_fns(es, es_params, proj: ProjectionConfig, d: int, cfg: BlackBoxConfig
         )
         return states, base, key, metrics
 
-    @jax.jit
-    def evaluate(base, oracle, data):
-        buckets, labels = data
-        scores = oracle_scores(oracle, base[:, None], buckets, cfg.score_reduce)
-        return loss_fn(scores, labels)[0], accuracy(scores, labels)[0]
-
-    return round_fn, evaluate
+    return round_fn, make_eval_fn(lambda deep, _: deep[:, None], cfg)
 
 
 def run_bbtv2(
@@ -145,79 +142,44 @@ def run_bbtv2(
     round_fn, evaluate = _make_fns(es, es_params, proj, d, cfg)
     oracle = service.oracle("deep_prompt")
     train_d, dev_d = train.buckets(cfg.buckets), dev.buckets(cfg.buckets)
-    n_dev = dev.tokens_BxS.shape[0]
-    best = {"deep": np.asarray(base), "acc": -1.0, "loss": float("inf")}
-    rnd, ledger, history, start_dev_acc, key = 0, CallLedger(), [], None, key_run
-    ckpt = Checkpointer(run_dir) if run_dir is not None else None
-    log_path = pathlib.Path(run_dir) / "log.jsonl" if run_dir is not None else None
 
-    def state_tree():
-        return {"es": states, "key": jax.random.key_data(key), "base": base, "best": best["deep"]}
+    def advance(tree, _):
+        states, base, key, metrics = round_fn(
+            tree["es"], tree["base"], tree["key"], xs, oracle, train_d
+        )
+        return {**tree, "es": states, "key": key, "base": base}, metrics
 
-    def save():
-        if ckpt is not None:
-            meta = {"round": rnd, "ledger": ledger.as_dict(), "best_acc": best["acc"]}
-            meta.update(best_loss=best["loss"], start_dev_acc=start_dev_acc)
-            ckpt.save(rnd, state_tree(), meta)
-            log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    def rows(done, _, metrics):
+        r = done + 1
+        return [
+            {
+                "round": r,
+                "generation": r,
+                "layer": l,
+                **{k: float(v[j]) for k, v in metrics.items()},
+            }
+            for j, l in enumerate(layers)
+        ]
 
-    if ckpt is not None and ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(state_tree())
-        states, base = state["es"], state["base"]
-        key = jax.random.wrap_key_data(state["key"])
-        best = {
-            "deep": np.asarray(state["best"]),
-            "acc": meta["best_acc"],
-            "loss": meta["best_loss"],
-        }
-        rnd, ledger = meta["round"], CallLedger(**meta["ledger"])
-        start_dev_acc = meta["start_dev_acc"]
-        service.reserve(ledger.calls)  # calls made before the interruption still count
-        history = [json.loads(x) for x in log_path.read_text().splitlines()]
-        history = [h for h in history if h["round"] <= rnd]
-    if cfg.eval_init and ledger.calls == 0 and cfg.budget >= 1 + per_round:
-        service.reserve(1)
-        dev_loss, dev_acc = (float(x) for x in evaluate(base, oracle, dev_d))
-        ledger.charge(dev, dev=True)
-        best.update(acc=dev_acc, loss=dev_loss)
-        start_dev_acc = dev_acc
-        save()
-    total = rnd + (cfg.budget - ledger.calls) // per_round
-    bar = tqdm(total=total, initial=rnd, desc=f"BBTv2 {n} layers", disable=not progress)
-    while cfg.budget - ledger.calls >= per_round:
-        service.reserve(per_round)
-        states, base, key, metrics = round_fn(states, base, key, xs, oracle, train_d)
-        dev_loss, dev_acc = (float(x) for x in evaluate(base, oracle, dev_d))
-        rnd += 1
-        metrics = jax.tree.map(np.asarray, metrics)
-        for j, l in enumerate(layers):
-            ledger.charge(train, cfg.population)
-            row = {"round": rnd, "generation": rnd, "layer": l}
-            history.append({**row, **{k: float(v[j]) for k, v in metrics.items()}})
-            history[-1].update(ledger.as_dict())
-        ledger.charge(dev, dev=True)
-        history[-1].update(dev_loss=dev_loss, dev_acc=dev_acc, **ledger.as_dict())
-        if replaces(dev_acc, dev_loss, best, n_dev, cfg.dev_margin):
-            best = {"deep": np.asarray(base), "acc": dev_acc, "loss": dev_loss}
-        save()
-        bar.update(1)
-        bar.set_postfix(loss=f"{metrics['loss_mean'].mean():.3f}", dev_acc=f"{dev_acc:.3f}")
-    bar.close()
-    if ckpt is not None:
-        ckpt.close()
-    totals = dict(
-        calls_used=ledger.calls,
-        generations=rnd,
-        start_dev_acc=start_dev_acc,
-        dev_calls=ledger.dev_calls,
-        examples_scored=ledger.examples_scored,
-        tokens_scored=ledger.tokens_scored,
+    method = ESMethod(
+        tree={"es": states, "key": key_run, "base": base, "best": np.asarray(base)},
+        advance=advance,
+        kept=lambda tree: tree["base"],
+        evaluate=lambda deep: evaluate(deep, oracle, None, dev_d),
+        rows=rows,
+        unit_calls=n * cfg.population,
+        chunk=1,
+        step_key="round",
+        best_key="best",
+        desc=f"BBTv2 {n} layers",
     )
+    tree, history, totals = run_es(
+        service, method, train, dev, cfg, run_dir=run_dir, progress=progress
+    )
+    states = tree["es"]
     results = [
         BlackBoxResult(
             best_z=np.asarray(states.best_solution[j]),
-            best_dev_acc=best["acc"],
-            best_dev_loss=best["loss"],
             final_mean=np.asarray(states.mean[j]),
             history=[h for h in history if h["layer"] == l],
             layer=l,
@@ -225,4 +187,4 @@ def run_bbtv2(
         )
         for j, l in enumerate(layers)
     ]
-    return best["deep"], results
+    return np.asarray(tree["best"]), results

@@ -7,48 +7,39 @@ batch) -> loss with the user's own labels -> tell. Generations run under `lax.sc
 chunks; between chunks (Python) the service is charged for the chunk's calls before it
 runs, the ES mean is scored on the k-shot dev set (the best is kept), a JSONL log line per
 generation is written, and the state is checkpointed with Orbax, so a killed run resumes to
-the same result.
+the same result. That driver, `run_es`, is BBTv2's too (bbtv2.py: one unit is a round of
+per-layer generations); checkpoint, log and progress are the one loop's (`cbp_jax.loop`).
 
-API calls, as BBT counts them (METHODS.md). One call = one candidate prompt scored on one
-batch of the user's k-shot set (train or dev), whatever its number of examples: a
-generation costs P calls (not P x B), one dev evaluation of the ES mean costs 1. How this
-maps to BBT's code (txsun1997/Black-Box-Tuning, bbt.py, serial mode, the default): each
-CMA-ES candidate is one `LMForwardAPI.eval` call, one forward of the whole k-shot train
-batch, and `num_call` grows by one; pycma runs `maxiter = budget // popsize` generations,
-so 8000 calls at population 20 are 400 generations. BBT scores the dev set every
-`eval_every` = 100 calls (every 5 generations at P = 20), on the candidate just scored, and
-keeps the best prompt on dev. Where this engine differs:
-- dev evaluations are API calls here, charged within `budget` and reported apart
-  (`dev_calls`); BBT does not count them. With `chunk` = 5 (dev every 5 generations, as BBT)
-  8000 calls at P = 20 buy 395 generations and 80 dev evaluations (one of the start point),
-  7980 calls; `calls.plan` gives the numbers for any budget;
-- dev scores the ES mean after each chunk (BBT: the latest candidate), and the start
-  point is scored too (`eval_init`), so the kept prompt can be z0 itself;
-- BBT's `--parallel` mode, which counts a whole population as one call (maxiter = budget),
-  is not used: calls here are always per candidate, batched or not.
+API calls as BBT counts them (docs/methods.md maps them to BBT's code): one call is one
+candidate scored on one batch of the user's k-shot set (train or dev), whatever its size; a
+generation costs P calls, a dev evaluation of the ES mean 1, charged within `budget` and
+reported apart (`dev_calls`). `calls.plan` gives the schedule (8000 calls at P = 20, chunk 5:
+395 generations and 80 dev evaluations, the start point's included). The start point is
+scored too (`eval_init`), so the kept prompt can be z0 itself.
 Length buckets only save padding: one bucketed batch is one oracle call, P calls.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import pathlib
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
-from cbp_jax.ckpt import Checkpointer
 from cbp_jax.data.batching import Inputs
 from cbp_jax.es import make_strategy
+from cbp_jax.loop import LoopState, run_loop, write_log
 from cbp_jax.methods.blackbox_types import (
     BlackBoxConfig,
     BlackBoxResult,
     Parameterization,
     replaces,
 )
-from cbp_jax.methods.calls import CallLedger, plan
+from cbp_jax.methods.calls import CallLedger, schedule
 from cbp_jax.methods.chunked_scoring import oracle_scores
 from cbp_jax.methods.generation import generation
 from cbp_jax.methods.losses import accuracy, get_loss
@@ -57,12 +48,14 @@ from cbp_jax.sharding import check_divisible, population_sharding
 __all__ = [
     "BlackBoxConfig",
     "BlackBoxResult",
+    "ESMethod",
     "Parameterization",
     "make_chunk_fn",
     "make_eval_fn",
     "oracle_scores",
     "replaces",
     "run_blackbox",
+    "run_es",
 ]
 
 
@@ -88,43 +81,117 @@ def make_chunk_fn(
     return chunk
 
 
-def make_eval_fn(param: Parameterization, cfg: BlackBoxConfig):
+def make_eval_fn(payload_of, cfg: BlackBoxConfig):
+    """Jitted evaluate(kept, oracle, payload_params, data) -> (loss, accuracy) of the one
+    payload payload_of(kept, payload_params) on a batch (one API call)."""
     loss_fn = get_loss(cfg.loss)
 
     @jax.jit
-    def evaluate(z_R, oracle, payload_params, data):
+    def evaluate(kept, oracle, payload_params, data):
         buckets, labels = data
-        payload = param.payload_fn(payload_params, z_R[None])
-        scores = oracle_scores(oracle, payload, buckets, cfg.score_reduce)
+        scores = oracle_scores(oracle, payload_of(kept, payload_params), buckets, cfg.score_reduce)
         return loss_fn(scores, labels)[0], accuracy(scores, labels)[0]
 
     return evaluate
 
 
-def _ckpt_state(carry, best):
-    return {"es": carry[0], "key": jax.random.key_data(carry[1]), "best_z": best["z"]}
+@dataclasses.dataclass(frozen=True)
+class ESMethod:
+    """What one black-box method brings to `run_es`: the rest (budget, dev selection, log,
+    checkpoint) is shared. A unit is what the schedule counts (a generation; a BBTv2 round).
+
+    tree: the initial state {"es", "key", best_key: ..., ...}; advance(tree, n) -> (tree,
+    metrics): n compiled units; kept(tree): what dev scores and the run keeps (the ES mean,
+    BBTv2's deep prompt); evaluate(kept) -> (dev loss, dev acc); rows(units done, n,
+    metrics): the log rows of n units, one per population scored (P calls each).
+    """
+
+    tree: dict
+    advance: Callable[[dict, int], tuple[dict, Any]]
+    kept: Callable[[dict], Any]
+    evaluate: Callable[[Any], tuple[Any, Any]]
+    rows: Callable[[int, int, dict], list[dict]]
+    unit_calls: int
+    chunk: int
+    step_key: str
+    best_key: str
+    desc: str
 
 
-def _ckpt_meta(gen, ledger, best, start_dev_acc):
-    return {
-        "generation": gen,
-        "calls": ledger.calls,
-        "ledger": ledger.as_dict(),
-        "best_acc": best["acc"],
-        "best_loss": best["loss"],
-        "start_dev_acc": start_dev_acc,
-    }
+def _milestones(row, milestones, on_milestone, after, upto, best, spent):
+    """Evaluate `best` for each milestone in (after, upto], into row["milestones"]."""
+    for m in sorted(set(milestones)):
+        if on_milestone is not None and after < m <= upto:
+            point = {"budget": m, "calls": int(spent), **on_milestone(best)}
+            row.setdefault("milestones", []).append(point)
 
 
-def _reach_milestones(history, milestones, on_milestone, calls, best_z, spent=None):
-    """Evaluate `best_z` once for every milestone <= calls not yet in `history` (in place)."""
-    if on_milestone is None or not milestones:
-        return
-    done = {m["budget"] for h in history for m in h.get("milestones", ())}
-    for m in sorted(set(milestones) - done):
-        if m <= calls:
-            point = {"budget": m, "calls": int(calls if spent is None else spent)}
-            history[-1].setdefault("milestones", []).append({**point, **on_milestone(best_z)})
+def run_es(
+    service, m: ESMethod, train: Inputs, dev: Inputs, cfg: BlackBoxConfig, *,
+    run_dir=None, progress=True, milestones=(), on_milestone=None,
+) -> tuple[dict, list[dict], dict]:  # fmt: skip
+    """Units of `m` in chunks within `cfg.budget` calls through `cfg`'s schedule (the start
+    point on dev, then chunks each followed by one dev evaluation: `calls.schedule`). Returns
+    (final tree, history, the run's `BlackBoxResult` fields: dev figures, calls, units)."""
+    n_dev = dev.tokens_BxS.shape[0]
+
+    def start(state):
+        if not (cfg.eval_init and cfg.budget >= 2 + m.unit_calls):
+            return state
+        service.reserve(1)
+        kept = m.kept(state.tree)
+        dev_loss, dev_acc = (float(x) for x in m.evaluate(kept))
+        ledger = CallLedger()
+        ledger.charge(dev, dev=True)
+        info = dict(calls=ledger.calls, ledger=ledger.as_dict(), best_acc=dev_acc)
+        info.update(best_loss=dev_loss, start_dev_acc=dev_acc)
+        return LoopState({**state.tree, m.best_key: np.asarray(kept)}, 0, info)
+
+    def step(state):
+        info, ledger = dict(state.info), CallLedger(**state.info["ledger"])
+        after = ledger.calls if state.step > 0 else -np.inf  # milestones reached before
+        n = min(m.chunk, n_units - state.step)
+        service.reserve(n * m.unit_calls + 1)
+        tree, metrics = m.advance(state.tree, n)
+        kept = m.kept(tree)
+        dev_loss, dev_acc = (float(x) for x in m.evaluate(kept))
+        rows = []
+        for row in m.rows(state.step, n, jax.tree.map(np.asarray, metrics)):
+            ledger.charge(train, cfg.population)
+            rows.append({**row, **ledger.as_dict()})
+        ledger.charge(dev, dev=True)
+        rows[-1].update(dev_loss=dev_loss, dev_acc=dev_acc, **ledger.as_dict())
+        best = {"acc": info["best_acc"], "loss": info["best_loss"]}
+        if replaces(dev_acc, dev_loss, best, n_dev, cfg.dev_margin):
+            tree = {**tree, m.best_key: np.asarray(kept)}
+            info.update(best_acc=dev_acc, best_loss=dev_loss)
+        args = (after, ledger.calls, tree[m.best_key], ledger.calls)
+        _milestones(rows[-1], milestones, on_milestone, *args)
+        info.update(calls=ledger.calls, ledger=ledger.as_dict())
+        return LoopState(tree, state.step + n, info), rows
+
+    def on_resume(state):  # calls made before the interruption still count
+        service.reserve(CallLedger(**state.info["ledger"]).calls)
+
+    n_units = schedule(cfg.budget, m.unit_calls, 1, m.chunk, cfg.eval_init)[0]
+    info = dict(calls=0, ledger=CallLedger().as_dict(), best_acc=-1.0, best_loss=float("inf"))
+    state = LoopState(m.tree, 0, {**info, "start_dev_acc": None})
+    state, history, resumed_at = run_loop(
+        step, state, n_units, run_dir=run_dir, step_key=m.step_key, start=start,
+        on_resume=on_resume, desc=m.desc, postfix=("loss_mean", "dev_acc"), progress=progress,
+    )  # fmt: skip
+    info, ledger = state.info, CallLedger(**state.info["ledger"])
+    if history:  # milestones the budget stopped short of (e.g. 8000 at 7999 calls spent)
+        left = tuple(x for x in milestones if x <= cfg.budget)
+        args = (ledger.calls, np.inf, state.tree[m.best_key], ledger.calls)
+        _milestones(history[-1], left, on_milestone, *args)
+        if run_dir is not None:
+            write_log(run_dir, history)
+    totals = dict(best_dev_acc=info["best_acc"], best_dev_loss=info["best_loss"])
+    totals.update(calls_used=ledger.calls, generations=state.step, resumed_at_generation=resumed_at)
+    totals.update(start_dev_acc=info["start_dev_acc"], dev_calls=ledger.dev_calls)
+    totals.update(examples_scored=ledger.examples_scored, tokens_scored=ledger.tokens_scored)
+    return state.tree, history, totals
 
 
 def run_blackbox(
@@ -160,107 +227,47 @@ def run_blackbox(
     es_state = jax.tree.map(
         lambda x: jnp.array(x, dtype=x.dtype), es.init(key_init, mean0, es_params)
     )
-    carry = (es_state, key_run)
     oracle = service.oracle(param.kind)
     train_d, dev_d = train.buckets(cfg.buckets), dev.buckets(cfg.buckets)
-    per_gen, per_eval = cfg.population, 1  # calls: one per candidate per batch
-    if cfg.budget < per_gen + per_eval:
+    if cfg.budget < cfg.population + 1:
         raise ValueError(
             f"a budget of {cfg.budget} API calls cannot pay for one generation: "
             f"{cfg.population} candidates on the train set + 1 dev evaluation = "
-            f"{per_gen + per_eval} calls"
+            f"{cfg.population + 1} calls"
         )
     check_divisible(cfg.population, mesh)
     z_sharding = None if mesh is None else population_sharding(mesh)
-    evaluate = make_eval_fn(param, cfg)
-    best = {"z": np.asarray(mean0), "acc": -1.0, "loss": float("inf")}
-    gen, ledger, history, start_dev_acc, resumed_at = 0, CallLedger(), [], None, 0
-    ckpt = Checkpointer(run_dir) if run_dir is not None else None
-    log_path = pathlib.Path(run_dir) / "log.jsonl" if run_dir is not None else None
-    if ckpt is not None and ckpt.latest_step() is not None:
-        target = {"es": carry[0], "key": jax.random.key_data(carry[1]), "best_z": best["z"]}
-        state, meta = ckpt.restore(target)
-        carry = (state["es"], jax.random.wrap_key_data(state["key"]))
-        best = {
-            "z": np.asarray(state["best_z"]),
-            "acc": meta["best_acc"],
-            "loss": meta["best_loss"],
-        }
-        gen = resumed_at = meta["generation"]
-        if "ledger" not in meta:
-            raise ValueError(
-                f"{run_dir}: checkpoint from before calls were counted per batch; "
-                "start the run in a new directory"
-            )
-        ledger = CallLedger(**meta["ledger"])
-        start_dev_acc = meta.get("start_dev_acc")
-        service.reserve(ledger.calls)  # calls made before the interruption still count
-        history = (
-            [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
-        )
-        history = [h for h in history if h["generation"] <= gen]
-    if cfg.eval_init and ledger.calls == 0 and cfg.budget >= 2 * per_eval + per_gen:
-        service.reserve(per_eval)
-        dev_loss, dev_acc = (float(x) for x in evaluate(mean0, oracle, param.payload_params, dev_d))
-        ledger.charge(dev, dev=True)
-        best = {"z": np.asarray(mean0), "acc": dev_acc, "loss": dev_loss}
-        start_dev_acc = dev_acc
-        if ckpt is not None:  # a resumed run must not pay for this evaluation twice
-            ckpt.save(0, _ckpt_state(carry, best), _ckpt_meta(0, ledger, best, start_dev_acc))
-    total_gens = gen + plan(cfg.budget - ledger.calls, cfg.population, cfg.chunk, False)[0]
-    bar = tqdm(
-        total=int(total_gens),
-        initial=gen,
-        desc=f"{cfg.strategy} P={cfg.population}",
-        disable=not progress,
-    )
+    evaluate = make_eval_fn(lambda z_R, pp: param.payload_fn(pp, z_R[None]), cfg)
     chunk_fns = {}
-    while True:
-        n = min(cfg.chunk, (cfg.budget - ledger.calls - per_eval) // per_gen)
-        if n <= 0:
-            break
-        service.reserve(n * per_gen + per_eval)
+
+    def advance(tree, n):
         if n not in chunk_fns:
             chunk_fns[n] = make_chunk_fn(es, es_params, param, cfg, n, z_sharding)
-        carry, metrics = chunk_fns[n](carry, oracle, param.payload_params, train_d)
-        dev_loss, dev_acc = (
-            float(x) for x in evaluate(carry[0].mean, oracle, param.payload_params, dev_d)
-        )
-        metrics = jax.tree.map(np.asarray, metrics)
-        for i in range(n):
-            ledger.charge(train, cfg.population)
-            row = {"generation": gen + i + 1, **{k: float(v[i]) for k, v in metrics.items()}}
-            history.append({**row, **ledger.as_dict()})
-        ledger.charge(dev, dev=True)
-        gen += n
-        history[-1].update(dev_loss=dev_loss, dev_acc=dev_acc, **ledger.as_dict())
-        if replaces(dev_acc, dev_loss, best, dev.tokens_BxS.shape[0], cfg.dev_margin):
-            best = {"z": np.asarray(carry[0].mean), "acc": dev_acc, "loss": dev_loss}
-        _reach_milestones(history, milestones, on_milestone, ledger.calls, best["z"])
-        if ckpt is not None:
-            ckpt.save(gen, _ckpt_state(carry, best), _ckpt_meta(gen, ledger, best, start_dev_acc))
-            log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
-        bar.update(n)
-        bar.set_postfix(loss=f"{history[-1]['loss_mean']:.3f}", dev_acc=f"{dev_acc:.3f}")
-    bar.close()
-    if history:  # milestones the budget stopped short of (e.g. 8000 at 7999 calls spent)
-        left = tuple(m for m in milestones if m <= cfg.budget)
-        _reach_milestones(history, left, on_milestone, float("inf"), best["z"], ledger.calls)
-        if log_path is not None:
-            log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
-    if ckpt is not None:
-        ckpt.close()
-    return BlackBoxResult(
-        best["z"],
-        best["acc"],
-        best["loss"],
-        np.asarray(carry[0].mean),
-        history,
-        ledger.calls,
-        gen,
-        start_dev_acc=start_dev_acc,
-        dev_calls=ledger.dev_calls,
-        examples_scored=ledger.examples_scored,
-        tokens_scored=ledger.tokens_scored,
-        resumed_at_generation=resumed_at,
+        carry = (tree["es"], tree["key"])
+        (es_state, key), metrics = chunk_fns[n](carry, oracle, param.payload_params, train_d)
+        return {**tree, "es": es_state, "key": key}, metrics
+
+    def rows(done, n, metrics):
+        return [
+            {"generation": done + i + 1, **{k: float(v[i]) for k, v in metrics.items()}}
+            for i in range(n)
+        ]
+
+    method = ESMethod(
+        tree={"es": es_state, "key": key_run, "best_z": np.asarray(mean0)},
+        advance=advance,
+        kept=lambda tree: tree["es"].mean,
+        evaluate=lambda z: evaluate(z, oracle, param.payload_params, dev_d),
+        rows=rows,
+        unit_calls=cfg.population,
+        chunk=cfg.chunk,
+        step_key="generation",
+        best_key="best_z",
+        desc=f"{cfg.strategy} P={cfg.population}",
     )
+    tree, history, totals = run_es(
+        service, method, train, dev, cfg, run_dir=run_dir, progress=progress,
+        milestones=milestones, on_milestone=on_milestone,
+    )  # fmt: skip
+    best_z, final_mean = np.asarray(tree["best_z"]), np.asarray(tree["es"].mean)
+    return BlackBoxResult(best_z=best_z, final_mean=final_mean, history=history, **totals)

@@ -1,7 +1,7 @@
 """The user side's ledger of API calls, in BBT's unit, and the engine's plan for a budget.
 
 One API call is one candidate prompt scored on one batch of the user's k-shot set (train
-or dev), whatever the batch's size (see blackbox.py for how this maps to BBT's code). A
+or dev), whatever the batch's size (docs/methods.md maps this to BBT's code). A
 CMA-ES generation costs P calls; one dev evaluation of the ES mean costs 1. `CallLedger`
 counts them apart (`calls` is the total, `dev_calls` the part spent on dev) and records the
 work behind them: examples scored (P x B per batch) and text tokens scored (P x the real

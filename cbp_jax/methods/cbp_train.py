@@ -3,9 +3,9 @@
 With the LLM frozen (gradients flow through it, its weights get none), minimise the
 cross-entropy of the answer over several tasks of one domain (the loss and optimiser:
 stage1_step.py; the seeded, train-pool-only batches: stage1_data.py). This module holds
-the config and the loop: an Orbax checkpoint (generator params, z0, A, optimiser state,
-step) is written every `checkpoint_every` steps and at the end, a JSONL line per step goes
-to run_dir/log.jsonl, and a killed run resumes to the uninterrupted result.
+the step function the one training loop runs (`cbp_jax.loop`): an Orbax checkpoint
+(generator params, z0, A, optimiser state, step) every `checkpoint_every` steps and at the
+end, a JSONL line per step in run_dir/log.jsonl; a killed run resumes to the same result.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
-from cbp_jax.ckpt import Checkpointer, StepLog
+from cbp_jax.loop import LoopState, run_loop
 from cbp_jax.methods.stage1_config import Stage1Config
 from cbp_jax.methods.stage1_data import TrainTask, candidates, load_train_tasks, make_batch
 from cbp_jax.methods.stage1_step import make_schedule, train_step_fn
@@ -98,63 +97,40 @@ def train_generator(
     opt, step_fn = train_step_fn(model.cfg, cfg)
     lr_at = make_schedule(cfg, cfg.learning_rate)
     trainable, A_DxR = _initial_state(model, cfg, gen_cfg)
-    opt_state = opt.init(trainable)
-    step = 0
-    ckpt = Checkpointer(run_dir) if run_dir is not None else None
-    if ckpt is not None and ckpt.latest_step() is not None:
-        target = {"trainable": trainable, "opt_state": opt_state, "A_DxR": A_DxR}
-        state, meta = ckpt.restore(target)
-        if meta["record"]["stage1"] != _jsonable(record["stage1"]) or meta["record"][
-            "generator"
-        ] != _jsonable(record["generator"]):
+    tree = {"trainable": trainable, "opt_state": opt.init(trainable), "A_DxR": A_DxR}
+
+    def on_resume(state):
+        seen = state.info["record"]
+        if any(seen[k] != _jsonable(record[k]) for k in ("stage1", "generator")):
             raise ValueError(f"{run_dir} holds a stage-1 run with another config; use a new dir")
-        check_model(meta["record"]["model"], fingerprint, what="stage-1 checkpoint")
-        trainable, opt_state, A_DxR = state["trainable"], state["opt_state"], state["A_DxR"]
-        step = meta["step"]
-    log = StepLog(run_dir, step)
+        check_model(seen["model"], fingerprint, what="stage-1 checkpoint")
 
-    def save():
-        if ckpt is not None:
-            state = {"trainable": trainable, "opt_state": opt_state, "A_DxR": A_DxR}
-            ckpt.save(step, state, {"step": step, "record": record})
+    def step(state):
+        start = time.perf_counter()
+        task_i, tokens, mask, labels = make_batch(cfg, tokenizer, tasks, state.step)
+        t = state.tree
+        trainable, opt_state, metrics = step_fn(
+            t["trainable"], t["opt_state"], t["A_DxR"], model.params, jnp.asarray(tokens),
+            jnp.asarray(mask), cands_dev[task_i], jnp.asarray(labels),
+            jnp.asarray(task_i, jnp.int32),
+        )  # fmt: skip
+        row = {
+            "step": state.step + 1,
+            "task": tasks[task_i].spec.name,
+            "width": int(tokens.shape[1]),
+            "lr": float(lr_at(state.step)),
+            **{k: float(v) for k, v in metrics.items()},
+            "seconds": time.perf_counter() - start,
+        }
+        tree = {**t, "trainable": trainable, "opt_state": opt_state}
+        return state.replace(tree=tree, step=state.step + 1), [row]
 
-    bar = tqdm(total=cfg.steps, initial=step, desc="CBP stage 1", disable=not progress)
-    try:
-        while step < cfg.steps:
-            start = time.perf_counter()
-            task_i, tokens, mask, labels = make_batch(cfg, tokenizer, tasks, step)
-            trainable, opt_state, metrics = step_fn(
-                trainable,
-                opt_state,
-                A_DxR,
-                model.params,
-                jnp.asarray(tokens),
-                jnp.asarray(mask),
-                cands_dev[task_i],
-                jnp.asarray(labels),
-                jnp.asarray(task_i, jnp.int32),
-            )
-            step += 1
-            row = {
-                "step": step,
-                "task": tasks[task_i].spec.name,
-                "width": int(tokens.shape[1]),
-                "lr": float(lr_at(step - 1)),
-                **{k: float(v) for k, v in metrics.items()},
-                "seconds": time.perf_counter() - start,
-            }
-            log.append(row)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save()
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", task=row["task"])
-            if on_step is not None:
-                on_step(step, row)
-    finally:
-        bar.close()
-        log.close()
-        if ckpt is not None:
-            ckpt.close()
+    state, history, _ = run_loop(
+        step, LoopState(tree, 0, {"record": record}), cfg.steps, run_dir=run_dir,
+        every=cfg.checkpoint_every, on_resume=on_resume, on_step=on_step, desc="CBP stage 1",
+        postfix=("loss", "task"), progress=progress,
+    )  # fmt: skip
+    trainable, A_DxR, step = state.tree["trainable"], state.tree["A_DxR"], state.step
     info = {"tasks": list(cfg.tasks), "steps": step, "stage1": record["stage1"]}
     if cfg.task_vectors:  # z0 for an unseen task: the mean of the tasks' vectors
         z_TxR = np.asarray(trainable["z_TxR"])
@@ -172,4 +148,4 @@ def train_generator(
     )
     if run_dir is not None:
         save_generator(pathlib.Path(run_dir) / "generator", artifact)
-    return Stage1Result(artifact, log.history)
+    return Stage1Result(artifact, history)

@@ -3,10 +3,11 @@
 ask z_PxR -> payload (the parameterisation, user side) -> candidate scores through the
 oracle (one oracle call over all length buckets, or one per chunk of candidates) -> loss
 with the user's own labels -> tell. The chunked runner (`blackbox.make_chunk_fn`: a few
-generations under `lax.scan` between dev evaluations and checkpoints) and the sweeps
-(`sweep.make_run_fn`: a whole run under one scan, vmapped over seeds and hyperparameters)
-both scan this function; only what surrounds it differs, so a run and the same run inside
-a sweep take the same steps (tests/test_generation.py).
+generations under `lax.scan` between dev evaluations and checkpoints), BBTv2's rounds (one
+generation per layer, bbtv2.py) and the sweeps (`sweep.make_run_fn`: a whole run under one
+scan, vmapped over seeds and hyperparameters) all scan this function; only what surrounds
+it differs, so a run and the same run inside a sweep take the same steps
+(tests/test_generation.py).
 """
 
 from __future__ import annotations

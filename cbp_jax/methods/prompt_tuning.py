@@ -3,7 +3,7 @@
 The upper bound for the black-box methods (and the inner loop POST runs on its student).
 Loss = cross-entropy over verbalizer class scores at the answer position; the prompt is
 initialised from embeddings of random vocabulary tokens; the best prompt on the k-shot dev
-set is kept.
+set is kept. One step of the one training loop (`cbp_jax.loop`) is one epoch.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from cbp_jax.data.batching import Inputs
+from cbp_jax.loop import optax_step, run_epochs
 from cbp_jax.methods.losses import accuracy, class_scores, cross_entropy
 from cbp_jax.model.config import LlamaConfig
 from cbp_jax.model.decoder import forward
@@ -57,9 +57,8 @@ def _loss(prompt, params, cfg, tokens, mask, cands, labels):
 
 @functools.partial(jax.jit, static_argnames=("cfg", "opt"))
 def _step(prompt, opt_state, params, cfg, opt, tokens, mask, cands, labels):
-    loss, grad = jax.value_and_grad(_loss)(prompt, params, cfg, tokens, mask, cands, labels)
-    updates, opt_state = opt.update(grad, opt_state, prompt)
-    return optax.apply_updates(prompt, updates), opt_state, loss
+    step = optax_step(_loss, opt)
+    return step(prompt, opt_state, params, cfg, tokens, mask, cands, labels)[:3]
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
@@ -87,29 +86,20 @@ def tune_prompt(
         optax.clip_by_global_norm(pt.clip_norm),
         optax.adamw(pt.learning_rate, weight_decay=pt.weight_decay),
     )
-    opt_state = opt.init(prompt)
     tr, dv = train.device(), dev.device()
     n = tr[0].shape[0]
     rng = np.random.default_rng(int(jax.random.randint(key_order, (), 0, 2**31 - 1)))
-    best = (-1.0, float("inf"), prompt)
-    history = []
-    for epoch in tqdm(range(pt.epochs), desc="prompt tuning", disable=not progress):
+
+    def step(prompt, opt_state, idx):
+        batch = [x[idx] for x in (tr[0], tr[1])] + [tr[2], tr[3][idx]]
+        return _step(prompt, opt_state, params, cfg, opt, *batch)
+
+    def batches():
         order = rng.permutation(n)
-        losses = []
-        for start in range(0, n, pt.batch_size):
-            idx = jnp.asarray(order[start : start + pt.batch_size])
-            batch = [x[idx] for x in (tr[0], tr[1])] + [tr[2], tr[3][idx]]
-            prompt, opt_state, loss = _step(prompt, opt_state, params, cfg, opt, *batch)
-            losses.append(float(loss))
-        dev_loss, dev_acc = (float(x) for x in evaluate_prompt(params, cfg, prompt, *dv))
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": float(np.mean(losses)),
-                "dev_loss": dev_loss,
-                "dev_acc": dev_acc,
-            }
-        )
-        if (dev_acc, -dev_loss) > (best[0], -best[1]):
-            best = (dev_acc, dev_loss, prompt)
-    return np.asarray(best[2]), best[0], history
+        return [order[start : start + pt.batch_size] for start in range(0, n, pt.batch_size)]
+
+    best, best_acc, history = run_epochs(
+        step, lambda p: evaluate_prompt(params, cfg, p, *dv), prompt, opt.init(prompt), batches,
+        pt.epochs, names=("train_loss",), desc="prompt tuning", progress=progress,
+    )  # fmt: skip
+    return np.asarray(best), best_acc, history

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cbp_jax.loop import optax_step
 from cbp_jax.methods.losses import accuracy, cross_entropy
 from cbp_jax.methods.stage1_config import Stage1Config
 from cbp_jax.model.config import LlamaConfig
@@ -94,11 +95,9 @@ def train_step_fn(model_cfg: LlamaConfig, cfg: Stage1Config):
 
     @jax.jit
     def step(trainable, opt_state, A_DxR, model_params, tokens, mask, cands, labels, task_i):
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            trainable, A_DxR, model_params, tokens, mask, cands, labels, task_i
+        trainable, opt_state, (loss, acc), grads = optax_step(loss_fn, opt, has_aux=True)(
+            trainable, opt_state, A_DxR, model_params, tokens, mask, cands, labels, task_i
         )
-        updates, opt_state = opt.update(grads, opt_state, trainable)
-        metrics = {"loss": loss, "acc": acc, "grad_norm": optax.tree.norm(grads)}
-        return optax.apply_updates(trainable, updates), opt_state, metrics
+        return trainable, opt_state, {"loss": loss, "acc": acc, "grad_norm": optax.tree.norm(grads)}
 
     return opt, step

@@ -17,9 +17,9 @@ public text. `public_corpus` uses rendered text of shipped tasks that are never 
 (default: the ag_news train pool; the private tasks are sst2 and financial_phrasebank, see
 transfer.PRIVATE_TASKS); `corpus_from_file` reads a user-supplied text file. Step s trains on
 the windows drawn by numpy's PCG64 seeded with (seed, s), so a batch is a pure function of
-(seed, step) and a resumed run sees exactly the batches the killed one would have. An Orbax
-checkpoint (student params, optimiser state, step) is written every `checkpoint_every` steps
-and at the end; one JSONL line per step goes to run_dir/log.jsonl.
+(seed, step) and a resumed run sees exactly the batches the killed one would have. The one
+training loop (`cbp_jax.loop`) runs the step: an Orbax checkpoint (student params, optimiser
+state, step) every `checkpoint_every` steps and at the end, one JSONL line per step.
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
-from cbp_jax.ckpt import Checkpointer, StepLog
+from cbp_jax.loop import LoopState, optax_step, run_loop
 from cbp_jax.model.config import LlamaConfig
 from cbp_jax.model.decoder import forward
 
@@ -185,11 +184,10 @@ def _step_fn(s_cfg: LlamaConfig, t_cfg: LlamaConfig, cfg: DistillConfig):
 
     @jax.jit
     def step(student, opt_state, teacher, tokens_BxS):
-        (loss, parts), grads = jax.value_and_grad(distill_loss, has_aux=True)(
-            student, s_cfg, teacher, t_cfg, tokens_BxS, cfg.temperature, cfg.weights
+        student, opt_state, (loss, parts), _ = optax_step(distill_loss, opt, has_aux=True)(
+            student, opt_state, s_cfg, teacher, t_cfg, tokens_BxS, cfg.temperature, cfg.weights
         )
-        updates, opt_state = opt.update(grads, opt_state, student)
-        return optax.apply_updates(student, updates), opt_state, {"loss": loss, **parts}
+        return student, opt_state, {"loss": loss, **parts}
 
     return opt, step
 
@@ -227,37 +225,24 @@ def distill(
     corpus_NxS = corpus_NxS[:, : dcfg.seq_len]
     student, s_cfg = make_student(teacher_params, cfg, dcfg.layers)
     opt, step_fn = _step_fn(s_cfg, cfg, dcfg)
-    opt_state = opt.init(student)
     record = json.loads(json.dumps(dataclasses.asdict(dcfg)))
-    step = 0
-    ckpt = Checkpointer(run_dir) if run_dir is not None else None
-    if ckpt is not None and ckpt.latest_step() is not None:
-        state, meta = ckpt.restore({"student": student, "opt_state": opt_state})
-        if meta["config"] != record:
+
+    def on_resume(state):
+        if state.info["config"] != record:
             raise ValueError(f"{run_dir} holds a distillation run with another config")
-        student, opt_state, step = state["student"], state["opt_state"], meta["step"]
-    log = StepLog(run_dir, step)
-    bar = tqdm(total=dcfg.steps, initial=step, desc="POST distil", disable=not progress)
-    try:
-        while step < dcfg.steps:
-            tokens = jnp.asarray(corpus_NxS[batch_indices(dcfg, len(corpus_NxS), step)])
-            student, opt_state, metrics = step_fn(student, opt_state, teacher_params, tokens)
-            step += 1
-            row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
-            log.append(row)
-            if ckpt is not None and (step % dcfg.checkpoint_every == 0 or step == dcfg.steps):
-                ckpt.save(
-                    step,
-                    {"student": student, "opt_state": opt_state},
-                    {"step": step, "config": record},
-                )
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.3f}")
-            if on_step is not None:
-                on_step(step, row)
-    finally:
-        bar.close()
-        log.close()
-        if ckpt is not None:
-            ckpt.close()
-    return DistillResult(student, s_cfg, log.history)
+
+    def step(state):
+        tokens = jnp.asarray(corpus_NxS[batch_indices(dcfg, len(corpus_NxS), state.step)])
+        t = state.tree
+        student, opt_state, metrics = step_fn(t["student"], t["opt_state"], teacher_params, tokens)
+        row = {"step": state.step + 1, **{k: float(v) for k, v in metrics.items()}}
+        tree = {"student": student, "opt_state": opt_state}
+        return state.replace(tree=tree, step=state.step + 1), [row]
+
+    tree = {"student": student, "opt_state": opt.init(student)}
+    state, history, _ = run_loop(
+        step, LoopState(tree, 0, {"config": record}), dcfg.steps, run_dir=run_dir,
+        every=dcfg.checkpoint_every, on_resume=on_resume, on_step=on_step, desc="POST distil",
+        progress=progress,
+    )  # fmt: skip
+    return DistillResult(state.tree["student"], s_cfg, history)

@@ -28,9 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from cbp_jax.data.batching import Inputs
+from cbp_jax.loop import LoopState, run_loop
 from cbp_jax.methods.losses import accuracy, cross_entropy
 from cbp_jax.methods.prompt_tuning import prompt_scores
 from cbp_jax.model.decoder import forward
@@ -199,9 +199,7 @@ class DPConfig:
         if self.delta is not None and not 0 < self.delta < 1:
             raise ValueError(f"DPConfig.delta must be in (0, 1), got {self.delta!r}")
         if self.optimizer not in ("auto", "sgd", "adam"):
-            raise ValueError(
-                f"DPConfig.optimizer must be auto, sgd or adam, got {self.optimizer!r}"
-            )
+            raise ValueError(f"DPConfig.optimizer must be auto, sgd or adam: {self.optimizer!r}")
         if self.accountant not in ACCOUNTANTS:
             raise ValueError(f"DPConfig.accountant must be one of {ACCOUNTANTS}")
         if self.init not in INITS:
@@ -268,13 +266,11 @@ def dp_tune_prompt(
     key_noise = jax.random.split(jax.random.key(dcfg.seed))[1]
     prompt, weights = _start(params, cfg, dcfg, train, init_prompt_TxD, weights_CxW)
     opt = (optax.sgd if dcfg.resolved_optimizer == "sgd" else optax.adam)(dcfg.learning_rate)
-    opt_state = opt.init(prompt)
     update = jax.jit(lambda g, s, p: opt.update(g, s, p))
-    tokens, mask, cands, labels = train.device()
-    pb = dcfg.physical_batch
-    history = []
-    for step in tqdm(range(steps), desc="DP prompt tuning", disable=not progress):
-        idx = poisson_sample(dcfg.seed, step, n, q)
+    (tokens, mask, cands, labels), pb = train.device(), dcfg.physical_batch
+
+    def step(state):
+        prompt, idx = state.tree["prompt"], poisson_sample(dcfg.seed, state.step, n, q)
         grad_sum = jnp.zeros_like(prompt)
         for start in range(0, max(len(idx), 1), pb):
             chunk = idx[start : start + pb]
@@ -285,12 +281,16 @@ def dp_tune_prompt(
                 weights,
             )  # fmt: skip
             grad_sum = grad_sum + part
-        grad = noisy_gradient(
-            jax.random.fold_in(key_noise, step), grad_sum, dcfg.clip_norm, sigma, q * n
-        )
-        updates, opt_state = update(grad, opt_state, prompt)
-        prompt = optax.apply_updates(prompt, updates)
-        history.append({"step": step + 1, "batch": int(len(idx))})
+        key = jax.random.fold_in(key_noise, state.step)
+        grad = noisy_gradient(key, grad_sum, dcfg.clip_norm, sigma, q * n)
+        updates, opt_state = update(grad, state.tree["opt_state"], prompt)
+        tree = {"prompt": optax.apply_updates(prompt, updates), "opt_state": opt_state}
+        row = {"step": state.step + 1, "batch": int(len(idx))}
+        return state.replace(tree=tree, step=row["step"]), [row]
+
+    state = LoopState({"prompt": prompt, "opt_state": opt.init(prompt)})
+    state, history, _ = run_loop(step, state, steps, desc="DP prompt tuning", progress=progress)
+    prompt = state.tree["prompt"]
     if dev is not None:
         d_tokens, d_mask, d_cands, d_labels = dev.device()
         scores = scores_of(params, cfg, prompt, d_tokens, d_mask, d_cands, weights)

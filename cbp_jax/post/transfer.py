@@ -34,10 +34,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from cbp_jax.data.batching import Inputs, candidate_ids, encode, left_pad
 from cbp_jax.data.spec import TaskSpec, truncate
+from cbp_jax.loop import LoopState, optax_step, run_loop
 from cbp_jax.model.config import LlamaConfig
 from cbp_jax.model.decoder import forward
 from cbp_jax.post.transfer_loss import CODE_ALPHA, KL_DIRECTIONS, TAU, mix_loss, paper_alpha
@@ -228,12 +228,10 @@ def _step_fn(t_cfg: LlamaConfig, s_cfg: LlamaConfig, tcfg: TransferConfig):
 
     @jax.jit
     def step(p_t, opt_state, teacher, student, p_s, tokens, mask):
-        loss, grad = jax.value_and_grad(transfer_loss)(
-            p_t, teacher, t_cfg, student, s_cfg, p_s, tokens, mask, tcfg.alpha,
+        return optax_step(transfer_loss, opt)(
+            p_t, opt_state, teacher, t_cfg, student, s_cfg, p_s, tokens, mask, tcfg.alpha,
             tcfg.temperature, tcfg.kl_direction,
-        )  # fmt: skip
-        updates, opt_state = opt.update(grad, opt_state, p_t)
-        return optax.apply_updates(p_t, updates), opt_state, loss
+        )[:3]  # fmt: skip
 
     return opt, step
 
@@ -263,17 +261,21 @@ def transfer(
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
     p_s = jnp.asarray(student_prompt_TxD, jnp.float32)
     opt, step_fn = _step_fn(t_cfg, s_cfg, tcfg)
-    p_t, opt_state = p_s, opt.init(p_s)
     tokens, mask = (jnp.asarray(x, jnp.int32) for x in (public.tokens_BxS, public.mask_BxS))
-    n, history = tokens.shape[0], []
-    for step in tqdm(range(tcfg.steps), desc="POST transfer", disable=not progress):
-        rng = np.random.default_rng(np.random.SeedSequence([tcfg.seed, step]))
+    n = tokens.shape[0]
+
+    def step(state):
+        rng = np.random.default_rng(np.random.SeedSequence([tcfg.seed, state.step]))
         idx = jnp.asarray(rng.choice(n, size=tcfg.batch_size, replace=n < tcfg.batch_size))
+        t = state.tree
         p_t, opt_state, loss = step_fn(
-            p_t, opt_state, teacher_params, student_params, p_s, tokens[idx], mask[idx]
+            t["p_t"], t["opt_state"], teacher_params, student_params, p_s, tokens[idx], mask[idx]
         )
-        entry = {"step": step + 1, "loss": float(loss)}
-        if evaluate is not None and (step % eval_every == 0 or step + 1 == tcfg.steps):
-            entry["acc"] = float(evaluate(np.asarray(p_t)))
-        history.append(entry)
-    return np.asarray(p_t), history
+        row = {"step": state.step + 1, "loss": float(loss)}
+        if evaluate is not None and (state.step % eval_every == 0 or row["step"] == tcfg.steps):
+            row["acc"] = float(evaluate(np.asarray(p_t)))
+        return LoopState({"p_t": p_t, "opt_state": opt_state}, row["step"]), [row]
+
+    state = LoopState({"p_t": p_s, "opt_state": opt.init(p_s)})
+    state, history, _ = run_loop(step, state, tcfg.steps, desc="POST transfer", progress=progress)
+    return np.asarray(state.tree["p_t"]), history

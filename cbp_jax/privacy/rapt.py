@@ -13,8 +13,8 @@ prompt (default "plain_after"; "plain_before" an ablation). Both are computable 
 privatized text and public data. The "input" placement (`ORACLE`) predicts the user's
 original tokens instead: a NON-PRIVATE ORACLE (upper bound), never the default and not RAPT.
 Only (theta, head) train; the head is dropped at inference, and test inputs are privatized
-as at training. All three PEFT methods share this one loop (Adam, global-norm clipping,
-best dev epoch kept).
+as at training. All three PEFT methods share one epoch step (Adam, global-norm clipping),
+run by the one training loop (`cbp_jax.loop`; the best dev epoch is kept).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from cbp_jax.data.batching import Inputs
+from cbp_jax.loop import optax_step, run_epochs
 from cbp_jax.methods.evaluate import prediction_summary
 from cbp_jax.methods.losses import accuracy, class_scores, cross_entropy
 from cbp_jax.privacy.dchi import check_eta
@@ -145,10 +146,11 @@ def rapt_loss(train, params, cfg, pc, placement, use_rec, batch, rec_weight=1.0)
 @functools.partial(jax.jit, static_argnames=("cfg", "opt", "pc", "placement", "use_rec"))
 def train_step(train, opt_state, params, cfg, opt, pc, placement, use_rec, batch, rec_weight):
     """One optax step on (peft, head); returns (train, opt_state, (L_task, L_rec))."""
-    grad_fn = jax.value_and_grad(rapt_loss, has_aux=True)
-    (_, parts), grad = grad_fn(train, params, cfg, pc, placement, use_rec, batch, rec_weight)
-    updates, opt_state = opt.update(grad, opt_state, train)
-    return optax.apply_updates(train, updates), opt_state, parts
+    step = optax_step(rapt_loss, opt, has_aux=True)
+    train, opt_state, (_, parts), _ = step(
+        train, opt_state, params, cfg, pc, placement, use_rec, batch, rec_weight
+    )
+    return train, opt_state, parts
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "pc"))
@@ -218,31 +220,24 @@ def tune_rapt(params, cfg, tokenizer, task, train_examples, dev_examples, rc: RA
         "head": init_head(key_head, cfg.hidden_size, rc.head_dim, k),
     }
     opt = optax.chain(optax.clip_by_global_norm(rc.clip_norm), optax.adam(rc.learning_rate))
-    opt_state = opt.init(train)
     tr, dv = train_in.device(), dev_in.device()
     orig, private = jnp.asarray(orig, jnp.int32), jnp.asarray(private, jnp.int32)
     n, targets = tr[0].shape[0], jnp.asarray(targets, jnp.int32)
     rng = np.random.default_rng(int(jax.random.randint(key_order, (), 0, 2**31 - 1)))
-    best, history = (-1.0, float("inf"), train["peft"]), []
-    for epoch in range(rc.epochs):
-        parts = []
-        for idx in np.array_split(rng.permutation(n), -(-n // rc.batch_size)):
-            idx = jnp.asarray(idx)
-            batch = (tr[0][idx], tr[1][idx], tr[2], tr[3][idx], orig[idx], private[idx])
-            train, opt_state, p = train_step(
-                train, opt_state, params, cfg, opt, pc, rc.placement,
-                rc.use_reconstruction, (*batch, targets[idx]), rc.rec_weight,
-            )  # fmt: skip
-            parts.append([float(x) for x in p])
-        dev_loss, dev_acc = (float(x) for x in evaluate_peft(params, cfg, pc, train["peft"], *dv))
-        task_loss, rec = np.mean(parts, axis=0)
-        history.append(
-            dict(epoch=epoch + 1, train_task_loss=float(task_loss), train_rec_loss=float(rec))
-            | dict(dev_loss=dev_loss, dev_acc=dev_acc)
-        )
-        if (dev_acc, -dev_loss) > (best[0], -best[1]):
-            best = (dev_acc, dev_loss, train["peft"])
-    return jax.tree.map(np.asarray, best[2]), best[0], history
+
+    def step(train, opt_state, idx):
+        batch = (tr[0][idx], tr[1][idx], tr[2], tr[3][idx], orig[idx], private[idx], targets[idx])
+        return train_step(
+            train, opt_state, params, cfg, opt, pc, rc.placement, rc.use_reconstruction, batch,
+            rc.rec_weight,
+        )  # fmt: skip
+
+    best, best_acc, history = run_epochs(
+        step, lambda t: evaluate_peft(params, cfg, pc, t["peft"], *dv), train, opt.init(train),
+        lambda: np.array_split(rng.permutation(n), -(-n // rc.batch_size)), rc.epochs,
+        names=("train_task_loss", "train_rec_loss"), kept=lambda t: t["peft"], progress=False,
+    )  # fmt: skip
+    return jax.tree.map(np.asarray, best), best_acc, history
 
 
 def rapt_evaluate(params, cfg, tokenizer, task, examples, peft, rc, key, batch_size=32) -> dict:

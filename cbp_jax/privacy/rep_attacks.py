@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cbp_jax.loop import optax_step
 from cbp_jax.model.decoder import forward
 
 
@@ -48,15 +49,11 @@ def _fit(x_NxF, y_N, k, steps, lr, batch, seed):
     opt = optax.adam(lr)
     state = opt.init({"w": w["w"], "b": w["b"]})
 
-    @jax.jit
-    def step(theta, state, xb, yb):
-        def loss(th):
-            logits = ((xb - mu) / sd) @ th["w"] + th["b"]
-            return -jnp.take_along_axis(jax.nn.log_softmax(logits), yb[:, None], 1).mean()
+    def loss(th, xb, yb):
+        logits = ((xb - mu) / sd) @ th["w"] + th["b"]
+        return -jnp.take_along_axis(jax.nn.log_softmax(logits), yb[:, None], 1).mean()
 
-        g = jax.grad(loss)(theta)
-        upd, state = opt.update(g, state, theta)
-        return optax.apply_updates(theta, upd), state
+    step = jax.jit(lambda theta, state, xb, yb: optax_step(loss, opt)(theta, state, xb, yb)[:2])
 
     theta, rng = {"w": w["w"], "b": w["b"]}, np.random.default_rng(seed)
     for _ in range(steps):
