@@ -1,4 +1,4 @@
-"""CBP-Tuning stage 1, provider side: train the prompt generator G and z0 (METHODS.md, CBP).
+"""CBP-Tuning stage 1, provider side: train the prompt generator G and z0 (docs/methods.md, CBP).
 
 With the LLM frozen (gradients flow through it, its weights get none), minimise the
 cross-entropy of the answer over several tasks of one domain (the loss and optimiser:

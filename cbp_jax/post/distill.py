@@ -1,4 +1,4 @@
-"""POST step 1, provider side: distil a few-layer student from the teacher (METHODS.md, POST).
+"""POST step 1, provider side: distil a few-layer student from the teacher (docs/methods.md, POST).
 
 The student is the teacher truncated to a few decoder blocks (default: the first and the
 last), with the token embeddings, final norm and LM head copied. It is trained on a public
