@@ -184,11 +184,11 @@ def fairness(args) -> dict:
     return {"small": stats(small_samples, 1.0), "large_alone": stats(alone, 1.0), "errors": errors}
 
 
-def kill_test(args) -> dict:
+def kill_test(args, sizes=("small", "medium")) -> dict:
     srv = Server(args.model, ONE)
     retry = RetryPolicy(timeout_s=60, deadline_s=300, backoff_s=0.2, backoff_max_s=2)
     try:
-        warm(srv.url, ["small", "medium"])
+        warm(srv.url, list(sizes))
         used0 = srv.used()
         answered, restarted = threading.Semaphore(0), threading.Event()
 
@@ -202,7 +202,7 @@ def kill_test(args) -> dict:
 
         threading.Thread(target=kill_and_restart, daemon=True).start()
         samples, errors = clients(
-            srv.url, 4, ["small", "medium"], 10**6, count=args.kill_requests, retry=retry,
+            srv.url, 4, list(sizes), 10**6, count=args.kill_requests, retry=retry,
             answered=answered,
         )  # fmt: skip
         if not restarted.wait(timeout=300):
