@@ -100,23 +100,12 @@ def time_es_step(
     sigma0: float = 0.5,
     seed: int = 0,
 ) -> float:
-    """Seconds per generation (ask + sphere fitness + tell) of `make_strategy(strategy_name)`."""
-    step = es_stepper(strategy_name, d, P, sigma0=sigma0, seed=seed)
-    return time_step(step, n_gens, repeats, warmup)
-
-
-def time_pycma_step(
-    d: int,
-    P: int,
-    n_gens: int = 30,
-    *,
-    repeats: int = 3,
-    warmup: int = 3,
-    sigma0: float = 0.5,
-    seed: int = 1,
-) -> float:
-    """Seconds per generation (ask + sphere fitness + tell) of pycma's default CMA-ES."""
-    step = pycma_stepper(d, P, sigma0=sigma0, seed=seed)
+    """Seconds per generation (ask + sphere fitness + tell) of `make_strategy(strategy_name)`,
+    or of pycma's default CMA-ES for the name "pycma"."""
+    if strategy_name == PYCMA:
+        step = pycma_stepper(d, P, sigma0=sigma0, seed=seed)
+    else:
+        step = es_stepper(strategy_name, d, P, sigma0=sigma0, seed=seed)
     return time_step(step, n_gens, repeats, warmup)
 
 

@@ -46,13 +46,29 @@ class PromptAdapter(Protocol):
         """-> (prompt_BxTxD or None, deep_prompts_LxBxTxD or None) for one candidate."""
 
 
-def _check_p0(ids, name: str):
-    if ids is None:
-        return
-    if not isinstance(ids, tuple) or not ids or not all(isinstance(i, int) for i in ids):
-        raise ValueError(f"{name}.p0_token_ids must be a non-empty tuple of ints or None")
-    if min(ids) < 0:
-        raise ValueError(f"{name}.p0_token_ids must be >= 0, got min {min(ids)}")
+@dataclasses.dataclass(frozen=True)
+class _P0Prompt:
+    """What BBT's and BBTv2's prompts share: the provider's p0 token ids (validated) and a
+    payload of T x D per prompt (`lead`: the axes before it, e.g. the layers)."""
+
+    p0_token_ids: tuple[int, ...] | None = None
+    shared: ClassVar[bool] = True  # one prompt for the whole batch: computed once
+
+    def __post_init__(self):
+        ids, name = self.p0_token_ids, type(self).__name__
+        if ids is None:
+            return
+        if not isinstance(ids, tuple) or not ids or not all(isinstance(i, int) for i in ids):
+            raise ValueError(f"{name}.p0_token_ids must be a non-empty tuple of ints or None")
+        if min(ids) < 0:
+            raise ValueError(f"{name}.p0_token_ids must be >= 0, got min {min(ids)}")
+
+    def lead(self, cfg) -> tuple:
+        return ()
+
+    def payload_shape(self, cfg):
+        t = None if self.p0_token_ids is None else len(self.p0_token_ids)
+        return (*self.lead(cfg), None, t, cfg.hidden_size)
 
 
 def token_embeddings(model_params, ids) -> jax.Array:
@@ -73,24 +89,14 @@ class NoPrompt:
 
 
 @dataclasses.dataclass(frozen=True)
-class SoftPrompt:
+class SoftPrompt(_P0Prompt):
     """BBT: the payload is the prompt itself, T x D per candidate, shared by all examples.
 
     p0_token_ids: provider setting; the prompt is payload + embed[p0_token_ids] (T ids).
     """
 
-    p0_token_ids: tuple[int, ...] | None = None
     kind: ClassVar[str] = "prompt"
     payload_axis: ClassVar[int] = 0
-
-    def __post_init__(self):
-        _check_p0(self.p0_token_ids, "SoftPrompt")
-
-    def payload_shape(self, cfg):
-        t = None if self.p0_token_ids is None else len(self.p0_token_ids)
-        return (None, t, cfg.hidden_size)
-
-    shared: ClassVar[bool] = True  # one prompt for the whole batch: computed once
 
     def prompts(self, adapter_params, model_params, cfg, prompt_TxD, tokens_BxS, mask_BxS):
         prompt_TxD, _ = self.shared_prompts(adapter_params, model_params, cfg, prompt_TxD)
@@ -104,23 +110,16 @@ class SoftPrompt:
 
 
 @dataclasses.dataclass(frozen=True)
-class DeepPrompt:
+class DeepPrompt(_P0Prompt):
     """BBTv2: one T x D prompt per layer, L x T x D per candidate, added to the prompt slots
     before each layer. p0_token_ids: provider setting; the slots start from embed[ids]
     (BBTv2 adds its deep prompts to the hidden states of real tokens) instead of zeros."""
 
-    p0_token_ids: tuple[int, ...] | None = None
     kind: ClassVar[str] = "deep_prompt"
     payload_axis: ClassVar[int] = 1
 
-    def __post_init__(self):
-        _check_p0(self.p0_token_ids, "DeepPrompt")
-
-    def payload_shape(self, cfg):
-        t = None if self.p0_token_ids is None else len(self.p0_token_ids)
-        return (cfg.num_layers, None, t, cfg.hidden_size)
-
-    shared: ClassVar[bool] = True
+    def lead(self, cfg) -> tuple:
+        return (cfg.num_layers,)
 
     def prompts(self, adapter_params, model_params, cfg, deep_LxTxD, tokens_BxS, mask_BxS):
         b = tokens_BxS.shape[0]
