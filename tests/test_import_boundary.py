@@ -53,6 +53,7 @@ PROVIDER = (
     "cbp_jax.methods.stage1_data",
     "cbp_jax.methods.stage1_step",
     "cbp_jax.post.distill",
+    "cbp_jax.post.shipped_student",  # the provider releases the student (loaded by name)
     "cbp_jax.post.transfer",
     "cbp_jax.post.transfer_loss",
     "cbp_jax.post.public_alpha",

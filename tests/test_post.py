@@ -1,6 +1,7 @@
 """POST: student construction, distillation (loss falls, resume), DP-SGD clipping and
 accounting, the transfer's privacy boundary and bad input. Tiny random models only."""
 
+import dataclasses
 import math
 import zlib
 
@@ -93,6 +94,21 @@ def test_distillation_loss_falls(teacher):
     assert hist[-1]["kl"] < hist[0]["kl"]
 
 
+def test_frozen_embeddings_stay_the_teachers(teacher):
+    """By default only the blocks and the final norm train (the student ships without
+    embeddings); freeze_embeddings=False trains them too, as the public code does."""
+    dcfg = DistillConfig(steps=3, batch_size=2, seq_len=8, learning_rate=1e-2)
+    frozen = distill(teacher, CFG, corpus(), dcfg, progress=False).params
+    for name in ("embed", "lm_head"):
+        np.testing.assert_array_equal(frozen[name], teacher[name])
+    assert not np.allclose(frozen["layers"]["w_qkv"][0], teacher["layers"]["w_qkv"][0])
+    assert not np.allclose(frozen["final_norm"], teacher["final_norm"])
+    every = DistillConfig(steps=3, batch_size=2, seq_len=8, learning_rate=1e-2,
+                          freeze_embeddings=False)  # fmt: skip
+    trained = distill(teacher, CFG, corpus(), every, progress=False).params
+    assert not np.allclose(trained["embed"], teacher["embed"])
+
+
 def test_distillation_resumes_to_the_same_params(teacher, tmp_path):
     dcfg = DistillConfig(steps=6, batch_size=2, seq_len=8, learning_rate=1e-2, checkpoint_every=2)
     whole = distill(teacher, CFG, corpus(), dcfg, progress=False)
@@ -113,6 +129,12 @@ def test_distillation_resumes_to_the_same_params(teacher, tmp_path):
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 6
     with pytest.raises(ValueError, match="another config"):
         distill(teacher, CFG, corpus(), DistillConfig(steps=7, seq_len=8), tmp_path)
+    with pytest.raises(ValueError, match="more than 4"):
+        distill(teacher, CFG, corpus(), dataclasses.replace(dcfg, steps=4), tmp_path)
+    longer = dataclasses.replace(dcfg, steps=8)  # extending equals one longer run
+    extended = distill(teacher, CFG, corpus(), longer, tmp_path, progress=False)
+    direct = distill(teacher, CFG, corpus(), longer, progress=False)
+    jax.tree.map(np.testing.assert_array_equal, extended.params, direct.params)
 
 
 # ---------------------------------------------------------------------------- DP-SGD

@@ -10,7 +10,11 @@ DistilBERT):
       + w_cos * mean_i (1 - cos(h^S_i, h^T_i)),
 
 z the next-token logits and h the final normalised hidden states at every position i, tau = 2
-and (w_kl, w_lm, w_cos) = (5, 2, 1). The teacher is frozen; every student parameter trains.
+and (w_kl, w_lm, w_cos) = (5, 2, 1). The teacher is frozen. The student's blocks and final norm
+train; its token embeddings (the tied LM head) stay the teacher's by default
+(`freeze_embeddings`), so a soft prompt lives in one embedding space for both models and the
+student ships as its non-embedding weights only (shipped_student.py). The public code trains
+every parameter (`freeze_embeddings=False`).
 
 Data: windows of `seq_len` tokens cut from the concatenated, EOS-separated token stream of
 public text. `public_corpus` uses rendered text of shipped tasks that are never private here
@@ -47,6 +51,9 @@ def default_layers(num_layers: int) -> tuple[int, ...]:
     return (0,) if num_layers == 1 else (0, num_layers - 1)
 
 
+TRAINED_WITH_FROZEN_EMBEDDINGS = ("layers", "final_norm")
+
+
 def make_student(params, cfg: LlamaConfig, layers: Sequence[int] | None = None):
     """(student params, student config): the teacher's chosen blocks, embeddings and head."""
     layers = default_layers(cfg.num_layers) if layers is None else tuple(layers)
@@ -64,7 +71,8 @@ def make_student(params, cfg: LlamaConfig, layers: Sequence[int] | None = None):
 class DistillConfig:
     """layers: teacher blocks kept (None: first + last); steps / batch_size: optimiser steps
     and windows per step; seq_len: tokens per window; temperature: tau of the KL term;
-    weights: (w_kl, w_lm, w_cos); clip_norm: global-norm clip before AdamW."""
+    weights: (w_kl, w_lm, w_cos); clip_norm: global-norm clip before AdamW; freeze_embeddings:
+    train only the blocks and the final norm (the embeddings stay the teacher's)."""
 
     layers: tuple[int, ...] | None = None
     steps: int = 2000
@@ -77,6 +85,7 @@ class DistillConfig:
     weights: tuple[float, float, float] = (5.0, 2.0, 1.0)
     checkpoint_every: int = 100
     seed: int = 0
+    freeze_embeddings: bool = True
 
     def __post_init__(self):
         if self.layers is not None:
@@ -96,6 +105,8 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.weights must be 3 non-negative, got {self.weights}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"DistillConfig.seed must be an int >= 0, got {self.seed!r}")
+        if not isinstance(self.freeze_embeddings, bool):
+            raise ValueError("DistillConfig.freeze_embeddings must be a bool")
 
 
 # ---------------------------------------------------------------------------- corpus
@@ -171,6 +182,14 @@ def distill_loss(student, s_cfg, teacher, t_cfg, tokens_BxS, temperature, weight
     return total, parts
 
 
+def split_trained(student: dict, cfg: DistillConfig) -> tuple[dict, dict]:
+    """(the parameters that train, the ones that stay fixed) of a student pytree."""
+    if not cfg.freeze_embeddings:
+        return student, {}
+    keep = TRAINED_WITH_FROZEN_EMBEDDINGS
+    return {k: student[k] for k in keep}, {k: v for k, v in student.items() if k not in keep}
+
+
 def make_optimizer(cfg: DistillConfig) -> optax.GradientTransformation:
     return optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm),
@@ -182,12 +201,17 @@ def make_optimizer(cfg: DistillConfig) -> optax.GradientTransformation:
 def _step_fn(s_cfg: LlamaConfig, t_cfg: LlamaConfig, cfg: DistillConfig):
     opt = make_optimizer(cfg)
 
+    def loss(trained, fixed, teacher, tokens_BxS):
+        student = {**fixed, **trained}
+        return distill_loss(student, s_cfg, teacher, t_cfg, tokens_BxS, cfg.temperature,
+                            cfg.weights)  # fmt: skip
+
     @jax.jit
-    def step(student, opt_state, teacher, tokens_BxS):
-        student, opt_state, (loss, parts), _ = optax_step(distill_loss, opt, has_aux=True)(
-            student, opt_state, s_cfg, teacher, t_cfg, tokens_BxS, cfg.temperature, cfg.weights
+    def step(trained, opt_state, fixed, teacher, tokens_BxS):
+        trained, opt_state, (value, parts), _ = optax_step(loss, opt, has_aux=True)(
+            trained, opt_state, fixed, teacher, tokens_BxS
         )
-        return student, opt_state, {"loss": loss, **parts}
+        return trained, opt_state, {"loss": value, **parts}
 
     return opt, step
 
@@ -215,7 +239,9 @@ def distill(
     """Distil the student from `teacher_params` on token windows `corpus_NxS` (ids).
 
     run_dir: Orbax checkpoints and log.jsonl; an existing run there resumes (same config
-    required). on_step(step, row) is called after every step (1-based).
+    required, except `steps`: a run extended to more steps equals one run to that many, as a
+    batch is a function of (seed, step) and the learning rate is constant). on_step(step,
+    row) is called after every step (1-based).
     """
     corpus_NxS = np.asarray(corpus_NxS)
     if corpus_NxS.ndim != 2 or corpus_NxS.shape[0] == 0:
@@ -224,25 +250,30 @@ def distill(
         raise ValueError(f"corpus windows ({corpus_NxS.shape[1]}) shorter than seq_len")
     corpus_NxS = corpus_NxS[:, : dcfg.seq_len]
     student, s_cfg = make_student(teacher_params, cfg, dcfg.layers)
+    trained, fixed = split_trained(student, dcfg)
     opt, step_fn = _step_fn(s_cfg, cfg, dcfg)
     record = json.loads(json.dumps(dataclasses.asdict(dcfg)))
 
     def on_resume(state):
-        if state.info["config"] != record:
+        if {**state.info["config"], "steps": dcfg.steps} != record:
             raise ValueError(f"{run_dir} holds a distillation run with another config")
+        if state.step > dcfg.steps:
+            raise ValueError(f"{run_dir} holds {state.step} steps, more than {dcfg.steps}")
 
     def step(state):
         tokens = jnp.asarray(corpus_NxS[batch_indices(dcfg, len(corpus_NxS), state.step)])
         t = state.tree
-        student, opt_state, metrics = step_fn(t["student"], t["opt_state"], teacher_params, tokens)
+        trained, opt_state, metrics = step_fn(
+            t["student"], t["opt_state"], fixed, teacher_params, tokens
+        )
         row = {"step": state.step + 1, **{k: float(v) for k, v in metrics.items()}}
-        tree = {"student": student, "opt_state": opt_state}
+        tree = {"student": trained, "opt_state": opt_state}
         return state.replace(tree=tree, step=state.step + 1), [row]
 
-    tree = {"student": student, "opt_state": opt.init(student)}
+    tree = {"student": trained, "opt_state": opt.init(trained)}
     state, history, _ = run_loop(
         step, LoopState(tree, 0, {"config": record}), dcfg.steps, run_dir=run_dir,
         every=dcfg.checkpoint_every, on_resume=on_resume, on_step=on_step, desc="POST distil",
         progress=progress,
     )  # fmt: skip
-    return DistillResult(state.tree["student"], s_cfg, history)
+    return DistillResult({**fixed, **state.tree["student"]}, s_cfg, history)

@@ -72,7 +72,9 @@ class PostTableConfig:
     shadows: int = 8
     epsilon: float = 8.0
     delta_factor: float = 0.1  # delta = delta_factor / N
-    distill: DistillConfig = DistillConfig(steps=2000, batch_size=8, seq_len=128)
+    distill: DistillConfig = DistillConfig(  # its records trained every student parameter
+        steps=2000, batch_size=8, seq_len=128, freeze_embeddings=False
+    )
     tune: DPConfig = DPConfig(  # what its records ran: SGD, lr 1e-3, 20 epochs, 100 tokens,
         prompt_len=100, epochs=20, expected_batch_size=16, physical_batch=8,  # random init,
         learning_rate=1e-3, optimizer="sgd", init="random", class_score="logsumexp",  # 1 word
@@ -104,7 +106,9 @@ QUICK = PostTableConfig(
     test_size=32,
     audit_size=8,
     shadows=2,
-    distill=DistillConfig(steps=10, batch_size=2, seq_len=64, checkpoint_every=5),
+    distill=DistillConfig(
+        steps=10, batch_size=2, seq_len=64, checkpoint_every=5, freeze_embeddings=False
+    ),
     tune=DPConfig(
         prompt_len=10,
         epochs=2,
@@ -151,6 +155,7 @@ def private_and_held_out(cfg: PostTableConfig, task_name: str, seed: int):
 
 # config fields added after this plan's records ran, at the value those runs had
 ADDED_FIELDS = {
+    "distill": {"freeze_embeddings": False},
     "transfer": {"kl_direction": "teacher_student"},
     "tune": {"init": "random", "class_score": "logsumexp"},
 }

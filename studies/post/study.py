@@ -4,6 +4,7 @@
     cbp-jax study post run --reduced  # the CPU-sized preset, e.g. --set tasks=sst2
     cbp-jax study post run --quick    # smoke run: 1 task, 1 seed, few steps
     cbp-jax study post table          # post.md from the records (its own run's preset)
+    cbp-jax study post student        # distil, measure and ship the student (student.py)
 
 Teacher: smollm2-135m; the student (first + last block) is distilled once on public ag_news
 text (resumable, under <out>/student). The plan (plan.py: config, one (task, seed) cell of
@@ -41,7 +42,7 @@ ANSWER = (
     "No so far: one reduced cell (sst2, seed 0) puts POST at 52-55.5 against Direct transfer "
     "67.0 and zero-shot 71.5; membership inference is at chance with and without DP"
 )
-COMMANDS = ("run", "table")
+COMMANDS = ("run", "table", "student")
 RESULTS = pathlib.Path(__file__).resolve().parent
 STASHES = RESULTS.parents[1] / "stashes" / "post"  # committed teacher steps of open cells
 TEACHER_STEPS = ("full", "full_dp")  # depend on the teacher and the config only
@@ -83,7 +84,15 @@ def main(argv=None) -> None:
     p.add_argument("--reduced", action="store_true", help="the CPU-sized preset (REDUCED)")
     p.add_argument("--set", nargs="*", default=[], help="overrides, e.g. tune.epochs=5")
     p.add_argument("--results", default=str(RESULTS), help="records and table live here")
+    p.add_argument("--steps", type=int, default=None, help="student: distillation steps")
+    p.add_argument("--measure-only", action="store_true", help="student: measure, don't ship")
     a = p.parse_args(argv)
+    if a.command == "student":
+        from studies.post import student
+
+        steps = a.steps or student.CONFIG.steps
+        student.main(steps, "checkpoints", str(student.SHIPPED), a.measure_only)
+        return
     if a.command == "table" and not (a.quick or a.reduced or a.set):  # post.md's own run
         a = p.parse_args(
             ["table", *committed_run(RESULTS / "post.md", "post"), "--results", a.results]
