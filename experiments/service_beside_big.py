@@ -7,36 +7,126 @@ for the WHOLE time the big request runs (not only the first `--first`), so the p
 not just the slowest of 20. One chunk's time = the big request's time over its chunks.
 Also: the light client alone on the same server, before, as the reference.
 Run: `nice -n 5 .venv/bin/python experiments/service_beside_big.py`.
+
+`--model NAME` serves a registered model instead (`cbp-jax serve --model NAME`, soft
+prompts of 8 tokens, the light client P=2, B=4, S=16). A maximum-size request then takes
+far longer than a light phase needs (SmolLM2-135M on a 2-core CPU: about 1 s a chunk, 1024
+chunks), so the light client runs for `--seconds` and the big request's client then goes
+away (its timeout): the server abandons it, uncharged (checked in its user's budget). One
+chunk's time is then the median of 5 one-chunk requests in the big request's tile, alone
+(HTTP included: a few ms on a chunk of about a second).
 """
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
+import functools
 import os
 import sys
 import threading
 import time
 
 import numpy as np
+import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load_test import Server  # noqa: E402
 from service_paid_load import LIGHT, light, pct, request, service  # noqa: E402
 
-from cbp_jax.serve.batcher import chunks_of  # noqa: E402
+from cbp_jax.contract import ScoreRequest  # noqa: E402
+from cbp_jax.serve.batcher import chunks_of, tile_for  # noqa: E402
+from cbp_jax.serve.client import RemoteService, RetryPolicy  # noqa: E402
 from cbp_jax.serve.limits import ServeLimits  # noqa: E402
 
 
-def light_until(url: str, done: threading.Event, seed: int) -> list[float]:
+def light_until(url: str, done: threading.Event, seed: int, make=None) -> list[float]:
     svc, rng, out = service(url, "user0", f"light-{seed}"), np.random.default_rng(seed), []
+    make = make or (lambda rng: request(rng, *LIGHT))
     while not done.is_set():
         t = time.perf_counter()
-        svc.score(request(rng, *LIGHT))
+        svc.score(make(rng))
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def soft_request(rng, p: int, b: int, s: int, d: int, t: int = 8) -> ScoreRequest:
+    tokens = rng.integers(1, 101, (b, s)).astype(np.int32)
+    z = (0.02 * rng.normal(size=(p, t, d))).astype(np.float32)
+    return ScoreRequest("soft_prompt", z, tokens, np.ones_like(tokens), np.array([[3], [4]]))
+
+
+def pcts(xs: list[float], chunk_ms: float) -> str:
+    return (f"p50 {pct(xs, 50):.0f} ms ({pct(xs, 50) / chunk_ms:.2f} chunks), p99 "
+            f"{pct(xs, 99):.0f} ms ({pct(xs, 99) / chunk_ms:.2f} chunks), max "
+            f"{1000 * max(xs):.0f} ms ({1000 * max(xs) / chunk_ms:.2f} chunks)")  # fmt: skip
+
+
+def served_model(model: str, seconds: float) -> None:
+    """The light client beside an abandoned maximum-size request on a registered model."""
+    cap, t = ServeLimits().max_work_tokens, 8
+    p, b, s = 32, 64, cap // (32 * 64) - t  # P x B x (S + T) = the cap
+    start = time.strftime("%H:%M", time.gmtime())
+    srv = Server(model, [])
+    try:
+        d = requests.get(srv.url + "/v1/info", timeout=600).json()["hidden_size"]
+        make = functools.partial(soft_request, d=d, t=t)
+        rng = np.random.default_rng(0)
+        one = service(srv.url, "user7", "one-chunk")  # the big request's tile, 1 chunk
+        assert chunks_of(1, 2, s) == 1 and tile_for(1, 2, s) == tile_for(p, b, s)
+        ones = []
+        for _ in range(6):
+            t0 = time.perf_counter()
+            one.score(make(rng, 1, 2, s))
+            ones.append(time.perf_counter() - t0)
+        chunk_ms = 1000 * float(np.median(ones[1:]))  # the first compiles
+        light_rows = lambda rng: make(rng, *LIGHT)  # noqa: E731
+        light_until_n(srv.url, 5, light_rows)  # compile the light tile
+        alone = light_until_n(srv.url, 40, light_rows)
+        done = threading.Event()
+        patient = RetryPolicy(timeout_s=seconds + 5, deadline_s=seconds + 6)
+        big_svc = RemoteService(srv.url, "user5-secret-key", run_id="big", retry=patient)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            big = pool.submit(big_svc.score, make(np.random.default_rng(5), p, b, s))
+            time.sleep(1.0)  # the big request is admitted and computing first
+            lights = pool.submit(light_until, srv.url, done, 2, light_rows)
+            time.sleep(seconds)
+            done.set()
+            beside = lights.result()
+            outcome = type(big.exception(timeout=600)).__name__
+        time.sleep(2 * chunk_ms / 1000)
+        charged = big_svc.budget()["used"]
+    finally:
+        srv.stop()
+    print(f"{start}-{time.strftime('%H:%M', time.gmtime())} UTC, model {model}, load average "
+          f"{os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"- one chunk (tile {tile_for(p, b, s)}, 1 request alone, median of 5): "
+          f"{chunk_ms:.0f} ms")  # fmt: skip
+    print(f"- light alone ({LIGHT}, tile {tile_for(*LIGHT)}): {len(alone)} requests, "
+          f"{pcts(alone, chunk_ms)}")  # fmt: skip
+    print(f"- light beside the maximum-size request {p}x{b}x{s} (+{t} prompt) for {seconds:g} "
+          f"s: {len(beside)} requests, {pcts(beside, chunk_ms)}")  # fmt: skip
+    over = sum(1000 * x > 2 * chunk_ms for x in beside)
+    print(f"- light requests over 2 chunks: {over} of {len(beside)}")
+    print(f"- the big request's client went away ({outcome}); calls charged to its user: {charged}")
+
+
+def light_until_n(url: str, n: int, make) -> list[float]:
+    svc, rng, out = service(url, "user0", f"light-n{n}"), np.random.default_rng(n), []
+    for _ in range(n):
+        t = time.perf_counter()
+        svc.score(make(rng))
         out.append(time.perf_counter() - t)
     return out
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="tiny", help="tiny (test model) or a registered name")
+    ap.add_argument("--seconds", type=float, default=300.0, help="--model: light phase")
+    args = ap.parse_args()
+    if args.model != "tiny":
+        return served_model(args.model, args.seconds)
     first, cap = 20, ServeLimits().max_work_tokens
     p, b, s = 32, 64, max(8, cap // (32 * 64))
     start = time.strftime("%H:%M", time.gmtime())

@@ -17,8 +17,16 @@ import numpy as np
 import pytest
 
 from cbp_jax.contract import ScoreRequest
-from cbp_jax.serve.batcher import BatchConfig, Batcher, Job, chunks_of, length_groups, tile_shapes
-from cbp_jax.service.oracle import CBPGenerator, NoPrompt, SoftPrompt
+from cbp_jax.serve.batcher import (
+    BatchConfig,
+    Batcher,
+    Job,
+    chunks_of,
+    length_groups,
+    tile_for,
+    tile_shapes,
+)
+from cbp_jax.service.oracle import TOKENS_PER_CHUNK, CBPGenerator, NoPrompt, SoftPrompt
 from cbp_jax.service.provider import ScoringService
 from tests.serve_tiny import tiny_generator, tiny_model
 
@@ -109,7 +117,7 @@ def test_distinct_shapes_compile_at_most_once_per_tile(tiny):
         batcher.close()
     tiles = {_job("u", *s[:3], c=s[3], w=s[4]).key() for s in shapes}
     print(f"{len(shapes)} distinct shapes, {len(tiles)} tiles hit of {bound}, {first} compiles")
-    assert first == len(tiles) <= bound == 15 < len(shapes)
+    assert first == len(tiles) <= bound == 24 < len(shapes)  # 15 full tiles, 9 small
     assert batcher.compiles == first  # the second pass compiled nothing: memory stays flat
 
 
@@ -143,3 +151,16 @@ def test_rebucketing_by_length_changes_no_score(tiny):
     finally:
         batcher.close()
     np.testing.assert_allclose(got, local.score(req).logprobs_PxBxCxW, atol=1e-5)
+
+
+def test_a_request_that_fits_a_small_tile_runs_in_one_small_chunk():
+    """A light request computes an eighth of a full chunk, not a full chunk of padding;
+    one that does not fit whole keeps the full tile; every tile is in the compiled bound."""
+    full = TOKENS_PER_CHUNK
+    assert tile_for(2, 4, 16) == (2, 4, 16) and np.prod(tile_for(2, 4, 16)) == full // 8
+    assert np.prod(tile_for(3, 4, 16)) == full  # 3 rows do not fit the small tile's 2
+    assert np.prod(tile_for(1, 64, 512)) == full
+    shapes = set(tile_shapes(512))
+    for p, b, s in [(1, 1, 8), (2, 4, 16), (4, 2, 8), (3, 4, 16), (32, 64, 512), (1, 3, 200)]:
+        assert tile_for(p, b, s) in shapes
+    assert chunks_of(2, 4, 16) == 1 and chunks_of(3, 4, 16) == 1 and chunks_of(32, 64, 512) == 1024

@@ -1,9 +1,10 @@
 """Request scheduling: requests computed fairly, chunk by chunk, on a fixed set of compiled shapes.
 
-Shapes: a request runs in fixed-shape chunks (`shape_buckets.tile`: rows x batch x sequence
-= TOKENS_PER_CHUNK tokens, sequence a power of two >= 8, left padding masked out; candidate
+Shapes: a request runs in fixed-shape chunks (`shape_buckets.tile_for`: rows x batch x sequence
+= TOKENS_PER_CHUNK tokens, or an eighth of that for a request that fits whole in one,
+sequence a power of two >= 8, left padding masked out; candidate
 ids padded to `BatchConfig.cand_slots`), so one adapter payload shape compiles at most
-`len(tile_shapes(max_seq))` programs (35 up to S = 512) whatever the clients send. The
+`len(tile_shapes(max_seq))` programs (50 up to S = 512) whatever the clients send. The
 executables live in an LRU cache of `BatchConfig.max_compiled` entries (>= that count by
 default, so nothing recompiles after warm-up); `compiles` counts compilations. The soft
 prompt length T is not padded (the model has no prompt mask): each distinct T of a prompt
@@ -40,7 +41,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from cbp_jax.serve.fair import FairQueue
-from cbp_jax.serve.shape_buckets import bucket, chunks_of, gather, padded_tokens, tile, tile_shapes
+from cbp_jax.serve.shape_buckets import (
+    bucket,
+    chunks_of,
+    gather,
+    padded_tokens,
+    tile,
+    tile_for,
+    tile_shapes,
+)
 from cbp_jax.serve.tiles import Work, tile_scores
 
 
@@ -49,7 +58,7 @@ class BatchConfig:
     """window_ms: how long the first request of a pack waits for company; max_requests /
     max_rows: pack size limits (requests, total candidates); 1 request = no packing (the
     measured-faster default on CPU); max_compiled: LRU bound on compiled executables (64:
-    every tile of S <= 512 for one payload shape, 35, fits); cand_slots: candidate ids per
+    every tile of S <= 512 for one payload shape, 50, fits); cand_slots: candidate ids per
     example a compiled chunk reads (64 classes x 8 words, the default limits; a request
     with more compiles a larger bucket)."""
 
@@ -96,7 +105,8 @@ class Job:
     def key(self, cand_slots: int = BatchConfig.cand_slots) -> tuple:
         """(kind, payload tail, tile (Q, B, S), candidate slots): its compiled program."""
         tail = None if self.payload is None else self.payload.shape[1:]
-        return (self.kind, tail, tile(*self.tokens.shape), max(cand_slots, bucket(self.cands.size)))
+        shape = tile_for(self.rows, *self.tokens.shape)
+        return (self.kind, tail, shape, max(cand_slots, bucket(self.cands.size)))
 
 
 def length_groups(job: Job, floor: int = 8) -> list[tuple[np.ndarray, Job]]:
@@ -123,7 +133,7 @@ def length_groups(job: Job, floor: int = 8) -> list[tuple[np.ndarray, Job]]:
 
 
 __all__ = ["AbandonedError", "BatchConfig", "Batcher", "Job", "bucket", "chunks_of",
-           "length_groups", "padded_tokens", "tile", "tile_shapes"]  # fmt: skip
+           "length_groups", "padded_tokens", "tile", "tile_for", "tile_shapes"]  # fmt: skip
 
 
 class AbandonedError(RuntimeError):
