@@ -28,7 +28,6 @@ import threading
 import time
 
 import numpy as np
-import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load_test import Server  # noqa: E402
@@ -53,7 +52,7 @@ def light_until(url: str, done: threading.Event, seed: int, make=None) -> list[f
 def soft_request(rng, p: int, b: int, s: int, d: int, t: int = 8) -> ScoreRequest:
     tokens = rng.integers(1, 101, (b, s)).astype(np.int32)
     z = (0.02 * rng.normal(size=(p, t, d))).astype(np.float32)
-    return ScoreRequest("soft_prompt", z, tokens, np.ones_like(tokens), np.array([[3], [4]]))
+    return ScoreRequest("prompt", z, tokens, np.ones_like(tokens), np.array([[3], [4]]))
 
 
 def pcts(xs: list[float], chunk_ms: float) -> str:
@@ -69,10 +68,9 @@ def served_model(model: str, seconds: float) -> None:
     start = time.strftime("%H:%M", time.gmtime())
     srv = Server(model, [])
     try:
-        d = requests.get(srv.url + "/v1/info", timeout=600).json()["hidden_size"]
-        make = functools.partial(soft_request, d=d, t=t)
-        rng = np.random.default_rng(0)
         one = service(srv.url, "user7", "one-chunk")  # the big request's tile, 1 chunk
+        make = functools.partial(soft_request, d=one.public_info().hidden_size, t=t)
+        rng = np.random.default_rng(0)
         assert chunks_of(1, 2, s) == 1 and tile_for(1, 2, s) == tile_for(p, b, s)
         ones = []
         for _ in range(6):
