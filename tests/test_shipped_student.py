@@ -51,7 +51,9 @@ def test_round_trip_is_the_student_in_bf16(distilled, tmp_path):
     bf16 = jax.tree.map(lambda w: np.asarray(jnp.asarray(w, jnp.bfloat16), np.float32),
                         result.params["layers"])  # fmt: skip
     jax.tree.map(np.testing.assert_array_equal, params["layers"], bf16)
-    assert not np.allclose(params["layers"]["w_qkv"], t.params["layers"]["w_qkv"][np.array([0, 1, 4])])
+    assert not np.allclose(
+        params["layers"]["w_qkv"], t.params["layers"]["w_qkv"][np.array([0, 1, 4])]
+    )
 
 
 def test_refusals(distilled, tmp_path):

@@ -8,7 +8,7 @@ padding FLOPs stay small and the number of compiled shapes stays bounded.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -97,17 +97,6 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, pad_to: int = 8):
         tokens[i, width - len(s) :] = s
         mask[i, width - len(s) :] = 1
     return tokens, mask
-
-
-def length_sorted_batches(
-    seqs: Sequence[Sequence[int]], batch_size: int, pad_id: int, pad_to: int = 8
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (indices, tokens_BxS, mask_BxS) over length-sorted chunks of the data."""
-    order = np.argsort([len(s) for s in seqs], kind="stable")
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        tokens, mask = left_pad([seqs[i] for i in idx], pad_id, pad_to)
-        yield idx, tokens, mask
 
 
 def make_inputs(tokenizer, task, examples: Sequence[dict], pad_to: int = 8) -> Inputs:

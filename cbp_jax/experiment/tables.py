@@ -38,12 +38,6 @@ def write_table(store: RecordStore, stem: str, results: pathlib.Path,
     return out
 
 
-def legacy_summary(store: RecordStore) -> dict[str, int]:
-    """Records in a store by kind: legacy (imported) and new (run with the papers' unit)."""
-    n_legacy = sum(1 for r in store.records.values() if r.get("legacy"))
-    return {"legacy": n_legacy, "new": len(store.records) - n_legacy}
-
-
 def get_or_run(store: RecordStore, cell, compute, *, dry_run: bool = False):
     """One cell's result value: its record's, else `compute()` run and recorded (None when
     dry_run and unrecorded). For scripts whose runs nest (a table's sub-runs share state), so

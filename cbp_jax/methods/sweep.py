@@ -184,11 +184,6 @@ def _result(out: RunOutput, calls: int) -> SweepResult:
     return SweepResult(out.final_mean, out.best_z, out.best_loss, dict(out.curves), calls)
 
 
-def run_sweep(service, param, train, cfg: SweepConfig, keys_S, hparams, *, mesh=None):
-    """S runs of `cfg` over (keys_S, hparams) as one compiled call; see `Sweeper`."""
-    return Sweeper(service, param, train, cfg, mesh=mesh).run(keys_S, hparams)
-
-
 def generations_for_budget(budget: int, population: int) -> int:
     """Whole generations one run can afford at `budget` calls (P calls each: BBT's
     `maxiter = budget // popsize`)."""
