@@ -5,6 +5,8 @@
     cbp-jax study post run --quick    # smoke run: 1 task, 1 seed, few steps
     cbp-jax study post table          # post.md from the records (its own run's preset)
     cbp-jax study post student        # distil, measure and ship the student (student.py)
+    cbp-jax study post published --reduced   # the table as the public code runs it (CPU preset)
+    cbp-jax study post published --table-only  # published.md from its records, runs nothing
 
 Teacher: smollm2-135m; the student (first + last block) is distilled once on public ag_news
 text (resumable, under <out>/student). The plan (plan.py: config, one (task, seed) cell of
@@ -18,12 +20,18 @@ beside this file (a changed config is refused, naming the field) and post.md is 
 from the records only (--quick: <out>/post_quick.md and <out>/post_quick_runs.jsonl). The
 earlier table's numbers are legacy records there. experiments/results/post.md links here
 (acceptance scripts read it there).
+
+`published` is another plan beside that one (published.py: the shipped student, the code's
+prompt recipe, alpha paper / 0.5 / public, last and best-on-validation transfer steps): its
+records in published_runs.jsonl, its table published.md (published_report.py), its steps
+under <out>/cells/ (--quick: <out>/published_quick.md and <out>/published_quick_runs.jsonl).
 """
 
 from __future__ import annotations
 
 import argparse
 import pathlib
+import re
 import shlex
 import shutil
 
@@ -42,7 +50,7 @@ ANSWER = (
     "No so far: one reduced cell (sst2, seed 0) puts POST at 52-55.5 against Direct transfer "
     "67.0 and zero-shot 71.5; membership inference is at chance with and without DP"
 )
-COMMANDS = ("run", "table", "student")
+COMMANDS = ("run", "table", "student", "published")
 RESULTS = pathlib.Path(__file__).resolve().parent
 STASHES = RESULTS.parents[1] / "stashes" / "post"  # committed teacher steps of open cells
 TEACHER_STEPS = ("full", "full_dp")  # depend on the teacher and the config only
@@ -77,16 +85,66 @@ def make_runner(cfg: PostTableConfig, stashes: pathlib.Path | None):
     return runner
 
 
+def published_runner(cfg):
+    """A runner of published.py's cells: the teacher and the shipped student loaded once."""
+    from cbp_jax.model import load_model
+    from cbp_jax.post.shipped_student import load_student
+    from studies.post import published
+    from studies.post.student import TEACHER
+
+    teacher = load_model(TEACHER)
+    student, s_cfg = load_student(cfg.student, teacher)
+
+    def runner(config: dict) -> dict:
+        task, seed = config["task"], config["seed"]
+        steps = pathlib.Path(cfg.out) / "cells" / _cell_dir(config)
+        cache = StepCache(steps)  # finished prompts: a killed cell resumes after them
+        out = published.cell(cfg, teacher, student, s_cfg, task, seed, cache)
+        print(f"{task}/seed{seed}: reused steps {cache.loaded} from {steps}", flush=True)
+        return out
+
+    return runner
+
+
+def run_published(a) -> None:
+    """`published`: run the missing cells of published.py's plan, write its table."""
+    from studies.post import published
+    from studies.post.published_report import section
+
+    md = pathlib.Path(a.results) / "published.md"
+    if a.table_only and not (a.quick or a.reduced or a.set) and md.is_file():
+        found = re.search(r"^Command: `cbp-jax study post published ?([^`]*)`", md.read_text(),
+                          re.M)  # fmt: skip
+        if found:  # the committed table's own run
+            args = shlex.split(found.group(1))
+            a.reduced = "--reduced" in args
+            a.set = args[args.index("--set") + 1 :] if "--set" in args else []
+    preset = published.QUICK if a.quick else published.CPU if a.reduced else None
+    cfg = apply_overrides(preset or published.PublishedConfig(), a.set)
+    dest, stem = (pathlib.Path(cfg.out), "published_quick") if a.quick else (md.parent, "published")
+    store = RecordStore(dest / f"{stem}_runs.jsonl")
+    runner = None if a.table_only else published_runner(cfg)
+    records, _ = run_cells(published.cells(cfg), store, runner, dry_run=a.table_only)
+    args = ["--quick"] * a.quick + ["--reduced"] * a.reduced + (["--set", *a.set] if a.set else [])
+    command = ("cbp-jax study post published " + shlex.join(args)).strip()
+    dest.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {write_table(store, stem, dest, section(cfg, records, command))}")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("command", choices=COMMANDS)
     p.add_argument("--quick", action="store_true", help="tiny smoke run (1 task, 1 seed)")
-    p.add_argument("--reduced", action="store_true", help="the CPU-sized preset (REDUCED)")
+    p.add_argument("--reduced", action="store_true", help="the CPU-sized preset (REDUCED; CPU)")
     p.add_argument("--set", nargs="*", default=[], help="overrides, e.g. tune.epochs=5")
     p.add_argument("--results", default=str(RESULTS), help="records and table live here")
     p.add_argument("--steps", type=int, default=None, help="student: distillation steps")
     p.add_argument("--measure-only", action="store_true", help="student: measure, don't ship")
+    p.add_argument("--table-only", action="store_true", help="published: write, run nothing")
     a = p.parse_args(argv)
+    if a.command == "published":
+        run_published(a)
+        return
     if a.command == "student":
         from studies.post import student
 
