@@ -224,12 +224,14 @@ def transfer_loss(
 
 @functools.lru_cache(maxsize=8)
 def _step_fn(t_cfg: LlamaConfig, s_cfg: LlamaConfig, tcfg: TransferConfig):
+    """(optimiser, jitted step); alpha is an argument (one compile for every alpha: pass
+    tcfg with alpha and seed at their defaults, as `transfer` does)."""
     opt = optax.adam(tcfg.learning_rate)
 
     @jax.jit
-    def step(p_t, opt_state, teacher, student, p_s, tokens, mask):
+    def step(p_t, opt_state, teacher, student, p_s, tokens, mask, alpha):
         return optax_step(transfer_loss, opt)(
-            p_t, opt_state, teacher, t_cfg, student, s_cfg, p_s, tokens, mask, tcfg.alpha,
+            p_t, opt_state, teacher, t_cfg, student, s_cfg, p_s, tokens, mask, alpha,
             tcfg.temperature, tcfg.kl_direction,
         )[:3]  # fmt: skip
 
@@ -260,7 +262,8 @@ def transfer(
     if eval_every < 1:
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
     p_s = jnp.asarray(student_prompt_TxD, jnp.float32)
-    opt, step_fn = _step_fn(t_cfg, s_cfg, tcfg)
+    opt, step_fn = _step_fn(t_cfg, s_cfg, dataclasses.replace(tcfg, alpha=CODE_ALPHA, seed=0))
+    alpha = jnp.float32(tcfg.alpha)
     tokens, mask = (jnp.asarray(x, jnp.int32) for x in (public.tokens_BxS, public.mask_BxS))
     n = tokens.shape[0]
 
@@ -269,7 +272,14 @@ def transfer(
         idx = jnp.asarray(rng.choice(n, size=tcfg.batch_size, replace=n < tcfg.batch_size))
         t = state.tree
         p_t, opt_state, loss = step_fn(
-            t["p_t"], t["opt_state"], teacher_params, student_params, p_s, tokens[idx], mask[idx]
+            t["p_t"],
+            t["opt_state"],
+            teacher_params,
+            student_params,
+            p_s,
+            tokens[idx],
+            mask[idx],
+            alpha,
         )
         row = {"step": state.step + 1, "loss": float(loss)}
         if evaluate is not None and (state.step % eval_every == 0 or row["step"] == tcfg.steps):
