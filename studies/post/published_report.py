@@ -27,8 +27,9 @@ LABELS = {
 BEST = "best (selected on private validation data)"
 OUTSIDE = (
     'alpha "paper" (its ZS and C) and the best-step selection use the private validation '
-    "split, outside the DP accountant: the DP guarantee covers the student's prompt and the "
-    'last transferred prompt of alpha "code" and "public" only.'
+    "split, outside the DP accountant: in the DP column the guarantee covers the tuned prompts, "
+    'Direct transfer and the Last prompts of alpha "code" and "public", not alpha "paper" '
+    "nor the Best column."
 )
 
 
