@@ -8,10 +8,10 @@ decoder teacher (distill/extract_distill_model.py: GPT-2 XL keeps h[0:2] + h[-2:
 trains them and the final norm on public text (the shipped public tasks' train pools, never
 sst2 or financial_phrasebank) with KD + LM + cosine losses (cbp_jax.post.distill), lr 5e-4
 (the code's). Its embeddings stay the teacher's, so it ships as its blocks in bfloat16 with a
-SHA256 (`shipped_student`). Measured before shipping: the teacher's zero-shot accuracy and the
+SHA256 (`shipped_student`). Measured once shipped: the teacher's zero-shot accuracy and the
 student with a soft prompt tuned as POST's code tunes it (task-text init, several label words,
-Adam 5e-4, 5 epochs, no DP) on sst2's whole train pool, on 200 sst2 test examples; the
-shipped bf16 weights are measured again after reloading.
+Adam 5e-4, 5 epochs, no DP) on sst2's whole train pool, on 200 sst2 test examples, with the
+shipped bf16 weights reloaded by name (`--measure-only`: the float32 checkpoint, unshipped).
 """
 
 from __future__ import annotations
@@ -96,15 +96,15 @@ def main(steps: int, out: str, root: str, measure_only: bool) -> dict:
         "last_25_steps_mean": {
             k: float(np.mean([h[k] for h in tail])) for k in tail[0] if k != "step"
         },  # fmt: skip
-        **measure(teacher, result.params, result.cfg),
     }
-    print(summary, flush=True)
     if measure_only:
+        summary |= measure(teacher, result.params, result.cfg)
+        print(summary, flush=True)
         return summary
     directory = pathlib.Path(root) / NAME
     sha = save_student(directory, result.params, teacher, cfg, cfg.layers, summary)
-    shipped, s_cfg = load_student(directory, teacher)
+    shipped, s_cfg = load_student(directory, teacher)  # measured as shipped: bf16, by name
     summary["shipped_bf16"] = measure(teacher, shipped, s_cfg)
     save_student(directory, result.params, teacher, cfg, cfg.layers, summary)
-    print(f"shipped {directory} sha256 {sha}: {summary['shipped_bf16']}", flush=True)
+    print(f"shipped {directory} sha256 {sha}: {summary}", flush=True)
     return summary
