@@ -245,13 +245,22 @@ def cell(cfg: PostTableConfig, teacher, student, s_cfg, task_name: str, seed: in
             )["prompt_TxD"],
             seed,
         )
-        out["mia" + tag] = loss_threshold_mia(student, s_cfg, p_s, members, nonmembers)
-        out["lira" + tag] = lira_audit(student, s_cfg, p_s, members, nonmembers, shadows)
-        if dp:
-            out.update(
-                epsilon_spent=float(res["epsilon"]),
-                delta=float(res["delta"]),
-                sigma=float(res["noise_multiplier"]),
-                dp_steps=int(res["steps"]),
-            )
+        out.update(audits(tag, student, s_cfg, p_s, members, nonmembers, shadows, dp and res))
+    return out
+
+
+def audits(tag, student, s_cfg, p_s, members, nonmembers, shadows, dp_result=None) -> dict:
+    """The student prompt's loss-threshold and LiRA audits (keys tagged) and, given the DP
+    tuning's result, its accounting (spent epsilon, delta, noise multiplier, steps)."""
+    out = {
+        "mia" + tag: loss_threshold_mia(student, s_cfg, p_s, members, nonmembers),
+        "lira" + tag: lira_audit(student, s_cfg, p_s, members, nonmembers, shadows),
+    }
+    if dp_result:
+        out.update(
+            epsilon_spent=float(dp_result["epsilon"]),
+            delta=float(dp_result["delta"]),
+            sigma=float(dp_result["noise_multiplier"]),
+            dp_steps=int(dp_result["steps"]),
+        )
     return out

@@ -42,14 +42,14 @@ from cbp_jax.post import (
     TransferConfig,
     accuracy,
     dp_tune_prompt,
-    loss_threshold_mia,
     mark_private,
     transfer,
 )
 from cbp_jax.post.code_prompts import INIT_TEXT, LABEL_WORDS, code_candidates, text_init_prompt
-from cbp_jax.post.lira import lira_audit, subset, train_shadows
+from cbp_jax.post.lira import subset, train_shadows
 from cbp_jax.post.public_alpha import public_alpha
 from cbp_jax.post.transfer_loss import ALPHA_MODES, KL_DIRECTIONS, best_and_last, transfer_alpha
+from studies.post.plan import audits
 from studies.post.student import NAME
 
 PUBLIC = "ag_news"
@@ -282,13 +282,5 @@ def cell(cfg: PublishedConfig, teacher, student, s_cfg, task_name: str, seed: in
             )["prompt_TxD"],
             seed,
         )  # fmt: skip
-        out["mia" + tag] = loss_threshold_mia(student, s_cfg, p_s, members, nonmembers)
-        out["lira" + tag] = lira_audit(student, s_cfg, p_s, members, nonmembers, shadows)
-        if dp:
-            out.update(
-                epsilon_spent=float(res["epsilon"]),
-                delta=float(res["delta"]),
-                sigma=float(res["noise_multiplier"]),
-                dp_steps=int(res["steps"]),
-            )
+        out.update(audits(tag, student, s_cfg, p_s, members, nonmembers, shadows, dp and res))
     return out

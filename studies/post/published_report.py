@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from cbp_jax.post.transfer_loss import ALPHA_MODES
 from studies.post.published import PUBLIC, ROWS, PublishedConfig
-from studies.post.report import fmt, student_line
+from studies.post.report import audit_lines, fmt, student_line
 
 LABELS = {
     "zero_shot": "Zero-shot (teacher)",
@@ -98,19 +98,8 @@ def task_section(cfg: PublishedConfig, task: str, by_seed: dict) -> list[str]:
         f"{r0['delta']:.2e} (= 1/N). Spent epsilon per seed (RDP accountant): {eps}; noise "
         f"multiplier {r0['sigma']:.3f}, {r0['dp_steps']} steps.",
         "",
-        "Membership inference on the student prompt (AUC 50 = no leakage; offline LiRA "
-        f"with {r0['lira']['shadows']} shadow prompts; TPR at 1% FPR):",
-        "",
-        "| | loss-threshold AUC | LiRA AUC | LiRA TPR @ 1% FPR |",
-        "|---|---|---|---|",
     ]
-    for tag, name in (("", "no DP"), ("_dp", f"DP, epsilon = {cfg.epsilon}")):
-        lines.append(
-            f"| {name} | {fmt([r['mia' + tag]['auc'] for r in rs])} | "
-            f"{fmt([r['lira' + tag]['auc'] for r in rs])} | "
-            f"{fmt([r['lira' + tag]['tpr_at_fpr'] for r in rs])} |"
-        )
-    return lines + ["", student_line(seeds, rs), ""]
+    return lines + audit_lines(rs, cfg.epsilon) + ["", student_line(seeds, rs), ""]
 
 
 def section(cfg: PublishedConfig, records: list[dict], command: str) -> str:

@@ -87,19 +87,26 @@ def task_section(cfg: PostTableConfig, task: str, by_seed: dict) -> list[str]:
         f"multiplier {rs[0]['sigma']:.3f}, {rs[0]['dp_steps']} steps. alpha per seed "
         f"(no DP / DP), from public inputs: {alphas}.",
         "",
+    ]
+    return lines + audit_lines(rs, cfg.epsilon) + ["", student_line(seeds, rs), ""]
+
+
+def audit_lines(rs: list[dict], epsilon: float) -> list[str]:
+    """The membership-inference table of the student prompt, without and with DP."""
+    lines = [
         "Membership inference on the student prompt (AUC 50 = no leakage; offline LiRA "
         f"with {rs[0]['lira']['shadows']} shadow prompts; TPR at 1% FPR):",
         "",
         "| | loss-threshold AUC | LiRA AUC | LiRA TPR @ 1% FPR |",
         "|---|---|---|---|",
     ]
-    for tag, name in (("", "no DP"), ("_dp", f"DP, epsilon = {cfg.epsilon}")):
+    for tag, name in (("", "no DP"), ("_dp", f"DP, epsilon = {epsilon}")):
         lines.append(
             f"| {name} | {fmt([r['mia' + tag]['auc'] for r in rs])} | "
             f"{fmt([r['lira' + tag]['auc'] for r in rs])} | "
             f"{fmt([r['lira' + tag]['tpr_at_fpr'] for r in rs])} |"
         )
-    return lines + ["", student_line(seeds, rs), ""]
+    return lines
 
 
 def student_line(seeds: list[int], rs: list[dict]) -> str:
