@@ -80,11 +80,11 @@ def constants(name: str, root: pathlib.Path | None = None) -> dict[str, object]:
     return out
 
 
-def committed_run(md: pathlib.Path, name: str) -> list[str]:
+def committed_run(md: pathlib.Path, name: str, verb: str = "run") -> list[str]:
     """The arguments of the run a committed table names first (its "Command: `cbp-jax study
-    NAME run ARGS`" line): what its `table` regenerates by default. [] when it names none."""
+    NAME VERB ARGS`" line): what its `table` regenerates by default. [] when it names none."""
     text = md.read_text() if md.is_file() else ""
-    match = re.search(rf"^Command: `cbp-jax study {name} run ?([^`]*)`", text, re.M)
+    match = re.search(rf"^Command: `cbp-jax study {name} {verb} ?([^`]*)`", text, re.M)
     return shlex.split(match.group(1)) if match else []
 
 

@@ -161,12 +161,12 @@ ADDED_FIELDS = {
 }
 
 
-def cells(cfg: PostTableConfig) -> list[Cell]:
-    """One cell per (task, seed); its payload is the whole config (less the fields of
-    ADDED_FIELDS at their recorded value)."""
+def cells(cfg, added: dict = ADDED_FIELDS) -> list[Cell]:
+    """One cell per (task, seed); its payload is the whole config less tasks and seeds (and
+    less the fields of `added` at their recorded value)."""
     base = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("tasks", "seeds")}
-    for part, added in ADDED_FIELDS.items():
-        base[part] = {k: v for k, v in base[part].items() if added.get(k, object()) != v}
+    for part, fields in added.items():
+        base[part] = {k: v for k, v in base[part].items() if fields.get(k, object()) != v}
     return [Cell(f"{t}/seed{s}", {**base, "task": t, "seed": s})
             for t in cfg.tasks for s in cfg.seeds]  # fmt: skip
 

@@ -41,7 +41,6 @@ from cbp_jax.post import (
     PublicData,
     TransferConfig,
     accuracy,
-    dp_tune_prompt,
     mark_private,
     transfer,
 )
@@ -49,7 +48,8 @@ from cbp_jax.post.code_prompts import INIT_TEXT, LABEL_WORDS, code_candidates, t
 from cbp_jax.post.lira import subset, train_shadows
 from cbp_jax.post.public_alpha import public_alpha
 from cbp_jax.post.transfer_loss import ALPHA_MODES, KL_DIRECTIONS, best_and_last, transfer_alpha
-from studies.post.plan import audits
+from studies.post.plan import audits, tuned
+from studies.post.plan import cells as plan_cells
 from studies.post.student import NAME
 
 PUBLIC = "ag_news"
@@ -153,9 +153,7 @@ def splits(cfg: PublishedConfig, task_name: str, seed: int) -> dict[str, list]:
 
 def cells(cfg: PublishedConfig) -> list[Cell]:
     """One cell per (task, seed); its payload is the whole config less tasks and seeds."""
-    base = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("tasks", "seeds")}
-    return [Cell(f"{t}/seed{s}", {**base, "task": t, "seed": s})
-            for t in cfg.tasks for s in cfg.seeds]  # fmt: skip
+    return plan_cells(cfg, added={})
 
 
 class BestTracker:
@@ -184,18 +182,6 @@ def paper_alpha_inputs(zs: float, c: float, num_classes: int) -> dict:
     if c > rg:
         return {**out, "alpha": transfer_alpha("paper", zs=zs, c=c, rg=rg)}
     return {**out, "alpha": 1.0 if zs > rg else 0.0, "note": "C <= RG: the formula's limit"}
-
-
-def _tuned(cache, key, params, p_cfg, train, tune, init, weights, **kw) -> dict:
-    def compute():
-        r = dp_tune_prompt(params, p_cfg, train, None, tune, init_prompt_TxD=init,
-                           weights_CxW=weights, **kw)  # fmt: skip
-        nan = float("nan")
-        return {"prompt_TxD": r.prompt_TxD, "noise_multiplier": r.noise_multiplier,
-                "epsilon": nan if r.epsilon is None else r.epsilon,
-                "delta": nan if r.delta is None else r.delta, "steps": r.steps}  # fmt: skip
-
-    return cache(key, compute)
 
 
 def _transferred(cache, key, teacher, student, s_cfg, p_s, public, tcfg, evaluate, every):
@@ -232,8 +218,11 @@ def cell(cfg: PublishedConfig, teacher, student, s_cfg, task_name: str, seed: in
     nonmembers = subset(raw["nonmembers"], np.arange(len(members.labels_B)))
     public = PublicData.from_task(tok, task, PUBLIC, cfg.public_size, seed)
     num_classes = len(task.label_words)
-    init = {who: text_init_prompt(p["embed"], tok, task_name, cfg.prompt_len)
-            for who, p in (("teacher", t_params), ("student", student))}  # fmt: skip
+    kw = {  # each model's prompt init (the task's text) and the label words' weights
+        who: {"init_prompt_TxD": text_init_prompt(p["embed"], tok, task_name, cfg.prompt_len),
+              "weights_CxW": w}
+        for who, p in (("teacher", t_params), ("student", student))
+    }  # fmt: skip
 
     def acc(params, p_cfg, data, prompt=None):
         return accuracy(params, p_cfg, data, prompt, weights_CxW=w)
@@ -248,9 +237,9 @@ def cell(cfg: PublishedConfig, teacher, student, s_cfg, task_name: str, seed: in
     }  # fmt: skip
     for dp in (False, True):
         tag, tune = "_dp" if dp else "", cfg.tune(dp, seed)
-        full = _tuned(cache, "full" + tag, t_params, t_cfg, train, tune, init["teacher"], w)
+        full = tuned(cache, "full" + tag, t_params, t_cfg, train, tune, **kw["teacher"])
         out["full" + tag] = acc(t_params, t_cfg, test, full["prompt_TxD"])
-        res = _tuned(cache, "student" + tag, student, s_cfg, train, tune, init["student"], w)
+        res = tuned(cache, "student" + tag, student, s_cfg, train, tune, **kw["student"])
         p_s = res["prompt_TxD"]
         out["student" + tag] = acc(student, s_cfg, test, p_s)
         out["student_val" + tag] = c_val = acc(student, s_cfg, val, p_s)
@@ -276,9 +265,9 @@ def cell(cfg: PublishedConfig, teacher, student, s_cfg, task_name: str, seed: in
         shadow_pool = data["shadow_pool"]
         shadows = train_shadows(
             shadow_pool, cfg.shadows, min(n, len(shadow_pool.labels_B)),
-            lambda d, k, t=tune, tag=tag: _tuned(
+            lambda d, k, t=tune, tag=tag: tuned(
                 cache, f"shadow{k}{tag}", student, s_cfg, d,
-                dataclasses.replace(t, seed=1000 + k), init["student"], w, progress=False,
+                dataclasses.replace(t, seed=1000 + k), progress=False, **kw["student"],
             )["prompt_TxD"],
             seed,
         )  # fmt: skip

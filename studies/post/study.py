@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import re
 import shlex
 import shutil
 
@@ -42,8 +41,7 @@ from cbp_jax.experiment.records import RecordStore
 from cbp_jax.experiment.step_cache import StepCache
 from cbp_jax.experiment.tables import write_table
 from cbp_jax.overrides import apply_overrides
-from studies.post.plan import QUICK, REDUCED, PostTableConfig, cell, cells
-from studies.post.report import new_section
+from studies.post.plan import QUICK, REDUCED, PostTableConfig, cell
 
 QUESTION = "Does POST (student-tuned DP prompt, transferred) beat Direct transfer and zero-shot?"
 ANSWER = (
@@ -60,16 +58,25 @@ def _cell_dir(config: dict) -> str:
     return f"{config['task']}-seed{config['seed']}-{config_hash(config)}"
 
 
-def make_runner(cfg: PostTableConfig, stashes: pathlib.Path | None):
-    """A cell runner: the teacher loaded and the student distilled (or reloaded) once."""
+def make_runner(cfg, published: bool, stashes: pathlib.Path | None = None):
+    """A cell runner of plan.py's cells (the teacher loaded and the student distilled or
+    reloaded once) or of published.py's (the teacher and the shipped student loaded once)."""
     from cbp_jax.model import load_model
-    from cbp_jax.post import distill, public_corpus
+    from studies.post import published as pub
+    from studies.post.student import TEACHER
 
-    teacher = load_model("smollm2-135m")
-    corpus = public_corpus(teacher.tokenizer, ("ag_news",), cfg.distill.seq_len)
-    st = distill(
-        teacher.params, teacher.cfg, corpus, cfg.distill, pathlib.Path(cfg.out) / "student"
-    )
+    teacher = load_model(TEACHER)
+    if published:
+        from cbp_jax.post.shipped_student import load_student
+
+        student, s_cfg = load_student(cfg.student, teacher)
+    else:
+        from cbp_jax.post import distill, public_corpus
+
+        corpus = public_corpus(teacher.tokenizer, ("ag_news",), cfg.distill.seq_len)
+        st = distill(teacher.params, teacher.cfg, corpus, cfg.distill,
+                     pathlib.Path(cfg.out) / "student")  # fmt: skip
+        student, s_cfg = st.params, st.cfg
 
     def runner(config: dict) -> dict:
         task, seed = config["task"], config["seed"]
@@ -78,57 +85,11 @@ def make_runner(cfg: PostTableConfig, stashes: pathlib.Path | None):
         # min each on a CPU core) are also kept in the stashes, for a new machine
         stash = None if stashes is None else stashes / steps.name
         cache = StepCache(steps, stash, TEACHER_STEPS if stash else ())
-        out = cell(cfg, teacher, st.params, st.cfg, task, seed, cache)
+        out = (pub.cell if published else cell)(cfg, teacher, student, s_cfg, task, seed, cache)
         print(f"{task}/seed{seed}: reused steps {cache.loaded} from {steps}", flush=True)
         return out
 
     return runner
-
-
-def published_runner(cfg):
-    """A runner of published.py's cells: the teacher and the shipped student loaded once."""
-    from cbp_jax.model import load_model
-    from cbp_jax.post.shipped_student import load_student
-    from studies.post import published
-    from studies.post.student import TEACHER
-
-    teacher = load_model(TEACHER)
-    student, s_cfg = load_student(cfg.student, teacher)
-
-    def runner(config: dict) -> dict:
-        task, seed = config["task"], config["seed"]
-        steps = pathlib.Path(cfg.out) / "cells" / _cell_dir(config)
-        cache = StepCache(steps)  # finished prompts: a killed cell resumes after them
-        out = published.cell(cfg, teacher, student, s_cfg, task, seed, cache)
-        print(f"{task}/seed{seed}: reused steps {cache.loaded} from {steps}", flush=True)
-        return out
-
-    return runner
-
-
-def run_published(a) -> None:
-    """`published`: run the missing cells of published.py's plan, write its table."""
-    from studies.post import published
-    from studies.post.published_report import section
-
-    md = pathlib.Path(a.results) / "published.md"
-    if a.table_only and not (a.quick or a.reduced or a.set) and md.is_file():
-        found = re.search(r"^Command: `cbp-jax study post published ?([^`]*)`", md.read_text(),
-                          re.M)  # fmt: skip
-        if found:  # the committed table's own run
-            args = shlex.split(found.group(1))
-            a.reduced = "--reduced" in args
-            a.set = args[args.index("--set") + 1 :] if "--set" in args else []
-    preset = published.QUICK if a.quick else published.CPU if a.reduced else None
-    cfg = apply_overrides(preset or published.PublishedConfig(), a.set)
-    dest, stem = (pathlib.Path(cfg.out), "published_quick") if a.quick else (md.parent, "published")
-    store = RecordStore(dest / f"{stem}_runs.jsonl")
-    runner = None if a.table_only else published_runner(cfg)
-    records, _ = run_cells(published.cells(cfg), store, runner, dry_run=a.table_only)
-    args = ["--quick"] * a.quick + ["--reduced"] * a.reduced + (["--set", *a.set] if a.set else [])
-    command = ("cbp-jax study post published " + shlex.join(args)).strip()
-    dest.mkdir(parents=True, exist_ok=True)
-    print(f"wrote {write_table(store, stem, dest, section(cfg, records, command))}")
 
 
 def main(argv=None) -> None:
@@ -142,34 +103,44 @@ def main(argv=None) -> None:
     p.add_argument("--measure-only", action="store_true", help="student: measure, don't ship")
     p.add_argument("--table-only", action="store_true", help="published: write, run nothing")
     a = p.parse_args(argv)
-    if a.command == "published":
-        run_published(a)
-        return
     if a.command == "student":
         from studies.post import student
 
         steps = a.steps or student.CONFIG.steps
         student.main(steps, "checkpoints", str(student.SHIPPED), a.measure_only)
         return
-    if a.command == "table" and not (a.quick or a.reduced or a.set):  # post.md's own run
-        a = p.parse_args(
-            ["table", *committed_run(RESULTS / "post.md", "post"), "--results", a.results]
-        )
-    cfg = apply_overrides(QUICK if a.quick else REDUCED if a.reduced else PostTableConfig(), a.set)
-    dest, stem = (
-        (pathlib.Path(cfg.out), "post_quick") if a.quick else (pathlib.Path(a.results), "post")
-    )
+    published = a.command == "published"
+    verb, stem = ("published", "published") if published else ("run", "post")
+    table_only = a.table_only if published else a.command == "table"
+    if table_only and not (a.quick or a.reduced or a.set):  # the committed table's own run
+        args = committed_run(pathlib.Path(a.results) / f"{stem}.md", "post", verb)
+        a.reduced = "--reduced" in args
+        a.set = args[args.index("--set") + 1 :] if "--set" in args else []
+    if published:
+        from studies.post import published as plan
+        from studies.post.published_report import section as report
+
+        presets = (plan.QUICK, plan.CPU, plan.PublishedConfig())
+    else:
+        from studies.post import plan
+        from studies.post.report import new_section as report
+
+        presets = (QUICK, REDUCED, PostTableConfig())
+    cfg = apply_overrides(presets[0] if a.quick else presets[1] if a.reduced else presets[2],
+                          a.set)  # fmt: skip
+    dest = pathlib.Path(cfg.out) if a.quick else pathlib.Path(a.results)
+    stem += "_quick" * a.quick
     store = RecordStore(dest / f"{stem}_runs.jsonl")
-    stashes = None if a.quick else STASHES
-    runner = make_runner(cfg, stashes) if a.command == "run" else None
-    records, _ = run_cells(cells(cfg), store, runner, dry_run=a.command == "table")
-    for c in cells(cfg) if runner and stashes else ():  # a finished cell's steps: its record
+    stashes = None if a.quick or published else STASHES
+    runner = None if table_only else make_runner(cfg, published, stashes)
+    records, _ = run_cells(plan.cells(cfg), store, runner, dry_run=table_only)
+    for c in plan.cells(cfg) if runner and stashes else ():  # a finished cell's steps: its record
         if store.get(c) is not None:
             shutil.rmtree(stashes / _cell_dir(c.config), ignore_errors=True)
     args = ["--quick"] * a.quick + ["--reduced"] * a.reduced + (["--set", *a.set] if a.set else [])
-    command = ("cbp-jax study post run " + shlex.join(args)).strip()
+    command = (f"cbp-jax study post {verb} " + shlex.join(args)).strip()
     dest.mkdir(parents=True, exist_ok=True)
-    print(f"wrote {write_table(store, stem, dest, new_section(cfg, records, command))}")
+    print(f"wrote {write_table(store, stem, dest, report(cfg, records, command))}")
 
 
 if __name__ == "__main__":
