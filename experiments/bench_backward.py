@@ -19,20 +19,14 @@ Run: `.venv/bin/python experiments/bench_backward.py [--batch 8 --prompt-len 50 
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import os
 import pathlib
 import statistics
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from bench_common import kshot_inputs, parser, print_results, stamp, torch_model, write_record
 
-from cbp_jax.data.batching import make_inputs
-from cbp_jax.data.splits import kshot_splits
 from cbp_jax.data.tasks import get_task
 from cbp_jax.experiment.timing import interleaved_times
 from cbp_jax.methods.losses import cross_entropy
@@ -56,17 +50,10 @@ def ours_step(model, prompt_TxD, tokens, mask, cands, labels):
     return lambda: jax.block_until_ready(grad(*args))[1]
 
 
-def torch_step(torch, source: str, dtype: str, prompt_TxD, tokens, mask, cands, labels):
+def torch_step(source: str, dtype: str, prompt_TxD, tokens, mask, cands, labels):
     """A job: the same loss and prompt gradient in transformers PyTorch."""
-    from transformers import AutoModelForCausalLM, logging
-
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
-    path = pathlib.Path(source)
+    torch, model = torch_model(source, dtype)
     dt = getattr(torch, dtype)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=dt
-    ).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     prompt = torch.nn.Parameter(torch.tensor(np.asarray(prompt_TxD), dtype=dt))
@@ -92,33 +79,25 @@ def torch_step(torch, source: str, dtype: str, prompt_TxD, tokens, mask, cands, 
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--task", default="sst2")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--prompt-len", type=int, default=50)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", type=pathlib.Path, default=RESULTS)
+    p = parser(__doc__.splitlines()[0], model="smollm2-135m", task="sst2", batch=8, prompt_len=50,
+               repeats=5, out=RESULTS)  # fmt: skip
     args = p.parse_args(argv)
     if min(args.batch, args.prompt_len, args.repeats) < 1:
         raise ValueError("--batch, --prompt-len and --repeats must be positive")
     import torch
 
-    torch.set_num_threads(os.cpu_count())
     machine = machine_info()
     print(f"{vars(args)}\nmachine: {machine}; jax {jax.__version__}, torch {torch.__version__}")
-    task = get_task(args.task)
-    per_class = -(-args.batch // task.num_classes)
-    train = kshot_splits(args.task, per_class, seed=0).train[: args.batch]
+    per_class = -(-args.batch // get_task(args.task).num_classes)
     jobs, grads = {}, {}
     for dt in DTYPES:
         model = load_model(args.model, dtype=dt)
-        data = make_inputs(model.tokenizer, task, train)
+        data = kshot_inputs(model.tokenizer, args.task, per_class, args.batch)
         rows = np.random.default_rng(0).integers(100, 5000, args.prompt_len)
         prompt = np.asarray(model.params["embed"], np.float32)[rows]
         batch = (data.tokens_BxS, data.mask_BxS, data.candidates_CxW, data.labels_B)
         jobs[f"ours_{dt}"] = ours_step(model, prompt, *[jnp.asarray(x) for x in batch])
-        jobs[f"torch_{dt}"] = torch_step(torch, model.source, dt, prompt, *batch)
+        jobs[f"torch_{dt}"] = torch_step(model.source, dt, prompt, *batch)
         g_ours, g_torch = np.asarray(jobs[f"ours_{dt}"]()), jobs[f"torch_{dt}"]()
         cos = float(np.sum(g_ours * g_torch) / np.linalg.norm(g_ours) / np.linalg.norm(g_torch))
         grads[dt] = g_ours
@@ -137,17 +116,11 @@ def main(argv=None) -> dict:
     out["grad_cosine_bf16_f32_ours"] = float(
         np.sum(g32 * g16) / np.linalg.norm(g32) / np.linalg.norm(g16)
     )
-    record = out | {
-        "machine": machine,
-        "config": vars(args) | {"out": str(args.out)},
-        "command": " ".join([sys.executable, *sys.argv]),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    record = out | {"machine": machine, "config": vars(args) | {"out": str(args.out)}, **stamp()}
+    write_record(args.out, record)
     print(f"ours bf16 vs f32: prompt-gradient cosine {out['grad_cosine_bf16_f32_ours']:.4f}")
-    for key in ("backward_bf16_over_f32_ours", "backward_speedup_vs_torch_same_dtype"):
-        print(f"RESULT {key} {out[key]:.4g}")
+    keys = ("backward_bf16_over_f32_ours", "backward_speedup_vs_torch_same_dtype")
+    print_results({k: out[k] for k in keys})
     return record
 
 

@@ -25,19 +25,17 @@ import os
 import statistics
 import sys
 
+from bench_common import parser
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--configs", default="500x20,500x200,2000x100", help="dxP,dxP,...")
-    ap.add_argument("--names", default="lazy_cma,cma,sep_cma,pycma")
-    ap.add_argument("--n-gens", type=int, default=20, help="generations per timed window")
-    ap.add_argument("--repeats", type=int, default=5, help="windows per strategy")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument(
-        "--blas-threads", type=int, default=1, help="OPENBLAS_NUM_THREADS; 0: leave as is"
-    )
-    ap.add_argument("--json", default=None, help="also write the figures to this file")
-    return ap.parse_args(argv)
+    return parser(
+        __doc__.split("\n\n")[0], configs=("500x20,500x200,2000x100", "dxP,dxP,..."),
+        names="lazy_cma,cma,sep_cma,pycma", n_gens=(20, "generations per timed window"),
+        repeats=(5, "windows per strategy"), warmup=3,
+        blas_threads=(1, "OPENBLAS_NUM_THREADS; 0: leave as is"),
+        json=(None, "also write the figures to this file"),
+    ).parse_args(argv)  # fmt: skip
 
 
 def main(argv=None) -> int:

@@ -21,18 +21,14 @@ Run: `.venv/bin/python experiments/bench_forward.py [--batch 64 --seq 64 --repea
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import datetime
-import json
-import os
 import pathlib
 import statistics
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from bench_common import parser, print_results, stamp, torch_model, write_record
 
 from cbp_jax.experiment.timing import interleaved_times
 from cbp_jax.model import forward, load_model
@@ -81,16 +77,9 @@ def matmul_jobs(torch) -> dict:
     return jobs
 
 
-def torch_model_job(torch, source: str, dtype: str, tokens: np.ndarray, mask: np.ndarray):
+def torch_model_job(source: str, dtype: str, tokens: np.ndarray, mask: np.ndarray):
     """transformers on the same GGUF weights in `dtype`: a job returning last-position logits."""
-    from transformers import AutoModelForCausalLM, logging
-
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
-    path = pathlib.Path(source)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype)
-    ).eval()
+    torch, model = torch_model(source, dtype)
     ids, attn = torch.from_numpy(tokens).long(), torch.from_numpy(mask).long()
 
     def run():
@@ -121,18 +110,12 @@ def figures(sec: dict, flops: int, n_tok: int) -> dict:
 
 def main(argv=None) -> dict:
     defaults = BenchConfig()
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    for name in ("model", "batch", "seq", "repeats", "seed"):
-        default = getattr(defaults, name)
-        parser.add_argument(f"--{name}", type=type(default), default=default, help=name)
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help="JSON record")
-    args = parser.parse_args(argv)
+    names = ("model", "batch", "seq", "repeats", "seed")
+    flags = {name: (getattr(defaults, name), name) for name in names}
+    args = parser(__doc__.splitlines()[0], **flags, out=(RESULTS, "JSON record")).parse_args(argv)
     bc = BenchConfig(**{k: v for k, v in vars(args).items() if k != "out"})
     import torch
 
-    torch.set_num_threads(os.cpu_count())
     auto = resolve_dtype("auto")
     machine = machine_info()
     print(f"{bc}\njax {jax.__version__} on {jax.devices()}, torch {torch.__version__}")
@@ -150,7 +133,7 @@ def main(argv=None) -> dict:
         jobs[f"ours_{dt}"] = lambda f=score, p=m.params, t=tok_j, k=mask_j: f(
             p, t, k
         ).block_until_ready()
-        run_torch = torch_model_job(torch, m.source, dt, tokens, mask)
+        run_torch = torch_model_job(m.source, dt, tokens, mask)
         jobs[f"torch_{dt}"] = run_torch
         ours = np.asarray(score(m.params, tok_j, mask_j), np.float32)
         logits[dt] = ours
@@ -192,17 +175,14 @@ def main(argv=None) -> dict:
         "analytic_flops": flops,
         "seconds_per_repeat": times,
         "config": dataclasses.asdict(bc),
-        "command": " ".join([sys.executable, *sys.argv]),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **stamp(),
         "jax_version": jax.__version__,
         "torch_version": torch.__version__,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_record(args.out, record)
     print(f"wrote {args.out}")
-    for key in ("fraction_of_best_peak", "speedup_vs_torch_same_dtype"):
-        print(f"RESULT {key} {result[key]:.4g}")
-    print(f"RESULT auto_dtype {auto.dtype}")
+    keys = ("fraction_of_best_peak", "speedup_vs_torch_same_dtype")
+    print_results({k: result[k] for k in keys} | {"auto_dtype": auto.dtype})
     return record
 
 

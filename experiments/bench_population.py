@@ -34,21 +34,15 @@ import os
 # One OpenBLAS thread: multi-threaded eigh on 2 shared cores was erratic for pycma and us.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import dataclasses
-import datetime
-import json
+import dataclasses  # noqa: E402
 import pathlib
 import statistics
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from bench_common import kshot_inputs, parser, print_results, stamp, torch_model, write_record
 
-from cbp_jax.data.batching import make_inputs
-from cbp_jax.data.splits import kshot_splits
-from cbp_jax.data.tasks import get_task
 from cbp_jax.es.bench import PYCMA, compare_steps
 from cbp_jax.experiment.timing import interleaved_medians
 from cbp_jax.model import load_model
@@ -83,16 +77,7 @@ def median_time(fn, repeats: int) -> float:
 
 def torch_scorers(source: str, batches, cands, dtype: str = "float32"):
     """BBT-style references on the same weights: a loop over candidates, and concat-split."""
-    import pathlib as _p
-
-    import torch
-    import transformers
-
-    torch.set_num_threads(os.cpu_count())
-    path = _p.Path(source)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype)
-    ).eval()
+    torch, model = torch_model(source, dtype)
     flat = torch.tensor(cands.reshape(-1))
     batches_t = [(torch.tensor(np.asarray(t)), torch.tensor(np.asarray(m))) for t, m in batches]
 
@@ -127,12 +112,9 @@ def torch_scorers(source: str, batches, cands, dtype: str = "float32"):
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--population", type=int, default=BenchConfig.population)
-    parser.add_argument("--prompt-len", type=int, default=BenchConfig.prompt_len)
-    parser.add_argument("--repeats", type=int, default=BenchConfig.repeats)
-    parser.add_argument("--quick", action="store_true", help="16 examples, no scaling sweep")
-    args = parser.parse_args(argv)
+    b = BenchConfig
+    args = parser(__doc__, population=b.population, prompt_len=b.prompt_len, repeats=b.repeats,
+                  quick=(False, "16 examples, no scaling sweep")).parse_args(argv)  # fmt: skip
     quick = {"examples": 16, "scaling_populations": (), "es_points": ((500, 20),)}
     cfg = BenchConfig(
         population=args.population,
@@ -147,9 +129,7 @@ def main(argv=None) -> dict:
     print(f"machine: {machine}")
     model32 = load_model("smollm2-135m")
     model = model32 if auto.dtype == "float32" else load_model("smollm2-135m", dtype=auto.dtype)
-    task = get_task("sst2")
-    examples = kshot_splits("sst2", cfg.examples // 2, seed=0).train[: cfg.examples]
-    data = make_inputs(model.tokenizer, task, examples)
+    data = kshot_inputs(model.tokenizer, "sst2", cfg.examples // 2, cfg.examples)
     tokens, mask, cands = data.tokens_BxS, data.mask_BxS, data.candidates_CxW
     oracle = ScoringService(model, (SoftPrompt(),)).oracle("prompt")
     oracle32 = ScoringService(model32, (SoftPrompt(),)).oracle("prompt")
@@ -263,32 +243,22 @@ def main(argv=None) -> dict:
         "ours_dtype": auto.dtype,
         "torch_dtype": torch_dtype,
     }
-    out = RESULTS_QUICK if args.quick else RESULTS
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                **figures,
-                "seconds": sec,
-                "per_candidate_s": per_candidate,
-                "es_step_s": es,
-                "max_abs_logprob_diff": diff,
-                "max_abs_logprob_diff_auto_vs_f32": diff_auto,
-                "machine": machine,
-                "quick": args.quick,
-                "config": dataclasses.asdict(cfg),
-                "command": " ".join([sys.executable, *sys.argv]),
-                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                "jax_version": jax.__version__,
-                "torch_version": torch.__version__,
-            },
-            indent=1,
-        )
-    )
-    for name, value in figures.items():
-        print(
-            f"RESULT {name} {value:.4g}" if isinstance(value, float) else f"RESULT {name} {value}"
-        )
+    record = {
+        **figures,
+        "seconds": sec,
+        "per_candidate_s": per_candidate,
+        "es_step_s": es,
+        "max_abs_logprob_diff": diff,
+        "max_abs_logprob_diff_auto_vs_f32": diff_auto,
+        "machine": machine,
+        "quick": args.quick,
+        "config": dataclasses.asdict(cfg),
+        **stamp(),
+        "jax_version": jax.__version__,
+        "torch_version": torch.__version__,
+    }
+    write_record(RESULTS_QUICK if args.quick else RESULTS, record, indent=1)
+    print_results(figures)
     return figures
 
 

@@ -17,18 +17,14 @@ with `RESULT shared_vs_broadcast_<model> <x>` per model.
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
 import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from bench_common import kshot_inputs, parser, stamp, write_record
 
-from cbp_jax.data.batching import make_inputs
-from cbp_jax.data.splits import kshot_splits
-from cbp_jax.data.tasks import get_task
 from cbp_jax.experiment.timing import interleaved_medians
 from cbp_jax.model import load_model
 from cbp_jax.model.decoder import forward, forward_shared_prompt
@@ -62,9 +58,7 @@ def scorers(model, tokens, mask, cands):
 def setup(name: str, dtype: str, population: int, prompt_len: int):
     """The model, its two scorers and P random prompts (embedding-table scale, seed 0)."""
     model = load_model(name, dtype=dtype)
-    task = get_task("financial_phrasebank")
-    examples = kshot_splits("financial_phrasebank", 8, seed=0).train
-    data = make_inputs(model.tokenizer, task, examples)
+    data = kshot_inputs(model.tokenizer, "financial_phrasebank", 8)
     tokens, mask = jnp.asarray(data.tokens_BxS), jnp.asarray(data.mask_BxS)
     cands = jnp.asarray(np.asarray(data.candidates_CxW)[:, 0])
     emb_std = float(jnp.std(model.params["embed"].astype(jnp.float32)))
@@ -102,16 +96,9 @@ def bench_model(name: str, population: int, prompt_len: int, repeats: int) -> di
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="smollm2-135m,gemma3-270m")
-    p.add_argument("--population", type=int, default=20)
-    p.add_argument("--prompt-len", type=int, default=50)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument(
-        "--agreement-only",
-        action="store_true",
-        help="only the float32/bfloat16 agreement of both paths, added to the existing JSON",
-    )
+    agreement = "only the float32/bfloat16 agreement of both paths, added to the existing JSON"
+    p = parser(__doc__.splitlines()[0], models="smollm2-135m,gemma3-270m", population=20,
+               prompt_len=50, repeats=3, agreement_only=(False, agreement))  # fmt: skip
     args = p.parse_args(argv)
     if args.agreement_only:
         out = json.loads(RESULTS.read_text())
@@ -119,10 +106,10 @@ def main(argv=None) -> None:
             agree = dtype_agreement(name, args.prompt_len)
             out["models"][name]["agreement_vs_float32_broadcast"] = agree
             print(name, json.dumps(agree), flush=True)
-        RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+        write_record(RESULTS, out, indent=1)
         return
     out = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": stamp()["date"],
         "machine": machine_info(),
         "config": {"population": args.population, "prompt_len": args.prompt_len},
         "models": {},
@@ -130,7 +117,7 @@ def main(argv=None) -> None:
     for name in args.models.split(","):
         out["models"][name] = r = bench_model(name, args.population, args.prompt_len, args.repeats)
         print(name, json.dumps(r), flush=True)
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+    write_record(RESULTS, out, indent=1)
     for name, r in out["models"].items():
         print(f"RESULT shared_vs_broadcast_{name} {r['shared_vs_broadcast']:.2f}")
 

@@ -12,10 +12,8 @@ Ends with `RESULT sweep_speedup <x>`; writes experiments/results/bench_sweep.jso
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
-import json
 import os
 import pathlib
 import statistics
@@ -23,8 +21,10 @@ import time
 
 import jax
 import numpy as np
+from bench_common import parser, write_record
 
 from cbp_jax.data.batching import Inputs
+from cbp_jax.experiment.timing import interleaved_times
 from cbp_jax.methods.bbt import bbt_parameterization
 from cbp_jax.methods.sweep import SweepConfig, Sweeper, make_hparams
 from cbp_jax.model import LlamaConfig, init_params
@@ -84,12 +84,8 @@ def bench(cfg: BenchConfig) -> dict:
     start = time.perf_counter()
     b = sequential()
     compile_sequential = time.perf_counter() - start
-    times = {"vmapped": [], "sequential": []}
-    for _ in range(cfg.repeats):
-        for name, fn in (("vmapped", vmapped), ("sequential", sequential)):
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+    jobs = {"vmapped": vmapped, "sequential": sequential}
+    times = interleaved_times(jobs, cfg.repeats, warmup=False)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "config": dataclasses.asdict(cfg),
@@ -111,13 +107,9 @@ def bench(cfg: BenchConfig) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--seeds", type=int, default=BenchConfig.seeds)
-    p.add_argument("--repeats", type=int, default=BenchConfig.repeats)
-    a = p.parse_args(argv)
+    a = parser(__doc__, seeds=BenchConfig.seeds, repeats=BenchConfig.repeats).parse_args(argv)
     out = bench(BenchConfig(seeds=a.seeds, repeats=a.repeats))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+    write_record(RESULTS, out, indent=1)
     med = out["median_seconds"]
     print(f"vmapped {med['vmapped']:.3f} s, sequential {med['sequential']:.3f} s (compile excl.)")
     print(f"RESULT sweep_speedup {out['sweep_speedup']:.2f}")

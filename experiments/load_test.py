@@ -86,12 +86,11 @@ class Server:
         self.proc.wait(timeout=60)
 
 
-def make_request(rng, size: str, kind: str = "task_vector") -> ScoreRequest:
-    """A task_vector request (tiny model + generator, r = 16) or, for a served model
-    without a generator, a soft prompt of 8 tokens (D = 576, SmolLM2)."""
-    p, b, s = SIZES[size]
+def request(rng, p: int, b: int, s: int, kind: str = "task_vector", d: int = 576, t: int = 8):
+    """P candidates on B x S random tokens: task_vector (r = 16: the tiny model's generator)
+    or, for a served model without a generator, a soft prompt of t tokens (D = 576, SmolLM2)."""
     tokens = rng.integers(1, 101, (b, s)).astype(np.int32)
-    shape = (p, 16) if kind == "task_vector" else (p, 8, 576)
+    shape = (p, 16) if kind == "task_vector" else (p, t, d)
     z = (0.02 * rng.normal(size=shape)).astype(np.float32)
     return ScoreRequest(kind, z, tokens, np.ones_like(tokens), np.array([[3], [4]]))
 
@@ -103,7 +102,7 @@ def client(url, user, sizes, stop_at, count=None, seed=0, retry=None, answered=N
     rng, out, errors = np.random.default_rng(seed), [], 0
     while time.monotonic() < stop_at and (count is None or len(out) < count):
         size = sizes[int(rng.integers(len(sizes)))]
-        req = make_request(rng, size, kind or "task_vector")
+        req = request(rng, *SIZES[size], kind or "task_vector")
         t = time.perf_counter()
         try:
             svc.score(req)
@@ -217,6 +216,13 @@ def kill_test(args, sizes=("small", "medium")) -> dict:
     }  # fmt: skip
 
 
+def kill_lines(kill: dict) -> list[str]:
+    return [f"- requests sent {kill['sent']}, answered {kill['answered']}, lost "
+            f"{kill['sent'] - kill['answered']}, client errors {kill['errors']}",
+            f"- ledger charged {kill['ledger']} calls; the distinct answered requests cost "
+            f"{kill['answered_calls']}: double-charged {kill['double']}"]  # fmt: skip
+
+
 def table(rows, modes) -> list[str]:
     out = ["| server | clients | requests | errors | p50 ms | p99 ms | req/s | calls/s |",
            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -284,10 +290,7 @@ def main(argv=None) -> None:
         f"4 clients x {args.kill_requests} requests (small/medium, stable request ids, "
         "retries); the server got SIGKILL (kill -9) once a third of them were answered and "
         "was restarted on the same database.", "",
-        f"- requests sent {kill['sent']}, answered {kill['answered']}, lost "
-        f"{kill['sent'] - kill['answered']}, client errors {kill['errors']}",
-        f"- ledger charged {kill['ledger']} calls; the distinct answered requests cost "
-        f"{kill['answered_calls']}: double-charged {kill['double']}", "",
+        *kill_lines(kill), "",
     ]  # fmt: skip
     text = "\n".join(lines)
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -30,29 +30,12 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from load_test import Server  # noqa: E402
-from service_paid_load import LIGHT, light, pct, request, service  # noqa: E402
+from load_test import Server, request  # noqa: E402
+from service_paid_load import LIGHT, light, pct, service  # noqa: E402
 
-from cbp_jax.contract import ScoreRequest  # noqa: E402
 from cbp_jax.serve.batcher import chunks_of, tile_for  # noqa: E402
 from cbp_jax.serve.client import RemoteService, RetryPolicy  # noqa: E402
 from cbp_jax.serve.limits import ServeLimits  # noqa: E402
-
-
-def light_until(url: str, done: threading.Event, seed: int, make=None) -> list[float]:
-    svc, rng, out = service(url, "user0", f"light-{seed}"), np.random.default_rng(seed), []
-    make = make or (lambda rng: request(rng, *LIGHT))
-    while not done.is_set():
-        t = time.perf_counter()
-        svc.score(make(rng))
-        out.append(time.perf_counter() - t)
-    return out
-
-
-def soft_request(rng, p: int, b: int, s: int, d: int, t: int = 8) -> ScoreRequest:
-    tokens = rng.integers(1, 101, (b, s)).astype(np.int32)
-    z = (0.02 * rng.normal(size=(p, t, d))).astype(np.float32)
-    return ScoreRequest("prompt", z, tokens, np.ones_like(tokens), np.array([[3], [4]]))
 
 
 def pcts(xs: list[float], chunk_ms: float) -> str:
@@ -69,7 +52,7 @@ def served_model(model: str, seconds: float) -> None:
     srv = Server(model, [])
     try:
         one = service(srv.url, "user7", "one-chunk")  # the big request's tile, 1 chunk
-        make = functools.partial(soft_request, d=one.public_info().hidden_size, t=t)
+        make = functools.partial(request, kind="prompt", d=one.public_info().hidden_size, t=t)
         rng = np.random.default_rng(0)
         assert chunks_of(1, 2, s) == 1 and tile_for(1, 2, s) == tile_for(p, b, s)
         ones = []
@@ -79,15 +62,15 @@ def served_model(model: str, seconds: float) -> None:
             ones.append(time.perf_counter() - t0)
         chunk_ms = 1000 * float(np.median(ones[1:]))  # the first compiles
         light_rows = lambda rng: make(rng, *LIGHT)  # noqa: E731
-        light_until_n(srv.url, 5, light_rows)  # compile the light tile
-        alone = light_until_n(srv.url, 40, light_rows)
+        light(srv.url, 5, 5, make=light_rows)  # compile the light tile
+        alone = light(srv.url, 40, 40, make=light_rows)
         done = threading.Event()
         patient = RetryPolicy(timeout_s=seconds + 5, deadline_s=seconds + 6)
         big_svc = RemoteService(srv.url, "user5-secret-key", run_id="big", retry=patient)
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             big = pool.submit(big_svc.score, make(np.random.default_rng(5), p, b, s))
             time.sleep(1.0)  # the big request is admitted and computing first
-            lights = pool.submit(light_until, srv.url, done, 2, light_rows)
+            lights = pool.submit(light, srv.url, 0, 2, make=light_rows, done=done)
             time.sleep(seconds)
             done.set()
             beside = lights.result()
@@ -107,15 +90,6 @@ def served_model(model: str, seconds: float) -> None:
     over = sum(1000 * x > 2 * chunk_ms for x in beside)
     print(f"- light requests over 2 chunks: {over} of {len(beside)}")
     print(f"- the big request's client went away ({outcome}); calls charged to its user: {charged}")
-
-
-def light_until_n(url: str, n: int, make) -> list[float]:
-    svc, rng, out = service(url, "user0", f"light-n{n}"), np.random.default_rng(n), []
-    for _ in range(n):
-        t = time.perf_counter()
-        svc.score(make(rng))
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def main() -> None:
@@ -138,7 +112,7 @@ def main() -> None:
             t = time.perf_counter()
             big = pool.submit(service(srv.url, "user5", "big").score,
                               request(np.random.default_rng(5), p, b, s))  # fmt: skip
-            lights = pool.submit(light_until, srv.url, done, 2)
+            lights = pool.submit(light, srv.url, 0, 2, done=done)
             big.result()
             big_s = time.perf_counter() - t
             done.set()
@@ -154,10 +128,7 @@ def main() -> None:
     print(f"- maximum-size request {p}x{b}x{s}: {big_s:.1f} s in {chunks} chunks, "
           f"one chunk {chunk_ms:.0f} ms")  # fmt: skip
     for name, xs in ((f"first {first}", beside[:first]), ("all", beside)):
-        print(f"- light beside it, {name}: {len(xs)} requests, p50 {pct(xs, 50):.0f} ms "
-              f"({pct(xs, 50) / chunk_ms:.2f} chunks), p99 {pct(xs, 99):.0f} ms "
-              f"({pct(xs, 99) / chunk_ms:.2f} chunks), max {1000 * max(xs):.0f} ms "
-              f"({1000 * max(xs) / chunk_ms:.2f} chunks)")  # fmt: skip
+        print(f"- light beside it, {name}: {len(xs)} requests, {pcts(xs, chunk_ms)}")
     over = sum(1000 * x > 2 * chunk_ms for x in beside)
     print(f"- light requests over 2 chunks: {over} of {len(beside)}")
 

@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from load_test import kill_test  # noqa: E402
+from load_test import kill_lines, kill_test  # noqa: E402
 
 
 def main() -> None:
@@ -34,10 +34,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
     print(f"{start}-{time.strftime('%H:%M', time.gmtime())} UTC, {wall:.0f} s, "
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
-    print(f"- requests sent {kill['sent']}, answered {kill['answered']}, lost "
-          f"{kill['sent'] - kill['answered']}, client errors {kill['errors']}")  # fmt: skip
-    print(f"- ledger charged {kill['ledger']} calls; the distinct answered requests cost "
-          f"{kill['answered_calls']}: double-charged {kill['double']}")  # fmt: skip
+    print("\n".join(kill_lines(kill)))
 
 
 if __name__ == "__main__":

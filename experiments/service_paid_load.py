@@ -28,9 +28,8 @@ import numpy as np
 import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from load_test import USERS, Server  # noqa: E402  (the load test's server wrapper)
+from load_test import USERS, Server, request  # noqa: E402  (the load test's server, requests)
 
-from cbp_jax.contract import ScoreRequest  # noqa: E402
 from cbp_jax.serve.batcher import chunks_of, tile_shapes  # noqa: E402
 from cbp_jax.serve.client import RemoteService, RetryPolicy  # noqa: E402
 from cbp_jax.serve.limits import ServeLimits  # noqa: E402
@@ -39,23 +38,18 @@ LIGHT, HEAVY = (2, 4, 16), (16, 16, 64)
 PATIENT = RetryPolicy(timeout_s=600, deadline_s=1200)
 
 
-def request(rng, p: int, b: int, s: int) -> ScoreRequest:
-    tokens = rng.integers(1, 101, (b, s)).astype(np.int32)
-    z = (0.02 * rng.normal(size=(p, 16))).astype(np.float32)
-    return ScoreRequest("task_vector", z, tokens, np.ones_like(tokens), np.array([[3], [4]]))
-
-
 def service(url: str, user: str, run: str) -> RemoteService:
     return RemoteService(url, f"{user}-secret-key", run_id=run, retry=PATIENT)
 
 
-def light(url: str, n: int, seed: int, min_s: float = 0.0) -> list[float]:
-    """n light requests one after another (more until min_s seconds have passed)."""
+def light(url: str, n: int, seed: int, min_s: float = 0.0, make=None, done=None) -> list[float]:
+    """n light requests one after another (more until min_s seconds have passed; given the
+    event `done`, until it is set instead); make(rng): a request (default: LIGHT)."""
     svc, rng, out = service(url, "user0", f"light-{seed}"), np.random.default_rng(seed), []
-    end = time.perf_counter() + min_s
-    while len(out) < n or time.perf_counter() < end:
+    make, end = make or (lambda rng: request(rng, *LIGHT)), time.perf_counter() + min_s
+    while (not done.is_set()) if done else (len(out) < n or time.perf_counter() < end):
         t = time.perf_counter()
-        svc.score(request(rng, *LIGHT))
+        svc.score(make(rng))
         out.append(time.perf_counter() - t)
     return out
 

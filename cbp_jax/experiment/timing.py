@@ -16,14 +16,15 @@ Jobs = dict[str, Callable[[], object]]
 
 
 def interleaved_times(
-    jobs: dict[str, Callable[[], object]], repeats: int
+    jobs: dict[str, Callable[[], object]], repeats: int, warmup: bool = True
 ) -> dict[str, list[float]]:
-    """Wall seconds of each job per repeat; each is warmed up once, then the jobs take turns.
+    """Wall seconds of each job per repeat; each is warmed up once (unless the caller did:
+    `warmup=False`), then the jobs take turns.
 
     A job must block until its work is done (e.g. end in `block_until_ready()`)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    for fn in jobs.values():
+    for fn in jobs.values() if warmup else ():
         fn()  # compile / warm up
     times: dict[str, list[float]] = {name: [] for name in jobs}
     for _ in range(repeats):

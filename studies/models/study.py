@@ -18,7 +18,6 @@ import argparse
 import json
 import pathlib
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +25,7 @@ import numpy as np
 
 from cbp_jax.data.splits import test_pool
 from cbp_jax.data.tasks import task_names
+from cbp_jax.experiment.timing import interleaved_times
 from cbp_jax.model import decoder, load_model
 from cbp_jax.model.precision import machine_info
 from cbp_jax.run import RunConfig, run
@@ -78,20 +78,14 @@ def zero_shot(model, name: str, tasks, test_size: int, dtype: str, out: str) -> 
 
 
 def bench(models: dict, batch: int, seq: int, repeats: int) -> dict:
-    fns, inputs = {}, {}
+    jobs = {}
     for name, m in models.items():
         rng = np.random.default_rng(0)
         tokens = jnp.asarray(rng.integers(3, 1000, (batch, seq)), jnp.int32)
-        mask = jnp.ones_like(tokens)
         fn = jax.jit(lambda p, t, k, cfg=m.cfg: decoder.forward(p, cfg, t, k).logits)
-        fn(m.params, tokens, mask).block_until_ready()  # compile and warm up
-        fns[name], inputs[name] = fn, (m.params, tokens, mask)
-    times = {name: [] for name in models}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn(*inputs[name]).block_until_ready()
-            times[name].append(time.perf_counter() - start)
+        args = (m.params, tokens, jnp.ones_like(tokens))
+        jobs[name] = lambda fn=fn, args=args: fn(*args).block_until_ready()
+    times = interleaved_times(jobs, repeats)  # compiled and warmed up first
     return {
         name: {"tokens_per_s": batch * seq / statistics.median(t), "seconds": t}
         for name, t in times.items()
