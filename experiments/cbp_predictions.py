@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-from collections import Counter
 
 import numpy as np
 
@@ -25,11 +24,6 @@ from cbp_jax.model import load_model
 from cbp_jax.prompts.artifact import load_generator
 from cbp_jax.run import RunConfig
 from cbp_jax.service.methods import cbp_service
-
-
-def counts(labels, num_classes: int) -> list[int]:
-    c = Counter(int(x) for x in labels)
-    return [c.get(i, 0) for i in range(num_classes)]
 
 
 def main(argv=None) -> None:
@@ -55,13 +49,14 @@ def main(argv=None) -> None:
     for split in ("dev", "test"):
         examples = getattr(splits, split)
         truth = np.array([ex["label"] for ex in examples])
-        print(f"  {split:4s} truth      {counts(truth, k)}")
+        print(f"  {split:4s} truth      {np.bincount(truth, minlength=k).tolist()}")
         for name, z in (("z0", release.z0_R), ("tuned", tuned.z_R)):
             pred = np.asarray(
                 task_vector_predict(service, model.tokenizer, task, examples, z, release.task_dims)
             )
             acc = float((pred == truth).mean())
-            print(f"  {split:4s} {name:6s} acc {100 * acc:5.1f}  predicted {counts(pred, k)}")
+            counts = np.bincount(pred, minlength=k).tolist()
+            print(f"  {split:4s} {name:6s} acc {100 * acc:5.1f}  predicted {counts}")
 
 
 if __name__ == "__main__":

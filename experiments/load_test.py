@@ -85,6 +85,12 @@ class Server:
         self.proc.terminate()
         self.proc.wait(timeout=60)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
 
 def request(rng, p: int, b: int, s: int, kind: str = "task_vector", d: int = 576, t: int = 8):
     """P candidates on B x S random tokens: task_vector (r = 16: the tiny model's generator)
@@ -148,8 +154,7 @@ def warm(url, sizes, packs_for: float = 0.0, kind=None) -> None:
 
 
 def throughput(args, model, flags, sizes, counts, kind=None) -> list[dict]:
-    srv = Server(model, flags)
-    try:
+    with Server(model, flags) as srv:
         packs_for = args.duration if "--max-pack=32" in flags else 0.0
         warm(srv.url, sizes, packs_for, kind)
         rows = []
@@ -159,14 +164,11 @@ def throughput(args, model, flags, sizes, counts, kind=None) -> list[dict]:
             rows.append({"clients": n, "errors": errors, **stats(samples, time.perf_counter() - t)})
         health = requests.get(srv.url + "/v1/health", timeout=10).json()
         rows[-1].update(compiles=health["compiles"], rss=srv.rss_mb())
-    finally:
-        srv.stop()
     return rows
 
 
 def fairness(args) -> dict:
-    srv = Server(args.model, ONE)
-    try:
+    with Server(args.model, ONE) as srv:
         warm(srv.url, ["small", "large"])
         alone, _ = clients(srv.url, 1, ["large"], args.duration / 2, users=["big"])
         stop_at = time.monotonic() + args.duration
@@ -178,15 +180,12 @@ def fairness(args) -> dict:
             small = pool.submit(client, srv.url, "user1", ["small"], stop_at, seed=1)
             small_samples, errors = small.result()
             errors += sum(f.result()[1] for f in big)
-    finally:
-        srv.stop()
     return {"small": stats(small_samples, 1.0), "large_alone": stats(alone, 1.0), "errors": errors}
 
 
 def kill_test(args, sizes=("small", "medium")) -> dict:
-    srv = Server(args.model, ONE)
     retry = RetryPolicy(timeout_s=60, deadline_s=300, backoff_s=0.2, backoff_max_s=2)
-    try:
+    with Server(args.model, ONE) as srv:
         warm(srv.url, list(sizes))
         used0 = srv.used()
         answered, restarted = threading.Semaphore(0), threading.Event()
@@ -207,8 +206,6 @@ def kill_test(args, sizes=("small", "medium")) -> dict:
         if not restarted.wait(timeout=300):
             raise RuntimeError("the server was not killed and restarted")
         charged = srv.used() - used0
-    finally:
-        srv.stop()
     answered = sum(s[2] for s in samples)
     return {
         "sent": 4 * args.kill_requests, "answered": len(samples), "errors": errors,

@@ -49,8 +49,7 @@ def served_model(model: str, seconds: float) -> None:
     cap, t = ServeLimits().max_work_tokens, 8
     p, b, s = 32, 64, cap // (32 * 64) - t  # P x B x (S + T) = the cap
     start = time.strftime("%H:%M", time.gmtime())
-    srv = Server(model, [])
-    try:
+    with Server(model, []) as srv:
         one = service(srv.url, "user7", "one-chunk")  # the big request's tile, 1 chunk
         make = functools.partial(request, kind="prompt", d=one.public_info().hidden_size, t=t)
         rng = np.random.default_rng(0)
@@ -77,8 +76,6 @@ def served_model(model: str, seconds: float) -> None:
             outcome = type(big.exception(timeout=600)).__name__
         time.sleep(2 * chunk_ms / 1000)
         charged = big_svc.budget()["used"]
-    finally:
-        srv.stop()
     print(f"{start}-{time.strftime('%H:%M', time.gmtime())} UTC, model {model}, load average "
           f"{os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"- one chunk (tile {tile_for(p, b, s)}, 1 request alone, median of 5): "
@@ -102,8 +99,7 @@ def main() -> None:
     first, cap = 20, ServeLimits().max_work_tokens
     p, b, s = 32, 64, max(8, cap // (32 * 64))
     start = time.strftime("%H:%M", time.gmtime())
-    srv = Server("tiny", [])
-    try:
+    with Server("tiny", []) as srv:
         service(srv.url, "user7", "warm").score(request(np.random.default_rng(0), 1, b, s))
         light(srv.url, 5, 99)
         alone = light(srv.url, 40, 0)
@@ -117,8 +113,6 @@ def main() -> None:
             big_s = time.perf_counter() - t
             done.set()
             beside = lights.result()
-    finally:
-        srv.stop()
     chunks = chunks_of(p, b, s)
     chunk_ms = 1000 * big_s / chunks
     print(f"{start}-{time.strftime('%H:%M', time.gmtime())} UTC, load average "

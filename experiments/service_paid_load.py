@@ -83,8 +83,7 @@ def main() -> None:
     ap.add_argument("--max-work", type=int, default=ServeLimits().max_work_tokens,
                     help="work of the big request (default: the server's cap)")  # fmt: skip
     args = ap.parse_args()
-    srv = Server("tiny", [])
-    try:
+    with Server("tiny", []) as srv:
         cap = args.max_work
         p, b, s = 32, 64, max(8, cap // (32 * 64))  # one maximum-size request: P x B x S = the cap
         warm = service(srv.url, "user7", "warm")  # compile the timed phases' tiles first
@@ -119,8 +118,6 @@ def main() -> None:
             health = requests.get(srv.url + "/v1/health", timeout=600).json()
             after.append((health["compiles"], srv.rss_mb()))
         (compiles1, rss1), (compiles2, rss2) = after
-    finally:
-        srv.stop()
     chunk_ms = 1000 * big_s / chunks
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), "CPU")  # fmt: skip
