@@ -19,11 +19,9 @@ ablations_quick.*, marked as a smoke run. experiments/results/ablations.md links
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib
-import shlex
 import time
 
 import jax
@@ -34,6 +32,8 @@ from cbp_jax.experiment.records import RecordStore
 from cbp_jax.experiment.tables import write_table
 from cbp_jax.overrides import apply_overrides
 from studies.ablations.plan import QUICK, SWEEPS, AblationConfig, cells, run_task
+from studies.common import command, header, parser, pyplot
+from studies.common import row as md_row
 
 QUESTION = "How does BBT's accuracy move with population size, intrinsic dimension d and sigma0?"
 ANSWER = (
@@ -54,11 +54,7 @@ def _say(msg: str) -> None:
 
 def plot(results: dict, cfg: AblationConfig, path: pathlib.Path) -> None:
     """Test accuracy vs each swept value, one panel per sweep, mean ± std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(cfg.sweeps), figsize=(4.5 * len(cfg.sweeps), 3.5))
     for ax, sweep in zip(np.atleast_1d(axes), cfg.sweeps, strict=True):
         for task, res in results.items():
@@ -100,15 +96,14 @@ def markdown(results: dict, cfg: AblationConfig, command: str, seconds: float, d
     names = {"population": "population P", "dims": "intrinsic dimension d", "sigma": "sigma0"}
     for sweep in cfg.sweeps:
         lines += ["", f"## Accuracy vs {names[sweep]}", ""]
-        lines += ["| " + " | ".join([names[sweep], *results]) + " |"]
-        lines += ["|---" * (len(results) + 1) + "|"]
+        lines += header(names[sweep], *results)
         for i, row in enumerate(next(iter(results.values()))[sweep]):
             cells = []
             for res in results.values():
                 r = res[sweep][i]
                 acc = np.array(r["test_acc"])
                 cells.append(f"{acc.mean():.3f} ± {acc.std():.3f} ({r['generations']})")
-            lines.append(f"| {row['value']} | " + " | ".join(cells) + " |")
+            lines.append(md_row(row["value"], *cells))
     return "\n".join(lines) + "\n"
 
 
@@ -127,15 +122,13 @@ def new_section(cfg: AblationConfig, dest, stem: str, records: list[dict], comma
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=COMMANDS)
+    p = parser(__doc__.splitlines()[0], COMMANDS, RESULTS)
     p.add_argument("--quick", action="store_true", help="smoke run: tiny budget, one task")
     p.add_argument("--sweeps", default=",".join(SWEEPS))
     p.add_argument("--tasks", default=None)
     p.add_argument("--budget-per-run", type=int, default=None)
     p.add_argument("--set", nargs="*", default=[], help="AblationConfig overrides, k=v")
     p.add_argument("--stem", default=None, help="output name (default: ablations)")
-    p.add_argument("--results", default=str(RESULTS), help="records and tables live here")
     a = p.parse_args(argv)
     kw = dict(QUICK) if a.quick else {}
     kw["sweeps"] = tuple(a.sweeps.split(","))
@@ -169,8 +162,7 @@ def main(argv=None) -> None:
             "--budget-per-run": a.budget_per_run, "--stem": a.stem}  # fmt: skip
     args = ["--quick"] * a.quick + [str(x) for k, v in opts.items() if v for x in (k, v)]
     args += ["--set", *a.set] if a.set else []
-    command = ("cbp-jax study ablations run " + shlex.join(args)).strip()
-    section = new_section(cfg, dest, stem, records, command)
+    section = new_section(cfg, dest, stem, records, command("ablations", args))
     print(f"wrote {write_table(store, stem, dest, section)}")
 
 

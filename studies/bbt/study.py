@@ -14,10 +14,8 @@ experiments/results/bbt.md links here (an acceptance script reads it there).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import pathlib
-import shlex
 
 import numpy as np
 
@@ -25,6 +23,7 @@ from cbp_jax.experiment.layer import run_cells
 from cbp_jax.experiment.records import Cell, RecordStore
 from cbp_jax.experiment.tables import write_table
 from cbp_jax.run import LEGACY_STRATEGY, RunConfig, record_defaults
+from studies.common import command, header, parser, pyplot
 
 QUESTION = (
     "On sst2 with 16 shots, how do BBT and BBTv2 compare with zero-shot and white-box tuning?"
@@ -82,11 +81,7 @@ class TableConfig:
 
 
 def plot(results: dict, path: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for seed, res in results.get("bbt", {}).items():
         hist = res["history"]
@@ -121,8 +116,7 @@ def report(cfg: TableConfig, records: list[dict], command: str, dest: pathlib.Pa
         f"{cfg.prompt_len}; BBT/BBTv2 d=500, population 20; BBTv2 layers {cfg.bbtv2_layers}. "
         f"Test: {cfg.test_size} examples of the test pool. From `bbt_runs.jsonl`.",
         "",
-        "| method | test acc mean | std | per seed | dev acc mean | API calls | s/run |",
-        "|---|---|---|---|---|---|---|",
+        *header("method", "test acc mean", "std", "per seed", "dev acc mean", "API calls", "s/run"),
     ]
     for m in cfg.methods:
         got = [results[m][s] for s in cfg.seeds if s in results.get(m, {})]
@@ -143,15 +137,13 @@ def report(cfg: TableConfig, records: list[dict], command: str, dest: pathlib.Pa
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=COMMANDS)
+    p = parser(__doc__.splitlines()[0], COMMANDS, RESULTS)
     p.add_argument("--task", default=TableConfig.task)
     p.add_argument("--seeds", default="13,42,87")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--budget", type=int, default=TableConfig.budget)
     p.add_argument("--prompt-len", type=int, default=TableConfig.prompt_len)
     p.add_argument("--out", default=TableConfig.out)
-    p.add_argument("--results", default=str(RESULTS), help="records and table live here")
     a = p.parse_args(argv)
     cfg = TableConfig(task=a.task, seeds=tuple(int(s) for s in a.seeds.split(",")),
                       methods=tuple(a.methods.split(",")), budget=a.budget,
@@ -168,8 +160,8 @@ def main(argv=None) -> None:
             "--prompt-len": a.prompt_len, "--out": a.out}  # fmt: skip
     args = [str(x) for k, v in opts.items() if v != p.get_default(k[2:].replace("-", "_"))
             for x in (k, v)]  # fmt: skip
-    command = "cbp-jax study bbt run " + shlex.join(args)
-    print(f"wrote {write_table(store, 'bbt', dest, report(cfg, records, command.strip(), dest))}")
+    section = report(cfg, records, command("bbt", args), dest)
+    print(f"wrote {write_table(store, 'bbt', dest, section)}")
 
 
 if __name__ == "__main__":

@@ -152,6 +152,12 @@ def portable(rc: RunConfig) -> RunConfig:
     return dataclasses.replace(rc, **rel)
 
 
+def absolute(rc: RunConfig) -> RunConfig:
+    """`rc` with its repo-relative paths made absolute (to run it from any directory)."""
+    gen = str(ROOT / rc.generator) if rc.generator else ""
+    return dataclasses.replace(rc, out=str(ROOT / rc.out), generator=gen)
+
+
 # One task per domain first, then cheapest (shortest inputs) first, so a sweep cut short
 # still fills whole rows.
 PRIORITY = (

@@ -20,6 +20,7 @@ from cbp_jax.data.tasks import domain_tasks
 from cbp_jax.run import RunConfig
 from cbp_jax.stats import paired_summary
 from studies.cbp.plan import METHODS, SweepConfig, _small_pools, cell_name, planned, run_config
+from studies.common import header, pyplot, row
 
 COLUMNS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning", "cbp_z0", "cbp")
 LABELS = {
@@ -160,8 +161,7 @@ def table(cfg: SweepConfig, command: str) -> str:
     for domain in () if cfg.held_out_only else cfg.domains:
         tasks = domain_tasks(domain)
         lines += [f"## {domain}", "", f"Generator trained on: {', '.join(tasks)}.", ""]
-        lines += ["| task | " + " | ".join(LABELS[c] for c in COLUMNS) + " |"]
-        lines += ["|---" * (len(COLUMNS) + 1) + "|"]
+        lines += header("task", *(LABELS[c] for c in COLUMNS))
         means = {c: [] for c in COLUMNS}
         for task in tasks:
             cells = []
@@ -169,12 +169,12 @@ def table(cfg: SweepConfig, command: str) -> str:
                 v = _values(cfg, task, c, domain)
                 cells.append(_cell(v, n))
                 means[c].append(np.mean(v) if len(v) == n else np.nan)
-            lines.append(f"| {task} | " + " | ".join(cells) + " |")
+            lines.append(row(task, *cells))
         avg = [
             f"{100 * np.mean(means[c]):.1f}" if not np.isnan(means[c]).any() else "incomplete"
             for c in COLUMNS
         ]
-        lines += ["| **average** | " + " | ".join(avg) + " |", ""]
+        lines += [row("**average**", *avg), ""]
         cbp_vs_bbt = {t: seed_diffs(cfg, t, ("cbp", domain), ("bbt", "")) for t in tasks}
         lines += _paired_line("CBP - BBT", cbp_vs_bbt)
     if cfg.leave_one_out:
@@ -195,10 +195,9 @@ def table(cfg: SweepConfig, command: str) -> str:
             "below it: per-seed differences on shared k-shot sets and test subsets, a t "
             "interval over tasks (each task's mean difference over seeds is one unit).",
             "",
-            "| task | n test | BBT | CBP z0 in-domain | CBP in-domain | CBP z0 held-out "
-            "| CBP held-out |",
-            "|---|---|---|---|---|---|---|",
-        ]
+            *header("task", "n test", "BBT", "CBP z0 in-domain", "CBP in-domain",
+                    "CBP z0 held-out", "CBP held-out"),
+        ]  # fmt: skip
         columns = (("bbt", ""), ("cbp_z0", "in"), ("cbp", "in"), ("cbp_z0", "held"),
                    ("cbp", "held"))  # fmt: skip
         per_task = {}
@@ -207,7 +206,7 @@ def table(cfg: SweepConfig, command: str) -> str:
             per_task[task] = vals = [_values(cfg, task, c, gens[g]) for c, g in columns]
             n_test = run_config(cfg, task, "bbt", cfg.seeds[0]).test_size
             cells = [str(n_test)] + [_cell(v, n) for v in vals]
-            lines.append(f"| {task} | " + " | ".join(cells) + " |")
+            lines.append(row(task, *cells))
         # Average the columns that any task finished, over the tasks that finished them all
         # (a held_out_only sweep has no in-domain columns).
         in_play = [any(len(v[i]) == n for v in per_task.values()) for i in range(len(columns))]
@@ -247,8 +246,7 @@ def _generations_table(cfg: SweepConfig) -> list[str]:
         f"{cfg.bbtv2_layers}) as far as the budget pays for a generation in each; the layers "
         "it reached are in brackets.",
         "",
-        "| task | BBT | BBTv2 (layers tuned) | CBP |",
-        "|---|---|---|---|",
+        *header("task", "BBT", "BBTv2 (layers tuned)", "CBP"),
     ]
     for domain in cfg.domains:
         for task in domain_tasks(domain):
@@ -264,17 +262,13 @@ def _generations_table(cfg: SweepConfig) -> list[str]:
                     tuned = sorted({tuple(r.get("layers_tuned", [])) for r in runs})
                     cell += " (" + "; ".join(",".join(map(str, t)) or "none" for t in tuned) + ")"
                 cells.append(cell)
-            lines.append(f"| {task} | " + " | ".join(cells) + " |")
+            lines.append(row(task, *cells))
     return lines + [""]
 
 
 def plot(cfg: SweepConfig, path: pathlib.Path) -> None:
     """Dev accuracy of the ES mean vs API calls, CBP vs BBT, one panel per domain."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(cfg.domains), figsize=(5 * len(cfg.domains), 3.6))
     for ax, domain in zip(np.atleast_1d(axes), cfg.domains, strict=True):
         for i, task in enumerate(domain_tasks(domain)):

@@ -28,7 +28,6 @@ acceptance script reads it there).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import pathlib
 import shlex
@@ -39,8 +38,9 @@ from cbp_jax.experiment.records import Cell, RecordStore
 from cbp_jax.experiment.tables import write_table
 from cbp_jax.overrides import apply_overrides
 from cbp_jax.run import RunConfig, record_defaults
-from studies.cbp.plan import ROOT, SweepConfig, cell_name, planned, portable
+from studies.cbp.plan import ROOT, SweepConfig, absolute, cell_name, planned, portable
 from studies.cbp.report import plot, table, use_records
+from studies.common import parser as study_parser
 
 QUESTION = "Does CBP's generator (z0, then stage 2) beat BBT per domain and on held-out tasks?"
 ANSWER = (
@@ -77,9 +77,7 @@ def runner(cfg: SweepConfig):
     def one(rc: RunConfig) -> dict:
         if rc.tag:
             train(cfg, (rc.tag,))
-        gen = str(ROOT / rc.generator) if rc.generator else ""
-        res = run(dataclasses.replace(rc, out=str(ROOT / rc.out), generator=gen),
-                  progress=False, model=model())  # fmt: skip
+        res = run(absolute(rc), progress=False, model=model())
         print(f"    test {res['test_acc']:.4f}  [{res['seconds']:.0f}s]", flush=True)
         return res
 
@@ -87,15 +85,13 @@ def runner(cfg: SweepConfig):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("command", choices=COMMANDS)
+    p = study_parser(__doc__, COMMANDS, RESULTS, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--train-only", action="store_true", help="run: stage 1 only")
     p.add_argument("--tasks", default="", help="comma-separated subset of tasks to run")
     p.add_argument("--budget", type=int, default=SweepConfig.budget)
     p.add_argument("--seeds", default=",".join(map(str, SweepConfig.seeds)))
     p.add_argument("--set", nargs="*", default=[], help="SweepConfig overrides, k=v")
     p.add_argument("--results-name", "--stem", default="cbp", help="<name>.md, <name>_runs.jsonl")
-    p.add_argument("--results", default=str(RESULTS), help="records and tables live here")
     return p
 
 

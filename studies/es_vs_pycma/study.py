@@ -13,7 +13,6 @@ clock on whatever else the machine runs: compare them within one table only.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -21,6 +20,8 @@ import pathlib
 import statistics
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: see tests/conftest.py
+
+from studies.common import header, parser, row  # noqa: E402
 
 QUESTION = "Does our CMA-ES converge as fast as pycma, the optimizer of BBT's code?"
 ANSWER = (
@@ -72,8 +73,7 @@ def table(cfg: Config, records: dict, cpu: str) -> str:
         "f and tell; JAX jitted as a scan, compiled off the clock; pycma in its Python loop). "
         f"Generated from `es_vs_pycma_runs.jsonl` by `cbp-jax study es_vs_pycma`; {cpu}.",
         "",
-        f"| d | function | strategy | f @ {g0} | f @ {g1} | ms / gen | seeds |",
-        "|---|---|---|---|---|---|---|",
+        *header("d", "function", "strategy", f"f @ {g0}", f"f @ {g1}", "ms / gen", "seeds"),
     ]
     for d in cfg.dims:
         for function in cfg.functions:
@@ -86,7 +86,7 @@ def table(cfg: Config, records: dict, cpu: str) -> str:
                 f1 = statistics.median(r["f"][str(g1)] for r in got)
                 ms = statistics.median(r["ms_per_generation"] for r in got)
                 lines.append(
-                    f"| {d} | {function} | {label} | {f0:.3g} | {f1:.3g} | {ms:.1f} | {len(got)} |"
+                    row(d, function, label, f"{f0:.3g}", f"{f1:.3g}", f"{ms:.1f}", len(got))
                 )
     return "\n".join(lines) + "\n"
 
@@ -97,10 +97,7 @@ def _match(rec, name, function, d) -> bool:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=COMMANDS)
-    p.add_argument("--results", default=str(RESULTS), help="record and table live here")
-    args = p.parse_args(argv)
+    args = parser(__doc__.splitlines()[0], COMMANDS, RESULTS).parse_args(argv)
     cfg, results = Config(), pathlib.Path(args.results)
     path = results / "es_vs_pycma_runs.jsonl"
     records = load(path)

@@ -22,7 +22,6 @@ records there (z0 costs no API calls, so no budget to relabel).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import pathlib
 import shlex
@@ -34,7 +33,9 @@ from cbp_jax.data.tasks import get_task
 from cbp_jax.experiment.layer import run_cells
 from cbp_jax.experiment.records import Cell, RecordStore
 from cbp_jax.experiment.tables import write_table
-from studies.cbp.plan import ROOT, SweepConfig, portable, run_config
+from studies.cbp.plan import ROOT, SweepConfig, absolute, portable, run_config
+from studies.common import command, header, row
+from studies.common import parser as study_parser
 
 QUESTION = "How much does the stage-1 generator alone (seed, machine) move CBP's z0 accuracy?"
 ANSWER = (
@@ -69,12 +70,10 @@ def report(command: str, task: str, seeds, gens, acc) -> str:
         " sweep's stage-1 config on the domain's train pools; they differ in stage-1 seed or"
         " machine only.",
         "",
-        "| generator | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
-        "|---|" + "---|" * (len(seeds) + 1),
+        *header("generator", *(f"seed {s}" for s in seeds), "mean"),
     ]
     for n in gens:
-        cells = " | ".join(f"{100 * acc[n, s]:.1f}" for s in seeds)
-        lines.append(f"| {n} | {cells} | {100 * means[n]:.1f} |")
+        lines.append(row(n, *(f"{100 * acc[n, s]:.1f}" for s in seeds), f"{100 * means[n]:.1f}"))
     lines += [
         "",
         f"Spread within a generator (std over seeds, averaged): {100 * within:.1f} points."
@@ -85,13 +84,11 @@ def report(command: str, task: str, seeds, gens, acc) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=COMMANDS)
+    parser = study_parser(__doc__.split("\n\n")[0], COMMANDS, RESULTS)
     parser.add_argument("--task", default="financial_phrasebank")
     parser.add_argument("--stage1-seeds", default="0,1,2")
     parser.add_argument("--extra", nargs="*", default=[], help="NAME=PATH generators to add")
     parser.add_argument("--out", default="checkpoints/generator_spread")
-    parser.add_argument("--results", default=str(RESULTS), help="records and table live here")
     args = parser.parse_args(argv)
     table_only = args.command == "table"
     domain = get_task(args.task).domain
@@ -116,13 +113,7 @@ def main(argv=None) -> None:
         model = load_model("smollm2-135m")
 
         def runner(rc):
-            gen = (
-                str(ROOT / rc.generator)
-                if not pathlib.Path(rc.generator).is_absolute()
-                else rc.generator
-            )
-            return run(dataclasses.replace(rc, out=str(ROOT / rc.out), generator=gen),
-                       progress=False, model=model)  # fmt: skip
+            return run(absolute(rc), progress=False, model=model)
 
     records, _ = run_cells(cells, store, runner, dry_run=table_only)
     new = ""
@@ -135,8 +126,7 @@ def main(argv=None) -> None:
         argv_ = [x for k, v in opts.items() if v != parser.get_default(k[2:].replace("-", "_"))
                  for x in (k, v)]  # fmt: skip
         argv_ += ["--extra", *args.extra] if args.extra else []
-        command = ("cbp-jax study generator_spread run " + shlex.join(argv_)).strip()
-        new = report(command, args.task, cfg.seeds, gens, acc)
+        new = report(command("generator_spread", argv_), args.task, cfg.seeds, gens, acc)
     print(f"wrote {write_table(store, STEM, dest, new)}")
 
 

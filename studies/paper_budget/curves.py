@@ -15,6 +15,7 @@ import pathlib
 import numpy as np
 
 from cbp_jax.methods.evaluate import balanced_accuracy
+from studies.common import pyplot
 
 PANELS = (("test_acc", "test accuracy %"), ("balanced_acc", "balanced accuracy %"))
 
@@ -91,11 +92,7 @@ def _panel(ax, cfg, task: str, recs: dict, key: str) -> bool:
 def curve_plot(cfg, task: str, recs: dict, path: pathlib.Path) -> bool:
     """Both measures vs calls for BBT and CBP (mean and min-max band over seeds); False
     (nothing written) when no search of `task` has a curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     drawn = [_panel(ax, cfg, task, recs, key) for ax, (key, _) in zip(axes, PANELS, strict=True)]
     if not drawn[0]:

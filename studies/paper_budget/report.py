@@ -14,6 +14,7 @@ import numpy as np
 from cbp_jax.experiment.records import RecordStore
 from cbp_jax.model.registry import DEFAULT_MODEL
 from cbp_jax.stats import paired_summary
+from studies.common import header, row
 from studies.paper_budget.curves import balanced, curve_plot, majority_balanced
 from studies.paper_budget.plan import LABELS, column_parts
 
@@ -80,15 +81,13 @@ def task_section(cfg, task: str, recs: dict) -> list[str]:
     seeds = cfg.seeds
     n = len(seeds)
     lines = [f"### {task} ({dict(cfg.shots)[task]} shots per class, {cfg.test_size} test)", ""]
-    lines += ["| method | test acc. % (mean ± std over seeds) | balanced acc. % | start dev acc. % "
-              "| seeds finished | calls |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += header("method", "test acc. % (mean ± std over seeds)", "balanced acc. %",
+                    "start dev acc. %", "seeds finished", "calls")  # fmt: skip
     zs = [recs[(task, "zero_shot", s)]["result"] for s in seeds if (task, "zero_shot", s) in recs]
     majority = [r["prediction"]["majority_acc"] for r in zs]
     majority_bal = [majority_balanced(r) for r in zs]
-    lines.append(
-        f"| majority class | {_mean_std(majority)} | {_mean_std(majority_bal)} | - | "
-        f"{len(majority)}/{n} | 0 |"
-    )
+    lines.append(row("majority class", _mean_std(majority), _mean_std(majority_bal), "-",
+                     f"{len(majority)}/{n}", 0))  # fmt: skip
     for col in cfg.columns(task):
         got = [recs[(task, col, s)]["result"] for s in seeds if (task, col, s) in recs]
         calls = sorted({r.get("calls", 0) for r in got})
@@ -96,10 +95,8 @@ def task_section(cfg, task: str, recs: dict) -> list[str]:
         accs = [r["test_acc"] for r in got]
         bal = [b for b in map(balanced, got) if b is not None]
         start = [r["start_dev_acc"] for r in got if r.get("start_dev_acc") is not None]
-        lines.append(
-            f"| {LABELS[col]} | {_mean_std(accs)} | {_mean_std(bal)} | {_mean_std(start)} | "
-            f"{len(got)}/{n} | {calls_txt} |"
-        )
+        lines.append(row(LABELS[col], _mean_std(accs), _mean_std(bal), _mean_std(start),
+                         f"{len(got)}/{n}", calls_txt))  # fmt: skip
     lines += ["", "Balanced accuracy is the mean per-class recall (`methods.evaluate."
               "balanced_accuracy`, from each record's confusion matrix): the k-shot sets are "
               "balanced by class unless the row says natural (drawn in the task's class "
@@ -156,7 +153,7 @@ def beside_default(cfg, recs: dict, results: pathlib.Path, defaults: dict) -> li
              "Test accuracy %, mean ± std over the finished seeds (how many in brackets); "
              f"the same protocol, k-shot sets and test subsets; `{base.table_file}` has "
              "the default model's runs.", "",
-             f"| task | method | {DEFAULT_MODEL} | {cfg.model} |", "|---|---|---|---|"]  # fmt: skip
+             *header("task", "method", DEFAULT_MODEL, cfg.model)]  # fmt: skip
 
     def cell(by: dict, task: str, col: str) -> str:
         src = "zero_shot" if col == "majority" else col  # majority: from zero-shot's record
@@ -168,9 +165,7 @@ def beside_default(cfg, recs: dict, results: pathlib.Path, defaults: dict) -> li
     for task in cfg.tasks:
         for col in ("majority", *cfg.columns(task)):
             label = "majority class" if col == "majority" else LABELS[col]
-            lines.append(
-                f"| {task} | {label} | {cell(other, task, col)} | {cell(recs, task, col)} |"
-            )
+            lines.append(row(task, label, cell(other, task, col), cell(recs, task, col)))
     return lines + [""]
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import shlex
 import shutil
 
 from cbp_jax.cli_study import committed_run
@@ -41,6 +40,7 @@ from cbp_jax.experiment.records import RecordStore
 from cbp_jax.experiment.step_cache import StepCache
 from cbp_jax.experiment.tables import write_table
 from cbp_jax.overrides import apply_overrides
+from studies.common import command
 from studies.post.plan import QUICK, REDUCED, PostTableConfig, cell
 
 QUESTION = "Does POST (student-tuned DP prompt, transferred) beat Direct transfer and zero-shot?"
@@ -138,9 +138,9 @@ def main(argv=None) -> None:
         if store.get(c) is not None:
             shutil.rmtree(stashes / _cell_dir(c.config), ignore_errors=True)
     args = ["--quick"] * a.quick + ["--reduced"] * a.reduced + (["--set", *a.set] if a.set else [])
-    command = (f"cbp-jax study post {verb} " + shlex.join(args)).strip()
     dest.mkdir(parents=True, exist_ok=True)
-    print(f"wrote {write_table(store, stem, dest, report(cfg, records, command))}")
+    section = report(cfg, records, command("post", args, verb))
+    print(f"wrote {write_table(store, stem, dest, section)}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ the served model). The reading, with the speed measurements: precision.md.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import pathlib
 
@@ -24,6 +23,7 @@ from cbp_jax.experiment.compile_cache import enable_compile_cache
 from cbp_jax.experiment.layer import run_cells
 from cbp_jax.experiment.records import Cell, RecordStore
 from cbp_jax.run import LEGACY_STRATEGY, RunConfig, record_defaults
+from studies.common import parser
 
 QUESTION = "Does bfloat16 (float32 accumulation) change the results, and what does it buy?"
 ANSWER = (
@@ -116,11 +116,9 @@ def report(store: RecordStore, model: str, dest: pathlib.Path) -> pathlib.Path:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__.splitlines()[0], COMMANDS, RESULTS)
     p.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(GENERATORS))
     p.add_argument("--only", default="", help="run only cells whose name contains this")
-    p.add_argument("command", choices=COMMANDS)
-    p.add_argument("--results", default=str(RESULTS), help="records and table live here")
     args = p.parse_args(argv)
     dest = pathlib.Path(args.results)
     records = dest / f"precision_check{_suffix(args.model)}_runs.jsonl"

@@ -21,11 +21,9 @@ experiments/results/rapt.md links here (acceptance scripts read it there).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import pathlib
-import shlex
 
 import jax
 import numpy as np
@@ -41,6 +39,7 @@ from cbp_jax.overrides import apply_overrides
 from cbp_jax.privacy.attack_suite import TOKEN_ATTACKS, attack_rates, public_text
 from cbp_jax.privacy.rapt import RAPTConfig, rapt_evaluate, tune_rapt
 from cbp_jax.privacy.reconstruction import ORACLE
+from studies.common import command, header, parser, row
 
 QUESTION = "Does RAPT's plain-token reconstruction keep utility under local-DP text noise?"
 ANSWER = (
@@ -206,7 +205,7 @@ MEASURES = (("accuracy", "test accuracy"), ("balanced_acc", "balanced accuracy")
 
 def report(cfg: TableConfig, res: dict, command: str) -> str:
     """The table's new section (markdown) from `run_seed`'s results per task."""
-    etas = " | ".join(f"eta={e:g}" for e in cfg.etas)
+    etas = [f"eta={e:g}" for e in cfg.etas]
     lines = [
         "# RAPT: privacy-utility of prompt tuning, prefix tuning and LoRA (smollm2-135m)",
         "",
@@ -240,36 +239,35 @@ def report(cfg: TableConfig, res: dict, command: str) -> str:
             if key != "accuracy":
                 lines += ["Mean recall per class; runs recorded before predictions were "
                           "kept count as not run here.", ""]  # fmt: skip
-            lines += [f"| method | {etas} |", "|---" * (len(cfg.etas) + 1) + "|"]
+            lines += header("method", *etas)
             for m in UTILITY:
-                cells = [_ms([r[m] for r in rows])] * len(cfg.etas)
-                lines.append(f"| {m} | " + " | ".join(cells) + " |")
+                lines.append(row(m, *[_ms([r[m] for r in rows])] * len(cfg.etas)))
             for arm in ARMS:
-                cells = [_ms([r[(arm, e)] for r in rows]) for e in cfg.etas]
-                lines.append(f"| {arm_label(arm)} | " + " | ".join(cells) + " |")
+                lines.append(
+                    row(arm_label(arm), *(_ms([r[(arm, e)] for r in rows]) for e in cfg.etas))
+                )
         rows = [measure(r, "accuracy") for r in res[name]]
         lines += reconstruction_effect(cfg, name, rows)
         lines += ["", f"## {name}: attacks on the private test text", ""]
         lines += ["Token recovery rate (inversion attacks) and Attribute inference AUC "
                   "(does the text contain a digit; 0.5 = nothing learned).", ""]  # fmt: skip
-        lines += [f"| attack | {etas} |", "|---" * (len(cfg.etas) + 1) + "|"]
+        lines += header("attack", *etas)
         for a in (*TOKEN_ATTACKS, "attribute AUC"):
-            cells = [_ms([r[(a, e)] for r in rows]) for e in cfg.etas]
-            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+            lines.append(row(a, *(_ms([r[(a, e)] for r in rows]) for e in cfg.etas)))
     return "\n".join(lines) + "\n"
 
 
 def reconstruction_effect(cfg: TableConfig, name: str, rows: list[dict]) -> list[str]:
     """Where reconstruction helps: each +rec arm minus the same PEFT without it, in points,
     paired per seed (the arms of one seed and eta share the privatized text)."""
-    etas = " | ".join(f"eta={e:g}" for e in cfg.etas)
+    etas = [f"eta={e:g}" for e in cfg.etas]
     lines = ["", f"## {name}: what reconstruction adds (points, +rec minus without)", ""]
     lines += [
         "Mean over the seeds where both ran, with the per-seed differences; the last row is "
         "RAPT's fixed plain tokens after the text minus the same tokens before it.",
         "",
     ]
-    lines += [f"| method | {etas} |", "|---" * (len(cfg.etas) + 1) + "|"]
+    lines += header("method", *etas)
     pairs = [(arm_label(p + r), p + r, p) for p in PEFTS for r in RECS[1:]]
     pairs.append(("placement: plain after - plain before", "prompt+rec (fixed plain)",
                   "prompt+rec (plain before)"))  # fmt: skip
@@ -280,15 +278,13 @@ def reconstruction_effect(cfg: TableConfig, name: str, rows: list[dict]) -> list
                  if r.get((a, e)) is not None and r.get((b, e)) is not None]  # fmt: skip
             per_seed = ", ".join(f"{x:+.1f}" for x in d)
             cells.append(f"{np.mean(d):+.1f} ({per_seed})" if d else "n/a")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(row(label, *cells))
     return lines
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=COMMANDS)
+    p = parser(__doc__.splitlines()[0], COMMANDS, RESULTS)
     p.add_argument("--quick", action="store_true", help="tiny smoke run: 1 eta, 1 seed")
-    p.add_argument("--results", default=str(RESULTS), help="records and table live here")
     p.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. epochs=10")
     a = p.parse_args(argv)
     if a.command == "table" and not (a.quick or a.set):  # the committed table's own run
@@ -311,6 +307,5 @@ def main(argv=None) -> None:
     res = {n: [run(n, s, public) for s in cfg.seeds] for n in cfg.tasks}
     ran = any(not r.get("legacy") for r in store.records.values())
     args = ["--quick"] * a.quick + (["--set", *a.set] if a.set else [])
-    command = ("cbp-jax study rapt run " + shlex.join(args)).strip()
-    section = report(cfg, res, command) if ran else ""
+    section = report(cfg, res, command("rapt", args)) if ran else ""
     print(f"wrote {write_table(store, 'rapt', out, section)}")
