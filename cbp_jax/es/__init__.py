@@ -72,23 +72,20 @@ def make_strategy(name: str, population_size: int, num_dims: int, sigma0: float 
     `es.init(key, mean, params)`, `es.ask(key, state, params)` and
     `es.tell(key, population, fitness, state, params)`.
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown ES strategy {name!r}; expected one of {sorted(STRATEGIES)}")
     if isinstance(population_size, bool) or not isinstance(population_size, int):
         raise TypeError(f"population_size must be an int, got {population_size!r}")
     if population_size < 2:
         raise ValueError(f"population_size must be at least 2, got {population_size}")
     if isinstance(num_dims, bool) or not isinstance(num_dims, int) or num_dims < 1:
         raise ValueError(f"num_dims must be a positive int, got {num_dims!r}")
+    cls = strategy_class(name, num_dims)
     try:
         sigma = float(sigma0)
     except (TypeError, ValueError):
         raise TypeError(f"sigma0 must be a number, got {sigma0!r}") from None
     if not (math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma0 must be a positive finite number, got {sigma0!r}")
-    es = strategy_class(name, num_dims)(
-        population_size=population_size, solution=jnp.zeros(num_dims)
-    )
+    es = cls(population_size=population_size, solution=jnp.zeros(num_dims))
     params = es.default_params.replace(std_init=jnp.asarray(sigma, dtype=jnp.float32))
     return es, params
 
