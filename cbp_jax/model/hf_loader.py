@@ -40,37 +40,17 @@ _ACCEPTED = {
 }  # fmt: skip
 _LLAMA = (  # further accepted keys; keys that must hold one of these values
     {"max_window_layers", "attention_bias"},
-    {
-        "hidden_act": ("silu",),
-        "mlp_bias": (False,),
-        "pretraining_tp": (1,),
-        "use_sliding_window": (False,),
-        "sliding_window": (None,),
-        "rope_scaling": (None,),
-    },
-)
-_FAMILIES = {
-    "llama": _LLAMA,
-    "qwen2": _LLAMA,
-    GEMMA: (
-        {
-            "cache_implementation",
-            "sliding_window_pattern",
-            "sliding_window",
-            "query_pre_attn_scalar",
-            "final_logit_softcapping",
-            "rope_local_base_freq",
-            "rope_scaling",
-        },  # fmt: skip
-        {
-            "hidden_activation": ("gelu_pytorch_tanh",),
-            "hidden_act": ("gelu_pytorch_tanh", None),
-            "attention_bias": (False,),
-            "use_bidirectional_attention": (False, None),
-            "attn_logit_softcapping": (None,),
-        },
-    ),
-}
+    {"hidden_act": ("silu",), "mlp_bias": (False,), "pretraining_tp": (1,),
+     "use_sliding_window": (False,), "sliding_window": (None,), "rope_scaling": (None,)},
+)  # fmt: skip
+_GEMMA3 = (
+    {"cache_implementation", "sliding_window_pattern", "sliding_window", "rope_scaling",
+     "query_pre_attn_scalar", "final_logit_softcapping", "rope_local_base_freq"},
+    {"hidden_activation": ("gelu_pytorch_tanh",), "hidden_act": ("gelu_pytorch_tanh", None),
+     "attention_bias": (False,), "use_bidirectional_attention": (False, None),
+     "attn_logit_softcapping": (None,)},
+)  # fmt: skip
+_FAMILIES = {"llama": _LLAMA, "qwen2": _LLAMA, GEMMA: _GEMMA3}
 
 
 def config_from_hf(raw: dict, dtype: str = "float32") -> DecoderConfig:

@@ -58,8 +58,12 @@ def gemma3_270m_gguf(output_path: str | pathlib.Path | None = None) -> pathlib.P
         raise ChecksumError(f"checksum mismatch for the Gemma 3 270M GGUF: {e}") from e
 
 
-_ASSEMBLED = {"gemma3-270m": gemma3_270m_gguf}  # name -> function giving the verified file
-REGISTERED = (*_WHEELS, *_ASSEMBLED)
+# name -> function giving its verified GGUF file
+GGUF_SOURCES = {
+    DEFAULT_MODEL: lambda: packaged_gguf(DEFAULT_MODEL),
+    "gemma3-270m": gemma3_270m_gguf,
+}
+REGISTERED = tuple(GGUF_SOURCES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,10 +101,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str = "float32") -> Loa
         path = pathlib.Path(model_dir) / f"{name_or_path}.gguf"
         if not path.is_file():
             raise FileNotFoundError(f"CBP_JAX_MODEL_DIR={model_dir} holds no {path.name}")
-    elif name_or_path in _WHEELS:
-        path = packaged_gguf(name_or_path)
-    elif name_or_path in _ASSEMBLED:
-        path = _ASSEMBLED[name_or_path]()
+    elif name_or_path in GGUF_SOURCES:
+        path = GGUF_SOURCES[name_or_path]()
     else:
         path = pathlib.Path(name_or_path)
         if not path.exists():
