@@ -17,6 +17,7 @@ import numpy as np
 from cbp_jax.contract import GeneratorMismatchError
 
 PROBE_ROWS = 16  # embedding rows whose norms identify a model (see `model_fingerprint`)
+SHAPES = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size")
 
 
 def params_digest(*trees) -> str:
@@ -40,23 +41,17 @@ def model_fingerprint(model) -> dict:
     probe = np.linalg.norm(np.asarray(embed[rows], np.float32), axis=1)
     return {
         "name": pathlib.Path(str(model.source)).name,
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_layers": cfg.num_layers,
-        "num_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size,
+        **{key: getattr(cfg, key) for key in SHAPES},
         "embed_probe": [round(float(x), 6) for x in probe],
     }
 
 
 def check_model(expected: dict, model_or_fingerprint, what: str = "generator") -> None:
     """Raise `GeneratorMismatchError` unless the model is the one `expected` describes."""
-    got = (
-        model_or_fingerprint
-        if isinstance(model_or_fingerprint, dict)
-        else model_fingerprint(model_or_fingerprint)
-    )
-    for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+    got = model_or_fingerprint
+    if not isinstance(got, dict):
+        got = model_fingerprint(got)
+    for key in SHAPES:
         if expected.get(key) != got.get(key):
             raise GeneratorMismatchError(
                 f"this {what} was trained for model {expected.get('name')!r} "
