@@ -12,23 +12,8 @@ global arrays on every process: `replicate` makes them (each process passes its 
 host copy), and outputs come back fully replicated, so each process can read them (write
 files from `is_coordinator()` only).
 
-Cluster launch
---------------
-SLURM (one task per host, all GPUs of the host visible to it)::
-
-    #SBATCH --nodes=4 --ntasks-per-node=1 --gpus-per-node=8
-    srun python my_sweep.py
-
-with, at the top of the script, `cbp_jax.distributed.initialize()`: with no arguments JAX
-reads the coordinator, process count and id from SLURM (also Open MPI, Kubernetes
-jobsets, Cloud TPU). Anywhere else, set three environment variables on every process::
-
-    CBP_COORDINATOR=host0:12355  CBP_NUM_PROCESSES=4  CBP_PROCESS_ID=<0..3>  python ...
-
-(`initialize()` reads them) or pass them to `initialize(coordinator, num_processes,
-process_id)`. Process 0 hosts the coordinator at that address; the port must be open
-between hosts. On CPU (tests/test_sweep.py runs two processes on 127.0.0.1) the cross-
-process collectives go through Gloo, which JAX 0.10 uses by default for CPU.
+Launching on SLURM or with CBP_COORDINATOR / CBP_NUM_PROCESSES / CBP_PROCESS_ID:
+docs/cluster.md ("One JAX program over several hosts").
 """
 
 from __future__ import annotations

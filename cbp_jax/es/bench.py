@@ -1,25 +1,22 @@
 """ES benchmarks, ours/evosax's vs pycma's CMA-ES: the wall-clock cost of one generation, and
 how far a search gets on standard test functions.
 
-pycma is `cma.CMAEvolutionStrategy(x0, sigma0, {"popsize": P, "seed": seed, "verbose": -9})`,
-its defaults (lazy eigendecomposition, TPA from d = 300 on); the name `PYCMA` (timers) or
-`PYCMA_REFERENCE` (`converge`) selects it, any other name is a `make_strategy` name ("pycma" is
-ours, "lazy_cma" the CSA variant, "cma" evosax's `CMA_ES`). JAX strategies go through their
-jitted evosax-interface `ask`/`tell`.
+The name `PYCMA` (timers) or `PYCMA_REFERENCE` (`converge`) selects pycma itself,
+`cma.CMAEvolutionStrategy(x0, sigma0, {"popsize": P, "seed": seed, "verbose": -9})` with its
+defaults (lazy eigendecomposition, TPA from d = 300 on); any other name is a `make_strategy`
+name, run through its jitted `ask`/`tell`.
 
-Timers (`time_es_step`, `compare_steps`) run ask, a sphere centred away from the start (a cheap
-stand-in for the real objective, so the ES has something to adapt to), tell, blocked every
-generation. A lazy eigendecomposition makes generations uneven (one in `lazy_gap` pays the
-O(d^3) step), so a timing is the mean over a window of `n_gens` consecutive generations, and
-the reported figure the median over `repeats` windows, after `warmup` generations (which
-include compilation). On a shared machine, prefer `compare_steps`, which interleaves the
-windows of all strategies so that load changes hit them alike.
+Timers (`time_es_step`, `compare_steps`) run ask, a sphere centred a few sigma0 from the start
+(so the ES has something to adapt to) and tell, blocked every generation. A lazy
+eigendecomposition makes generations uneven, so a timing is the mean over a window of
+`n_gens` consecutive generations, the figure the median over `repeats` windows after
+`warmup` generations (which include compilation). On a shared machine prefer
+`compare_steps`, which interleaves the windows of all strategies so load changes hit them alike.
 
-`converge(name, function, d, P, generations, seed)` runs one search from x0 = 0.5 (every
-coordinate) with sigma0 = 0.5 and returns the objective at the mean after each generation
-count, plus the seconds per generation. JAX strategies run as `lax.scan` over generations
-between the reported counts, compiled before the clock starts; pycma runs its own Python loop.
-Functions (minimum 0): sphere sum x^2; ellipsoid sum 1e6^((i-1)/(d-1)) x_i^2 (condition 1e6,
+`converge(name, function, d, P, generations, seed)` runs one search from x0 = sigma0 = 0.5 and
+returns f at the mean after each generation count and the seconds per generation (JAX: a
+`lax.scan` between counts, compiled off the clock; pycma: its own Python loop). Functions
+(minimum 0): sphere sum x^2; ellipsoid sum 1e6^((i-1)/(d-1)) x_i^2 (condition 1e6,
 axis-parallel); Rosenbrock sum 100 (x_{i+1} - x_i^2)^2 + (1 - x_i)^2.
 """
 
