@@ -12,13 +12,8 @@ The decomposition sits under `jax.lax.cond`, so skipped generations do not pay f
 `jax.vmap` with a batched state `cond` becomes a select that evaluates both branches
 (results stay correct, the saving is lost).
 
-The O(P d^2) work is also cheaper than evosax's: sampling scales z by D instead of a dense
-diag(D); the tell whitens the population with one P x d x d matmul (y @ B / D) and takes
-both the step-size path and the negative-weight norms from it; the rank-mu update is one
-matmul that keeps C symmetric with no transpose; and C never passes through the `cond`
-(which made XLA copy and re-layout it every call). evosax's clipping of C (diagonal >= 0,
-entries <= 1e8) is applied in the tell; its symmetrisation and 1e-8 diagonal loading to the
-decomposed copy only.
+The O(P d^2) work is also cheaper than evosax's (see the comments in `_ask` and `_tell`);
+evosax's clipping, symmetrisation and diagonal loading of C are kept.
 
 Sampling uses the symmetric square root, y = B D B^T z, by default: the same distribution as
 evosax's y = B D z, but continuous in C. B is only defined up to rotations inside
@@ -88,12 +83,7 @@ class LazyCMA_ES(_cma.CMA_ES):
         base = super()._init(key, params)
         return extend(State, base, last_eigen_update=jnp.asarray(0, dtype=jnp.int32))
 
-    def _ask(
-        self,
-        key: jax.Array,
-        state: State,
-        params: Params,
-    ) -> tuple[Population, State]:
+    def _ask(self, key: jax.Array, state: State, params: Params) -> tuple[Population, State]:
         generation = jnp.asarray(state.generation_counter, dtype=jnp.int32)
         stale = (generation - state.last_eigen_update).astype(jnp.float32) >= params.lazy_gap
 
@@ -119,12 +109,7 @@ class LazyCMA_ES(_cma.CMA_ES):
         return population, state.replace(B=B, D=D, last_eigen_update=last)
 
     def _tell(
-        self,
-        key: jax.Array,
-        population: Population,
-        fitness: Fitness,
-        state: State,
-        params: Params,
+        self, key: jax.Array, population: Population, fitness: Fitness, state: State, params: Params
     ) -> State:
         # `fitness` is already shaped into the recombination weights (negative for the worst).
         mean, y_k, y_w = self.update_mean(population, fitness, state.mean, state.std, params)

@@ -1,11 +1,11 @@
 """CMA-ES with pycma's step-size rule at large d: two-point adaptation (TPA) on mean-shift samples.
 
-BBT optimises with pycma, which for d >= 300 (`cma.evolution_strategy.TPA_dimension`) does
-*not* use cumulative step-size adaptation (CSA, what evosax's `CMA_ES` and `LazyCMA_ES` run)
-but two-point step-size adaptation (Hansen 2008; Hansen et al. 2014),
-`cma.sigma_adaptation.CMAAdaptSigmaTPA`. With CSA's constants at d = 500, P = 20 (c_sigma ~
-0.016, d_sigma ~ 1.02) sigma falls by at most a few percent a generation; TPA decreases it
-about ten times faster there (experiments/results/es_vs_pycma.md). As pycma runs it:
+BBT optimises with pycma, which for d >= 300 (`cma.evolution_strategy.TPA_dimension`) uses
+two-point step-size adaptation (Hansen 2008; `cma.sigma_adaptation.CMAAdaptSigmaTPA`), not the
+cumulative step-size adaptation (CSA) of evosax's `CMA_ES` and `LazyCMA_ES`. With CSA's
+constants at d = 500, P = 20 (c_sigma ~ 0.016, d_sigma ~ 1.02) sigma falls by at most a few
+percent a generation; TPA decreases it about ten times faster there
+(experiments/results/es_vs_pycma.md). As pycma runs it:
 
 - ask: from the second generation on, the first two candidates lie on the line of the last
   mean shift dm = m_t - m_{t-1}, mirrored, y_0 = r dm / sigma, y_1 = -y_0, with r chosen so
@@ -17,10 +17,9 @@ about ten times faster there (experiments/results/es_vs_pycma.md). As pycma runs
   The two samples take part in recombination and the covariance update like any other.
 - The CSA path p_sigma is still kept, for the h_sigma stall of the rank-one update only.
 
-Everything else is `LazyCMA_ES`. One known difference from pycma remains: pycma 4's c_mu has
-an extra 0.25 in its numerator (3.46e-5 against 3.26e-5 at d = 500, P = 20), a 6% change of
-the covariance learning rate that the benchmark shows does not matter at these budgets.
-`pycma_strategy_class` picks what pycma picks: TPA for d >= 300, `LazyCMA_ES` (CSA) below.
+Everything else is `LazyCMA_ES`, except pycma 4's c_mu (an extra 0.25 in its numerator: a
+6% larger covariance learning rate at d = 500, P = 20, which does not matter at these
+budgets). `pycma_strategy_class` picks TPA for d >= 300, `LazyCMA_ES` (CSA) below, as pycma.
 """
 
 from __future__ import annotations
@@ -103,12 +102,7 @@ class TPA_CMA_ES(LazyCMA_ES):
         return population, state
 
     def _tell(
-        self,
-        key: jax.Array,
-        population: Population,
-        fitness: Fitness,
-        state: State,
-        params: Params,
+        self, key: jax.Array, population: Population, fitness: Fitness, state: State, params: Params
     ) -> State:
         new = super()._tell(key, population, fitness, state, params)  # mean, paths, C (and CSA)
         z = tpa_rank_signal(fitness)

@@ -16,16 +16,12 @@ ACTIVATIONS = ("silu", "gelu_tanh")
 
 @dataclasses.dataclass(frozen=True)
 class DecoderConfig:
-    """Shapes and numerics of a decoder-only transformer.
+    """Shapes and numerics of a decoder-only transformer (Llama's defaults).
 
     Attributes:
-      vocab_size: V, number of token ids.
-      hidden_size: D, residual width.
-      intermediate_size: F, gated-MLP hidden width.
-      num_layers: L, number of decoder blocks (scanned).
-      num_heads: H, query heads.
-      num_kv_heads: K, key/value heads (grouped-query attention; H % K == 0).
-      head_dim: E, per-head width (D == H * E is not required).
+      vocab_size, hidden_size, intermediate_size, num_layers: V, D, F (gated-MLP width), L.
+      num_heads, num_kv_heads, head_dim: H query heads, K key/value heads (grouped-query
+        attention, H % K == 0), E per-head width (D == H * E is not required).
       rope_theta: RoPE base frequency (of the global layers).
       rms_norm_eps: epsilon of every RMSNorm.
       tie_embeddings: the output head is the transposed token embedding.

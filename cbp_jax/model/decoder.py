@@ -209,13 +209,9 @@ def forward_shared_prompt(
     validate_shared_inputs(cfg, tokens_BxS, mask_BxS, prompt_TxD, deep_prompts_LxTxD, candidates)
     params, mask_BxS = _prepare(params, cfg, tokens_BxS, mask_BxS)
     (b, s), d, n_k, e = tokens_BxS.shape, cfg.hidden_size, cfg.num_kv_heads, cfg.head_dim
-    prompt_1xTxD, deep = _with_bos(
-        params,
-        cfg,
-        1,
-        None if prompt_TxD is None else prompt_TxD[None],
-        None if deep_prompts_LxTxD is None else deep_prompts_LxTxD[:, None],
-    )
+    prompt = None if prompt_TxD is None else prompt_TxD[None]
+    deep = None if deep_prompts_LxTxD is None else deep_prompts_LxTxD[:, None]
+    prompt_1xTxD, deep = _with_bos(params, cfg, 1, prompt, deep)
     t = prompt_1xTxD.shape[1]
     # Positions as in `forward`: prompt 0..T-1, text T + (real tokens so far) - 1.
     prompt_pos_1xT, text_pos_BxS = jnp.arange(t)[None], t + jnp.cumsum(mask_BxS, axis=1) - 1

@@ -1,9 +1,8 @@
 """What identifies a loaded model: a fingerprint of its shapes and a few embedding norms.
 
-A saved generator, task vector or prompt records the fingerprint of the model it was made
-with; `check_model` raises `contract.GeneratorMismatchError` when it is used with another.
-`params_digest` is the exact content hash of trained weights (a generator, a POST student):
-what a run record cites so that every seed of a table can be checked to use the same ones.
+A saved generator, task vector or prompt records the fingerprint of its model; `check_model`
+raises `contract.GeneratorMismatchError` when it is used with another. `params_digest`, the
+exact content hash of trained weights, is what run records cite.
 """
 
 from __future__ import annotations

@@ -8,17 +8,14 @@ too (`convert.assemble_params`). One `config_from_gguf` maps every architecture,
 differences to the `gemma3_config` preset. The tokenizer is rebuilt from the
 `tokenizer.ggml.*` metadata with transformers' GGUF converter (no torch).
 
-Family facts this follows, checked against transformers' GGUF loader and llama.cpp's converter:
-- llama.cpp permutes the q/k rows of `llama` models so its interleaved-pair RoPE matches HF's
-  rotate-half RoPE; `unpermute_rope_rows` undoes it. Qwen2 (q/k/v biases) and Gemma 3 use
-  NEOX-style RoPE and are not permuted.
-- llama.cpp adds 1 to every Gemma RMSNorm weight when converting (its norm scales by w,
-  transformers' by 1 + w); transformers' `Gemma2TensorProcessor` (used for gemma3) subtracts
-  1 from every `*norm.weight` again. `NORM_SHIFT` does the same here.
-- A gemma3 file does not state the local/global layout or the attention scale: llama.cpp
-  hard-codes every 6th layer global and 1 / sqrt(head_dim) (1 / sqrt(hidden / heads) for the
-  62-layer 27B); transformers defaults to the same layout and query_pre_attn_scalar 256. The
-  local RoPE base is 10k unless `rope.freq_base_swa` says otherwise.
+Family facts this follows (transformers' GGUF loader, llama.cpp's converter): llama.cpp
+permutes the q/k rows of `llama` models for its interleaved-pair RoPE (`unpermute_rope_rows`
+undoes it; Qwen2 and Gemma 3 use NEOX-style RoPE, not permuted); it adds 1 to every Gemma
+RMSNorm weight, which transformers' `Gemma2TensorProcessor` (and `NORM_SHIFT` here) subtracts
+again. A gemma3 file states neither the local/global layout nor the attention scale:
+llama.cpp hard-codes every 6th layer global and 1 / sqrt(head_dim) (1 / sqrt(hidden / heads)
+for the 62-layer 27B), as transformers' defaults do; the local RoPE base is 10k unless
+`rope.freq_base_swa` says otherwise.
 """
 
 from __future__ import annotations
@@ -51,24 +48,17 @@ _GEMMA_FIELDS = _FIELDS | {
     "attention.sliding_window", "rope.freq_base_swa", "rope.scaling.type",
     "rope.scaling.factor", "final_logit_softcapping",
 }  # fmt: skip
-_TENSOR_NAMES = {
-    "attn_norm": "input_layernorm",
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "ffn_norm": "post_attention_layernorm",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
+_TENSOR_NAMES = {  # GGUF block tensor -> HF name (after model.layers.<i>.)
+    "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
-}
+}  # fmt: skip
 _GEMMA_NAMES = _TENSOR_NAMES | {  # where gemma3's HF names differ from the llama arch's
-    "attn_q_norm": "self_attn.q_norm",
-    "attn_k_norm": "self_attn.k_norm",
-    "post_attention_norm": "post_attention_layernorm",
-    "ffn_norm": "pre_feedforward_layernorm",
+    "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
+    "post_attention_norm": "post_attention_layernorm", "ffn_norm": "pre_feedforward_layernorm",
     "post_ffw_norm": "post_feedforward_layernorm",
-}
+}  # fmt: skip
 _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
@@ -77,18 +67,12 @@ _GLOBAL_NAMES = {
 _BIASES = {"attn_q", "attn_k", "attn_v"}  # qwen2 only
 _BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 _GGUF_TOKENIZER_KEYS = {  # tokenizer.ggml.<key> -> converter's name
-    "model": "tokenizer_type",
-    "pre": "pre_tokenizer_type",
-    "tokens": "tokens",
-    "scores": "scores",
-    "token_type": "token_type",
-    "merges": "merges",
-    "bos_token_id": "bos_token_id",
-    "eos_token_id": "eos_token_id",
-    "unknown_token_id": "unk_token_id",
-    "padding_token_id": "pad_token_id",
+    "model": "tokenizer_type", "pre": "pre_tokenizer_type", "tokens": "tokens",
+    "scores": "scores", "token_type": "token_type", "merges": "merges",
+    "bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id",
+    "unknown_token_id": "unk_token_id", "padding_token_id": "pad_token_id",
     "add_space_prefix": "add_prefix_space",
-}
+}  # fmt: skip
 NORM_SHIFT = 1.0  # subtracted from every gemma3 norm weight
 GLOBAL_EVERY = 6  # gemma3: every 6th layer is global
 

@@ -1,12 +1,12 @@
 """Load a Hugging Face checkpoint folder (config.json + safetensors, single or sharded).
 
-Strict: an architecture other than Llama/Qwen2/Gemma 3 text, a config field whose value we do not
-implement (RoPE scaling, sliding windows, MLP bias, ...), an unknown config key, or an
-unmapped tensor raises with the offending name. `config_from_hf` maps every family (Gemma 3
-to the `gemma3_config` preset, from both the older `rope_local_base_freq` / `rope_scaling`
-form and transformers 5's `rope_parameters` form); every family's tensors then go through the
-one strict assembly (`convert.assemble_params`). Reads tensors with safetensors' numpy
-backend (bfloat16 via ml_dtypes); no torch, no network.
+Strict: an architecture other than Llama/Qwen2/Gemma 3 text, a config field whose value we do
+not implement (RoPE scaling, sliding windows, MLP bias, ...), an unknown config key, or an
+unmapped tensor raises with the offending name. `config_from_hf` maps every family (Gemma 3,
+in both the older `rope_local_base_freq` / `rope_scaling` and transformers 5's
+`rope_parameters` form, to the `gemma3_config` preset); tensors go through the one strict
+assembly (`convert.assemble_params`), read with safetensors' numpy backend (bfloat16 via
+ml_dtypes); no torch, no network.
 """
 
 from __future__ import annotations

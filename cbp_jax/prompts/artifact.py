@@ -51,10 +51,7 @@ class GeneratorArtifact:
 
     def adapter_params(self) -> dict:
         """Provider-side arrays for `ScoringService(adapter_params=...)` (CBPGenerator)."""
-        return {
-            "params": jax.tree.map(jnp.asarray, self.params),
-            "A_DxR": jnp.asarray(self.A_DxR),
-        }
+        return {"params": jax.tree.map(jnp.asarray, self.params), "A_DxR": jnp.asarray(self.A_DxR)}
 
     @property
     def domain(self) -> str | None:
