@@ -1,8 +1,6 @@
-"""Orbax checkpoint helpers: save a pytree + JSON metadata per step, restore the latest;
-and one saved pytree beside a meta.json (`save_arrays` / `read_meta` / `restore_arrays`:
-generators, task vectors and saved prompts).
-
-Typed PRNG keys are stored as their raw key data (Orbax saves plain arrays); callers wrap
+"""Orbax checkpoint helpers: a pytree + JSON metadata per step (`Checkpointer`), and one saved
+pytree beside a meta.json (`save_arrays` / `read_meta` / `restore_arrays`: generators, task
+vectors and saved prompts). Typed PRNG keys are stored as their raw key data; callers wrap
 them back with `jax.random.wrap_key_data`.
 """
 

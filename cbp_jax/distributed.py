@@ -1,31 +1,19 @@
-"""Multi-host runs: one JAX program over every process's devices, the population split on "pop".
+"""Population sharding and multi-host runs: the leading population axis split over a mesh
+axis "pop", one JAX program over every process's devices.
 
-JAX is multi-controller: every process runs the same script, `jax.distributed.initialize`
-connects them through a coordinator, and `jax.devices()` then lists all processes'
-devices. `global_population_mesh()` puts them on one "pop" axis; a sweep (or
-`run_blackbox`) given that mesh shards each generation's population over every device of
-every host, and the ES state, being replicated, stays identical on all processes. Inputs
-must be the same global arrays on every process: `replicate` makes them (each process
-passes its identical host copy), and outputs come back fully replicated, so each process
-can read them (write files from `is_coordinator()` only).
+`population_mesh()` puts every device (of every process, after `initialize`; CPU devices can
+be faked with `XLA_FLAGS=--xla_force_host_platform_device_count=N`) on the "pop" axis. Given
+that mesh, a sweep (or `run_blackbox`) constrains z_PxR to `population_sharding(mesh)`, so
+everything downstream of it (payload, model forward, loss) is split over every device of
+every host, and the ES update gathers the P losses; the ES state, being replicated, stays
+identical on all processes. JAX is multi-controller: every process runs the same script and
+`jax.distributed.initialize` connects them through a coordinator. Inputs must be the same
+global arrays on every process: `replicate` makes them (each process passes its identical
+host copy), and outputs come back fully replicated, so each process can read them (write
+files from `is_coordinator()` only).
 
-Cluster launch
---------------
-SLURM (one task per host, all GPUs of the host visible to it)::
-
-    #SBATCH --nodes=4 --ntasks-per-node=1 --gpus-per-node=8
-    srun python my_sweep.py
-
-with, at the top of the script, `cbp_jax.distributed.initialize()`: with no arguments JAX
-reads the coordinator, process count and id from SLURM (also Open MPI, Kubernetes
-jobsets, Cloud TPU). Anywhere else, set three environment variables on every process::
-
-    CBP_COORDINATOR=host0:12355  CBP_NUM_PROCESSES=4  CBP_PROCESS_ID=<0..3>  python ...
-
-(`initialize()` reads them) or pass them to `initialize(coordinator, num_processes,
-process_id)`. Process 0 hosts the coordinator at that address; the port must be open
-between hosts. On CPU (tests/test_sweep.py runs two processes on 127.0.0.1) the cross-
-process collectives go through Gloo, which JAX 0.10 uses by default for CPU.
+Launching on SLURM or with CBP_COORDINATOR / CBP_NUM_PROCESSES / CBP_PROCESS_ID:
+docs/cluster.md ("One JAX program over several hosts").
 """
 
 from __future__ import annotations
@@ -36,8 +24,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from cbp_jax.sharding import AXIS
-
+AXIS = "pop"
 ENV = ("CBP_COORDINATOR", "CBP_NUM_PROCESSES", "CBP_PROCESS_ID")
 
 
@@ -79,10 +66,31 @@ def is_coordinator() -> bool:
     return jax.process_index() == 0
 
 
-def global_population_mesh() -> Mesh:
-    """A 1-D "pop" mesh over every device of every process, in process order."""
-    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+def population_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D "pop" mesh over the first `num_devices` devices (default: every device of every
+    process), in process order."""
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))[: num_devices or None]
     return jax.make_mesh((len(devices),), (AXIS,), axis_types=(AxisType.Auto,), devices=devices)
+
+
+global_population_mesh = population_mesh
+
+
+def population_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding of a leading population axis; accepts meshes with explicit axes too."""
+    if AXIS not in mesh.axis_names:
+        raise ValueError(f"mesh needs an axis named {AXIS!r}, has {mesh.axis_names}")
+    auto = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+    return NamedSharding(auto, PartitionSpec(AXIS))
+
+
+def check_divisible(population: int, mesh: Mesh | None) -> None:
+    """Raise unless the population splits evenly over the mesh's "pop" axis."""
+    if mesh is not None and population % mesh.shape[AXIS]:
+        raise ValueError(
+            f"population {population} is not divisible by the {mesh.shape[AXIS]} devices "
+            f"of the mesh's {AXIS!r} axis"
+        )
 
 
 def replicate(tree, mesh: Mesh):
@@ -90,7 +98,7 @@ def replicate(tree, mesh: Mesh):
 
     Typed PRNG keys are not accepted; pass `jax.random.key_data(keys)` instead.
     """
-    sharding = NamedSharding(mesh, PartitionSpec())
+    sharding = replicated(mesh)
 
     def put(x):
         host = np.asarray(x)

@@ -71,14 +71,5 @@ def paired_summary(diffs: dict[str, list[float]], level: float = 0.95) -> Paired
         half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * np.std(values, ddof=1)
         half /= math.sqrt(len(values))
         lo, hi = mean - half, mean + half
-    return PairedSummary(
-        mean=mean,
-        lo=lo,
-        hi=hi,
-        level=level,
-        unit=unit,
-        n_units=len(values),
-        wins=int(np.sum(flat > 0)),
-        losses=int(np.sum(flat < 0)),
-        ties=int(np.sum(flat == 0)),
-    )
+    wins, losses, ties = (int(np.sum(c)) for c in (flat > 0, flat < 0, flat == 0))
+    return PairedSummary(mean, lo, hi, level, unit, len(values), wins, losses, ties)

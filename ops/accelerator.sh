@@ -53,7 +53,7 @@ case "${1:-}" in
     src=$($PY -c "
 import sys; from cbp_jax.model import registry as r
 n = sys.argv[1]
-print(r.packaged_gguf(n) if n in r._WHEELS else r._ASSEMBLED[n]())" "$name")
+print(r.GGUF_SOURCES[n]())" "$name")
     rm -rf .gg[0-9]*
     grep -qx '/.gg\*/' "$EXCL" 2>/dev/null || printf '/.whl/\n/.gg*/\n' >>"$EXCL"
     room=$((63 * MIB - $(travel_bytes)))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cbp_jax.es import TPA_CMA_ES, LazyCMA_ES, make_strategy, strategy_class
-from cbp_jax.es.convergence import PYCMA_REFERENCE, converge
+from cbp_jax.es.bench import PYCMA_REFERENCE, converge
 from cbp_jax.es.tpa_cma import tpa_damping, tpa_rank_signal
 
 cma = pytest.importorskip("cma")

@@ -12,7 +12,7 @@ import pytest
 from cbp_jax.model import UnsupportedConfigError, init_params
 from cbp_jax.model.config import gemma3_config, sliding_pattern
 from cbp_jax.model.decoder import forward, forward_jit, forward_shared_prompt
-from cbp_jax.model.gemma_convert import config_from_hf_gemma
+from cbp_jax.model.hf_loader import config_from_hf
 from cbp_jax.privacy.peft import prefix_from_tokens
 
 
@@ -141,7 +141,7 @@ def test_bad_configs_name_the_problem():
         "num_attention_heads": 4,
         "head_dim": 8,
     }
-    assert config_from_hf_gemma(raw).sliding_layers == (True, True)
+    assert config_from_hf(raw).sliding_layers == (True, True)
     bad = [
         ({"model_type": "gemma3"}, "model_type='gemma3'"),
         ({"attn_logit_softcapping": 50.0}, "attn_logit_softcapping=50.0"),
@@ -152,7 +152,7 @@ def test_bad_configs_name_the_problem():
     ]
     for change, message in bad:
         with pytest.raises(UnsupportedConfigError, match=message):
-            config_from_hf_gemma(raw | change)
+            config_from_hf(raw | change)
 
 
 def test_bf16_forward_and_shared_prompt_track_float32(tiny):

@@ -15,8 +15,8 @@ import transformers
 
 from cbp_jax.model import UnsupportedConfigError
 from cbp_jax.model.decoder import forward
-from cbp_jax.model.gemma_package import ChecksumError, gemma3_270m_gguf
 from cbp_jax.model.gguf_loader import load_gguf
+from cbp_jax.model.registry import ChecksumError, gemma3_270m_gguf
 from tests.gguf_quant import Q, encode
 from tests.helpers import assert_parity
 

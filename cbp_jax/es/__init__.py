@@ -1,15 +1,13 @@
-"""Evolution strategies for black-box prompt tuning, all in evosax 0.3's interface.
-
-`make_strategy(name, population_size, num_dims, sigma0)` returns `(es, params)` for
+"""Evolution strategies for black-box prompt tuning, all in evosax 0.3's interface; the
+package's one strategy registry. `make_strategy(name, population_size, num_dims, sigma0)`
+returns `(es, params)` for
 
 - "pycma" (DEFAULT_STRATEGY): what pycma, BBT's optimizer, runs by default at this d:
-  `TPA_CMA_ES` (two-point step-size adaptation on mirrored mean-shift samples) for
-  d >= 300, `LazyCMA_ES` (CSA) below. At d = 500, P = 20 CSA's step size falls far
-  more slowly than pycma's (experiments/results/es_vs_pycma.md).
+  `TPA_CMA_ES` for d >= 300, `LazyCMA_ES` (CSA) below (at d = 500, P = 20 CSA's step size
+  falls far more slowly than pycma's: experiments/results/es_vs_pycma.md).
 - "tpa_cma": `TPA_CMA_ES` at any d.
-- "lazy_cma": `LazyCMA_ES`, full-covariance CMA-ES with CSA (evosax's equations) that
-  decomposes C only every `params.lazy_gap` generations (pycma's rule); the default before
-  2026-12-07, kept as the named option every earlier record ran with.
+- "lazy_cma": `LazyCMA_ES`, the default before 2026-12-07, kept as the named option every
+  earlier record ran with.
 - "cma": evosax's `CMA_ES` (eigendecomposition every generation), kept as the reference.
 - "sep_cma": evosax's `Sep_CMA_ES` (diagonal covariance, O(P d) per generation), the choice
   for large d (thousands of dimensions and up) where a d x d covariance is too costly. It
@@ -17,9 +15,8 @@
   1e-2 after 6000 generations where both full variants reached 1e-6 in ~3500.
 
 `sweep_strategy` adds evosax's "lm_ma" (LM-MA-ES) and "snes" (separable NES) for sweeps of
-large populations. This is the package's one strategy registry. All minimise; NaN fitness
-ranks worst. `init/ask/tell` are jitted with the strategy object
-static, so build `es` and `params` outside `jax.jit` and pass them in.
+large populations. All minimise; NaN fitness ranks worst. `init/ask/tell` are jitted with the
+strategy object static, so build `es` and `params` outside `jax.jit` and pass them in.
 """
 
 from __future__ import annotations
@@ -72,23 +69,20 @@ def make_strategy(name: str, population_size: int, num_dims: int, sigma0: float 
     `es.init(key, mean, params)`, `es.ask(key, state, params)` and
     `es.tell(key, population, fitness, state, params)`.
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown ES strategy {name!r}; expected one of {sorted(STRATEGIES)}")
     if isinstance(population_size, bool) or not isinstance(population_size, int):
         raise TypeError(f"population_size must be an int, got {population_size!r}")
     if population_size < 2:
         raise ValueError(f"population_size must be at least 2, got {population_size}")
     if isinstance(num_dims, bool) or not isinstance(num_dims, int) or num_dims < 1:
         raise ValueError(f"num_dims must be a positive int, got {num_dims!r}")
+    cls = strategy_class(name, num_dims)
     try:
         sigma = float(sigma0)
     except (TypeError, ValueError):
         raise TypeError(f"sigma0 must be a number, got {sigma0!r}") from None
     if not (math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma0 must be a positive finite number, got {sigma0!r}")
-    es = strategy_class(name, num_dims)(
-        population_size=population_size, solution=jnp.zeros(num_dims)
-    )
+    es = cls(population_size=population_size, solution=jnp.zeros(num_dims))
     params = es.default_params.replace(std_init=jnp.asarray(sigma, dtype=jnp.float32))
     return es, params
 

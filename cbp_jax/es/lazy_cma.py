@@ -1,43 +1,26 @@
-"""CMA-ES with a lazily updated eigendecomposition, in evosax 0.3's interface.
+"""CMA-ES with a lazily updated eigendecomposition, in evosax 0.3's interface (usage as for
+every strategy of `cbp_jax.es`).
 
 evosax's `CMA_ES` runs `jnp.linalg.eigh` on the d x d covariance in every `ask`, an O(d^3)
 step that dominates a generation for d in the hundreds or more (at d=500, population 20 it
-was about 2x slower per generation than pycma, which decomposes lazily). This strategy keeps
-evosax's CMA-ES math (same parameters, weights, paths and update equations) and differs only in
-*when* B and D (C = B diag(D^2) B^T) are recomputed: every `params.lazy_gap` generations, the
-rule pycma uses (gap = max(1, 1 / (c_1 + c_mu) / d / 10) generations). Between decompositions
-it samples from, and whitens with, the last B and D, while C itself is updated every
-generation. Because c_1 + c_mu is small whenever d is large, C moves little within one gap.
+was about 2x slower per generation than pycma). This strategy keeps evosax's CMA-ES math
+(parameters, weights, paths, update equations) and recomputes B and D (C = B diag(D^2) B^T)
+only every `params.lazy_gap` generations, pycma's rule (gap = max(1, 1 / (c_1 + c_mu) / d /
+10)); in between it samples from, and whitens with, the last B and D while C is updated
+every generation (c_1 + c_mu is small whenever d is large, so C moves little within a gap).
+The decomposition sits under `jax.lax.cond`, so skipped generations do not pay for it; under
+`jax.vmap` with a batched state `cond` becomes a select that evaluates both branches
+(results stay correct, the saving is lost).
 
-The decomposition sits under `jax.lax.cond`, so skipped generations do not pay for it.
-Under `jax.vmap` with a batched state the predicate is batched and `cond` turns into a
-select that evaluates both branches (results stay correct, the saving is lost); loop over
-the members instead, or use `Sep_CMA_ES`, if that matters.
-
-The O(P d^2) work is also cheaper than in evosax's `CMA_ES`: sampling scales z by D instead of
-multiplying by a dense diag(D); the tell whitens the population with one P x d x d matmul
-(y @ B / D) instead of two and takes both the step-size path and the negative-weight norms from
-it; the rank-mu update is one matmul arranged so that C stays symmetric with no d x d
-transpose; and C never passes through the `cond` (which made XLA copy and re-layout it every
-call). evosax's clipping of C (diagonal >= 0, entries <= 1e8) is applied in the tell; its
-symmetrisation and 1e-8 diagonal loading are applied to the decomposed copy only.
-
-Usage is the same as evosax's::
-
-    es = LazyCMA_ES(population_size=20, solution=jnp.zeros(500))
-    params = es.default_params.replace(std_init=0.3)
-    state = es.init(key, mean, params)
-    population, state = es.ask(key_ask, state, params)
-    state, metrics = es.tell(key_tell, population, fitness, state, params)  # minimises
+The O(P d^2) work is also cheaper than evosax's (see the comments in `_ask` and `_tell`);
+evosax's clipping, symmetrisation and diagonal loading of C are kept.
 
 Sampling uses the symmetric square root, y = B D B^T z, by default: the same distribution as
 evosax's y = B D z, but continuous in C. B is only defined up to rotations inside
 near-degenerate eigenspaces (C starts at I), so with B D z a last-bit change in C (a sharded
 reduction, another BLAS) gives another sample path; B D B^T z does not, which is what makes a
-population sharded over devices reproduce the unsharded run.
-
-Set `params.lazy_gap` to 1 and `symmetric_sampling=False` for an eigendecomposition every
-generation and evosax's sampling (then the updates match evosax's `CMA_ES` up to rounding).
+population sharded over devices reproduce the unsharded run. With `params.lazy_gap` 1 and
+`symmetric_sampling=False` the updates match evosax's `CMA_ES` up to rounding.
 """
 
 from __future__ import annotations
@@ -65,6 +48,12 @@ class Params(_cma.Params):
     lazy_gap: jax.Array
 
 
+def extend(cls, base, **fields):
+    """An instance of `cls` (a subclass of `base`'s flax dataclass) with `base`'s fields and
+    `fields` added."""
+    return cls(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, **fields)
+
+
 def pycma_lazy_gap(c_1: jax.Array, c_mu: jax.Array, num_dims: int) -> jax.Array:
     """pycma's default gap in generations between eigendecompositions, at least 1."""
     return jnp.maximum(1.0, 1.0 / (c_1 + c_mu + 1e-23) / num_dims / 10.0)
@@ -86,22 +75,15 @@ class LazyCMA_ES(_cma.CMA_ES):
     @property
     def _default_params(self) -> Params:
         base = super()._default_params
-        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
         gap = pycma_lazy_gap(base.c_1, base.c_mu, self.num_dims)
-        return Params(**fields, lazy_gap=jnp.asarray(gap, dtype=jnp.float32))
+        return extend(Params, base, lazy_gap=jnp.asarray(gap, dtype=jnp.float32))
 
     def _init(self, key: jax.Array, params: Params) -> State:
-        base = super()._init(key, params)
-        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
         # B = I, D = 1 are the exact decomposition of the initial C = I.
-        return State(**fields, last_eigen_update=jnp.asarray(0, dtype=jnp.int32))
+        base = super()._init(key, params)
+        return extend(State, base, last_eigen_update=jnp.asarray(0, dtype=jnp.int32))
 
-    def _ask(
-        self,
-        key: jax.Array,
-        state: State,
-        params: Params,
-    ) -> tuple[Population, State]:
+    def _ask(self, key: jax.Array, state: State, params: Params) -> tuple[Population, State]:
         generation = jnp.asarray(state.generation_counter, dtype=jnp.int32)
         stale = (generation - state.last_eigen_update).astype(jnp.float32) >= params.lazy_gap
 
@@ -127,12 +109,7 @@ class LazyCMA_ES(_cma.CMA_ES):
         return population, state.replace(B=B, D=D, last_eigen_update=last)
 
     def _tell(
-        self,
-        key: jax.Array,
-        population: Population,
-        fitness: Fitness,
-        state: State,
-        params: Params,
+        self, key: jax.Array, population: Population, fitness: Fitness, state: State, params: Params
     ) -> State:
         # `fitness` is already shaped into the recombination weights (negative for the worst).
         mean, y_k, y_w = self.update_mean(population, fitness, state.mean, state.std, params)

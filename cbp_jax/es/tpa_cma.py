@@ -1,46 +1,35 @@
 """CMA-ES with pycma's step-size rule at large d: two-point adaptation (TPA) on mean-shift samples.
 
-BBT's code optimises with pycma (`cma.CMAEvolutionStrategy(d * [0], sigma, {"popsize": 20})`).
-For d >= 300 (`cma.evolution_strategy.TPA_dimension`) pycma 3-4 does *not* use cumulative
-step-size adaptation (CSA, Hansen's tutorial Eq. 43-44, what evosax's `CMA_ES` and our
-`LazyCMA_ES` run): it switches to two-point step-size adaptation (Hansen 2008; Hansen et al.
-2014, "How to assess step-size adaptation mechanisms"), `cma.sigma_adaptation.CMAAdaptSigmaTPA`.
-With CSA's constants at d = 500, P = 20 (c_sigma ~ 0.016, d_sigma ~ 1.02) the step size can fall
-by at most a few percent a generation, so a search from sigma0 = 0.5 spends hundreds of
-generations too wide; TPA's rule reads the step-size signal off two samples per generation and
-decreases sigma about ten times faster there (experiments/results/es_vs_pycma.md).
+BBT optimises with pycma, which for d >= 300 (`cma.evolution_strategy.TPA_dimension`) uses
+two-point step-size adaptation (Hansen 2008; `cma.sigma_adaptation.CMAAdaptSigmaTPA`), not the
+cumulative step-size adaptation (CSA) of evosax's `CMA_ES` and `LazyCMA_ES`. With CSA's
+constants at d = 500, P = 20 (c_sigma ~ 0.016, d_sigma ~ 1.02) sigma falls by at most a few
+percent a generation; TPA decreases it about ten times faster there
+(experiments/results/es_vs_pycma.md). As pycma runs it:
 
-TPA as pycma runs it (names as in `CMAAdaptSigmaTPA`):
-
-- ask: from the second generation on, the first two candidates are not i.i.d.: they lie on the
-  line of the last mean shift dm = m_t - m_{t-1}, mirrored, y_0 = r dm / sigma, y_1 = -y_0, with
-  r chosen so that y_0 has the Mahalanobis length of a random sample,
+- ask: from the second generation on, the first two candidates lie on the line of the last
+  mean shift dm = m_t - m_{t-1}, mirrored, y_0 = r dm / sigma, y_1 = -y_0, with r chosen so
+  that y_0 has the Mahalanobis length of a random sample,
   r = ||N(0, I)|| / ||C^-1/2 dm / sigma||   (`_random_rescaling_factor_to_mahalanobis_size`).
 - tell: z = (#{f < f_1} - #{f < f_0}) / (P - 1) in [-1, 1] (positive: the forward sample won),
   s <- (1 - c) s + c sign(z) |z|^0.5,  sigma <- sigma exp(s / damp),
   c = 0.3, damp = 0.7 + 2 ln d + 2 ln max(1, P - d)   (`initialize_settings`, `update2`).
-  The two samples take part in recombination and the covariance update like any other (pycma
-  treats them as ordinary members, not as "injected" solutions).
+  The two samples take part in recombination and the covariance update like any other.
 - The CSA path p_sigma is still kept, for the h_sigma stall of the rank-one update only.
 
-Everything else is `LazyCMA_ES` (evosax's weights, c_1, c_c, rank-mu with negative weights,
-lazy eigendecomposition). One known difference from pycma remains: pycma 4's c_mu has an extra
-0.25 in its numerator (3.46e-5 against 3.26e-5 at d = 500, P = 20); it changes the covariance
-learning rate by 6% and the benchmark shows it does not matter at these budgets.
-
-`PycmaCMA_ES` picks what pycma picks: TPA for d >= 300, CSA below (there it is `LazyCMA_ES`).
+Everything else is `LazyCMA_ES`, except pycma 4's c_mu (an extra 0.25 in its numerator: a
+6% larger covariance learning rate at d = 500, P = 20, which does not matter at these
+budgets). `pycma_strategy_class` picks TPA for d >= 300, `LazyCMA_ES` (CSA) below, as pycma.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 from evosax.types import Fitness, Population
 from flax import struct
 
-from cbp_jax.es.lazy_cma import LazyCMA_ES
+from cbp_jax.es.lazy_cma import LazyCMA_ES, extend
 from cbp_jax.es.lazy_cma import Params as LazyParams
 from cbp_jax.es.lazy_cma import State as LazyState
 
@@ -91,21 +80,13 @@ class TPA_CMA_ES(LazyCMA_ES):
 
     @property
     def _default_params(self) -> Params:
-        base = super()._default_params
-        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
-        damp = tpa_damping(self.num_dims, self.population_size)
-        return Params(
-            **fields,
-            tpa_damp=jnp.asarray(damp, dtype=jnp.float32),
-            tpa_c=0.3,
-            tpa_z_exponent=0.5,
-        )
+        damp = jnp.asarray(tpa_damping(self.num_dims, self.population_size), dtype=jnp.float32)
+        return extend(Params, super()._default_params, tpa_damp=damp, tpa_c=0.3, tpa_z_exponent=0.5)
 
     def _init(self, key: jax.Array, params: Params) -> State:
         base = super()._init(key, params)
-        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
         zero = jnp.zeros((self.num_dims,), dtype=base.mean.dtype)
-        return State(**fields, tpa_s=jnp.asarray(0.0, dtype=jnp.float32), mean_shift=zero)
+        return extend(State, base, tpa_s=jnp.asarray(0.0, dtype=jnp.float32), mean_shift=zero)
 
     def _ask(self, key: jax.Array, state: State, params: Params) -> tuple[Population, State]:
         key_sample, key_len = jax.random.split(key)
@@ -121,12 +102,7 @@ class TPA_CMA_ES(LazyCMA_ES):
         return population, state
 
     def _tell(
-        self,
-        key: jax.Array,
-        population: Population,
-        fitness: Fitness,
-        state: State,
-        params: Params,
+        self, key: jax.Array, population: Population, fitness: Fitness, state: State, params: Params
     ) -> State:
         new = super()._tell(key, population, fitness, state, params)  # mean, paths, C (and CSA)
         z = tpa_rank_signal(fitness)

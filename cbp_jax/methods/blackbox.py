@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cbp_jax.data.batching import Inputs
+from cbp_jax.distributed import check_divisible, population_sharding
 from cbp_jax.es import make_strategy
 from cbp_jax.loop import LoopState, run_loop, write_log
 from cbp_jax.methods.blackbox_types import (
@@ -43,7 +44,6 @@ from cbp_jax.methods.calls import CallLedger, schedule
 from cbp_jax.methods.chunked_scoring import oracle_scores
 from cbp_jax.methods.generation import generation
 from cbp_jax.methods.losses import accuracy, get_loss
-from cbp_jax.sharding import check_divisible, population_sharding
 
 __all__ = [
     "BlackBoxConfig",

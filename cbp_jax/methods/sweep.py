@@ -35,12 +35,11 @@ import numpy as np
 
 from cbp_jax.contract import BudgetExhaustedError
 from cbp_jax.data.batching import Inputs
-from cbp_jax.distributed import replicate, replicated
+from cbp_jax.distributed import check_divisible, population_sharding, replicate, replicated
 from cbp_jax.es import EXTRA_STRATEGIES, STRATEGIES, sweep_strategy
 from cbp_jax.methods.blackbox import Parameterization
 from cbp_jax.methods.generation import generation
 from cbp_jax.methods.losses import get_loss
-from cbp_jax.sharding import check_divisible, population_sharding
 
 LOSS_NAMES = ("ce", "hinge")
 

@@ -6,11 +6,10 @@ rows, N = T + B*S flattened rows, D hidden, H query heads, K key/value heads, G 
 E head dim, F MLP width, V vocabulary, C candidate answer tokens, L layers, Q query rows,
 R key rows, 2 layer kinds (0 global, 1 local sliding-window; one kind without local layers).
 
-Numerics: the residual stream, norms, RoPE and softmax run in float32; matmul inputs are
-cast to cfg.dtype (float32 or bfloat16) with float32 accumulation. Blocks are stacked on a
-leading L axis and run under `lax.scan`; q/k/v and gate/up projections are stored fused so
-each is one matmul. Every variant of attention (plain, a shared prompt computed once,
-key/value prefixes) is an `attend` function handed to the same `block`.
+The residual stream, norms, RoPE and softmax run in float32; matmul inputs are cast to
+cfg.dtype with float32 accumulation. Blocks are stacked on a leading L axis (`lax.scan`);
+q/k/v and gate/up projections are stored fused. Every attention variant (plain, a shared
+prompt, key/value prefixes) is an `attend` function handed to the same `block`.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Configuration of the decoder: one frozen dataclass for every family (Llama, SmolLM2, Qwen2,
 Gemma 3), validated on construction so that a bad checkpoint fails at load time with a
-message naming the field, not deep inside a jitted forward pass.
-
-The families differ only in fields of `DecoderConfig`, which `decoder.forward` reads: the
-defaults are Llama's (so `LlamaConfig` is the same class), and `gemma3_config` is the Gemma 3
-preset (norm offset 1, QK-norm, post-attention/FFN norms, GeGLU, sliding-window layers with
-their own RoPE base, sqrt(D) embedding scale, optional logit soft-cap and BOS).
+message naming the field, not deep inside a jitted forward pass. The defaults are Llama's (so
+`LlamaConfig` is the same class); `gemma3_config` is the Gemma 3 preset.
 """
 
 from __future__ import annotations
@@ -20,16 +16,12 @@ ACTIVATIONS = ("silu", "gelu_tanh")
 
 @dataclasses.dataclass(frozen=True)
 class DecoderConfig:
-    """Shapes and numerics of a decoder-only transformer.
+    """Shapes and numerics of a decoder-only transformer (Llama's defaults).
 
     Attributes:
-      vocab_size: V, number of token ids.
-      hidden_size: D, residual width.
-      intermediate_size: F, gated-MLP hidden width.
-      num_layers: L, number of decoder blocks (scanned).
-      num_heads: H, query heads.
-      num_kv_heads: K, key/value heads (grouped-query attention; H % K == 0).
-      head_dim: E, per-head width (D == H * E is not required).
+      vocab_size, hidden_size, intermediate_size, num_layers: V, D, F (gated-MLP width), L.
+      num_heads, num_kv_heads, head_dim: H query heads, K key/value heads (grouped-query
+        attention, H % K == 0), E per-head width (D == H * E is not required).
       rope_theta: RoPE base frequency (of the global layers).
       rms_norm_eps: epsilon of every RMSNorm.
       tie_embeddings: the output head is the transposed token embedding.
@@ -140,32 +132,28 @@ class DecoderConfig:
 LlamaConfig = DecoderConfig  # the defaults are the Llama family's (Llama, SmolLM2, Qwen2)
 
 
-def gemma3_config(
-    vocab_size: int,
-    hidden_size: int,
-    intermediate_size: int,
-    num_layers: int,
-    num_heads: int,
-    num_kv_heads: int,
-    head_dim: int,
-    *,
-    sliding_layers: tuple[bool, ...],
-    sliding_window: int = 512,
-    rope_theta: float = 1_000_000.0,
-    query_pre_attn_scalar: float = 256.0,
-    rms_norm_eps: float = 1e-6,
-    **fields,
-) -> DecoderConfig:
-    """A Gemma 3 text decoder's config (Gemma's defaults; other fields as DecoderConfig)."""
-    if not isinstance(sliding_layers, tuple) or len(sliding_layers) != num_layers:
+# Gemma 3's fields (the shapes and `sliding_layers` are the model's): norm offset 1, QK-norm,
+# post-attention/MLP norms, GeGLU, sliding-window layers with their own RoPE base, sqrt(D)
+# embedding scale. Logit soft-cap and BOS are set where a checkpoint states them.
+GEMMA3_FIELDS = dict(
+    rope_theta=1_000_000.0,
+    rms_norm_eps=1e-6,
+    norm_offset=1.0,
+    qk_norm=True,
+    post_norms=True,
+    activation="gelu_tanh",
+    sliding_window=512,
+    query_pre_attn_scalar=256.0,
+    embed_scale=True,
+)
+
+
+def gemma3_config(*shapes, sliding_layers: tuple[bool, ...], **fields) -> DecoderConfig:
+    """A Gemma 3 text decoder's config: DecoderConfig's seven shape fields (by position or
+    name), one bool per layer (True: local), and `GEMMA3_FIELDS` unless `fields` say otherwise."""
+    if not isinstance(sliding_layers, tuple) or not sliding_layers:
         raise ValueError(f"Gemma 3 needs sliding_layers, one bool per layer: {sliding_layers!r}")
-    return DecoderConfig(
-        vocab_size, hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads,
-        head_dim, rope_theta=rope_theta, rms_norm_eps=rms_norm_eps, norm_offset=1.0,
-        qk_norm=True, post_norms=True, activation="gelu_tanh", sliding_layers=sliding_layers,
-        sliding_window=sliding_window, query_pre_attn_scalar=query_pre_attn_scalar,
-        embed_scale=True, **fields,
-    )  # fmt: skip
+    return DecoderConfig(*shapes, sliding_layers=sliding_layers, **(GEMMA3_FIELDS | fields))
 
 
 def sliding_pattern(num_layers: int, every: int) -> tuple[bool, ...]:

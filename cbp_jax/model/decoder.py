@@ -1,25 +1,17 @@
 """The decoder's forward pass, one for every family (Llama, SmolLM2, Qwen2, Gemma 3), whose
 differences are fields of `config.DecoderConfig` read by `block.block`.
 
-Options of the one forward, not copies of it:
-- `prompt_BxTxD`: a soft prompt placed before the text (shallow prompt);
-- `deep_prompts_LxBxTxD`: per-layer prompts added to the prompt slots before each layer;
-- `kv_prefix`: per-layer key/value prefixes every row attends to (prefix tuning);
-- `forward_shared_prompt`: one prompt shared by every row, computed once for the batch;
-- LoRA merges into the weights before the forward (`privacy/peft.py`).
-Only what is asked is computed: by default the head runs at one answer position per
-example, optionally restricted to candidate token ids, which removes the V x D head from
-every other position (the largest single waste in prompt scoring).
-
-Prompts are in embedding-table units, like token ids: with `cfg.embed_scale` (Gemma) they
-are scaled by sqrt(D) on entry exactly as token embeddings are, so a prompt made of
-embedding rows equals those tokens and prompt scales taken from the embedding table mean the
-same for every family. With `cfg.bos_token_id` set, the BOS token is placed before the
-prompt and text of every row (callers tokenize without special tokens) unless a key/value
-prefix is given: the prefix is then the sequence's start (`layer_kv` of [BOS, tokens]).
-
-Shape suffixes as in `block.py`; positions count real tokens only, so a padded row gives
-the same answer as the unpadded sequence.
+Shallow and deep soft prompts, key/value prefixes (prefix tuning) and one prompt shared by
+every row (`forward_shared_prompt`, computed once for the batch) are options of the one
+forward, not copies of it; LoRA merges into the weights before it (`privacy/peft.py`). By
+default the head runs only at one answer position per example, optionally restricted to
+candidate token ids (the V x D head at every other position is the largest single waste in
+prompt scoring). Prompts are in embedding-table units, like token ids: with
+`cfg.embed_scale` (Gemma) they are scaled by sqrt(D) on entry exactly as token embeddings
+are. With `cfg.bos_token_id` set, the BOS token is placed before the prompt and text of every
+row (callers tokenize without special tokens) unless a key/value prefix is given: the prefix
+is then the sequence's start (`layer_kv` of [BOS, tokens]). Shape suffixes as in `block.py`;
+positions count real tokens only, so a padded row gives the same answer as the unpadded one.
 """
 
 from __future__ import annotations
@@ -217,13 +209,9 @@ def forward_shared_prompt(
     validate_shared_inputs(cfg, tokens_BxS, mask_BxS, prompt_TxD, deep_prompts_LxTxD, candidates)
     params, mask_BxS = _prepare(params, cfg, tokens_BxS, mask_BxS)
     (b, s), d, n_k, e = tokens_BxS.shape, cfg.hidden_size, cfg.num_kv_heads, cfg.head_dim
-    prompt_1xTxD, deep = _with_bos(
-        params,
-        cfg,
-        1,
-        None if prompt_TxD is None else prompt_TxD[None],
-        None if deep_prompts_LxTxD is None else deep_prompts_LxTxD[:, None],
-    )
+    prompt = None if prompt_TxD is None else prompt_TxD[None]
+    deep = None if deep_prompts_LxTxD is None else deep_prompts_LxTxD[:, None]
+    prompt_1xTxD, deep = _with_bos(params, cfg, 1, prompt, deep)
     t = prompt_1xTxD.shape[1]
     # Positions as in `forward`: prompt 0..T-1, text T + (real tokens so far) - 1.
     prompt_pos_1xT, text_pos_BxS = jnp.arange(t)[None], t + jnp.cumsum(mask_BxS, axis=1) - 1
@@ -255,24 +243,24 @@ def forward_shared_prompt(
     return answer_logits(params, cfg, h_text, mask_BxS, answer_index_B, candidates)
 
 
+def _run_one(params: Params, cfg: DecoderConfig, tokens_S, collect):
+    tokens_1xS = jnp.asarray(tokens_S, jnp.int32)[None]
+    params, mask = _prepare(params, cfg, tokens_1xS, None)
+    return _run(params, cfg, tokens_1xS, mask, None, None, None, None, collect)
+
+
 def layer_inputs(params: Params, cfg: DecoderConfig, tokens_S):
     """Hidden states entering each decoder layer (L x S x D, float32; row 0 the (scaled)
     embeddings) and the final pre-norm state (S x D), as `forward` computes them, for one
     text; residual-stream units, text rows only (a BOS row is computed, then left out)."""
-    tokens_1xS = jnp.asarray(tokens_S, jnp.int32)[None]
-    params, mask = _prepare(params, cfg, tokens_1xS, None)
-    h_text, inputs_LxPxD, t = _run(
-        params, cfg, tokens_1xS, mask, None, None, None, None, lambda h, kv: h[0]
-    )
+    h_text, inputs_LxPxD, t = _run_one(params, cfg, tokens_S, lambda h, kv: h[0])
     return inputs_LxPxD[:, t:], h_text[0]
 
 
 def layer_kv(params: Params, cfg: DecoderConfig, tokens_S):
     """Each layer's post-RoPE keys and values of [BOS;] tokens_S, each L x P x K x E: the
     key/value prefix that makes a text's output equal to that of [BOS; tokens; text]."""
-    tokens_1xS = jnp.asarray(tokens_S, jnp.int32)[None]
-    params, mask = _prepare(params, cfg, tokens_1xS, None)
-    _, (k, v), _ = _run(params, cfg, tokens_1xS, mask, None, None, None, None, lambda h, kv: kv)
+    _, (k, v), _ = _run_one(params, cfg, tokens_S, lambda h, kv: kv)
     return k[:, 0], v[:, 0]
 
 

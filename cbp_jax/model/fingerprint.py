@@ -1,9 +1,8 @@
 """What identifies a loaded model: a fingerprint of its shapes and a few embedding norms.
 
-A saved generator, task vector or prompt records the fingerprint of the model it was made
-with; `check_model` raises `contract.GeneratorMismatchError` when it is used with another.
-`params_digest` is the exact content hash of trained weights (a generator, a POST student):
-what a run record cites so that every seed of a table can be checked to use the same ones.
+A saved generator, task vector or prompt records the fingerprint of its model; `check_model`
+raises `contract.GeneratorMismatchError` when it is used with another. `params_digest`, the
+exact content hash of trained weights, is what run records cite.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import numpy as np
 from cbp_jax.contract import GeneratorMismatchError
 
 PROBE_ROWS = 16  # embedding rows whose norms identify a model (see `model_fingerprint`)
+SHAPES = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size")
 
 
 def params_digest(*trees) -> str:
@@ -40,23 +40,17 @@ def model_fingerprint(model) -> dict:
     probe = np.linalg.norm(np.asarray(embed[rows], np.float32), axis=1)
     return {
         "name": pathlib.Path(str(model.source)).name,
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_layers": cfg.num_layers,
-        "num_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size,
+        **{key: getattr(cfg, key) for key in SHAPES},
         "embed_probe": [round(float(x), 6) for x in probe],
     }
 
 
 def check_model(expected: dict, model_or_fingerprint, what: str = "generator") -> None:
     """Raise `GeneratorMismatchError` unless the model is the one `expected` describes."""
-    got = (
-        model_or_fingerprint
-        if isinstance(model_or_fingerprint, dict)
-        else model_fingerprint(model_or_fingerprint)
-    )
-    for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+    got = model_or_fingerprint
+    if not isinstance(got, dict):
+        got = model_fingerprint(got)
+    for key in SHAPES:
         if expected.get(key) != got.get(key):
             raise GeneratorMismatchError(
                 f"this {what} was trained for model {expected.get('name')!r} "

@@ -61,19 +61,14 @@ def validate_shared_inputs(cfg, tokens_BxS, mask_BxS, prompt_TxD, deep_prompts_L
     """`forward_shared_prompt`'s input checks, each error naming the problem."""
     if prompt_TxD is None and deep_prompts_LxTxD is None:
         raise ValueError("forward_shared_prompt needs prompt_TxD or deep_prompts_LxTxD")
-    if prompt_TxD is not None and prompt_TxD.ndim != 2:
-        raise ValueError(f"shared prompt must be T x D, got shape {prompt_TxD.shape}")
-    if deep_prompts_LxTxD is not None and deep_prompts_LxTxD.ndim != 3:
-        raise ValueError(f"shared deep prompts must be L x T x D, got {deep_prompts_LxTxD.shape}")
-    validate_inputs(cfg, tokens_BxS, mask_BxS, None, None, candidates)
-    d, n_l = cfg.hidden_size, cfg.num_layers
-    if prompt_TxD is not None and prompt_TxD.shape[1] != d:
+    d, n_l, deep = cfg.hidden_size, cfg.num_layers, deep_prompts_LxTxD
+    if prompt_TxD is not None and (prompt_TxD.ndim != 2 or prompt_TxD.shape[1] != d):
         raise ValueError(f"shared prompt must be T x D = T x {d}, got {prompt_TxD.shape}")
-    if deep_prompts_LxTxD is not None and deep_prompts_LxTxD.shape[::2] != (n_l, d):
+    if deep is not None and (deep.ndim != 3 or deep.shape[::2] != (n_l, d)):
         raise ValueError(
-            f"shared deep prompts must be L x T x D = {n_l} x T x {d}, "
-            f"got {deep_prompts_LxTxD.shape}"
+            f"shared deep prompts must be L x T x D = {n_l} x T x {d}, got {deep.shape}"
         )
+    validate_inputs(cfg, tokens_BxS, mask_BxS, None, None, candidates)
     both = prompt_TxD is not None and deep_prompts_LxTxD is not None
     if both and prompt_TxD.shape[0] != deep_prompts_LxTxD.shape[1]:
         raise ValueError("shallow and deep prompts must have the same length T")

@@ -1,20 +1,13 @@
 """Products with low-precision inputs and float32 accumulation, whose backward is as fast.
 
-Every matmul of the forward passes takes its inputs in the compute dtype (float32, or
-bfloat16 on chips with native bf16) and accumulates and returns float32. In float32 these
-are plain products. In bfloat16, JAX's own transpose of such a product multiplies the
-float32 cotangent with the bf16 operand: a mixed-dtype dot, which XLA's CPU backend runs by
-converting to float32, so a bf16 prompt-tuning step ran at 0.72x the float32 speed
-(experiments/bench_backward.py). Here the backward rounds the cotangent to the inputs'
-dtype first, so both backward products take the same bf16-in, float32-accumulate kernel as
-the forward (the usual mixed-precision recipe: bf16 activations' gradients, float32
-accumulation; gradients leave the product in the inputs' dtype, as JAX's own rule does).
-
-    mixed_einsum("bkme,bkse->bkms", q, k, dtype)   # any two-operand einsum whose every
-                                                   # index is in the output or both inputs
-    dense(x_...xK, w_KxN)                          # x @ w in w's dtype
-    head_product(x_BxD or x_BxSxD, w)              # logits from a D x C head, or a per-row
-                                                   # B x D x C candidate head
+Every matmul of the forward takes its inputs in the compute dtype (float32, or bfloat16 on
+chips with native bf16) and accumulates and returns float32. In bfloat16, JAX's own
+transpose of such a product multiplies the float32 cotangent with the bf16 operand, a
+mixed-dtype dot that XLA's CPU backend runs in float32 (a bf16 prompt-tuning step ran at 0.72x
+the float32 speed, experiments/bench_backward.py). Here the backward rounds the cotangent to
+the inputs' dtype first, so both backward products take the forward's bf16-in,
+float32-accumulate kernel (gradients leave in the inputs' dtype, as with JAX's own rule).
+`mixed_einsum` takes any two-operand einsum whose every index is in the output or both inputs.
 """
 
 from __future__ import annotations

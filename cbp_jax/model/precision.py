@@ -1,14 +1,11 @@
 """Choosing the compute dtype: `dtype="auto"` picks bfloat16 where the chip runs it natively.
 
-bfloat16 here means bfloat16 matmul *inputs* with float32 accumulation and a float32
-residual stream, norms, RoPE and softmax (see `block.py`). It pays only where the hardware
-has bf16 dot units: GPUs, TPUs, and x86 CPUs with AMX (`amx_bf16`) or AVX512-BF16
-(`avx512_bf16`), where XLA's CPU backend hands bf16 x bf16 -> f32 dots to AMX/VNNI kernels.
-Elsewhere (e.g. an AMD EPYC without those flags, or an ARM CPU) bf16 is emulated and slower
-than float32, so "auto" resolves to float32 there. An explicit dtype always wins.
-
-`resolve_dtype` is pure given its inputs (backend and CPU flags are arguments with
-defaults read from the machine), so the rule is tested without the hardware.
+bfloat16 means bf16 matmul *inputs* with float32 accumulation and a float32 residual stream,
+norms, RoPE and softmax (`block.py`). It pays only where the hardware has bf16 dot units: GPUs,
+TPUs, and x86 CPUs with AMX (`amx_bf16`) or AVX512-BF16 (`avx512_bf16`); elsewhere bf16 is
+emulated and slower, so "auto" resolves to float32. An explicit dtype always wins.
+`resolve_dtype` takes backend and CPU flags as arguments, so the rule is tested without the
+hardware.
 """
 
 from __future__ import annotations
@@ -39,26 +36,25 @@ class DtypeChoice:
         return dataclasses.asdict(self)
 
 
+def _cpuinfo(cpuinfo: str, prefixes: tuple[str, ...]) -> str | None:
+    """The value of the first /proc/cpuinfo line starting with one of `prefixes`, if any."""
+    path = pathlib.Path(cpuinfo)
+    for line in path.read_text().splitlines() if path.exists() else ():
+        if line.startswith(prefixes):
+            return line.split(":", 1)[1]
+    return None
+
+
 @functools.cache
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
     """The CPU's feature flags (empty where /proc/cpuinfo is absent, e.g. macOS)."""
-    path = pathlib.Path(cpuinfo)
-    if not path.exists():
-        return frozenset()
-    for line in path.read_text().splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+    return frozenset((_cpuinfo(cpuinfo, ("flags", "Features")) or "").split())
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The CPU's model name, for benchmark records ("unknown" where not readable)."""
-    path = pathlib.Path(cpuinfo)
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
+    model = _cpuinfo(cpuinfo, ("model name",))
+    return "unknown" if model is None else model.strip()
 
 
 def machine_info(cpuinfo: str = "/proc/cpuinfo") -> dict:

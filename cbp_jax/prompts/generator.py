@@ -4,16 +4,14 @@
     p       = L_U(GeLU(L_D(I)))                  L_D: D -> m, L_U: m -> t*D
     p (t x D) is prepended to the input embeddings of X (an instance-dependent soft prompt).
 
-Defaults: r = 500, m = 256, t = 10 (the paper's). Open choices made here (all config
-fields): A ~ N(0, (a_scale * emb_std / sqrt(r))^2), so A z with z ~ N(0, I) has about the
-scale of one embedding coordinate; L_D's kernel ~ N(0, 1 / (D * emb_std^2)), so the
-bottleneck pre-activations are O(1) and GeLU is not stuck in its linear part; L_U's bias
-starts as the embeddings of t random vocabulary tokens (prompt-tuning init) and its kernel
-small (std up_init_scale * emb_std / sqrt(m)), so the first prompts are ordinary token
-embeddings with a small input- and z-dependent part.
-
-`generator_apply` is the pure map used under jit/vmap/grad; `PromptGenerator` is the NNX
-face of the same arrays. A trained generator's saved form is `artifact.GeneratorArtifact`.
+Defaults: r = 500, m = 256, t = 10 (the paper's). Open choices made here (config fields):
+A ~ N(0, (a_scale * emb_std / sqrt(r))^2), so A z with z ~ N(0, I) has about the scale of
+one embedding coordinate; L_D's kernel ~ N(0, 1 / (D * emb_std^2)), so the bottleneck
+pre-activations are O(1); L_U's bias starts as the embeddings of t random vocabulary tokens
+(prompt-tuning init) and its kernel small (std up_init_scale * emb_std / sqrt(m)), so the
+first prompts are ordinary token embeddings with a small input- and z-dependent part.
+`generator_apply` is the pure map (jit/vmap/grad); `PromptGenerator` its NNX face; the saved
+form is `artifact.GeneratorArtifact`.
 """
 
 from __future__ import annotations

@@ -1,15 +1,12 @@
 """BBT / BBTv2 random projection of a low-dimensional z to a soft prompt (docs/methods.md, BBT).
 
-p = A z + p0 with z in R^d, A in R^{(T*D) x d}, A ~ N(0, s^2),
-s = alpha * std / (sqrt(d) * sigma): BBT's and BBTv2's code, std the word embeddings' for
-the input layer and, in BBTv2, each deeper layer's hidden-state std (outliers clipped at
-3 sigma); BBT runs alpha = sigma = 1 (its defaults), BBTv2 alpha = sigma = 0.2 (its README),
-the same s, with CMA-ES sigma0 = sigma (1.0 and 0.2).
-p0 (BBT's code: the embeddings of the natural-language prefix that RoBERTa's vocabulary
-ids 1000-1049 decode to, to which A z is added) is provider side and not in this config:
-the service's adapters (`service.methods.bbt_adapters`, ids from `service.p0`) add it, so
-`project` is called here without it and the user's payload is A z alone.
-We store A transposed, d x (T*D), so a population z_PxR projects with one matmul.
+p = A z + p0, A ~ N(0, s^2), s = alpha * std / (sqrt(d) * sigma) as in BBT's and BBTv2's code:
+std the word embeddings' for the input layer and, in BBTv2, each deeper layer's hidden-state
+std (outliers clipped at 3 sigma); BBT runs alpha = sigma = 1, BBTv2 alpha = sigma = 0.2 (the
+same s), with CMA-ES sigma0 = sigma. p0 (BBT: the embeddings of the prefix that RoBERTa's ids
+1000-1049 decode to) is provider side: the service's adapters (`service.methods.bbt_adapters`,
+ids from `service.p0`) add it, so the user's payload is A z alone. A is stored transposed,
+d x (T*D), so a population z_PxR projects with one matmul.
 """
 
 from __future__ import annotations
@@ -34,13 +31,9 @@ class ProjectionConfig:
             raise ValueError("projection alpha and sigma must be positive")
 
 
-def projection_std(cfg: ProjectionConfig, embedding_std: float) -> float:
-    return cfg.alpha * embedding_std / (cfg.num_dims**0.5 * cfg.sigma)
-
-
 def random_projection(key, cfg: ProjectionConfig, hidden_size: int, embedding_std: float):
-    """A^T as R x (T*D), float32."""
-    s = projection_std(cfg, embedding_std)
+    """A^T as R x (T*D), float32, with A ~ N(0, s^2), s = alpha * std / (sqrt(d) * sigma)."""
+    s = cfg.alpha * embedding_std / (cfg.num_dims**0.5 * cfg.sigma)
     return s * jax.random.normal(key, (cfg.num_dims, cfg.prompt_len * hidden_size), jnp.float32)
 
 

@@ -6,7 +6,7 @@
 Our CMA-ES in its old and new default, evosax's CMA_ES and pycma itself, at d = 100 and
 500, P = 20, x0 = 0.5, sigma0 = 0.5, 5 seeds, f at the mean after 400 and 1000 generations
 (one run each, read at both counts) and milliseconds per generation
-(`cbp_jax.es.convergence`). Each finished search is appended to es_vs_pycma_runs.jsonl at once,
+(`cbp_jax.es.bench`). Each finished search is appended to es_vs_pycma_runs.jsonl at once,
 so a cut-off run resumes; the markdown is a function of that file alone. Timings are wall
 clock on whatever else the machine runs: compare them within one table only.
 """
@@ -102,7 +102,7 @@ def main(argv=None) -> None:
     path = results / "es_vs_pycma_runs.jsonl"
     records = load(path)
     if args.command == "run":
-        from cbp_jax.es.convergence import converge
+        from cbp_jax.es.bench import converge
         from cbp_jax.model.precision import machine_info
 
         cpu = machine_info().get("cpu", "unknown CPU")
