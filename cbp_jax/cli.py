@@ -91,8 +91,12 @@ def _train_generator_parser(sub) -> None:
     tg.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
     tg.add_argument("--steps", type=int, default=300, help="optimiser steps")
     tg.add_argument("--batch-size", type=int, default=8, help="examples per step")
-    tg.add_argument("--lr", type=float, default=1e-3, help="generator learning rate")
-    tg.add_argument("--z0-lr", type=float, default=1e-2, help="z0 learning rate")
+    tg.add_argument(
+        "--lr", dest="learning_rate", type=float, default=1e-3, help="generator learning rate"
+    )
+    tg.add_argument(
+        "--z0-lr", dest="z0_learning_rate", type=float, default=1e-2, help="z0 learning rate"
+    )
     tg.add_argument("--warmup", type=int, default=30, help="learning-rate warmup steps")
     tg.add_argument("--max-len", type=int, default=192, help="tokens per example (longer: cut)")
     tg.add_argument("--prompt-len", type=int, default=10, help="soft-prompt tokens generated")
@@ -112,6 +116,10 @@ def _train_generator_parser(sub) -> None:
 
 
 def _customize_parser(sub) -> None:
+    """RunConfig's options of a CBP run (`run.add_options`), float32 by default."""
+    from cbp_jax.run import add_options
+    from cbp_jax.run_help import HELP
+
     cu = _sub(
         sub,
         "customize",
@@ -119,34 +127,15 @@ def _customize_parser(sub) -> None:
         "CBP stage 2 (user): zero-shot, then CMA-ES over the task vector from the generator's "
         "z0 within the API budget; prints the calls and generations the budget buys first.",
     )
-    cu.add_argument("--task", default="sst2", help=TASK_HELP)
     cu.add_argument("--generator", required=True, help="saved generator directory")
     cu.add_argument(
         "--allow-cross-domain",
         action="store_true",
         help="run a generator of another domain than the task's (off: that is an error)",
     )
-    cu.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
-    cu.add_argument("--shots", type=int, default=16, help="per class, train and dev each")
-    cu.add_argument(
-        "--kshot",
-        default="balanced",
-        choices=["balanced", "natural"],
-        help="k-shot class proportions: k per class, or k x classes in the pool's proportions",
-    )
-    cu.add_argument("--seed", type=int, default=42, help="k-shot sets, test subset, search")
-    cu.add_argument(
-        "--dtype",
-        default="float32",
-        choices=["auto", "float32", "bfloat16"],
-        help="compute dtype (auto: bfloat16 where the chip has native bf16 dot units)",
-    )
-    cu.add_argument("--test-size", type=int, default=500, help="test examples from the pool")
-    cu.add_argument("--budget", type=int, default=8000, help="API calls, train + dev (papers')")
-    cu.add_argument("--population", type=int, default=20, help="CMA-ES candidates a generation")
-    cu.add_argument("--sigma0", type=float, default=0.5, help="CMA-ES step size around z0")
-    cu.add_argument("--out", default="checkpoints/runs", help="root of the run directories")
-    cu.add_argument("--tag", default="", help="run-dir suffix of the CBP run, e.g. generator")
+    cu.add_argument("--sigma0", dest="cbp_sigma0", type=float, default=0.5, help=HELP["cbp_sigma0"])
+    fields = ("task", "model", "shots", "kshot", "seed", "dtype", "test_size", "budget")
+    add_options(cu, (*fields, "population", "out", "tag"), dtype="float32")
     cu.set_defaults(func=cli_commands.customize)
 
 

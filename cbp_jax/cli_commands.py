@@ -32,18 +32,15 @@ def examples_for(args):
 
 def zero_shot(args) -> None:
     from cbp_jax.data.tasks import get_task
-    from cbp_jax.methods.evaluate import evaluate
+    from cbp_jax.methods import zero_shot
     from cbp_jax.model import load_model
     from cbp_jax.run_report import class_names, summary_lines
-    from cbp_jax.service import ScoringService
-    from cbp_jax.service.oracle import NoPrompt
 
     task = get_task(args.task)
     examples = examples_for(args)
     start = time.time()
     model = load_model(args.model, dtype=args.dtype)
-    service = ScoringService(model, adapters=(NoPrompt(),))
-    summary = evaluate(service, model.tokenizer, task, examples, batch_size=args.batch_size)
+    summary = zero_shot.evaluate(model, task, examples, args.batch_size, progress=False)
     print(_command_line())
     print(
         f"zero-shot accuracy of {args.model} on {task.name} ({args.split}, "
@@ -61,19 +58,9 @@ def train_generator(args) -> None:
 
     exclude = tuple(x for x in args.exclude.split(",") if x)
     tasks = tuple(x for x in args.tasks.split(",") if x) or domain_tasks(args.domain, exclude)
-    cfg = Stage1Config(
-        tasks=tasks,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        z0_learning_rate=args.z0_lr,
-        warmup=min(args.warmup, args.steps - 1),
-        max_len=args.max_len,
-        sampling=args.sampling,
-        task_vectors=args.task_vectors,
-        permute_options=args.permute_options,
-        seed=args.seed,
-    )
+    names = {f.name for f in dataclasses.fields(Stage1Config)} - {"tasks", "warmup"}
+    fields = {k: v for k, v in vars(args).items() if k in names}
+    cfg = Stage1Config(tasks=tasks, warmup=min(args.warmup, args.steps - 1), **fields)
     print(
         f"CBP stage 1: {cfg.steps} steps of {cfg.batch_size} examples on {', '.join(tasks)} "
         f"(a 2-core CPU takes about 2-3.5 s a step at the defaults: "
@@ -103,27 +90,12 @@ def customize(args) -> None:
     from cbp_jax.model import load_model
     from cbp_jax.model.precision import choose_dtype
     from cbp_jax.prompts.artifact import load_generator
-    from cbp_jax.run import RunConfig, run
+    from cbp_jax.run import config_of, run
 
     start = time.time()
     stats = CompileStats().start()
     task = get_task(args.task)
-    base = RunConfig(
-        task=args.task,
-        method="cbp",
-        model=args.model,
-        shots=args.shots,
-        kshot=args.kshot,
-        seed=args.seed,
-        test_size=args.test_size,
-        budget=args.budget,
-        population=args.population,
-        generator=args.generator,
-        cbp_sigma0=args.sigma0,
-        out=args.out,
-        tag=args.tag,
-        dtype=args.dtype,
-    )
+    base = config_of(args, method="cbp")
     dtype = choose_dtype(args.dtype)
     model = load_model(args.model, dtype=dtype.dtype)
     generator = load_generator(args.generator, expected_model=model)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import pathlib
 import shlex
 import sys
+import time
 import typing
 
 from cbp_jax.data.splits import check_proportions, kshot_splits
@@ -59,9 +61,15 @@ class RunConfig:
 
     @staticmethod
     def record_defaults(recorded: dict) -> dict:
-        """What a committed record's config ran with in the fields it lacks (added to
-        RunConfig after it ran): `record_defaults` (module level)."""
-        return record_defaults(recorded)
+        """The value of every field for a committed record's config `recorded` that lacks it:
+        the value the code had when the record ran (`LEGACY_VALUES`), else today's default.
+        `RecordStore` asks a RunConfig cell for these, so an old BBT record never passes for
+        a new-p0 run."""
+        out = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+        for field, (value, methods) in LEGACY_VALUES.items():
+            if recorded.get("method", RunConfig.method) in methods:
+                out[field] = value
+        return out
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -166,34 +174,38 @@ P0_METHODS = ("bbt", "bbtv2")
 LEGACY_VALUES = {"p0": ("ids", P0_METHODS)}  # field -> (value it ran with, for these methods)
 
 
-def record_defaults(recorded: dict) -> dict:
-    """The value of every RunConfig field for a committed record's config `recorded` that
-    lacks it: the value the code had when the record ran (`LEGACY_VALUES`), else today's
-    default. The one source of these defaults: `RecordStore` asks a RunConfig cell for them
-    (`RunConfig.record_defaults`), so an old BBT record never passes for a new-p0 run."""
-    out = {f.name: f.default for f in dataclasses.fields(RunConfig)}
-    for field, (value, methods) in LEGACY_VALUES.items():
-        if recorded.get("method", RunConfig.method) in methods:
-            out[field] = value
-    return out
+record_defaults = RunConfig.record_defaults
 
 
 def parser(add_help: bool = True) -> argparse.ArgumentParser:
     """The options of one run, one per RunConfig field (also `cbp-jax run`'s)."""
-    from cbp_jax.run_help import HELP
-
     p = argparse.ArgumentParser(
         prog="python -m cbp_jax.run",
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         add_help=add_help,
     )
+    add_options(p)
+    return p
+
+
+def add_options(p, names=None, **defaults) -> None:
+    """An option per RunConfig field in `names` (None: all), with its help (run_help.py)
+    and default (`defaults` overrides it, e.g. `cbp-jax customize`'s dtype)."""
+    from cbp_jax.run_help import HELP
+
     hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(RunConfig):
-        name = "--" + f.name.replace("_", "-")
-        typ = _option_type(hints[f.name])
-        p.add_argument(name, type=typ, default=f.default, help=HELP.get(f.name, " "))
-    return p
+        if names is None or f.name in names:
+            name, typ = "--" + f.name.replace("_", "-"), _option_type(hints[f.name])
+            default = defaults.get(f.name, f.default)
+            p.add_argument(name, type=typ, default=default, help=HELP[f.name])
+
+
+def config_of(args: argparse.Namespace, **fields) -> RunConfig:
+    """The RunConfig of parsed options (those that are fields), with `fields` set."""
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    return RunConfig(**{k: v for k, v in vars(args).items() if k in names} | fields)
 
 
 def _option_type(hint) -> type:
@@ -204,10 +216,54 @@ def _option_type(hint) -> type:
 
 
 def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
-    """Run `cfg` (see `cbp_jax.experiment.runner`); `model`: already loaded for cfg.model."""
-    from cbp_jax.experiment.runner import run as run_config
+    """Run `cfg` through its method's runner (`experiment.runner.METHODS`; the result schema
+    is described there), score the result on the test subset, save a tuned prompt for
+    `cbp-jax predict` and write result.json; `model`: already loaded for cfg.model."""
+    import jax
 
-    return run_config(cfg, progress=progress, model=model)
+    from cbp_jax.data.batching import make_inputs
+    from cbp_jax.data.tasks import get_task
+    from cbp_jax.experiment.identity import git_commit
+    from cbp_jax.experiment.runner import METHODS, Context
+    from cbp_jax.methods.saved_prompt import save_prompt
+    from cbp_jax.model import load_model
+    from cbp_jax.model.precision import choose_dtype
+
+    start, start_cpu = time.time(), time.process_time()
+    dtype = choose_dtype(cfg.dtype)
+    task, splits = get_task(cfg.task), cfg.splits()
+    model = load_model(cfg.model, dtype=dtype.dtype) if model is None else model
+    train, dev = (make_inputs(model.tokenizer, task, s) for s in (splits.train, splits.dev))
+    ctx = Context(cfg, model, task, splits, train, dev, progress)
+    result = {
+        "config": dataclasses.asdict(cfg),
+        "identity": cfg.identity(),
+        "commit": git_commit(),
+        "dtype": {**dtype.as_dict(), "model_dtype": model.cfg.dtype},
+        "n_train": len(splits.train),
+        "n_dev": len(splits.dev),
+        "n_test": len(splits.test),
+    }
+    evaluator, kind, payload = METHODS[cfg.method](ctx, result)
+    summary = ctx.test(evaluator, kind, payload, progress=progress)
+    result["test_acc"] = summary["accuracy"]
+    result["prediction"] = summary
+    if kind in ("prompt", "deep_prompt"):
+        ids = cfg.p0_token_ids(model.tokenizer) if cfg.method in P0_METHODS else None
+        save_prompt(cfg.run_dir / "prompt", kind, payload, task=cfg.task, model=model,
+                    method=cfg.method, p0_token_ids=ids)  # fmt: skip
+    result["seconds"] = time.time() - start  # wall time, including any time stopped
+    # CPU time of all this process's threads: unlike wall time it excludes time the process
+    # spent stopped (SIGSTOP) or waiting for the cores; on a C-core CPU it is up to C x wall
+    result["cpu_seconds"] = time.process_time() - start_cpu
+    result["device"] = jax.devices()[0].device_kind
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=_plain))
+    return result
+
+
+def _plain(x):
+    return x.tolist() if hasattr(x, "tolist") else str(x)
 
 
 def main(argv=None) -> dict:
@@ -219,8 +275,7 @@ def main(argv=None) -> dict:
 def execute(args: argparse.Namespace, command: str) -> dict:
     """Run the parsed options (`python -m cbp_jax.run` or `cbp-jax run`) and print the
     budget estimate, the command and the result."""
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
-    cfg = RunConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    cfg = config_of(args)
     if cfg.method in ("bbt", "cbp"):
         from cbp_jax.methods.estimate import budget_lines
 
