@@ -1,8 +1,12 @@
-"""The work behind `cbp-jax zero-shot`, `train-generator` and `customize` (cli.py parses)."""
+"""The work behind `cbp-jax zero-shot`, `train-generator`, `customize` and `predict` (cli.py
+parses). `predict` reloads a saved CBP task vector or tuned prompt and shows what the model
+predicts with it: accuracy, predicted-class counts, confusion matrix and the majority-class
+and chance baselines (on a run's test subset by default)."""
 
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import shlex
 import sys
 import time
@@ -32,7 +36,7 @@ def examples_for(args):
 
 def zero_shot(args) -> None:
     from cbp_jax.data.tasks import get_task
-    from cbp_jax.methods import zero_shot
+    from cbp_jax.experiment.runner import zero_shot
     from cbp_jax.model import load_model
     from cbp_jax.run_report import class_names, summary_lines
 
@@ -40,7 +44,7 @@ def zero_shot(args) -> None:
     examples = examples_for(args)
     start = time.time()
     model = load_model(args.model, dtype=args.dtype)
-    summary = zero_shot.evaluate(model, task, examples, args.batch_size, progress=False)
+    summary = zero_shot(model, task, examples, args.batch_size, progress=False)
     print(_command_line())
     print(
         f"zero-shot accuracy of {args.model} on {task.name} ({args.split}, "
@@ -85,8 +89,8 @@ def train_generator(args) -> None:
 def customize(args) -> None:
     from cbp_jax.data.tasks import get_task
     from cbp_jax.experiment.compile_cache import CompileStats
-    from cbp_jax.methods.domains import check_domain
-    from cbp_jax.methods.estimate import budget_lines
+    from cbp_jax.methods.calls import budget_lines
+    from cbp_jax.methods.cbp import check_domain
     from cbp_jax.model import load_model
     from cbp_jax.model.precision import choose_dtype
     from cbp_jax.prompts.artifact import load_generator
@@ -174,3 +178,70 @@ def time_line(seconds: float, compiled: dict) -> str:
         f"the compile cache) + {run_s:.0f} s running; on {info['cpu']}, "
         f"{info['cpu_count']} cores, AVX-512 {avx512}"
     )
+
+
+def same_task(saved: str, given: str) -> bool:
+    """Whether a task recorded with a saved vector or prompt names the task given now
+    (a custom task may be recorded by another spelling of its config path)."""
+    from cbp_jax.data.tasks import run_key
+
+    if saved == given:
+        return True
+    try:
+        return run_key(saved) == run_key(given)
+    except (KeyError, FileNotFoundError, ValueError):
+        return False
+
+
+def _payload(args, model):
+    """-> (scoring service, request kind, payload, what was loaded, its meta)."""
+    from cbp_jax.methods.cbp import load_task_vector
+    from cbp_jax.methods.saved_prompt import load_prompt
+    from cbp_jax.prompts.artifact import load_generator
+    from cbp_jax.service import ScoringService
+    from cbp_jax.service.methods import bbt_adapters, cbp_service
+    from cbp_jax.service.oracle import DeepPrompt, NoPrompt, SoftPrompt
+
+    if bool(args.vector) == bool(args.prompt):
+        raise SystemExit(
+            "predict: give exactly one of --vector DIR (with --generator) or --prompt DIR"
+        )
+    if args.prompt:
+        saved = load_prompt(args.prompt, expected_model=model)
+        ids = saved.meta.get("p0_token_ids")  # the p0 BBT/BBTv2 scored the payload with
+        adapters = bbt_adapters(tuple(ids)) if ids else (NoPrompt(), SoftPrompt(), DeepPrompt())
+        service = ScoringService(model, adapters)
+        return service, saved.kind, saved.payload, f"{saved.meta['method']} prompt", saved.meta
+    if not args.generator:
+        raise SystemExit("predict: a CBP task vector (--vector) needs its --generator DIR")
+    artifact = load_generator(args.generator, expected_model=model)
+    vec = load_task_vector(args.vector, release=artifact.release())
+    service = cbp_service(model, artifact)
+    return service, "task_vector", vec.z_R[None], "CBP task vector", vec.meta
+
+
+def predict(args) -> dict:
+    from cbp_jax.data.tasks import get_task
+    from cbp_jax.methods.evaluate import evaluate
+    from cbp_jax.model import load_model
+    from cbp_jax.run_report import class_names, summary_lines
+
+    start = time.time()
+    task = get_task(args.task)
+    examples = examples_for(args)
+    model = load_model(args.model)
+    service, kind, payload, what, meta = _payload(args, model)
+    if not same_task(str(meta.get("task", "")), args.task):
+        print(
+            f"WARNING: this {what} was tuned on task {meta.get('task')!r}, not {args.task!r}",
+            file=sys.stderr,
+        )
+    summary = evaluate(service, model.tokenizer, task, examples, kind=kind, payload=payload)
+    source = pathlib.Path(args.vector or args.prompt)
+    print(_command_line())
+    print(
+        f"{what} {source} on {task.name} ({args.split}, {len(examples)} examples): "
+        f"accuracy {summary['accuracy']:.4f}  [{time.time() - start:.1f}s]"
+    )
+    print("\n".join(summary_lines(summary, class_names(task))))
+    return summary

@@ -1,12 +1,9 @@
 """Run one method on one task: `python -m cbp_jax.run --task sst2 --method bbt --seed 42`.
 
-Methods: zero_shot, bbt, bbtv2 (black-box, through the service with an API budget),
-prompt_tuning (white-box upper bound), and CBP-Tuning with a trained generator
-(`--generator PATH`): cbp_z0 (the provider's z0, no stage 2) and cbp (stage 2: CMA-ES over
-z from z0 within the budget; the result also reports z0's accuracy and saves the vector).
-Data: seeded k-shot train/dev, disjoint test. Writes
-`<out>/<task>/<method>[-<tag>]/seed<seed>-<config hash>/result.json` (plus the ES log and
-checkpoint; an interrupted run resumes from them) and prints the result with its command.
+Methods: zero_shot, bbt, bbtv2 (black-box, with an API budget), prompt_tuning (white-box
+upper bound), and CBP with a trained generator (`--generator PATH`): cbp_z0 (z0 alone) and
+cbp (stage 2 from z0). Writes `<out>/<task>/<method>[-<tag>]/seed<seed>-<hash>/result.json`
+(plus the ES log and checkpoint, which an interrupted run resumes from) and prints it.
 """
 
 from __future__ import annotations
@@ -107,8 +104,7 @@ class RunConfig:
         return tuple(b for b in budgets if b <= self.budget)
 
     def projection(self):
-        """BBT/BBTv2's random projection config (user side; p0 is the provider's,
-        `p0_token_ids`)."""
+        """BBT/BBTv2's random projection config (user side)."""
         from cbp_jax.prompts.projection import ProjectionConfig
 
         return ProjectionConfig(num_dims=self.num_dims, prompt_len=self.prompt_len)
@@ -121,11 +117,9 @@ class RunConfig:
         return p0_token_ids(self.p0, tokenizer, self.prompt_len, self.p0_offset)
 
     def identity(self) -> str:
-        """The run's identity: the hash of its whole config except where it is written; a
-        custom task counts by its content key (`tasks.run_key`), not the path it was given.
-        A field of `LEGACY_VALUES` at the value runs had before it existed is left out, so
-        adding it moved no earlier run's directory (a BBT run with p0="ids" is the run it
-        was before p0 existed; one with p0="words" is a new run)."""
+        """The hash of the whole config but `out`, a custom task by its content key
+        (`tasks.run_key`); a `LEGACY_VALUES` field at the value runs had before it existed is
+        left out, so adding it moved no earlier run's directory."""
         from cbp_jax.data.tasks import run_key
         from cbp_jax.experiment.identity import config_hash
 
@@ -134,20 +128,21 @@ class RunConfig:
         fields = {k: v for k, v in fields.items() if k not in LEGACY_VALUES or v != then[k]}
         return config_hash({**fields, "task": run_key(self.task)})
 
-    def blackbox(self, sigma0: float):
-        """The engine config of this run's black-box methods (BBT, BBTv2, CBP stage 2)."""
+    def blackbox(self):
+        """The engine config of this black-box run (BBT, BBTv2, CBP stage 2), at its
+        method's step size (sigma0, bbtv2_sigma0, cbp_sigma0)."""
         from cbp_jax.methods.blackbox import BlackBoxConfig
 
-        return BlackBoxConfig(
-            strategy=self.strategy,
-            population=self.population,
-            sigma0=sigma0,
-            budget=self.budget,
-            loss=self.loss,
-            chunk=self.chunk,
-            dev_margin=self.dev_margin,
-            seed=self.seed,
-        )
+        sigma0 = {"bbtv2": self.bbtv2_sigma0, "cbp": self.cbp_sigma0}.get(self.method, self.sigma0)
+        names = ("strategy", "population", "budget", "loss", "chunk", "dev_margin", "seed")
+        return BlackBoxConfig(sigma0=sigma0, **{k: getattr(self, k) for k in names})
+
+    def prompt_tuning(self):
+        """The white-box prompt tuning config of this run."""
+        from cbp_jax.methods.prompt_tuning import PromptTuningConfig
+
+        return PromptTuningConfig(prompt_len=self.prompt_len, epochs=self.pt_epochs,
+                                  learning_rate=self.pt_lr, seed=self.seed)  # fmt: skip
 
     def splits(self):
         """This run's k-shot train and dev sets and test subset (a pure function of the config)."""
@@ -277,7 +272,7 @@ def execute(args: argparse.Namespace, command: str) -> dict:
     budget estimate, the command and the result."""
     cfg = config_of(args)
     if cfg.method in ("bbt", "cbp"):
-        from cbp_jax.methods.estimate import budget_lines
+        from cbp_jax.methods.calls import budget_lines
 
         print("\n".join(budget_lines(cfg.budget, cfg.population, cfg.chunk)), flush=True)
     result = run(cfg)

@@ -1,16 +1,11 @@
-"""The method runners of one resolved `RunConfig` (`cbp_jax.run.run`): a `{method: run_fn}`
-table, one result schema.
+"""The method runners of one resolved `RunConfig` (`cbp_jax.run.run`), one result schema.
 
-Every method fills the same result: test accuracy and its `prediction_summary` (predicted
-classes, confusion, majority-class and chance baselines), the dtype it computed in (and
-why), the commit, the config's identity hash and seconds. Black-box methods (BBT, BBTv2,
-CBP stage 2) also record calls in the papers' unit (one candidate on one k-shot batch), dev
-calls apart, examples and tokens scored, generations, the per-generation history and the
-budget curve: the kept prompt's test accuracy when the calls first pass each of
-`cfg.curve_budgets()` (from one run), and the start point's dev accuracy (`start_dev_acc`:
-z = 0, i.e. p0 alone, for BBT/BBTv2; z0 for CBP). BBT/BBTv2 also record `p0_text`, the
-decoded prefix p0 is the embeddings of (`cbp_jax.service.p0`), and save their best prompt
-for `cbp-jax predict`.
+Every result has the test accuracy and its `prediction_summary`, the dtype (and why), the
+commit, the config's identity and seconds. Black-box methods also record calls in the
+papers' unit (dev calls apart), examples and tokens scored, generations, the history, the
+budget curve (the kept prompt's test accuracy as the calls pass each `cfg.curve_budgets()`)
+and the start point's dev accuracy (`start_dev_acc`: p0 alone for BBT/BBTv2, z0 for CBP);
+BBT/BBTv2 also record `p0_text` (`cbp_jax.service.p0`).
 """
 
 from __future__ import annotations
@@ -85,11 +80,25 @@ def _bbt_services(ctx: Context, result: dict):
     return ScoringService(ctx.model, adapters), budget
 
 
-def run_zero_shot(ctx: Context, result: dict):
+def zero_shot(model, task, examples, batch_size: int = 32, progress: bool = True) -> dict:
+    """The zero-shot `prediction_summary` (the template alone, no prompt) of a loaded model on
+    examples of a task, scored through the service."""
+    from cbp_jax.methods.evaluate import evaluate
+
+    service = _no_prompt(model)
+    return evaluate(service, model.tokenizer, task, examples, batch_size=batch_size,
+                    progress=progress)  # fmt: skip
+
+
+def _no_prompt(model):
     from cbp_jax.service import ScoringService
     from cbp_jax.service.oracle import NoPrompt
 
-    return ScoringService(ctx.model, (NoPrompt(),)), "none", None
+    return ScoringService(model, (NoPrompt(),))
+
+
+def run_zero_shot(ctx: Context, result: dict):
+    return _no_prompt(ctx.model), "none", None
 
 
 def run_bbt(ctx: Context, result: dict):
@@ -104,7 +113,7 @@ def run_bbt(ctx: Context, result: dict):
         return np.asarray(param.payload_fn(param.payload_params, z_R[None]))
 
     engine = ctx.engine_kwargs(evaluator, "prompt", to_payload)
-    res = run_blackbox(service, param, ctx.train, ctx.dev, cfg.blackbox(cfg.sigma0), **engine)
+    res = run_blackbox(service, param, ctx.train, ctx.dev, cfg.blackbox(), **engine)
     result.update(_blackbox_fields(res, service), best_z=np.asarray(res.best_z).tolist())
     return evaluator, "prompt", to_payload(np.asarray(res.best_z, np.float32))
 
@@ -116,7 +125,7 @@ def run_bbtv2(ctx: Context, result: dict):
     evaluator, service = _bbt_services(ctx, result)
     layers = tuple(int(x) for x in cfg.bbtv2_layers.split(",") if x) or None
     deep, phases = run_bbtv2(
-        service, ctx.train, ctx.dev, cfg.blackbox(cfg.bbtv2_sigma0), cfg.projection(),
+        service, ctx.train, ctx.dev, cfg.blackbox(), cfg.projection(),
         layers=layers, run_dir=cfg.run_dir / "es", progress=ctx.progress,
     )  # fmt: skip
     # dev figures and the call ledger are the run's, in every layer; generations are rounds
@@ -126,16 +135,13 @@ def run_bbtv2(ctx: Context, result: dict):
 
 
 def run_prompt_tuning(ctx: Context, result: dict):
-    from cbp_jax.methods.prompt_tuning import PromptTuningConfig, tune_prompt
+    from cbp_jax.methods.prompt_tuning import tune_prompt
     from cbp_jax.service import ScoringService
     from cbp_jax.service.oracle import SoftPrompt
 
-    cfg = ctx.cfg
-    pt = PromptTuningConfig(
-        prompt_len=cfg.prompt_len, epochs=cfg.pt_epochs, learning_rate=cfg.pt_lr, seed=cfg.seed
-    )
+    model, pt = ctx.model, ctx.cfg.prompt_tuning()
     prompt, dev_acc, history = tune_prompt(
-        ctx.model.params, ctx.model.cfg, ctx.train, ctx.dev, pt, progress=ctx.progress
+        model.params, model.cfg, ctx.train, ctx.dev, pt, progress=ctx.progress
     )
     result.update(dev_acc=dev_acc, history=history)
     return ScoringService(ctx.model, (SoftPrompt(),)), "prompt", np.asarray(prompt)[None]
@@ -143,8 +149,7 @@ def run_prompt_tuning(ctx: Context, result: dict):
 
 def run_cbp(ctx: Context, result: dict):
     """CBP z0 (no stage 2) or CBP stage 2 from z0, with the provider's generator."""
-    from cbp_jax.methods.cbp import customize, save_task_vector
-    from cbp_jax.methods.domains import domain_mismatch
+    from cbp_jax.methods.cbp import customize, domain_mismatch, save_task_vector
     from cbp_jax.prompts.artifact import load_generator
     from cbp_jax.service.methods import cbp_service
 
@@ -161,9 +166,7 @@ def run_cbp(ctx: Context, result: dict):
         result["test_acc_z0"], result["balanced_acc_z0"] = z0["accuracy"], z0["balanced_acc"]
         service = cbp_service(ctx.model, artifact, budget=cfg.budget)
         engine = ctx.engine_kwargs(evaluator, "task_vector", lambda z_R: z_R[None])
-        res = customize(
-            service, release, ctx.train, ctx.dev, cfg.blackbox(cfg.cbp_sigma0), **engine
-        )
+        res = customize(service, release, ctx.train, ctx.dev, cfg.blackbox(), **engine)
         z = np.asarray(res.best_z, np.float32)
         save_task_vector(cfg.run_dir / "task_vector", z, task=cfg.task, release=release)
         result.update(_blackbox_fields(res, service))

@@ -14,15 +14,11 @@ from cbp_jax.experiment import legacy
 from cbp_jax.experiment.records import RecordStore
 
 
-def has_legacy(store: RecordStore, stem: str) -> bool:
-    return f"legacy/{stem}/document" in store.records
-
-
 def render_table(store: RecordStore, stem: str, new_section: str = "") -> str:
     """`<stem>.md` from records: the new runs' section (if any), then the legacy table."""
     records = list(store.records.values())
     parts = [new_section.rstrip("\n") + "\n"] if new_section else []
-    if has_legacy(store, stem):
+    if f"legacy/{stem}/document" in store.records:
         if parts:
             parts.append("\n")
         parts.append(legacy.render(records, stem))

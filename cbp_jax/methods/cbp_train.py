@@ -1,11 +1,9 @@
 """CBP-Tuning stage 1, provider side: train the prompt generator G and z0 (docs/methods.md, CBP).
 
-With the LLM frozen (gradients flow through it, its weights get none), minimise the
-cross-entropy of the answer over several tasks of one domain (the loss and optimiser:
-stage1_step.py; the seeded, train-pool-only batches: stage1_data.py). This module holds
-the step function the one training loop runs (`cbp_jax.loop`): an Orbax checkpoint
-(generator params, z0, A, optimiser state, step) every `checkpoint_every` steps and at the
-end, a JSONL line per step in run_dir/log.jsonl; a killed run resumes to the same result.
+With the LLM frozen (gradients flow through it, its weights get none), minimise the answer's
+cross-entropy over one domain's tasks (loss and optimiser: stage1_step.py; batches:
+stage1_data.py) under the one training loop (`cbp_jax.loop`): an Orbax checkpoint every
+`checkpoint_every` steps and at the end, a log line per step; a killed run resumes exactly.
 """
 
 from __future__ import annotations
@@ -21,8 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from cbp_jax.loop import LoopState, run_loop
-from cbp_jax.methods.stage1_config import Stage1Config
-from cbp_jax.methods.stage1_data import TrainTask, candidates, load_train_tasks, make_batch
+from cbp_jax.methods.stage1_data import (
+    Stage1Config,
+    TrainTask,
+    candidates,
+    load_train_tasks,
+    make_batch,
+)
 from cbp_jax.methods.stage1_step import make_schedule, train_step_fn
 from cbp_jax.model.fingerprint import check_model, model_fingerprint
 from cbp_jax.prompts.artifact import GeneratorArtifact, save_generator

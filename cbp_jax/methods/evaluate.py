@@ -43,11 +43,6 @@ def predict(
     return preds
 
 
-def accuracy(service, tokenizer, task, examples, **kwargs) -> float:
-    preds = predict(service, tokenizer, task, examples, **kwargs)
-    return float((preds == np.array([ex["label"] for ex in examples])).mean())
-
-
 def prediction_summary(preds, labels, num_classes: int) -> dict:
     """What a model predicts on a test set, beside how often it is right (pure).
 
