@@ -66,7 +66,7 @@ def _zero_shot_parser(sub) -> None:
     zs.add_argument("--model", default="smollm2-135m", help=HELP["model"])
     zs.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights")
     zs.add_argument("--batch-size", type=int, default=32, help="examples per forward pass")
-    zs.set_defaults(func=cli_commands.zero_shot)
+    zs.set_defaults(func=cli_commands.predict)
 
 
 def _train_generator_parser(sub) -> None:
@@ -145,7 +145,7 @@ def _predict_parser(sub) -> None:
     pr.add_argument("--generator", default="", help="the vector's generator directory")
     pr.add_argument("--prompt", default="", help="saved prompt directory (<run dir>/prompt)")
     pr.add_argument("--model", default="smollm2-135m", help=HELP["model"])
-    pr.set_defaults(func=cli_commands.predict)
+    pr.set_defaults(func=cli_commands.predict, dtype="float32")
 
 
 def _serve_parser(sub) -> None:

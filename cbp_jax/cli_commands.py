@@ -34,25 +34,6 @@ def examples_for(args):
     return examples[: args.limit] if args.limit else examples
 
 
-def zero_shot(args) -> None:
-    from cbp_jax.data.tasks import get_task
-    from cbp_jax.experiment.runner import zero_shot
-    from cbp_jax.model import load_model
-    from cbp_jax.run_report import class_names, summary_lines
-
-    task = get_task(args.task)
-    examples = examples_for(args)
-    start = time.time()
-    model = load_model(args.model, dtype=args.dtype)
-    summary = zero_shot(model, task, examples, args.batch_size, progress=False)
-    print(_command_line())
-    print(
-        f"zero-shot accuracy of {args.model} on {task.name} ({args.split}, "
-        f"{len(examples)} examples): {summary['accuracy']:.4f}  [{time.time() - start:.1f}s]"
-    )
-    print("\n".join(summary_lines(summary, class_names(task))))
-
-
 def train_generator(args) -> None:
     from cbp_jax.data.tasks import domain_tasks
     from cbp_jax.methods.cbp_train import Stage1Config
@@ -221,7 +202,10 @@ def _payload(args, model):
 
 
 def predict(args) -> dict:
+    """`cbp-jax predict` (a saved vector or prompt) and `cbp-jax zero-shot` (the template
+    alone): accuracy, predicted classes and confusion on the chosen examples."""
     from cbp_jax.data.tasks import get_task
+    from cbp_jax.experiment.runner import zero_shot
     from cbp_jax.methods.evaluate import evaluate
     from cbp_jax.model import load_model
     from cbp_jax.run_report import class_names, summary_lines
@@ -229,19 +213,21 @@ def predict(args) -> dict:
     start = time.time()
     task = get_task(args.task)
     examples = examples_for(args)
-    model = load_model(args.model)
-    service, kind, payload, what, meta = _payload(args, model)
-    if not same_task(str(meta.get("task", "")), args.task):
-        print(
-            f"WARNING: this {what} was tuned on task {meta.get('task')!r}, not {args.task!r}",
-            file=sys.stderr,
-        )
-    summary = evaluate(service, model.tokenizer, task, examples, kind=kind, payload=payload)
-    source = pathlib.Path(args.vector or args.prompt)
+    model = load_model(args.model, dtype=args.dtype)
+    if args.command == "zero-shot":
+        summary = zero_shot(model, task, examples, args.batch_size, progress=False)
+        head, accuracy = f"zero-shot accuracy of {args.model}", ""
+    else:
+        service, kind, payload, what, meta = _payload(args, model)
+        if not same_task(str(meta.get("task", "")), args.task):
+            print(f"WARNING: this {what} was tuned on task {meta.get('task')!r}, not "
+                  f"{args.task!r}", file=sys.stderr)  # fmt: skip
+        summary = evaluate(service, model.tokenizer, task, examples, kind=kind, payload=payload)
+        head, accuracy = f"{what} {pathlib.Path(args.vector or args.prompt)}", "accuracy "
     print(_command_line())
     print(
-        f"{what} {source} on {task.name} ({args.split}, {len(examples)} examples): "
-        f"accuracy {summary['accuracy']:.4f}  [{time.time() - start:.1f}s]"
+        f"{head} on {task.name} ({args.split}, {len(examples)} examples): "
+        f"{accuracy}{summary['accuracy']:.4f}  [{time.time() - start:.1f}s]"
     )
     print("\n".join(summary_lines(summary, class_names(task))))
     return summary

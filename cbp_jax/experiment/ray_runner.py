@@ -28,27 +28,20 @@ from cbp_jax.experiment.records import Cell, RecordStore
 
 @dataclasses.dataclass(frozen=True)
 class RayConfig:
-    """Where the study runs and what one cell asks for.
+    """Where the study runs and what one cell (one worker) asks for."""
 
-    address: None starts a local Ray on this machine (`num_cpus` cores, None: all of them);
-    "auto" or "HOST:6379" joins a running cluster (`ray start --head` / `--address`).
-    cpus_per_cell / gpus_per_cell / resources: what one worker holds, e.g. gpus_per_cell=1
-    for one GPU each, resources=(("TPU", 4),) for one v4/v5 TPU host each. workers: how many
-    worker processes (None: as many as the cluster has room for, at most one per cell).
-    retries: further tries of a failed cell. compile_cache: the persistent compilation cache
-    every worker uses (shared storage on a multi-host cluster; None: off). idle_timeout_s:
-    give up when no cell finished for this long (None: wait forever).
-    """
-
+    # None: a local Ray of `num_cpus` cores (None: all); "auto" or "HOST:6379": join a cluster
     address: str | None = None
     num_cpus: int | None = None
     cpus_per_cell: float = 1.0
-    gpus_per_cell: float = 0.0
-    resources: tuple[tuple[str, float], ...] = ()
-    workers: int | None = None
-    retries: int = 1
+    gpus_per_cell: float = 0.0  # e.g. 1: one GPU a worker
+    resources: tuple[tuple[str, float], ...] = ()  # e.g. (("TPU", 4),): one TPU host a worker
+    workers: int | None = None  # None: as many as the cluster holds, at most one per cell
+    retries: int = 1  # further tries of a failed cell
+    # the persistent compilation cache every worker uses (shared storage on a multi-host
+    # cluster; None: off)
     compile_cache: str | None = str(DEFAULT_CACHE)
-    idle_timeout_s: float | None = None
+    idle_timeout_s: float | None = None  # give up when no cell finished for this long
 
     def __post_init__(self):
         if self.cpus_per_cell < 0 or self.gpus_per_cell < 0:

@@ -193,12 +193,10 @@ def run_blackbox(
 ) -> BlackBoxResult:
     """Tune z with CMA-ES through `service` until the API budget is spent.
 
-    Each generation costs P calls, each dev evaluation 1 (`calls.plan` gives the schedule).
-    run_dir: where the Orbax checkpoint and `log.jsonl` go; an existing run there resumes.
-    milestones / on_milestone: budget curves from one run. When the calls spent first reach
-    a milestone (checked after each chunk; any left at the end run on the final kept z),
-    `on_milestone(best_z)` -> dict (e.g. the experimenter's test accuracy of the kept z) is
-    stored in that chunk's history row under "milestones", with the budget and calls spent.
+    run_dir: the Orbax checkpoint and `log.jsonl`; an existing run there resumes.
+    milestones / on_milestone: a budget curve from one run: after the chunk whose calls
+    first reach a milestone (any left at the end: on the final kept z), `on_milestone(best_z)`
+    -> dict goes into that chunk's history row under "milestones", with the calls spent.
     mesh: optional `jax.sharding.Mesh` with a "pop" axis to shard the population over.
     """
     es, es_params = make_strategy(cfg.strategy, cfg.population, param.num_dims, cfg.sigma0)

@@ -54,13 +54,9 @@ def customize(
     progress: bool = True,
     **engine_kwargs,
 ) -> BlackBoxResult:
-    """Stage 2: CMA-ES over z from z0 within `cfg.budget` API calls (one call = one
-    candidate on the whole k-shot train or dev set; P per generation, 1 per dev evaluation);
-    `best_z` is the result. With `progress`, prints the generations run and their calls.
-
-    run_dir: Orbax checkpoint + log of the ES; an interrupted run resumes from it.
-    engine_kwargs: passed to `run_blackbox` (e.g. milestones / on_milestone).
-    """
+    """Stage 2: CMA-ES over z from z0 within `cfg.budget` API calls; `best_z` is the result.
+    With `progress`, prints the generations run and their calls. run_dir (an interrupted run
+    there resumes) and `engine_kwargs` (e.g. milestones) go to `run_blackbox`."""
     if "task_vector" not in service.public_info().accepted_kinds:
         raise ValueError("this service does not serve a CBP generator (no 'task_vector' kind)")
     param = cbp_parameterization(release)

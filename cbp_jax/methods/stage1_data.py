@@ -26,34 +26,26 @@ SCHEDULES = ("cosine", "constant")
 
 @dataclasses.dataclass(frozen=True)
 class Stage1Config:
-    """Stage-1 training. tasks: registry names (one domain); steps: optimiser steps;
-    batch_size: examples per step (one task per step); sampling: how the step's task is
-    picked (proportional to train-pool size, uniform, or round_robin); learning_rate /
-    z0_learning_rate: peak AdamW rates of G and of z0; warmup: linear warmup steps;
-    schedule: "cosine" (to 10% at the end) or "constant"; clip_norm: global-norm clip;
-    max_len: tokens kept per input (from the end); pad_to: padding multiple (bounds
-    recompiles); checkpoint_every: steps between Orbax checkpoints; task_vectors: train one
-    vector z_t per task (each step uses its task's) instead of one shared z0, and release
-    their mean as z0 (the start for a task the generator never saw); permute_options:
-    shuffle each multiple-choice example's options (label follows) so G cannot learn the
-    training tasks' answer-letter prior (stage1_data.permute_options)."""
+    """Stage-1 training (one task per step)."""
 
-    tasks: tuple[str, ...] = COMMONSENSE
-    steps: int = 1000
-    batch_size: int = 8
-    sampling: str = "proportional"
-    learning_rate: float = 1e-3
-    z0_learning_rate: float = 1e-2
+    tasks: tuple[str, ...] = COMMONSENSE  # registry names, one domain
+    steps: int = 1000  # optimiser steps
+    batch_size: int = 8  # examples per step
+    sampling: str = "proportional"  # a step's task: by train-pool size, uniform, round_robin
+    learning_rate: float = 1e-3  # peak AdamW rate of G
+    z0_learning_rate: float = 1e-2  # peak rate of z0
     weight_decay: float = 0.01
-    warmup: int = 50
-    schedule: str = "cosine"
-    clip_norm: float = 1.0
+    warmup: int = 50  # linear warmup steps
+    schedule: str = "cosine"  # to 10% at the end, or "constant"
+    clip_norm: float = 1.0  # global-norm clip
     score_reduce: str = "logsumexp"
-    max_len: int = 256
-    pad_to: int = 16
-    checkpoint_every: int = 50
+    max_len: int = 256  # tokens kept per input (from the end)
+    pad_to: int = 16  # padding multiple (bounds recompiles)
+    checkpoint_every: int = 50  # steps between Orbax checkpoints
+    # one vector z_t per task (each step uses its task's) instead of one shared z0, and their
+    # mean released as z0 (the start for a task the generator never saw)
     task_vectors: bool = False
-    permute_options: bool = False
+    permute_options: bool = False  # shuffle multiple-choice options (`permute_options`)
     seed: int = 0
 
     def __post_init__(self):
