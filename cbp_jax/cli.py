@@ -18,7 +18,7 @@ import shlex
 import sys
 
 from cbp_jax import cli_commands, cli_study
-from cbp_jax.run_help import HELP
+from cbp_jax.run import HELP
 
 
 def _serve(args) -> None:

@@ -115,29 +115,20 @@ def customize_lines(cfg, task, zero: dict, cbp: dict, dtype) -> list[str]:
         f"  {'test':<44}{'accuracy':>9}{'balanced':>10}",
     ]
 
-    def row(name: str, acc: float, balanced, extra: str = "") -> str:
-        bal = "" if balanced is None else f"{balanced:>10.4f}"
-        return f"  {name:<44}{acc:>9.4f}{bal}{extra}"
-
     def balanced(result: dict):
         return (result.get("prediction") or {}).get("balanced_acc")
 
-    lines += [
-        row(
-            f"majority-class baseline (always {names[maj]!r})",
-            labels["majority_acc"],
-            1 / len(names),
-        ),
-        row("zero-shot", zero["test_acc"], balanced(zero)),
-        row("CBP z0 (no stage 2)", cbp["test_acc_z0"], cbp.get("balanced_acc_z0")),
-        row(
-            "CBP stage 2",
-            cbp["test_acc"],
-            balanced(cbp),
-            f"  [{cbp['calls']} API calls, {cbp['generations']} generations, "
-            f"dev {cbp['dev_acc']:.4f}]",
-        ),
+    stage2 = f"  [{cbp['calls']} API calls, {cbp['generations']} generations, dev "
+    majority = f"majority-class baseline (always {names[maj]!r})"
+    rows = [
+        (majority, labels["majority_acc"], 1 / len(names)),
+        ("zero-shot", zero["test_acc"], balanced(zero)),
+        ("CBP z0 (no stage 2)", cbp["test_acc_z0"], cbp.get("balanced_acc_z0")),
+        ("CBP stage 2", cbp["test_acc"], balanced(cbp), f"{stage2}{cbp['dev_acc']:.4f}]"),
     ]
+    for name, acc, bal, *extra in rows:
+        bal = "" if bal is None else f"{bal:>10.4f}"
+        lines.append(f"  {name:<44}{acc:>9.4f}{bal}{''.join(extra)}")
     if cbp.get("prediction"):
         lines.append("  stage 2 on test:")
         lines += summary_lines(cbp["prediction"], names)[1:]  # the baseline is in the table

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import pathlib
 import shlex
 import sys
-import time
 import typing
 
 from cbp_jax.data.splits import check_proportions, kshot_splits
+from cbp_jax.experiment.runner import run
 
 METHODS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning", "cbp_z0", "cbp")
 # The CMA-ES every run recorded before 2026-12-07 used (CSA step size; cbp_jax.es). Plans
@@ -172,6 +171,48 @@ LEGACY_VALUES = {"p0": ("ids", P0_METHODS)}  # field -> (value it ran with, for 
 record_defaults = RunConfig.record_defaults
 
 
+# Help of each option (one per RunConfig field; tests/test_newcomer.py checks none is missing)
+HELP = {
+    "task": "a shipped task (sst2, financial_phrasebank, ...) or the path of your own task's "
+    "JSON config (see examples/tasks/)",
+    "method": "zero_shot | bbt | bbtv2 | prompt_tuning | cbp_z0 | cbp",
+    "model": "registered model name, .gguf file or Hugging Face folder",
+    "shots": "k-shot examples per class, in train and in dev each",
+    "kshot": "class proportions of the k-shot sets: balanced (k per class) or natural "
+    "(k x classes in the train pool's proportions)",
+    "seed": "seed of the k-shot sets, the test subset and the search",
+    "test_size": "test examples drawn from the task's test pool (same subset for a seed)",
+    "budget": "API calls for the black-box methods (train and dev together)",
+    "population": "CMA-ES candidates per generation",
+    "num_dims": "BBT/BBTv2: dimension of the searched vector z",
+    "prompt_len": "soft-prompt tokens (BBT, BBTv2, prompt tuning)",
+    "sigma0": "BBT/BBTv2: CMA-ES initial step size",
+    "strategy": "evolution strategy: pycma (pycma's default: TPA step size for d >= 300, "
+    "else CSA), tpa_cma, lazy_cma (CSA; every record before 2026-12-07), cma (evosax) or "
+    "sep_cma (diagonal)",
+    "loss": "black-box training loss on the returned scores: ce or hinge",
+    "chunk": "generations per compiled call; the dev set is scored after each chunk",
+    "bbtv2_layers": "BBTv2: comma-separated layer ids to tune (empty: all layers)",
+    "pt_epochs": "prompt tuning: epochs over the k-shot train set",
+    "pt_lr": "prompt tuning: learning rate",
+    "generator": "CBP: directory of a saved stage-1 generator (cbp-jax train-generator)",
+    "cbp_sigma0": "CBP: CMA-ES step size around z0",
+    "dev_margin": "black-box: dev examples a new ES mean must gain to replace the kept one "
+    "(0: any gain, ties on accuracy go to the lower dev loss)",
+    "out": "root of the run directories: <out>/<task key>/<method>[-<tag>]/seed<seed>-<hash>",
+    "dtype": "compute dtype: auto (bfloat16 on GPU/TPU and CPUs with AMX or AVX512-BF16, "
+    "else float32), float32 or bfloat16",
+    "p0_offset": "BBT/BBTv2 with --p0 ids: the prompt starts at the embeddings of the "
+    "model's token ids p0_offset..; -1: a zero prompt",
+    "p0": "BBT/BBTv2 prompt start p0: words (BBT's prefix, RoBERTa's ids 1000-1049 decoded, "
+    "in this model's tokens), ids (this model's ids p0_offset..) or zero",
+    "bbtv2_sigma0": "BBTv2: CMA-ES initial step size of every layer's ES (BBTv2 uses 0.2)",
+    "curve": "black-box: comma-separated call counts at which the kept z is scored on the "
+    "test subset (a budget curve from one run)",
+    "tag": "extra run-directory label, e.g. the generator's name",
+}
+
+
 def parser(add_help: bool = True) -> argparse.ArgumentParser:
     """The options of one run, one per RunConfig field (also `cbp-jax run`'s)."""
     p = argparse.ArgumentParser(
@@ -185,10 +226,8 @@ def parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def add_options(p, names=None, **defaults) -> None:
-    """An option per RunConfig field in `names` (None: all), with its help (run_help.py)
-    and default (`defaults` overrides it, e.g. `cbp-jax customize`'s dtype)."""
-    from cbp_jax.run_help import HELP
-
+    """An option per RunConfig field in `names` (None: all), with its help (`HELP`) and
+    default (`defaults` overrides it, e.g. `cbp-jax customize`'s dtype)."""
     hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(RunConfig):
         if names is None or f.name in names:
@@ -208,57 +247,6 @@ def _option_type(hint) -> type:
     reads as int)."""
     args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
     return args[0] if args[0] in (int, float, str) else str
-
-
-def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
-    """Run `cfg` through its method's runner (`experiment.runner.METHODS`; the result schema
-    is described there), score the result on the test subset, save a tuned prompt for
-    `cbp-jax predict` and write result.json; `model`: already loaded for cfg.model."""
-    import jax
-
-    from cbp_jax.data.batching import make_inputs
-    from cbp_jax.data.tasks import get_task
-    from cbp_jax.experiment.identity import git_commit
-    from cbp_jax.experiment.runner import METHODS, Context
-    from cbp_jax.methods.saved_prompt import save_prompt
-    from cbp_jax.model import load_model
-    from cbp_jax.model.precision import choose_dtype
-
-    start, start_cpu = time.time(), time.process_time()
-    dtype = choose_dtype(cfg.dtype)
-    task, splits = get_task(cfg.task), cfg.splits()
-    model = load_model(cfg.model, dtype=dtype.dtype) if model is None else model
-    train, dev = (make_inputs(model.tokenizer, task, s) for s in (splits.train, splits.dev))
-    ctx = Context(cfg, model, task, splits, train, dev, progress)
-    result = {
-        "config": dataclasses.asdict(cfg),
-        "identity": cfg.identity(),
-        "commit": git_commit(),
-        "dtype": {**dtype.as_dict(), "model_dtype": model.cfg.dtype},
-        "n_train": len(splits.train),
-        "n_dev": len(splits.dev),
-        "n_test": len(splits.test),
-    }
-    evaluator, kind, payload = METHODS[cfg.method](ctx, result)
-    summary = ctx.test(evaluator, kind, payload, progress=progress)
-    result["test_acc"] = summary["accuracy"]
-    result["prediction"] = summary
-    if kind in ("prompt", "deep_prompt"):
-        ids = cfg.p0_token_ids(model.tokenizer) if cfg.method in P0_METHODS else None
-        save_prompt(cfg.run_dir / "prompt", kind, payload, task=cfg.task, model=model,
-                    method=cfg.method, p0_token_ids=ids)  # fmt: skip
-    result["seconds"] = time.time() - start  # wall time, including any time stopped
-    # CPU time of all this process's threads: unlike wall time it excludes time the process
-    # spent stopped (SIGSTOP) or waiting for the cores; on a C-core CPU it is up to C x wall
-    result["cpu_seconds"] = time.process_time() - start_cpu
-    result["device"] = jax.devices()[0].device_kind
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=_plain))
-    return result
-
-
-def _plain(x):
-    return x.tolist() if hasattr(x, "tolist") else str(x)
 
 
 def main(argv=None) -> dict:

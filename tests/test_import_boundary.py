@@ -88,7 +88,6 @@ ORCHESTRATION = (
     "cbp_jax.cli_commands",
     "cbp_jax.cli_study",
     "cbp_jax.run",
-    "cbp_jax.run_help",
     "cbp_jax.run_report",
     "cbp_jax.experiment",
     "cbp_jax.privacy.rapt",  # RAPT's loop: the user's privatization, the provider's tuning

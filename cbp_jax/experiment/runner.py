@@ -1,4 +1,5 @@
-"""The method runners of one resolved `RunConfig` (`cbp_jax.run.run`), one result schema.
+"""Run one resolved `RunConfig` (`run`, also `cbp_jax.run.run`): a `{method: run_fn}` table,
+one result schema.
 
 Every result has the test accuracy and its `prediction_summary`, the dtype (and why), the
 commit, the config's identity and seconds. Black-box methods also record calls in the
@@ -11,7 +12,9 @@ BBT/BBTv2 also record `p0_text` (`cbp_jax.service.p0`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
+import time
 
 import jax
 import numpy as np
@@ -181,3 +184,51 @@ METHODS = {
     "cbp_z0": run_cbp,
     "cbp": run_cbp,
 }
+
+
+def run(cfg, progress: bool = True, model=None) -> dict:
+    """Run `cfg` (a RunConfig) through its method's runner, score it on the test subset, save a
+    tuned prompt for `cbp-jax predict` and write result.json; `model`: already loaded for
+    cfg.model and its dtype."""
+    from cbp_jax.data.batching import make_inputs
+    from cbp_jax.data.tasks import get_task
+    from cbp_jax.experiment.identity import git_commit
+    from cbp_jax.methods.saved_prompt import save_prompt
+    from cbp_jax.model import load_model
+    from cbp_jax.model.precision import choose_dtype
+
+    start, start_cpu = time.time(), time.process_time()
+    dtype = choose_dtype(cfg.dtype)
+    task, splits = get_task(cfg.task), cfg.splits()
+    model = load_model(cfg.model, dtype=dtype.dtype) if model is None else model
+    train, dev = (make_inputs(model.tokenizer, task, s) for s in (splits.train, splits.dev))
+    ctx = Context(cfg, model, task, splits, train, dev, progress)
+    result = {
+        "config": dataclasses.asdict(cfg),
+        "identity": cfg.identity(),
+        "commit": git_commit(),
+        "dtype": {**dtype.as_dict(), "model_dtype": model.cfg.dtype},
+        "n_train": len(splits.train),
+        "n_dev": len(splits.dev),
+        "n_test": len(splits.test),
+    }
+    evaluator, kind, payload = METHODS[cfg.method](ctx, result)
+    summary = ctx.test(evaluator, kind, payload, progress=progress)
+    result["test_acc"] = summary["accuracy"]
+    result["prediction"] = summary
+    if kind in ("prompt", "deep_prompt"):
+        ids = cfg.p0_token_ids(model.tokenizer) if cfg.method in ("bbt", "bbtv2") else None
+        save_prompt(cfg.run_dir / "prompt", kind, payload, task=cfg.task, model=model,
+                    method=cfg.method, p0_token_ids=ids)  # fmt: skip
+    result["seconds"] = time.time() - start  # wall time, including any time stopped
+    # CPU time of all this process's threads: unlike wall time it excludes time the process
+    # spent stopped (SIGSTOP) or waiting for the cores; on a C-core CPU it is up to C x wall
+    result["cpu_seconds"] = time.process_time() - start_cpu
+    result["device"] = jax.devices()[0].device_kind
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=_plain))
+    return result
+
+
+def _plain(x):
+    return x.tolist() if hasattr(x, "tolist") else str(x)

@@ -83,14 +83,9 @@ def train_generator(
             f"tasks {[t.spec.name for t in tasks]} do not match Stage1Config.tasks {cfg.tasks}"
         )
     tokenizer = model.tokenizer
-    cands = candidates(tokenizer, tasks)
-    cands_dev = [
-        tuple(
-            jnp.asarray(x[i])
-            for x in (cands.ids_NxCxW, cands.word_mask_NxCxW, cands.class_mask_NxC)
-        )
-        for i in range(len(tasks))
-    ]
+    c = candidates(tokenizer, tasks)  # each task's (ids, word mask, class mask) on device
+    arrays = (c.ids_NxCxW, c.word_mask_NxCxW, c.class_mask_NxC)
+    cands_dev = [tuple(jnp.asarray(x[i]) for x in arrays) for i in range(len(tasks))]
     fingerprint = model_fingerprint(model)
     record = {
         "stage1": dataclasses.asdict(cfg),
@@ -141,14 +136,8 @@ def train_generator(
         info["task_vectors"] = {t: z.tolist() for t, z in zip(cfg.tasks, z_TxR, strict=True)}
     else:
         z0_R = np.asarray(trainable["z0_R"])
-    artifact = GeneratorArtifact(
-        gen_cfg,
-        jax.tree.map(np.asarray, trainable["gen"]),
-        np.asarray(A_DxR),
-        z0_R,
-        fingerprint,
-        info,
-    )
+    gen_params = jax.tree.map(np.asarray, trainable["gen"])
+    artifact = GeneratorArtifact(gen_cfg, gen_params, np.asarray(A_DxR), z0_R, fingerprint, info)
     if run_dir is not None:
         save_generator(pathlib.Path(run_dir) / "generator", artifact)
     return Stage1Result(artifact, history)
