@@ -1,9 +1,8 @@
 """Held-out accuracy of a payload (or none: zero-shot) through the scoring service.
 
-Examples are length-sorted into left-padded batches of one row count and at most two widths
-(`data.eval_batches.fixed_batches`), so a pass over a test set compiles at most 2 programs
-whatever its size; each batch is one request with a population of one. Labels stay here, on
-the user side.
+Examples go in left-padded batches of one row count and at most two widths
+(`data.eval_batches.fixed_batches`: at most 2 compiled programs per pass), each batch one
+request of population one; labels stay here, on the user side.
 """
 
 from __future__ import annotations
