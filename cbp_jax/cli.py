@@ -1,18 +1,13 @@
 """Command line: `cbp-jax <command>` (or `python -m cbp_jax.cli`).
 
-- `run`: one method on one task (any method; the same options as `python -m cbp_jax.run`).
+- `run`: one method on one task (the options of `python -m cbp_jax.run`).
 - `zero-shot`: accuracy of a model on a task with the template only.
-- `train-generator`: CBP stage 1 (provider) on one domain's tasks, optionally leaving one
-  out; writes a generator directory (resumes an interrupted run in the same directory).
-- `customize`: CBP stage 2 (user) on one task with a saved generator: zero-shot, z0 and
-  customized test accuracy, and the saved task vector.
-- `predict`: reload a saved task vector or tuned prompt and show accuracy, predicted-class
-  counts and the confusion matrix on a task.
-- `serve`: the provider as an HTTP service (cbp_jax/serve): per-user API keys and budgets
-  in SQLite, candidate log-probs only, concurrent requests packed into one compiled call.
-- `study NAME run|table|status`: a study of the checkout (studies/NAME/, cli_study.py).
-- `post`, `rapt`: the POST and RAPT studies' `run` (or `table`); `table NAME`: any study's
-  (cli_tables.py), each with its own options passed on.
+- `train-generator`: CBP stage 1 (provider) on one domain's tasks (resumes in its directory).
+- `customize`: CBP stage 2 (user) with a saved generator: zero-shot, z0 and stage 2.
+- `predict`: a saved task vector or tuned prompt's accuracy and confusion on a task.
+- `serve`: the provider over HTTP (per-user keys and budgets, candidate log-probs only).
+- `study NAME run|table|status`: a study of the checkout (studies/NAME/, cli_study.py);
+  `post`, `rapt` and `table NAME`: shortcuts to a study's `run`, its options passed on.
 """
 
 from __future__ import annotations
@@ -22,10 +17,8 @@ import os
 import shlex
 import sys
 
-from cbp_jax import cli_commands, cli_predict, cli_study, cli_tables
-
-TASK_HELP = "a shipped task or the path of your own task's JSON config (examples/tasks/)"
-MODEL_HELP = "registered model name, .gguf file or Hugging Face folder"
+from cbp_jax import cli_commands, cli_study
+from cbp_jax.run import HELP
 
 
 def _serve(args) -> None:
@@ -51,7 +44,7 @@ def _sub(sub, name: str, help: str, description: str = ""):
 
 def _subset_options(p) -> None:
     """Which examples zero-shot and predict score (cli_commands.examples_for)."""
-    p.add_argument("--task", default="sst2", help=TASK_HELP)
+    p.add_argument("--task", default="sst2", help=HELP["task"])
     p.add_argument(
         "--split",
         default="test",
@@ -70,10 +63,10 @@ def _subset_options(p) -> None:
 def _zero_shot_parser(sub) -> None:
     zs = _sub(sub, "zero-shot", "zero-shot accuracy of a model on a task, with what it predicts")
     _subset_options(zs)
-    zs.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
+    zs.add_argument("--model", default="smollm2-135m", help=HELP["model"])
     zs.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights")
     zs.add_argument("--batch-size", type=int, default=32, help="examples per forward pass")
-    zs.set_defaults(func=cli_commands.zero_shot)
+    zs.set_defaults(func=cli_commands.predict)
 
 
 def _train_generator_parser(sub) -> None:
@@ -88,11 +81,15 @@ def _train_generator_parser(sub) -> None:
     tg.add_argument("--exclude", default="", help="comma-separated tasks to leave out")
     tg.add_argument("--tasks", default="", help="explicit comma-separated tasks (no domain)")
     tg.add_argument("--out", required=True, help="run directory (checkpoints, log, generator)")
-    tg.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
+    tg.add_argument("--model", default="smollm2-135m", help=HELP["model"])
     tg.add_argument("--steps", type=int, default=300, help="optimiser steps")
     tg.add_argument("--batch-size", type=int, default=8, help="examples per step")
-    tg.add_argument("--lr", type=float, default=1e-3, help="generator learning rate")
-    tg.add_argument("--z0-lr", type=float, default=1e-2, help="z0 learning rate")
+    tg.add_argument(
+        "--lr", dest="learning_rate", type=float, default=1e-3, help="generator learning rate"
+    )
+    tg.add_argument(
+        "--z0-lr", dest="z0_learning_rate", type=float, default=1e-2, help="z0 learning rate"
+    )
     tg.add_argument("--warmup", type=int, default=30, help="learning-rate warmup steps")
     tg.add_argument("--max-len", type=int, default=192, help="tokens per example (longer: cut)")
     tg.add_argument("--prompt-len", type=int, default=10, help="soft-prompt tokens generated")
@@ -112,6 +109,9 @@ def _train_generator_parser(sub) -> None:
 
 
 def _customize_parser(sub) -> None:
+    """RunConfig's options of a CBP run (`run.add_options`), float32 by default."""
+    from cbp_jax.run import add_options
+
     cu = _sub(
         sub,
         "customize",
@@ -119,34 +119,15 @@ def _customize_parser(sub) -> None:
         "CBP stage 2 (user): zero-shot, then CMA-ES over the task vector from the generator's "
         "z0 within the API budget; prints the calls and generations the budget buys first.",
     )
-    cu.add_argument("--task", default="sst2", help=TASK_HELP)
     cu.add_argument("--generator", required=True, help="saved generator directory")
     cu.add_argument(
         "--allow-cross-domain",
         action="store_true",
         help="run a generator of another domain than the task's (off: that is an error)",
     )
-    cu.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
-    cu.add_argument("--shots", type=int, default=16, help="per class, train and dev each")
-    cu.add_argument(
-        "--kshot",
-        default="balanced",
-        choices=["balanced", "natural"],
-        help="k-shot class proportions: k per class, or k x classes in the pool's proportions",
-    )
-    cu.add_argument("--seed", type=int, default=42, help="k-shot sets, test subset, search")
-    cu.add_argument(
-        "--dtype",
-        default="float32",
-        choices=["auto", "float32", "bfloat16"],
-        help="compute dtype (auto: bfloat16 where the chip has native bf16 dot units)",
-    )
-    cu.add_argument("--test-size", type=int, default=500, help="test examples from the pool")
-    cu.add_argument("--budget", type=int, default=8000, help="API calls, train + dev (papers')")
-    cu.add_argument("--population", type=int, default=20, help="CMA-ES candidates a generation")
-    cu.add_argument("--sigma0", type=float, default=0.5, help="CMA-ES step size around z0")
-    cu.add_argument("--out", default="checkpoints/runs", help="root of the run directories")
-    cu.add_argument("--tag", default="", help="run-dir suffix of the CBP run, e.g. generator")
+    cu.add_argument("--sigma0", dest="cbp_sigma0", type=float, default=0.5, help=HELP["cbp_sigma0"])
+    fields = ("task", "model", "shots", "kshot", "seed", "dtype", "test_size", "budget")
+    add_options(cu, (*fields, "population", "out", "tag"), dtype="float32")
     cu.set_defaults(func=cli_commands.customize)
 
 
@@ -163,13 +144,13 @@ def _predict_parser(sub) -> None:
     pr.add_argument("--vector", default="", help="saved CBP task vector directory")
     pr.add_argument("--generator", default="", help="the vector's generator directory")
     pr.add_argument("--prompt", default="", help="saved prompt directory (<run dir>/prompt)")
-    pr.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
-    pr.set_defaults(func=cli_predict.predict)
+    pr.add_argument("--model", default="smollm2-135m", help=HELP["model"])
+    pr.set_defaults(func=cli_commands.predict, dtype="float32")
 
 
 def _serve_parser(sub) -> None:
     sv = _sub(sub, "serve", "serve the model over HTTP (scores only, per-user budgets)")
-    sv.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
+    sv.add_argument("--model", default="smollm2-135m", help=HELP["model"])
     sv.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights")
     sv.add_argument("--generator", default="", help="saved CBP generator directory (optional)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -191,15 +172,11 @@ def _serve_parser(sub) -> None:
 
 
 def _run_parser(sub) -> None:
-    from cbp_jax.run import parser as run_options
+    from cbp_jax.run import add_options
 
-    rp = sub.add_parser(
-        "run",
-        parents=[run_options(add_help=False)],
-        help="one method on one task (= python -m cbp_jax.run)",
-        description="Run one method on one task; the options are RunConfig's fields.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    rp = _sub(sub, "run", "one method on one task (= python -m cbp_jax.run)",
+              "Run one method on one task; the options are RunConfig's fields.")  # fmt: skip
+    add_options(rp)
     rp.set_defaults(func=_run)
 
 
@@ -217,8 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         _serve_parser,
     ):
         add(sub)
-    cli_tables.add_parsers(sub)
-    cli_study.add_parser(sub)
+    cli_study.add_parsers(sub)
     return parser
 
 
@@ -243,8 +219,8 @@ def main(argv=None) -> None:
     if argv[:1] == ["study"]:
         cli_study.dispatch(argv[1:])  # the study parses its own options
         return
-    if argv[:1] and argv[0] in (*cli_tables.TABLE_VERBS, "table") and argv[1:2] != ["-h"]:
-        cli_tables.dispatch(argv)  # the study parses its own options
+    if argv[:1] and argv[0] in (*cli_study.TABLE_VERBS, "table") and argv[1:2] != ["-h"]:
+        cli_study.dispatch_verb(argv)  # the study parses its own options
         return
     args = build_parser().parse_args(argv)
     args.func(args)

@@ -1,8 +1,12 @@
-"""The work behind `cbp-jax zero-shot`, `train-generator` and `customize` (cli.py parses)."""
+"""The work behind `cbp-jax zero-shot`, `train-generator`, `customize` and `predict` (cli.py
+parses). `predict` reloads a saved CBP task vector or tuned prompt and shows what the model
+predicts with it: accuracy, predicted-class counts, confusion matrix and the majority-class
+and chance baselines (on a run's test subset by default)."""
 
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import shlex
 import sys
 import time
@@ -30,28 +34,6 @@ def examples_for(args):
     return examples[: args.limit] if args.limit else examples
 
 
-def zero_shot(args) -> None:
-    from cbp_jax.data.tasks import get_task
-    from cbp_jax.methods.evaluate import evaluate
-    from cbp_jax.model import load_model
-    from cbp_jax.run_report import class_names, summary_lines
-    from cbp_jax.service import ScoringService
-    from cbp_jax.service.oracle import NoPrompt
-
-    task = get_task(args.task)
-    examples = examples_for(args)
-    start = time.time()
-    model = load_model(args.model, dtype=args.dtype)
-    service = ScoringService(model, adapters=(NoPrompt(),))
-    summary = evaluate(service, model.tokenizer, task, examples, batch_size=args.batch_size)
-    print(_command_line())
-    print(
-        f"zero-shot accuracy of {args.model} on {task.name} ({args.split}, "
-        f"{len(examples)} examples): {summary['accuracy']:.4f}  [{time.time() - start:.1f}s]"
-    )
-    print("\n".join(summary_lines(summary, class_names(task))))
-
-
 def train_generator(args) -> None:
     from cbp_jax.data.tasks import domain_tasks
     from cbp_jax.methods.cbp_train import Stage1Config
@@ -61,19 +43,9 @@ def train_generator(args) -> None:
 
     exclude = tuple(x for x in args.exclude.split(",") if x)
     tasks = tuple(x for x in args.tasks.split(",") if x) or domain_tasks(args.domain, exclude)
-    cfg = Stage1Config(
-        tasks=tasks,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        z0_learning_rate=args.z0_lr,
-        warmup=min(args.warmup, args.steps - 1),
-        max_len=args.max_len,
-        sampling=args.sampling,
-        task_vectors=args.task_vectors,
-        permute_options=args.permute_options,
-        seed=args.seed,
-    )
+    names = {f.name for f in dataclasses.fields(Stage1Config)} - {"tasks", "warmup"}
+    fields = {k: v for k, v in vars(args).items() if k in names}
+    cfg = Stage1Config(tasks=tasks, warmup=min(args.warmup, args.steps - 1), **fields)
     print(
         f"CBP stage 1: {cfg.steps} steps of {cfg.batch_size} examples on {', '.join(tasks)} "
         f"(a 2-core CPU takes about 2-3.5 s a step at the defaults: "
@@ -98,32 +70,17 @@ def train_generator(args) -> None:
 def customize(args) -> None:
     from cbp_jax.data.tasks import get_task
     from cbp_jax.experiment.compile_cache import CompileStats
-    from cbp_jax.methods.domains import check_domain
-    from cbp_jax.methods.estimate import budget_lines
+    from cbp_jax.methods.calls import budget_lines
+    from cbp_jax.methods.cbp import check_domain
     from cbp_jax.model import load_model
     from cbp_jax.model.precision import choose_dtype
     from cbp_jax.prompts.artifact import load_generator
-    from cbp_jax.run import RunConfig, run
+    from cbp_jax.run import config_of, run
 
     start = time.time()
     stats = CompileStats().start()
     task = get_task(args.task)
-    base = RunConfig(
-        task=args.task,
-        method="cbp",
-        model=args.model,
-        shots=args.shots,
-        kshot=args.kshot,
-        seed=args.seed,
-        test_size=args.test_size,
-        budget=args.budget,
-        population=args.population,
-        generator=args.generator,
-        cbp_sigma0=args.sigma0,
-        out=args.out,
-        tag=args.tag,
-        dtype=args.dtype,
-    )
+    base = config_of(args, method="cbp")
     dtype = choose_dtype(args.dtype)
     model = load_model(args.model, dtype=dtype.dtype)
     generator = load_generator(args.generator, expected_model=model)
@@ -158,29 +115,20 @@ def customize_lines(cfg, task, zero: dict, cbp: dict, dtype) -> list[str]:
         f"  {'test':<44}{'accuracy':>9}{'balanced':>10}",
     ]
 
-    def row(name: str, acc: float, balanced, extra: str = "") -> str:
-        bal = "" if balanced is None else f"{balanced:>10.4f}"
-        return f"  {name:<44}{acc:>9.4f}{bal}{extra}"
-
     def balanced(result: dict):
         return (result.get("prediction") or {}).get("balanced_acc")
 
-    lines += [
-        row(
-            f"majority-class baseline (always {names[maj]!r})",
-            labels["majority_acc"],
-            1 / len(names),
-        ),
-        row("zero-shot", zero["test_acc"], balanced(zero)),
-        row("CBP z0 (no stage 2)", cbp["test_acc_z0"], cbp.get("balanced_acc_z0")),
-        row(
-            "CBP stage 2",
-            cbp["test_acc"],
-            balanced(cbp),
-            f"  [{cbp['calls']} API calls, {cbp['generations']} generations, "
-            f"dev {cbp['dev_acc']:.4f}]",
-        ),
+    stage2 = f"  [{cbp['calls']} API calls, {cbp['generations']} generations, dev "
+    majority = f"majority-class baseline (always {names[maj]!r})"
+    rows = [
+        (majority, labels["majority_acc"], 1 / len(names)),
+        ("zero-shot", zero["test_acc"], balanced(zero)),
+        ("CBP z0 (no stage 2)", cbp["test_acc_z0"], cbp.get("balanced_acc_z0")),
+        ("CBP stage 2", cbp["test_acc"], balanced(cbp), f"{stage2}{cbp['dev_acc']:.4f}]"),
     ]
+    for name, acc, bal, *extra in rows:
+        bal = "" if bal is None else f"{bal:>10.4f}"
+        lines.append(f"  {name:<44}{acc:>9.4f}{bal}{''.join(extra)}")
     if cbp.get("prediction"):
         lines.append("  stage 2 on test:")
         lines += summary_lines(cbp["prediction"], names)[1:]  # the baseline is in the table
@@ -202,3 +150,75 @@ def time_line(seconds: float, compiled: dict) -> str:
         f"the compile cache) + {run_s:.0f} s running; on {info['cpu']}, "
         f"{info['cpu_count']} cores, AVX-512 {avx512}"
     )
+
+
+def same_task(saved: str, given: str) -> bool:
+    """Whether a task recorded with a saved vector or prompt names the task given now
+    (a custom task may be recorded by another spelling of its config path)."""
+    from cbp_jax.data.tasks import run_key
+
+    if saved == given:
+        return True
+    try:
+        return run_key(saved) == run_key(given)
+    except (KeyError, FileNotFoundError, ValueError):
+        return False
+
+
+def _payload(args, model):
+    """-> (scoring service, request kind, payload, what was loaded, its meta)."""
+    from cbp_jax.methods.cbp import load_task_vector
+    from cbp_jax.methods.saved_prompt import load_prompt
+    from cbp_jax.prompts.artifact import load_generator
+    from cbp_jax.service import ScoringService
+    from cbp_jax.service.methods import bbt_adapters, cbp_service
+    from cbp_jax.service.oracle import DeepPrompt, NoPrompt, SoftPrompt
+
+    if bool(args.vector) == bool(args.prompt):
+        raise SystemExit(
+            "predict: give exactly one of --vector DIR (with --generator) or --prompt DIR"
+        )
+    if args.prompt:
+        saved = load_prompt(args.prompt, expected_model=model)
+        ids = saved.meta.get("p0_token_ids")  # the p0 BBT/BBTv2 scored the payload with
+        adapters = bbt_adapters(tuple(ids)) if ids else (NoPrompt(), SoftPrompt(), DeepPrompt())
+        service = ScoringService(model, adapters)
+        return service, saved.kind, saved.payload, f"{saved.meta['method']} prompt", saved.meta
+    if not args.generator:
+        raise SystemExit("predict: a CBP task vector (--vector) needs its --generator DIR")
+    artifact = load_generator(args.generator, expected_model=model)
+    vec = load_task_vector(args.vector, release=artifact.release())
+    service = cbp_service(model, artifact)
+    return service, "task_vector", vec.z_R[None], "CBP task vector", vec.meta
+
+
+def predict(args) -> dict:
+    """`cbp-jax predict` (a saved vector or prompt) and `cbp-jax zero-shot` (the template
+    alone): accuracy, predicted classes and confusion on the chosen examples."""
+    from cbp_jax.data.tasks import get_task
+    from cbp_jax.experiment.runner import zero_shot
+    from cbp_jax.methods.evaluate import evaluate
+    from cbp_jax.model import load_model
+    from cbp_jax.run_report import class_names, summary_lines
+
+    start = time.time()
+    task = get_task(args.task)
+    examples = examples_for(args)
+    model = load_model(args.model, dtype=args.dtype)
+    if args.command == "zero-shot":
+        summary = zero_shot(model, task, examples, args.batch_size, progress=False)
+        head, accuracy = f"zero-shot accuracy of {args.model}", ""
+    else:
+        service, kind, payload, what, meta = _payload(args, model)
+        if not same_task(str(meta.get("task", "")), args.task):
+            print(f"WARNING: this {what} was tuned on task {meta.get('task')!r}, not "
+                  f"{args.task!r}", file=sys.stderr)  # fmt: skip
+        summary = evaluate(service, model.tokenizer, task, examples, kind=kind, payload=payload)
+        head, accuracy = f"{what} {pathlib.Path(args.vector or args.prompt)}", "accuracy "
+    print(_command_line())
+    print(
+        f"{head} on {task.name} ({args.split}, {len(examples)} examples): "
+        f"{accuracy}{summary['accuracy']:.4f}  [{time.time() - start:.1f}s]"
+    )
+    print("\n".join(summary_lines(summary, class_names(task))))
+    return summary

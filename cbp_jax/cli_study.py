@@ -4,13 +4,12 @@
     cbp-jax study NAME run|table|status [ARGS]
     cbp-jax study index                   # rewrite studies/README.md from the studies
 
-A study is `studies/<name>/study.py` in a checkout (not in the wheel: studies hold records,
-tables and readings), with a `main(argv)` whose first argument is the command, and literal
-module constants `QUESTION` and `ANSWER` (one line each) and `COMMANDS` (those its main
-takes). Its records, tables, reading and figures sit beside it; `status` is the study's own
-when it has one (runs done / planned, hours left), else a count of its records. The checkout
-is the current directory's, else the one holding this package; its root is put on `sys.path`
-so `studies.<name>` imports.
+A study is `studies/<name>/study.py` of a checkout (the current directory's, else the
+package's; not in the wheel), with `main(argv)` taking the command first and literal
+constants `QUESTION`, `ANSWER` (one line each) and `COMMANDS`; `status` is the study's own
+when it has one, else a count of its records. Shortcuts: `cbp-jax rapt|post ARGS` and
+`cbp-jax table NAME ARGS` (NAME also an old script's name) are `cbp-jax study NAME run ARGS`,
+or the study's own command when ARGS start with one.
 """
 
 from __future__ import annotations
@@ -141,8 +140,57 @@ def dispatch(argv: list[str]) -> None:
     load(name).main(rest)
 
 
-def add_parser(sub) -> None:
-    """The `study` subcommand, for the top-level --help (`dispatch` runs it)."""
+TABLE_VERBS = ("post", "rapt")  # the other studies are reached by `table NAME`
+OLD_NAMES = {  # table scripts that became a study of another name (NAME_table: NAME)
+    "cbp_domains": "cbp",
+    "cbp_generator_spread": "generator_spread",
+    "precision_check": "precision",
+    "models_zero_shot": "models",
+}
+
+
+def dispatch_verb(argv: list[str]) -> None:
+    """`post ARGS`, `rapt ARGS` or `table NAME ARGS`, passed on untouched (a leading `--`
+    dropped), so the study's own options need no declaring here."""
+    verb, rest = argv[0], argv[1:]
+    if verb == "table":
+        if not rest:
+            raise SystemExit(f"cbp-jax table NAME [ARGS]; studies: {listing()}")
+        verb, rest = rest[0], rest[1:]
+    rest = rest[1:] if rest[:1] == ["--"] else rest
+    name = OLD_NAMES.get(verb, verb.removesuffix("_table"))
+    known = name in study_names()
+    commands = constants(name).get("COMMANDS", ()) if known else ()
+    dispatch([name, *(rest if rest[:1] and rest[0] in commands else ["run", *rest])])
+
+
+def table(args) -> None:
+    dispatch_verb([args.command, *([args.name] if args.command == "table" else []), *args.rest])
+
+
+def add_parsers(sub) -> None:
+    """The `study`, `post`, `rapt` and `table` subcommands, for the top-level --help
+    (`dispatch` and `dispatch_verb` run them)."""
     p = sub.add_parser("study", help="run a study: cbp-jax study NAME run|table|status",
                        description=f"Studies of this checkout:\n{listing()}")  # fmt: skip
     p.add_argument("rest", nargs="*", help="NAME COMMAND [ARGS]")
+    for verb in TABLE_VERBS:
+        p = sub.add_parser(
+            verb,
+            help=f"the {verb.upper()} table (cbp-jax study {verb} run|table)",
+            description=f"Run `cbp-jax study {verb} run` with the remaining arguments (e.g. "
+            f"--quick, --set k=v; `table ...` runs nothing); `cbp-jax {verb} -- --help` lists "
+            "them.",
+        )
+        p.add_argument("rest", nargs="*", help="arguments passed to the study")
+        p.set_defaults(func=table)
+    t = sub.add_parser(
+        "table",
+        help="a study's run or table: cbp-jax table NAME [ARGS]",
+        description="Run `cbp-jax study NAME run ARGS` (or `study NAME table ...`), e.g. "
+        "`cbp-jax table cbp table` or `cbp-jax table bbt -- --seeds 13`. Studies: "
+        + ", ".join(study_names()),
+    )
+    t.add_argument("name", help="a study (or its old script's name)")
+    t.add_argument("rest", nargs="*", help="arguments passed to the study")
+    t.set_defaults(func=table)

@@ -1,21 +1,12 @@
 """The provider/user contract: everything that crosses the black-box boundary, in one file.
 
-User -> provider: a `ScoreRequest` (prompt payload or task vector, token ids, mask,
-candidate ids; no label field). Provider -> user: a `ScoreResponse` (log-probs of the
-candidate tokens and what the request cost; never weights, hidden states or full logits),
-and `PublicInfo` (shapes and scale statistics the provider publishes). The errors a scoring
-service may raise are defined here too, so both sides (and both transports, in process and
-HTTP) name them the same way. `ScoringAPI` is what any scoring service offers the user's
-engine: the in-process `service.ScoringService` and the HTTP `serve.client.RemoteService`.
-
-Cost (BBT's unit, docs/methods.md): one API call = one candidate prompt scored on one batch of
-examples, whatever the batch's size, so a request costs its population P in calls. The
-work is reported beside it: examples scored (P x B) and tokens scored (P x the real,
-unpadded text tokens of the batch).
-
-This module imports nothing from the package: the provider side (service/, serve/ server
-modules, generator training) and the user side (ES engine, parameterisations, client) both
-depend on it, never on each other (tests/test_import_boundary.py).
+User -> provider: a `ScoreRequest` (payload, token ids, mask, candidate ids; no labels).
+Provider -> user: a `ScoreResponse` (candidate log-probs and what the request cost; never
+weights, hidden states or full logits) and `PublicInfo`. The errors a scoring service may
+raise live here, so both sides and both transports (in process, HTTP) name them alike;
+`ScoringAPI` is what any scoring service offers the user's engine. One API call is one
+candidate scored on one batch, whatever its size (docs/methods.md). This module imports
+nothing from the package (tests/test_import_boundary.py).
 """
 
 from __future__ import annotations

@@ -1,19 +1,13 @@
 """One training loop for every method: a state pytree, a step function, and everything around
 them written once (Orbax checkpoint and exact resume, the JSONL step log, the progress bar).
 
-`LoopState` is what a run carries from step to step: `tree`, named arrays (an ES strategy's
-state or an optimiser's with its parameters, the PRNG key, the best so far; typed PRNG keys
-are stored as their key data and wrapped back on restore), `step` (units done: optimiser
-steps, generations, epochs, BBTv2 rounds) and `info` (JSON: the calls spent, the best dev
-figures, the run's config record). A checkpoint holds `tree` and, as JSON meta,
-{step_key: step, **info}, so each method keeps its checkpoint layout by naming its fields.
-
-`run_loop(step_fn, state, n_steps, ...)`: step_fn(state) -> (state, rows) advances `step`
-by one unit or more (a chunk of generations) and returns its log rows; the loop appends
-them to the log, checkpoints every `every` units and at the end, and stops at `n_steps`.
-With `run_dir` holding a checkpoint, the state is restored (`on_resume` checks and charges
-it) and the log is cut back to it, so a killed run resumes to the uninterrupted result.
-Budgets in API calls (the black-box methods) are the ES driver's, `blackbox.run_es`.
+`LoopState`: `tree` (named arrays: ES or optimiser state, PRNG key, best so far; typed keys
+are stored as key data), `step` (units done: steps, generations, epochs, BBTv2 rounds) and
+`info` (JSON, saved as the checkpoint's meta with {step_key: step}, so each method keeps its
+checkpoint layout). `run_loop(step_fn, state, n_steps, ...)`: step_fn(state) -> (state, log
+rows) advances one unit or more; the loop logs, checkpoints every `every` units and at the
+end, and on a `run_dir` holding a checkpoint restores it (`on_resume` checks and charges it)
+and cuts the log back to it, so a killed run resumes to the uninterrupted result.
 """
 
 from __future__ import annotations

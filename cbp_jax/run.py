@@ -1,12 +1,9 @@
 """Run one method on one task: `python -m cbp_jax.run --task sst2 --method bbt --seed 42`.
 
-Methods: zero_shot, bbt, bbtv2 (black-box, through the service with an API budget),
-prompt_tuning (white-box upper bound), and CBP-Tuning with a trained generator
-(`--generator PATH`): cbp_z0 (the provider's z0, no stage 2) and cbp (stage 2: CMA-ES over
-z from z0 within the budget; the result also reports z0's accuracy and saves the vector).
-Data: seeded k-shot train/dev, disjoint test. Writes
-`<out>/<task>/<method>[-<tag>]/seed<seed>-<config hash>/result.json` (plus the ES log and
-checkpoint; an interrupted run resumes from them) and prints the result with its command.
+Methods: zero_shot, bbt, bbtv2 (black-box, with an API budget), prompt_tuning (white-box
+upper bound), and CBP with a trained generator (`--generator PATH`): cbp_z0 (z0 alone) and
+cbp (stage 2 from z0). Writes `<out>/<task>/<method>[-<tag>]/seed<seed>-<hash>/result.json`
+(plus the ES log and checkpoint, which an interrupted run resumes from) and prints it.
 """
 
 from __future__ import annotations
@@ -19,6 +16,7 @@ import sys
 import typing
 
 from cbp_jax.data.splits import check_proportions, kshot_splits
+from cbp_jax.experiment.runner import run
 
 METHODS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning", "cbp_z0", "cbp")
 # The CMA-ES every run recorded before 2026-12-07 used (CSA step size; cbp_jax.es). Plans
@@ -59,9 +57,15 @@ class RunConfig:
 
     @staticmethod
     def record_defaults(recorded: dict) -> dict:
-        """What a committed record's config ran with in the fields it lacks (added to
-        RunConfig after it ran): `record_defaults` (module level)."""
-        return record_defaults(recorded)
+        """The value of every field for a committed record's config `recorded` that lacks it:
+        the value the code had when the record ran (`LEGACY_VALUES`), else today's default.
+        `RecordStore` asks a RunConfig cell for these, so an old BBT record never passes for
+        a new-p0 run."""
+        out = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+        for field, (value, methods) in LEGACY_VALUES.items():
+            if recorded.get("method", RunConfig.method) in methods:
+                out[field] = value
+        return out
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -99,8 +103,7 @@ class RunConfig:
         return tuple(b for b in budgets if b <= self.budget)
 
     def projection(self):
-        """BBT/BBTv2's random projection config (user side; p0 is the provider's,
-        `p0_token_ids`)."""
+        """BBT/BBTv2's random projection config (user side)."""
         from cbp_jax.prompts.projection import ProjectionConfig
 
         return ProjectionConfig(num_dims=self.num_dims, prompt_len=self.prompt_len)
@@ -113,11 +116,9 @@ class RunConfig:
         return p0_token_ids(self.p0, tokenizer, self.prompt_len, self.p0_offset)
 
     def identity(self) -> str:
-        """The run's identity: the hash of its whole config except where it is written; a
-        custom task counts by its content key (`tasks.run_key`), not the path it was given.
-        A field of `LEGACY_VALUES` at the value runs had before it existed is left out, so
-        adding it moved no earlier run's directory (a BBT run with p0="ids" is the run it
-        was before p0 existed; one with p0="words" is a new run)."""
+        """The hash of the whole config but `out`, a custom task by its content key
+        (`tasks.run_key`); a `LEGACY_VALUES` field at the value runs had before it existed is
+        left out, so adding it moved no earlier run's directory."""
         from cbp_jax.data.tasks import run_key
         from cbp_jax.experiment.identity import config_hash
 
@@ -126,20 +127,21 @@ class RunConfig:
         fields = {k: v for k, v in fields.items() if k not in LEGACY_VALUES or v != then[k]}
         return config_hash({**fields, "task": run_key(self.task)})
 
-    def blackbox(self, sigma0: float):
-        """The engine config of this run's black-box methods (BBT, BBTv2, CBP stage 2)."""
+    def blackbox(self):
+        """The engine config of this black-box run (BBT, BBTv2, CBP stage 2), at its
+        method's step size (sigma0, bbtv2_sigma0, cbp_sigma0)."""
         from cbp_jax.methods.blackbox import BlackBoxConfig
 
-        return BlackBoxConfig(
-            strategy=self.strategy,
-            population=self.population,
-            sigma0=sigma0,
-            budget=self.budget,
-            loss=self.loss,
-            chunk=self.chunk,
-            dev_margin=self.dev_margin,
-            seed=self.seed,
-        )
+        sigma0 = {"bbtv2": self.bbtv2_sigma0, "cbp": self.cbp_sigma0}.get(self.method, self.sigma0)
+        names = ("strategy", "population", "budget", "loss", "chunk", "dev_margin", "seed")
+        return BlackBoxConfig(sigma0=sigma0, **{k: getattr(self, k) for k in names})
+
+    def prompt_tuning(self):
+        """The white-box prompt tuning config of this run."""
+        from cbp_jax.methods.prompt_tuning import PromptTuningConfig
+
+        return PromptTuningConfig(prompt_len=self.prompt_len, epochs=self.pt_epochs,
+                                  learning_rate=self.pt_lr, seed=self.seed)  # fmt: skip
 
     def splits(self):
         """This run's k-shot train and dev sets and test subset (a pure function of the config)."""
@@ -166,34 +168,78 @@ P0_METHODS = ("bbt", "bbtv2")
 LEGACY_VALUES = {"p0": ("ids", P0_METHODS)}  # field -> (value it ran with, for these methods)
 
 
-def record_defaults(recorded: dict) -> dict:
-    """The value of every RunConfig field for a committed record's config `recorded` that
-    lacks it: the value the code had when the record ran (`LEGACY_VALUES`), else today's
-    default. The one source of these defaults: `RecordStore` asks a RunConfig cell for them
-    (`RunConfig.record_defaults`), so an old BBT record never passes for a new-p0 run."""
-    out = {f.name: f.default for f in dataclasses.fields(RunConfig)}
-    for field, (value, methods) in LEGACY_VALUES.items():
-        if recorded.get("method", RunConfig.method) in methods:
-            out[field] = value
-    return out
+record_defaults = RunConfig.record_defaults
+
+
+# Help of each option (one per RunConfig field; tests/test_newcomer.py checks none is missing)
+HELP = {
+    "task": "a shipped task (sst2, financial_phrasebank, ...) or the path of your own task's "
+    "JSON config (see examples/tasks/)",
+    "method": "zero_shot | bbt | bbtv2 | prompt_tuning | cbp_z0 | cbp",
+    "model": "registered model name, .gguf file or Hugging Face folder",
+    "shots": "k-shot examples per class, in train and in dev each",
+    "kshot": "class proportions of the k-shot sets: balanced (k per class) or natural "
+    "(k x classes in the train pool's proportions)",
+    "seed": "seed of the k-shot sets, the test subset and the search",
+    "test_size": "test examples drawn from the task's test pool (same subset for a seed)",
+    "budget": "API calls for the black-box methods (train and dev together)",
+    "population": "CMA-ES candidates per generation",
+    "num_dims": "BBT/BBTv2: dimension of the searched vector z",
+    "prompt_len": "soft-prompt tokens (BBT, BBTv2, prompt tuning)",
+    "sigma0": "BBT/BBTv2: CMA-ES initial step size",
+    "strategy": "evolution strategy: pycma (pycma's default: TPA step size for d >= 300, "
+    "else CSA), tpa_cma, lazy_cma (CSA; every record before 2026-12-07), cma (evosax) or "
+    "sep_cma (diagonal)",
+    "loss": "black-box training loss on the returned scores: ce or hinge",
+    "chunk": "generations per compiled call; the dev set is scored after each chunk",
+    "bbtv2_layers": "BBTv2: comma-separated layer ids to tune (empty: all layers)",
+    "pt_epochs": "prompt tuning: epochs over the k-shot train set",
+    "pt_lr": "prompt tuning: learning rate",
+    "generator": "CBP: directory of a saved stage-1 generator (cbp-jax train-generator)",
+    "cbp_sigma0": "CBP: CMA-ES step size around z0",
+    "dev_margin": "black-box: dev examples a new ES mean must gain to replace the kept one "
+    "(0: any gain, ties on accuracy go to the lower dev loss)",
+    "out": "root of the run directories: <out>/<task key>/<method>[-<tag>]/seed<seed>-<hash>",
+    "dtype": "compute dtype: auto (bfloat16 on GPU/TPU and CPUs with AMX or AVX512-BF16, "
+    "else float32), float32 or bfloat16",
+    "p0_offset": "BBT/BBTv2 with --p0 ids: the prompt starts at the embeddings of the "
+    "model's token ids p0_offset..; -1: a zero prompt",
+    "p0": "BBT/BBTv2 prompt start p0: words (BBT's prefix, RoBERTa's ids 1000-1049 decoded, "
+    "in this model's tokens), ids (this model's ids p0_offset..) or zero",
+    "bbtv2_sigma0": "BBTv2: CMA-ES initial step size of every layer's ES (BBTv2 uses 0.2)",
+    "curve": "black-box: comma-separated call counts at which the kept z is scored on the "
+    "test subset (a budget curve from one run)",
+    "tag": "extra run-directory label, e.g. the generator's name",
+}
 
 
 def parser(add_help: bool = True) -> argparse.ArgumentParser:
     """The options of one run, one per RunConfig field (also `cbp-jax run`'s)."""
-    from cbp_jax.run_help import HELP
-
     p = argparse.ArgumentParser(
         prog="python -m cbp_jax.run",
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         add_help=add_help,
     )
+    add_options(p)
+    return p
+
+
+def add_options(p, names=None, **defaults) -> None:
+    """An option per RunConfig field in `names` (None: all), with its help (`HELP`) and
+    default (`defaults` overrides it, e.g. `cbp-jax customize`'s dtype)."""
     hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(RunConfig):
-        name = "--" + f.name.replace("_", "-")
-        typ = _option_type(hints[f.name])
-        p.add_argument(name, type=typ, default=f.default, help=HELP.get(f.name, " "))
-    return p
+        if names is None or f.name in names:
+            name, typ = "--" + f.name.replace("_", "-"), _option_type(hints[f.name])
+            default = defaults.get(f.name, f.default)
+            p.add_argument(name, type=typ, default=default, help=HELP[f.name])
+
+
+def config_of(args: argparse.Namespace, **fields) -> RunConfig:
+    """The RunConfig of parsed options (those that are fields), with `fields` set."""
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    return RunConfig(**{k: v for k, v in vars(args).items() if k in names} | fields)
 
 
 def _option_type(hint) -> type:
@@ -201,13 +247,6 @@ def _option_type(hint) -> type:
     reads as int)."""
     args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
     return args[0] if args[0] in (int, float, str) else str
-
-
-def run(cfg: RunConfig, progress: bool = True, model=None) -> dict:
-    """Run `cfg` (see `cbp_jax.experiment.runner`); `model`: already loaded for cfg.model."""
-    from cbp_jax.experiment.runner import run as run_config
-
-    return run_config(cfg, progress=progress, model=model)
 
 
 def main(argv=None) -> dict:
@@ -219,10 +258,9 @@ def main(argv=None) -> dict:
 def execute(args: argparse.Namespace, command: str) -> dict:
     """Run the parsed options (`python -m cbp_jax.run` or `cbp-jax run`) and print the
     budget estimate, the command and the result."""
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
-    cfg = RunConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    cfg = config_of(args)
     if cfg.method in ("bbt", "cbp"):
-        from cbp_jax.methods.estimate import budget_lines
+        from cbp_jax.methods.calls import budget_lines
 
         print("\n".join(budget_lines(cfg.budget, cfg.population, cfg.chunk)), flush=True)
     result = run(cfg)

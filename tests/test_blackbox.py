@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from cbp_jax.data.batching import Inputs
-from cbp_jax.methods.bbt import bbt_parameterization, bbtv2_plan, run_bbtv2
-from cbp_jax.methods.bbtv2 import layer_stds
+from cbp_jax.methods.bbt import bbt_parameterization, bbtv2_plan, layer_stds, run_bbtv2
 from cbp_jax.methods.blackbox import BlackBoxConfig, replaces, run_blackbox
 from cbp_jax.methods.calls import budget_for_generations, plan
 from cbp_jax.model import LlamaConfig, init_params

@@ -13,7 +13,7 @@ import pytest
 
 from cbp_jax import cli
 from cbp_jax import run as run_mod
-from cbp_jax.methods.estimate import plan_budget
+from cbp_jax.methods.calls import plan_budget
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples" / "tasks"
 SHIPPED_GENERATOR = EXAMPLES.parents[1] / "checkpoints" / "shipped" / "financial-generator"
@@ -106,6 +106,6 @@ def test_predict_reloads_a_prompt_and_a_task_vector(newcomer, tmp_path, capsys, 
 
 
 def cli_predict(argv):
-    from cbp_jax.cli_predict import predict
+    from cbp_jax.cli_commands import predict
 
     return predict(cli.build_parser().parse_args(["predict", *argv]))

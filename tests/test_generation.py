@@ -1,4 +1,4 @@
-"""One generation function (`methods.generation.generation`) drives both the chunked
+"""One generation function (`methods.chunked_scoring.generation`) drives both the chunked
 runner (`run_blackbox`: scans of a few generations between dev evaluations and
 checkpoints) and the vmapped sweeps (`Sweeper`: whole runs vmapped over seeds): a 2-seed
 sweep takes the same steps as the two runs, generation by generation."""

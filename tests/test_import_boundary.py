@@ -48,7 +48,6 @@ PROVIDER = (
     "cbp_jax.prompts.generator",
     "cbp_jax.prompts.artifact",
     "cbp_jax.methods.cbp_train",
-    "cbp_jax.methods.stage1_config",
     "cbp_jax.methods.stage1_data",
     "cbp_jax.methods.stage1_step",
     "cbp_jax.post.distill",
@@ -65,14 +64,10 @@ USER = (
     "cbp_jax.methods.blackbox",
     "cbp_jax.methods.blackbox_types",
     "cbp_jax.methods.bbt",
-    "cbp_jax.methods.bbtv2",
     "cbp_jax.methods.calls",
     "cbp_jax.methods.cbp",
     "cbp_jax.methods.chunked_scoring",
-    "cbp_jax.methods.domains",
-    "cbp_jax.methods.estimate",
     "cbp_jax.methods.evaluate",
-    "cbp_jax.methods.generation",
     "cbp_jax.methods.prompt_tuning",
     "cbp_jax.methods.saved_prompt",
     "cbp_jax.methods.sweep",
@@ -90,14 +85,10 @@ USER = (
 ORCHESTRATION = (
     "cbp_jax.cli",
     "cbp_jax.cli_commands",
-    "cbp_jax.cli_predict",
-    "cbp_jax.cli_tables",
     "cbp_jax.cli_study",
     "cbp_jax.run",
-    "cbp_jax.run_help",
     "cbp_jax.run_report",
     "cbp_jax.experiment",
-    "cbp_jax.methods.zero_shot",  # builds the service it scores through
     "cbp_jax.privacy.rapt",  # RAPT's loop: the user's privatization, the provider's tuning
     "cbp_jax.privacy.attacks",  # the adversary re-runs the user's public mechanism
     "cbp_jax.privacy.attack_suite",  # every attack at one eta, through the service's states

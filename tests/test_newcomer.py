@@ -16,11 +16,10 @@ import pytest
 from cbp_jax import cli
 from cbp_jax.data.splits import test_subset
 from cbp_jax.data.tasks import get_task, run_key
-from cbp_jax.methods.domains import CrossDomainError, check_domain
-from cbp_jax.methods.estimate import plan_budget
+from cbp_jax.methods.calls import plan_budget
+from cbp_jax.methods.cbp import CrossDomainError, check_domain
 from cbp_jax.methods.evaluate import balanced_accuracy, prediction_summary
-from cbp_jax.run import RunConfig, parser
-from cbp_jax.run_help import HELP
+from cbp_jax.run import HELP, RunConfig, parser
 from cbp_jax.run_report import result_lines
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples" / "tasks"

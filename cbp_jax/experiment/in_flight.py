@@ -1,15 +1,10 @@
 """Unfinished runs survive a lost machine: stash a run's latest checkpoint beside the records.
 
-`checkpoints/` is not committed and does not survive from one machine to the next; the
-repository does. `stash(run_dir, dest)` copies the newest Orbax step of a run's ES
-checkpoint and its log (a few MB) under `dest`; `restore(dest, run_dir)` copies them back
-before the run starts, so the run resumes where the stash left it (the engine's resume is
-exact: same result as an uninterrupted run). A stash is keyed by the run directory's name,
-which carries the config hash, so a stash never resumes a run of another config.
-
-`prune(dest, finished)` removes the stashes of runs whose records now exist, and
-`write_index(dest)` regenerates dest/README.md from what is stashed (run, cell label,
-generation), so the index never describes a stash that is gone.
+`stash(run_dir, dest)` copies the newest Orbax step of a run's ES checkpoint and its log (a
+few MB) under the committed `dest`; `restore(dest, run_dir)` copies them back before the run
+starts, and the run resumes exactly. Stashes are keyed by the run directory's name, which
+carries the config hash. `prune` removes the stashes of runs now recorded; `write_index`
+regenerates dest/README.md from what is stashed.
 """
 
 from __future__ import annotations
@@ -21,8 +16,19 @@ from collections.abc import Iterable
 LABEL = "label.txt"
 
 
-def _steps(es_dir: pathlib.Path) -> list[int]:
-    return sorted(int(p.name) for p in es_dir.iterdir() if p.is_dir() and p.name.isdigit())
+def _newest(es: pathlib.Path) -> int:
+    """The newest checkpoint step under `es` (-1: none)."""
+    if not es.is_dir():
+        return -1
+    return max((int(p.name) for p in es.iterdir() if p.is_dir() and p.name.isdigit()), default=-1)
+
+
+def _copy(src: pathlib.Path, dst: pathlib.Path, step: int) -> None:
+    """Checkpoint `step` and the log of the ES directory `src` into `dst`."""
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src / str(step), dst / str(step), dirs_exist_ok=True)
+    if (src / "log.jsonl").exists():
+        shutil.copy2(src / "log.jsonl", dst / "log.jsonl")
 
 
 def stash(
@@ -32,16 +38,12 @@ def stash(
 
     label (e.g. the cell's name) is kept beside it for the index."""
     es = pathlib.Path(run_dir) / "es"
-    if not es.is_dir() or not _steps(es):
+    if (step := _newest(es)) < 0:
         return None
     out = pathlib.Path(dest) / pathlib.Path(run_dir).name / "es"
     if out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True)
-    step = _steps(es)[-1]
-    shutil.copytree(es / str(step), out / str(step))
-    if (es / "log.jsonl").exists():
-        shutil.copy2(es / "log.jsonl", out / "log.jsonl")
+    _copy(es, out, step)
     if label:
         (out.parent / LABEL).write_text(label + "\n")
     return out
@@ -51,15 +53,9 @@ def restore(dest: str | pathlib.Path, run_dir: str | pathlib.Path) -> bool:
     """Put a stashed checkpoint back into run_dir/es unless the run has a newer one there."""
     src = pathlib.Path(dest) / pathlib.Path(run_dir).name / "es"
     es = pathlib.Path(run_dir) / "es"
-    if not src.is_dir() or not _steps(src):
+    if (step := _newest(src)) < 0 or _newest(es) >= step:
         return False
-    if es.is_dir() and _steps(es) and _steps(es)[-1] >= _steps(src)[-1]:
-        return False
-    es.mkdir(parents=True, exist_ok=True)
-    for step in _steps(src):
-        shutil.copytree(src / str(step), es / str(step), dirs_exist_ok=True)
-    if (src / "log.jsonl").exists():
-        shutil.copy2(src / "log.jsonl", es / "log.jsonl")
+    _copy(src, es, step)
     return True
 
 
@@ -67,10 +63,9 @@ def stashed(dest: str | pathlib.Path) -> dict[str, tuple[str, int]]:
     """{run name: (label, checkpoint step)} for every stash under dest."""
     out = {}
     for run in sorted(pathlib.Path(dest).iterdir()) if pathlib.Path(dest).is_dir() else ():
-        es = run / "es"
-        if es.is_dir() and _steps(es):
+        if (step := _newest(run / "es")) >= 0:
             label = (run / LABEL).read_text().strip() if (run / LABEL).exists() else ""
-            out[run.name] = (label, _steps(es)[-1])
+            out[run.name] = (label, step)
     return out
 
 

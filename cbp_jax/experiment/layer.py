@@ -1,23 +1,25 @@
 """plan -> run -> record -> report: the loop every table shares.
 
-A table supplies its cells (name + resolved RunConfig) and a report function of its
-records. `run_cells` runs what has no record yet (in plan order, each appended to the
-committed JSONL as soon as it finishes, so a killed sweep loses at most the run in flight,
-which itself resumes from its checkpoint), refuses records whose config changed, and
-returns the records in plan order. Reports are produced from records only. Every new
-record's result carries its wall and CPU seconds, its JAX backend and, on a CPU, the CPU's
-model (run times compare only on one CPU) unless the runner set them.
+A table supplies its cells (name + resolved RunConfig) and a report of its records only.
+`run_cells` runs the cells with no record, in plan order, appending each to the committed
+JSONL as soon as it finishes (a killed sweep loses at most the run in flight, which resumes
+from its checkpoint); a record whose config changed is refused. Each new result carries its
+wall and CPU seconds, JAX backend and, on a CPU, the CPU's model. `make_runner` is the
+runner of RunConfig cells (serial, or one per Ray worker, which imports installed code only).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import time
 from collections.abc import Callable, Sequence
 
 import jax
 
+from cbp_jax.experiment.compile_cache import CompileStats
 from cbp_jax.experiment.identity import git_commit
+from cbp_jax.experiment.in_flight import restore
 from cbp_jax.experiment.records import Cell, RecordStore
 from cbp_jax.model.precision import machine_info
 
@@ -36,11 +38,20 @@ class Progress:
     workers: dict[str, dict] = dataclasses.field(default_factory=dict)
 
 
-def check_unique_names(cells) -> None:
-    """Raise unless every cell of a table has its own name (records are keyed by it)."""
+def plan(cells: Sequence[Cell], store: RecordStore, only=None, dry_run=False):
+    """(cells to run, Progress counting the reused and skipped) of a table's unique cells."""
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise ValueError("cell names of a table must be unique")
+    progress, todo = Progress(), []
+    for cell in cells:
+        if store.get(cell) is not None:  # raises RecordMismatchError naming changed fields
+            progress.reused += 1
+        elif dry_run or (only is not None and not only(cell)):
+            progress.skipped += 1
+        else:
+            todo.append(cell)
+    return todo, progress
 
 
 def run_cells(
@@ -53,23 +64,17 @@ def run_cells(
     log: Callable[[str], None] = print,
 ) -> tuple[list[dict], Progress]:
     """Records of `cells` in plan order, running the missing ones that `only` selects."""
-    check_unique_names(cells)
-    progress, records = Progress(), []
-    for cell in cells:
-        rec = store.get(cell)  # raises RecordMismatchError naming changed fields
-        if rec is None and not dry_run and (only is None or only(cell)):
-            log(f"run {cell.name}")
-            result, elapsed = timed_run(runner, cell.config)
-            progress.seconds += elapsed
-            rec = record(store, cell, result)
-            progress.ran += 1
-        elif rec is None:
-            progress.skipped += 1
-        else:
+    todo, progress = plan(cells, store, only, dry_run)
+    for cell in todo:
+        if store.get(cell) is not None:  # another process recorded it meanwhile
             progress.reused += 1
-        if rec is not None:
-            records.append(rec)
-    return records, progress
+            continue
+        log(f"run {cell.name}")
+        result, elapsed = timed_run(runner, cell.config)
+        progress.seconds += elapsed
+        record(store, cell, result)
+        progress.ran += 1
+    return [rec for c in cells if (rec := store.get(c)) is not None], progress
 
 
 def timed_run(runner: Callable[[object], dict], config) -> tuple[dict, float]:
@@ -91,3 +96,24 @@ def record(store: RecordStore, cell: Cell, result: dict) -> dict:
     the runner named them) and return the record."""
     dtype = result.get("dtype", {}).get("dtype", "unknown")
     return store.append(cell, result, commit=result.get("commit") or git_commit(), dtype=dtype)
+
+
+def make_runner(model_name: str, dtype: str, stashes: str | pathlib.Path):
+    """The served model loaded once, and `runner(rc)` of one cell's RunConfig with it: it
+    restores the newest stashed ES checkpoint of `rc.run_dir` (in_flight.py) if there is
+    one, runs the cell (`cbp_jax.run.run`, which resumes from it) and adds the process's
+    compilations and compile vs run seconds to the result."""
+    from cbp_jax.model import load_model
+    from cbp_jax.run import run
+
+    model = load_model(model_name, dtype=dtype)
+
+    def runner(rc):
+        if restore(stashes, rc.run_dir):
+            print(f"restored a stashed checkpoint into {rc.run_dir}", flush=True)
+        stats = CompileStats().start()
+        result = run(rc, progress=False, model=model)
+        result["compile"] = stats.stop()
+        return result
+
+    return runner

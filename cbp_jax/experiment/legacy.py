@@ -1,19 +1,14 @@
 """Legacy records: the numbers of tables run before the papers' call unit, kept as records.
 
-The tables made before the budget unit changed (one API call = one candidate on ONE example,
-"per-example (old)") are not rerun. Their numbers were imported once from the committed
-markdown into the table's `<table>_runs.jsonl` (the importer went once every table was in;
-each record names the `source` file and the `commit` it was read from), marked
-`"legacy": true`, with the old unit, and the table is rendered back from those records only.
-What is stored is what the table showed, cell by cell as text (no number is recomputed,
-rounded or invented); `numbers` repeats the cell's figures parsed from that text. A legacy
-row is rendered with its mark (`LEGACY_MARK`), and the table gets a generated note
-converting its budget to the papers' unit where it can be computed (`budget_note`).
-
-Layout: one document record (`legacy/<stem>/document`: the file's lines with each table's
-body rows replaced by a `{{rows N}}` marker) and one record per body row
-(`legacy/<stem>/tN/<first cell>`); raw per-seed numbers of a committed JSON file as
-`legacy/<stem>/json/<task>`."""
+Tables made in the old unit (one API call = one candidate on ONE example) are not rerun:
+their numbers were imported once from the committed markdown into the table's runs.jsonl,
+marked `"legacy": true` with their `source` file and `commit`, cell by cell as text (nothing
+recomputed; `numbers` repeats the figures parsed), and the table is rendered back from them
+with each row marked and a note converting the budget to the papers' unit (`budget_note`).
+Layout: `legacy/<stem>/document` (the file's lines, each table's body rows a `{{rows N}}`
+marker), `legacy/<stem>/tN/<first cell>` per row, `legacy/<stem>/json/<task>` for the raw
+per-seed numbers of a committed JSON file.
+"""
 
 from __future__ import annotations
 

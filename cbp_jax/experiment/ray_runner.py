@@ -1,24 +1,15 @@
 """A study's missing cells fanned out over Ray workers; the records written by the driver only.
 
 `run_cells_ray(cells, store, make_runner, RayConfig(...))` is `layer.run_cells` on a Ray
-cluster (one machine's cores or GPUs by default, or a cluster joined by address). It plans as
-`run_cells` does: a cell with a record is not rerun, a record whose config changed is
-refused. Each worker is a Ray actor that holds the resources one cell asks for (CPU cores,
-GPUs, or custom resources such as a TPU host's "TPU"), makes its runner once with
-`make_runner()` (a picklable zero-argument callable: the model is loaded once per worker
-process) and runs the cells it is given one after another, so each program compiles once per
-worker, with JAX's persistent compilation cache in one directory that every worker shares.
-
-A worker returns each cell's result (timed as the serial path times it); the DRIVER appends
-it through the same RecordStore, as soon as it comes back (identity checks, one line per
-run: a table regenerated from these records is byte-identical to one from a serial run,
-wall and CPU seconds aside). The lines are in the order the cells finished, not plan order;
-records are looked up by name, so tables do not depend on it. A cell whose try fails (an
-exception, or its worker process killed: the actor restarts) is tried again `retries` times,
-then reported in `Progress.failed`; a killed driver resumes from the committed records.
-
-Ray is an optional extra (`pip install -e '.[cluster]'`): this module imports it only when
-called, and nothing else in the package imports this module.
+cluster (this machine's cores or GPUs by default, or a cluster joined by address), planned
+alike (`layer.plan`). Each worker is an actor holding one cell's resources; it makes its
+runner once (`make_runner()`, picklable: the model loads once per worker) and runs cells one
+after another, with one shared persistent compilation cache. The DRIVER appends each result
+through the same RecordStore as it comes back (lines in finishing order; tables look records
+up by name, so they match a serial run's byte for byte). A failed try (an exception, or a
+killed worker, which restarts) is retried `retries` times, then reported in
+`Progress.failed`; a killed driver resumes from the committed records. Ray is an optional
+extra (`pip install -e '.[cluster]'`), imported only when called.
 """
 
 from __future__ import annotations
@@ -31,33 +22,26 @@ import time
 from collections.abc import Callable, Sequence
 
 from cbp_jax.experiment.compile_cache import DEFAULT_CACHE, CompileStats, enable_compile_cache
-from cbp_jax.experiment.layer import Progress, check_unique_names, record, timed_run
+from cbp_jax.experiment.layer import Progress, plan, record, timed_run
 from cbp_jax.experiment.records import Cell, RecordStore
 
 
 @dataclasses.dataclass(frozen=True)
 class RayConfig:
-    """Where the study runs and what one cell asks for.
+    """Where the study runs and what one cell (one worker) asks for."""
 
-    address: None starts a local Ray on this machine (`num_cpus` cores, None: all of them);
-    "auto" or "HOST:6379" joins a running cluster (`ray start --head` / `--address`).
-    cpus_per_cell / gpus_per_cell / resources: what one worker holds, e.g. gpus_per_cell=1
-    for one GPU each, resources=(("TPU", 4),) for one v4/v5 TPU host each. workers: how many
-    worker processes (None: as many as the cluster has room for, at most one per cell).
-    retries: further tries of a failed cell. compile_cache: the persistent compilation cache
-    every worker uses (shared storage on a multi-host cluster; None: off). idle_timeout_s:
-    give up when no cell finished for this long (None: wait forever).
-    """
-
+    # None: a local Ray of `num_cpus` cores (None: all); "auto" or "HOST:6379": join a cluster
     address: str | None = None
     num_cpus: int | None = None
     cpus_per_cell: float = 1.0
-    gpus_per_cell: float = 0.0
-    resources: tuple[tuple[str, float], ...] = ()
-    workers: int | None = None
-    retries: int = 1
+    gpus_per_cell: float = 0.0  # e.g. 1: one GPU a worker
+    resources: tuple[tuple[str, float], ...] = ()  # e.g. (("TPU", 4),): one TPU host a worker
+    workers: int | None = None  # None: as many as the cluster holds, at most one per cell
+    retries: int = 1  # further tries of a failed cell
+    # the persistent compilation cache every worker uses (shared storage on a multi-host
+    # cluster; None: off)
     compile_cache: str | None = str(DEFAULT_CACHE)
-    idle_timeout_s: float | None = None
+    idle_timeout_s: float | None = None  # give up when no cell finished for this long
 
     def __post_init__(self):
         if self.cpus_per_cell < 0 or self.gpus_per_cell < 0:
@@ -159,16 +143,7 @@ def run_cells_ray(
     """Records of `cells` in plan order, running the missing ones that `only` selects on Ray
     workers. Starts a local Ray (or joins cfg.address) unless one is running, and stops what
     it started."""
-    check_unique_names(cells)
-    progress, todo = Progress(), []
-    for cell in cells:
-        rec = store.get(cell)  # raises RecordMismatchError naming changed fields
-        if rec is not None:
-            progress.reused += 1
-        elif dry_run or (only is not None and not only(cell)):
-            progress.skipped += 1
-        else:
-            todo.append(cell)
+    todo, progress = plan(cells, store, only, dry_run)
     if todo:
         ray = _import_ray()
         started = start_ray(cfg)

@@ -1,8 +1,7 @@
 """Committed run records: one JSON line per finished run, looked up by cell, checked by hash.
 
-`<table>_runs.jsonl` beside a table holds every finished run of it: the cell name (e.g.
-"sst2/bbt/seed42"), the run's identity (hash of the resolved config), the config itself,
-the commit and dtype it ran with, and its result. Lines are written sorted-key JSON and
+`<table>_runs.jsonl` holds each finished run of a table: cell name, identity (hash of the
+resolved config), the config, commit, dtype and result, as sorted-key JSON lines that are
 only appended, so a fresh clone reads exactly what was committed.
 """
 

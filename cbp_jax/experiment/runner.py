@@ -1,15 +1,12 @@
-"""Run one resolved `RunConfig` (cbp_jax.run): a `{method: run_fn}` table, one result schema.
+"""Run one resolved `RunConfig` (`run`, also `cbp_jax.run.run`): a `{method: run_fn}` table,
+one result schema.
 
-Every method fills the same result: test accuracy and its `prediction_summary` (predicted
-classes, confusion, majority-class and chance baselines), the dtype it computed in (and
-why), the commit, the config's identity hash and seconds. Black-box methods (BBT, BBTv2,
-CBP stage 2) also record calls in the papers' unit (one candidate on one k-shot batch), dev
-calls apart, examples and tokens scored, generations, the per-generation history and the
-budget curve: the kept prompt's test accuracy when the calls first pass each of
-`cfg.curve_budgets()` (from one run), and the start point's dev accuracy (`start_dev_acc`:
-z = 0, i.e. p0 alone, for BBT/BBTv2; z0 for CBP). BBT/BBTv2 also record `p0_text`, the
-decoded prefix p0 is the embeddings of (`cbp_jax.service.p0`), and save their best prompt
-for `cbp-jax predict`.
+Every result has the test accuracy and its `prediction_summary`, the dtype (and why), the
+commit, the config's identity and seconds. Black-box methods also record calls in the
+papers' unit (dev calls apart), examples and tokens scored, generations, the history, the
+budget curve (the kept prompt's test accuracy as the calls pass each `cfg.curve_budgets()`)
+and the start point's dev accuracy (`start_dev_acc`: p0 alone for BBT/BBTv2, z0 for CBP);
+BBT/BBTv2 also record `p0_text` (`cbp_jax.service.p0`).
 """
 
 from __future__ import annotations
@@ -21,8 +18,6 @@ import time
 
 import jax
 import numpy as np
-
-from cbp_jax.experiment.identity import git_commit
 
 
 @dataclasses.dataclass
@@ -37,20 +32,18 @@ class Context:
     dev: object
     progress: bool
 
-    def engine_kwargs(self, evaluator, kind: str, to_payload) -> dict:
-        """The engine's run_dir, progress and budget-curve hook (scores the kept z on test)."""
+    def test(self, evaluator, kind: str, payload, progress: bool = False) -> dict:
+        """The `prediction_summary` of a payload on the test subset (labels stay here)."""
         from cbp_jax.methods import evaluate
 
+        return evaluate.evaluate(evaluator, self.model.tokenizer, self.task, self.splits.test,
+                                 kind=kind, payload=payload, progress=progress)  # fmt: skip
+
+    def engine_kwargs(self, evaluator, kind: str, to_payload) -> dict:
+        """The engine's run_dir, progress and budget-curve hook (scores the kept z on test)."""
+
         def on_milestone(best_z):
-            payload = to_payload(np.asarray(best_z, np.float32))
-            summary = evaluate.evaluate(
-                evaluator,
-                self.model.tokenizer,
-                self.task,
-                self.splits.test,
-                kind=kind,
-                payload=payload,
-            )
+            summary = self.test(evaluator, kind, to_payload(np.asarray(best_z, np.float32)))
             return {"test_acc": summary["accuracy"], "balanced_acc": summary["balanced_acc"]}
 
         return {
@@ -76,90 +69,82 @@ def _blackbox_fields(res, service) -> dict:
     }
 
 
-def _p0(ctx: Context, result: dict):
-    """Provider side: BBT/BBTv2's p0 token ids for the served model; records the decoded
-    prefix as `p0_text` ("" for no p0)."""
+def _bbt_services(ctx: Context, result: dict):
+    """Provider side: BBT/BBTv2's services (an evaluator, and one with the run's budget) with
+    p0 for the served model; records the decoded prefix as `p0_text` ("" for no p0)."""
+    from cbp_jax.service import ScoringService
+    from cbp_jax.service.methods import bbt_adapters
     from cbp_jax.service.p0 import p0_text
 
     ids = ctx.cfg.p0_token_ids(ctx.model.tokenizer)
     result["p0_text"] = p0_text(ctx.model.tokenizer, ids)
-    return ids
+    adapters = bbt_adapters(ids)
+    budget = ScoringService(ctx.model, adapters, budget=ctx.cfg.budget)
+    return ScoringService(ctx.model, adapters), budget
 
 
-def run_zero_shot(ctx: Context, result: dict):
+def zero_shot(model, task, examples, batch_size: int = 32, progress: bool = True) -> dict:
+    """The zero-shot `prediction_summary` (the template alone, no prompt) of a loaded model on
+    examples of a task, scored through the service."""
+    from cbp_jax.methods.evaluate import evaluate
+
+    service = _no_prompt(model)
+    return evaluate(service, model.tokenizer, task, examples, batch_size=batch_size,
+                    progress=progress)  # fmt: skip
+
+
+def _no_prompt(model):
     from cbp_jax.service import ScoringService
     from cbp_jax.service.oracle import NoPrompt
 
-    return ScoringService(ctx.model, (NoPrompt(),)), "none", None
+    return ScoringService(model, (NoPrompt(),))
+
+
+def run_zero_shot(ctx: Context, result: dict):
+    return _no_prompt(ctx.model), "none", None
 
 
 def run_bbt(ctx: Context, result: dict):
     from cbp_jax.methods.bbt import bbt_parameterization
     from cbp_jax.methods.blackbox import run_blackbox
-    from cbp_jax.service import ScoringService
-    from cbp_jax.service.methods import bbt_adapters
 
-    cfg, proj = ctx.cfg, ctx.cfg.projection()
-    adapters = bbt_adapters(_p0(ctx, result))
-    evaluator = ScoringService(ctx.model, adapters)
-    service = ScoringService(ctx.model, adapters, budget=cfg.budget)
-    param = bbt_parameterization(jax.random.key(cfg.seed), service.public_info(), proj)
+    cfg = ctx.cfg
+    evaluator, service = _bbt_services(ctx, result)
+    param = bbt_parameterization(jax.random.key(cfg.seed), service.public_info(), cfg.projection())
 
     def to_payload(z_R):
         return np.asarray(param.payload_fn(param.payload_params, z_R[None]))
 
     engine = ctx.engine_kwargs(evaluator, "prompt", to_payload)
-    res = run_blackbox(service, param, ctx.train, ctx.dev, cfg.blackbox(cfg.sigma0), **engine)
+    res = run_blackbox(service, param, ctx.train, ctx.dev, cfg.blackbox(), **engine)
     result.update(_blackbox_fields(res, service), best_z=np.asarray(res.best_z).tolist())
     return evaluator, "prompt", to_payload(np.asarray(res.best_z, np.float32))
 
 
 def run_bbtv2(ctx: Context, result: dict):
     from cbp_jax.methods.bbt import run_bbtv2
-    from cbp_jax.service import ScoringService
-    from cbp_jax.service.methods import bbt_adapters
 
-    cfg, proj = ctx.cfg, ctx.cfg.projection()
-    adapters = bbt_adapters(_p0(ctx, result))
-    evaluator = ScoringService(ctx.model, adapters)
-    service = ScoringService(ctx.model, adapters, budget=cfg.budget)
+    cfg = ctx.cfg
+    evaluator, service = _bbt_services(ctx, result)
     layers = tuple(int(x) for x in cfg.bbtv2_layers.split(",") if x) or None
     deep, phases = run_bbtv2(
-        service,
-        ctx.train,
-        ctx.dev,
-        cfg.blackbox(cfg.bbtv2_sigma0),
-        proj,
-        layers=layers,
-        run_dir=cfg.run_dir / "es",
-        progress=ctx.progress,
-    )
-    run_totals = phases[0]  # dev figures and the call ledger are the run's, in every layer
-    result.update(
-        dev_acc=run_totals.best_dev_acc,
-        start_dev_acc=run_totals.start_dev_acc,
-        generations=run_totals.generations,  # rounds: every layer's ES steps once per round
-        layers_tuned=[p.layer for p in phases],
-        history=sorted((h for p in phases for h in p.history), key=lambda h: h["calls"]),
-        calls=service.calls_used,
-        dev_calls=run_totals.dev_calls,
-        examples_scored=run_totals.examples_scored,
-        tokens_scored=run_totals.tokens_scored,
-    )
+        service, ctx.train, ctx.dev, cfg.blackbox(), cfg.projection(),
+        layers=layers, run_dir=cfg.run_dir / "es", progress=ctx.progress,
+    )  # fmt: skip
+    # dev figures and the call ledger are the run's, in every layer; generations are rounds
+    result.update(_blackbox_fields(phases[0], service), layers_tuned=[p.layer for p in phases])
+    result["history"] = sorted((h for p in phases for h in p.history), key=lambda h: h["calls"])
     return evaluator, "deep_prompt", np.asarray(deep)[:, None]
 
 
 def run_prompt_tuning(ctx: Context, result: dict):
-    from cbp_jax.methods.prompt_tuning import PromptTuningConfig, tune_prompt
+    from cbp_jax.methods.prompt_tuning import tune_prompt
     from cbp_jax.service import ScoringService
     from cbp_jax.service.oracle import SoftPrompt
 
-    cfg = ctx.cfg
-    pt = PromptTuningConfig(
-        prompt_len=cfg.prompt_len, epochs=cfg.pt_epochs, learning_rate=cfg.pt_lr, seed=cfg.seed
-    )
+    model, pt = ctx.model, ctx.cfg.prompt_tuning()
     prompt, dev_acc, history = tune_prompt(
-        ctx.model.params, ctx.model.cfg, ctx.train, ctx.dev, pt, progress=ctx.progress
+        model.params, model.cfg, ctx.train, ctx.dev, pt, progress=ctx.progress
     )
     result.update(dev_acc=dev_acc, history=history)
     return ScoringService(ctx.model, (SoftPrompt(),)), "prompt", np.asarray(prompt)[None]
@@ -167,9 +152,7 @@ def run_prompt_tuning(ctx: Context, result: dict):
 
 def run_cbp(ctx: Context, result: dict):
     """CBP z0 (no stage 2) or CBP stage 2 from z0, with the provider's generator."""
-    from cbp_jax.methods import evaluate
-    from cbp_jax.methods.cbp import customize, save_task_vector
-    from cbp_jax.methods.domains import domain_mismatch
+    from cbp_jax.methods.cbp import customize, domain_mismatch, save_task_vector
     from cbp_jax.prompts.artifact import load_generator
     from cbp_jax.service.methods import cbp_service
 
@@ -182,20 +165,11 @@ def run_cbp(ctx: Context, result: dict):
     result["generator"] = {"path": cfg.generator, "id": release.generator_id, **artifact.info}
     z = np.asarray(release.z0_R, np.float32)
     if cfg.method == "cbp":
-        z0 = evaluate.evaluate(
-            evaluator,
-            ctx.model.tokenizer,
-            ctx.task,
-            ctx.splits.test,
-            kind="task_vector",
-            payload=z[None],
-        )
+        z0 = ctx.test(evaluator, "task_vector", z[None])
         result["test_acc_z0"], result["balanced_acc_z0"] = z0["accuracy"], z0["balanced_acc"]
         service = cbp_service(ctx.model, artifact, budget=cfg.budget)
         engine = ctx.engine_kwargs(evaluator, "task_vector", lambda z_R: z_R[None])
-        res = customize(
-            service, release, ctx.train, ctx.dev, cfg.blackbox(cfg.cbp_sigma0), **engine
-        )
+        res = customize(service, release, ctx.train, ctx.dev, cfg.blackbox(), **engine)
         z = np.asarray(res.best_z, np.float32)
         save_task_vector(cfg.run_dir / "task_vector", z, task=cfg.task, release=release)
         result.update(_blackbox_fields(res, service))
@@ -213,10 +187,13 @@ METHODS = {
 
 
 def run(cfg, progress: bool = True, model=None) -> dict:
-    """Run `cfg` (a RunConfig); `model`: an already loaded model for cfg.model and dtype."""
+    """Run `cfg` (a RunConfig) through its method's runner, score it on the test subset, save a
+    tuned prompt for `cbp-jax predict` and write result.json; `model`: already loaded for
+    cfg.model and its dtype."""
     from cbp_jax.data.batching import make_inputs
     from cbp_jax.data.tasks import get_task
-    from cbp_jax.methods import evaluate
+    from cbp_jax.experiment.identity import git_commit
+    from cbp_jax.methods.saved_prompt import save_prompt
     from cbp_jax.model import load_model
     from cbp_jax.model.precision import choose_dtype
 
@@ -224,16 +201,8 @@ def run(cfg, progress: bool = True, model=None) -> dict:
     dtype = choose_dtype(cfg.dtype)
     task, splits = get_task(cfg.task), cfg.splits()
     model = load_model(cfg.model, dtype=dtype.dtype) if model is None else model
-    tok = model.tokenizer
-    ctx = Context(
-        cfg,
-        model,
-        task,
-        splits,
-        make_inputs(tok, task, splits.train),
-        make_inputs(tok, task, splits.dev),
-        progress,
-    )
+    train, dev = (make_inputs(model.tokenizer, task, s) for s in (splits.train, splits.dev))
+    ctx = Context(cfg, model, task, splits, train, dev, progress)
     result = {
         "config": dataclasses.asdict(cfg),
         "identity": cfg.identity(),
@@ -244,14 +213,10 @@ def run(cfg, progress: bool = True, model=None) -> dict:
         "n_test": len(splits.test),
     }
     evaluator, kind, payload = METHODS[cfg.method](ctx, result)
-    summary = evaluate.evaluate(
-        evaluator, tok, task, splits.test, kind=kind, payload=payload, progress=progress
-    )
+    summary = ctx.test(evaluator, kind, payload, progress=progress)
     result["test_acc"] = summary["accuracy"]
     result["prediction"] = summary
     if kind in ("prompt", "deep_prompt"):
-        from cbp_jax.methods.saved_prompt import save_prompt
-
         ids = cfg.p0_token_ids(model.tokenizer) if cfg.method in ("bbt", "bbtv2") else None
         save_prompt(cfg.run_dir / "prompt", kind, payload, task=cfg.task, model=model,
                     method=cfg.method, p0_token_ids=ids)  # fmt: skip

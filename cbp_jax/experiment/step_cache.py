@@ -1,18 +1,11 @@
 """Finished steps of a long run, kept on disk so a killed run resumes after its last one.
 
-A run that is not one ES loop (POST's table cell: prompt tunings, shadow prompts, transfers,
-hours in all on a CPU) has no engine checkpoint; `StepCache(directory)` gives it one at step
-granularity. `cache(key, compute)` returns the arrays `compute()` returned the first time
-(a dict of arrays and scalars), saved as `<directory>/<key>.npz` once the step has finished:
-the file is written beside and renamed into place, so a kill mid-write leaves no step
-half-saved. Loaded arrays are bit-identical to the computed ones, so a resumed run ends
-where an uninterrupted one does. The directory should carry the run's config hash (a cache
-never serves a run of another config); `StepCache(None)` computes everything, keeps nothing.
-
-`checkpoints/` does not survive a replaced machine. `stash` (a committed directory under
-stashes/<study>/) and `stash_keys` keep a second copy of the steps that depend on nothing
-machine-local (POST: the teacher's prompts, not those tuned on a re-distillable student):
-they are copied there once finished, and a fresh machine's cache reads them from there.
+For a run that is not one ES loop (POST's table cell): `cache(key, compute)` returns what
+`compute()` returned the first time (a dict of arrays), saved as `<directory>/<key>.npz`
+once finished (written beside and renamed, so a kill leaves no step half-saved; loads are
+bit-identical). The directory should carry the run's config hash; `StepCache(None)` keeps
+nothing. `stash` (committed, under stashes/<study>/) keeps a second copy of the `stash_keys`
+steps that depend on nothing machine-local, which a fresh machine's cache reads from.
 """
 
 from __future__ import annotations

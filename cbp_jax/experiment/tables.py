@@ -1,9 +1,8 @@
 """A table's markdown from its records: new runs' report first, then its legacy numbers.
 
-Shared by the studies' tables (studies/*/study.py): each keeps its plan and report format,
-and this module keeps the records side the same for all of them: `write_table` writes
-`<stem>.md` from the records only (its legacy records rendered by `legacy.py`), so a fresh
-clone regenerates it byte for byte; `get_or_run` is one sub-run as a cell.
+The records side every study's table shares: `write_table` writes `<stem>.md` from the
+records only (legacy records rendered by `legacy.py`), so a fresh clone regenerates it byte
+for byte; `get_or_run` is one sub-run as a cell.
 """
 
 from __future__ import annotations
@@ -14,15 +13,11 @@ from cbp_jax.experiment import legacy
 from cbp_jax.experiment.records import RecordStore
 
 
-def has_legacy(store: RecordStore, stem: str) -> bool:
-    return f"legacy/{stem}/document" in store.records
-
-
 def render_table(store: RecordStore, stem: str, new_section: str = "") -> str:
     """`<stem>.md` from records: the new runs' section (if any), then the legacy table."""
     records = list(store.records.values())
     parts = [new_section.rstrip("\n") + "\n"] if new_section else []
-    if has_legacy(store, stem):
+    if f"legacy/{stem}/document" in store.records:
         if parts:
             parts.append("\n")
         parts.append(legacy.render(records, stem))

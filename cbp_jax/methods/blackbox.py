@@ -1,22 +1,16 @@
 """User-side black-box tuning engine: CMA-ES over z, scored through the service boundary.
 
-One generation is one compiled function (`generation.generation`, the same one the sweeps
-scan): ask z_PxR -> payload (e.g. BBT's A z) -> ONE
-oracle call scores the population on the whole k-shot train set (its length buckets in one
-batch) -> loss with the user's own labels -> tell. Generations run under `lax.scan` in
-chunks; between chunks (Python) the service is charged for the chunk's calls before it
-runs, the ES mean is scored on the k-shot dev set (the best is kept), a JSONL log line per
-generation is written, and the state is checkpointed with Orbax, so a killed run resumes to
-the same result. That driver, `run_es`, is BBTv2's too (bbtv2.py: one unit is a round of
-per-layer generations); checkpoint, log and progress are the one loop's (`cbp_jax.loop`).
+A generation (`chunked_scoring.generation`: ask -> payload, e.g. BBT's A z -> ONE oracle
+call on the whole k-shot train set -> loss with the user's labels -> tell) runs under
+`lax.scan` in chunks. Between chunks `run_es` charges the service for the chunk's calls
+before it runs, scores the ES mean on the k-shot dev set (the best is kept, `replaces`) and
+leaves the log, checkpoint and resume to the one loop (`cbp_jax.loop`), so a killed run
+resumes to the same result; BBTv2 (bbt.py) runs under it too, one unit a round.
 
-API calls as BBT counts them (docs/methods.md maps them to BBT's code): one call is one
-candidate scored on one batch of the user's k-shot set (train or dev), whatever its size; a
-generation costs P calls, a dev evaluation of the ES mean 1, charged within `budget` and
-reported apart (`dev_calls`). `calls.plan` gives the schedule (8000 calls at P = 20, chunk 5:
-395 generations and 80 dev evaluations, the start point's included). The start point is
-scored too (`eval_init`), so the kept prompt can be z0 itself.
-Length buckets only save padding: one bucketed batch is one oracle call, P calls.
+API calls as BBT counts them (docs/methods.md): a generation costs P calls, a dev evaluation
+1, charged within `budget` and reported apart (`dev_calls`); `calls.plan` gives the schedule
+(8000 calls at P = 20, chunk 5: 395 generations and 80 dev evaluations, the start point's
+included; the start point is scored too, so the kept prompt can be z0 itself).
 """
 
 from __future__ import annotations
@@ -41,28 +35,14 @@ from cbp_jax.methods.blackbox_types import (
     replaces,
 )
 from cbp_jax.methods.calls import CallLedger, schedule
-from cbp_jax.methods.chunked_scoring import oracle_scores
-from cbp_jax.methods.generation import generation
+from cbp_jax.methods.chunked_scoring import generation, oracle_scores
 from cbp_jax.methods.losses import accuracy, get_loss
-
-__all__ = [
-    "BlackBoxConfig",
-    "BlackBoxResult",
-    "ESMethod",
-    "Parameterization",
-    "make_chunk_fn",
-    "make_eval_fn",
-    "oracle_scores",
-    "replaces",
-    "run_blackbox",
-    "run_es",
-]
 
 
 def make_chunk_fn(
     es, es_params, param: Parameterization, cfg: BlackBoxConfig, n_gens: int, z_sharding=None
 ):
-    """Jitted: run n_gens generations (`generation.generation`) from (es_state, key);
+    """Jitted: run n_gens generations (`chunked_scoring.generation`) from (es_state, key);
     returns the new carry and the per-generation metrics."""
     loss_fn = get_loss(cfg.loss)
 
@@ -112,6 +92,7 @@ class ESMethod:
     evaluate: Callable[[Any], tuple[Any, Any]]
     rows: Callable[[int, int, dict], list[dict]]
     unit_calls: int
+    unit: str  # what one unit is, for the error when the budget cannot pay for one
     chunk: int
     step_key: str
     best_key: str
@@ -133,6 +114,9 @@ def run_es(
     """Units of `m` in chunks within `cfg.budget` calls through `cfg`'s schedule (the start
     point on dev, then chunks each followed by one dev evaluation: `calls.schedule`). Returns
     (final tree, history, the run's `BlackBoxResult` fields: dev figures, calls, units)."""
+    if cfg.budget < m.unit_calls + 1:
+        raise ValueError(f"a budget of {cfg.budget} API calls cannot pay for one {m.unit} + 1 "
+                         f"dev evaluation = {m.unit_calls + 1} calls")  # fmt: skip
     n_dev = dev.tokens_BxS.shape[0]
 
     def start(state):
@@ -209,12 +193,10 @@ def run_blackbox(
 ) -> BlackBoxResult:
     """Tune z with CMA-ES through `service` until the API budget is spent.
 
-    Each generation costs P calls, each dev evaluation 1 (`calls.plan` gives the schedule).
-    run_dir: where the Orbax checkpoint and `log.jsonl` go; an existing run there resumes.
-    milestones / on_milestone: budget curves from one run. When the calls spent first reach
-    a milestone (checked after each chunk; any left at the end run on the final kept z),
-    `on_milestone(best_z)` -> dict (e.g. the experimenter's test accuracy of the kept z) is
-    stored in that chunk's history row under "milestones", with the budget and calls spent.
+    run_dir: the Orbax checkpoint and `log.jsonl`; an existing run there resumes.
+    milestones / on_milestone: a budget curve from one run: after the chunk whose calls
+    first reach a milestone (any left at the end: on the final kept z), `on_milestone(best_z)`
+    -> dict goes into that chunk's history row under "milestones", with the calls spent.
     mesh: optional `jax.sharding.Mesh` with a "pop" axis to shard the population over.
     """
     es, es_params = make_strategy(cfg.strategy, cfg.population, param.num_dims, cfg.sigma0)
@@ -229,12 +211,6 @@ def run_blackbox(
     )
     oracle = service.oracle(param.kind)
     train_d, dev_d = train.buckets(cfg.buckets), dev.buckets(cfg.buckets)
-    if cfg.budget < cfg.population + 1:
-        raise ValueError(
-            f"a budget of {cfg.budget} API calls cannot pay for one generation: "
-            f"{cfg.population} candidates on the train set + 1 dev evaluation = "
-            f"{cfg.population + 1} calls"
-        )
     check_divisible(cfg.population, mesh)
     z_sharding = None if mesh is None else population_sharding(mesh)
     evaluate = make_eval_fn(lambda z_R, pp: param.payload_fn(pp, z_R[None]), cfg)
@@ -260,6 +236,7 @@ def run_blackbox(
         evaluate=lambda z: evaluate(z, oracle, param.payload_params, dev_d),
         rows=rows,
         unit_calls=cfg.population,
+        unit=f"generation: {cfg.population} candidates on the train set",
         chunk=cfg.chunk,
         step_key="generation",
         best_key="best_z",

@@ -27,13 +27,8 @@ class BlackBoxConfig:
     score_reduce: str = "logsumexp"
     chunk: int = 5  # generations per compiled call; dev eval, log and checkpoint after each
     buckets: int = 4  # length buckets of the train/dev sets (less padding, same calls)
-    # Score the start point (z0 for CBP) on dev before the first generation (one dev
-    # evaluation of calls), so the returned best-on-dev can be the start point itself.
-    eval_init: bool = True
-    # Guard against fitting the k-shot dev set by chance: a new ES mean replaces the kept
-    # one only if it gets more than `dev_margin` more dev examples right (0: any gain in dev
-    # accuracy, or the same accuracy at a lower dev loss).
-    dev_margin: int = 0
+    eval_init: bool = True  # score the start point on dev first, so it can be the one kept
+    dev_margin: int = 0  # dev examples a new ES mean must gain to be kept (`replaces`)
     seed: int = 0
 
     def __post_init__(self):

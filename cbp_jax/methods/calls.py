@@ -1,12 +1,10 @@
-"""The user side's ledger of API calls, in BBT's unit, and the engine's plan for a budget.
+"""The user side's ledger of API calls, in BBT's unit, and what a budget buys.
 
-One API call is one candidate prompt scored on one batch of the user's k-shot set (train
-or dev), whatever the batch's size (docs/methods.md maps this to BBT's code). A
-CMA-ES generation costs P calls; one dev evaluation of the ES mean costs 1. `CallLedger`
-counts them apart (`calls` is the total, `dev_calls` the part spent on dev) and records the
-work behind them: examples scored (P x B per batch) and text tokens scored (P x the real
-tokens of the batch). `plan` says how many generations and dev evaluations a budget buys
-under the engine's schedule, without running anything.
+One API call is one candidate scored on one batch of the user's k-shot set (train or dev),
+whatever its size (docs/methods.md): a generation costs P calls, a dev evaluation of the ES
+mean 1. `CallLedger` counts them (`dev_calls` apart) with the examples and text tokens
+scored. `schedule` is the engine's schedule; `plan`, `plan_budget` and `budget_lines` (the
+estimate printed before a run) say what a budget buys without running anything.
 """
 
 from __future__ import annotations
@@ -42,7 +40,7 @@ def schedule(
     The start point on dev (if eval_init and the budget covers it and one generation twice
     over in dev), then chunks of up to `chunk` generations (`per_generation` calls each),
     each followed by one dev evaluation (`per_eval` calls), while a generation and its dev
-    evaluation still fit. `plan` and `estimate.plan_budget` are this schedule.
+    evaluation still fit. `plan` and `plan_budget` are this schedule.
     """
     calls = gens = evals = 0
     if budget >= per_generation + per_eval:
@@ -69,3 +67,66 @@ def budget_for_generations(generations: int, population: int, chunk: int) -> int
     if min(generations, population, chunk) <= 0:
         raise ValueError("generations, population and chunk must be positive")
     return 1 + generations * population + -(-generations // chunk)
+
+
+MIN_GENERATIONS = 3  # fewer than this is hardly a search: warn
+MAX_UNSPENT_SHARE = 0.05  # warn when more than this share of the budget would go unspent
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetPlan:
+    budget: int
+    population: int
+    generations: int
+    dev_evals: int
+    calls: int  # what the run will spend
+
+    @property
+    def unspent(self) -> int:
+        return self.budget - self.calls
+
+    def describe(self) -> str:
+        return (
+            f"budget {self.budget} API calls: {self.generations} generations of "
+            f"{self.population} candidates + {self.dev_evals} dev evaluations = "
+            f"{self.calls} calls ({self.unspent} unspent)"
+        )
+
+    def warnings(self, min_generations: int = MIN_GENERATIONS) -> list[str]:
+        out = []
+        if self.generations < min_generations:
+            out.append(
+                f"the budget buys only {self.generations} generation(s) (fewer than "
+                f"{min_generations}): raise --budget or lower --population"
+            )
+        if self.generations and self.unspent > MAX_UNSPENT_SHARE * self.budget:
+            out.append(
+                f"{self.unspent} of {self.budget} calls ({self.unspent / self.budget:.0%}) "
+                f"would go unspent: a budget of {self.calls} buys the same run"
+            )
+        return out
+
+
+def plan_budget(
+    budget: int,
+    population: int,
+    chunk: int,
+    *,
+    eval_init: bool = True,
+    candidate_cost: int = 1,
+    eval_cost: int = 1,
+) -> BudgetPlan:
+    """The generations, dev evaluations and calls a run of this budget will spend."""
+    for name, v in (("budget", budget), ("population", population), ("chunk", chunk)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if candidate_cost < 1 or eval_cost < 0:
+        raise ValueError("candidate_cost must be >= 1 and eval_cost >= 0")
+    gens, evals, calls = schedule(budget, population * candidate_cost, eval_cost, chunk, eval_init)
+    return BudgetPlan(budget, population, gens, evals, calls)
+
+
+def budget_lines(budget: int, population: int, chunk: int) -> list[str]:
+    """The estimate printed before a black-box run, then its warnings."""
+    plan = plan_budget(budget, population, chunk)
+    return [f"estimate: {plan.describe()}"] + [f"WARNING: {w}" for w in plan.warnings()]

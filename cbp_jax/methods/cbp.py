@@ -1,15 +1,11 @@
 """CBP-Tuning stage 2, user side (docs/methods.md, CBP-Tuning).
 
-The provider's side is elsewhere: stage 1 (training G and z0) is `train_generator` in
-cbp_train.py, the generator is saved and loaded by `prompts.artifact`, and served by
-`service.methods.cbp_service`. The user gets only the release (`contract.CBPRelease`:
-r, z0 and an id).
-
-Stage 2 (`customize`): CMA-ES over z in R^r, started at z0, on the user's k-shot
-train set with dev-set selection, through the service's log-probs only (the black-box
-engine in blackbox.py; the payload is z itself). The result per task is one vector z (r
-floats), saved with `save_task_vector` (Orbax + JSON meta naming the task and generator)
-and scored with `task_vector_accuracy`.
+The user gets only the provider's release (`contract.CBPRelease`: r, z0 and an id; stage 1
+is cbp_train.py). `customize`: CMA-ES over z in R^r from z0 on the k-shot train set with dev
+selection, through the service's log-probs only (the engine in blackbox.py, the payload z
+itself). Its result, one vector z, is saved with `save_task_vector` (Orbax + JSON meta
+naming the task and generator) and scored with `task_vector_accuracy`. A generator is
+meant for tasks of the one domain stage 1 trained it on (`check_domain`).
 """
 
 from __future__ import annotations
@@ -24,17 +20,6 @@ from cbp_jax.contract import CBPRelease, GeneratorMismatchError
 from cbp_jax.data.batching import Inputs
 from cbp_jax.methods import evaluate
 from cbp_jax.methods.blackbox import BlackBoxConfig, BlackBoxResult, Parameterization, run_blackbox
-
-__all__ = [
-    "TaskVector",
-    "cbp_parameterization",
-    "customize",
-    "load_task_vector",
-    "save_task_vector",
-    "stage2_summary",
-    "task_vector_accuracy",
-    "task_vector_predict",
-]
 
 TASK_VECTOR_FORMAT = "cbp-task-vector/1"
 
@@ -69,13 +54,9 @@ def customize(
     progress: bool = True,
     **engine_kwargs,
 ) -> BlackBoxResult:
-    """Stage 2: CMA-ES over z from z0 within `cfg.budget` API calls (one call = one
-    candidate on the whole k-shot train or dev set; P per generation, 1 per dev evaluation);
-    `best_z` is the result. With `progress`, prints the generations run and their calls.
-
-    run_dir: Orbax checkpoint + log of the ES; an interrupted run resumes from it.
-    engine_kwargs: passed to `run_blackbox` (e.g. milestones / on_milestone).
-    """
+    """Stage 2: CMA-ES over z from z0 within `cfg.budget` API calls; `best_z` is the result.
+    With `progress`, prints the generations run and their calls. run_dir (an interrupted run
+    there resumes) and `engine_kwargs` (e.g. milestones) go to `run_blackbox`."""
     if "task_vector" not in service.public_info().accepted_kinds:
         raise ValueError("this service does not serve a CBP generator (no 'task_vector' kind)")
     param = cbp_parameterization(release)
@@ -85,6 +66,30 @@ def customize(
     if progress:
         print(stage2_summary(res, cfg), flush=True)
     return res
+
+
+class CrossDomainError(ValueError):
+    """A generator of one domain was about to customize a task of another."""
+
+
+def domain_mismatch(generator_domain: str | None, task) -> str | None:
+    """A sentence saying how the generator's domain and the task's differ, or None."""
+    if generator_domain == task.domain:
+        return None
+    known = generator_domain or "an unrecorded domain"
+    return (
+        f"the generator was trained on {known} tasks, but task {task.name!r} has domain "
+        f'{task.domain!r}: its z0 and prompts were not made for this task (set "domain" '
+        "in your task config if it belongs to the generator's domain)"
+    )
+
+
+def check_domain(generator_domain: str | None, task, allow_cross_domain: bool) -> str | None:
+    """Raise `CrossDomainError` on a mismatch unless allowed; return the warning if allowed."""
+    problem = domain_mismatch(generator_domain, task)
+    if problem and not allow_cross_domain:
+        raise CrossDomainError(problem + "; pass --allow-cross-domain to run it anyway")
+    return problem
 
 
 def stage2_summary(res: BlackBoxResult, cfg: BlackBoxConfig) -> str:
@@ -106,10 +111,8 @@ def task_vector_predict(service, tokenizer, task, examples, z_R, task_dims: int,
 
 
 def task_vector_accuracy(service, tokenizer, task, examples, z_R, task_dims: int, **kwargs):
-    z = _as_vector(z_R, task_dims)
-    return evaluate.accuracy(
-        service, tokenizer, task, examples, kind="task_vector", payload=z[None], **kwargs
-    )
+    preds = task_vector_predict(service, tokenizer, task, examples, z_R, task_dims, **kwargs)
+    return float((preds == np.array([ex["label"] for ex in examples])).mean())
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

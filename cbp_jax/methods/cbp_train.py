@@ -1,11 +1,9 @@
 """CBP-Tuning stage 1, provider side: train the prompt generator G and z0 (docs/methods.md, CBP).
 
-With the LLM frozen (gradients flow through it, its weights get none), minimise the
-cross-entropy of the answer over several tasks of one domain (the loss and optimiser:
-stage1_step.py; the seeded, train-pool-only batches: stage1_data.py). This module holds
-the step function the one training loop runs (`cbp_jax.loop`): an Orbax checkpoint
-(generator params, z0, A, optimiser state, step) every `checkpoint_every` steps and at the
-end, a JSONL line per step in run_dir/log.jsonl; a killed run resumes to the same result.
+With the LLM frozen (gradients flow through it, its weights get none), minimise the answer's
+cross-entropy over one domain's tasks (loss and optimiser: stage1_step.py; batches:
+stage1_data.py) under the one training loop (`cbp_jax.loop`): an Orbax checkpoint every
+`checkpoint_every` steps and at the end, a log line per step; a killed run resumes exactly.
 """
 
 from __future__ import annotations
@@ -21,8 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from cbp_jax.loop import LoopState, run_loop
-from cbp_jax.methods.stage1_config import Stage1Config
-from cbp_jax.methods.stage1_data import TrainTask, candidates, load_train_tasks, make_batch
+from cbp_jax.methods.stage1_data import (
+    Stage1Config,
+    TrainTask,
+    candidates,
+    load_train_tasks,
+    make_batch,
+)
 from cbp_jax.methods.stage1_step import make_schedule, train_step_fn
 from cbp_jax.model.fingerprint import check_model, model_fingerprint
 from cbp_jax.prompts.artifact import GeneratorArtifact, save_generator
@@ -80,14 +83,9 @@ def train_generator(
             f"tasks {[t.spec.name for t in tasks]} do not match Stage1Config.tasks {cfg.tasks}"
         )
     tokenizer = model.tokenizer
-    cands = candidates(tokenizer, tasks)
-    cands_dev = [
-        tuple(
-            jnp.asarray(x[i])
-            for x in (cands.ids_NxCxW, cands.word_mask_NxCxW, cands.class_mask_NxC)
-        )
-        for i in range(len(tasks))
-    ]
+    c = candidates(tokenizer, tasks)  # each task's (ids, word mask, class mask) on device
+    arrays = (c.ids_NxCxW, c.word_mask_NxCxW, c.class_mask_NxC)
+    cands_dev = [tuple(jnp.asarray(x[i]) for x in arrays) for i in range(len(tasks))]
     fingerprint = model_fingerprint(model)
     record = {
         "stage1": dataclasses.asdict(cfg),
@@ -138,14 +136,8 @@ def train_generator(
         info["task_vectors"] = {t: z.tolist() for t, z in zip(cfg.tasks, z_TxR, strict=True)}
     else:
         z0_R = np.asarray(trainable["z0_R"])
-    artifact = GeneratorArtifact(
-        gen_cfg,
-        jax.tree.map(np.asarray, trainable["gen"]),
-        np.asarray(A_DxR),
-        z0_R,
-        fingerprint,
-        info,
-    )
+    gen_params = jax.tree.map(np.asarray, trainable["gen"])
+    artifact = GeneratorArtifact(gen_cfg, gen_params, np.asarray(A_DxR), z0_R, fingerprint, info)
     if run_dir is not None:
         save_generator(pathlib.Path(run_dir) / "generator", artifact)
     return Stage1Result(artifact, history)

@@ -1,18 +1,15 @@
-"""User-side population scoring, the engine's one scoring path: `oracle_scores` (one oracle
-call over all length buckets) and `population_scores` (payload and oracle call per chunk of
-candidates; the whole population in one call when unchunked).
+"""User-side population scoring, the engine's one scoring path, and one ES generation.
 
-The service already maps its model forward over the population in chunks
-(`ScoringService(population_chunk=...)`), but the payload the user sends is built for the
-whole population first: BBT's P x T x D soft prompts are 1.2 GB at P = 10^4, T = 50,
-D = 576. `population_scores(..., chunk=c)` instead builds each candidate's payload inside
-a map over chunks of c candidates, so at most c payloads and c forwards are live.
+`oracle_scores`: one oracle call over all length buckets. `population_scores(..., chunk=c)`
+builds each candidate's payload inside a map over chunks of c candidates, so at most c
+payloads and forwards are live (BBT's P x T x D prompts are 1.2 GB at P = 10^4); when c
+divides P the chunks are strided, so each spans every device of a "pop" mesh. Every
+candidate is scored on its own, so results do not depend on c (tests/test_sweep.py).
 
-When c divides P the chunks are strided (chunk j holds candidates i * P/c + j): with the
-population sharded over a "pop" mesh axis each chunk then spans every device, and each
-device scores its own candidates. Otherwise `lax.map(batch_size=c)` is used (contiguous
-chunks; correct, but with a mesh the devices no longer split a chunk). Every candidate is
-scored on its own either way, so results do not depend on c (tests/test_sweep.py).
+`generation`, the engine's unit of work (ask -> payload -> `population_scores` -> loss with
+the user's labels -> tell), is what the chunked runner (`blackbox.make_chunk_fn`), BBTv2's
+rounds (bbt.py) and the sweeps (`sweep.make_run_fn`) all scan, so a run and the same run in
+a sweep take the same steps (tests/test_generation.py).
 """
 
 from __future__ import annotations
@@ -69,6 +66,43 @@ def population_scores(
     if not chunk or chunk >= z_PxR.shape[0]:
         return scores(z_PxR)
     return map_population(lambda z_R: scores(z_R[None])[0], z_PxR, chunk, sharding)
+
+
+def generation(
+    es,
+    es_params,
+    param,
+    loss_fn,
+    reduce: str,
+    carry,
+    oracle,
+    payload_params,
+    data,
+    *,
+    population_chunk: int | None = None,
+    z_sharding=None,
+):
+    """One generation from carry = (es_state, key): returns ((es_state, key), metrics).
+
+    param: a `Parameterization`; loss_fn(scores_PxBxC, labels_B) -> losses_P; data: the
+    train set's (buckets, labels_B) from `Inputs.buckets`; metrics: the population's
+    loss_mean, loss_min and acc_max. P API calls, however the population is chunked.
+    """
+    es_state, key = carry
+    key, k_ask, k_tell = jax.random.split(key, 3)
+    z_PxR, es_state = es.ask(k_ask, es_state, es_params)
+    buckets, labels_B = data
+    scores = population_scores(
+        oracle, param, payload_params, z_PxR, buckets, reduce, population_chunk, z_sharding
+    )
+    losses_P = loss_fn(scores, labels_B)
+    es_state, _ = es.tell(k_tell, z_PxR, losses_P, es_state, es_params)
+    metrics = {
+        "loss_mean": losses_P.mean(),
+        "loss_min": losses_P.min(),
+        "acc_max": accuracy(scores, labels_B).max(),
+    }
+    return (es_state, key), metrics
 
 
 def evaluate_vectors(

@@ -1,9 +1,8 @@
 """Held-out accuracy of a payload (or none: zero-shot) through the scoring service.
 
-Examples are length-sorted into left-padded batches of one row count and at most two widths
-(`data.eval_batches.fixed_batches`), so a pass over a test set compiles at most 2 programs
-whatever its size; each batch is one request with a population of one. Labels stay here, on
-the user side.
+Examples go in left-padded batches of one row count and at most two widths
+(`data.eval_batches.fixed_batches`: at most 2 compiled programs per pass), each batch one
+request of population one; labels stay here, on the user side.
 """
 
 from __future__ import annotations
@@ -41,11 +40,6 @@ def predict(
         scores = np.asarray(class_scores(resp.logprobs_PxBxCxW[0], reduce))
         preds[idx] = np.argmax(scores[: len(idx)], -1)  # the rest are copied rows
     return preds
-
-
-def accuracy(service, tokenizer, task, examples, **kwargs) -> float:
-    preds = predict(service, tokenizer, task, examples, **kwargs)
-    return float((preds == np.array([ex["label"] for ex in examples])).mean())
 
 
 def prediction_summary(preds, labels, num_classes: int) -> dict:

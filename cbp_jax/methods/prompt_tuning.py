@@ -1,9 +1,7 @@
-"""White-box soft-prompt tuning with optax: gradients through the frozen model.
-
-The upper bound for the black-box methods (and the inner loop POST runs on its student).
-Loss = cross-entropy over verbalizer class scores at the answer position; the prompt is
-initialised from embeddings of random vocabulary tokens; the best prompt on the k-shot dev
-set is kept. One step of the one training loop (`cbp_jax.loop`) is one epoch.
+"""White-box soft-prompt tuning with optax, gradients through the frozen model: the black-box
+methods' upper bound. Cross-entropy over verbalizer class scores; the prompt starts from
+embeddings of random vocabulary tokens; the best on the k-shot dev set is kept. One step of
+the one training loop (`cbp_jax.loop.run_epochs`) is one epoch.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""A tuned prompt saved beside its run (BBT's best A z, BBTv2's deep prompt, white-box
-prompt tuning's prompt), so `cbp-jax predict` can reload it as it reloads a CBP vector.
-
-Saved with the same Orbax + meta.json layout as the generator and task vectors
-(`ckpt.save_arrays`): the payload array, its request kind ("prompt" or "deep_prompt"),
-the task, the method and the fingerprint of the model it was tuned on; loading it for
-another model raises `GeneratorMismatchError` before any array is read.
+"""A tuned prompt saved beside its run (BBT's A z, BBTv2's deep prompt, prompt tuning's) so
+`cbp-jax predict` can reload it: the payload, its request kind, the task, the method and the
+fingerprint of its model (`ckpt.save_arrays` layout); loading it for another model raises
+`GeneratorMismatchError` before any array is read.
 """
 
 from __future__ import annotations

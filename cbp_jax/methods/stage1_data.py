@@ -1,13 +1,12 @@
-"""CBP-Tuning stage 1, the data: training tasks, a seeded batch plan, padded batches.
+"""CBP-Tuning stage 1's config (provider side) and data: training tasks, a seeded batch plan,
+padded batches (the step: stage1_step.py; the loop: cbp_train.py).
 
-Only the tasks' TRAIN pools (`train_pool`), never their test pools. Step s draws its task
-and batch from numpy's PCG64 seeded with (seed, s), so a batch is a pure function of
-(seed, step) and a resumed run sees exactly the batches the killed one would have. Each
-batch is rendered, tokenized (keeping the last `max_len` tokens, where the answer slot is)
-and left-padded to a multiple of `pad_to` (with `permute_options`, a multiple-choice
-example's options are shuffled first and its label follows the right one); candidate ids
-are padded to one C x W for all tasks (masked), so the number of compiled shapes is at
-most max_len / pad_to.
+Only the tasks' TRAIN pools. Step s draws its task and batch from numpy's PCG64 seeded with
+(seed, s), so a resumed run sees exactly the batches the killed one would have. A batch is
+rendered, tokenized (the last `max_len` tokens, where the answer slot is) and left-padded to
+a multiple of `pad_to` (with `permute_options`, multiple-choice options shuffled first);
+candidate ids are padded to one C x W for all tasks, so at most max_len / pad_to shapes
+compile.
 """
 
 from __future__ import annotations
@@ -19,7 +18,59 @@ import numpy as np
 
 from cbp_jax.data.batching import candidate_ids, encode, left_pad
 from cbp_jax.data.spec import TaskSpec
-from cbp_jax.methods.stage1_config import Stage1Config
+
+COMMONSENSE = ("boolq", "piqa", "copa", "arc_easy", "arc_challenge")
+SAMPLING = ("proportional", "uniform", "round_robin")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage1Config:
+    """Stage-1 training (one task per step)."""
+
+    tasks: tuple[str, ...] = COMMONSENSE  # registry names, one domain
+    steps: int = 1000  # optimiser steps
+    batch_size: int = 8  # examples per step
+    sampling: str = "proportional"  # a step's task: by train-pool size, uniform, round_robin
+    learning_rate: float = 1e-3  # peak AdamW rate of G
+    z0_learning_rate: float = 1e-2  # peak rate of z0
+    weight_decay: float = 0.01
+    warmup: int = 50  # linear warmup steps
+    schedule: str = "cosine"  # to 10% at the end, or "constant"
+    clip_norm: float = 1.0  # global-norm clip
+    score_reduce: str = "logsumexp"
+    max_len: int = 256  # tokens kept per input (from the end)
+    pad_to: int = 16  # padding multiple (bounds recompiles)
+    checkpoint_every: int = 50  # steps between Orbax checkpoints
+    # one vector z_t per task (each step uses its task's) instead of one shared z0, and their
+    # mean released as z0 (the start for a task the generator never saw)
+    task_vectors: bool = False
+    permute_options: bool = False  # shuffle multiple-choice options (`permute_options`)
+    seed: int = 0
+
+    def __post_init__(self):
+        tasks = (self.tasks,) if isinstance(self.tasks, str) else tuple(self.tasks)
+        object.__setattr__(self, "tasks", tasks)
+        if not tasks or not all(isinstance(t, str) and t for t in tasks):
+            raise ValueError(f"Stage1Config.tasks must be non-empty task names, got {tasks!r}")
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"Stage1Config.tasks has duplicates: {tasks}")
+        for name in ("steps", "batch_size", "max_len", "pad_to", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"Stage1Config.{name} must be a positive int, got {value!r}")
+        if not isinstance(self.warmup, int) or not 0 <= self.warmup < self.steps:
+            raise ValueError(f"Stage1Config.warmup must be in [0, steps), got {self.warmup}")
+        if not (self.learning_rate > 0 and self.z0_learning_rate >= 0 and self.clip_norm > 0):
+            raise ValueError("learning rates and clip_norm must be positive (z0's may be 0)")
+        if self.weight_decay < 0:
+            raise ValueError("weight_decay must be >= 0")
+        for name, known in (("sampling", SAMPLING), ("schedule", SCHEDULES),
+                            ("score_reduce", ("logsumexp", "mean"))):  # fmt: skip
+            if getattr(self, name) not in known:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; known: {known}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"Stage1Config.seed must be an int >= 0, got {self.seed!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,10 +3,9 @@
     min_{G, z0}  E_{task, (X, y)}  CE(softmax_c s_c(X), y),
     s_c(X) = logsumexp_{w in words(c)} log softmax_V(LLM([G(X, z0); Emb(X)]))[w]
 
-(the same class scores the user computes in stage 2 from the service's log-probs).
-Optimiser: global-norm clipping, then AdamW (decay on kernels only) with linear warmup and
-a cosine (to 10%) or constant schedule; z0 has its own learning rate (it lives on the
-N(0, I) scale, the generator's weights on the embedding scale).
+(the class scores the user computes in stage 2 from the service's log-probs). Optimiser:
+global-norm clipping, then AdamW (decay on kernels only), linear warmup and a cosine (to
+10%) or constant schedule; z0 has its own rate (it lives on the N(0, I) scale).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import optax
 
 from cbp_jax.loop import optax_step
 from cbp_jax.methods.losses import accuracy, cross_entropy
-from cbp_jax.methods.stage1_config import Stage1Config
+from cbp_jax.methods.stage1_data import Stage1Config
 from cbp_jax.model.config import LlamaConfig
 from cbp_jax.model.decoder import forward, mean_pooled_embeddings
 from cbp_jax.prompts.generator import generator_apply

@@ -1,26 +1,18 @@
 """Sweeps of whole black-box ES runs, S runs as one compiled call.
 
-`make_run_fn` is one run of the engine in `blackbox.py` -- ES init, then every generation
-(`generation.generation`, the function the chunked runner scans too: ask -> payload ->
-score all buckets through the oracle -> loss -> tell) under one `lax.scan`, nothing in
-Python between generations -- as a pure function of (seed key,
-per-run hyperparameters, oracle, payload params, data). Per-run hyperparameters keep every
-shape fixed: sigma0 (the ES's `std_init`), any other float field of the ES params (its
-learning rates, e.g. CMA's `c_mean`, `c_1`, `c_mu`, `c_std`), and the loss (an index into
-`LOSS_NAMES`). `Sweeper.run` `jax.vmap`s the run over S (key, hyperparameter) pairs: one
-compile, one call. Population size and d change shapes, so `sweep_shapes` compiles and runs
-each (P, d) in turn under one command. There is no dev evaluation inside a run; score the
-returned means afterwards (`chunked_scoring.evaluate_vectors`).
+`make_run_fn` is one run of the engine (every `chunked_scoring.generation` under one
+`lax.scan`, no dev evaluation, nothing in Python between generations) as a pure function of
+(seed key, per-run hyperparameters, oracle, payload params, data). Per-run hyperparameters
+keep every shape fixed: sigma0, any other float field of the ES params (e.g. CMA's `c_mean`,
+`c_1`, `c_mu`, `c_std`) and the loss (an index into `LOSS_NAMES`). `Sweeper.run` vmaps the
+run over S (key, hyperparameter) pairs: one compile, one call; `sweep_shapes` compiles and
+runs each (P, d) in turn. Score the returned means afterwards
+(`chunked_scoring.evaluate_vectors`). A run makes generations x P calls (BBT's unit); a sweep
+reserves S times that before it runs, running nothing if it does not fit.
 
-Budget: one API call is one candidate scored on one batch (BBT's unit, see blackbox.py),
-so one run makes generations x P calls, whatever the number of train examples; a sweep
-charges S times that to the service (`reserve`) before it runs, and raises the service's
-`BudgetExhaustedError`, running nothing, if it does not fit.
-
-Large populations (to 10^4): use a strategy that is O(P d) per generation -- "sep_cma"
-(diagonal CMA-ES), "lm_ma" (evosax's LM-MA-ES) or "snes" (separable NES) -- and set
-`population_chunk` (e.g. from `cbp_jax.service.memory.chunk_for_memory`) so scoring,
-payload included, runs that many candidates at a time.
+Large populations (to 10^4): use an O(P d) strategy ("sep_cma", "lm_ma" or "snes") and set
+`population_chunk` (e.g. `service.memory.chunk_for_memory`) to score, payload included, that
+many candidates at a time.
 """
 
 from __future__ import annotations
@@ -38,7 +30,7 @@ from cbp_jax.data.batching import Inputs
 from cbp_jax.distributed import check_divisible, population_sharding, replicate, replicated
 from cbp_jax.es import EXTRA_STRATEGIES, STRATEGIES, sweep_strategy
 from cbp_jax.methods.blackbox import Parameterization
-from cbp_jax.methods.generation import generation
+from cbp_jax.methods.chunked_scoring import generation
 from cbp_jax.methods.losses import get_loss
 
 LOSS_NAMES = ("ce", "hinge")
@@ -183,12 +175,6 @@ def _result(out: RunOutput, calls: int) -> SweepResult:
     return SweepResult(out.final_mean, out.best_z, out.best_loss, dict(out.curves), calls)
 
 
-def generations_for_budget(budget: int, population: int) -> int:
-    """Whole generations one run can afford at `budget` calls (P calls each: BBT's
-    `maxiter = budget // popsize`)."""
-    return budget // population
-
-
 def sweep_shapes(
     service,
     make_param: Callable[[int], Parameterization],
@@ -209,9 +195,8 @@ def sweep_shapes(
     """
     plans = []
     for p, d in shapes:
-        gens = (
-            cfg.generations if budget_per_run is None else generations_for_budget(budget_per_run, p)
-        )
+        # whole generations a run affords at P calls each (BBT's maxiter = budget // popsize)
+        gens = cfg.generations if budget_per_run is None else budget_per_run // p
         if gens < 1:
             raise ValueError(f"budget {budget_per_run} buys no generation at P={p}")
         plans.append(((p, d), dataclasses.replace(cfg, population=p, generations=gens)))

@@ -22,10 +22,9 @@ import pathlib
 import shutil
 import time
 
-from cbp_jax.experiment.cell_runner import make_runner
 from cbp_jax.experiment.compile_cache import CompileStats, enable_compile_cache
 from cbp_jax.experiment.identity import config_hash
-from cbp_jax.experiment.layer import run_cells
+from cbp_jax.experiment.layer import make_runner, run_cells
 from cbp_jax.experiment.ray_runner import RayConfig, run_cells_ray
 from cbp_jax.experiment.records import RecordStore
 from cbp_jax.model.precision import machine_info

@@ -35,10 +35,9 @@ import functools
 import pathlib
 import time
 
-from cbp_jax.experiment.cell_runner import make_runner
 from cbp_jax.experiment.compile_cache import enable_compile_cache
 from cbp_jax.experiment.in_flight import prune, stash, write_index
-from cbp_jax.experiment.layer import run_cells
+from cbp_jax.experiment.layer import make_runner, run_cells
 from cbp_jax.experiment.records import RecordStore
 from cbp_jax.model.registry import DEFAULT_MODEL
 from cbp_jax.run import RunConfig

@@ -32,8 +32,8 @@ from cbp_jax.cli_study import committed_run
 from cbp_jax.data.splits import kshot_splits
 from cbp_jax.data.tasks import get_task
 from cbp_jax.experiment.records import Cell, RecordStore
+from cbp_jax.experiment.runner import zero_shot
 from cbp_jax.experiment.tables import get_or_run, write_table
-from cbp_jax.methods import zero_shot
 from cbp_jax.model import load_model
 from cbp_jax.overrides import apply_overrides
 from cbp_jax.privacy.attack_suite import TOKEN_ATTACKS, attack_rates, public_text
@@ -136,7 +136,7 @@ def run_seed(model, cfg: TableConfig, get, name: str, seed: int, public) -> dict
     zs = get(
         f"{at}/zero-shot",
         {**base, "arm": "zero-shot"},
-        lambda: zero_shot.evaluate(model, task, splits().test, progress=False),
+        lambda: zero_shot(model, task, splits().test, progress=False),
     )
     out = {"zero-shot": zs}
 
