@@ -22,6 +22,9 @@ import dataclasses
 import threading
 import time
 
+from cbp_jax.overrides import check_positive
+from cbp_jax.serve.answers import HttpError
+
 
 @dataclasses.dataclass(frozen=True)
 class GuardConfig:
@@ -33,10 +36,7 @@ class GuardConfig:
     max_queued: int = 32
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ValueError(f"GuardConfig.{f.name} must be a positive number, got {value!r}")
+        check_positive(self, number=True)
 
 
 class AuthThrottle:
@@ -91,24 +91,21 @@ class LoadShedder:
         self.total = 0
         self.seconds = 1.0  # moving average of one request's seconds, for Retry-After
 
-    def retry_after(self, queued: int) -> float:
-        return max(1.0, self.seconds * queued)
-
-    def admit(self, user: str) -> tuple[int, str] | None:
-        """None (admitted: call `done` when answered) or (status, reason) to shed it."""
-        mine = self.pending.get(user, 0)
-        if mine >= self.config.max_queued_per_user:
-            return (
-                429,
-                f"{mine} of your requests are queued (limit {self.config.max_queued_per_user})",
-            )
-        if self.total >= self.config.max_queued:
-            return (
-                503,
-                f"the server has {self.total} requests queued (limit {self.config.max_queued})",
-            )
-        self.pending[user], self.total = mine + 1, self.total + 1
-        return None
+    def admit(self, user: str) -> None:
+        """Count the request in (call `done` once answered), or shed it: HttpError 429 (this
+        user's queue is full) or 503 (the server's), Retry-After the seconds to free a slot."""
+        mine, cfg = self.pending.get(user, 0), self.config
+        if mine < cfg.max_queued_per_user and self.total < cfg.max_queued:
+            self.pending[user], self.total = mine + 1, self.total + 1
+            return
+        if mine >= cfg.max_queued_per_user:
+            status, queued, limit = 429, mine, cfg.max_queued_per_user
+            why = f"{mine} of your requests are queued"
+        else:
+            status, queued, limit = 503, self.total, cfg.max_queued
+            why = f"the server has {self.total} requests queued"
+        reason = f"{why} (limit {limit}); nothing was charged, retry later"
+        raise HttpError(status, reason, retry_after=max(1.0, self.seconds * queued))
 
     def done(self, user: str, seconds: float | None = None) -> None:
         self.pending[user] -= 1

@@ -1,6 +1,6 @@
 """Per-request limits of the network service, checked before any budget or compute.
 
-The provider's `validate_request` checks a request against the model (kinds, shapes,
+The provider core's `validate_request` checks a request against the model (kinds, shapes,
 token ranges, finite payloads); these limits bound what one request may ask of the server
 (bytes, population, batch, sequence, prompt length, candidates, total work), so that one
 caller cannot stall the shared compiled scoring call or exhaust its memory.
@@ -12,24 +12,8 @@ import dataclasses
 
 import numpy as np
 
-from cbp_jax.contract import MalformedRequestError, ScoreRequest
-
-# Axes of each kind's payload, and which of them are the population P and prompt length T.
-PAYLOAD_AXES = {"prompt": (3, 0, 1), "deep_prompt": (4, 1, 2), "task_vector": (2, 0, None)}
-
-
-def payload_dims(kind: str, payload) -> tuple[int, int]:
-    """(population P, prompt length T) of a payload, its axis count checked before any
-    axis is read; a kind without payload is P = 1, T = 0 (validation refuses a payload)."""
-    if kind not in PAYLOAD_AXES or payload is None:
-        return 1, 0
-    ndim, p_axis, t_axis = PAYLOAD_AXES[kind]
-    shape = np.shape(payload)
-    if len(shape) != ndim:
-        raise MalformedRequestError(
-            f"{kind!r} payload must have {ndim} axes, got shape {tuple(shape)}"
-        )
-    return int(shape[p_axis]), 0 if t_axis is None else int(shape[t_axis])
+from cbp_jax.contract import MalformedRequestError, ScoreRequest, payload_dims
+from cbp_jax.overrides import check_positive
 
 
 class PayloadTooLargeError(MalformedRequestError):
@@ -64,10 +48,7 @@ class ServeLimits:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"ServeLimits.{f.name} must be a positive int, got {value!r}")
+        check_positive(self)
 
     def check(self, req: ScoreRequest) -> None:
         """Raise MalformedRequestError naming the first limit the request exceeds."""

@@ -32,7 +32,7 @@ MAX_AXIS = 1 << 24  # no field of a request or response has a longer axis
 MAX_EXTENT = 1 << 40  # product of the non-zero axes: what numpy can index, with room
 REQUEST_FIELDS = ("kind", "payload", "tokens", "mask", "candidates")
 MEDIA_TYPE = "application/msgpack"
-_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"  # X-Request-Id and X-Client-Id
 
 
 def encode_array(x) -> dict:
@@ -141,7 +141,7 @@ def decode_response(body: bytes) -> dict:
 
 def check_request_id(rid: str | None, header: str = "X-Request-Id") -> str | None:
     """The id as sent, or None if absent; MalformedRequestError naming `header` otherwise."""
-    if rid is not None and not _ID_RE.match(rid):
+    if rid is not None and not re.match(ID_PATTERN, rid):
         raise MalformedRequestError(f"{header} must be 1-128 characters of [A-Za-z0-9._:-]")
     return rid
 

@@ -30,8 +30,10 @@ from typing import Any, ClassVar, Protocol
 import jax
 import jax.numpy as jnp
 
+from cbp_jax.contract import check_buckets
 from cbp_jax.model.config import LlamaConfig
 from cbp_jax.model.decoder import forward, forward_shared_prompt
+from cbp_jax.overrides import check_positive
 
 
 class PromptAdapter(Protocol):
@@ -202,21 +204,6 @@ def score_population(
     return jax.vmap(one)(payload)
 
 
-def check_buckets(buckets) -> tuple:
-    """The oracle's `buckets` argument as a tuple of (tokens_BxS, mask_BxS) pairs, or raise."""
-    if not isinstance(buckets, tuple | list) or not buckets:
-        raise ValueError("buckets must be a non-empty tuple of (tokens_BxS, mask_BxS) pairs")
-    for i, bucket in enumerate(buckets):
-        if not isinstance(bucket, tuple | list) or len(bucket) != 2:
-            raise ValueError(f"bucket {i} must be a (tokens_BxS, mask_BxS) pair")
-        if bucket[0].ndim != 2 or bucket[0].shape != bucket[1].shape:
-            raise ValueError(
-                f"bucket {i}: tokens {bucket[0].shape} and mask {bucket[1].shape} must be "
-                "the same B x S"
-            )
-    return tuple(buckets)
-
-
 @jax.tree_util.register_pytree_node_class
 class Oracle:
     """In-process, jittable stand-in for the service: payload + inputs -> log-probs only."""
@@ -238,20 +225,10 @@ class Oracle:
         buckets: a tuple of (tokens_BxS, mask_BxS) pairs, the length buckets of one batch.
         """
         cfg, adapter, chunk = self._static
-        model_params, adapter_params = self._arrays
+        kw = {"cfg": cfg, "adapter": adapter, "population_chunk": chunk}
         parts = [
-            score_population(
-                model_params,
-                adapter_params,
-                payload,
-                tokens_BxS,
-                mask_BxS,
-                candidates_CxW,
-                cfg=cfg,
-                adapter=adapter,
-                population_chunk=chunk,
-            )
-            for tokens_BxS, mask_BxS in check_buckets(buckets)
+            score_population(*self._arrays, payload, t, m, candidates_CxW, **kw)
+            for t, m in check_buckets(buckets)
         ]
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
 
@@ -271,8 +248,7 @@ class CBPGenerator:
     payload_axis: ClassVar[int] = 0
 
     def __post_init__(self):
-        if not isinstance(self.task_dims, int) or self.task_dims <= 0:
-            raise ValueError(f"CBPGenerator.task_dims must be a positive int, got {self.task_dims}")
+        check_positive(self)
 
     def payload_shape(self, cfg):
         return (None, self.task_dims)
