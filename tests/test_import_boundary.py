@@ -36,7 +36,6 @@ PROVIDER = (
     "cbp_jax.serve.answers",
     "cbp_jax.serve.batcher",
     "cbp_jax.serve.tiles",
-    "cbp_jax.serve.guard",
     "cbp_jax.serve.launch",
     "cbp_jax.serve.ledger",
     "cbp_jax.serve.limits",

@@ -4,29 +4,21 @@
                       "examples", "tokens"}
     GET  /v1/budget   the caller's budget, used and remaining calls, tokens scored
                       (?run=ID: that run's calls and tokens)
-    GET  /v1/info     public model facts (shapes, embedding std, accepted kinds), the call
-                      unit, both prices (calls and tokens) and the per-request limits
+    GET  /v1/info     public model facts, the call unit, both prices and the limits
     GET  /v1/health   liveness, no key needed
 
-One call = one candidate prompt scored on one batch: a request of population P costs P
-calls whatever its batch; the work one call may ask is bounded (`ServeLimits`, published
-in /v1/info). Every call but health needs `X-API-Key`. Over 64 header fields or 16 KiB
-of headers: 431 (`headers`). A score request goes: key (a wrong one: 401, or 429 with
-Retry-After past the failed-key throttle; a correct key is never throttled) ->
-Content-Type application/msgpack (else 415) -> size limit (413) -> body within the read
-timeout (408) -> decode, then the provider core's checks (service/core.py, the same as in
-process: limits, validation, finiteness after the cast to the compute dtype; 400) ->
-replay of a recorded `X-Request-Id` (same bytes, 0 calls; a retry of an id in flight
-waits for that attempt's record, `inflight`) -> load shedding (429 past the user's queue
-bound, 503 past the server's, both with Retry-After) -> budget hold (402) -> the fair scheduler
-and a bucketed compiled call (503 past the request timeout) -> finite outputs (else 400)
--> charge + record in one SQLite transaction (409 if a racing request claimed the id for
-another body) -> response. Nothing is charged unless the response is recorded.
-Responses carry candidate log-probs only: never parameters, hidden states or full logits.
+Every call but health needs `X-API-Key`. A score request goes: key (a wrong one: 401, or
+429 with Retry-After past the failed-key throttle; a correct key is never throttled) ->
+Content-Type (415) -> size (413) -> body within the read timeout (408) -> decode and the
+provider core's checks (service/core.py, as in process; 400) -> replay of a recorded
+`X-Request-Id` (same bytes, 0 calls; a retry of an id in flight waits for that attempt) ->
+load shedding (429 / 503 with Retry-After) -> budget hold (402) -> the fair scheduler and
+compiled chunks (503 past the request timeout) -> finite scores (400) -> charge + record in
+one SQLite transaction (409 if a racing request claimed the id for another body). Nothing
+is charged unless the response is recorded, and responses carry candidate log-probs only.
 Work is abandoned between chunks (nothing charged) when the request passes its deadline,
 its client goes away or its user is revoked (`cbp-jax serve keys revoke NAME`, no
 restart); at shutdown, requests still in flight after 5 s are cancelled and so abandoned.
-Run it with `cbp-jax serve` (or `python -m cbp_jax.cli serve`, same options).
 """
 
 from __future__ import annotations
@@ -52,9 +44,14 @@ from cbp_jax.serve.answers import (
     uvicorn_options,
 )
 from cbp_jax.serve.batcher import AbandonedError, BatchConfig, Batcher, Job, padded_tokens
-from cbp_jax.serve.guard import AuthThrottle, GuardConfig, LoadShedder
 from cbp_jax.serve.ledger import Ledger
-from cbp_jax.serve.limits import PayloadTooLargeError, ServeLimits
+from cbp_jax.serve.limits import (
+    AuthThrottle,
+    GuardConfig,
+    LoadShedder,
+    PayloadTooLargeError,
+    ServeLimits,
+)
 from cbp_jax.serve.waiting import InFlight, read_body, wait_for_job
 from cbp_jax.serve.wire import MEDIA_TYPE, check_request_id, decode_request, encode_response
 from cbp_jax.service.core import ProviderCore

@@ -47,6 +47,7 @@ from cbp_jax.contract import (
     check_buckets,
     payload_dims,
 )
+from cbp_jax.overrides import check_positive
 from cbp_jax.serve.split import join_scores, split_request
 from cbp_jax.serve.wire import MEDIA_TYPE, decode_response, encode_request, request_id
 
@@ -62,8 +63,7 @@ class RetryPolicy:
     backoff_max_s: float = 10.0
 
     def __post_init__(self):
-        if not (self.timeout_s > 0 and self.deadline_s > 0 and 0 < self.backoff_s):
-            raise ValueError("RetryPolicy times must be positive")
+        check_positive(self, number=True)
         if self.backoff_max_s < self.backoff_s:
             raise ValueError("RetryPolicy.backoff_max_s must be >= backoff_s")
 

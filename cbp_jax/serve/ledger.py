@@ -1,29 +1,23 @@
 """API keys, budgets and the response record of the network service, in SQLite (WAL mode).
 
-Tables: `users` (name, sha256 of the API key, budget, calls used, tokens scored) and
-`records` (one row per scored request: user, request id, run id, body hash, calls, tokens
-scored (P x B x S after padding, the work beside the price), the response bytes, and
-the client object that sent the charged attempt, so a replay can tell that client its own
-earlier attempt was charged; files from before these columns get them added, 0 / empty).
-Calls are counted as the user sees them: one call = one candidate prompt scored on one
-batch (a request of population P costs P; the server bounds each request's work by
-`ServeLimits`). Charging and recording happen in ONE transaction after the scores are
-computed, so:
+`users`: name, sha256 of the API key, budget, calls used, tokens scored. `records`: one row
+per scored request (request id, run id, body hash, calls, tokens, the response bytes, and
+the client id that sent the charged attempt, so a replay can tell that client its own
+attempt was charged); a file from before a column gets it added. Charging and recording
+happen in ONE transaction after the scores are computed, so:
 
-- a restart neither resets budgets (they live in the file) nor double-charges (a request
-  is charged exactly when its record is written);
-- a request killed before its record is written costs nothing and was never answered;
-- a retried request id is answered from `records` (same bytes) and charged nothing; a
-  request id reused for another body is refused (409), also when both race: the body hash
-  is compared inside the transaction that would claim the id;
-- concurrent requests of one user cannot overrun the budget: `hold` reserves calls in
-  memory before compute, `commit` turns the hold into a charge, `release` drops it.
+- a restart neither resets budgets nor double-charges; a request killed before its record
+  is written costs nothing and was never answered;
+- a retried request id is answered from `records` (same bytes, 0 calls); an id reused for
+  another body is refused (409), also when both race: the body hash is compared inside the
+  transaction that would claim the id;
+- concurrent requests of one user cannot overrun the budget: `hold` reserves calls before
+  compute, `commit` turns the hold into a charge, `release` drops it.
 
 The users file is the source of truth for who exists: `sync_users` revokes every user not
-in it (the row and its usage stay, so re-adding a name does not reset its budget; its key
-stops working) and assigns keys afresh, so a removed user's key may go to a new name.
-Keys are stored only as sha256 digests. Records are never pruned (a retention policy is
-left to the operator: deleting old rows only loses idempotency for those ids).
+in it (its row and usage stay, so re-adding a name does not reset its budget) and assigns
+keys afresh. Keys are stored only as sha256 digests. Records are never pruned (deleting old
+rows only loses idempotency for those ids).
 """
 
 from __future__ import annotations

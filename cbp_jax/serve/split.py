@@ -6,8 +6,7 @@ The server refuses (413, naming the cap) a request whose work P x B x (S + promp
 population first (each part keeps the whole batch, so a candidate is still scored on one
 batch and costs one call), then, only if one candidate on the batch is over a cap, the
 batch rows (each batch slice is then charged as a batch: P calls per slice).
-`join_scores` puts the parts' P x B x C x W log-probs back in order. The prompt length T
-of each kind is read as the server's limits read it.
+`join_scores` puts the parts' P x B x C x W log-probs back in order.
 """
 
 from __future__ import annotations

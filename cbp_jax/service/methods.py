@@ -1,12 +1,9 @@
 """Provider-side set-up of a scoring service for each black-box method.
 
-- BBT / BBTv2 (`bbt_adapters`): "none", and "prompt" / "deep_prompt" with BBT's p0, the
-  embeddings of T tokens of the served model added on the provider side (`service.p0`: by
-  default the words BBT's code prefixes, RoBERTa's ids 1000-1049 decoded, in this model's
-  tokens), so the user's payload is A z alone and z = 0 is a real prompt.
+- BBT / BBTv2 (`bbt_adapters`): "none", and "prompt" / "deep_prompt" with BBT's p0 added on
+  the provider side (`service.p0`), so the user's payload is A z alone.
 - CBP-Tuning (`cbp_service`): "none" and "task_vector" requests through a trained prompt
-  generator, p = L_U(GeLU(L_D(mean_pool(Emb(X)) + A z))); the generator's weights stay here,
-  the user gets only `artifact.release()` (a `contract.CBPRelease`).
+  generator, whose weights stay here (the user gets only `artifact.release()`).
 """
 
 from __future__ import annotations

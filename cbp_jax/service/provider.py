@@ -1,13 +1,11 @@
-"""`ScoringService`: the in-process provider. Holds the model, answers score requests, counts.
+"""`ScoringService`: the in-process provider (a `contract.ScoringAPI`). Holds the model,
+answers score requests, counts.
 
 Eager path: `score(request)` goes through the provider core (core.py: the same checks,
-price and public info as the HTTP server), holds the price in the in-memory budget (P
-calls: one per candidate, whatever the number of examples; BBT's unit), runs the jitted
-pure scoring function, checks the scores, and commits the charge; it returns candidate
-log-probs with the calls, examples and tokens scored. Compiled path: `oracle()` hands the
-user's scanned loop a jittable handle, one oracle call = one batch = P calls however many
-length buckets it holds, and `reserve(calls)` charges each chunk of generations before it
-runs, so the two paths count identically. It satisfies `contract.ScoringAPI`.
+price and public info as the HTTP server), holds P calls in the in-memory budget, scores,
+checks the scores and commits the charge. Compiled path: `oracle()` hands the user's
+scanned loop a jittable handle (one oracle call = one batch = P calls) and
+`reserve(calls)` charges each chunk of generations before it runs, so both count alike.
 """
 
 from __future__ import annotations
