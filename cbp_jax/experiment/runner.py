@@ -97,7 +97,7 @@ def run_bbt(ctx: Context, result: dict):
     from cbp_jax.methods.bbt import bbt_parameterization
     from cbp_jax.methods.blackbox import run_blackbox
     from cbp_jax.service import ScoringService
-    from cbp_jax.service.methods import bbt_adapters
+    from cbp_jax.service.provider import bbt_adapters
 
     cfg, proj = ctx.cfg, ctx.cfg.projection()
     adapters = bbt_adapters(_p0(ctx, result))
@@ -117,7 +117,7 @@ def run_bbt(ctx: Context, result: dict):
 def run_bbtv2(ctx: Context, result: dict):
     from cbp_jax.methods.bbt import run_bbtv2
     from cbp_jax.service import ScoringService
-    from cbp_jax.service.methods import bbt_adapters
+    from cbp_jax.service.provider import bbt_adapters
 
     cfg, proj = ctx.cfg, ctx.cfg.projection()
     adapters = bbt_adapters(_p0(ctx, result))
@@ -171,7 +171,7 @@ def run_cbp(ctx: Context, result: dict):
     from cbp_jax.methods.cbp import customize, save_task_vector
     from cbp_jax.methods.domains import domain_mismatch
     from cbp_jax.prompts.artifact import load_generator
-    from cbp_jax.service.methods import cbp_service
+    from cbp_jax.service.provider import cbp_service
 
     cfg = ctx.cfg
     artifact = load_generator(cfg.generator, expected_model=ctx.model)

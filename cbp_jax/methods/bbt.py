@@ -2,7 +2,7 @@
 
 BBT: one z in R^d, p = A z + p0, a T x D prefix prompt sent as a "prompt" request; the
 user sends A z and the provider adds p0, the embeddings of T real vocabulary tokens
-(`service.methods.bbt_adapters`, `service.p0`: by default the words BBT's dataloader puts
+(`service.provider.bbt_adapters`, `service.p0`: by default the words BBT's dataloader puts
 before every input, RoBERTa's ids 1000-1049 decoded, in the served model's own tokens), so
 z = 0 is a real prompt.
 BBTv2: one z_l and one A_l per layer, sent as a "deep_prompt" request, one CMA-ES per

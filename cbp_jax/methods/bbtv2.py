@@ -2,7 +2,7 @@
 
 The deep prompt has one z_l in R^d and one random A_l per tuned layer; layer l's prompt is
 A_l z_l, added before layer l to the prompt slots (which start from BBT's p0 on the
-provider side, `service.methods.bbt_adapters`). Every round (BBTv2's outer loop) steps each layer's
+provider side, `service.provider.bbt_adapters`). Every round (BBTv2's outer loop) steps each layer's
 CMA-ES once, in layer order: the population of layer l is scored with every other layer
 fixed at its best so far (each ES's best candidate on the train loss, pycma's `xbest` in
 BBTv2), and after the tell layer l's fixed prompt becomes A_l times its ES's best. After

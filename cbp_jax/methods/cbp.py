@@ -2,7 +2,7 @@
 
 The provider's side is elsewhere: stage 1 (training G and z0) is `train_generator` in
 cbp_train.py, the generator is saved and loaded by `prompts.artifact`, and served by
-`service.methods.cbp_service`. The user gets only the release (`contract.CBPRelease`:
+`service.provider.cbp_service`. The user gets only the release (`contract.CBPRelease`:
 r, z0 and an id).
 
 Stage 2 (`customize`): CMA-ES over z in R^r, started at z0, on the user's k-shot

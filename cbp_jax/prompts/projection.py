@@ -7,7 +7,7 @@ the input layer and, in BBTv2, each deeper layer's hidden-state std (outliers cl
 the same s, with CMA-ES sigma0 = sigma (1.0 and 0.2).
 p0 (BBT's code: the embeddings of the natural-language prefix that RoBERTa's vocabulary
 ids 1000-1049 decode to, to which A z is added) is provider side and not in this config:
-the service's adapters (`service.methods.bbt_adapters`, ids from `service.p0`) add it, so
+the service's adapters (`service.provider.bbt_adapters`, ids from `service.p0`) add it, so
 `project` is called here without it and the user's payload is A z alone.
 We store A transposed, d x (T*D), so a population z_PxR projects with one matmul.
 """

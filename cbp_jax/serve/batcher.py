@@ -41,7 +41,6 @@ from cbp_jax.serve.tiles import (
     chunks_of,
     gather,
     padded_tokens,
-    tile,
     tile_for,
     tile_scores,
     tile_shapes,
@@ -126,7 +125,7 @@ def length_groups(job: Job, floor: int = 8) -> list[tuple[np.ndarray, Job]]:
 
 
 __all__ = ["AbandonedError", "BatchConfig", "Batcher", "Job", "bucket", "chunks_of",
-           "length_groups", "padded_tokens", "tile", "tile_for", "tile_shapes"]  # fmt: skip
+           "length_groups", "padded_tokens", "tile_for", "tile_shapes"]  # fmt: skip
 
 
 class AbandonedError(RuntimeError):

@@ -1,20 +1,15 @@
-"""The network service's bounds: what one request may ask, and how long and how many the
-server waits for. All are checked before any budget hold or compute.
+"""The network service's bounds, all checked before any budget hold or compute.
 
-`ServeLimits` (per request, published in /v1/info): bytes, population, batch, sequence,
-prompt length, candidates and total work, so that one caller cannot stall the shared
-compiled scoring call or exhaust its memory (400; 413 for the body and the work caps).
-The provider core's `validate_request` checks the request against the model besides.
-
-`GuardConfig`: `read_timeout_s` bounds the arrival of the whole body (a Content-Length larger
-than the body sent, or a slow drip: 408); `request_timeout_s` bounds queue wait + compute
-(503, retryable, nothing charged); `max_queued_per_user` / `max_queued` bound the score
-requests admitted and not yet answered, past which one is shed (`LoadShedder`: 429 / 503
-with Retry-After); `auth_failures` per `auth_window_s` per client address and per key
-prefix: past it a wrong key is answered 429 instead of 401 until the window frees a slot
-(`AuthThrottle`). A correct key is checked first and always served, so one client's
-failures never lock out a valid key sharing its address (a proxy, loopback), and a 429
-says nothing a 401 would not.
+- `ServeLimits` (per request, published in /v1/info): bytes, population, batch, sequence,
+  prompt length, candidates and work, so that one caller cannot stall the shared compiled
+  call or exhaust its memory (400; 413 for the body and the work caps).
+- `GuardConfig`: the whole body within `read_timeout_s` (408: a Content-Length larger than
+  the body sent, a slow drip); queue wait + compute within `request_timeout_s` (503,
+  nothing charged); at most `max_queued_per_user` / `max_queued` requests admitted and not
+  yet answered (`LoadShedder`: 429 / 503 with Retry-After); at most `auth_failures` wrong
+  keys per `auth_window_s` per address and per key prefix (`AuthThrottle`: then 429, not
+  401). A correct key is checked first and always served, so failures never lock out a
+  valid key sharing an address (a proxy, loopback).
 """
 
 from __future__ import annotations

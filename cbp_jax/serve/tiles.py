@@ -1,21 +1,18 @@
 """The batcher's shapes and chunks: a request's work in fixed-shape tiles, computed chunk by
 chunk (the unit the worker computes, abandons and interleaves).
 
-A tile is (rows Q, batch B, sequence S) with S a power of two >= 8, B a power of two and
-Q x B x S = TOKENS_PER_CHUNK (one candidate on B examples is one row; S over the chunk: Q =
-B = 1). A request of batch b and sequence s runs in the tile with S = bucket(s, 8) and B =
-min(bucket(b), TOKENS_PER_CHUNK // S): its batch is cut into tiles of B rows, its
-candidates fill the Q rows, padding rows fill the last chunk. A request that fits whole in
-one tile of TOKENS_PER_CHUNK / SMALL_SHARE tokens runs in that small tile (`tile_for`), so a
-light request beside a big one computes a short chunk. So one adapter payload shape compiles
-at most `len(tile_shapes(max_seq_len))` programs (50 for S <= 512) whatever the clients
-send. A request is priced at its power-of-two buckets (`padded_tokens`).
+A tile is (rows Q, batch B, sequence S), S a power of two >= 8, B a power of two, Q x B x S
+= TOKENS_PER_CHUNK (one row: one candidate on B examples). A request of batch b, sequence s
+runs in S = bucket(s, 8), B = min(bucket(b), TOKENS_PER_CHUNK // S): its batch cut into
+tiles of B rows, its candidates filling the Q rows, padding rows the last chunk; one that
+fits whole in a tile of TOKENS_PER_CHUNK / SMALL_SHARE tokens runs in that small tile
+(`tile_for`). So one payload shape compiles at most `len(tile_shapes(max_seq_len))`
+programs (50 for S <= 512). A request is priced at its power-of-two buckets.
 
-A `Work` holds the jobs of one tile key and its items, one per (job, candidate row, batch
-tile): `next_chunk()` gives the next Q items' inputs, `put()` stores their scores, and
-`results()` gives each job's P x B x C x W log-probs. `tile_scores` is the compiled function
-(row q scores payload_Q[q] on its own B x S tokens, left-padded; padding rows have one real
-token and are never read back). `gather` puts a split request's parts back in row order.
+`Work` holds the jobs of one tile key, one item per (job, candidate row, batch tile):
+`next_chunk()` gives the next Q items' inputs, `put()` stores their scores, `results()`
+each job's P x B x C x W log-probs. `tile_scores` is the compiled function; `gather` puts a
+split request's parts back in row order.
 """
 
 from __future__ import annotations

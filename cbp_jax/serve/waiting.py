@@ -2,20 +2,17 @@
 retried request id in flight.
 
 - `FairQueue` (the batcher's): one FIFO per user; `get` takes the head of the least recently
-  served user with work waiting (ties: the older head), so a request waits behind at most
-  one chunk of each other waiting user. `put_front` puts a started request's remaining
-  chunks back; `put(None)` closes the queue (`get` then returns None once it is empty).
+  served user (ties: the older head), so a request waits behind at most one chunk of each
+  other waiting user; `put_front` puts a started request's rest back; `put(None)` closes.
 - `read_body`: the body, refused (413) past the size limit, also when its Content-Length
   lies; the caller bounds the time (408).
-- `wait_for_job`: the batcher's answer, bounded by the job's deadline (TimeoutError) and
-  checking every `POLL_S` whether the client went away (ClientGoneError, 499). On any way out
-  but an answer the job is cancelled: the worker stops at its next chunk, never charged.
-- `InFlight`: the client retries an `X-Request-Id` whose attempt timed out on its side while
-  the server may still be computing it; the first attempt claims its id until answered, and
-  a retry with the same body waits for it (bounded, else 503) and is then answered from the
-  record (or computed, if the first attempt charged nothing). Without it the retry asked for
-  a second budget hold and could be refused 402 for a request then charged. Another body
-  under an id in flight is refused (409), as the ledger refuses it once recorded.
+- `wait_for_job`: the batcher's answer, until the job's deadline (TimeoutError) or the
+  client is gone (ClientGoneError, 499); any way out but an answer cancels the job, and
+  the worker stops at its next chunk, charging nothing.
+- `InFlight`: a retry of an `X-Request-Id` whose first attempt is still computing waits for
+  it (bounded, else 503), then is answered from the record (or computed, if that attempt
+  charged nothing), instead of asking a second budget hold (402 at the budget edge for a
+  request then charged). Another body under an id in flight is refused (409).
 """
 
 from __future__ import annotations
