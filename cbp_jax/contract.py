@@ -17,6 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 PAYLOAD_KINDS = ("none", "prompt", "deep_prompt", "task_vector")
+# Each kind's payload: (axis count, population P axis, prompt length T axis).
+PAYLOAD_AXES = {"prompt": (3, 0, 1), "deep_prompt": (4, 1, 2), "task_vector": (2, 0, None)}
 
 
 # ---------------------------------------------------------------------------- errors
@@ -44,6 +46,20 @@ class ServiceUnavailableError(RuntimeError):
 
 class GeneratorMismatchError(ValueError):
     """A generator (or task vector) is used with a model or generator it was not made for."""
+
+
+def payload_dims(kind: str, payload) -> tuple[int, int]:
+    """(population P, prompt length T) of a payload, its axis count checked before any
+    axis is read; a kind without payload is P = 1, T = 0 (validation refuses a payload)."""
+    if kind not in PAYLOAD_AXES or payload is None:
+        return 1, 0
+    ndim, p_axis, t_axis = PAYLOAD_AXES[kind]
+    shape = np.shape(payload)
+    if len(shape) != ndim:
+        raise MalformedRequestError(
+            f"{kind!r} payload must have {ndim} axes, got shape {tuple(shape)}"
+        )
+    return int(shape[p_axis]), 0 if t_axis is None else int(shape[t_axis])
 
 
 # How the HTTP service answers each error (and the client raises it again); an unknown
@@ -184,3 +200,19 @@ class ScoringAPI(Protocol):
     def reserve(self, calls: int) -> None: ...
 
     def oracle(self, kind: str) -> Any: ...
+
+
+def check_buckets(buckets) -> tuple:
+    """An oracle's `buckets` argument (the length buckets of one batch) as a tuple of
+    (tokens_BxS, mask_BxS) pairs, or ValueError."""
+    if not isinstance(buckets, tuple | list) or not buckets:
+        raise ValueError("buckets must be a non-empty tuple of (tokens_BxS, mask_BxS) pairs")
+    for i, bucket in enumerate(buckets):
+        if not isinstance(bucket, tuple | list) or len(bucket) != 2:
+            raise ValueError(f"bucket {i} must be a (tokens_BxS, mask_BxS) pair")
+        if bucket[0].ndim != 2 or bucket[0].shape != bucket[1].shape:
+            raise ValueError(
+                f"bucket {i}: tokens {bucket[0].shape} and mask {bucket[1].shape} must be "
+                "the same B x S"
+            )
+    return tuple(buckets)

@@ -7,6 +7,7 @@ value: int, float, bool (true/false/1/0), str, "none" for None, and tuples
 (comma-separated, elements parsed like the current first element, float if it is empty).
 A field whose current value is None is parsed by its annotation (`int | None` -> int).
 An unknown key or an unparsable value raises ValueError naming it.
+`check_positive(cfg, names)` is the field check those configs' `__post_init__` share.
 """
 
 from __future__ import annotations
@@ -91,3 +92,16 @@ def apply_overrides(cfg: Any, items: Iterable[str]) -> Any:
         key, text = item.split("=", 1)
         parsed.append((key.strip().split("."), text, key.strip()))
     return _replace(cfg, parsed) if parsed else cfg
+
+
+def check_positive(cfg: Any, names: Iterable[str] | None = None, *, number: bool = False) -> None:
+    """Raise ValueError unless each field in `names` (default: all) of the dataclass `cfg` is
+    a positive int (with `number`: a positive int or float); a bool never passes."""
+    kind = "number" if number else "int"
+    for name in [f.name for f in dataclasses.fields(cfg)] if names is None else names:
+        value = getattr(cfg, name)
+        typed = isinstance(value, (int, float) if number else int) and not isinstance(value, bool)
+        if not (typed and value > 0):
+            raise ValueError(
+                f"{type(cfg).__name__}.{name} must be a positive {kind}, got {value!r}"
+            )

@@ -23,7 +23,7 @@ from cbp_jax.methods.cbp import load_task_vector, task_vector_predict
 from cbp_jax.model import load_model
 from cbp_jax.prompts.artifact import load_generator
 from cbp_jax.run import RunConfig
-from cbp_jax.service.methods import cbp_service
+from cbp_jax.service.provider import cbp_service
 
 
 def main(argv=None) -> None:

@@ -15,11 +15,11 @@ import types
 import requests
 import uvicorn
 
+from cbp_jax.serve.answers import uvicorn_options
 from cbp_jax.serve.app import create_app
 from cbp_jax.serve.batcher import BatchConfig
-from cbp_jax.serve.guard import GuardConfig
-from cbp_jax.serve.headers import uvicorn_options
 from cbp_jax.serve.ledger import UserSpec
+from cbp_jax.serve.limits import GuardConfig
 from tests.serve_tiny import tiny_server
 
 GUARD, BATCHING = GuardConfig(), BatchConfig()

@@ -22,8 +22,8 @@ from cbp_jax.model.registry import LoadedModel
 from cbp_jax.prompts.artifact import load_generator, save_generator
 from cbp_jax.prompts.generator import GeneratorConfig, PromptGenerator, generator_apply
 from cbp_jax.service import MalformedRequestError, ScoreRequest, ScoreResponse
-from cbp_jax.service.methods import cbp_service
 from cbp_jax.service.oracle import CBPGenerator
+from cbp_jax.service.provider import cbp_service
 from tests.helpers import KilledService
 
 CFG = LlamaConfig(101, 48, 80, 3, 6, 2, 8)

@@ -28,7 +28,7 @@ def test_train_generator_then_customize(tmp_path, capsys, real_model, monkeypatc
     from cbp_jax.data.tasks import get_task
     from cbp_jax.methods.cbp import load_task_vector, task_vector_accuracy
     from cbp_jax.prompts.artifact import load_generator
-    from cbp_jax.service.methods import cbp_service
+    from cbp_jax.service.provider import cbp_service
 
     monkeypatch.setattr("cbp_jax.model.load_model", lambda *a, **k: real_model)
     gen_dir = tmp_path / "gen"

@@ -75,8 +75,8 @@ def test_predict_reloads_a_prompt_and_a_task_vector(newcomer, tmp_path, capsys, 
     from cbp_jax.methods.saved_prompt import save_prompt
     from cbp_jax.prompts.artifact import load_generator
     from cbp_jax.service import ScoringService
-    from cbp_jax.service.methods import cbp_service
     from cbp_jax.service.oracle import SoftPrompt
+    from cbp_jax.service.provider import cbp_service
 
     config = str(newcomer[1])  # word_quiz: four options
     task, test = get_task(config), test_subset(config, 1, 8)

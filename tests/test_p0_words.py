@@ -16,9 +16,9 @@ import pytest
 from cbp_jax.data.paths import REPO_DATA
 from cbp_jax.model.gguf_loader import tokenizer_from_gguf
 from cbp_jax.run import RunConfig
-from cbp_jax.service.methods import bbt_adapters
 from cbp_jax.service.oracle import SoftPrompt
 from cbp_jax.service.p0 import WORDS_FILE, bbt_words, p0_text, p0_token_ids, words_token_ids
+from cbp_jax.service.provider import bbt_adapters
 
 T = 50
 

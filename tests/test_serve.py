@@ -27,8 +27,8 @@ from cbp_jax.serve.ledger import UserSpec
 from cbp_jax.serve.limits import ServeLimits
 from cbp_jax.serve.wire import encode_request
 from cbp_jax.service import ScoreRequest
-from cbp_jax.service.methods import cbp_service
 from cbp_jax.service.oracle import CBPGenerator, NoPrompt, SoftPrompt
+from cbp_jax.service.provider import cbp_service
 from tests.serve_tiny import tiny_generator, tiny_model
 from tests.test_cbp import TOY, WordTokenizer, _examples
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from cbp_jax.serve.batcher import chunks_of
-from cbp_jax.serve.guard import GuardConfig
+from cbp_jax.serve.limits import GuardConfig
 from cbp_jax.serve.wire import encode_request
 from cbp_jax.service import ScoreRequest
 from tests.serve_live import KEYS, LiveServer

@@ -29,8 +29,7 @@ import schemathesis
 from hypothesis import strategies as st
 
 from cbp_jax.contract import MalformedRequestError
-from cbp_jax.serve.guard import GuardConfig
-from cbp_jax.serve.limits import ServeLimits
+from cbp_jax.serve.limits import GuardConfig, ServeLimits
 from cbp_jax.serve.wire import decode_request
 from cbp_jax.service.core import ProviderCore
 from cbp_jax.service.oracle import DeepPrompt, NoPrompt, SoftPrompt

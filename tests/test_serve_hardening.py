@@ -20,9 +20,9 @@ import pytest
 import requests
 
 from cbp_jax.serve.client import RemoteService, RetryPolicy
-from cbp_jax.serve.guard import GuardConfig
 from cbp_jax.serve.launch import read_users
 from cbp_jax.serve.ledger import Ledger, RequestIdConflictError, UserSpec
+from cbp_jax.serve.limits import GuardConfig
 from cbp_jax.serve.wire import encode_request
 from cbp_jax.service import ScoreRequest
 from tests.serve_live import KEYS, LiveServer, users

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from cbp_jax.serve.client import RemoteService, RetryPolicy
-from cbp_jax.serve.guard import AuthThrottle, GuardConfig
+from cbp_jax.serve.limits import AuthThrottle, GuardConfig
 from cbp_jax.serve.wire import encode_request
 from cbp_jax.service import ScoreRequest
 from tests.serve_live import KEYS, LiveServer

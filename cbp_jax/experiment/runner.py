@@ -73,7 +73,7 @@ def _bbt_services(ctx: Context, result: dict):
     """Provider side: BBT/BBTv2's services (an evaluator, and one with the run's budget) with
     p0 for the served model; records the decoded prefix as `p0_text` ("" for no p0)."""
     from cbp_jax.service import ScoringService
-    from cbp_jax.service.methods import bbt_adapters
+    from cbp_jax.service.provider import bbt_adapters
     from cbp_jax.service.p0 import p0_text
 
     ids = ctx.cfg.p0_token_ids(ctx.model.tokenizer)
@@ -154,7 +154,7 @@ def run_cbp(ctx: Context, result: dict):
     """CBP z0 (no stage 2) or CBP stage 2 from z0, with the provider's generator."""
     from cbp_jax.methods.cbp import customize, domain_mismatch, save_task_vector
     from cbp_jax.prompts.artifact import load_generator
-    from cbp_jax.service.methods import cbp_service
+    from cbp_jax.service.provider import cbp_service
 
     cfg = ctx.cfg
     artifact = load_generator(cfg.generator, expected_model=ctx.model)

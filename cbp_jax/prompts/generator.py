@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cbp_jax.overrides import check_positive
+
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
@@ -39,13 +41,8 @@ class GeneratorConfig:
     init_vocab: int = 5000
 
     def __post_init__(self):
-        for name in ("hidden_size", "task_dims", "bottleneck", "prompt_len", "init_vocab"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"GeneratorConfig.{name} must be a positive int, got {value!r}")
-        for name in ("a_scale", "down_init_scale", "up_init_scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"GeneratorConfig.{name} must be positive")
+        check_positive(self, ("hidden_size", "task_dims", "bottleneck", "prompt_len", "init_vocab"))
+        check_positive(self, ("a_scale", "down_init_scale", "up_init_scale"), number=True)
 
     def param_shapes(self) -> dict:
         d, m, td = self.hidden_size, self.bottleneck, self.prompt_len * self.hidden_size

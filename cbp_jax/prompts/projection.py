@@ -4,7 +4,7 @@ p = A z + p0, A ~ N(0, s^2), s = alpha * std / (sqrt(d) * sigma) as in BBT's and
 std the word embeddings' for the input layer and, in BBTv2, each deeper layer's hidden-state
 std (outliers clipped at 3 sigma); BBT runs alpha = sigma = 1, BBTv2 alpha = sigma = 0.2 (the
 same s), with CMA-ES sigma0 = sigma. p0 (BBT: the embeddings of the prefix that RoBERTa's ids
-1000-1049 decode to) is provider side: the service's adapters (`service.methods.bbt_adapters`,
+1000-1049 decode to) is provider side: the service's adapters (`service.provider.bbt_adapters`,
 ids from `service.p0`) add it, so the user's payload is A z alone. A is stored transposed,
 d x (T*D), so a population z_PxR projects with one matmul.
 """

@@ -4,29 +4,21 @@
                       "examples", "tokens"}
     GET  /v1/budget   the caller's budget, used and remaining calls, tokens scored
                       (?run=ID: that run's calls and tokens)
-    GET  /v1/info     public model facts (shapes, embedding std, accepted kinds), the call
-                      unit, both prices (calls and tokens) and the per-request limits
+    GET  /v1/info     public model facts, the call unit, both prices and the limits
     GET  /v1/health   liveness, no key needed
 
-One call = one candidate prompt scored on one batch: a request of population P costs P
-calls whatever its batch; the work one call may ask is bounded (`ServeLimits`, published
-in /v1/info). Every call but health needs `X-API-Key`. Over 64 header fields or 16 KiB
-of headers: 431 (`headers`). A score request goes: key (a wrong one: 401, or 429 with
-Retry-After past the failed-key throttle; a correct key is never throttled) ->
-Content-Type application/msgpack (else 415) -> size limit (413) -> body within the read
-timeout (408) -> decode, then the provider core's checks (service/core.py, the same as in
-process: limits, validation, finiteness after the cast to the compute dtype; 400) ->
-replay of a recorded `X-Request-Id` (same bytes, 0 calls; a retry of an id in flight
-waits for that attempt's record, `inflight`) -> load shedding (429 past the user's queue
-bound, 503 past the server's, both with Retry-After) -> budget hold (402) -> the fair scheduler
-and a bucketed compiled call (503 past the request timeout) -> finite outputs (else 400)
--> charge + record in one SQLite transaction (409 if a racing request claimed the id for
-another body) -> response. Nothing is charged unless the response is recorded.
-Responses carry candidate log-probs only: never parameters, hidden states or full logits.
+Every call but health needs `X-API-Key`. A score request goes: key (a wrong one: 401, or
+429 with Retry-After past the failed-key throttle; a correct key is never throttled) ->
+Content-Type (415) -> size (413) -> body within the read timeout (408) -> decode and the
+provider core's checks (service/core.py, as in process; 400) -> replay of a recorded
+`X-Request-Id` (same bytes, 0 calls; a retry of an id in flight waits for that attempt) ->
+load shedding (429 / 503 with Retry-After) -> budget hold (402) -> the fair scheduler and
+compiled chunks (503 past the request timeout) -> finite scores (400) -> charge + record in
+one SQLite transaction (409 if a racing request claimed the id for another body). Nothing
+is charged unless the response is recorded, and responses carry candidate log-probs only.
 Work is abandoned between chunks (nothing charged) when the request passes its deadline,
 its client goes away or its user is revoked (`cbp-jax serve keys revoke NAME`, no
 restart); at shutdown, requests still in flight after 5 s are cancelled and so abandoned.
-Run it with `cbp-jax serve` (or `python -m cbp_jax.cli serve`, same options).
 """
 
 from __future__ import annotations
@@ -41,15 +33,26 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from cbp_jax.contract import HTTP_STATUS
-from cbp_jax.serve.answers import CALL_UNIT, PRICES, HttpError, msgpack_answer
+from cbp_jax.serve.answers import (
+    CALL_UNIT,
+    PRICES,
+    SCORE_OPENAPI,
+    HeaderLimit,
+    HttpError,
+    is_msgpack,
+    msgpack_answer,
+    uvicorn_options,
+)
 from cbp_jax.serve.batcher import AbandonedError, BatchConfig, Batcher, Job, padded_tokens
-from cbp_jax.serve.guard import AuthThrottle, GuardConfig, LoadShedder
-from cbp_jax.serve.headers import HeaderLimit, is_msgpack, uvicorn_options
-from cbp_jax.serve.inflight import InFlight, InFlightTimeoutError
 from cbp_jax.serve.ledger import Ledger
-from cbp_jax.serve.limits import PayloadTooLargeError, ServeLimits
-from cbp_jax.serve.openapi import SCORE_OPENAPI
-from cbp_jax.serve.waiting import ClientGoneError, read_body, wait_for_job
+from cbp_jax.serve.limits import (
+    AuthThrottle,
+    GuardConfig,
+    LoadShedder,
+    PayloadTooLargeError,
+    ServeLimits,
+)
+from cbp_jax.serve.waiting import InFlight, read_body, wait_for_job
 from cbp_jax.serve.wire import MEDIA_TYPE, check_request_id, decode_request, encode_response
 from cbp_jax.service.core import ProviderCore
 
@@ -86,7 +89,7 @@ class ScoreServer:
         self.core = ProviderCore(
             model, adapters, adapter_params, model_name=model_name, limits=limits
         )
-        self.cfg, self.adapters = model.cfg, self.core.adapters
+        self.adapters = self.core.adapters
         self.ledger, self.limits = ledger, limits
         self.batcher = Batcher(model, self.adapters, adapter_params, batching)
         self._public = None
@@ -143,7 +146,7 @@ class ScoreServer:
             raise HttpError(408, f"request body not received within "
                             f"{self.guard.read_timeout_s:g} s") from None  # fmt: skip
 
-    async def _scores(self, job: Job, future, user: str, calls: int, gone) -> np.ndarray:
+    async def _scores(self, job: Job, future, user: str, gone) -> np.ndarray:
         """The job's checked scores (`waiting.wait_for_job`: past its deadline or with its
         client gone, the worker stops within one chunk); HttpError on abandoned work."""
         try:
@@ -171,65 +174,38 @@ class ScoreServer:
             calls = self.core.admit(req)  # limits, validation, finite payload; the price
             job = self._job(req, user)
             digest = hashlib.sha256(body).hexdigest()
-        gone = request.is_disconnected
+        at = Attempt(rid, run_id, digest, client, request.is_disconnected)
         if rid is None:
-            return await self._compute(
-                req, job, user, calls, Attempt(None, run_id, digest, client, gone)
-            )
-        try:
-            claim = self.inflight.claim(user, rid, digest, self.guard.request_timeout_s)
-            async with claim:
-                return await self._once(
-                    req, job, user, calls, Attempt(rid, run_id, digest, client, gone)
-                )
-        except InFlightTimeoutError as e:
-            raise HttpError(503, str(e), retry_after=1) from None
-
-    async def _once(self, req, job: Job, user: str, calls: int, at: Attempt) -> Response:
-        """Answer a request id from its record, or compute it (its id claimed meanwhile)."""
-        recorded = await asyncio.to_thread(self.ledger.lookup, user, at.rid, at.digest)
-        if recorded is not None:
-            own = await self._charged_to(user, at.rid, at.client)
+            return await self._compute(req, job, user, calls, at)
+        async with self.inflight.claim(user, rid, digest, self.guard.request_timeout_s):
+            recorded = await asyncio.to_thread(self.ledger.lookup, user, rid, digest)
+            if recorded is None:  # not yet answered: compute it, its id claimed meanwhile
+                return await self._compute(req, job, user, calls, at)
+            own = await self._charged_to(user, rid, client)
             return msgpack_answer(recorded, charged=0, replayed=True, own=own)
-        return await self._compute(req, job, user, calls, at)
 
     async def _compute(self, req, job: Job, user: str, calls: int, at: Attempt) -> Response:
-        """Shed it if the queues are full (429 / 503 with Retry-After), else score it."""
-        shed = self.shedder.admit(user)
-        if shed is not None:
-            status, reason = shed
-            wait = self.shedder.retry_after(self.shedder.pending.get(user, 0) if status == 429
-                                            else self.shedder.total)  # fmt: skip
-            raise HttpError(status, f"{reason}; nothing was charged, retry later", wait)
+        """Shed it if the queues are full (429 / 503 with Retry-After), else hold the price,
+        score, charge and record (nothing is charged on any failure)."""
+        self.shedder.admit(user)
         start, seconds = time.monotonic(), None
         try:
-            response = await self._charged(req, job, user, calls, at)
+            self.ledger.hold(user, calls)
+            try:
+                logprobs = await self._scores(job, self.batcher.submit(job), user, at.gone)
+            except BaseException:
+                self.ledger.release(user, calls)
+                raise
+            response = encode_response(logprobs, calls, req.examples, req.tokens)
+            tokens = padded_tokens(job.rows, *job.tokens.shape)
+            out, charged = await asyncio.to_thread(
+                self.ledger.commit, user, at.rid, at.run_id, at.digest, calls, response,
+                at.client, tokens,
+            )  # fmt: skip
+            self.committed()
             seconds = time.monotonic() - start
-            return response
         finally:
             self.shedder.done(user, seconds)
-
-    async def _charged(self, req, job: Job, user: str, calls: int, at: Attempt) -> Response:
-        """Hold the price, score, charge and record (nothing is charged on any failure)."""
-        self.ledger.hold(user, calls)
-        try:
-            future = self.batcher.submit(job)
-        except BaseException:
-            self.ledger.release(user, calls)
-            raise
-        try:
-            logprobs = await self._scores(job, future, user, calls, at.gone)
-        except BaseException:
-            self.ledger.release(user, calls)
-            raise
-        work = {"examples": getattr(req, "examples", None), "tokens": getattr(req, "tokens", None)}
-        response = encode_response(logprobs, calls, **work)
-        tokens = padded_tokens(job.rows, *job.tokens.shape)
-        out, charged = await asyncio.to_thread(
-            self.ledger.commit, user, at.rid, at.run_id, at.digest, calls, response, at.client,
-            tokens,
-        )  # fmt: skip
-        self.committed()
         replayed = charged == 0 and calls > 0  # a racing attempt of this id committed first
         own = replayed and await self._charged_to(user, at.rid, at.client)
         return msgpack_answer(out, charged=charged, replayed=replayed, own=own)
@@ -249,21 +225,14 @@ def create_app(server: ScoreServer) -> FastAPI:
         Exception, lambda _r, e: JSONResponse({"error": "internal error"}, status_code=500)
     )
 
-    def on_error(status):
-        def handler(_request, exc):
-            return JSONResponse({"error": str(exc)}, status_code=status)
+    def answer(_request, exc):
+        if isinstance(exc, HttpError):
+            return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+        status = next(status for exc_type, status in errors if isinstance(exc, exc_type))
+        return JSONResponse({"error": str(exc)}, status_code=status)
 
-        return handler
-
-    for exc_type, status in errors:
-        app.add_exception_handler(exc_type, on_error(status))
-    app.add_exception_handler(  # nobody reads it: the status is for the access log
-        ClientGoneError, lambda _r, e: JSONResponse({"error": str(e)}, status_code=499)
-    )
-    app.add_exception_handler(
-        HttpError,
-        lambda _r, e: JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers),
-    )
+    for exc_type in (HttpError, *dict(errors)):
+        app.add_exception_handler(exc_type, answer)
 
     @app.get("/v1/health")
     def health():

@@ -1,29 +1,23 @@
 """Request scheduling: requests computed fairly, chunk by chunk, on a fixed set of compiled shapes.
 
-Shapes: a request runs in fixed-shape chunks (`shape_buckets.tile_for`: rows x batch x sequence
-= TOKENS_PER_CHUNK tokens, or an eighth of that for a request that fits whole in one,
-sequence a power of two >= 8, left padding masked out; candidate
-ids padded to `BatchConfig.cand_slots`), so one adapter payload shape compiles at most
-`len(tile_shapes(max_seq))` programs (50 up to S = 512) whatever the clients send. The
-executables live in an LRU cache of `BatchConfig.max_compiled` entries (>= that count by
-default, so nothing recompiles after warm-up); `compiles` counts compilations. The soft
-prompt length T is not padded (the model has no prompt mask): each distinct T of a prompt
-kind is its own set of tiles (T <= `ServeLimits.max_prompt_len`).
+Shapes: a request runs in fixed-shape chunks (`tiles.tile_for`; candidate ids padded to
+`BatchConfig.cand_slots`), so one adapter payload shape compiles a bounded set of programs
+whatever the clients send; they live in an LRU of `BatchConfig.max_compiled` executables
+(enough by default that nothing recompiles after warm-up; `compiles` counts them). The soft
+prompt length T is not padded (the model has no prompt mask): each T is its own set.
 
-Scheduling: requests wait in a `FairQueue` (one queue per user, served round robin). The
+Scheduling: requests wait in a `waiting.FairQueue` (one queue per user, round robin). The
 worker computes ONE chunk of a request (`tiles.Work`) and puts the rest back at the head of
-its user's queue, so between two chunks of a big request every other waiting user gets a
-chunk: a small request waits for about one chunk of each other active user, never for a
-whole big request or a backlog. Before each chunk the worker checks whether anyone still
-waits for the work (`Job.abandoned`: client gone, past its deadline, user revoked); if
-nobody does, it stops (`AbandonedError`, nothing charged).
+its user's queue, so a small request waits for about one chunk of each other active user,
+never for a whole big request. Before each chunk the worker checks whether anyone still
+waits (`Job.abandoned`: client gone, past its deadline, user revoked); if nobody does, it
+stops (`AbandonedError`, nothing charged).
 
 Packing (optional): with `max_requests > 1` the worker waits up to `window_ms` for more
 requests (up to `max_requests` / `max_rows` candidates) and computes those of one tile as
-one `Work` (their items share chunks). The window closes early when no other request is
-queued or being decoded (`arriving()`). Measured on the 2-core CPU of this project,
-packing was slower than serving one request at a time (experiments/results/
-service_load.md), so the default is one at a time.
+one `Work`; the window closes early when no other request is queued or being decoded
+(`arriving()`). On this project's 2-core CPU packing was slower than one request at a time
+(experiments/results/service_load.md), so that is the default.
 """
 
 from __future__ import annotations
@@ -40,17 +34,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cbp_jax.serve.fair import FairQueue
-from cbp_jax.serve.shape_buckets import (
+from cbp_jax.overrides import check_positive
+from cbp_jax.serve.tiles import (
+    Work,
     bucket,
     chunks_of,
     gather,
     padded_tokens,
-    tile,
     tile_for,
+    tile_scores,
     tile_shapes,
 )
-from cbp_jax.serve.tiles import Work, tile_scores
+from cbp_jax.serve.waiting import FairQueue
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +66,7 @@ class BatchConfig:
     def __post_init__(self):
         if not self.window_ms >= 0:
             raise ValueError(f"BatchConfig.window_ms must be >= 0, got {self.window_ms}")
-        for name in ("max_requests", "max_rows", "max_compiled", "cand_slots"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"BatchConfig.{name} must be an int >= 1, got {value!r}")
+        check_positive(self, ("max_requests", "max_rows", "max_compiled", "cand_slots"))
 
 
 @dataclasses.dataclass
@@ -133,7 +125,7 @@ def length_groups(job: Job, floor: int = 8) -> list[tuple[np.ndarray, Job]]:
 
 
 __all__ = ["AbandonedError", "BatchConfig", "Batcher", "Job", "bucket", "chunks_of",
-           "length_groups", "padded_tokens", "tile", "tile_for", "tile_shapes"]  # fmt: skip
+           "length_groups", "padded_tokens", "tile_for", "tile_shapes"]  # fmt: skip
 
 
 class AbandonedError(RuntimeError):

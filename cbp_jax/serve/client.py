@@ -1,45 +1,38 @@
-"""Remote scoring client: the engine's service interface over HTTP.
+"""Remote scoring client: the engine's `contract.ScoringAPI` over HTTP.
 
-`RemoteService(url, api_key, run_id=...)` is a `contract.ScoringAPI`, as the in-process
-`ScoringService` is: `score(req)`, `reserve(n)`, `public_info()`, `oracle(kind)`,
-`calls_used` and `calls_remaining`. `oracle(kind)` is a jittable pytree
-whose call is a `jax.pure_callback` that POSTs the population to the server, so the
-compiled `lax.scan` of the engine runs unchanged over the network. Like the in-process
-`Oracle`, it takes `(payload, buckets, candidates_CxW)`, `buckets` the length buckets of
-one batch as (tokens_BxS, mask_BxS) pairs, and sends them as ONE request (rows left-padded
-to the longest bucket, the mask marking the padding; the server re-buckets by length):
-one oracle call = one batch = P calls, over HTTP exactly as in process.
+`RemoteService(url, api_key, run_id=...)` offers what the in-process `ScoringService` does.
+`oracle(kind)` is a jittable `RemoteOracle` whose call is a `jax.pure_callback` that POSTs
+one batch as ONE request (its length buckets left-padded to the longest, the mask marking
+the padding; the server re-buckets), so the engine's compiled `lax.scan` runs unchanged
+over the network: one oracle call = one batch = P calls, as in process.
 
-Retries: every HTTP attempt has a timeout; connection errors, timeouts, 429 and 5xx are
-retried with exponential backoff, waiting at least the server's Retry-After (a shed
-request: the server's queues were full), until `RetryPolicy.deadline_s`, then
-`ServiceUnavailableError` is raised (inside a compiled loop it surfaces wrapped in a JAX
-runtime error; the run's Orbax checkpoint then resumes it once the server is back).
-4xx answers are not retried: 400/413 -> MalformedRequestError, 401 -> AuthenticationError,
-402 -> BudgetExhaustedError, 409 -> RequestIdConflictError.
-Work caps: a request over the server's `max_work_tokens` / `max_call_tokens` (/v1/info) is
-sent as several requests (`split`: population first), their scores joined in order.
+Retries: each attempt has a timeout; connection errors, timeouts, 429 and 5xx are retried
+with exponential backoff, waiting at least the server's Retry-After, until
+`RetryPolicy.deadline_s`, then `ServiceUnavailableError` (in a compiled loop, wrapped in a
+JAX runtime error; the run's checkpoint resumes it). Other 4xx are raised as the contract's
+errors (`contract.HTTP_STATUS`; 413 as MalformedRequestError). A request over the server's
+work caps (/v1/info) is sent as several (`split`: population first), joined in order.
 
-Request ids (idempotency keys): id = sha256(run_id, scope, request content). For oracle
-calls, scope = "epoch:<calls reserved so far>". The engine reserves before every chunk and,
-on resume, re-reserves exactly the calls its checkpoint records, so the replayed chunk
-after a crash has the same epoch, the same (bit-identical) populations and thus the same
-ids: requests the server recorded before the crash are answered from its record and not
-charged again, whichever side crashed. Content hashing (not a call counter) makes the id
-independent of the order in which XLA runs callbacks. Eager `score` calls use scope
-"eager:<n-th call of this client>". Pass a stable `run_id` (e.g. the run directory's
-name) to get this across process restarts; the default is random per client. Reusing a
-run id for an identical run replays it from the record; the server never shares records
-between users.
+Request ids (idempotency keys): sha256(run_id, scope, request content), scope
+"epoch:<calls reserved so far>" for oracle calls and "eager:<n-th call>" for `score`. The
+engine reserves before every chunk and, on resume, re-reserves what its checkpoint records,
+so a chunk replayed after a crash (of either side) sends the same ids and is answered from
+the server's record, not charged again; hashing content, not counting calls, makes ids
+independent of the order XLA runs callbacks in. Pass a stable `run_id` (e.g. the run
+directory's name) for this across restarts (default: random per client); the server never
+shares records between users.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 import uuid
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import requests
 
@@ -51,8 +44,10 @@ from cbp_jax.contract import (
     ScoreRequest,
     ScoreResponse,
     ServiceUnavailableError,
+    check_buckets,
+    payload_dims,
 )
-from cbp_jax.serve.remote_oracle import RemoteOracle
+from cbp_jax.overrides import check_positive
 from cbp_jax.serve.split import join_scores, split_request
 from cbp_jax.serve.wire import MEDIA_TYPE, decode_response, encode_request, request_id
 
@@ -68,8 +63,7 @@ class RetryPolicy:
     backoff_max_s: float = 10.0
 
     def __post_init__(self):
-        if not (self.timeout_s > 0 and self.deadline_s > 0 and 0 < self.backoff_s):
-            raise ValueError("RetryPolicy times must be positive")
+        check_positive(self, number=True)
         if self.backoff_max_s < self.backoff_s:
             raise ValueError("RetryPolicy.backoff_max_s must be >= backoff_s")
 
@@ -167,16 +161,8 @@ class RemoteService:
 
     def _post_one(self, req: ScoreRequest, rid: str) -> tuple[np.ndarray, int, dict]:
         """(log-probs, calls charged to this request, the response's work fields)."""
-        resp = self._http(
-            "POST",
-            "/v1/score",
-            data=encode_request(req),
-            headers={
-                "Content-Type": MEDIA_TYPE,
-                "X-Request-Id": rid,
-                "X-Client-Id": self._client_id,
-            },
-        )
+        headers = {"Content-Type": MEDIA_TYPE, "X-Request-Id": rid, "X-Client-Id": self._client_id}
+        resp = self._http("POST", "/v1/score", data=encode_request(req), headers=headers)
         body = decode_response(resp.content)
         logprobs = body.pop("logprobs")
         charged = int(resp.headers.get("X-Charged", "0"))
@@ -272,3 +258,39 @@ def _error_message(resp: requests.Response) -> str:
         return str(resp.json().get("error", resp.text))
     except ValueError:
         return resp.text[:500]
+
+
+@jax.tree_util.register_pytree_node_class
+class RemoteOracle:
+    """Jittable handle: (payload, buckets, candidates) -> P x (sum of B) x C x W log-probs
+    in bucket order, computed by the server through `jax.pure_callback` as one request
+    (P calls). It holds no arrays."""
+
+    def __init__(self, client: RemoteService, kind: str):
+        self._client, self.kind = client, kind
+
+    def tree_flatten(self):
+        return (), (self._client, self.kind)
+
+    @classmethod
+    def tree_unflatten(cls, static, _children):
+        return cls(*static)
+
+    def __call__(self, payload, buckets, candidates_CxW):
+        buckets = check_buckets(buckets)
+        width = max(t.shape[1] for t, _ in buckets)
+        pads = [((0, 0), (width - t.shape[1], 0)) for t, _ in buckets]  # mask 0: padding
+        tokens_BxS, mask_BxS = (
+            jnp.concatenate([jnp.pad(pair[i], w) for pair, w in zip(buckets, pads, strict=True)])
+            for i in (0, 1)
+        )
+        (p, _), (c, w) = payload_dims(self.kind, payload), candidates_CxW.shape
+        out = jax.ShapeDtypeStruct((p, tokens_BxS.shape[0], c, w), jnp.float32)
+        arrays = (tokens_BxS, mask_BxS, candidates_CxW)
+        if payload is not None:
+            arrays = (payload.astype(jnp.float32), *arrays)
+        fn = functools.partial(self._client._oracle_call, self.kind)
+        return jax.pure_callback(fn, out, *arrays, vmap_method="sequential")
+
+    def __repr__(self):
+        return f"RemoteOracle(kind={self.kind!r}, url={self._client.url!r})"

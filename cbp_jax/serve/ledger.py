@@ -1,33 +1,28 @@
 """API keys, budgets and the response record of the network service, in SQLite (WAL mode).
 
-Tables: `users` (name, sha256 of the API key, budget, calls used, tokens scored) and
-`records` (one row per scored request: user, request id, run id, body hash, calls, tokens
-scored (P x B x S after padding, the work beside the price), the response bytes, and
-the client object that sent the charged attempt, so a replay can tell that client its own
-earlier attempt was charged; files from before these columns get them added, 0 / empty).
-Calls are counted as the user sees them: one call = one candidate prompt scored on one
-batch (a request of population P costs P; the server bounds each request's work by
-`ServeLimits`). Charging and recording happen in ONE transaction after the scores are
-computed, so:
+`users`: name, sha256 of the API key, budget, calls used, tokens scored. `records`: one row
+per scored request (request id, run id, body hash, calls, tokens, the response bytes, and
+the client id that sent the charged attempt, so a replay can tell that client its own
+attempt was charged); a file from before a column gets it added. Charging and recording
+happen in ONE transaction after the scores are computed, so:
 
-- a restart neither resets budgets (they live in the file) nor double-charges (a request
-  is charged exactly when its record is written);
-- a request killed before its record is written costs nothing and was never answered;
-- a retried request id is answered from `records` (same bytes) and charged nothing; a
-  request id reused for another body is refused (409), also when both race: the body hash
-  is compared inside the transaction that would claim the id;
-- concurrent requests of one user cannot overrun the budget: `hold` reserves calls in
-  memory before compute, `commit` turns the hold into a charge, `release` drops it.
+- a restart neither resets budgets nor double-charges; a request killed before its record
+  is written costs nothing and was never answered;
+- a retried request id is answered from `records` (same bytes, 0 calls); an id reused for
+  another body is refused (409), also when both race: the body hash is compared inside the
+  transaction that would claim the id;
+- concurrent requests of one user cannot overrun the budget: `hold` reserves calls before
+  compute, `commit` turns the hold into a charge, `release` drops it.
 
 The users file is the source of truth for who exists: `sync_users` revokes every user not
-in it (the row and its usage stay, so re-adding a name does not reset its budget; its key
-stops working) and assigns keys afresh, so a removed user's key may go to a new name.
-Keys are stored only as sha256 digests. Records are never pruned (a retention policy is
-left to the operator: deleting old rows only loses idempotency for those ids).
+in it (its row and usage stay, so re-adding a name does not reset its budget) and assigns
+keys afresh. Keys are stored only as sha256 digests. Records are never pruned (deleting old
+rows only loses idempotency for those ids).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import sqlite3
@@ -125,22 +120,16 @@ class Ledger:
         digests = [key_digest(u.key) for u in users]
         if len(set(names)) != len(names) or len(set(digests)) != len(digests):
             raise ValueError("users must have distinct names and distinct keys")
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                before = {r[0] for r in self._db.execute(f"SELECT name FROM users {_ACTIVE}")}
-                self._db.execute(f"UPDATE users SET key_sha256 = '{_REVOKED}' || name")
-                for u, digest in zip(users, digests, strict=True):
-                    self._db.execute(
-                        "INSERT INTO users (name, key_sha256, budget) VALUES (?, ?, ?) "
-                        "ON CONFLICT(name) DO UPDATE SET key_sha256=excluded.key_sha256, "
-                        "budget=excluded.budget",
-                        (u.name, digest, u.budget),
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction():
+            before = {r[0] for r in self._db.execute(f"SELECT name FROM users {_ACTIVE}")}
+            self._db.execute(f"UPDATE users SET key_sha256 = '{_REVOKED}' || name")
+            for u, digest in zip(users, digests, strict=True):
+                self._db.execute(
+                    "INSERT INTO users (name, key_sha256, budget) VALUES (?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET key_sha256=excluded.key_sha256, "
+                    "budget=excluded.budget",
+                    (u.name, digest, u.budget),
+                )
         return sorted(before - set(names))
 
     def authenticate(self, key: str | None) -> str | None:
@@ -193,27 +182,29 @@ class Ledger:
             "run_tokens": int(run_tokens),
         }
 
-    def lookup(self, user: str, request_id: str, body_sha256: str) -> bytes | None:
+    def _record(self, user: str, request_id: str, columns: str) -> tuple | None:
+        return self._db.execute(
+            f"SELECT {columns} FROM records WHERE user = ? AND request_id = ?", (user, request_id)
+        ).fetchone()
+
+    def _recorded(self, user: str, request_id: str, body_sha256: str) -> bytes | None:
         """The recorded response of this request id, or None; raise on a different body."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT body_sha256, response FROM records WHERE user = ? AND request_id = ?",
-                (user, request_id),
-            ).fetchone()
-        if row is None:
-            return None
-        if row[0] != body_sha256:
+        row = self._record(user, request_id, "body_sha256, response")
+        if row is not None and row[0] != body_sha256:
             raise RequestIdConflictError(
                 f"request id {request_id} was already used for a different request"
             )
-        return row[1]
+        return None if row is None else row[1]
+
+    def lookup(self, user: str, request_id: str, body_sha256: str) -> bytes | None:
+        """The recorded response of this request id, or None; raise on a different body."""
+        with self._lock:
+            return self._recorded(user, request_id, body_sha256)
 
     def charged_client(self, user: str, request_id: str) -> str | None:
         """The client id recorded with this request id's charge ("" if none was sent)."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT client FROM records WHERE user = ? AND request_id = ?", (user, request_id)
-            ).fetchone()
+            row = self._record(user, request_id, "client")
         return None if row is None else row[0]
 
     def hold(self, user: str, calls: int) -> None:
@@ -231,66 +222,40 @@ class Ledger:
         with self._lock:
             self._held[user] = self._held.get(user, 0) - calls
 
-    def commit(
-        self,
-        user: str,
-        request_id: str | None,
-        run_id: str,
-        body_sha256: str,
-        calls: int,
-        response: bytes,
-        client: str = "",
-        tokens: int = 0,
-    ) -> tuple[bytes, int]:
-        """Charge a held request and record its response (and `client`, and the `tokens`
-        of work scored beside the calls), atomically.
+    def commit(self, user, request_id, run_id, body_sha256, calls, response, client="", tokens=0):
+        """`Budget.commit`, also recording the `tokens` of work scored beside the calls: charge
+        a held request and record its response, atomically.
 
         Returns (response bytes, calls charged): a concurrent duplicate (same body) that
         committed first wins, and this one is answered with its bytes for 0 calls; another
         body under the same id raises RequestIdConflictError, charging nothing.
         """
-        with self._lock:
+        with self._lock, self._transaction():
             self._held[user] = self._held.get(user, 0) - calls
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = None
-                if request_id is not None:
-                    row = self._db.execute(
-                        "SELECT body_sha256, response FROM records "
-                        "WHERE user = ? AND request_id = ?",
-                        (user, request_id),
-                    ).fetchone()
-                if row is None:
-                    self._db.execute(
-                        "UPDATE users SET used = used + ?, tokens_used = tokens_used + ? "
-                        "WHERE name = ?",
-                        (calls, tokens, user),
-                    )
-                    if request_id is not None:
-                        self._db.execute(
-                            "INSERT INTO records (user, request_id, run_id, body_sha256, "
-                            "calls, response, created, client, tokens) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (
-                                user,
-                                request_id,
-                                run_id,
-                                body_sha256,
-                                calls,
-                                response,
-                                time.time(),
-                                client,
-                                tokens,
-                            ),  # fmt: skip
-                        )
-                self._db.execute("COMMIT" if row is None else "ROLLBACK")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        if row is not None:  # a racing request claimed the id first
-            if row[0] != body_sha256:
-                raise RequestIdConflictError(
-                    f"request id {request_id} was already used for a different request"
-                )
-            return row[1], 0
+            if request_id is not None:
+                recorded = self._recorded(user, request_id, body_sha256)
+                if recorded is not None:  # a racing request claimed the id first
+                    return recorded, 0
+                self._db.execute(
+                    "INSERT INTO records (user, request_id, run_id, body_sha256, calls, response, "
+                    "created, client, tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (user, request_id, run_id, body_sha256, calls, response, time.time(),
+                     client, tokens),
+                )  # fmt: skip
+            self._db.execute(
+                "UPDATE users SET used = used + ?, tokens_used = tokens_used + ? WHERE name = ?",
+                (calls, tokens, user),
+            )
         return response, calls
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on any error (the caller holds the lock
+        where others may write)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")

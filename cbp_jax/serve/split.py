@@ -6,8 +6,7 @@ The server refuses (413, naming the cap) a request whose work P x B x (S + promp
 population first (each part keeps the whole batch, so a candidate is still scored on one
 batch and costs one call), then, only if one candidate on the batch is over a cap, the
 batch rows (each batch slice is then charged as a batch: P calls per slice).
-`join_scores` puts the parts' P x B x C x W log-probs back in order. The prompt length T
-of each kind is read as the server's limits read it.
+`join_scores` puts the parts' P x B x C x W log-probs back in order.
 """
 
 from __future__ import annotations
@@ -16,28 +15,15 @@ import dataclasses
 
 import numpy as np
 
-from cbp_jax.contract import ScoreRequest
-
-# payload axis of the population and of the prompt length, per kind (as the server reads)
-_AXES = {"prompt": (0, 1), "deep_prompt": (1, 2), "task_vector": (0, None)}
-
-
-def _dims(req: ScoreRequest) -> tuple[int, int, int, int | None]:
-    """(P, B, S + T, the payload's population axis or None)."""
-    b, s = np.shape(req.tokens_BxS)
-    if req.payload is None or req.kind not in _AXES:
-        return 1, b, s, None
-    p_axis, t_axis = _AXES[req.kind]
-    shape = np.shape(req.payload)
-    t = 0 if t_axis is None else shape[t_axis]
-    return shape[p_axis], b, s + t, p_axis
+from cbp_jax.contract import PAYLOAD_AXES, ScoreRequest, payload_dims
 
 
 def split_request(req: ScoreRequest, max_work: int, max_call: int) -> list[list[ScoreRequest]]:
     """Parts as [batch slice][population slice]: the request itself ([[req]]) if it fits,
     else batch slices (only if one candidate on the whole batch is over a cap), each cut
     into population slices, every part within both caps."""
-    p, b, width, p_axis = _dims(req)
+    (p, t), (b, s) = payload_dims(req.kind, req.payload), np.shape(req.tokens_BxS)
+    width, p_axis = s + t, PAYLOAD_AXES.get(req.kind, (0, None))[1]
     if p * b * width <= max_work and b * width <= max_call:
         return [[req]]
     rows = min(b, max(1, min(max_work, max_call) // width))  # batch rows one call may cover

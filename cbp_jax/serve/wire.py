@@ -32,7 +32,7 @@ MAX_AXIS = 1 << 24  # no field of a request or response has a longer axis
 MAX_EXTENT = 1 << 40  # product of the non-zero axes: what numpy can index, with room
 REQUEST_FIELDS = ("kind", "payload", "tokens", "mask", "candidates")
 MEDIA_TYPE = "application/msgpack"
-_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"  # X-Request-Id and X-Client-Id
 
 
 def encode_array(x) -> dict:
@@ -94,15 +94,16 @@ def _unpack(body: bytes, max_bytes: int) -> dict:
     return obj
 
 
+def _arrays(req: ScoreRequest) -> tuple:
+    return req.payload, req.tokens_BxS, req.mask_BxS, req.candidates_CxW
+
+
 def encode_request(req: ScoreRequest) -> bytes:
-    body = {
-        "kind": req.kind,
-        "payload": None if req.payload is None else encode_array(req.payload),
-        "tokens": encode_array(req.tokens_BxS),
-        "mask": encode_array(req.mask_BxS),
-        "candidates": encode_array(req.candidates_CxW),
+    arrays = {
+        f: None if x is None else encode_array(x)
+        for f, x in zip(REQUEST_FIELDS[1:], _arrays(req), strict=True)
     }
-    return msgpack.packb(body, use_bin_type=True)
+    return msgpack.packb({"kind": req.kind, **arrays}, use_bin_type=True)
 
 
 def decode_request(body: bytes, max_bytes: int = 1 << 26) -> ScoreRequest:
@@ -115,11 +116,7 @@ def decode_request(body: bytes, max_bytes: int = 1 << 26) -> ScoreRequest:
         raise MalformedRequestError("kind must be a string")
     payload = None if obj["payload"] is None else decode_array(obj["payload"], "payload")
     return ScoreRequest(
-        obj["kind"],
-        payload,
-        decode_array(obj["tokens"], "tokens"),
-        decode_array(obj["mask"], "mask"),
-        decode_array(obj["candidates"], "candidates"),
+        obj["kind"], payload, *(decode_array(obj[f], f) for f in REQUEST_FIELDS[2:])
     )
 
 
@@ -141,7 +138,7 @@ def decode_response(body: bytes) -> dict:
 
 def check_request_id(rid: str | None, header: str = "X-Request-Id") -> str | None:
     """The id as sent, or None if absent; MalformedRequestError naming `header` otherwise."""
-    if rid is not None and not _ID_RE.match(rid):
+    if rid is not None and not re.match(ID_PATTERN, rid):
         raise MalformedRequestError(f"{header} must be 1-128 characters of [A-Za-z0-9._:-]")
     return rid
 
@@ -149,7 +146,7 @@ def check_request_id(rid: str | None, header: str = "X-Request-Id") -> str | Non
 def request_id(run_id: str, scope: str, req: ScoreRequest) -> str:
     """sha256 of (run id, scope, kind, every array's dtype, shape and bytes), 32 hex chars."""
     h = hashlib.sha256(f"{run_id}\x00{scope}\x00{req.kind}".encode())
-    for x in (req.payload, req.tokens_BxS, req.mask_BxS, req.candidates_CxW):
+    for x in _arrays(req):
         if x is None:
             h.update(b"\x00none")
             continue

@@ -1,15 +1,12 @@
 """API-call accounting: one call = one candidate prompt scored on one batch of examples.
 
-This is BBT's unit (docs/methods.md): the count is the population size of each request, whatever
-its number of examples, so scoring 20 candidates one by one or in one batch costs the same,
-20 calls. A request that would overrun the budget is refused whole, before any compute,
-with `BudgetExhaustedError`.
-
-`Budget` is the interface the provider core charges through, for both transports: `hold`
-calls before compute (or raise), `commit` them once the scores are checked (recording the
-response where the budget keeps records), `release` them on any failure. `ApiBudget` is the
-in-memory one (one account, the in-process service); `serve.ledger.Ledger` keeps per-user
-budgets and responses in SQLite (the HTTP service).
+BBT's unit (docs/methods.md): a request costs its population P, whatever its number of
+examples. A request that would overrun the budget is refused whole, before any compute,
+with `BudgetExhaustedError`. `Budget` is the interface the provider core charges through:
+`hold` before compute (or raise), `commit` once the scores are checked (recording the
+response where the budget keeps records), `release` on any failure. `ApiBudget` is the
+in-memory one (the in-process service); `serve.ledger.Ledger` keeps per-user budgets and
+responses in SQLite (the HTTP service).
 """
 
 from __future__ import annotations

@@ -1,14 +1,12 @@
 """Per-layer hidden-state scale, a statistic the provider publishes for BBTv2.
 
 BBTv2 draws each layer's random projection with std alpha * s_l / (sqrt(d) * sigma), s_l
-the std of the hidden states entering layer l (the word embeddings' std for the input
-layer), outliers clipped at mean +- 3 std for 5 rounds (its deepbbt.py computes them on the
-first training batch). Here the provider computes them once on a fixed public text
-(`PUBLIC_TEXT`, or fixed token ids for a model without a tokenizer), so a user learns one
-float per layer and nothing about any input of theirs. `layer_input_stds` returns them;
-`PublicInfo.hidden_std` carries them. For a model whose prompts are scaled by sqrt(D) on
-entry (`cfg.embed_scale`, Gemma), the stds are of the layer inputs divided by sqrt(D), so
-that they are in the units the deep prompts are drawn in.
+the std of the hidden states entering layer l (the embeddings' for the input layer),
+outliers clipped at mean +- 3 std for 5 rounds (its deepbbt.py uses the first training
+batch). Here the provider computes them once on a fixed public text (`PUBLIC_TEXT`, or
+fixed ids without a tokenizer), so a user learns one float per layer and nothing about its
+inputs (`PublicInfo.hidden_std`). Where prompts are scaled by sqrt(D) on entry
+(`cfg.embed_scale`, Gemma) they are divided by sqrt(D): the units deep prompts are drawn in.
 """
 
 from __future__ import annotations

@@ -1,15 +1,12 @@
 """Population chunk size from a memory budget: how many candidates to score at once.
 
-`score_population` maps the population in chunks (`population_chunk`); a chunk of c
-candidates keeps about c candidates' activations alive at once. `candidate_bytes` is an
-upper estimate of one candidate's live activations in one decoder layer (layers are
-scanned, so only one is live): hidden-state copies, q/k/v, attention scores and weights,
-the SwiGLU hidden, the answer-position logits and the payload itself, all counted in
-float32 with no credit for XLA's fusion. `chunk_for_memory` divides a budget by it.
-
-The budget is for the scoring call's temporaries (XLA's `temp_size_in_bytes`), not the
-weights or the inputs. Measured on a tiny model, the estimate is about 2x the real per-
-candidate increment, which covers the fixed temporaries of a chunked call (tests/test_sweep).
+`candidate_bytes` is an upper estimate of one candidate's live activations while
+`score_population` maps it (one decoder layer is live at a time: hidden-state copies,
+q/k/v, attention scores and weights, the SwiGLU hidden, answer-position logits and the
+payload, all in float32 with no credit for XLA's fusion); `chunk_for_memory` divides a
+budget for the scoring call's temporaries (XLA's `temp_size_in_bytes`) by it. On a tiny
+model the estimate is about 2x the real per-candidate increment, which covers the fixed
+temporaries of a chunked call (tests/test_sweep).
 """
 
 from __future__ import annotations

@@ -1,25 +1,21 @@
 """The pure scoring function behind the service, and the in-process `Oracle` handle.
 
-`score_population` runs the whole population x batch in one call: each candidate's prompt
-is built by a provider-side adapter (identity for BBT's soft prompts, the prompt generator
-for CBP), the model runs with logits at the answer position only (a prompt shared by the
-whole batch, as in BBT/BBTv2, is computed once per candidate: `forward_shared_prompt`), and
-the log-softmax is read at the candidate token ids. Population is the leading axis (vmap,
-or lax.map in chunks for very large populations); shard it with `jax.sharding` from the outside.
+`score_population` scores a population on one batch: each candidate's prompt is built by a
+provider-side adapter (BBT's soft prompts, BBTv2's deep prompts, CBP's prompt generator),
+the model gives logits at the answer position only (a prompt shared by the whole batch is
+computed once per candidate: `forward_shared_prompt`), and the log-softmax is read at the
+candidate token ids. Population is the leading axis (vmap, or lax.map in chunks).
 
 `Oracle` is what the compiled in-process loop receives instead of a network client: a
-pytree whose leaves are the provider's arrays (so jit takes them as arguments, not as
-constants) and whose only method returns candidate log-probs. User code never reads them.
-One oracle call is one batch: `oracle(payload, buckets, candidates_CxW)` scores the P
-candidates on every length bucket of one k-shot set (the buckets only save padding) and
-costs P API calls however many buckets there are (the HTTP `RemoteOracle` sends them as one
-request). Callers reserve those P calls with the service before the compiled loop runs.
+pytree whose leaves are the provider's arrays (jit takes them as arguments, not constants)
+and whose only method returns candidate log-probs. One oracle call is one batch:
+`oracle(payload, buckets, candidates_CxW)` scores the P candidates on every length bucket
+of one k-shot set and costs P calls however many buckets there are; callers reserve them
+with the service before the compiled loop runs.
 
-BBT's p0: `SoftPrompt(p0_token_ids=ids)` / `DeepPrompt(p0_token_ids=ids)` add the provider's
-embeddings of real vocabulary tokens to the user's payload on the provider side (BBT's
-code adds A z to the embeddings of the prefix RoBERTa's ids 1000-1049 decode to; which ids
-here: `service.p0`), so z = 0 is a real prompt and the user never sees an embedding. None
-(the default) adds nothing.
+BBT's p0: `SoftPrompt(p0_token_ids=ids)` / `DeepPrompt(p0_token_ids=ids)` add the
+embeddings of those tokens (`service.p0`) to the user's payload on the provider side, so
+z = 0 is a real prompt and the user never sees an embedding; None adds nothing.
 """
 
 from __future__ import annotations
@@ -30,8 +26,10 @@ from typing import Any, ClassVar, Protocol
 import jax
 import jax.numpy as jnp
 
+from cbp_jax.contract import check_buckets
 from cbp_jax.model.config import LlamaConfig
 from cbp_jax.model.decoder import forward, forward_shared_prompt
+from cbp_jax.overrides import check_positive
 
 
 class PromptAdapter(Protocol):
@@ -70,6 +68,15 @@ class _P0Prompt:
         t = None if self.p0_token_ids is None else len(self.p0_token_ids)
         return (*self.lead(cfg), None, t, cfg.hidden_size)
 
+    def prompts(self, adapter_params, model_params, cfg, payload, tokens_BxS, mask_BxS):
+        """`shared_prompts` broadcast to every example of the batch (the per-example path)."""
+        prompt, deep = self.shared_prompts(adapter_params, model_params, cfg, payload)
+        b = tokens_BxS.shape[0]
+        prompt = None if prompt is None else jnp.broadcast_to(prompt, (b, *prompt.shape))
+        if deep is not None:
+            deep = jnp.broadcast_to(deep[:, None], (deep.shape[0], b, *deep.shape[1:]))
+        return prompt, deep
+
 
 def token_embeddings(model_params, ids) -> jax.Array:
     """T x D float32 embeddings of the token ids `ids` (the provider's p0)."""
@@ -98,11 +105,6 @@ class SoftPrompt(_P0Prompt):
     kind: ClassVar[str] = "prompt"
     payload_axis: ClassVar[int] = 0
 
-    def prompts(self, adapter_params, model_params, cfg, prompt_TxD, tokens_BxS, mask_BxS):
-        prompt_TxD, _ = self.shared_prompts(adapter_params, model_params, cfg, prompt_TxD)
-        b = tokens_BxS.shape[0]
-        return jnp.broadcast_to(prompt_TxD, (b, *prompt_TxD.shape)), None
-
     def shared_prompts(self, adapter_params, model_params, cfg, prompt_TxD):
         if self.p0_token_ids is None:
             return prompt_TxD, None
@@ -120,17 +122,6 @@ class DeepPrompt(_P0Prompt):
 
     def lead(self, cfg) -> tuple:
         return (cfg.num_layers,)
-
-    def prompts(self, adapter_params, model_params, cfg, deep_LxTxD, tokens_BxS, mask_BxS):
-        b = tokens_BxS.shape[0]
-        prompt_TxD, _ = self.shared_prompts(adapter_params, model_params, cfg, deep_LxTxD)
-        deep = jnp.broadcast_to(
-            deep_LxTxD[:, None], (deep_LxTxD.shape[0], b, *deep_LxTxD.shape[1:])
-        )
-        prompt = (
-            None if prompt_TxD is None else jnp.broadcast_to(prompt_TxD, (b, *prompt_TxD.shape))
-        )
-        return prompt, deep
 
     def shared_prompts(self, adapter_params, model_params, cfg, deep_LxTxD):
         if self.p0_token_ids is None:
@@ -202,21 +193,6 @@ def score_population(
     return jax.vmap(one)(payload)
 
 
-def check_buckets(buckets) -> tuple:
-    """The oracle's `buckets` argument as a tuple of (tokens_BxS, mask_BxS) pairs, or raise."""
-    if not isinstance(buckets, tuple | list) or not buckets:
-        raise ValueError("buckets must be a non-empty tuple of (tokens_BxS, mask_BxS) pairs")
-    for i, bucket in enumerate(buckets):
-        if not isinstance(bucket, tuple | list) or len(bucket) != 2:
-            raise ValueError(f"bucket {i} must be a (tokens_BxS, mask_BxS) pair")
-        if bucket[0].ndim != 2 or bucket[0].shape != bucket[1].shape:
-            raise ValueError(
-                f"bucket {i}: tokens {bucket[0].shape} and mask {bucket[1].shape} must be "
-                "the same B x S"
-            )
-    return tuple(buckets)
-
-
 @jax.tree_util.register_pytree_node_class
 class Oracle:
     """In-process, jittable stand-in for the service: payload + inputs -> log-probs only."""
@@ -238,20 +214,10 @@ class Oracle:
         buckets: a tuple of (tokens_BxS, mask_BxS) pairs, the length buckets of one batch.
         """
         cfg, adapter, chunk = self._static
-        model_params, adapter_params = self._arrays
+        kw = {"cfg": cfg, "adapter": adapter, "population_chunk": chunk}
         parts = [
-            score_population(
-                model_params,
-                adapter_params,
-                payload,
-                tokens_BxS,
-                mask_BxS,
-                candidates_CxW,
-                cfg=cfg,
-                adapter=adapter,
-                population_chunk=chunk,
-            )
-            for tokens_BxS, mask_BxS in check_buckets(buckets)
+            score_population(*self._arrays, payload, t, m, candidates_CxW, **kw)
+            for t, m in check_buckets(buckets)
         ]
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
 
@@ -271,8 +237,7 @@ class CBPGenerator:
     payload_axis: ClassVar[int] = 0
 
     def __post_init__(self):
-        if not isinstance(self.task_dims, int) or self.task_dims <= 0:
-            raise ValueError(f"CBPGenerator.task_dims must be a positive int, got {self.task_dims}")
+        check_positive(self)
 
     def payload_shape(self, cfg):
         return (None, self.task_dims)

@@ -1,21 +1,14 @@
-"""BBT's p0, provider side: which T token ids' embeddings the soft prompt starts from.
+"""BBT's p0, provider side: which T token ids' embeddings the soft prompt starts from
+(docs/methods.md, BBT). Modes (`P0_MODES`, RunConfig.p0):
 
-Black-Box Tuning (github.com/txsun1997/Black-Box-Tuning) builds every input as
-`tokenizer.decode(list(range(1000, 1050)))` + text, i.e. the words that RoBERTa's vocabulary
-ids 1000-1049 decode to, and adds A z to the embeddings at those 50 prompt positions
-(modeling_roberta.py, "add" mode). So p0 is the embeddings of a natural-language prefix.
-Modes (`P0_MODES`, RunConfig.p0):
-
-- "words" (default): that RoBERTa text (`data/p0/roberta_ids_1000_1049.json`, shipped, no
-  download) tokenized by the served model's tokenizer (no BOS) and cut to T tokens; a text
-  shorter than T tokens is repeated, joined by a space, until it reaches T (the prefix stays
-  words instead of gluing the last and first tokens into one).
-- "ids": the served model's own ids offset..offset+T-1 (the earlier behaviour; for SmolLM2
-  these decode to code fragments); offset -1 is the earlier spelling of no p0.
+- "words" (default): the text RoBERTa's ids 1000-1049 decode to, BBT's prompt prefix
+  (`data/p0/roberta_ids_1000_1049.json`, shipped), in the served model's tokens (no BOS),
+  cut to T tokens or repeated, space-joined, until it reaches T;
+- "ids": the served model's own ids offset..offset+T-1 (offset -1: no p0, as earlier);
 - "zero": no p0 (the user's A z is the whole prompt).
 
 The user never sees the ids or embeddings; `p0_text` (the decoded prefix) goes into run
-records so a reader can tell which prefix a run started from.
+records.
 """
 
 from __future__ import annotations

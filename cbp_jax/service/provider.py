@@ -1,13 +1,16 @@
-"""`ScoringService`: the in-process provider. Holds the model, answers score requests, counts.
+"""`ScoringService`: the in-process provider (a `contract.ScoringAPI`). Holds the model,
+answers score requests, counts.
 
 Eager path: `score(request)` goes through the provider core (core.py: the same checks,
-price and public info as the HTTP server), holds the price in the in-memory budget (P
-calls: one per candidate, whatever the number of examples; BBT's unit), runs the jitted
-pure scoring function, checks the scores, and commits the charge; it returns candidate
-log-probs with the calls, examples and tokens scored. Compiled path: `oracle()` hands the
-user's scanned loop a jittable handle, one oracle call = one batch = P calls however many
-length buckets it holds, and `reserve(calls)` charges each chunk of generations before it
-runs, so the two paths count identically. It satisfies `contract.ScoringAPI`.
+price and public info as the HTTP server), holds P calls in the in-memory budget, scores,
+checks the scores and commits the charge. Compiled path: `oracle()` hands the user's
+scanned loop a jittable handle (one oracle call = one batch = P calls) and
+`reserve(calls)` charges each chunk of generations before it runs, so both count alike.
+
+Set-up per method: `bbt_adapters` (BBT / BBTv2: "none", "prompt", "deep_prompt" with BBT's
+p0 added provider side, `service.p0`, so the payload is A z alone) and `cbp_service`
+(CBP-Tuning: "none" and "task_vector" through a trained prompt generator, whose weights
+stay here; the user gets only `artifact.release()`).
 """
 
 from __future__ import annotations
@@ -19,10 +22,19 @@ import jax
 import jax.numpy as jnp
 
 from cbp_jax.contract import PublicInfo, ScoreRequest, ScoreResponse
+from cbp_jax.model.fingerprint import check_model
 from cbp_jax.model.registry import LoadedModel
 from cbp_jax.service.budget import ApiBudget
 from cbp_jax.service.core import ProviderCore
-from cbp_jax.service.oracle import NoPrompt, Oracle, PromptAdapter, SoftPrompt, score_population
+from cbp_jax.service.oracle import (
+    CBPGenerator,
+    DeepPrompt,
+    NoPrompt,
+    Oracle,
+    PromptAdapter,
+    SoftPrompt,
+    score_population,
+)
 
 ACCOUNT = "local"  # the in-memory budget's one account
 
@@ -113,3 +125,23 @@ class ScoringService:
             )
         static = (self._model.cfg, self._adapters[kind], self._chunk)
         return Oracle((self._model.params, self._adapter_params), static)
+
+
+def bbt_adapters(p0_token_ids: tuple[int, ...] | None) -> tuple:
+    """The adapters of a BBT / BBTv2 service whose p0 is the embeddings of `p0_token_ids`
+    (T ids, `service.p0.p0_token_ids`; None: no p0). Build every service of a run with
+    them, the test-set evaluator too, since the payload is A z alone."""
+    ids = p0_token_ids
+    return (NoPrompt(), SoftPrompt(p0_token_ids=ids), DeepPrompt(p0_token_ids=ids))
+
+
+def cbp_service(model, artifact, **service_kwargs) -> ScoringService:
+    """A service accepting "none" and "task_vector" requests through this generator
+    (a `prompts.artifact.GeneratorArtifact` trained for `model`)."""
+    check_model(artifact.model, model)
+    return ScoringService(
+        model,
+        adapters=(NoPrompt(), CBPGenerator(task_dims=artifact.cfg.task_dims)),
+        adapter_params=artifact.adapter_params(),
+        **service_kwargs,
+    )
