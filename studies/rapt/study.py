@@ -39,8 +39,8 @@ from cbp_jax.methods import zero_shot
 from cbp_jax.model import load_model
 from cbp_jax.overrides import apply_overrides
 from cbp_jax.privacy.attack_suite import TOKEN_ATTACKS, attack_rates, public_text
+from cbp_jax.privacy.peft import ORACLE
 from cbp_jax.privacy.rapt import RAPTConfig, rapt_evaluate, tune_rapt
-from cbp_jax.privacy.reconstruction import ORACLE
 
 QUESTION = "Does RAPT's plain-token reconstruction keep utility under local-DP text noise?"
 ANSWER = (
