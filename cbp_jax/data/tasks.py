@@ -15,15 +15,6 @@ from cbp_jax.data.batching import candidate_ids
 from cbp_jax.data.sources import SOURCES, TASKS, Source
 from cbp_jax.data.spec import TaskSpec
 
-__all__ = [
-    "TaskSpec",
-    "get_task",
-    "load_examples",
-    "task_names",
-    "check_first_tokens",
-    "run_key",
-]
-
 
 def task_names() -> list[str]:
     """The shipped tasks."""
