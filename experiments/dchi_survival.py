@@ -24,7 +24,7 @@ import numpy as np
 from cbp_jax.data.splits import train_pool
 from cbp_jax.data.tasks import get_task
 from cbp_jax.model import load_model
-from cbp_jax.privacy import attacks
+from cbp_jax.privacy import attack_suite as attacks
 from cbp_jax.privacy.dchi import privatize_ids
 from cbp_jax.privacy.inputs import encode_private
 

@@ -21,6 +21,7 @@ SHARED = (
     "cbp_jax.model",
     "cbp_jax.data",
     "cbp_jax.ckpt",
+    "cbp_jax.checks",  # field checks of frozen dataclass configs
     "cbp_jax.loop",  # the one training loop: state, checkpoint, resume, log, progress
     "cbp_jax.distributed",
     "cbp_jax.stats",
@@ -50,8 +51,6 @@ PROVIDER = (
     "cbp_jax.post.transfer_loss",
     "cbp_jax.post.public_alpha",
     "cbp_jax.privacy.peft",
-    "cbp_jax.privacy.reconstruction",
-    "cbp_jax.privacy.rep_attacks",
 )
 USER = (
     "cbp_jax.es",
@@ -70,10 +69,8 @@ USER = (
     "cbp_jax.serve.split",
     "cbp_jax.privacy.dchi",
     "cbp_jax.privacy.inputs",
-    "cbp_jax.privacy.plain_tokens",  # the user privatizes its public plain tokens
     "cbp_jax.post.dp",
     "cbp_jax.post.code_prompts",  # the public code's init texts and label words
-    "cbp_jax.post.lira",
 )
 ORCHESTRATION = (
     "cbp_jax.cli",
@@ -83,8 +80,7 @@ ORCHESTRATION = (
     "cbp_jax.run_report",
     "cbp_jax.experiment",
     "cbp_jax.privacy.rapt",  # RAPT's loop: the user's privatization, the provider's tuning
-    "cbp_jax.privacy.attacks",  # the adversary re-runs the user's public mechanism
-    "cbp_jax.privacy.attack_suite",  # every attack at one eta, through the service's states
+    "cbp_jax.privacy.attack_suite",  # every attack at one eta; re-runs the user's mechanism
 )
 # Package __init__ files: docstrings and re-exports of their own package.
 PACKAGES = (

@@ -10,7 +10,7 @@ import pytest
 from cbp_jax.data.tasks import get_task
 from cbp_jax.model import LlamaConfig, init_params
 from cbp_jax.post import DPConfig, PublicData, dp_tune_prompt, make_student
-from cbp_jax.post.lira import lira_audit, offline_scores, subset, tpr_at_fpr, train_shadows
+from cbp_jax.post.audit import lira_audit, offline_scores, subset, tpr_at_fpr, train_shadows
 from cbp_jax.post.public_alpha import public_alpha
 from tests.test_post import WordTokenizer, tiny_inputs
 

@@ -21,9 +21,8 @@ from cbp_jax.privacy import (
     recovery_rate,
     sample_noise,
 )
-from cbp_jax.privacy.peft import PeftConfig
+from cbp_jax.privacy.peft import PeftConfig, head_targets, init_head, plain_hidden
 from cbp_jax.privacy.rapt import RAPTConfig, train_step
-from cbp_jax.privacy.reconstruction import head_targets, init_head, plain_hidden
 
 D, ETA, N = 48, 10.0, 20000
 PC = PeftConfig("prompt", length=3)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cbp_jax.model import LlamaConfig, init_params
+from cbp_jax.privacy import attack_suite as ra
 from cbp_jax.privacy import privatize_ids, recovery_rate
-from cbp_jax.privacy import rep_attacks as ra
 
 CFG = LlamaConfig(101, 48, 80, 2, 6, 2, 8)
 

@@ -11,8 +11,14 @@ import pytest
 
 from cbp_jax.data.tasks import get_task
 from cbp_jax.model import LlamaConfig, init_params
-from cbp_jax.privacy.peft import PeftConfig, init_peft
-from cbp_jax.privacy.plain_tokens import append_private_plain, plain_ids_for, plain_pool
+from cbp_jax.privacy.inputs import append_private_plain, plain_ids_for, plain_pool
+from cbp_jax.privacy.peft import (
+    ORACLE,
+    PeftConfig,
+    init_head,
+    init_peft,
+    oracle_reconstruction_loss,
+)
 from cbp_jax.privacy.rapt import (
     RAPTConfig,
     _private,
@@ -22,7 +28,6 @@ from cbp_jax.privacy.rapt import (
     rapt_loss,
     tune_rapt,
 )
-from cbp_jax.privacy.reconstruction import ORACLE, init_head, oracle_reconstruction_loss
 
 CFG = LlamaConfig(101, 48, 80, 3, 6, 2, 8)
 PLAIN = np.array([10, 11, 12], np.int32)

@@ -3,7 +3,7 @@ its two measures over old (accuracy-only) and new (summary) records, and its arm
 public plain tokens (fixed, random) by default, the oracle only under its own label."""
 
 from cbp_jax.privacy.attack_suite import TOKEN_ATTACKS
-from cbp_jax.privacy.reconstruction import ORACLE
+from cbp_jax.privacy.peft import ORACLE
 from studies.rapt.study import (
     ARMS,
     ORACLE_LABEL,

@@ -89,8 +89,6 @@ def _fail(path, msg) -> TaskConfigError:
 
 
 def _read_config(path: pathlib.Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"task config {path} does not exist")
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:

@@ -61,20 +61,38 @@ def _label(value, mapping: dict, where: str) -> int:
     return mapping[key]
 
 
+def _example(ex_id, where: str, label, labels: dict, **fields) -> dict:
+    """{"id", the stripped text fields in order, "label": the class index of `label`}."""
+    return {
+        "id": ex_id,
+        **{k: v.strip() for k, v in fields.items()},
+        "label": _label(label, labels, where),
+    }
+
+
+def _mc(ex_id, where: str, question: str, options, answer, keys="ABCD", **extra) -> dict:
+    """A multiple-choice example: options renamed A, B, ... by position; `answer` is the key
+    (one of `keys`, in option order) of the correct one."""
+    ex = {"id": ex_id, **extra, "question": question.strip()}
+    ex.update({LETTERS[j]: o.strip() for j, o in enumerate(options)})
+    ex["label"] = _label(answer, {k: j for j, k in enumerate(keys)}, where)
+    return ex
+
+
+def _jsonl(path: pathlib.Path):
+    """(row number from 0, row, "path:line") of every row of a JSONL file."""
+    return [(i, r, f"{path}:{i + 1}") for i, r in enumerate(read_jsonl(path))]
+
+
+BINARY = {"0": 0, "1": 1}
+
+
 def sst2(root: pathlib.Path) -> list[dict]:
     """SST-2 GLUE dev (872): label 0 negative, 1 positive."""
-    path = root / "sst2" / "dev.jsonl"
     return [
-        {
-            "id": f"sst2-dev-{i}",
-            "sentence": r["sentence"].strip(),
-            "label": _label(r["label"], {"0": 0, "1": 1}, f"{path}:{i + 1}"),
-        }
-        for i, r in enumerate(read_jsonl(path))
+        _example(f"sst2-dev-{i}", where, r["label"], BINARY, sentence=r["sentence"])
+        for i, r, where in _jsonl(root / "sst2" / "dev.jsonl")
     ]
-
-
-AG_NEWS_CLASSES = ("World", "Sports", "Business", "Sci/Tech")
 
 
 def _clean_news(text: str) -> str:
@@ -88,32 +106,21 @@ def ag_news(root: pathlib.Path) -> list[dict]:
     if "1-World, 2-Sports, 3-Business, 4-Science/Tech" not in classes:
         raise ValueError(f"ag_news/classes.txt has an unexpected class order: {classes!r}")
     path = root / "ag_news" / "test.csv"
-    out = []
-    for i, r in enumerate(read_csv_dicts(path)):
-        where = f"{path}:{i + 2}"
-        out.append(
-            {
-                "id": f"ag_news-test-{i}",
-                "title": _clean_news(r["Title"]),
-                "description": _clean_news(r["Description"]),
-                "label": _label(r["Class Index"], {"1": 0, "2": 1, "3": 2, "4": 3}, where),
-            }
-        )
-    return out
+    labels = {"1": 0, "2": 1, "3": 2, "4": 3}
+    return [
+        _example(f"ag_news-test-{i}", f"{path}:{i + 2}", r["Class Index"], labels,
+                 title=_clean_news(r["Title"]), description=_clean_news(r["Description"]))
+        for i, r in enumerate(read_csv_dicts(path))
+    ]  # fmt: skip
 
 
 def boolq(root: pathlib.Path) -> list[dict]:
     """BoolQ dev (3,270): label 0 false (answer "no"), 1 true ("yes")."""
-    path = root / "boolq" / "val.jsonl"
     return [
-        {
-            "id": f"boolq-val-{r['idx']}",
-            "passage": r["passage"].strip(),
-            "question": r["question"].strip(),
-            "label": _label(r["label"], {"false": 0, "true": 1}, f"{path}:{i + 1}"),
-        }
-        for i, r in enumerate(read_jsonl(path))
-    ]
+        _example(f"boolq-val-{r['idx']}", where, r["label"], {"false": 0, "true": 1},
+                 passage=r["passage"], question=r["question"])
+        for _, r, where in _jsonl(root / "boolq" / "val.jsonl")
+    ]  # fmt: skip
 
 
 def piqa(root: pathlib.Path) -> list[dict]:
@@ -123,68 +130,47 @@ def piqa(root: pathlib.Path) -> list[dict]:
     if len(labels) != len(rows):
         raise ValueError(f"piqa: {len(rows)} questions but {len(labels)} labels")
     return [
-        {
-            "id": f"piqa-valid-{i}",
-            "goal": r["goal"].strip(),
-            "A": r["sol1"].strip(),
-            "B": r["sol2"].strip(),
-            "label": _label(lab, {"0": 0, "1": 1}, f"piqa/valid-labels.lst:{i + 1}"),
-        }
+        _example(f"piqa-valid-{i}", f"piqa/valid-labels.lst:{i + 1}", lab, BINARY,
+                 goal=r["goal"], A=r["sol1"], B=r["sol2"])
         for i, (r, lab) in enumerate(zip(rows, labels, strict=True))
-    ]
+    ]  # fmt: skip
 
 
 def copa(root: pathlib.Path) -> list[dict]:
     """COPA validation (100): premise, question "cause"/"effect", choices A/B."""
-    path = root / "copa" / "val.jsonl"
     out = []
-    for i, r in enumerate(read_jsonl(path)):
+    for _, r, where in _jsonl(root / "copa" / "val.jsonl"):
         if r["question"] not in ("cause", "effect"):
-            raise ValueError(f"{path}:{i + 1}: question {r['question']!r} not cause/effect")
-        out.append(
-            {
-                "id": f"copa-val-{r['idx']}",
-                "premise": r["premise"].strip(),
-                "question": r["question"],
-                "A": r["choice1"].strip(),
-                "B": r["choice2"].strip(),
-                "label": _label(r["label"], {"0": 0, "1": 1}, f"{path}:{i + 1}"),
-            }
-        )
+            raise ValueError(f"{where}: question {r['question']!r} not cause/effect")
+        out.append(_example(f"copa-val-{r['idx']}", where, r["label"], BINARY,
+                            premise=r["premise"], question=r["question"], A=r["choice1"],
+                            B=r["choice2"]))  # fmt: skip
     return out
 
 
 def arc(root: pathlib.Path, filename: str) -> list[dict]:
     """ARC questions with exactly four options, keys normalized to A-D by position."""
-    path = root / "arc" / filename
     out = []
-    for i, r in enumerate(read_jsonl(path)):
+    for _, r, where in _jsonl(root / "arc" / filename):
         choices = r["question"]["choices"]
         if len(choices) != 4:
             continue
         keys = [c["label"] for c in choices]
         if keys not in (list("ABCD"), list("1234")):
-            raise ValueError(f"{path}:{i + 1}: unexpected option keys {keys}")
-        ex = {"id": r["id"], "question": r["question"]["stem"].strip()}
-        ex.update({LETTERS[j]: c["text"].strip() for j, c in enumerate(choices)})
-        ex["label"] = _label(r["answerKey"], {k: j for j, k in enumerate(keys)}, f"{path}:{i + 1}")
-        out.append(ex)
+            raise ValueError(f"{where}: unexpected option keys {keys}")
+        options = [c["text"] for c in choices]
+        out.append(_mc(r["id"], where, r["question"]["stem"], options, r["answerKey"], keys))
     return out
 
 
 def medqa_usmle(root: pathlib.Path) -> list[dict]:
     """MedQA-USMLE 4-option test (1,273): options A-D, answer_idx the correct letter."""
-    path = root / "medqa_usmle" / "test.jsonl"
     out = []
-    for i, r in enumerate(read_jsonl(path)):
+    for _, r, where in _jsonl(root / "medqa_usmle" / "test.jsonl"):
         if sorted(r["options"]) != list("ABCD"):
-            raise ValueError(f"{path}:{i + 1}: expected options A-D, got {sorted(r['options'])}")
-        ex = {"id": f"medqa-{r['realidx']}", "question": r["question"].strip()}
-        ex.update({k: r["options"][k].strip() for k in "ABCD"})
-        ex["label"] = _label(
-            r["answer_idx"], {k: j for j, k in enumerate("ABCD")}, f"{path}:{i + 1}"
-        )
-        out.append(ex)
+            raise ValueError(f"{where}: expected options A-D, got {sorted(r['options'])}")
+        options = [r["options"][k] for k in "ABCD"]
+        out.append(_mc(f"medqa-{r['realidx']}", where, r["question"], options, r["answer_idx"]))
     return out
 
 
@@ -208,11 +194,8 @@ def mmlu_medical(root: pathlib.Path, split: str) -> list[dict]:
         for i, r in enumerate(rows):
             if len(r) != 6:
                 raise ValueError(f"{path}: row {i + 1} has {len(r)} columns, expected 6")
-            ex = {"id": f"mmlu-{subject}-{split}-{i}", "subject": subject}
-            ex["question"] = r[0].strip()
-            ex.update({k: v.strip() for k, v in zip("ABCD", r[1:5], strict=True)})
-            ex["label"] = _label(r[5], {k: j for j, k in enumerate("ABCD")}, f"{path}:{i + 1}")
-            out.append(ex)
+            ex_id = f"mmlu-{subject}-{split}-{i}"
+            out.append(_mc(ex_id, f"{path}:{i + 1}", r[0], r[1:5], r[5], subject=subject))
     return out
 
 
@@ -233,14 +216,10 @@ def pubmedqa(root: pathlib.Path) -> tuple[list[dict], set[str]]:
         raise ValueError(f"pubmedqa: {len(missing)} test ids not in {path.name}")
     answers = {a: j for j, a in enumerate(PUBMEDQA_ANSWERS)}
     out = [
-        {
-            "id": pmid,
-            "context": " ".join(c.strip() for c in r["CONTEXTS"]),
-            "question": r["QUESTION"].strip(),
-            "label": _label(r["final_decision"], answers, f"{path} [{pmid}]"),
-        }
+        _example(pmid, f"{path} [{pmid}]", r["final_decision"], answers,
+                 context=" ".join(c.strip() for c in r["CONTEXTS"]), question=r["QUESTION"])
         for pmid, r in data.items()
-    ]
+    ]  # fmt: skip
     return out, test_ids
 
 
@@ -260,10 +239,6 @@ def financial_phrasebank(root: pathlib.Path) -> list[dict]:
         if not sep:
             raise ValueError(f"{path}:{i + 1}: no '@' separating sentence and label")
         out.append(
-            {
-                "id": f"fpb-50agree-{i}",
-                "sentence": sentence.strip(),
-                "label": _label(label, labels, f"{path}:{i + 1}"),
-            }
+            _example(f"fpb-50agree-{i}", f"{path}:{i + 1}", label, labels, sentence=sentence)
         )
     return out

@@ -1,4 +1,5 @@
-"""Which shipped files form each task's train pool and test pool (see pools.py for the rules).
+"""The shipped tasks: each one's prompt template and label words, and which shipped files
+form its train pool and test pool (see pools.py for the rules).
 
 Only evaluation splits are shipped, so the pools are carved out of them once, the same way
 on every machine and for every seed:
@@ -18,7 +19,8 @@ Separate files, train / test:
 
 The counts are asserted in tests/test_tasks.py. `load_examples(name, "all")` gives both pools
 together; "dev" (sst2) and "validation" (boolq, piqa, copa) are accepted as names of the
-whole shipped split, so `--split dev` keeps meaning all 872 SST-2 dev sentences.
+whole shipped split, so `--split dev` keeps meaning all 872 SST-2 dev sentences. A task's
+text fields (the duplicate-detection key) are its template's fields.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from collections.abc import Callable
 
 from cbp_jax.data import readers
 from cbp_jax.data.pools import Pools, make_pools
+from cbp_jax.data.spec import TaskSpec
 
 READER_VERSION = "1"  # bump when a reader or a pool rule changes what gets built
 TEST_FRACTION = 0.5  # single-file tasks: share of each class that goes to the test pool
-MC4 = ("question", "A", "B", "C", "D")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,119 +64,103 @@ class Source:
         return ("id", *self.text_fields, *self.extra_fields)
 
 
-def _single(name, reader, fields):
-    return lambda root: make_pools(name, fields, single=reader(root), test_fraction=TEST_FRACTION)
+def _shipped(spec: TaskSpec, files, read, *, split=True, aliases=(), extra=()):
+    """(spec, Source): read(root) gives one file's examples, hash-split (`split`), or the
+    (train, test) lists."""
+    fields = spec.fields
 
+    def build(root):
+        if split:
+            return make_pools(spec.name, fields, single=read(root), test_fraction=TEST_FRACTION)
+        train, test = read(root)
+        return make_pools(spec.name, fields, train=train, test=test)
 
-def _arc_easy(root):
-    train = readers.arc(root, "ARC-Easy-Dev.jsonl")
-    return make_pools("arc_easy", MC4, train=train, test=readers.arc(root, "ARC-Easy-Test.jsonl"))
+    params = f"test_fraction={TEST_FRACTION}" if split else ""
+    source = Source(
+        spec.name, tuple(files), fields, spec.num_classes, build, extra, aliases, params
+    )
+    return spec, source
 
 
 def _pubmedqa(root):
     examples, test_ids = readers.pubmedqa(root)
-    train = [ex for ex in examples if ex["id"] not in test_ids]
     test = [ex for ex in examples if ex["id"] in test_ids]
-    return make_pools("pubmedqa", ("context", "question"), train=train, test=test)
+    return [ex for ex in examples if ex["id"] not in test_ids], test
 
 
 def _mmlu_medical(root):
     train = readers.mmlu_medical(root, "dev") + readers.mmlu_medical(root, "val")
-    return make_pools("mmlu_medical", MC4, train=train, test=readers.mmlu_medical(root, "test"))
+    return train, readers.mmlu_medical(root, "test")
 
 
-_MMLU_FILES = tuple(
+MC4_TEMPLATE = "Question: {question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\nAnswer:"
+MC4_WORDS = (("A",), ("B",), ("C",), ("D",))
+AB_WORDS = (("A",), ("B",))
+_ALL = {"dev": (("dev", "all"),), "validation": (("validation", "all"),)}
+_MMLU = tuple(
     f"mmlu_medical/{split}/{subject}_{split}.csv"
     for split in ("dev", "val", "test")
     for subject in readers.MMLU_SUBJECTS
 )
-_SINGLE = f"test_fraction={TEST_FRACTION}"
 
-SOURCES: dict[str, Source] = {
-    s.name: s
-    for s in [
-        Source(
-            "sst2",
-            ("sst2/dev.jsonl",),
-            ("sentence",),
-            2,
-            _single("sst2", readers.sst2, ("sentence",)),
-            aliases=(("dev", "all"),),
-            params=_SINGLE,
-        ),
-        Source(
-            "ag_news",
-            ("ag_news/test.csv", "ag_news/classes.txt"),
-            ("title", "description"),
-            4,
-            _single("ag_news", readers.ag_news, ("title", "description")),
-            params=_SINGLE,
-        ),
-        Source(
-            "boolq",
-            ("boolq/val.jsonl",),
-            ("passage", "question"),
-            2,
-            _single("boolq", readers.boolq, ("passage", "question")),
-            aliases=(("validation", "all"),),
-            params=_SINGLE,
-        ),
-        Source(
-            "piqa",
-            ("piqa/valid.jsonl", "piqa/valid-labels.lst"),
-            ("goal", "A", "B"),
-            2,
-            _single("piqa", readers.piqa, ("goal", "A", "B")),
-            aliases=(("validation", "all"),),
-            params=_SINGLE,
-        ),
-        Source(
-            "copa",
-            ("copa/val.jsonl",),
-            ("premise", "question", "A", "B"),
-            2,
-            _single("copa", readers.copa, ("premise", "question", "A", "B")),
-            aliases=(("validation", "all"),),
-            params=_SINGLE,
-        ),
-        Source(
-            "arc_easy",
-            ("arc/ARC-Easy-Dev.jsonl", "arc/ARC-Easy-Test.jsonl"),
-            MC4,
-            4,
-            _arc_easy,
-        ),
-        Source(
-            "arc_challenge",
-            ("arc/ARC-Challenge-Test.jsonl",),
-            MC4,
-            4,
-            _single("arc_challenge", lambda r: readers.arc(r, "ARC-Challenge-Test.jsonl"), MC4),
-            params=_SINGLE,
-        ),
-        Source(
-            "pubmedqa",
-            ("pubmedqa/ori_pqal.json", "pubmedqa/test_ground_truth.json"),
-            ("context", "question"),
-            3,
-            _pubmedqa,
-        ),
-        Source(
-            "medqa_usmle",
-            ("medqa_usmle/test.jsonl",),
-            MC4,
-            4,
-            _single("medqa_usmle", readers.medqa_usmle, MC4),
-            params=_SINGLE,
-        ),
-        Source("mmlu_medical", _MMLU_FILES, MC4, 4, _mmlu_medical, extra_fields=("subject",)),
-        Source(
-            "financial_phrasebank",
-            ("financial_phrasebank/Sentences_50Agree.txt",),
-            ("sentence",),
-            3,
-            _single("financial_phrasebank", readers.financial_phrasebank, ("sentence",)),
-            params=_SINGLE,
-        ),
-    ]
-}
+_REGISTRY = [
+    _shipped(
+        TaskSpec("sst2", "Review: {sentence}\nSentiment (positive or negative):",
+                 (("negative",), ("positive",)), "sentiment"),
+        ["sst2/dev.jsonl"], readers.sst2, aliases=_ALL["dev"],
+    ),
+    _shipped(
+        TaskSpec("ag_news", "Title: {title}\nArticle: {description}\n"
+                 "Topic (World, Sports, Business or Technology):",
+                 (("World",), ("Sports",), ("Business",), ("Technology", "Science")),
+                 "sentiment"),  # grouped with sst2 in data/README.md
+        ["ag_news/test.csv", "ag_news/classes.txt"], readers.ag_news,
+    ),
+    _shipped(
+        TaskSpec("boolq", "Passage: {passage}\nQuestion: {question}?\nAnswer (yes or no):",
+                 (("no",), ("yes",)), "commonsense", truncate_fields=("passage",)),
+        ["boolq/val.jsonl"], readers.boolq, aliases=_ALL["validation"],
+    ),
+    _shipped(
+        TaskSpec("piqa", "Goal: {goal}\nA. {A}\nB. {B}\nAnswer:", AB_WORDS, "commonsense"),
+        ["piqa/valid.jsonl", "piqa/valid-labels.lst"], readers.piqa, aliases=_ALL["validation"],
+    ),
+    _shipped(
+        TaskSpec("copa", "Premise: {premise}\nQuestion: What was the {question}?\nA. {A}\n"
+                 "B. {B}\nAnswer:", AB_WORDS, "commonsense"),
+        ["copa/val.jsonl"], readers.copa, aliases=_ALL["validation"],
+    ),
+    _shipped(
+        TaskSpec("arc_easy", MC4_TEMPLATE, MC4_WORDS, "commonsense"),
+        ["arc/ARC-Easy-Dev.jsonl", "arc/ARC-Easy-Test.jsonl"],
+        lambda root: (readers.arc(root, "ARC-Easy-Dev.jsonl"),
+                      readers.arc(root, "ARC-Easy-Test.jsonl")),
+        split=False,
+    ),
+    _shipped(
+        TaskSpec("arc_challenge", MC4_TEMPLATE, MC4_WORDS, "commonsense"),
+        ["arc/ARC-Challenge-Test.jsonl"],
+        lambda root: readers.arc(root, "ARC-Challenge-Test.jsonl"),
+    ),
+    _shipped(
+        TaskSpec("pubmedqa", "Context: {context}\nQuestion: {question}\nAnswer (yes, no or maybe):",
+                 (("yes",), ("no",), ("maybe",)), "medical", truncate_fields=("context",)),
+        ["pubmedqa/ori_pqal.json", "pubmedqa/test_ground_truth.json"], _pubmedqa, split=False,
+    ),
+    _shipped(
+        TaskSpec("medqa_usmle", MC4_TEMPLATE, MC4_WORDS, "medical"), ["medqa_usmle/test.jsonl"],
+        readers.medqa_usmle,
+    ),
+    _shipped(
+        TaskSpec("mmlu_medical", MC4_TEMPLATE, MC4_WORDS, "medical"), _MMLU, _mmlu_medical,
+        split=False, extra=("subject",),
+    ),
+    _shipped(
+        TaskSpec("financial_phrasebank", "Sentence: {sentence}\n"
+                 "Sentiment (negative, neutral or positive):",
+                 (("negative",), ("neutral",), ("positive",)), "financial"),
+        ["financial_phrasebank/Sentences_50Agree.txt"], readers.financial_phrasebank,
+    ),
+]  # fmt: skip
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec, _ in _REGISTRY}
+SOURCES: dict[str, Source] = {source.name: source for _, source in _REGISTRY}

@@ -1,21 +1,9 @@
-"""Task registry: each shipped task's prompt template and label words, and the entry points.
+"""Task entry points over the registry of shipped tasks (sources.py: templates, label words,
+pools).
 
 `get_task(name)` gives the TaskSpec; `load_examples(name, split)` reads the task's "train"
-pool, "test" pool or "all" through its TFDS builder (see sources.py for what each pool
-holds). A name may also be the path of a custom task config (see custom.py), in any
-process; `run_key(name)` names its run directories.
-
-Templates ("/" marks a line break; long fields are truncated at render time):
-  sst2: Review: {sentence} / Sentiment (positive or negative):  -> negative, positive
-  ag_news: Title: {title} / Article: {description} / Topic (World, Sports, Business or
-    Technology):  -> World, Sports, Business, Technology|Science
-  boolq: Passage: {passage} / Question: {question}? / Answer (yes or no):  -> no, yes
-  piqa: Goal: {goal} / A. {A} / B. {B} / Answer:  -> A, B
-  copa: Premise: {premise} / Question: What was the {question}? / A. {A} / B. {B} / Answer:
-  arc_easy, arc_challenge, medqa_usmle, mmlu_medical: Question: {question} / A. {A} / ... /
-    D. {D} / Answer:  -> A, B, C, D
-  pubmedqa: Context: {context} / Question: {question} / Answer (yes, no or maybe):
-  financial_phrasebank: Sentence: {sentence} / Sentiment (negative, neutral or positive):
+pool, "test" pool or "all" through its TFDS builder. A name may also be the path of a custom
+task config (see custom.py), in any process; `run_key(name)` names its run directories.
 """
 
 from __future__ import annotations
@@ -24,72 +12,8 @@ import dataclasses
 
 from cbp_jax.data import builders, custom
 from cbp_jax.data.batching import candidate_ids
-from cbp_jax.data.sources import SOURCES, Source
+from cbp_jax.data.sources import SOURCES, TASKS, Source
 from cbp_jax.data.spec import TaskSpec
-
-__all__ = [
-    "TaskSpec",
-    "get_task",
-    "load_examples",
-    "task_names",
-    "check_first_tokens",
-    "run_key",
-]
-
-MC4_TEMPLATE = "Question: {question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\nAnswer:"
-MC4_WORDS = (("A",), ("B",), ("C",), ("D",))
-AB_WORDS = (("A",), ("B",))
-
-TASKS: dict[str, TaskSpec] = {
-    t.name: t
-    for t in [
-        TaskSpec(
-            "sst2",
-            "Review: {sentence}\nSentiment (positive or negative):",
-            (("negative",), ("positive",)),
-            domain="sentiment",
-        ),
-        TaskSpec(
-            "ag_news",
-            "Title: {title}\nArticle: {description}\n"
-            "Topic (World, Sports, Business or Technology):",
-            (("World",), ("Sports",), ("Business",), ("Technology", "Science")),
-            domain="sentiment",  # grouped with sst2 in data/README.md
-        ),
-        TaskSpec(
-            "boolq",
-            "Passage: {passage}\nQuestion: {question}?\nAnswer (yes or no):",
-            (("no",), ("yes",)),
-            domain="commonsense",
-            truncate_fields=("passage",),
-        ),
-        TaskSpec("piqa", "Goal: {goal}\nA. {A}\nB. {B}\nAnswer:", AB_WORDS, "commonsense"),
-        TaskSpec(
-            "copa",
-            "Premise: {premise}\nQuestion: What was the {question}?\nA. {A}\nB. {B}\nAnswer:",
-            AB_WORDS,
-            domain="commonsense",
-        ),
-        TaskSpec("arc_easy", MC4_TEMPLATE, MC4_WORDS, domain="commonsense"),
-        TaskSpec("arc_challenge", MC4_TEMPLATE, MC4_WORDS, domain="commonsense"),
-        TaskSpec(
-            "pubmedqa",
-            "Context: {context}\nQuestion: {question}\nAnswer (yes, no or maybe):",
-            (("yes",), ("no",), ("maybe",)),
-            domain="medical",
-            truncate_fields=("context",),
-        ),
-        TaskSpec("medqa_usmle", MC4_TEMPLATE, MC4_WORDS, domain="medical"),
-        TaskSpec("mmlu_medical", MC4_TEMPLATE, MC4_WORDS, domain="medical"),
-        TaskSpec(
-            "financial_phrasebank",
-            "Sentence: {sentence}\nSentiment (negative, neutral or positive):",
-            (("negative",), ("neutral",), ("positive",)),
-            domain="financial",
-        ),
-    ]
-}
-assert TASKS.keys() == SOURCES.keys()
 
 
 def task_names() -> list[str]:

@@ -10,7 +10,13 @@
    best accuracy over steps (`best_and_last`).
 """
 
-from cbp_jax.post.audit import accuracy, dp_advantage_bound, loss_threshold_mia
+from cbp_jax.post.audit import (
+    accuracy,
+    dp_advantage_bound,
+    lira_audit,
+    loss_threshold_mia,
+    train_shadows,
+)
 from cbp_jax.post.distill import (
     DistillConfig,
     DistillResult,
@@ -29,7 +35,6 @@ from cbp_jax.post.dp import (
     per_example_grads,
     spent_epsilon,
 )
-from cbp_jax.post.lira import lira_audit, train_shadows
 from cbp_jax.post.public_alpha import public_alpha
 from cbp_jax.post.transfer import (
     PRIVATE_TASKS,

@@ -14,8 +14,10 @@ code's for these four tasks (checked in the tests against `TaskSpec.label_words`
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
+
+from cbp_jax.data.batching import candidate_ids
+from cbp_jax.post.audit import word_scores
 
 _SENTIMENT_NEG = (" terrible", " negative", " bad", " poor", " awful")
 _SENTIMENT_POS = (" positive", " good", " great", " awesome", " brilliant", " amazing")
@@ -65,26 +67,10 @@ def code_candidates(tokenizer, task_name: str) -> tuple[np.ndarray, np.ndarray]:
     """(candidates C x W, weights C x W): each label word's first token (padded by repeating
     the class's last one) and 1 / (the class's word count) on its real words, 0 on padding."""
     _known(task_name, LABEL_WORDS)
-    per_class = []
-    for words in LABEL_WORDS[task_name]:
-        ids = []
-        for w in words:
-            toks = tokenizer(w, add_special_tokens=False)["input_ids"]
-            if not toks:
-                raise ValueError(f"label word {w!r} tokenizes to nothing")
-            ids.append(toks[0])
-        per_class.append(ids)
-    width = max(len(ids) for ids in per_class)
-    cands = np.array([ids + ids[-1:] * (width - len(ids)) for ids in per_class], np.int32)
-    weights = np.array(
-        [[1.0 / len(ids)] * len(ids) + [0.0] * (width - len(ids)) for ids in per_class], np.float32
-    )
-    return cands, weights
+    cands = candidate_ids(tokenizer, LABEL_WORDS[task_name])  # the words carry their space
+    counts = np.array([[len(words)] for words in LABEL_WORDS[task_name]])
+    weights = np.where(np.arange(cands.shape[1]) < counts, 1.0 / counts, 0.0)
+    return cands, weights.astype(np.float32)
 
 
-def mean_logit_scores(logits_BxV, cands_CxW, weights_CxW):
-    """B x C class scores: the weighted (mean) raw logit over each class's words."""
-    b = logits_BxV.shape[0]
-    c, w = cands_CxW.shape
-    picked = logits_BxV[:, cands_CxW.reshape(-1)].reshape(b, c, w)
-    return (picked * jnp.asarray(weights_CxW, picked.dtype)).sum(-1)
+mean_logit_scores = word_scores  # with weights: the mean raw logit over the class's words

@@ -1,9 +1,8 @@
 """POST step 1, provider side: distil a few-layer student from the teacher (docs/methods.md, POST).
 
-The student is the teacher truncated to a few decoder blocks (default: the first and the
-last), with the token embeddings, final norm and LM head copied. It is trained on a public
-corpus of token windows x_1..x_S to match the teacher (Wang et al., ICML 2025, after
-DistilBERT):
+The student is the teacher's chosen decoder blocks (default: the first and the last) with its
+embeddings, final norm and LM head, trained on public token windows x_1..x_S to match the
+teacher (Wang et al., ICML 2025, after DistilBERT):
 
     L = w_kl * tau^2 * mean_i KL( softmax(z^T_i / tau) || softmax(z^S_i / tau) )
       + w_lm * mean_i -log softmax(z^S_i)[x_{i+1}]
@@ -16,13 +15,10 @@ train; its token embeddings (the tied LM head) stay the teacher's by default
 student ships as its non-embedding weights only (shipped_student.py). The public code trains
 every parameter (`freeze_embeddings=False`).
 
-Data: windows of `seq_len` tokens cut from the concatenated, EOS-separated token stream of
-public text. `public_corpus` uses rendered text of shipped tasks that are never private here
-(default: the ag_news train pool; the private tasks are sst2 and financial_phrasebank, see
-transfer.PRIVATE_TASKS); `corpus_from_file` reads a user-supplied text file. Step s trains on
-the windows drawn by numpy's PCG64 seeded with (seed, s), so a batch is a pure function of
-(seed, step) and a resumed run sees exactly the batches the killed one would have. The one
-training loop (`cbp_jax.loop`) runs the step: an Orbax checkpoint (student params, optimiser
+Data: `seq_len`-token windows of public text, shipped tasks never private here
+(`public_corpus`) or a text file (`corpus_from_file`). A step's batch is a pure function of
+(seed, step) (`transfer.batch_indices`), so a resumed run sees the batches the killed one
+would have; the one training loop (`cbp_jax.loop`) checkpoints (student params, optimiser
 state, step) every `checkpoint_every` steps and at the end, one JSONL line per step.
 """
 
@@ -39,9 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cbp_jax.checks import positive, positive_ints
 from cbp_jax.loop import LoopState, optax_step, run_loop
 from cbp_jax.model.config import LlamaConfig
 from cbp_jax.model.decoder import forward
+from cbp_jax.post.transfer import PRIVATE_TASKS, batch_indices
 
 DEFAULT_PUBLIC = ("ag_news",)
 
@@ -91,14 +89,10 @@ class DistillConfig:
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
-        for name in ("steps", "batch_size", "seq_len", "checkpoint_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"DistillConfig.{name} must be a positive int, got {value!r}")
+        positive_ints(self, "steps", "batch_size", "seq_len", "checkpoint_every")
         if self.seq_len < 2:
             raise ValueError("DistillConfig.seq_len must be >= 2 (next-token targets)")
-        if not (self.learning_rate > 0 and self.clip_norm > 0 and self.temperature > 0):
-            raise ValueError("DistillConfig learning_rate, clip_norm, temperature must be > 0")
+        positive(self, "learning_rate", "clip_norm", "temperature")
         if self.weight_decay < 0:
             raise ValueError("DistillConfig.weight_decay must be >= 0")
         if len(self.weights) != 3 or min(self.weights) < 0 or sum(self.weights) == 0:
@@ -121,9 +115,11 @@ def pack(seqs: Sequence[Sequence[int]], seq_len: int, eos_id: int) -> np.ndarray
     return np.asarray(stream[: n * seq_len], np.int32).reshape(n, seq_len)
 
 
-def _eos(tokenizer) -> int:
+def _windows(tokenizer, texts: Sequence[str], seq_len: int) -> np.ndarray:
+    """`pack` of the texts' token ids, EOS (else the pad id) between them."""
     eos = getattr(tokenizer, "eos_token_id", None)
-    return int(eos if eos is not None else tokenizer.pad_token_id or 0)
+    eos = int(eos if eos is not None else tokenizer.pad_token_id or 0)
+    return pack([tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts], seq_len, eos)
 
 
 def public_corpus(tokenizer, names: Sequence[str] = DEFAULT_PUBLIC, seq_len: int = 128):
@@ -133,30 +129,21 @@ def public_corpus(tokenizer, names: Sequence[str] = DEFAULT_PUBLIC, seq_len: int
     """
     from cbp_jax.data.splits import train_pool
     from cbp_jax.data.tasks import get_task
-    from cbp_jax.post.transfer import PRIVATE_TASKS
 
     names = (names,) if isinstance(names, str) else tuple(names)
     private = [n for n in names if n in PRIVATE_TASKS]
     if not names or private:
         raise ValueError(f"public corpus needs public task names; private: {private}")
     texts = [get_task(n).render(ex) for n in names for ex in train_pool(n)]
-    seqs = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    return pack(seqs, seq_len, _eos(tokenizer))
+    return _windows(tokenizer, texts, seq_len)
 
 
 def corpus_from_file(path, tokenizer, seq_len: int = 128) -> np.ndarray:
     """N x seq_len windows of a UTF-8 text file (one document per non-empty line)."""
     lines = [x.strip() for x in pathlib.Path(path).read_text("utf-8").splitlines()]
-    seqs = [tokenizer(x, add_special_tokens=False)["input_ids"] for x in lines if x]
-    if not seqs:
+    if not any(lines):
         raise ValueError(f"{path}: no text")
-    return pack(seqs, seq_len, _eos(tokenizer))
-
-
-def batch_indices(cfg: DistillConfig, n: int, step: int) -> np.ndarray:
-    """Window indices of a step: a pure function of (seed, step)."""
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, step]))
-    return rng.choice(n, size=cfg.batch_size, replace=n < cfg.batch_size)
+    return _windows(tokenizer, [x for x in lines if x], seq_len)
 
 
 # ---------------------------------------------------------------------------- loss and step

@@ -1,15 +1,11 @@
 """POST step 2, user side: soft-prompt tuning on the student with DP-SGD (Abadi et al. 2016).
 
-The user's prompt p (T x D) is trained locally on the student with the classification loss of
-prompt tuning: cross-entropy over class scores at the answer position. As the public code
-runs it by default (scripts/train_prompt.py, train_DP_prompt.py): the prompt starts from the
-task's init text and the class score is the mean raw logit over the class's several label
-words (code_prompts.py; the caller passes `init_prompt_TxD` and `weights_CxW`), lr 5e-4 for
-5 epochs, Adam without DP and SGD with DP (the code's Opacus path asserts SGD; its
-ReduceLROnPlateau schedule is not reproduced). The earlier setup (random-token init,
-logsumexp over the label-word log-probs, SGD) stays as options. With DP, each step
-Poisson-samples the batch (rate q), takes per-example gradients (`vmap(grad)`), clips each to
-norm C, adds N(0, sigma^2 C^2 I) to their sum, divides by q N and steps the optimiser.
+The user's prompt p (T x D) is trained locally on the student with the cross-entropy over
+class scores at the answer position; by default as the public code runs it
+(scripts/train_prompt.py, train_DP_prompt.py; `DPConfig`; its ReduceLROnPlateau schedule is
+not reproduced). With DP, each step Poisson-samples the batch (rate q), takes per-example
+gradients (`vmap(grad)`), clips each to norm C, adds N(0, sigma^2 C^2 I) to their sum,
+divides by q N and steps the optimiser.
 
 The variable-size batch runs in padded, masked chunks of `physical_batch` rows (fixed
 shapes). sigma is the smallest noise multiplier whose epsilon after round(epochs / q) steps is
@@ -29,12 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cbp_jax.checks import one_of, positive, positive_ints
 from cbp_jax.data.batching import Inputs
 from cbp_jax.loop import LoopState, run_loop
 from cbp_jax.methods.losses import accuracy, cross_entropy
-from cbp_jax.methods.prompt_tuning import prompt_scores
-from cbp_jax.model.decoder import forward
-from cbp_jax.post.code_prompts import mean_logit_scores
+from cbp_jax.post.audit import prompt_class_scores
 
 ACCOUNTANTS = ("rdp", "pld")
 INITS = ("text", "random")  # the code's task-text init; random vocabulary tokens
@@ -108,19 +103,10 @@ def clip_per_example(grads_BxTxD, clip_norm):
     return grads_BxTxD * scale_B.reshape((b,) + (1,) * (grads_BxTxD.ndim - 1)), norms_B
 
 
-def scores_of(params, cfg, prompt_TxD, tokens_BxS, mask_BxS, cands_CxW, weights_CxW=None):
-    """B x C class scores: mean raw logit over the label words (weights C x W given), else
-    logsumexp of their log-probs."""
-    if weights_CxW is None:
-        return prompt_scores(params, cfg, prompt_TxD, tokens_BxS, mask_BxS, cands_CxW)
-    prompt = jnp.broadcast_to(prompt_TxD, (tokens_BxS.shape[0], *prompt_TxD.shape))
-    logits = forward(params, cfg, tokens_BxS, mask_BxS, prompt_BxTxD=prompt).logits
-    return mean_logit_scores(logits, cands_CxW, weights_CxW)
-
-
 def example_loss(prompt_TxD, params, cfg, tokens_S, mask_S, cands_CxW, label, weights_CxW=None):
-    """Cross-entropy of one example (the unit DP-SGD clips)."""
-    scores = scores_of(
+    """Cross-entropy of one example (the unit DP-SGD clips); class scores as in `audit`:
+    mean raw logit over the label words (weights C x W given), else logsumexp of log-probs."""
+    scores = prompt_class_scores(
         params, cfg, prompt_TxD, tokens_S[None], mask_S[None], cands_CxW, weights_CxW
     )
     return cross_entropy(scores, label[None])
@@ -188,26 +174,18 @@ class DPConfig:
     class_score: str = "mean_logit"
 
     def __post_init__(self):
-        for name in ("prompt_len", "epochs", "expected_batch_size", "physical_batch", "init_vocab"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"DPConfig.{name} must be a positive int, got {value!r}")
-        if not (self.learning_rate > 0 and self.clip_norm > 0):
-            raise ValueError("DPConfig learning_rate and clip_norm must be > 0")
+        positive_ints(
+            self, "prompt_len", "epochs", "expected_batch_size", "physical_batch", "init_vocab"
+        )
+        positive(self, "learning_rate", "clip_norm")
         if self.epsilon is not None and not self.epsilon > 0:
             raise ValueError(f"DPConfig.epsilon must be > 0 (or None), got {self.epsilon!r}")
         if self.delta is not None and not 0 < self.delta < 1:
             raise ValueError(f"DPConfig.delta must be in (0, 1), got {self.delta!r}")
-        if self.optimizer not in ("auto", "sgd", "adam"):
-            raise ValueError(f"DPConfig.optimizer must be auto, sgd or adam: {self.optimizer!r}")
-        if self.accountant not in ACCOUNTANTS:
-            raise ValueError(f"DPConfig.accountant must be one of {ACCOUNTANTS}")
-        if self.init not in INITS:
-            raise ValueError(f"DPConfig.init must be one of {INITS}, got {self.init!r}")
-        if self.class_score not in CLASS_SCORES:
-            raise ValueError(
-                f"DPConfig.class_score must be one of {CLASS_SCORES}, got {self.class_score!r}"
-            )
+        one_of(self, "optimizer", ("auto", "sgd", "adam"))
+        one_of(self, "accountant", ACCOUNTANTS)
+        one_of(self, "init", INITS)
+        one_of(self, "class_score", CLASS_SCORES)
 
     @property
     def resolved_optimizer(self) -> str:
@@ -293,7 +271,7 @@ def dp_tune_prompt(
     prompt = state.tree["prompt"]
     if dev is not None:
         d_tokens, d_mask, d_cands, d_labels = dev.device()
-        scores = scores_of(params, cfg, prompt, d_tokens, d_mask, d_cands, weights)
+        scores = prompt_class_scores(params, cfg, prompt, d_tokens, d_mask, d_cands, weights)
         loss, acc = float(cross_entropy(scores, d_labels)), float(accuracy(scores, d_labels))
         history.append({"step": steps, "dev_loss": loss, "dev_acc": acc})
     spent = spent_epsilon(sigma, q, steps, delta, dcfg.accountant) if private else None

@@ -33,17 +33,16 @@ class StudentFileError(ValueError):
 
 
 def sha256_of(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _flat(student: dict) -> dict[str, jax.Array]:
-    out = {f"layers.{k}": v for k, v in student["layers"].items()}
-    out["final_norm"] = student["final_norm"]
-    return {k: jnp.asarray(v, jnp.bfloat16) for k, v in sorted(out.items())}
+def _named(student: dict) -> dict:
+    """The shipped tensors by name: "layers.<leaf>" and "final_norm"."""
+    return {
+        **{f"layers.{k}": v for k, v in student["layers"].items()},
+        "final_norm": student["final_norm"],
+    }
 
 
 def save_student(
@@ -60,7 +59,8 @@ def save_student(
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / WEIGHTS
-    safetensors.flax.save_file(_flat(student), str(path))
+    flat = {k: jnp.asarray(v, jnp.bfloat16) for k, v in sorted(_named(student).items())}
+    safetensors.flax.save_file(flat, str(path))
     digest = sha256_of(path)
     meta = {
         "teacher": model_fingerprint(teacher),
@@ -95,17 +95,13 @@ def load_student(name_or_dir, teacher, root=SHIPPED_ROOT):
     student, s_cfg = make_student(teacher.params, teacher.cfg, meta["layers"])
     arrays = safetensors.flax.load_file(str(path))
     dtype = jax.tree.leaves(teacher.params)[0].dtype
-    layers = dict(student["layers"])
-    expected = {f"layers.{k}" for k in layers} | {"final_norm"}
-    if set(arrays) != expected:
+    expected = _named(student)
+    if set(arrays) != set(expected):
         raise StudentFileError(f"{path}: tensors {sorted(arrays)}, expected {sorted(expected)}")
     for key, value in arrays.items():
-        leaf = key.removeprefix("layers.")
-        old = student["final_norm"] if key == "final_norm" else layers[leaf]
-        if old.shape != value.shape:
-            raise StudentFileError(f"{path}: {key} is {value.shape}, expected {old.shape}")
-        if key == "final_norm":
-            student["final_norm"] = value.astype(dtype)
-        else:
-            layers[leaf] = value.astype(dtype)
-    return {**student, "layers": layers}, s_cfg
+        if expected[key].shape != value.shape:
+            raise StudentFileError(
+                f"{path}: {key} is {value.shape}, expected {expected[key].shape}"
+            )
+    layers = {k: arrays[f"layers.{k}"].astype(dtype) for k in student["layers"]}
+    return {**student, "layers": layers, "final_norm": arrays["final_norm"].astype(dtype)}, s_cfg

@@ -1,21 +1,12 @@
 """POST step 3, provider side: transfer the user's student prompt to the teacher, public data only.
 
 Given the student S with the user's prompt p_s, the provider trains the teacher's prompt p_t
-(initialised to p_s; both live in the same embedding space) on public inputs x rendered in
-the private task's template, matching next-token logits z at the answer position as the
-public code does (transfer_loss.py, `mix_loss`), with s(.) = softmax(. / tau):
-
-    L = tau^2 [ (1 - a) KL( s(S(p_s + x)) || s(T(p_t + x)) )
-                + a KL( s(S(p_s + x) - S(x)) || s(T(p_t + x) - T(x)) ) ],
-
-tau = 2, over the full vocabulary: KL(S || T) in both terms (TransferConfig.kl_direction;
-"teacher_student" is this project's earlier, reversed runs). The a-term transfers the
-prompt's *effect* (the change it makes to the model's output) rather than the student's
-output itself, which helps when the student is weak. a: the code's 0.5 by default, the
-paper's min((ZS - RG) / (C - RG), 1) (`paper_alpha`), or the public proxy. Fixed number of
-steps; with an `evaluate` callback the accuracy is recorded every `eval_every` steps (the
-code's interval, on the private task's validation set) and at the last step, so the result
-has both the last and the best over steps (`best_and_last`).
+(initialised to p_s; both live in the same embedding space) on public inputs rendered in the
+private task's template, matching answer-position logits with the public code's loss
+(`transfer_loss.mix_loss`: tau^2 KL(S || T) at tau = 2 on the prompted outputs and, weighted
+by alpha, on the prompts' effects T(p_t + x) - T(x) against S(p_s + x) - S(x)). Fixed number
+of steps; with an `evaluate` callback the accuracy is recorded every `eval_every` steps and at
+the last, for the last and the best over steps (`best_and_last`).
 
 Privacy boundary, enforced in code: `transfer` accepts only a `PublicData`, which can only be
 built by its constructors from public sources (registry tasks that are not private, plain
@@ -35,11 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cbp_jax.checks import one_of, positive, positive_ints
 from cbp_jax.data.batching import Inputs, candidate_ids, encode, left_pad
 from cbp_jax.data.spec import TaskSpec, truncate
 from cbp_jax.loop import LoopState, optax_step, run_loop
 from cbp_jax.model.config import LlamaConfig
-from cbp_jax.model.decoder import forward
+from cbp_jax.post.audit import prompted_logits
 from cbp_jax.post.transfer_loss import CODE_ALPHA, KL_DIRECTIONS, TAU, mix_loss, paper_alpha
 
 PRIVATE_TASKS = ("sst2", "financial_phrasebank")
@@ -103,54 +95,30 @@ class PublicData:
             raise ValueError(f"public set {self.source!r} is empty")
 
     @classmethod
-    def from_examples(
-        cls,
-        tokenizer,
-        task: TaskSpec,
-        examples: Sequence[dict],
-        source: str,
-        private_tasks: Sequence[str] = PRIVATE_TASKS,
-        pad_to: int = 8,
-    ):
+    def from_examples(cls, tokenizer, task: TaskSpec, examples: Sequence[dict], source: str, *,
+                      private_tasks: Sequence[str] = PRIVATE_TASKS, pad_to: int = 8):  # fmt: skip
         """Examples (dicts with the template's fields) rendered in `task`'s template."""
         if not examples:
             raise ValueError(f"public set {source!r} is empty")
         _check_public(examples, private_tasks)
-        tokens, mask = left_pad(
-            encode(tokenizer, [task.render(ex) for ex in examples]),
-            tokenizer.pad_token_id or 0,
-            pad_to,
-        )
+        seqs = encode(tokenizer, [task.render(ex) for ex in examples])
+        tokens, mask = left_pad(seqs, tokenizer.pad_token_id or 0, pad_to)
         return cls(tokens, mask, candidate_ids(tokenizer, task.label_words), source, _BUILD)
 
     @classmethod
-    def from_texts(
-        cls,
-        tokenizer,
-        task: TaskSpec,
-        texts: Sequence[str],
-        source: str,
-        private_tasks: Sequence[str] = PRIVATE_TASKS,
-        max_chars: int = 400,
-    ):
+    def from_texts(cls, tokenizer, task: TaskSpec, texts: Sequence[str], source: str, *,
+                   private_tasks: Sequence[str] = PRIVATE_TASKS, max_chars: int = 400):  # fmt: skip
         """Plain texts placed in the single text field of `task`'s template."""
         if len(task.fields) != 1:
             raise ValueError(f"task {task.name} has fields {task.fields}; use from_examples")
         examples = [{task.fields[0]: truncate(t.strip(), max_chars)} for t in texts if t.strip()]
-        return cls.from_examples(tokenizer, task, examples, source, private_tasks)
+        return cls.from_examples(tokenizer, task, examples, source, private_tasks=private_tasks)
 
     @classmethod
-    def from_task(
-        cls,
-        tokenizer,
-        task: TaskSpec,
-        public_name: str,
-        n: int,
-        seed: int = 0,
-        private_tasks: Sequence[str] = PRIVATE_TASKS,
-        max_chars: int = 400,
-    ):
-        """n texts of a shipped public task's TRAIN pool (its text fields joined by '. ')."""
+    def from_task(cls, tokenizer, task: TaskSpec, public_name: str, n: int, seed: int = 0, **kw):
+        """n texts of a shipped public task's TRAIN pool (its text fields joined by '. ');
+        kw: `from_texts`' private_tasks and max_chars."""
+        private_tasks = kw.get("private_tasks", PRIVATE_TASKS)
         if public_name in private_tasks:
             raise PrivacyBoundaryError(f"{public_name!r} is a private task")
         from cbp_jax.data.splits import train_pool
@@ -162,18 +130,22 @@ class PublicData:
         pick = rng.permutation(len(pool))[:n]
         _check_public([pool[i] for i in pick], private_tasks)
         texts = [". ".join(str(pool[i][f]).strip() for f in fields) for i in pick]
-        return cls.from_texts(
-            tokenizer, task, texts, f"{public_name}[{n}]", private_tasks, max_chars
-        )
+        return cls.from_texts(tokenizer, task, texts, f"{public_name}[{n}]", **kw)
 
     @classmethod
-    def from_file(cls, tokenizer, task: TaskSpec, path, private_tasks=PRIVATE_TASKS, **kw):
-        """One public text per non-empty line of a UTF-8 file."""
+    def from_file(cls, tokenizer, task: TaskSpec, path, **kw):
+        """One public text per non-empty line of a UTF-8 file; kw: `from_texts`'."""
         lines = pathlib.Path(path).read_text("utf-8").splitlines()
-        return cls.from_texts(tokenizer, task, lines, str(path), private_tasks, **kw)
+        return cls.from_texts(tokenizer, task, lines, str(path), **kw)
 
 
 alpha_heuristic = paper_alpha  # the earlier name
+
+
+def batch_indices(cfg, n: int, step: int) -> np.ndarray:
+    """cfg.batch_size indices into n examples for a step: a pure function of (cfg.seed, step)."""
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, step]))
+    return rng.choice(n, size=cfg.batch_size, replace=n < cfg.batch_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,17 +159,11 @@ class TransferConfig:
     kl_direction: str = KL_DIRECTIONS[0]  # KL(S || T), as the public code
 
     def __post_init__(self):
-        if min(self.steps, self.batch_size) <= 0:
-            raise ValueError("TransferConfig steps and batch_size must be positive")
-        if not (self.learning_rate > 0 and self.temperature > 0):
-            raise ValueError("TransferConfig learning_rate and temperature must be > 0")
+        positive_ints(self, "steps", "batch_size")
+        positive(self, "learning_rate", "temperature")
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"TransferConfig.alpha must be in [0, 1], got {self.alpha}")
-        if self.kl_direction not in KL_DIRECTIONS:
-            raise ValueError(
-                f"TransferConfig.kl_direction must be one of {KL_DIRECTIONS}, "
-                f"got {self.kl_direction!r}"
-            )
+        one_of(self, "kl_direction", KL_DIRECTIONS)
 
 
 def transfer_loss(
@@ -205,11 +171,9 @@ def transfer_loss(
     direction=KL_DIRECTIONS[0],
 ):  # fmt: skip
     """`mix_loss` of the teacher with p_t against the student with p_s on a public batch."""
-    b = tokens_BxS.shape[0]
 
     def logits(params, cfg, prompt):
-        pr = None if prompt is None else jnp.broadcast_to(prompt, (b, *prompt.shape))
-        return forward(params, cfg, tokens_BxS, mask_BxS, prompt_BxTxD=pr).logits
+        return prompted_logits(params, cfg, prompt, tokens_BxS, mask_BxS)
 
     t_p = logits(teacher, t_cfg, p_t_TxD)
     t_0, s_p, s_0 = jax.lax.stop_gradient(
@@ -229,7 +193,8 @@ def _step_fn(t_cfg: LlamaConfig, s_cfg: LlamaConfig, tcfg: TransferConfig):
     opt = optax.adam(tcfg.learning_rate)
 
     @jax.jit
-    def step(p_t, opt_state, teacher, student, p_s, tokens, mask, alpha):
+    def step(p_t, opt_state, models, batch, alpha):
+        (teacher, student, p_s), (tokens, mask) = models, batch
         return optax_step(transfer_loss, opt)(
             p_t, opt_state, teacher, t_cfg, student, s_cfg, p_s, tokens, mask, alpha,
             tcfg.temperature, tcfg.kl_direction,
@@ -267,20 +232,12 @@ def transfer(
     tokens, mask = (jnp.asarray(x, jnp.int32) for x in (public.tokens_BxS, public.mask_BxS))
     n = tokens.shape[0]
 
+    models = (teacher_params, student_params, p_s)
+
     def step(state):
-        rng = np.random.default_rng(np.random.SeedSequence([tcfg.seed, state.step]))
-        idx = jnp.asarray(rng.choice(n, size=tcfg.batch_size, replace=n < tcfg.batch_size))
-        t = state.tree
-        p_t, opt_state, loss = step_fn(
-            t["p_t"],
-            t["opt_state"],
-            teacher_params,
-            student_params,
-            p_s,
-            tokens[idx],
-            mask[idx],
-            alpha,
-        )
+        idx = jnp.asarray(batch_indices(tcfg, n, state.step))
+        t, batch = state.tree, (tokens[idx], mask[idx])
+        p_t, opt_state, loss = step_fn(t["p_t"], t["opt_state"], models, batch, alpha)
         row = {"step": state.step + 1, "loss": float(loss)}
         if evaluate is not None and (state.step % eval_every == 0 or row["step"] == tcfg.steps):
             row["acc"] = float(evaluate(np.asarray(p_t)))

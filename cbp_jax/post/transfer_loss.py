@@ -14,10 +14,8 @@ distribution, so both terms are KL(S || T) (`kl_batchmean` spells this out; the 
 it against a hand computation). This project's earlier runs used KL(T || S); that direction
 stays as `KL_DIRECTIONS[1]` only so their records keep their meaning.
 
-alpha: the code takes it as an argument (default 0.5, `CODE_ALPHA`); the paper derives it as
-min((ZS - RG) / (C - RG), 1) (`paper_alpha`): ZS the teacher's zero-shot accuracy, C the
-compressed model's accuracy with the prompt, RG random guessing, all on the private task's
-validation data. The public-agreement proxy (public_alpha.py) is an ablation.
+alpha: the code's argument (default 0.5, `CODE_ALPHA`), the paper's formula (`paper_alpha`)
+or the public-agreement proxy (public_alpha.py, an ablation), by `transfer_alpha`.
 """
 
 from __future__ import annotations
@@ -60,7 +58,8 @@ def mix_loss(t_p, t_0, s_p, s_0, alpha, tau: float = TAU, direction: str = KL_DI
 
 def paper_alpha(zs: float, c: float, rg: float) -> float:
     """The paper's alpha = min((ZS - RG) / (C - RG), 1), clipped at 0 (a teacher below chance
-    gets no weight on the effect term); accuracies in [0, 1], C above RG."""
+    gets no weight on the effect term): ZS the teacher's zero-shot accuracy, C the compressed
+    model's with the prompt, RG random guessing, on the private task's validation data."""
     for name, v in (("zs", zs), ("c", c), ("rg", rg)):
         if not 0 <= v <= 1:
             raise ValueError(f"{name} must be an accuracy in [0, 1], got {v!r}")

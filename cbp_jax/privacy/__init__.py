@@ -1,6 +1,6 @@
 """Local text privatization (d_chi-privacy), RAPT over prompt/prefix/LoRA tuning, and attacks."""
 
-from cbp_jax.privacy.attacks import (
+from cbp_jax.privacy.attack_suite import (
     count_attack,
     fit_count_attack,
     identity_attack,

@@ -14,13 +14,10 @@ The nearest-neighbour search runs over the whole vocabulary W in chunks of `chun
 ||y - e||^2 = ||y||^2 - 2 y.e + ||e||^2 with matmuls (||y||^2 is constant per row and
 dropped). Padding and protected (special) ids are left unchanged and never produced.
 
-Peak extra memory for a block of N tokens (float32; N = B*S up to `max_tokens`): the
-N x chunk distance block, the chunk x D embedding slice and its square, and the N x D
-noise and noisy embeddings,
-    4 * (N*chunk + 2*chunk*D + 2*N*D) bytes.
-Default model (V=49152, D=576), chunk=4096, N=8192 tokens (the default max_tokens):
-    4 * (33.6M + 4.7M + 9.4M) B ≈ 191 MB, versus 4*N*V ≈ 1.6 GB for one brute-force block;
-with N=4096 (32 x 128 tokens) it is ≈ 105 MB.
+Peak extra memory for a block of N tokens (N = B*S up to `max_tokens`) is
+4 * (N*chunk + 2*chunk*D + 2*N*D) bytes (distances, embedding slice and its square, noise and
+noisy embeddings): ≈ 191 MB for the default model (V=49152, D=576) at the defaults
+(chunk 4096, N 8192), against 4*N*V ≈ 1.6 GB for one brute-force block.
 """
 
 from __future__ import annotations
@@ -136,19 +133,11 @@ def privatize_ids(
     if b * s <= max_tokens:
         return _privatize(key, embed_VxD, ids, mask, eta, protected, chunk)
     rows = max(1, max_tokens // max(s, 1))
+    blocks = [
+        (jax.random.fold_in(key, i), slice(r, r + rows)) for i, r in enumerate(range(0, b, rows))
+    ]
     return jnp.concatenate(
-        [
-            _privatize(
-                jax.random.fold_in(key, i),
-                embed_VxD,
-                ids[start : start + rows],
-                mask[start : start + rows],
-                eta,
-                protected,
-                chunk,
-            )
-            for i, start in enumerate(range(0, b, rows))
-        ]
+        [_privatize(k, embed_VxD, ids[sl], mask[sl], eta, protected, chunk) for k, sl in blocks]
     )
 
 
@@ -165,15 +154,9 @@ def privatize_text(
     if any(not s for s in seqs):
         raise ValueError("a text tokenizes to nothing")
     tokens_BxS, mask_BxS = left_pad(seqs, tokenizer.pad_token_id or 0)
-    out_BxS = np.asarray(
-        privatize_ids(
-            key,
-            embed_VxD,
-            tokens_BxS,
-            mask_BxS,
-            eta,
-            protected_ids=tuple(tokenizer.all_special_ids),
-            chunk=chunk,
-        )
+    special = tuple(tokenizer.all_special_ids)
+    out = privatize_ids(
+        key, embed_VxD, tokens_BxS, mask_BxS, eta, protected_ids=special, chunk=chunk
     )
+    out_BxS = np.asarray(out)
     return [tokenizer.decode(row[m > 0].tolist()) for row, m in zip(out_BxS, mask_BxS, strict=True)]

@@ -1,20 +1,14 @@
 """RAPT: parameter-efficient tuning on d_chi-privatized text with plain-token reconstruction.
 
-Li, Tan, Liu (arXiv 2305.06212 v3). The user privatizes its text locally, x' = M(x) (see
-dchi.py), together with m PUBLIC plain tokens k (plain_tokens.py), and the service tunes PEFT
-parameters theta (prompt tuning, prefix tuning or LoRA, peft.py) through the frozen model on
-what it received, together with a reconstruction head (reconstruction.py):
-
-    L = L_task + w_rec L_rec,
-
-L_task the cross-entropy over verbalizer class scores (methods/losses.py) at the answer
-position and L_rec the head's recovery of the plain tokens k from M(k), placed after the
-prompt (default "plain_after"; "plain_before" an ablation). Both are computable from the
-privatized text and public data. The "input" placement (`ORACLE`) predicts the user's
-original tokens instead: a NON-PRIVATE ORACLE (upper bound), never the default and not RAPT.
-Only (theta, head) train; the head is dropped at inference, and test inputs are privatized
-as at training. All three PEFT methods share one epoch step (Adam, global-norm clipping),
-run by the one training loop (`cbp_jax.loop`; the best dev epoch is kept).
+Li, Tan, Liu (arXiv 2305.06212 v3; docs/methods.md, RAPT). The user privatizes its text
+locally, x' = M(x) (dchi.py), with m PUBLIC plain tokens k (inputs.py); the service
+tunes PEFT parameters theta (prompt, prefix or LoRA, peft.py) through the frozen model with a
+reconstruction head (also peft.py) on L = L_task + w_rec L_rec: L_task the cross-entropy
+over verbalizer class scores at the answer position, L_rec the head's recovery of k from M(k)
+(default placement "plain_after"; `ORACLE` is the labelled non-private upper bound). Only
+(theta, head) train; the head is dropped at inference, where test inputs are privatized as
+at training. All PEFT methods share one epoch step (Adam, global-norm clipping), run by the
+one training loop (`cbp_jax.loop.run_epochs`; the best dev epoch is kept).
 """
 
 from __future__ import annotations
@@ -27,26 +21,30 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cbp_jax.checks import one_of, positive, positive_ints
 from cbp_jax.data.batching import Inputs
 from cbp_jax.loop import optax_step, run_epochs
 from cbp_jax.methods.evaluate import prediction_summary
-from cbp_jax.methods.losses import accuracy, class_scores, cross_entropy
+from cbp_jax.methods.losses import accuracy, cross_entropy
+from cbp_jax.post.audit import word_scores
 from cbp_jax.privacy.dchi import check_eta
-from cbp_jax.privacy.inputs import privatized_inputs
-from cbp_jax.privacy.peft import PeftConfig, init_peft, peft_forward
-from cbp_jax.privacy.plain_tokens import (
+from cbp_jax.privacy.inputs import (
     PLAIN_CHOICES,
     append_private_plain,
     fixed_plain_ids,
     plain_ids_for,
     plain_pool,
+    privatized_inputs,
 )
-from cbp_jax.privacy.reconstruction import (
+from cbp_jax.privacy.peft import (
     HEAD_VOCABS,
     ORACLE,
     PLACEMENTS,
+    PeftConfig,
     head_targets,
     init_head,
+    init_peft,
+    peft_forward,
     rec_loss,
 )
 
@@ -75,20 +73,13 @@ class RAPTConfig:
 
     def __post_init__(self):
         check_eta(self.eta)
-        if min(self.prompt_len, self.epochs, self.batch_size, self.head_dim) <= 0:
-            raise ValueError("prompt_len, epochs, batch_size and head_dim must be positive")
-        if min(self.init_vocab, self.chunk) <= 0 or self.num_plain_tokens < 0:
-            raise ValueError("init_vocab, chunk must be positive; num_plain_tokens >= 0")
-        if self.learning_rate <= 0 or self.clip_norm <= 0 or self.rec_weight < 0:
-            raise ValueError("learning_rate and clip_norm must be positive, rec_weight >= 0")
-        if self.head_vocab not in HEAD_VOCABS:
-            raise ValueError(f"head_vocab must be one of {HEAD_VOCABS}, got {self.head_vocab!r}")
-        if self.placement not in PLACEMENTS:
-            raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
-        if self.plain_tokens not in PLAIN_CHOICES:
-            raise ValueError(
-                f"plain_tokens must be one of {PLAIN_CHOICES}, got {self.plain_tokens!r}"
-            )
+        positive_ints(self, "prompt_len", "epochs", "batch_size", "head_dim", "init_vocab", "chunk")
+        positive(self, "learning_rate", "clip_norm")
+        if self.num_plain_tokens < 0 or self.rec_weight < 0:
+            raise ValueError("RAPTConfig num_plain_tokens and rec_weight must be >= 0")
+        one_of(self, "head_vocab", HEAD_VOCABS)
+        one_of(self, "placement", PLACEMENTS)
+        one_of(self, "plain_tokens", PLAIN_CHOICES)
         if self.use_reconstruction and self.placement != ORACLE:
             if self.num_plain_tokens == 0:
                 raise ValueError(f"the {self.placement} reconstruction needs num_plain_tokens >= 1")
@@ -119,9 +110,7 @@ def peft_class_scores(
         params, cfg, pc, peft, tokens, mask, return_hidden=return_hidden,
         answer_index_B=answer_index_B,
     )  # fmt: skip
-    logp = jax.nn.log_softmax(out.logits, axis=-1)
-    b, (c, w) = tokens.shape[0], cands.shape
-    return class_scores(logp[:, cands.reshape(-1)].reshape(b, c, w)), out.hidden_BxSxD
+    return word_scores(out.logits, cands), out.hidden_BxSxD
 
 
 def rapt_loss(train, params, cfg, pc, placement, use_rec, batch, rec_weight=1.0):

@@ -45,7 +45,7 @@ from cbp_jax.post import (
     mark_private,
     transfer,
 )
-from cbp_jax.post.lira import lira_audit, subset, train_shadows
+from cbp_jax.post.audit import lira_audit, subset, train_shadows
 from cbp_jax.post.public_alpha import public_alpha
 
 PUBLIC_SETS = ("ag_news", "boolq")

@@ -44,8 +44,8 @@ from cbp_jax.post import (
     mark_private,
     transfer,
 )
+from cbp_jax.post.audit import subset, train_shadows
 from cbp_jax.post.code_prompts import INIT_TEXT, LABEL_WORDS, code_candidates, text_init_prompt
-from cbp_jax.post.lira import subset, train_shadows
 from cbp_jax.post.public_alpha import public_alpha
 from cbp_jax.post.transfer_loss import ALPHA_MODES, KL_DIRECTIONS, best_and_last, transfer_alpha
 from studies.post.plan import audits, tuned

@@ -37,8 +37,8 @@ from cbp_jax.experiment.tables import get_or_run, write_table
 from cbp_jax.model import load_model
 from cbp_jax.overrides import apply_overrides
 from cbp_jax.privacy.attack_suite import TOKEN_ATTACKS, attack_rates, public_text
+from cbp_jax.privacy.peft import ORACLE
 from cbp_jax.privacy.rapt import RAPTConfig, rapt_evaluate, tune_rapt
-from cbp_jax.privacy.reconstruction import ORACLE
 from studies.common import command, header, parser, row
 
 QUESTION = "Does RAPT's plain-token reconstruction keep utility under local-DP text noise?"
