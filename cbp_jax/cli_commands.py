@@ -171,8 +171,8 @@ def _payload(args, model):
     from cbp_jax.methods.saved_prompt import load_prompt
     from cbp_jax.prompts.artifact import load_generator
     from cbp_jax.service import ScoringService
-    from cbp_jax.service.provider import bbt_adapters, cbp_service
     from cbp_jax.service.oracle import DeepPrompt, NoPrompt, SoftPrompt
+    from cbp_jax.service.provider import bbt_adapters, cbp_service
 
     if bool(args.vector) == bool(args.prompt):
         raise SystemExit(

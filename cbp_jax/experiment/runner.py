@@ -73,8 +73,8 @@ def _bbt_services(ctx: Context, result: dict):
     """Provider side: BBT/BBTv2's services (an evaluator, and one with the run's budget) with
     p0 for the served model; records the decoded prefix as `p0_text` ("" for no p0)."""
     from cbp_jax.service import ScoringService
-    from cbp_jax.service.provider import bbt_adapters
     from cbp_jax.service.p0 import p0_text
+    from cbp_jax.service.provider import bbt_adapters
 
     ids = ctx.cfg.p0_token_ids(ctx.model.tokenizer)
     result["p0_text"] = p0_text(ctx.model.tokenizer, ids)
