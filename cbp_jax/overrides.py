@@ -92,16 +92,3 @@ def apply_overrides(cfg: Any, items: Iterable[str]) -> Any:
         key, text = item.split("=", 1)
         parsed.append((key.strip().split("."), text, key.strip()))
     return _replace(cfg, parsed) if parsed else cfg
-
-
-def check_positive(cfg: Any, names: Iterable[str] | None = None, *, number: bool = False) -> None:
-    """Raise ValueError unless each field in `names` (default: all) of the dataclass `cfg` is
-    a positive int (with `number`: a positive int or float); a bool never passes."""
-    kind = "number" if number else "int"
-    for name in [f.name for f in dataclasses.fields(cfg)] if names is None else names:
-        value = getattr(cfg, name)
-        typed = isinstance(value, (int, float) if number else int) and not isinstance(value, bool)
-        if not (typed and value > 0):
-            raise ValueError(
-                f"{type(cfg).__name__}.{name} must be a positive {kind}, got {value!r}"
-            )

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cbp_jax.overrides import check_positive
+from cbp_jax.checks import check_positive
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cbp_jax.overrides import check_positive
+from cbp_jax.checks import check_positive
 from cbp_jax.serve.tiles import (
     Work,
     bucket,

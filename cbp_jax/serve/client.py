@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import requests
 
+from cbp_jax.checks import check_positive
 from cbp_jax.contract import (
     HTTP_STATUS,
     BudgetExhaustedError,
@@ -47,7 +48,6 @@ from cbp_jax.contract import (
     check_buckets,
     payload_dims,
 )
-from cbp_jax.overrides import check_positive
 from cbp_jax.serve.split import join_scores, split_request
 from cbp_jax.serve.wire import MEDIA_TYPE, decode_response, encode_request, request_id
 

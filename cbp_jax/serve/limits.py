@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
+from cbp_jax.checks import check_positive
 from cbp_jax.contract import MalformedRequestError, ScoreRequest, payload_dims
-from cbp_jax.overrides import check_positive
 from cbp_jax.serve.answers import HttpError
 
 

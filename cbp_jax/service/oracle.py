@@ -26,10 +26,10 @@ from typing import Any, ClassVar, Protocol
 import jax
 import jax.numpy as jnp
 
+from cbp_jax.checks import check_positive
 from cbp_jax.contract import check_buckets
 from cbp_jax.model.config import LlamaConfig
 from cbp_jax.model.decoder import forward, forward_shared_prompt
-from cbp_jax.overrides import check_positive
 
 
 class PromptAdapter(Protocol):
