@@ -110,7 +110,7 @@ def _train_generator_parser(sub) -> None:
 
 def _customize_parser(sub) -> None:
     """RunConfig's options of a CBP run (`run.add_options`), float32 by default."""
-    from cbp_jax.run import add_options
+    from cbp_jax.run import add_options, add_remote_options
 
     cu = _sub(
         sub,
@@ -119,7 +119,7 @@ def _customize_parser(sub) -> None:
         "CBP stage 2 (user): zero-shot, then CMA-ES over the task vector from the generator's "
         "z0 within the API budget; prints the calls and generations the budget buys first.",
     )
-    cu.add_argument("--generator", required=True, help="saved generator directory")
+    cu.add_argument("--generator", default="", help="saved generator directory (in process)")
     cu.add_argument(
         "--allow-cross-domain",
         action="store_true",
@@ -128,6 +128,7 @@ def _customize_parser(sub) -> None:
     cu.add_argument("--sigma0", dest="cbp_sigma0", type=float, default=0.5, help=HELP["cbp_sigma0"])
     fields = ("task", "model", "shots", "kshot", "seed", "dtype", "test_size", "budget")
     add_options(cu, (*fields, "population", "out", "tag"), dtype="float32")
+    add_remote_options(cu)  # or --url: a model served with `cbp-jax serve --generator`
     cu.set_defaults(func=cli_commands.customize)
 
 
@@ -172,11 +173,12 @@ def _serve_parser(sub) -> None:
 
 
 def _run_parser(sub) -> None:
-    from cbp_jax.run import add_options
+    from cbp_jax.run import add_options, add_remote_options
 
     rp = _sub(sub, "run", "one method on one task (= python -m cbp_jax.run)",
               "Run one method on one task; the options are RunConfig's fields.")  # fmt: skip
     add_options(rp)
+    add_remote_options(rp)
     rp.set_defaults(func=_run)
 
 

@@ -75,30 +75,40 @@ def customize(args) -> None:
     from cbp_jax.model import load_model
     from cbp_jax.model.precision import choose_dtype
     from cbp_jax.prompts.artifact import load_generator
-    from cbp_jax.run import config_of, run
+    from cbp_jax.run import config_of, remote_of, run
 
+    if bool(args.generator) == bool(args.url):
+        raise SystemExit("cbp-jax customize: give --generator DIR (in process) or --url URL")
     start = time.time()
     stats = CompileStats().start()
     task = get_task(args.task)
     base = config_of(args, method="cbp")
-    dtype = choose_dtype(args.dtype)
-    model = load_model(args.model, dtype=dtype.dtype)
-    generator = load_generator(args.generator, expected_model=model)
-    warning = check_domain(generator.domain, task, args.allow_cross_domain)
+    remote, model, where = remote_of(args), None, f"served at {args.url}"
+    if remote is not None:
+        domain = remote.service(base, None, "info").cbp_release().domain
+    else:
+        dtype = choose_dtype(args.dtype)
+        model = load_model(args.model, dtype=dtype.dtype)
+        domain = load_generator(args.generator, expected_model=model).domain
+        where = f"in {dtype.dtype} ({dtype.reason})"
+    warning = check_domain(domain, task, args.allow_cross_domain)
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr)
     print("\n".join(budget_lines(base.budget, base.population, base.chunk)), flush=True)
-    zero = run(dataclasses.replace(base, method="zero_shot", generator="", tag=""), model=model)
-    cbp = run(base, model=model)
+    zero_cfg = dataclasses.replace(base, method="zero_shot", generator="", tag="")
+    zero = run(zero_cfg, model=model, remote=remote)
+    cbp = run(base, model=model, remote=remote)
     compiled = stats.stop()
     print(_command_line())
-    print("\n".join(customize_lines(base, task, zero, cbp, dtype)))
+    print("\n".join(customize_lines(base, task, zero, cbp, where)))
+    if remote is not None:
+        print(f"  calls charged for the test set: {zero['test_calls'] + cbp['test_calls']}")
     print(f"  task vector: {base.run_dir / 'task_vector'}")
     print(time_line(time.time() - start, compiled))
 
 
-def customize_lines(cfg, task, zero: dict, cbp: dict, dtype) -> list[str]:
-    """What `customize` prints after its runs: the model and dtype, the k-shot sets' class
+def customize_lines(cfg, task, zero: dict, cbp: dict, where: str) -> list[str]:
+    """What `customize` prints after its runs: the model and where it ran, the k-shot sets' class
     counts, test accuracy and balanced accuracy of the majority class, zero-shot, z0 and
     stage 2, stage 2's predictions and confusion, and the verdict."""
     from cbp_jax.run_report import class_names, kshot_lines, label_summary, summary_lines, verdict
@@ -108,8 +118,7 @@ def customize_lines(cfg, task, zero: dict, cbp: dict, dtype) -> list[str]:
     maj = labels["majority_class"]
     counts = ", ".join(f"{w} {c}" for w, c in zip(names, labels["label_counts"], strict=True))
     lines = [
-        f"CBP-Tuning on {task.name} (seed {cfg.seed}), {cfg.model} in {dtype.dtype} "
-        f"({dtype.reason}):",
+        f"CBP-Tuning on {task.name} (seed {cfg.seed}), {cfg.model} {where}:",
         *kshot_lines(splits, task, cfg.kshot),
         f"  test set {len(splits.test)} examples: {counts}",
         f"  {'test':<44}{'accuracy':>9}{'balanced':>10}",

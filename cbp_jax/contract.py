@@ -161,12 +161,18 @@ class CBPRelease:
     generator_id: str
     model_name: str
     tasks: tuple[str, ...]
+    domain: str | None = None  # of the tasks it was trained on (None: unknown)
 
     def __post_init__(self):
         z0 = np.asarray(self.z0_R, np.float32)
         if z0.shape != (self.task_dims,):
             raise ValueError(f"z0 must have shape ({self.task_dims},), got {z0.shape}")
         object.__setattr__(self, "z0_R", z0)
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+
+    def as_json(self) -> dict:
+        """What a server publishes under /v1/info's "cbp_release" (z0 as a list)."""
+        return {**dataclasses.asdict(self), "z0_R": self.z0_R.tolist()}
 
 
 # ---------------------------------------------------------------------------- service

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import pathlib
 import shlex
 import sys
@@ -222,7 +223,26 @@ def parser(add_help: bool = True) -> argparse.ArgumentParser:
         add_help=add_help,
     )
     add_options(p)
+    add_remote_options(p)
     return p
+
+
+def add_remote_options(p) -> None:
+    """--url and --api-key: run the user's side against a served model (`remote_of`)."""
+    p.add_argument("--url", default="", help="run against this served model (`cbp-jax serve`)")
+    p.add_argument("--api-key", default="", help="the --url key (default: $CBP_API_KEY)")
+
+
+def remote_of(args: argparse.Namespace):
+    """The `experiment.runner.Remote` that --url names, or None."""
+    from cbp_jax.experiment.runner import Remote
+
+    if not args.url:
+        return None
+    key = args.api_key or os.environ.get("CBP_API_KEY", "")
+    if not key:
+        raise SystemExit("--url needs an API key: give --api-key or set CBP_API_KEY")
+    return Remote(args.url, key)
 
 
 def add_options(p, names=None, **defaults) -> None:
@@ -237,8 +257,12 @@ def add_options(p, names=None, **defaults) -> None:
 
 
 def config_of(args: argparse.Namespace, **fields) -> RunConfig:
-    """The RunConfig of parsed options (those that are fields), with `fields` set."""
+    """The RunConfig of parsed options (those that are fields), with `fields` set; a CBP run
+    over --url without --generator uses the generator served there (recorded as the URL)."""
     names = {f.name for f in dataclasses.fields(RunConfig)}
+    method = str(fields.get("method", getattr(args, "method", "")))
+    if getattr(args, "url", "") and method.startswith("cbp") and not args.generator:
+        fields = {"generator": args.url, **fields}
     return RunConfig(**{k: v for k, v in vars(args).items() if k in names} | fields)
 
 
@@ -263,7 +287,7 @@ def execute(args: argparse.Namespace, command: str) -> dict:
         from cbp_jax.methods.calls import budget_lines
 
         print("\n".join(budget_lines(cfg.budget, cfg.population, cfg.chunk)), flush=True)
-    result = run(cfg)
+    result = run(cfg, remote=remote_of(args))
     print(f"command: {command}")
     from cbp_jax.data.tasks import get_task
     from cbp_jax.run_report import result_lines

@@ -35,13 +35,17 @@ def free_port() -> int:
 class LiveServer:
     """Serve `tiny_server` on 127.0.0.1 from a thread; `url`, `server`, `stop()`."""
 
-    def __init__(self, db, budgets: dict, *, guard=GUARD, batching=BATCHING, graceful_s=None):
+    def __init__(
+        self, db, budgets: dict, *, guard=GUARD, batching=BATCHING, graceful_s=None,
+        make=tiny_server,
+    ):  # fmt: skip
+        """`make(args)`: the ScoreServer to serve (default: the tiny model's)."""
         args = types.SimpleNamespace(
             db=str(db), users=None, key=[f"{n}:{KEYS[n]}:{b}" for n, b in budgets.items()],
             max_body_bytes=8 << 20, batch_window_ms=batching.window_ms,
             max_pack=batching.max_requests, max_rows=batching.max_rows,
         )  # fmt: skip
-        self.server = tiny_server(args)
+        self.server = make(args)
         self.server.guard = guard
         self.server.throttle.config = self.server.shedder.config = guard
         self.port = free_port()

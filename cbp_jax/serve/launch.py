@@ -41,10 +41,10 @@ def make_server(model, artifact, users, args, name: str):
     from cbp_jax.service.oracle import CBPGenerator, DeepPrompt, NoPrompt, SoftPrompt
 
     adapters = [NoPrompt(), SoftPrompt(), DeepPrompt()]
-    adapter_params = None
+    adapter_params = release = None
     if artifact is not None:
         adapters.append(CBPGenerator(task_dims=artifact.cfg.task_dims))
-        adapter_params = artifact.adapter_params()
+        adapter_params, release = artifact.adapter_params(), artifact.release()
     ledger = Ledger(args.db)
     revoked = ledger.sync_users(users)
     if revoked:
@@ -55,7 +55,7 @@ def make_server(model, artifact, users, args, name: str):
     )
     return ScoreServer(
         model, adapters, adapter_params, ledger, model_name=name, limits=limits,
-        batching=batching,
+        batching=batching, release=release,
     )  # fmt: skip
 
 
