@@ -1,5 +1,5 @@
 """What the studies' drivers and reports share: the `run|table` parser, the command a table
-names, markdown rows and pyplot."""
+names, the folder's file names, markdown rows and pyplot."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ def parser(description: str, commands, results, **kw) -> argparse.ArgumentParser
 def command(study: str, args: list[str], verb: str = "run") -> str:
     """The `cbp-jax study STUDY VERB ARGS` line a table names."""
     return (f"cbp-jax study {study} {verb} " + shlex.join(args)).strip()
+
+
+def layout(kind: str, stem: str, study: str, ext: str) -> str:
+    """A table stem's file in its study's folder, one layout for all (studies/README.md):
+    `<kind><ext>` for the study's own stem, `<kind>_<variant><ext>` for `<study>_<variant>`
+    or another stem (table.md, runs_budget8000.jsonl for cbp_budget8000, table_published.md).
+    The stem itself stays the records' key."""
+    variant = "" if stem == study else stem.removeprefix(f"{study}_")
+    return f"{kind}_{variant}{ext}" if variant else f"{kind}{ext}"
 
 
 def row(*cells) -> str:

@@ -1,6 +1,6 @@
 """The POST table as the public code runs it (studies/post/published.py): config checks, the
 best-step prompt tracking, the paper's alpha inputs, one whole cell on a tiny random teacher
-(and its resume from the step cache), and published.md from fake records."""
+(and its resume from the step cache), and table_published.md from fake records."""
 
 from __future__ import annotations
 

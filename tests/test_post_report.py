@@ -1,5 +1,6 @@
-"""post.md's new section is written from records only: protocol from the config, a task's
-table over the seeds that ran (and which of the planned ones they are)."""
+"""The POST table's new section (studies/post/table.md) is written from records only:
+protocol from the config, a task's table over the seeds that ran (and which of the planned
+ones they are)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The studies' tables regenerate byte for byte from their committed records (no model runs).
 
-Each study's `table` writes its markdown from `<table>_runs.jsonl` only; the runs made before
+Each study's `table` writes its markdown (table.md, table_<variant>.md) from its records
+(runs.jsonl, runs_<variant>.jsonl) only; the runs made before
 the papers' call unit are legacy records, rendered with their old-unit mark and a budget note
 in the papers' unit. (A changed config
 being refused is tested in test_experiment_layer.py.)
@@ -8,6 +9,7 @@ being refused is tested in test_experiment_layer.py.)
 
 from __future__ import annotations
 
+import importlib
 import json
 import pathlib
 
@@ -16,14 +18,16 @@ import pytest
 from cbp_jax import cli_study
 from cbp_jax.experiment import legacy, tables
 from cbp_jax.experiment.records import RecordStore
+from studies.common import layout
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STUDIES = ROOT / "studies"
 
 
-# study -> the markdown stems `cbp-jax study NAME table [--stem STEM]` writes from its records
-# (stem_runs.jsonl each, but ablations: one store), each with the arguments of the run it names
-# on its first `Command:` line (it grows as cells run; none: legacy records only)
+# study -> the stems `cbp-jax study NAME table [--stem STEM]` writes a table of from its
+# records (table_<variant>.md from runs_<variant>.jsonl each, but ablations: one store), each
+# with the arguments of the run it names on its first `Command:` line (it grows as cells run;
+# none: legacy records only)
 CBP = ("cbp", "cbp_budget8000", "cbp_budget8000_held_out", "cbp_budget8000_margin2",
        "cbp_budget8000_natural", "cbp_gpu", "cbp_natural_held_out", "cbp_permuted_held_out",
        "cbp_sentiment", "cbp_task_vectors")  # fmt: skip
@@ -33,22 +37,32 @@ STUDY_TABLES = {"rapt": ("rapt",), "post": ("post",), "ablations": ABLATIONS, "b
 STEMS = [(s, t) for s, ts in STUDY_TABLES.items() for t in ts]
 
 
+def _own(study: str) -> str:
+    """The stem a study's own files (table.md, runs.jsonl) have: generator_spread's one table
+    keeps the stem cbp_generator_spread."""
+    return "cbp_generator_spread" if study == "generator_spread" else study
+
+
 def _records(study: str, stem: str) -> pathlib.Path:
-    name = "ablations_runs.jsonl" if study == "ablations" else f"{stem}_runs.jsonl"
+    name = "runs.jsonl" if study == "ablations" else layout("runs", stem, _own(study), ".jsonl")
     return STUDIES / study / name
+
+
+def _table(study: str, stem: str) -> pathlib.Path:
+    return STUDIES / study / layout("table", stem, _own(study), ".md")
 
 
 @pytest.mark.parametrize("name,stem", STEMS)
 def test_study_table_regenerates_byte_identically(name, stem, tmp_path):
     from cbp_jax.cli import main as cli_main
 
-    records, md = _records(name, stem), STUDIES / name / f"{stem}.md"
+    records, md = _records(name, stem), _table(name, stem)
     assert RecordStore(records).records, f"{records.name} has no records"
     (tmp_path / records.name).write_text(records.read_text())  # all it may read
     args = cli_study.committed_run(md, name)  # rapt and post default to theirs
     args += ["--stem", stem] if len(STUDY_TABLES[name]) > 1 else []
     cli_main(["study", name, "table", *args, "--results", str(tmp_path)])
-    assert (tmp_path / f"{stem}.md").read_text() == md.read_text()
+    assert (tmp_path / md.name).read_text() == md.read_text()
 
 
 @pytest.mark.parametrize("script,stem", STEMS)
@@ -56,9 +70,11 @@ def test_legacy_records_are_marked_and_sourced(script, stem):
     store = RecordStore(_records(script, stem))
     old = [r for r in store.records.values() if r.get("legacy") and r["config"]["table"] == stem]
     assert old, f"{stem}: no legacy records"
+    renamed = importlib.import_module(f"studies.{script}.study").RENAMED
     for r in old:
         assert r["call_unit"] in (legacy.LEGACY_UNIT, legacy.NO_CALLS)
-        moved = STUDIES / script / pathlib.Path(r["source"]).name  # moved with its study
+        name = pathlib.Path(r["source"]).name
+        moved = STUDIES / script / renamed.get(name, name)  # moved with its study, renamed
         assert (ROOT / r["source"]).exists() or moved.exists(), r["source"]
         assert r["commit"] not in ("unknown", "uncommitted")
 
@@ -66,11 +82,11 @@ def test_legacy_records_are_marked_and_sourced(script, stem):
 def test_legacy_rows_are_rendered_with_their_mark_and_budget():
     """Black-box runs: the old-unit mark and their budget in the papers' unit; white-box runs
     (no API calls): the legacy mark and no conversion."""
-    bbt = list(RecordStore(STUDIES / "bbt" / "bbt_runs.jsonl").records.values())
+    bbt = list(RecordStore(STUDIES / "bbt" / "runs.jsonl").records.values())
     text = legacy.render(bbt, "bbt")
     assert "| BBT (old unit) | 0.7332" in text and "per-example (old)" in text
     assert "sst2: B = 32, <= 375 calls, <= 18 generations" in text
-    rapt = list(RecordStore(STUDIES / "rapt" / "rapt_runs.jsonl").records.values())
+    rapt = list(RecordStore(STUDIES / "rapt" / "runs.jsonl").records.values())
     text = legacy.render(rapt, "rapt")
     assert "| zero-shot (legacy) | 0.718" in text and "call unit does not apply" in text
     assert "(old unit)" not in text
@@ -80,7 +96,7 @@ def test_ablation_json_records_give_the_tables_cells():
     """The raw per-seed legacy numbers (from the committed JSON) reproduce each table cell."""
     import numpy as np
 
-    store = RecordStore(STUDIES / "ablations" / "ablations_runs.jsonl")
+    store = RecordStore(STUDIES / "ablations" / "runs.jsonl")
     raw = [r for r in store.records.values() if "/json/" in r["name"]]
     assert len(raw) == 3
     for rec in raw:
@@ -131,7 +147,7 @@ def test_bbt_table_runs_missing_cells_into_records_then_reuses_them(tmp_path, mo
     from cbp_jax import run as run_mod
     from studies.bbt import study as mod
 
-    (tmp_path / "bbt_runs.jsonl").write_text((STUDIES / "bbt" / "bbt_runs.jsonl").read_text())
+    (tmp_path / "runs.jsonl").write_text((STUDIES / "bbt" / "runs.jsonl").read_text())
     ran = []
     hist = [{"calls": 20 * g, "loss_mean": 1.0, "dev_loss": 0.9} for g in (1, 2)]
 
@@ -144,12 +160,12 @@ def test_bbt_table_runs_missing_cells_into_records_then_reuses_them(tmp_path, mo
     mod.main(argv)
     mod.main(argv)  # recorded: nothing reruns
     assert len(ran) == 1 and ran[0].budget == 8000
-    text = (tmp_path / "bbt.md").read_text()
+    text = (tmp_path / "table.md").read_text()
     assert text.index("| BBT | 0.7500 | - | 0.750 | 0.5000 | 400 | 3 |") < text.index(
         "| BBT (old unit) | 0.7332"
     )
-    assert (tmp_path / "bbt_sst2_calls_curve.png").exists()
-    store = RecordStore(tmp_path / "bbt_runs.jsonl")
+    assert (tmp_path / "calls_curve_sst2.png").exists()
+    store = RecordStore(tmp_path / "runs.jsonl")
     legacy = sum(1 for r in store.records.values() if r.get("legacy"))
     assert (legacy, len(store.records) - legacy) == (5, 1)
 
@@ -174,10 +190,10 @@ def test_get_or_run_records_a_sub_run_once(tmp_path):
 def test_models_table_regenerates_from_its_record(tmp_path, monkeypatch):
     from studies.models import study as mod
 
-    md = STUDIES / "models" / "models.md"
-    (tmp_path / "models.md").write_text(md.read_text().replace(mod.BEGIN, mod.BEGIN + "\nstale"))
-    mod.write_table(json.loads(md.with_suffix(".json").read_text()), tmp_path / "models.md")
-    assert (tmp_path / "models.md").read_text() == md.read_text()
+    md = STUDIES / "models" / "table.md"
+    (tmp_path / "table.md").write_text(md.read_text().replace(mod.BEGIN, mod.BEGIN + "\nstale"))
+    mod.write_table(json.loads((md.parent / "runs.json").read_text()), tmp_path / "table.md")
+    assert (tmp_path / "table.md").read_text() == md.read_text()
 
 
 @pytest.mark.parametrize(
@@ -202,17 +218,18 @@ def test_paper_budget_reports_regenerate_from_their_records(model_args, tmp_path
 def test_precision_check_reports_regenerate_from_their_records(model_args, tmp_path):
     from cbp_jax.cli import main as cli_main
 
-    stem = "precision_check" + (f"_{model_args[1]}" if model_args else "")
-    records = STUDIES / "precision" / f"{stem}_runs.jsonl"
+    suffix = f"_{model_args[1]}" if model_args else ""
+    records = STUDIES / "precision" / f"runs{suffix}.jsonl"
     (tmp_path / records.name).write_text(records.read_text())
     cli_main(["study", "precision", "table", *model_args, "--results", str(tmp_path)])
-    assert (tmp_path / f"{stem}.md").read_text() == (records.parent / f"{stem}.md").read_text()
+    table = f"table{suffix}.md"
+    assert (tmp_path / table).read_text() == (records.parent / table).read_text()
 
 
 def test_es_vs_pycma_table_regenerates_from_its_record(tmp_path):
     from cbp_jax.cli import main as cli_main
 
-    record = STUDIES / "es_vs_pycma" / "es_vs_pycma_runs.jsonl"
+    record = STUDIES / "es_vs_pycma" / "runs.jsonl"
     (tmp_path / record.name).write_text(record.read_text())  # all it may read
     cli_main(["study", "es_vs_pycma", "table", "--results", str(tmp_path)])
     assert (tmp_path / "es_vs_pycma.md").read_text() == (

@@ -1,13 +1,16 @@
 """A table's markdown from its records: new runs' report first, then its legacy numbers.
 
-The records side every study's table shares: `write_table` writes `<stem>.md` from the
-records only (legacy records rendered by `legacy.py`), so a fresh clone regenerates it byte
-for byte; `get_or_run` is one sub-run as a cell.
+The records side every study's table shares: `write_table` writes a stem's table (`<stem>.md`,
+or the study's own file name: `table.md`, `table_<variant>.md`) from the records only
+(legacy records rendered by `legacy.py`), so a fresh clone regenerates it byte for byte;
+`get_or_run` is one sub-run as a cell. The stem stays the records' key
+(`legacy/<stem>/document`) whatever the file is called.
 """
 
 from __future__ import annotations
 
 import pathlib
+import re
 
 from cbp_jax.experiment import legacy
 from cbp_jax.experiment.records import RecordStore
@@ -26,10 +29,23 @@ def render_table(store: RecordStore, stem: str, new_section: str = "") -> str:
     return "".join(parts)
 
 
-def write_table(store: RecordStore, stem: str, results: pathlib.Path,
-                new_section: str = "") -> pathlib.Path:  # fmt: skip
-    out = results / f"{stem}.md"
-    out.write_text(render_table(store, stem, new_section))
+def renamed(text: str, renames: dict[str, str]) -> str:
+    """`text` with each file name of `renames` (old -> new) replaced where it stands alone in
+    backticks or a link (`old`, [old], (old)): legacy text naming a study's files by the
+    names they had when it was written. A path (`dir/old`) is left as it was."""
+    if not renames:
+        return text
+    names = "|".join(map(re.escape, sorted(renames, key=len, reverse=True)))
+    return re.sub(rf"(?<=[`\[(])({names})(?=[`\])])", lambda m: renames[m[1]], text)
+
+
+def write_table(store: RecordStore, stem: str, results: pathlib.Path, new_section: str = "",
+                *, filename: str | None = None, renames: dict[str, str] | None = None
+                ) -> pathlib.Path:  # fmt: skip
+    """Write stem's table to results/filename (default `<stem>.md`), the file names in its
+    text renamed by `renames` (see `renamed`)."""
+    out = results / (filename or f"{stem}.md")
+    out.write_text(renamed(render_table(store, stem, new_section), renames or {}))
     return out
 
 

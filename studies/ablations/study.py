@@ -3,18 +3,19 @@
     cbp-jax study ablations run                 # the full ablation (GPU-sized)
     cbp-jax study ablations run --quick         # smoke run: tiny budget, one task
     cbp-jax study ablations run --sweeps sigma --tasks financial_phrasebank --stem NAME
-    cbp-jax study ablations table [--stem NAME] # NAME.md (and its plot) from the records
+    cbp-jax study ablations table [--stem NAME] # its table (and plot) from the records
 
 Every sweep is one command (`--sweeps population,dims,sigma`); the sweeps, their budgets
 and the strategy are plan.py's. Runs go through the experiment layer: one cell per (output
 stem, task) whose config is the whole AblationConfig with that task; finished cells are
-appended to ablations_runs.jsonl beside this file, and <stem>.md, <stem>.json and
-<stem>.png are written from the records only. The tables run before the papers' call unit
-are legacy records there: their markdown cell by cell, and the raw per-seed numbers of
-their JSON files (`legacy/<stem>/json/<task>`); their budgets were train-only calls, so in
-the papers' unit they are calls / B exactly (B = 24 train examples). `--quick` writes
-ablations_quick.*, marked as a smoke run. experiments/results/ablations.md links here
-(an acceptance script reads it there).
+appended to runs.jsonl beside this file, and the stem's table, raw numbers and plot
+(table.md, sweeps.json, sweeps.png for the stem `ablations`; table_<v>.md, sweeps_<v>.json,
+sweeps_<v>.png for `ablations_<v>`) are written from the records only. The tables run
+before the papers' call unit are legacy records there: their markdown cell by cell, and the
+raw per-seed numbers of their JSON files (`legacy/<stem>/json/<task>`); their budgets were
+train-only calls, so in the papers' unit they are calls / B exactly (B = 24 train
+examples). `--quick` writes runs_quick.jsonl, table_quick.md, marked as a smoke run.
+experiments/results/ablations.md links to table.md (an acceptance script reads it there).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from cbp_jax.experiment.records import RecordStore
 from cbp_jax.experiment.tables import write_table
 from cbp_jax.overrides import apply_overrides
 from studies.ablations.plan import QUICK, SWEEPS, AblationConfig, cells, run_task
-from studies.common import command, header, parser, pyplot
+from studies.common import command, header, layout, parser, pyplot
 from studies.common import row as md_row
 
 QUESTION = "How does BBT's accuracy move with population size, intrinsic dimension d and sigma0?"
@@ -42,6 +43,16 @@ ANSWER = (
 )
 COMMANDS = ("run", "table")
 RESULTS = pathlib.Path(__file__).resolve().parent
+LEGACY_STEMS = (
+    "ablations",
+    "ablations_cpu_dims",
+    "ablations_gpu_population",
+    "ablations_gpu_sigma",
+)
+# the names the legacy tables' text gives their tables, raw numbers and plots (<stem>.md,
+# .json, .png, before the one layout of studies/README.md), rendered as the files' names now
+KINDS = (("table", ".md"), ("sweeps", ".json"), ("sweeps", ".png"))
+RENAMED = {f"{s}{x}": layout(kind, s, "ablations", x) for s in LEGACY_STEMS for kind, x in KINDS}
 
 _T0 = time.monotonic()  # script start, for the progress lines
 
@@ -108,17 +119,18 @@ def markdown(results: dict, cfg: AblationConfig, command: str, seconds: float, d
 
 
 def new_section(cfg: AblationConfig, dest, stem: str, records: list[dict], command: str) -> str:
-    """<stem>'s report of its new runs (writes <stem>.json and .png); "" when none ran."""
+    """<stem>'s report of its new runs (writes its sweeps .json and .png); "" when none ran."""
     if not records:
         return ""
     results = {r["config"]["task"]: r["result"] for r in records}
     payload = {"config": dataclasses.asdict(cfg), "command": command, "results": results}
-    (dest / f"{stem}.json").write_text(json.dumps(payload, indent=1) + "\n")
-    plot(results, cfg, dest / f"{stem}.png")
+    raw, png = (layout("sweeps", stem, "ablations", ext) for ext in (".json", ".png"))
+    (dest / raw).write_text(json.dumps(payload, indent=1) + "\n")
+    plot(results, cfg, dest / png)
     seconds = sum(r["result"].get("seconds", 0.0) for r in records)
     devices = ", ".join(sorted({r["result"].get("device", "unknown") for r in records}))
     text = markdown(results, cfg, command, seconds, devices)
-    return text + f"\nPlot: `{stem}.png`; raw numbers: `{stem}.json`.\n"
+    return text + f"\nPlot: `{png}`; raw numbers: `{raw}`.\n"
 
 
 def main(argv=None) -> None:
@@ -128,7 +140,11 @@ def main(argv=None) -> None:
     p.add_argument("--tasks", default=None)
     p.add_argument("--budget-per-run", type=int, default=None)
     p.add_argument("--set", nargs="*", default=[], help="AblationConfig overrides, k=v")
-    p.add_argument("--stem", default=None, help="output name (default: ablations)")
+    p.add_argument(
+        "--stem",
+        default=None,
+        help="table stem, the records' key (default: ablations; ablations_<v> writes table_<v>.md)",
+    )
     a = p.parse_args(argv)
     kw = dict(QUICK) if a.quick else {}
     kw["sweeps"] = tuple(a.sweeps.split(","))
@@ -139,7 +155,7 @@ def main(argv=None) -> None:
     cfg = apply_overrides(AblationConfig(**kw), a.set)
     stem = a.stem or ("ablations_quick" if cfg.quick else "ablations")
     dest = pathlib.Path(a.results)
-    store = RecordStore(dest / f"ablations{'_quick' * cfg.quick}_runs.jsonl")
+    store = RecordStore(dest / f"runs{'_quick' * cfg.quick}.jsonl")
     runner = None
     if a.command == "run":
         from cbp_jax.model import load_model
@@ -157,13 +173,14 @@ def main(argv=None) -> None:
     if raw and not records:  # the legacy plot, redrawn from its raw per-seed numbers
         results = {r["config"]["task"]: r["result"] for r in raw}
         legacy_cfg = dataclasses.replace(cfg, sweeps=tuple(raw[0]["config"]["sweeps"]))
-        plot(results, legacy_cfg, dest / f"{stem}.png")
+        plot(results, legacy_cfg, dest / layout("sweeps", stem, "ablations", ".png"))
     opts = {"--sweeps": a.sweeps if a.sweeps != ",".join(SWEEPS) else None, "--tasks": a.tasks,
             "--budget-per-run": a.budget_per_run, "--stem": a.stem}  # fmt: skip
     args = ["--quick"] * a.quick + [str(x) for k, v in opts.items() if v for x in (k, v)]
     args += ["--set", *a.set] if a.set else []
     section = new_section(cfg, dest, stem, records, command("ablations", args))
-    print(f"wrote {write_table(store, stem, dest, section)}")
+    name = layout("table", stem, "ablations", ".md")
+    print(f"wrote {write_table(store, stem, dest, section, filename=name, renames=RENAMED)}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
 """Study `bbt`: zero-shot, BBT, BBTv2 and white-box prompt tuning on one task, over seeds.
 
     cbp-jax study bbt run --task sst2 --seeds 13,42,87 --budget 8000
-    cbp-jax study bbt table                 # regenerate bbt.md from the records
+    cbp-jax study bbt table                 # regenerate table.md from the records
 
 Plans one `cbp_jax.run.RunConfig` per (method, seed) on one task, runs those with no record
-in bbt_runs.jsonl beside this file (the experiment layer: a run's identity is its config
-hash; a changed config is refused, naming the field), and writes bbt.md and the BBT
-learning curve from the records only. Budget in the papers' unit (one candidate on the
-whole k-shot batch). The table's earlier numbers (old per-example unit) are legacy records
-in the same file, rendered below any new runs and marked with their unit.
-experiments/results/bbt.md links here (an acceptance script reads it there).
+in runs.jsonl beside this file (the experiment layer: a run's identity is its config hash;
+a changed config is refused, naming the field), and writes table.md and the BBT learning
+curve (calls_curve_<task>.png) from the records only. Budget in the papers' unit (one
+candidate on the whole k-shot batch). The table's earlier numbers (old per-example unit) are
+legacy records in the same file, rendered below any new runs and marked with their unit.
+experiments/results/bbt.md links to table.md (an acceptance script reads it there).
 """
 
 from __future__ import annotations
@@ -34,6 +34,12 @@ ANSWER = (
 )
 COMMANDS = ("run", "table")
 RESULTS = pathlib.Path(__file__).resolve().parent
+# the names the legacy table's text gives its files (before the one layout of studies/README.md)
+RENAMED = {
+    "bbt.md": "table.md",
+    "bbt_runs.jsonl": "runs.jsonl",
+    "bbt_sst2_curve.png": "curve_sst2.png",
+}
 METHODS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning")
 LABELS = {
     "zero_shot": "zero-shot",
@@ -114,7 +120,7 @@ def report(cfg: TableConfig, records: list[dict], command: str, dest: pathlib.Pa
         f"Budget {cfg.budget} API calls per black-box run in the papers' unit (one call = one "
         f"candidate on the whole k-shot batch; dev evaluations counted apart); prompt length "
         f"{cfg.prompt_len}; BBT/BBTv2 d=500, population 20; BBTv2 layers {cfg.bbtv2_layers}. "
-        f"Test: {cfg.test_size} examples of the test pool. From `bbt_runs.jsonl`.",
+        f"Test: {cfg.test_size} examples of the test pool. From `runs.jsonl`.",
         "",
         *header("method", "test acc mean", "std", "per seed", "dev acc mean", "API calls", "s/run"),
     ]
@@ -131,8 +137,8 @@ def report(cfg: TableConfig, records: list[dict], command: str, dest: pathlib.Pa
         lines.append(f"| {LABELS[m]} | {accs.mean():.4f} | {std} | {per} | {dev} | {calls} "
                      f"| {np.mean([r['seconds'] for r in got]):.0f} |")  # fmt: skip
     if "bbt" in results:
-        plot(results, dest / f"bbt_{cfg.task}_calls_curve.png")
-        lines += ["", f"Learning curve: `bbt_{cfg.task}_calls_curve.png`."]
+        plot(results, dest / f"calls_curve_{cfg.task}.png")
+        lines += ["", f"Learning curve: `calls_curve_{cfg.task}.png`."]
     return "\n".join(lines) + "\n"
 
 
@@ -149,7 +155,7 @@ def main(argv=None) -> None:
                       methods=tuple(a.methods.split(",")), budget=a.budget,
                       prompt_len=a.prompt_len, out=a.out)  # fmt: skip
     dest = pathlib.Path(a.results)
-    store = RecordStore(dest / "bbt_runs.jsonl", defaults=record_defaults)
+    store = RecordStore(dest / "runs.jsonl", defaults=record_defaults)
     runner = None
     if a.command == "run":
         from cbp_jax.run import run
@@ -161,7 +167,7 @@ def main(argv=None) -> None:
     args = [str(x) for k, v in opts.items() if v != p.get_default(k[2:].replace("-", "_"))
             for x in (k, v)]  # fmt: skip
     section = report(cfg, records, command("bbt", args), dest)
-    print(f"wrote {write_table(store, 'bbt', dest, section)}")
+    print(f"wrote {write_table(store, 'bbt', dest, section, filename='table.md', renames=RENAMED)}")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,12 @@
         "domains=sentiment leave_one_out=sst2,ag_news out=checkpoints/cbp_sentiment"
 
 Each --sweep is one sweep's SweepConfig overrides (k=v, space-separated; "" is the main
-table's defaults), optionally after `NAME:` (its records, studies/cbp/NAME_runs.jsonl;
-default: cbp). Reads run records only (nothing is run; legacy records, which keep only the
-tables' cells, have no per-seed results to pair): per held-out task the per-seed
-differences CBP held-out - BBT on shared k-shot sets and test subsets, then one t interval
-over all tasks (`cbp_jax.stats.paired_summary`, a task's mean over seeds is one unit).
-Default: the main table (8 held-out tasks) and the sentiment table (2).
+table's defaults), optionally after `NAME:` (its records: studies/cbp/runs.jsonl for cbp,
+runs_<v>.jsonl for cbp_<v>; default: cbp). Reads run records only (nothing is run; legacy
+records, which keep only the tables' cells, have no per-seed results to pair): per held-out
+task the per-seed differences CBP held-out - BBT on shared k-shot sets and test subsets,
+then one t interval over all tasks (`cbp_jax.stats.paired_summary`, a task's mean over
+seeds is one unit). Default: the main table (8 held-out tasks) and the sentiment table (2).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from cbp_jax.overrides import apply_overrides
 from cbp_jax.stats import paired_summary
 from studies.cbp.plan import SweepConfig
 from studies.cbp.report import seed_diffs, use_records
+from studies.common import layout
 
 DEFAULT_SWEEPS = (
     "cbp:",
@@ -38,7 +39,8 @@ def held_out_diffs(sweeps: list[str]) -> dict[str, list[float] | None]:
     for sweep in sweeps:
         name, overrides = sweep.split(":", 1) if ":" in sweep.split("=")[0] else ("cbp", sweep)
         cfg = apply_overrides(SweepConfig(), shlex.split(overrides))
-        use_records(list(RecordStore(RESULTS / f"{name}_runs.jsonl").records.values()))
+        records = RecordStore(RESULTS / layout("runs", name, "cbp", ".jsonl")).records
+        use_records(list(records.values()))
         for task in cfg.leave_one_out:
             if task in diffs:
                 raise ValueError(f"task {task!r} is held out in two of the sweeps")

@@ -1,7 +1,7 @@
 """The cbp study's tables and plot, from run records only (nothing is run).
 
 `use_records` gives the report the sweep's records (study.py reads them from the committed
-`<name>_runs.jsonl`); a planned run without a record counts as not finished.
+runs.jsonl, or runs_<variant>.jsonl); a planned run without a record counts as not finished.
 
 `table` writes per-domain rows (mean ± std over seeds of every method), the held-out
 section with its paired lines (per-seed differences on shared k-shot sets and test subsets,
@@ -230,7 +230,7 @@ def table(cfg: SweepConfig, command: str) -> str:
                 diffs[task] = seed_diffs(cfg, task, (a[0], gens[a[1]]), (b[0], gens[b[1]]))
             lines += _paired_line(label, diffs)
     lines += [] if cfg.held_out_only else _generations_table(cfg)
-    lines += ["What the numbers say, by hand: `cbp_reading.md` (not rewritten by this script).", ""]
+    lines += ["What the numbers say, by hand: `reading.md` (not rewritten by this script).", ""]
     return "\n".join(lines)
 
 

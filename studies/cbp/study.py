@@ -5,7 +5,7 @@
                                             #   one per leave-one-task-out task; `run`
                                             #   trains each when its first run is due)
     cbp-jax study cbp run --tasks copa,arc_easy
-    cbp-jax study cbp table [--results-name NAME]  # tables + plot from the records only
+    cbp-jax study cbp table [--results-name NAME]  # a table + plot from the records only
 
 For each domain (docs/methods.md: commonsense, medical, financial) a generator is trained on the
 TRAIN pools of the domain's tasks (`cbp-jax train-generator`); for each leave-one-out task
@@ -15,14 +15,15 @@ accuracy without stage 2) run through `cbp_jax.run.run` at the same API budget (
 unit: one candidate on the whole k-shot batch).
 
 The experiment layer keeps the runs: every planned run is a cell (its resolved RunConfig,
-paths relative to the repository), finished runs are appended to the committed
-<name>_runs.jsonl beside this file (default name cbp), a record whose config differs from
-the plan is refused naming the field, and `table` writes <name>.md (and
-<name>_calls_vs_bbt.png) from the records only. The numbers each table showed before the
-papers' unit are legacy records in the same file, rendered below any new runs with their
-old unit. The plan is plan.py, the report report.py; `python -m studies.cbp.pooled` pools
-the held-out differences of several sweeps. experiments/results/cbp.md links here (an
-acceptance script reads it there).
+paths relative to the repository), finished runs are appended to the committed records
+beside this file, a record whose config differs from the plan is refused naming the field,
+and `table` writes the table (and the plot of calls against BBT) from the records only:
+runs.jsonl, table.md and calls_vs_bbt.png for the default name cbp, runs_<v>.jsonl,
+table_<v>.md and calls_vs_bbt_<v>.png for the name cbp_<v> (the name stays the records'
+key). The numbers each table showed before the papers' unit are legacy records in the same
+file, rendered below any new runs with their old unit. The plan is plan.py, the report
+report.py; `python -m studies.cbp.pooled` pools the held-out differences of several sweeps.
+experiments/results/cbp.md links to table.md (an acceptance script reads it there).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from cbp_jax.overrides import apply_overrides
 from cbp_jax.run import RunConfig, record_defaults
 from studies.cbp.plan import ROOT, SweepConfig, absolute, cell_name, planned, portable
 from studies.cbp.report import plot, table, use_records
+from studies.common import layout
 from studies.common import parser as study_parser
 
 QUESTION = "Does CBP's generator (z0, then stage 2) beat BBT per domain and on held-out tasks?"
@@ -49,6 +51,16 @@ ANSWER = (
 )
 COMMANDS = ("run", "table")
 RESULTS = pathlib.Path(__file__).resolve().parent
+TABLES = ("cbp", "cbp_budget8000", "cbp_budget8000_held_out", "cbp_budget8000_margin2",
+          "cbp_budget8000_natural", "cbp_gpu", "cbp_natural_held_out", "cbp_permuted_held_out",
+          "cbp_sentiment", "cbp_task_vectors")  # fmt: skip
+# the names the legacy tables' text gives their files (<name>.md, <name>_runs.jsonl,
+# <name>_vs_bbt.png, the reading; before the one layout of studies/README.md)
+RENAMED = {"cbp_reading.md": "reading.md"} | {
+    f"{s}{suffix}": layout(kind, s, "cbp", ext) for s in TABLES
+    for suffix, kind, ext in ((".md", "table", ".md"), ("_runs.jsonl", "runs", ".jsonl"),
+                              ("_vs_bbt.png", "vs_bbt", ".png"))
+}  # fmt: skip
 
 
 def train(cfg: SweepConfig, names: tuple[str, ...] = ()) -> None:
@@ -91,7 +103,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=SweepConfig.budget)
     p.add_argument("--seeds", default=",".join(map(str, SweepConfig.seeds)))
     p.add_argument("--set", nargs="*", default=[], help="SweepConfig overrides, k=v")
-    p.add_argument("--results-name", "--stem", default="cbp", help="<name>.md, <name>_runs.jsonl")
+    p.add_argument("--results-name", "--stem", default="cbp",
+                   help="the table's name (cbp_<v>: table_<v>.md, runs_<v>.jsonl)")  # fmt: skip
     return p
 
 
@@ -105,7 +118,7 @@ def main(argv=None) -> None:
     cfg = sweep_config(args)
     tasks = tuple(t for t in args.tasks.split(",") if t)
     name, dest = args.results_name, pathlib.Path(args.results)
-    store = RecordStore(dest / f"{name}_runs.jsonl", defaults=record_defaults)
+    store = RecordStore(dest / layout("runs", name, "cbp", ".jsonl"), defaults=record_defaults)
     if args.train_only:
         train(cfg)
         return
@@ -123,8 +136,9 @@ def main(argv=None) -> None:
         command += f" --results-name {name}" if name != "cbp" else ""
         new = table(cfg, command) + "\n"
         if not cfg.held_out_only:  # the plot is of in-domain CBP against BBT
-            plot(cfg, dest / f"{name}_calls_vs_bbt.png")
-    print(f"wrote {write_table(store, name, dest, new)}")
+            plot(cfg, dest / layout("calls_vs_bbt", name, "cbp", ".png"))
+    out = layout("table", name, "cbp", ".md")
+    print(f"wrote {write_table(store, name, dest, new, filename=out, renames=RENAMED)}")
 
 
 if __name__ == "__main__":

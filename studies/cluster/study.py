@@ -7,9 +7,9 @@ financial_phrasebank, 4 shots per class, population 20, `--budget` calls, one ce
 on the default model. It runs once in this process (the serial path, `run_cells`) and once
 through a local Ray with `--workers` workers of 1 core each (`run_cells_ray`), each path with
 its own fresh persistent compilation cache and run directories, records in
-studies/cluster/cluster_{serial,ray}_runs.jsonl (removed first: both paths run every
+studies/cluster/runs_{serial,ray}.jsonl (removed first: both paths run every
 cell). It checks that both paths recorded the same cells with the same results, wall and
-compile figures aside, and writes cluster.md: wall time of each path, compilations and
+compile figures aside, and writes table.md: wall time of each path, compilations and
 compile vs run seconds of the serial process and of each Ray worker.
 """
 
@@ -31,7 +31,7 @@ from cbp_jax.model.precision import machine_info
 from studies.paper_budget.plan import PaperBudgetConfig
 
 QUESTION = "Does a study run through Ray record the same results as the serial path?"
-ANSWER = "Yes: BBT on financial_phrasebank, 3 seeds, identical records (cluster.md)"
+ANSWER = "Yes: BBT on financial_phrasebank, 3 seeds, identical records (table.md)"
 COMMANDS = ("run",)
 RESULTS = pathlib.Path(__file__).resolve().parent
 WORK = pathlib.Path("checkpoints/cluster_study")
@@ -84,8 +84,8 @@ def main(argv=None) -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     stores = {}
     for path in ("serial", "ray"):
-        (RESULTS / f"cluster_{path}_runs.jsonl").unlink(missing_ok=True)
-        stores[path] = RecordStore(RESULTS / f"cluster_{path}_runs.jsonl")
+        (RESULTS / f"runs_{path}.jsonl").unlink(missing_ok=True)
+        stores[path] = RecordStore(RESULTS / f"runs_{path}.jsonl")
     cells = study(args, "serial")
     model_args = (cells[0].config.model, cells[0].config.dtype, WORK / "no_stashes")
 
@@ -126,8 +126,7 @@ def write_md(args, cells, stores, serial, wall_ray, progress, diff) -> None:
         f"{args.budget} --seeds {','.join(map(str, args.seeds))} --test-size "
         f"{args.test_size} --workers {args.workers}` on {machine_info()['cpu']} "
         f"({os.cpu_count()} cores). Each path had its own fresh persistent compilation "
-        "cache and run directories. Records: `cluster_serial_runs.jsonl`, "
-        "`cluster_ray_runs.jsonl`.",
+        "cache and run directories. Records: `runs_serial.jsonl`, `runs_ray.jsonl`.",
         "",
         "**The machine's 2 cores were busy with other long experiment runs (load average "
         "about 9-15) while this ran: both wall times are inflated, and by different amounts "
@@ -168,7 +167,7 @@ def write_md(args, cells, stores, serial, wall_ray, progress, diff) -> None:
         "Ray's accounting; XLA's CPU threads are not pinned, so the workers share both cores.",
         "",
     ]
-    (RESULTS / "cluster.md").write_text("\n".join(lines))
+    (RESULTS / "table.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":

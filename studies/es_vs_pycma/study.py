@@ -6,9 +6,10 @@
 Our CMA-ES in its old and new default, evosax's CMA_ES and pycma itself, at d = 100 and
 500, P = 20, x0 = 0.5, sigma0 = 0.5, 5 seeds, f at the mean after 400 and 1000 generations
 (one run each, read at both counts) and milliseconds per generation
-(`cbp_jax.es.bench`). Each finished search is appended to es_vs_pycma_runs.jsonl at once,
-so a cut-off run resumes; the markdown is a function of that file alone. Timings are wall
-clock on whatever else the machine runs: compare them within one table only.
+(`cbp_jax.es.bench`). Each finished search is appended to runs.jsonl at once,
+so a cut-off run resumes; the markdown, es_vs_pycma.md (not table.md: an acceptance script
+reads it by that name), is a function of that file alone. Timings are wall clock on
+whatever else the machine runs: compare them within one table only.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def table(cfg: Config, records: dict, cpu: str) -> str:
         f"Median over {len(cfg.seeds)} seeds of f at the mean after {g0} and {g1} generations, "
         f"P = {cfg.population}, x0 = 0.5, sigma0 = 0.5; ms per generation (median; ask, "
         "f and tell; JAX jitted as a scan, compiled off the clock; pycma in its Python loop). "
-        f"Generated from `es_vs_pycma_runs.jsonl` by `cbp-jax study es_vs_pycma`; {cpu}.",
+        f"Generated from `runs.jsonl` by `cbp-jax study es_vs_pycma`; {cpu}.",
         "",
         *header("d", "function", "strategy", f"f @ {g0}", f"f @ {g1}", "ms / gen", "seeds"),
     ]
@@ -99,7 +100,7 @@ def _match(rec, name, function, d) -> bool:
 def main(argv=None) -> None:
     args = parser(__doc__.splitlines()[0], COMMANDS, RESULTS).parse_args(argv)
     cfg, results = Config(), pathlib.Path(args.results)
-    path = results / "es_vs_pycma_runs.jsonl"
+    path = results / "runs.jsonl"
     records = load(path)
     if args.command == "run":
         from cbp_jax.es.bench import converge

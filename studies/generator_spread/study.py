@@ -11,13 +11,14 @@ stage-1 seeds (`cbp-jax train-generator --seed S`, the sweep's config otherwise;
 generator is reused), plus any `--extra NAME=PATH` generator (the shipped one, trained on
 another machine with seed 0). Each generator's z0 is then scored with no stage 2 (method
 cbp_z0, costs no API calls) on the sweep's seeds (the cbp study's plan), k-shot sets and
-test subsets, and cbp_generator_spread.md gets test accuracy per generator and seed, the
-spread within generators (over seeds) and between them (over generator means).
+test subsets, and table.md gets test accuracy per generator and seed, the spread within
+generators (over seeds) and between them (over generator means).
 
 Runs go through the experiment layer: one cell per (generator, seed), its RunConfig with
-repo-relative paths, recorded in the committed cbp_generator_spread_runs.jsonl beside this
-file; the markdown is written from the records only. The earlier table's numbers are legacy
-records there (z0 costs no API calls, so no budget to relabel).
+repo-relative paths, recorded in the committed runs.jsonl beside this file; the markdown is
+written from the records only (its stem, the records' key, is cbp_generator_spread). The
+earlier table's numbers are legacy records there (z0 costs no API calls, so no budget to
+relabel).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ ANSWER = (
 COMMANDS = ("run", "table")
 RESULTS = pathlib.Path(__file__).resolve().parent
 STEM = "cbp_generator_spread"
+# the names the legacy table's text gives its files (before the one layout of studies/README.md)
+RENAMED = {f"{STEM}.md": "table.md", f"{STEM}_runs.jsonl": "runs.jsonl"}
 
 
 def train(domain: str, seed: int, cfg: SweepConfig, dry_run: bool = False) -> str:
@@ -104,7 +107,7 @@ def main(argv=None) -> None:
             rc = portable(dataclasses.replace(rc, method="cbp_z0", generator=path, tag=tag))
             cells.append(Cell(f"{name}/seed{seed}", rc))
     dest = pathlib.Path(args.results)
-    store = RecordStore(dest / f"{STEM}_runs.jsonl")
+    store = RecordStore(dest / "runs.jsonl")
     runner = None
     if not table_only:
         from cbp_jax.model import load_model
@@ -127,7 +130,7 @@ def main(argv=None) -> None:
                  for x in (k, v)]  # fmt: skip
         argv_ += ["--extra", *args.extra] if args.extra else []
         new = report(command("generator_spread", argv_), args.task, cfg.seeds, gens, acc)
-    print(f"wrote {write_table(store, STEM, dest, new)}")
+    print(f"wrote {write_table(store, STEM, dest, new, filename='table.md', renames=RENAMED)}")
 
 
 if __name__ == "__main__":

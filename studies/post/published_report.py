@@ -1,4 +1,5 @@
-"""published.md, from the records only: the POST table as the public code runs it (published.py).
+"""table_published.md, from the records only: the POST table as the public code runs it
+(published.py).
 
 `section(cfg, records, command)`: the title, the protocol written from the config, then for
 each task with at least one recorded seed its table (mean ± std over the seeds that ran, and

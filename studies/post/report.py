@@ -1,6 +1,6 @@
 """The POST table's markdown, from the records only: the protocol, then every task run so far.
 
-`new_section(cfg, records, command)` is the part of studies/post/post.md above the
+`new_section(cfg, records, command)` is the part of studies/post/table.md above the
 legacy table: the title, what the protocol (issue 27) changes against the legacy table and
 why, written from the config, and for each task with at least one recorded seed the
 Table-1 analogue (mean ± std over the seeds that ran, and which of the planned ones they
@@ -151,7 +151,7 @@ def new_section(cfg: PostTableConfig, records: list[dict], command: str) -> str:
     lines = ["# POST on smollm2-135m (teacher) and its first+last-block student", ""]
     lines += protocol(cfg)
     if done:
-        lines += ["What the measured rows say: [post_reading.md](post_reading.md).", ""]
+        lines += ["What the measured rows say: [reading.md](reading.md).", ""]
         lines += header(cfg, command)
         for task in done:
             lines += task_section(cfg, task, results[task])

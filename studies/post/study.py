@@ -3,10 +3,10 @@
     cbp-jax study post run            # the full table (days on a CPU)
     cbp-jax study post run --reduced  # the CPU-sized preset, e.g. --set tasks=sst2
     cbp-jax study post run --quick    # smoke run: 1 task, 1 seed, few steps
-    cbp-jax study post table          # post.md from the records (its own run's preset)
+    cbp-jax study post table          # table.md from the records (its own run's preset)
     cbp-jax study post student        # distil, measure and ship the student (student.py)
     cbp-jax study post published --reduced   # the table as the public code runs it (CPU preset)
-    cbp-jax study post published --table-only  # published.md from its records, runs nothing
+    cbp-jax study post published --table-only  # table_published.md from its records
 
 Teacher: smollm2-135m; the student (first + last block) is distilled once on public ag_news
 text (resumable, under <out>/student). The plan (plan.py: config, one (task, seed) cell of
@@ -15,16 +15,17 @@ the markdown is report.py's. One experiment-layer cell per (task, seed); each pr
 tunes or transfers is kept under <out>/cells/<task>-seed<seed>-<config hash>/, so a killed
 cell resumes after it; the teacher's two prompts, the longest steps, are also copied to
 stashes/post/<same name>/ to be committed, so a new machine resumes after them too, and are
-removed there once the cell's record exists. Finished cells are appended to post_runs.jsonl
-beside this file (a changed config is refused, naming the field) and post.md is written
-from the records only (--quick: <out>/post_quick.md and <out>/post_quick_runs.jsonl). The
-earlier table's numbers are legacy records there. experiments/results/post.md links here
-(acceptance scripts read it there).
+removed there once the cell's record exists. Finished cells are appended to runs.jsonl
+beside this file (a changed config is refused, naming the field) and table.md is written
+from the records only (--quick: <out>/table_quick.md and <out>/runs_quick.jsonl). The
+earlier table's numbers are legacy records there (stem `post`). experiments/results/post.md
+links to table.md (acceptance scripts read it there).
 
 `published` is another plan beside that one (published.py: the shipped student, the code's
 prompt recipe, alpha paper / 0.5 / public, last and best-on-validation transfer steps): its
-records in published_runs.jsonl, its table published.md (published_report.py), its steps
-under <out>/cells/ (--quick: <out>/published_quick.md and <out>/published_quick_runs.jsonl).
+records in runs_published.jsonl, its table table_published.md (published_report.py), its
+steps under <out>/cells/ (--quick: <out>/table_published_quick.md and
+<out>/runs_published_quick.jsonl).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from cbp_jax.experiment.records import RecordStore
 from cbp_jax.experiment.step_cache import StepCache
 from cbp_jax.experiment.tables import write_table
 from cbp_jax.overrides import apply_overrides
-from studies.common import command
+from studies.common import command, layout
 from studies.post.plan import QUICK, REDUCED, PostTableConfig, cell
 
 QUESTION = "Does POST (student-tuned DP prompt, transferred) beat Direct transfer and zero-shot?"
@@ -52,6 +53,10 @@ COMMANDS = ("run", "table", "student", "published")
 RESULTS = pathlib.Path(__file__).resolve().parent
 STASHES = RESULTS.parents[1] / "stashes" / "post"  # committed teacher steps of open cells
 TEACHER_STEPS = ("full", "full_dp")  # depend on the teacher and the config only
+# the names the legacy table's text gives the study's files (before the one layout of
+# studies/README.md)
+RENAMED = {"post.md": "table.md", "post_runs.jsonl": "runs.jsonl", "post_reading.md": "reading.md",
+           "published.md": "table_published.md"}  # fmt: skip
 
 
 def _cell_dir(config: dict) -> str:
@@ -113,7 +118,8 @@ def main(argv=None) -> None:
     verb, stem = ("published", "published") if published else ("run", "post")
     table_only = a.table_only if published else a.command == "table"
     if table_only and not (a.quick or a.reduced or a.set):  # the committed table's own run
-        args = committed_run(pathlib.Path(a.results) / f"{stem}.md", "post", verb)
+        args = committed_run(pathlib.Path(a.results) / layout("table", stem, "post", ".md"),
+                             "post", verb)  # fmt: skip
         a.reduced = "--reduced" in args
         a.set = args[args.index("--set") + 1 :] if "--set" in args else []
     if published:
@@ -130,7 +136,7 @@ def main(argv=None) -> None:
                           a.set)  # fmt: skip
     dest = pathlib.Path(cfg.out) if a.quick else pathlib.Path(a.results)
     stem += "_quick" * a.quick
-    store = RecordStore(dest / f"{stem}_runs.jsonl")
+    store = RecordStore(dest / layout("runs", stem, "post", ".jsonl"))
     stashes = None if a.quick or published else STASHES
     runner = None if table_only else make_runner(cfg, published, stashes)
     records, _ = run_cells(plan.cells(cfg), store, runner, dry_run=table_only)
@@ -140,7 +146,8 @@ def main(argv=None) -> None:
     args = ["--quick"] * a.quick + ["--reduced"] * a.reduced + (["--set", *a.set] if a.set else [])
     dest.mkdir(parents=True, exist_ok=True)
     section = report(cfg, records, command("post", args, verb))
-    print(f"wrote {write_table(store, stem, dest, section)}")
+    name = layout("table", stem, "post", ".md")
+    print(f"wrote {write_table(store, stem, dest, section, filename=name, renames=RENAMED)}")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,17 @@
 """Study `precision`: the same runs in float32 and bfloat16, same seeds.
 
     cbp-jax study precision run         # runs what has no record yet
-    cbp-jax study precision table       # precision_check.md from the records
+    cbp-jax study precision table       # table.md from the records
     cbp-jax study precision run --model gemma3-270m   # the second model
 
 Zero-shot on three tasks, one BBT run and one CBP run (financial_phrasebank, 8 shots,
 500 calls in the papers' unit (24 generations), seed 0), each in float32 and in bfloat16
 (bf16 matmul inputs, float32 accumulation and residual stream). The table shows test
 accuracy per dtype and the difference; the dev-accuracy trajectories of the two ES runs
-side by side. Records: precision_check_runs.jsonl beside this file (the experiment layer);
-for another model, precision_check_<model>_runs.jsonl and precision_check_<model>.md, its CBP
-with that model's own financial generator (the paper-budget one: a generator is trained on
-the served model). The reading, with the speed measurements: precision.md.
+side by side. Records: runs.jsonl beside this file (the experiment layer), table: table.md;
+for another model, runs_<model>.jsonl and table_<model>.md, its CBP with that model's own
+financial generator (the paper-budget one: a generator is trained on the served model). The
+reading, with the speed measurements: reading.md.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from studies.common import parser
 QUESTION = "Does bfloat16 (float32 accumulation) change the results, and what does it buy?"
 ANSWER = (
     "Within a point for zero-shot and BBT, but one CBP run moves 3 points (one seed: not "
-    "decided); bf16 is faster only where the CPU has bf16 instructions (precision.md)"
+    "decided); bf16 is faster only where the CPU has bf16 instructions (reading.md)"
 )
 COMMANDS = ("run", "table")
 RESULTS = pathlib.Path(__file__).resolve().parent
@@ -110,7 +110,7 @@ def report(store: RecordStore, model: str, dest: pathlib.Path) -> pathlib.Path:
         )
         sec = a["result"]["seconds"], b["result"]["seconds"]
         lines.append(f"\nRun seconds f32 / bf16: {sec[0]:.0f} / {sec[1]:.0f}")
-    out = dest / f"precision_check{_suffix(model)}.md"
+    out = dest / f"table{_suffix(model)}.md"
     out.write_text("\n".join(lines) + "\n")
     return out
 
@@ -121,7 +121,7 @@ def main(argv=None) -> None:
     p.add_argument("--only", default="", help="run only cells whose name contains this")
     args = p.parse_args(argv)
     dest = pathlib.Path(args.results)
-    records = dest / f"precision_check{_suffix(args.model)}_runs.jsonl"
+    records = dest / f"runs{_suffix(args.model)}.jsonl"
     store = RecordStore(records, defaults=record_defaults)
     if args.command == "run":
         enable_compile_cache()

@@ -2,7 +2,7 @@
 
     cbp-jax study rapt run --set tasks=sst2 seeds=13 etas=40,100 epochs=5
     cbp-jax study rapt run --quick --results /tmp/rapt_smoke   # smoke run
-    cbp-jax study rapt table [--set ...]     # run nothing (default: rapt.md's own run)
+    cbp-jax study rapt table [--set ...]     # run nothing (default: table.md's own run)
 
 Per task, seed and eta: prompt tuning, prefix tuning and LoRA on privatized text, each
 without reconstruction and with RAPT's (a head over the vocabulary recovering m PUBLIC plain
@@ -12,11 +12,11 @@ the non-private oracle head (predicts the user's original tokens, outside the th
 an upper bound, not RAPT; its cells keep the "+rec" names they were recorded under); zero-shot
 and non-private prompt tuning as references; every attack of `privacy.attack_suite` per eta,
 all fitted on PUBLIC text (ag_news) privatized at the same eta. Each run is a cell of the
-experiment layer (`tables.get_or_run`): a record in rapt_runs.jsonl beside this file keyed by
-the hash of its whole config (a changed config is refused, naming the field); a rerun skips
-finished runs. The arms of one eta share the privatized text (the same keys). rapt.md is
-written from the records only; the earlier table's numbers are legacy records there.
-experiments/results/rapt.md links here (acceptance scripts read it there).
+experiment layer (`tables.get_or_run`): a record in runs.jsonl beside this file keyed by the
+hash of its whole config (a changed config is refused, naming the field); a rerun skips
+finished runs. The arms of one eta share the privatized text (the same keys). table.md is
+written from the records only; the earlier table's numbers are legacy records there (stem
+`rapt`). experiments/results/rapt.md links to table.md (acceptance scripts read it there).
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ ANSWER = (
 )
 COMMANDS = ("run", "table")
 RESULTS = pathlib.Path(__file__).resolve().parent
+# the names the legacy table's text gives its files (before the one layout of studies/README.md)
+RENAMED = {"rapt.md": "table.md", "rapt_runs.jsonl": "runs.jsonl", "rapt_reading.md": "reading.md",
+           "rapt_privacy_utility.png": "privacy_utility.png"}  # fmt: skip
 
 PEFTS = ("prompt", "prefix", "lora")
 PLAIN = ("fixed", "random")
@@ -226,9 +229,9 @@ def report(cfg: TableConfig, res: dict, command: str) -> str:
         f"carries the private text into the trained parameters, outside the local-DP "
         f"guarantee, so it is an upper bound, not RAPT. Larger eta = less noise. Attacks "
         f"fitted on {cfg.public_size} public "
-        f"{cfg.public_task} texts privatized at the same eta. Runs: `rapt_runs.jsonl`.",
+        f"{cfg.public_task} texts privatized at the same eta. Runs: `runs.jsonl`.",
         "",
-        "What the measured rows say: [rapt_reading.md](rapt_reading.md) (written by hand).",
+        "What the measured rows say: [reading.md](reading.md) (written by hand).",
     ]
     for name in cfg.tasks:
         for key, title in MEASURES:
@@ -289,12 +292,12 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     if a.command == "table" and not (a.quick or a.set):  # the committed table's own run
         a = p.parse_args(
-            ["table", *committed_run(RESULTS / "rapt.md", "rapt"), "--results", a.results]
+            ["table", *committed_run(RESULTS / "table.md", "rapt"), "--results", a.results]
         )
     cfg = apply_overrides(TableConfig(**(QUICK if a.quick else {})), a.set)
     out = pathlib.Path(a.results)
     out.mkdir(parents=True, exist_ok=True)
-    store = RecordStore(out / "rapt_runs.jsonl")
+    store = RecordStore(out / "runs.jsonl")
 
     def get(name, payload, compute):
         return get_or_run(store, Cell(name, payload), compute, dry_run=a.command == "table")
@@ -308,4 +311,4 @@ def main(argv=None) -> None:
     ran = any(not r.get("legacy") for r in store.records.values())
     args = ["--quick"] * a.quick + (["--set", *a.set] if a.set else [])
     section = report(cfg, res, command("rapt", args)) if ran else ""
-    print(f"wrote {write_table(store, 'rapt', out, section)}")
+    print(f"wrote {write_table(store, 'rapt', out, section, filename='table.md', renames=RENAMED)}")
