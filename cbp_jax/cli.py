@@ -110,7 +110,8 @@ def _train_generator_parser(sub) -> None:
 
 def _customize_parser(sub) -> None:
     """RunConfig's options of a CBP run (`run.add_options`), float32 by default."""
-    from cbp_jax.run import add_options, add_remote_options
+    from cbp_jax.experiment.remote import add_remote_options
+    from cbp_jax.run import add_options
 
     cu = _sub(
         sub,
@@ -173,7 +174,8 @@ def _serve_parser(sub) -> None:
 
 
 def _run_parser(sub) -> None:
-    from cbp_jax.run import add_options, add_remote_options
+    from cbp_jax.experiment.remote import add_remote_options
+    from cbp_jax.run import add_options
 
     rp = _sub(sub, "run", "one method on one task (= python -m cbp_jax.run)",
               "Run one method on one task; the options are RunConfig's fields.")  # fmt: skip

@@ -70,12 +70,13 @@ def train_generator(args) -> None:
 def customize(args) -> None:
     from cbp_jax.data.tasks import get_task
     from cbp_jax.experiment.compile_cache import CompileStats
+    from cbp_jax.experiment.remote import remote_of
     from cbp_jax.methods.calls import budget_lines
     from cbp_jax.methods.cbp import check_domain
     from cbp_jax.model import load_model
     from cbp_jax.model.precision import choose_dtype
     from cbp_jax.prompts.artifact import load_generator
-    from cbp_jax.run import config_of, remote_of, run
+    from cbp_jax.run import config_of, run
 
     if bool(args.generator) == bool(args.url):
         raise SystemExit("cbp-jax customize: give --generator DIR (in process) or --url URL")
@@ -85,7 +86,7 @@ def customize(args) -> None:
     base = config_of(args, method="cbp")
     remote, model, where = remote_of(args), None, f"served at {args.url}"
     if remote is not None:
-        domain = remote.service(base, None, "info").cbp_release().domain
+        domain = remote.release().domain
     else:
         dtype = choose_dtype(args.dtype)
         model = load_model(args.model, dtype=dtype.dtype)

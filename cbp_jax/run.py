@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import pathlib
 import shlex
 import sys
 import typing
 
 from cbp_jax.data.splits import check_proportions, kshot_splits
+from cbp_jax.experiment.remote import add_remote_options, remote_of
 from cbp_jax.experiment.runner import run
 
 METHODS = ("zero_shot", "bbt", "bbtv2", "prompt_tuning", "cbp_z0", "cbp")
@@ -225,24 +225,6 @@ def parser(add_help: bool = True) -> argparse.ArgumentParser:
     add_options(p)
     add_remote_options(p)
     return p
-
-
-def add_remote_options(p) -> None:
-    """--url and --api-key: run the user's side against a served model (`remote_of`)."""
-    p.add_argument("--url", default="", help="run against this served model (`cbp-jax serve`)")
-    p.add_argument("--api-key", default="", help="the --url key (default: $CBP_API_KEY)")
-
-
-def remote_of(args: argparse.Namespace):
-    """The `experiment.runner.Remote` that --url names, or None."""
-    from cbp_jax.experiment.runner import Remote
-
-    if not args.url:
-        return None
-    key = args.api_key or os.environ.get("CBP_API_KEY", "")
-    if not key:
-        raise SystemExit("--url needs an API key: give --api-key or set CBP_API_KEY")
-    return Remote(args.url, key)
 
 
 def add_options(p, names=None, **defaults) -> None:

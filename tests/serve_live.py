@@ -53,6 +53,7 @@ class LiveServer:
         config = uvicorn.Config(
             create_app(self.server), host="127.0.0.1", port=self.port, log_level="critical",
             timeout_graceful_shutdown=graceful_s, **uvicorn_options(),
+            log_config=None,  # leave logging alone: pytest's capture handlers stay open
         )  # fmt: skip
         self._uvicorn = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uvicorn.run, daemon=True)

@@ -4,18 +4,8 @@ public plain tokens (fixed, random) by default, the oracle only under its own la
 
 from cbp_jax.privacy.attack_suite import TOKEN_ATTACKS
 from cbp_jax.privacy.peft import ORACLE
-from studies.rapt.study import (
-    ARMS,
-    ORACLE_LABEL,
-    UTILITY,
-    TableConfig,
-    arm_config,
-    arm_label,
-    measure,
-    rc_payload,
-    reconstruction_effect,
-    report,
-)
+from studies.rapt.report import UTILITY, measure, reconstruction_effect, report
+from studies.rapt.study import ARMS, ORACLE_LABEL, TableConfig, arm_config, arm_label, rc_payload
 
 
 def test_reconstruction_effect_is_paired_per_seed_in_points():

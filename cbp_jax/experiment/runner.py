@@ -19,29 +19,7 @@ import time
 import jax
 import numpy as np
 
-
-@dataclasses.dataclass(frozen=True)
-class Remote:
-    """A served model (`cbp-jax serve`) to run the user's side against over HTTP: the model
-    stays with the provider; every call, the test set's too, is charged to this key."""
-
-    url: str
-    api_key: str
-
-    def service(self, cfg, tokenizer, part: str):
-        """A `RemoteService` whose run id names this run and the part (search or test)."""
-        from cbp_jax.serve.client import RemoteService
-
-        run_id = f"{cfg.method}-{cfg.task}-seed{cfg.seed}-{cfg.identity()[:8]}-{part}"
-        return RemoteService(self.url, self.api_key, run_id=run_id, tokenizer=tokenizer)
-
-
-@dataclasses.dataclass(frozen=True)
-class UserSide:
-    """What a user of a served model holds in place of a loaded model: the tokenizer."""
-
-    tokenizer: object
-    source: str
+from cbp_jax.experiment.remote import Remote
 
 
 @dataclasses.dataclass
@@ -202,7 +180,7 @@ def run_cbp(ctx: Context, result: dict):
         release, info = artifact.release(), {"path": cfg.generator, **artifact.info}
     else:  # the provider publishes the release; its generator stays with it
         evaluator, service = ctx.services(None)  # nothing to build here
-        release, info = service.cbp_release(), {"url": ctx.remote.url}
+        release, info = ctx.remote.release(), {"url": ctx.remote.url}
     if warning := domain_mismatch(release.domain, ctx.task):
         print(f"WARNING: {warning}", file=sys.stderr)
     result["generator"] = {"id": release.generator_id, **info}
@@ -228,7 +206,7 @@ METHODS = {
 }
 
 
-def run(cfg, progress: bool = True, model=None, remote: Remote | None = None) -> dict:
+def run(cfg, progress: bool = True, model=None, remote=None) -> dict:
     """Run `cfg` (a RunConfig) through its method's runner, score it on the test subset, save a
     tuned prompt for `cbp-jax predict` and write result.json; `model`: already loaded for
     cfg.model and its dtype; `remote`: run against a served model over HTTP instead (no
@@ -249,9 +227,7 @@ def run(cfg, progress: bool = True, model=None, remote: Remote | None = None) ->
     elif cfg.method == "prompt_tuning":
         raise ValueError("prompt tuning is white-box: it needs the weights, not a --url")
     else:
-        from cbp_jax.model.registry import load_tokenizer
-
-        model, dtype = UserSide(load_tokenizer(cfg.model), remote.url), {"served": remote.url}
+        model, dtype = remote.user_side(cfg.model), {"served": remote.url}
     train, dev = (make_inputs(model.tokenizer, task, s) for s in (splits.train, splits.dev))
     ctx = Context(cfg, model, task, splits, train, dev, progress, remote)
     result = {

@@ -40,7 +40,6 @@ from cbp_jax.checks import check_positive
 from cbp_jax.contract import (
     HTTP_STATUS,
     BudgetExhaustedError,
-    CBPRelease,
     MalformedRequestError,
     PublicInfo,
     ScoreRequest,
@@ -208,13 +207,6 @@ class RemoteService:
             info = {k: v for k, v in info.items() if k in fields}
             self._info = PublicInfo(**info, tokenizer=self._tokenizer)
         return self._info
-
-    def cbp_release(self) -> CBPRelease:
-        """The served generator's release (r, z0, names): what CBP stage 2 starts from."""
-        release = self.server_info().get("cbp_release")
-        if release is None:
-            raise ValueError(f"{self.url} serves no CBP generator (no cbp_release in /v1/info)")
-        return CBPRelease(**release)
 
     def score(self, request: ScoreRequest) -> ScoreResponse:
         with self._lock:

@@ -74,6 +74,27 @@ LABELS = {
 }
 
 
+# (a, b, what a - b asks), in the order the report lists them; each is shown where the task
+# has both columns. The first block is the papers' protocol, the last the first one's.
+COMPARISONS = (
+    ("published/cbp_held_out", "published/bbt", "CBP held out - BBT (the papers' claim)"),
+    ("published/cbp_held_out", "published/cbp_z0_held_out",
+     "CBP held out - its z0 (does stage 2 improve on the held-out start?)"),
+    ("published/bbt", "zero_shot", "BBT - zero-shot (does BBT move off zero-shot?)"),
+    ("published/bbt", "bbt", "BBT - BBT first protocol (pycma search, p0 as words)"),
+    ("published/bbtv2", "published/bbt", "BBTv2 - BBT"),
+    ("published/cbp", "cbp_z0", "CBP - CBP z0 (pycma CMA-ES)"),
+    ("published/cbp", "published/bbt", "CBP (domain generator) - BBT"),
+    ("published/cbp_natural", "published/cbp_z0_natural",
+     "natural proportions: CBP - its z0"),
+    ("published/cbp_natural", "published/bbt_natural", "natural proportions: CBP - BBT"),
+    ("published/cbp_natural", "published/prompt_tuning_natural",
+     "natural proportions: CBP - prompt tuning"),
+    ("cbp", "cbp_z0", "first protocol: CBP - CBP z0"),
+    ("cbp", "bbt", "first protocol: CBP - BBT"),
+)  # fmt: skip
+
+
 def column_parts(column: str) -> tuple[str, bool, bool, bool]:
     """(method, published, held_out, natural) of a column name."""
     published = column.startswith(PUBLISHED)

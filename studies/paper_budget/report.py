@@ -16,7 +16,7 @@ from cbp_jax.model.registry import DEFAULT_MODEL
 from cbp_jax.stats import paired_summary
 from studies.common import header, row
 from studies.paper_budget.curves import balanced, curve_plot, majority_balanced
-from studies.paper_budget.plan import LABELS, column_parts
+from studies.paper_budget.plan import COMPARISONS, LABELS, column_parts
 
 
 def _by_cell(cfg, cells, store: RecordStore) -> dict:
@@ -54,27 +54,6 @@ def _paired(recs, task, a, b, seeds, metric=_test_acc) -> str:
     if not diffs:
         return "not yet run"
     return paired_summary({task: diffs}).describe()
-
-
-# (a, b, what a - b asks), in the order the report lists them; each is shown where the task
-# has both columns. The first block is the papers' protocol, the last the first one's.
-COMPARISONS = (
-    ("published/cbp_held_out", "published/bbt", "CBP held out - BBT (the papers' claim)"),
-    ("published/cbp_held_out", "published/cbp_z0_held_out",
-     "CBP held out - its z0 (does stage 2 improve on the held-out start?)"),
-    ("published/bbt", "zero_shot", "BBT - zero-shot (does BBT move off zero-shot?)"),
-    ("published/bbt", "bbt", "BBT - BBT first protocol (pycma search, p0 as words)"),
-    ("published/bbtv2", "published/bbt", "BBTv2 - BBT"),
-    ("published/cbp", "cbp_z0", "CBP - CBP z0 (pycma CMA-ES)"),
-    ("published/cbp", "published/bbt", "CBP (domain generator) - BBT"),
-    ("published/cbp_natural", "published/cbp_z0_natural",
-     "natural proportions: CBP - its z0"),
-    ("published/cbp_natural", "published/bbt_natural", "natural proportions: CBP - BBT"),
-    ("published/cbp_natural", "published/prompt_tuning_natural",
-     "natural proportions: CBP - prompt tuning"),
-    ("cbp", "cbp_z0", "first protocol: CBP - CBP z0"),
-    ("cbp", "bbt", "first protocol: CBP - BBT"),
-)  # fmt: skip
 
 
 def task_section(cfg, task: str, recs: dict) -> list[str]:
