@@ -17,6 +17,7 @@ shipped bf16 weights reloaded by name (`--measure-only`: the float32 checkpoint,
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import time
 
@@ -75,6 +76,23 @@ def measure(teacher, student, s_cfg) -> dict:
         "student_prompt": accuracy(student, s_cfg, test_in, tuned.prompt_TxD, weights_CxW=w),
         "prompt_seconds": round(time.time() - t0, 1),
     }
+
+
+def probe_teacher(out: pathlib.Path) -> dict:
+    """The student's probe run on the teacher itself (its blocks as the "student"): does the
+    code's prompt recipe lift a model this size above zero-shot at all? Written to `out`."""
+    from cbp_jax.experiment.identity import git_commit
+    from cbp_jax.model import load_model
+    from cbp_jax.model.precision import machine_info
+
+    teacher = load_model(TEACHER)
+    probe = measure(teacher, teacher.params, teacher.cfg)  # the teacher in the student's place
+    result = {k.replace("student_", "teacher_"): v for k, v in probe.items()}
+    result = {"model": TEACHER, **result, "commit": git_commit(), **machine_info()}
+    result["command"] = "cbp-jax study post student --teacher"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result), flush=True)
+    return result
 
 
 def main(steps: int, out: str, root: str, measure_only: bool) -> dict:

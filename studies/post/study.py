@@ -5,6 +5,7 @@
     cbp-jax study post run --quick    # smoke run: 1 task, 1 seed, few steps
     cbp-jax study post table          # table.md from the records (its own run's preset)
     cbp-jax study post student        # distil, measure and ship the student (student.py)
+    cbp-jax study post student --teacher  # the same probe on the teacher: recipe or student?
     cbp-jax study post published --reduced   # the table as the public code runs it (CPU preset)
     cbp-jax study post published --table-only  # table_published.md from its records
 
@@ -106,11 +107,15 @@ def main(argv=None) -> None:
     p.add_argument("--results", default=str(RESULTS), help="records and table live here")
     p.add_argument("--steps", type=int, default=None, help="student: distillation steps")
     p.add_argument("--measure-only", action="store_true", help="student: measure, don't ship")
+    p.add_argument("--teacher", action="store_true", help="student: probe the teacher instead")
     p.add_argument("--table-only", action="store_true", help="published: write, run nothing")
     a = p.parse_args(argv)
     if a.command == "student":
         from studies.post import student
 
+        if a.teacher:
+            student.probe_teacher(RESULTS / "teacher_probe.json")
+            return
         steps = a.steps or student.CONFIG.steps
         student.main(steps, "checkpoints", str(student.SHIPPED), a.measure_only)
         return
