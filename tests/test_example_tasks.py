@@ -49,7 +49,7 @@ def test_examples_run_zero_shot_and_one_bbt_generation(newcomer, tmp_path, capsy
         bbt = run_mod.main([*common, *bbt_argv])
         assert bbt["generations"] == 1 and bbt["calls"] == budget
         for argv, result in ((["--method", "zero_shot"], zero), (bbt_argv, bbt)):
-            cfg = run_mod.RunConfig(**vars(run_mod.parser().parse_args([*common, *argv])))
+            cfg = run_mod.config_of(run_mod.parser().parse_args([*common, *argv]))
             saved = json.loads((cfg.run_dir / "result.json").read_text())
             assert saved["test_acc"] == result["test_acc"] and saved["n_test"] == 8
             assert cfg.run_dir.is_relative_to(out)
