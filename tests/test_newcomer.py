@@ -94,7 +94,8 @@ def test_every_option_has_help_and_shows_its_default():
     for action in _options(parser()):
         if action.dest != "help":
             assert action.help.strip(), action.dest
-    assert run_help.count("(default:") == len(HELP)
+    shown = [a for a in _options(parser()) if a.dest != "help"]  # fields, --url, --api-key
+    assert run_help.count("(default:") == len(shown) == len(HELP) + 2
     sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) >= {"zero-shot", "train-generator", "customize", "predict", "serve"}
     for name, p in sub.choices.items():
@@ -193,7 +194,7 @@ def test_customize_estimates_checks_the_domain_and_tags_only_its_cbp_run(
 
     seen = []
 
-    def fake_run(cfg, progress=True, model=None):
+    def fake_run(cfg, progress=True, model=None, remote=None):
         seen.append(cfg)
         return {"test_acc": 0.5, "test_acc_z0": 0.5, "calls": 22, "generations": 1, "dev_acc": 0.5}
 

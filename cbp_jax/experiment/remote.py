@@ -56,7 +56,7 @@ class Remote:
 def add_remote_options(p) -> None:
     """--url and --api-key: run the user's side against a served model (`remote_of`)."""
     p.add_argument("--url", default="", help="run against this served model (`cbp-jax serve`)")
-    p.add_argument("--api-key", default="", help="the --url key (default: $CBP_API_KEY)")
+    p.add_argument("--api-key", default="", help="the --url key (else $CBP_API_KEY)")
 
 
 def remote_of(args: argparse.Namespace):
