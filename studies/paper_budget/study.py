@@ -46,7 +46,8 @@ from studies.paper_budget.plan import PaperBudgetConfig, ensure_generators, gene
 QUESTION = "At the papers' budget, does CBP (task held out of stage 1) beat BBT and its own z0?"
 ANSWER = (
     "Not yet decided: held-out z0 is below zero-shot on sst2 and below majority on financial; "
-    "the 8000-call held-out, BBT (words p0) and BBTv2 runs are in flight"
+    "one held-out 8000-call run (financial, seed 0) lifts it 20.5 -> 57.0 (balanced 58.9), "
+    "BBT (words p0) and BBTv2 not yet run"
 )
 COMMANDS = ("run", "table", "status", "stash")
 NAME = "paper_budget"
