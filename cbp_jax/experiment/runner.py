@@ -36,14 +36,19 @@ class Context:
     progress: bool
     remote: Remote | None = None
 
+    def evaluator(self, build):
+        """The unbudgeted service: `build(None)` in process, else over HTTP (the test part)."""
+        if self.remote is None:
+            return build(None)
+        return self.remote.service(self.cfg, self.model.tokenizer, "test")
+
     def services(self, build):
-        """(evaluator, budgeted service): `build(budget)` in process, else over HTTP."""
+        """(evaluator, service with the run's budget): `build(budget)` in process, else over
+        HTTP."""
         if self.remote is None:
             return build(None), build(self.cfg.budget)
-        tok = self.model.tokenizer
-        return self.remote.service(self.cfg, tok, "test"), self.remote.service(
-            self.cfg, tok, "search"
-        )
+        search = self.remote.service(self.cfg, self.model.tokenizer, "search")
+        return self.evaluator(build), search
 
     def test(self, evaluator, kind: str, payload, progress: bool = False) -> dict:
         """The `prediction_summary` of a payload on the test subset (labels stay here)."""
@@ -118,7 +123,7 @@ def _no_prompt(model):
 
 
 def run_zero_shot(ctx: Context, result: dict):
-    return ctx.services(lambda _budget: _no_prompt(ctx.model))[0], "none", None
+    return ctx.evaluator(lambda _budget: _no_prompt(ctx.model)), "none", None
 
 
 def run_bbt(ctx: Context, result: dict):
